@@ -1,0 +1,80 @@
+//! `greeter-server`: parse the flags, set up logging and the fd limit, serve.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use log::{info, warn};
+
+use greeter::{fdlimit, Server, ServerArgs, StartupError};
+
+/// A TCP greeting server: every client that connects is sent the greeting, then the
+/// connection is closed. Logs go to stderr (RUST_LOG=debug for per-connection lines).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match serve(cli.server) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("greeter-server: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServerArgs) -> Result<(), StartupError> {
+    let config = args.into_config()?;
+    match fdlimit::raise_to_hard_limit() {
+        Ok(limit) => info!(
+            "fd limit: soft={} hard={} (was soft={})",
+            limit.soft, limit.hard, limit.before
+        ),
+        Err(err) => warn!("fd limit: cannot raise the open-file limit: {err}"),
+    }
+    let mut server = Server::bind(config.clone())?;
+    server.handle_signals()?;
+    info!(
+        "listening on {} greeting_bytes={} max_connections={} backlog={} write_timeout={} \
+         drain_timeout={} linger_timeout={}",
+        server.local_addr(),
+        config.greeting.len(),
+        config.max_connections,
+        config.backlog,
+        humantime::format_duration(config.write_timeout),
+        humantime::format_duration(config.drain_timeout),
+        humantime::format_duration(config.linger_timeout),
+    );
+    warn_if_backlog_capped(config.backlog);
+    // The one line on stdout, for scripts that start the server on --port 0.
+    let mut stdout = std::io::stdout().lock();
+    let announced =
+        writeln!(stdout, "listening on {}", server.local_addr()).and_then(|()| stdout.flush());
+    if let Err(err) = announced {
+        warn!("cannot write the listening line to stdout: {err}");
+    }
+    drop(stdout);
+    server
+        .run()
+        .map_err(|err| StartupError::new("event loop failed", err, None))?;
+    Ok(())
+}
+
+/// The kernel silently caps the backlog at net.core.somaxconn; say so when it does.
+fn warn_if_backlog_capped(backlog: i32) {
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok());
+    if let Some(cap) = somaxconn.filter(|&cap| cap < backlog) {
+        warn!(
+            "listen backlog {backlog} is capped by net.core.somaxconn={cap} \
+             (raise it with sysctl -w net.core.somaxconn={backlog})"
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! The server's settings: what `greeter-server`'s flags parse into, checked and loaded
+//! once at start-up so that the event loop never has to re-validate anything.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::StartupError;
+
+/// The greeting sent when none is configured: 38 bytes of UTF-8, no newline.
+pub const DEFAULT_GREETING: &str = "Hello there! This is the hosted server";
+
+/// The port both the server and the client use by default.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// Parses a human-friendly duration such as `250ms`, `10s` or `1m`.
+///
+/// # Errors
+/// Returns a message fit for clap's usage error when `text` is not a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|err| format!("{err} (write durations like 250ms, 10s or 1m)"))
+}
+
+/// The server's command-line flags, as clap parses them.
+///
+/// Turn them into a [`Config`] with [`ServerArgs::into_config`], which reads the
+/// greeting file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on; IPv6 such as ::1 or :: works
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port to listen on; 0 picks a free one (the real port is printed)
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// The greeting: exactly these bytes (UTF-8), no newline added
+    #[arg(long, value_name = "TEXT", conflicts_with = "message_file")]
+    pub message: Option<String>,
+
+    /// Send this file's bytes (any bytes) as the greeting
+    #[arg(long, value_name = "PATH")]
+    pub message_file: Option<PathBuf>,
+
+    /// Connections held at once; the rest wait in the kernel's listen backlog
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Close a peer that has not taken the whole greeting within this time
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Listen backlog (the kernel caps it at net.core.somaxconn)
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    pub backlog: u32,
+
+    /// On SIGINT/SIGTERM, wait this long for in-flight greetings before closing them
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// After the greeting, wait at most this long for a peer that sent data to close
+    /// its side, so that closing never resets the connection under the greeting
+    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
+    pub linger_timeout: Duration,
+}
+
+/// Everything the server needs, checked: the address, the greeting and the limits.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The greeting, loaded once and shared by every connection (never copied).
+    pub greeting: Arc<[u8]>,
+    /// How many connections may be held at once (writing or lingering).
+    pub max_connections: usize,
+    /// How long a peer has, from accept, to take the whole greeting.
+    pub write_timeout: Duration,
+    /// The listen backlog passed to `listen(2)`.
+    pub backlog: i32,
+    /// How long a shutdown waits for in-flight greetings.
+    pub drain_timeout: Duration,
+    /// How long a lingering close waits for the peer's EOF.
+    pub linger_timeout: Duration,
+}
+
+impl Config {
+    /// The defaults of `greeter-server`, listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        Config {
+            listen,
+            greeting: Arc::from(DEFAULT_GREETING.as_bytes()),
+            max_connections: 10_000,
+            write_timeout: Duration::from_secs(30),
+            backlog: 1024,
+            drain_timeout: Duration::from_secs(10),
+            linger_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Replaces the greeting.
+    pub fn with_greeting(mut self, greeting: impl Into<Arc<[u8]>>) -> Self {
+        self.greeting = greeting.into();
+        self
+    }
+}
+
+impl ServerArgs {
+    /// Checks the flags and loads the greeting.
+    ///
+    /// # Errors
+    /// A [`StartupError`] naming the greeting file and the cause when it cannot be
+    /// read, or saying that the greeting is empty.
+    pub fn into_config(self) -> Result<Config, StartupError> {
+        let greeting: Arc<[u8]> = match (&self.message_file, self.message) {
+            (Some(path), _) => {
+                let bytes = std::fs::read(path).map_err(|err| {
+                    StartupError::new(
+                        format!("cannot read greeting file {}", path.display()),
+                        err,
+                        Some("check the --message-file path and its permissions"),
+                    )
+                })?;
+                Arc::from(bytes)
+            }
+            (None, Some(text)) => Arc::from(text.into_bytes()),
+            (None, None) => Arc::from(DEFAULT_GREETING.as_bytes()),
+        };
+        if greeting.is_empty() {
+            let what = match &self.message_file {
+                Some(path) => format!("greeting file {}", path.display()),
+                None => "--message".to_owned(),
+            };
+            return Err(StartupError::new(
+                format!("cannot use {what}"),
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "the greeting is empty"),
+                Some("give a non-empty greeting"),
+            ));
+        }
+        Ok(Config {
+            listen: SocketAddr::new(self.host, self.port),
+            greeting,
+            max_connections: self.max_connections as usize,
+            write_timeout: self.write_timeout,
+            backlog: self.backlog as i32,
+            drain_timeout: self.drain_timeout,
+            linger_timeout: self.linger_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<ServerArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("greeter-server").chain(argv.iter().copied()))
+            .map(|cli| cli.args)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = parse(&[]).unwrap().into_config().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(&*config.greeting, b"Hello there! This is the hosted server");
+        assert_eq!(config.greeting.len(), 38);
+        assert_eq!(config.max_connections, 10_000);
+        assert_eq!(config.write_timeout, Duration::from_secs(30));
+        assert_eq!(config.backlog, 1024);
+        assert_eq!(config.drain_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn durations_take_human_units() {
+        let args = parse(&["--write-timeout", "250ms", "--drain-timeout", "1m"]).unwrap();
+        assert_eq!(args.write_timeout, Duration::from_millis(250));
+        assert_eq!(args.drain_timeout, Duration::from_secs(60));
+        assert!(parse(&["--write-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn ipv6_hosts_parse() {
+        let config = parse(&["--host", "::1", "--port", "0"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(config.listen, "[::1]:0".parse().unwrap());
+    }
+
+    #[test]
+    fn message_and_message_file_conflict() {
+        let err = parse(&["--message", "hi", "--message-file", "/tmp/x"])
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--backlog", "0"]).is_err());
+    }
+
+    #[test]
+    fn message_is_taken_byte_for_byte() {
+        let config = parse(&["--message", "héllo\n"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(&*config.greeting, "héllo\n".as_bytes());
+    }
+
+    #[test]
+    fn empty_message_is_an_error() {
+        let err = parse(&["--message", ""])
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("the greeting is empty"), "{err}");
+    }
+
+    #[test]
+    fn missing_message_file_names_the_path_and_cause() {
+        let err = parse(&["--message-file", "/nonexistent/greeting.txt"])
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot read greeting file /nonexistent/greeting.txt: no such file or directory \
+             (check the --message-file path and its permissions)"
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! Per-connection state kept in the server's slab, and the nonblocking steps that move
+//! a connection along: write the rest of the greeting, then discard what the peer sends
+//! until it closes its side.
+//!
+//! Only connections that could not be finished at once live here; the common case
+//! (whole greeting written by the first `write`, nothing received) never gets an entry.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+/// How many bytes a lingering close reads and discards before giving up on the peer's
+/// EOF. A peer that keeps sending past this is not waiting for a clean close.
+pub const LINGER_DISCARD_LIMIT: usize = 256 * 1024;
+
+/// A connection that still owes the server something: greeting bytes to take, or its
+/// EOF after the greeting.
+#[derive(Debug)]
+pub struct Connection {
+    /// The socket, nonblocking and registered with the poll under the slab key.
+    pub stream: TcpStream,
+    /// The peer, for the `CLOSE` log line.
+    pub peer: SocketAddr,
+    /// Where this connection is in its life.
+    pub phase: Phase,
+    /// When the current phase times out (write timeout, then linger timeout).
+    pub deadline: Instant,
+    /// When it was accepted, for the `ms=` field of the `CLOSE` log line.
+    pub accepted_at: Instant,
+    /// A serial number that tells this connection apart from a later one that reuses
+    /// its slab key, so that a stale timer entry never closes the newcomer.
+    pub serial: u64,
+}
+
+/// The two phases of a connection that could not be finished at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The greeting was only partly written; `sent` bytes are out.
+    Writing {
+        /// How far into the shared greeting the peer has been sent.
+        sent: usize,
+    },
+    /// The whole greeting is out and the write side is shut down; input is read and
+    /// discarded until EOF so that the close is a FIN, not a reset.
+    Lingering {
+        /// Bytes read and thrown away so far, bounded by [`LINGER_DISCARD_LIMIT`].
+        discarded: usize,
+    },
+}
+
+/// What a round of writing achieved.
+#[derive(Debug)]
+pub enum WriteProgress {
+    /// Every byte of the greeting is out.
+    Complete,
+    /// The socket buffer is full; wait for writability.
+    WouldBlock,
+    /// The peer is gone or the socket failed.
+    Failed(io::Error),
+}
+
+/// Writes `greeting[*sent..]` until it is all out or the socket would block, advancing
+/// `*sent` by what was written.
+pub fn write_greeting(out: &mut impl Write, greeting: &[u8], sent: &mut usize) -> WriteProgress {
+    while *sent < greeting.len() {
+        match out.write(&greeting[*sent..]) {
+            // A zero-length write of a non-empty buffer means the peer cannot take more.
+            Ok(0) => return WriteProgress::Failed(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *sent += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if would_block(&err) => return WriteProgress::WouldBlock,
+            Err(err) => return WriteProgress::Failed(err),
+        }
+    }
+    WriteProgress::Complete
+}
+
+/// What reading and discarding the peer's input found.
+#[derive(Debug)]
+pub enum InputState {
+    /// Nothing (more) to read right now, and no EOF yet.
+    Quiet,
+    /// The peer closed its side (and everything it sent has been read).
+    Eof,
+    /// The peer sent more than the discard budget allows.
+    BudgetSpent,
+    /// The read failed (typically a reset).
+    Failed(io::Error),
+}
+
+/// Reads and throws away input until EOF, `WouldBlock`, or `*discarded` passes `limit`.
+/// `max_reads` bounds the number of reads (the fast path's check uses exactly one).
+pub fn discard_input(
+    input: &mut impl Read,
+    discarded: &mut usize,
+    limit: usize,
+    max_reads: usize,
+) -> (InputState, usize) {
+    let mut scratch = [0u8; 4096];
+    let mut reads = 0;
+    while reads < max_reads {
+        reads += 1;
+        match input.read(&mut scratch) {
+            Ok(0) => return (InputState::Eof, reads),
+            Ok(n) => {
+                *discarded += n;
+                if *discarded > limit {
+                    return (InputState::BudgetSpent, reads);
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if would_block(&err) => return (InputState::Quiet, reads),
+            Err(err) => return (InputState::Failed(err), reads),
+        }
+    }
+    // Stopped by the read budget with data still coming: report it as unread input.
+    (InputState::Quiet, reads)
+}
+
+/// Whether an I/O error only means "not now" on a nonblocking socket.
+pub fn would_block(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Whether a write or read error is the peer's doing (it reset or went away), as
+/// opposed to a failure on the server's side.
+pub fn peer_went_away(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::WriteZero
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A socket stand-in that answers each call from a script.
+    struct Scripted {
+        answers: VecDeque<io::Result<usize>>,
+        written: Vec<u8>,
+    }
+
+    impl Scripted {
+        fn new(answers: Vec<io::Result<usize>>) -> Self {
+            Scripted {
+                answers: answers.into(),
+                written: Vec::new(),
+            }
+        }
+    }
+
+    impl Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = self.answers.pop_front().expect("unscripted write")?;
+            let n = n.min(buf.len());
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.answers.pop_front().expect("unscripted read")?;
+            Ok(n.min(buf.len()))
+        }
+    }
+
+    fn err(kind: io::ErrorKind) -> io::Result<usize> {
+        Err(kind.into())
+    }
+
+    #[test]
+    fn partial_write_resumes_where_it_stopped() {
+        let greeting = b"Hello there! This is the hosted server";
+        let mut socket = Scripted::new(vec![Ok(5), err(io::ErrorKind::WouldBlock)]);
+        let mut sent = 0;
+        assert!(matches!(
+            write_greeting(&mut socket, greeting, &mut sent),
+            WriteProgress::WouldBlock
+        ));
+        assert_eq!(sent, 5);
+
+        socket.answers = vec![err(io::ErrorKind::Interrupted), Ok(10), Ok(100)].into();
+        assert!(matches!(
+            write_greeting(&mut socket, greeting, &mut sent),
+            WriteProgress::Complete
+        ));
+        assert_eq!(sent, greeting.len());
+        assert_eq!(socket.written, greeting);
+    }
+
+    #[test]
+    fn zero_length_write_means_the_peer_is_gone() {
+        let mut socket = Scripted::new(vec![Ok(0)]);
+        let mut sent = 0;
+        match write_greeting(&mut socket, b"hi", &mut sent) {
+            WriteProgress::Failed(err) => assert!(peer_went_away(&err)),
+            other => panic!("expected failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reset_is_reported_as_the_peers_doing() {
+        let mut socket = Scripted::new(vec![err(io::ErrorKind::ConnectionReset)]);
+        let mut sent = 0;
+        match write_greeting(&mut socket, b"hi", &mut sent) {
+            WriteProgress::Failed(err) => assert!(peer_went_away(&err)),
+            other => panic!("expected failure, got {other:?}"),
+        }
+        assert!(!peer_went_away(&io::Error::from_raw_os_error(libc::ENOMEM)));
+    }
+
+    #[test]
+    fn discarding_stops_at_eof_would_block_or_budget() {
+        let mut discarded = 0;
+        let mut socket = Scripted::new(vec![Ok(100), Ok(0)]);
+        let (state, reads) = discard_input(&mut socket, &mut discarded, 1000, usize::MAX);
+        assert!(matches!(state, InputState::Eof));
+        assert_eq!((discarded, reads), (100, 2));
+
+        let mut socket = Scripted::new(vec![Ok(10), err(io::ErrorKind::WouldBlock)]);
+        let (state, _) = discard_input(&mut socket, &mut discarded, 1000, usize::MAX);
+        assert!(matches!(state, InputState::Quiet));
+        assert_eq!(discarded, 110);
+
+        let mut socket = Scripted::new(vec![Ok(4096), Ok(4096), Ok(4096)]);
+        let (state, _) = discard_input(&mut socket, &mut discarded, 5000, usize::MAX);
+        assert!(matches!(state, InputState::BudgetSpent));
+    }
+
+    #[test]
+    fn one_read_check_reports_unread_input_as_quiet_with_bytes() {
+        let mut discarded = 0;
+        let mut socket = Scripted::new(vec![Ok(7)]);
+        let (state, reads) = discard_input(&mut socket, &mut discarded, 1000, 1);
+        assert!(matches!(state, InputState::Quiet));
+        assert_eq!((discarded, reads), (7, 1));
+    }
+}

@@ -1,0 +1,93 @@
+//! A FIFO of fixed-duration deadlines: the server's only timer.
+//!
+//! Every entry of one queue is pushed `now + the same duration`, so the queue is
+//! sorted by construction and the head is always the next to expire; no heap, no
+//! timer wheel. Entries are never removed early: a closed connection leaves a stale
+//! entry that is skipped when it reaches the head (its serial no longer matches).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// One pending deadline: which slab key, and which connection held that key then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// When it expires.
+    pub at: Instant,
+    /// The slab key of the connection.
+    pub key: usize,
+    /// The connection's serial number, to tell it from a later holder of `key`.
+    pub serial: u64,
+}
+
+/// Deadlines that all lie the same `duration` after the moment they were pushed.
+#[derive(Debug)]
+pub struct DeadlineQueue {
+    /// The fixed duration of every entry.
+    duration: Duration,
+    /// The entries, oldest (soonest) first.
+    entries: VecDeque<Deadline>,
+}
+
+impl DeadlineQueue {
+    /// An empty queue whose entries last `duration`.
+    pub fn new(duration: Duration) -> Self {
+        DeadlineQueue {
+            duration,
+            entries: VecDeque::new(),
+        }
+    }
+
+    /// Adds a deadline `duration` after `now` and returns when it expires.
+    pub fn push(&mut self, now: Instant, key: usize, serial: u64) -> Instant {
+        let at = now + self.duration;
+        // Instants from one monotonic clock never go back, so the queue stays sorted.
+        debug_assert!(self.entries.back().is_none_or(|last| last.at <= at));
+        self.entries.push_back(Deadline { at, key, serial });
+        at
+    }
+
+    /// The soonest deadline, if any (it may be stale).
+    pub fn next(&self) -> Option<Instant> {
+        self.entries.front().map(|deadline| deadline.at)
+    }
+
+    /// Removes and returns the head if it has expired by `now`.
+    pub fn pop_expired(&mut self, now: Instant) -> Option<Deadline> {
+        match self.entries.front() {
+            Some(head) if head.at <= now => self.entries.pop_front(),
+            _ => None,
+        }
+    }
+
+    /// How many entries (live or stale) are queued.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no entry is queued.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_in_push_order_and_only_when_due() {
+        let start = Instant::now();
+        let mut queue = DeadlineQueue::new(Duration::from_secs(1));
+        queue.push(start, 7, 1);
+        queue.push(start + Duration::from_millis(10), 3, 2);
+        assert_eq!(queue.next(), Some(start + Duration::from_secs(1)));
+
+        assert_eq!(queue.pop_expired(start + Duration::from_millis(999)), None);
+        let first = queue.pop_expired(start + Duration::from_secs(2)).unwrap();
+        assert_eq!((first.key, first.serial), (7, 1));
+        let second = queue.pop_expired(start + Duration::from_secs(2)).unwrap();
+        assert_eq!((second.key, second.serial), (3, 2));
+        assert!(queue.is_empty());
+        assert_eq!(queue.next(), None);
+    }
+}

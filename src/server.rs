@@ -1,0 +1,715 @@
+//! The server: one thread, one `mio::Poll`, one listener.
+//!
+//! The life of a connection:
+//!
+//! ```text
+//! accept ──► write greeting ──► all out? ──► one read: peer sent nothing? ──► close (FIN)
+//!                 │                                   │ it did
+//!                 │ partial                           ▼
+//!                 ▼                            shut down writing, register READABLE,
+//!   register WRITABLE, write deadline ──────►  discard input until EOF, the linger
+//!   write the rest on each writable event      deadline or the byte budget ──► close
+//! ```
+//!
+//! Most connections take the top line: `accept4`, `write`, one `read` that finds
+//! nothing, `close`; they never touch the slab or `epoll_ctl`.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::{debug, info, log_enabled, warn, Level};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::accept::{self, AcceptFailure, ACCEPT_RETRY_DELAY};
+use crate::config::Config;
+use crate::connection::{
+    discard_input, peer_went_away, would_block, write_greeting, Connection, InputState, Phase,
+    WriteProgress, LINGER_DISCARD_LIMIT,
+};
+use crate::deadlines::DeadlineQueue;
+use crate::error::{describe_io_error, StartupError};
+use crate::totals::Totals;
+
+/// Reserved tokens sit at the top of the range; connections use their slab key, which
+/// is bounded by `--max-connections` and so never reaches these.
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+
+/// How many readiness events one `epoll_wait` may return.
+const EVENTS_PER_POLL: usize = 1024;
+
+/// The greeting server. Build it with [`Server::bind`] or [`Server::from_listener`],
+/// then call [`Server::run`].
+///
+/// # Examples
+/// ```no_run
+/// use greeter::{Config, Server};
+///
+/// let server = Server::bind(Config::new("127.0.0.1:0".parse().unwrap()))?;
+/// println!("listening on {}", server.local_addr());
+/// let shutdown = server.shutdown_handle();
+/// let running = std::thread::spawn(move || server.run());
+/// shutdown.shutdown()?;
+/// let totals = running.join().unwrap()?;
+/// println!("greeted {}", totals.greeted);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Server {
+    /// The readiness poll: the listener, the waker, the signals and the connections
+    /// that wait for something.
+    poll: Poll,
+    /// The listening socket; `None` once a shutdown has stopped accepting.
+    listener: Option<TcpListener>,
+    /// The address actually bound (with the real port when 0 was asked for).
+    local_addr: SocketAddr,
+    /// The greeting and the limits.
+    config: Config,
+    /// Connections that could not be finished at once, keyed by their token.
+    connections: Slab<Connection>,
+    /// Write-timeout deadlines of connections still taking their greeting.
+    write_deadlines: DeadlineQueue,
+    /// Linger-timeout deadlines of connections waiting for their peer's EOF.
+    linger_deadlines: DeadlineQueue,
+    /// Whether to accept when the listener is readable, and why not.
+    accept_state: AcceptState,
+    /// An ongoing accept failure (exhaustion): logged once when it starts and once
+    /// when it ends, never once per failed accept.
+    accept_trouble: Option<AcceptTrouble>,
+    /// Raised by a [`ShutdownHandle`] or a signal; read after every poll.
+    shutdown: ShutdownHandle,
+    /// SIGINT, SIGTERM and SIGUSR1, when [`Server::handle_signals`] was called.
+    signals: Option<Signals>,
+    /// When a shutdown's drain ends; `None` while serving.
+    drain_deadline: Option<Instant>,
+    /// The counters behind the `totals` line.
+    totals: Totals,
+    /// The serial number for the next held connection.
+    next_serial: u64,
+}
+
+/// Whether the accept loop may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptState {
+    /// Accept whenever the listener reports readiness.
+    Ready,
+    /// Stopped at `--max-connections`; connections may wait in the backlog, and no new
+    /// event will announce them, so accept again as soon as a slot frees.
+    AtCapacity,
+    /// Stopped by an error that retrying at once cannot fix; retry at `retry_at`, or
+    /// sooner when one of our connections closes and frees a descriptor.
+    Paused {
+        /// When to try again.
+        retry_at: Instant,
+        /// Set when a connection closed since the pause began.
+        descriptor_freed: bool,
+    },
+}
+
+/// An episode of failing accepts, for its start and end log lines.
+#[derive(Debug)]
+struct AcceptTrouble {
+    /// When the first accept failed.
+    since: Instant,
+    /// How many accepts failed since.
+    failures: u64,
+}
+
+/// Why a connection was closed; each maps to one counter of [`Totals`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    Greeted,
+    PeerReset,
+    WriteTimeout,
+    DrainTimeout,
+    Error,
+}
+
+impl CloseReason {
+    /// The `reason=` value of the `CLOSE` log line.
+    fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Greeted => "greeted",
+            CloseReason::PeerReset => "reset",
+            CloseReason::WriteTimeout => "timeout",
+            CloseReason::DrainTimeout => "drain",
+            CloseReason::Error => "error",
+        }
+    }
+
+    /// The reason for closing after a failed read or write.
+    fn for_error(err: &io::Error) -> Self {
+        if peer_went_away(err) {
+            CloseReason::PeerReset
+        } else {
+            CloseReason::Error
+        }
+    }
+}
+
+/// Asks a running [`Server`] to shut down gracefully, from any thread.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    /// Set once a shutdown is asked for.
+    requested: Arc<AtomicBool>,
+    /// Wakes the loop from `epoll_wait` so it sees the request at once.
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    /// Stops accepting, lets in-flight greetings finish within the drain timeout, then
+    /// makes [`Server::run`] return.
+    ///
+    /// # Errors
+    /// Fails only if the loop cannot be woken (its poll is gone).
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.requested.store(true, Ordering::SeqCst);
+        self.waker.wake()
+    }
+
+    fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+}
+
+/// Binds a listening TCP socket with an explicit backlog (`std` and mio use 128, which
+/// drops SYNs under bursts) and `SO_REUSEADDR`, so a restart is not refused while old
+/// connections sit in TIME_WAIT.
+///
+/// # Errors
+/// A one-line [`StartupError`] naming the address, the cause and the likely fix.
+pub fn listen(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, StartupError> {
+    let fail = |err: io::Error| {
+        let hint = match err.kind() {
+            io::ErrorKind::AddrInUse => Some(
+                "another process is listening on this port: stop it, or choose another \
+                 --port (0 picks a free one)",
+            ),
+            io::ErrorKind::PermissionDenied => {
+                Some("ports below 1024 need privileges: use a higher --port")
+            }
+            io::ErrorKind::AddrNotAvailable => {
+                Some("no local interface has this address: check --host")
+            }
+            _ => None,
+        };
+        StartupError::new(format!("cannot listen on {addr}"), err, hint)
+    };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.listen(backlog).map_err(fail)?;
+    Ok(socket.into())
+}
+
+impl Server {
+    /// Binds `config.listen` and builds a server on it.
+    ///
+    /// # Errors
+    /// As [`listen`], or if the event loop cannot be created.
+    pub fn bind(config: Config) -> Result<Server, StartupError> {
+        let listener = listen(config.listen, config.backlog)?;
+        Server::from_listener(listener, config)
+    }
+
+    /// Builds a server on an already-bound, listening socket (`config.listen` and
+    /// `config.backlog` are then not used).
+    ///
+    /// # Errors
+    /// If the socket cannot be made nonblocking or the event loop cannot be created.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        config: Config,
+    ) -> Result<Server, StartupError> {
+        let loop_error = |err| StartupError::new("cannot set up the event loop", err, None);
+        listener.set_nonblocking(true).map_err(loop_error)?;
+        let local_addr = listener.local_addr().map_err(loop_error)?;
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new().map_err(loop_error)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(loop_error)?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(loop_error)?;
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            write_deadlines: DeadlineQueue::new(config.write_timeout),
+            linger_deadlines: DeadlineQueue::new(config.linger_timeout),
+            connections: Slab::new(),
+            config,
+            accept_state: AcceptState::Ready,
+            accept_trouble: None,
+            shutdown: ShutdownHandle {
+                requested: Arc::new(AtomicBool::new(false)),
+                waker: Arc::new(waker),
+            },
+            signals: None,
+            drain_deadline: None,
+            totals: Totals::default(),
+            next_serial: 0,
+        })
+    }
+
+    /// The address the server listens on, with the real port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that shuts the server down from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Handles signals inside the loop: SIGINT or SIGTERM start a graceful shutdown
+    /// (a second one ends the drain at once), SIGUSR1 logs the totals so far.
+    ///
+    /// Signals are process-wide, so only a program that owns the process (the
+    /// `greeter-server` binary) should call this.
+    ///
+    /// # Errors
+    /// If the handlers cannot be installed or registered.
+    pub fn handle_signals(&mut self) -> Result<(), StartupError> {
+        let fail = |err| StartupError::new("cannot install signal handlers", err, None);
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(fail)?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(fail)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Serves until shut down, then returns what was done.
+    ///
+    /// # Errors
+    /// Only if polling itself fails; errors of single connections or accepts are
+    /// counted and logged, never returned.
+    pub fn run(mut self) -> io::Result<Totals> {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        loop {
+            let timeout = self
+                .next_wakeup()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(err) = self.poll.poll(&mut events, timeout) {
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            let mut listener_readable = false;
+            let mut stop_now = false;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => listener_readable = true,
+                    // The waker only interrupts the poll; the request is read below.
+                    WAKER => {}
+                    SIGNALS => stop_now |= self.take_signals(),
+                    Token(key) => self.on_connection_event(key),
+                }
+            }
+            let now = Instant::now();
+            self.expire_deadlines(now);
+            if self.shutdown.is_requested() && self.drain_deadline.is_none() {
+                self.begin_drain(now);
+            }
+            // The listener goes last: a key freed by a close above can be reused by a
+            // new connection only once every event of this batch, which named the old
+            // holder, has been handled.
+            if self.should_accept(listener_readable, now) {
+                self.accept_queued(now);
+            }
+            if let Some(drain_deadline) = self.drain_deadline {
+                if stop_now || now >= drain_deadline {
+                    self.close_all(CloseReason::DrainTimeout);
+                }
+                if self.connections.is_empty() {
+                    break;
+                }
+            }
+        }
+        info!("totals in_flight=0 {}", self.totals);
+        Ok(self.totals)
+    }
+
+    /// The soonest moment the loop must wake up without an event, if any.
+    fn next_wakeup(&self) -> Option<Instant> {
+        let retry_at = match self.accept_state {
+            AcceptState::Paused { retry_at, .. } => Some(retry_at),
+            _ => None,
+        };
+        [
+            self.write_deadlines.next(),
+            self.linger_deadlines.next(),
+            retry_at,
+            self.drain_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Reads pending signals; returns true if a second stop signal asks to end the
+    /// drain at once.
+    fn take_signals(&mut self) -> bool {
+        let Some(signals) = self.signals.as_mut() else {
+            return false;
+        };
+        let mut stop_now = false;
+        for signal in signals.pending() {
+            match signal {
+                SIGINT | SIGTERM => {
+                    if self.shutdown.is_requested() {
+                        info!("shutdown: second stop signal, closing in-flight connections now");
+                        stop_now = true;
+                    }
+                    self.shutdown.requested.store(true, Ordering::SeqCst);
+                }
+                SIGUSR1 => info!(
+                    "totals in_flight={} {}",
+                    self.connections.len(),
+                    self.totals
+                ),
+                _ => {}
+            }
+        }
+        stop_now
+    }
+
+    fn should_accept(&self, listener_readable: bool, now: Instant) -> bool {
+        if self.listener.is_none() {
+            return false;
+        }
+        match self.accept_state {
+            AcceptState::Ready => listener_readable,
+            AcceptState::AtCapacity => self.connections.len() < self.config.max_connections,
+            AcceptState::Paused {
+                retry_at,
+                descriptor_freed,
+            } => descriptor_freed || now >= retry_at,
+        }
+    }
+
+    /// Accepts until the backlog is empty (edge triggering announces it only once),
+    /// the connection limit is reached, or accepting fails for lack of resources.
+    fn accept_queued(&mut self, now: Instant) {
+        loop {
+            if self.connections.len() >= self.config.max_connections {
+                // Leave the rest in the kernel's backlog until a slot frees.
+                self.accept_state = AcceptState::AtCapacity;
+                return;
+            }
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.greet(stream, peer, now),
+                Err(err) if would_block(&err) => {
+                    self.accept_state = AcceptState::Ready;
+                    self.end_accept_trouble(now);
+                    return;
+                }
+                Err(err) => match accept::classify(&err) {
+                    AcceptFailure::PerConnection => {
+                        self.totals.accept_errors += 1;
+                        debug!("ACCEPT_ERROR error=\"{}\"", describe_io_error(&err));
+                    }
+                    AcceptFailure::ResourcesExhausted | AcceptFailure::Unexpected => {
+                        self.pause_accepting(&err, now);
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    fn pause_accepting(&mut self, err: &io::Error, now: Instant) {
+        self.accept_state = AcceptState::Paused {
+            retry_at: now + ACCEPT_RETRY_DELAY,
+            descriptor_freed: false,
+        };
+        match &mut self.accept_trouble {
+            Some(trouble) => trouble.failures += 1,
+            None => {
+                warn!(
+                    "accept paused: {}; retrying every {}ms and whenever a connection closes \
+                     ({})",
+                    describe_io_error(err),
+                    ACCEPT_RETRY_DELAY.as_millis(),
+                    accept::remedy(err)
+                );
+                self.accept_trouble = Some(AcceptTrouble {
+                    since: now,
+                    failures: 1,
+                });
+            }
+        }
+    }
+
+    fn end_accept_trouble(&mut self, now: Instant) {
+        if let Some(trouble) = self.accept_trouble.take() {
+            info!(
+                "accept resumed: backlog drained after {} failed accepts over {}ms",
+                trouble.failures,
+                now.duration_since(trouble.since).as_millis()
+            );
+        }
+    }
+
+    /// The fast path: write the greeting at once, check once for input, close.
+    fn greet(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        self.totals.accepted += 1;
+        if log_enabled!(Level::Debug) {
+            debug!(
+                "ACCEPT peer={peer} n={}/{}",
+                self.connections.len() + 1,
+                self.config.max_connections
+            );
+        }
+        let mut sent = 0;
+        let progress = write_greeting(&mut stream, &self.config.greeting, &mut sent);
+        self.totals.bytes_sent += sent as u64;
+        match progress {
+            WriteProgress::Complete => {
+                // Closing a socket with unread input sends a reset, which can destroy the
+                // greeting on its way; one read tells whether the peer sent anything.
+                let mut discarded = 0;
+                match discard_input(&mut stream, &mut discarded, LINGER_DISCARD_LIMIT, 1).0 {
+                    InputState::Quiet if discarded == 0 => {
+                        self.record_close(peer, now, sent, CloseReason::Greeted)
+                    }
+                    InputState::Eof | InputState::Failed(_) => {
+                        self.record_close(peer, now, sent, CloseReason::Greeted)
+                    }
+                    InputState::Quiet | InputState::BudgetSpent => {
+                        self.hold(stream, peer, now, Phase::Lingering { discarded })
+                    }
+                }
+            }
+            WriteProgress::WouldBlock => {
+                self.totals.partial_writes += 1;
+                self.hold(stream, peer, now, Phase::Writing { sent });
+            }
+            WriteProgress::Failed(err) => {
+                self.record_close(peer, now, sent, CloseReason::for_error(&err))
+            }
+        }
+    }
+
+    /// Puts a connection that cannot be finished at once in the slab and the poll.
+    fn hold(
+        &mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        accepted_at: Instant,
+        phase: Phase,
+    ) {
+        let key = self.connections.vacant_key();
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let (interest, deadline) = match phase {
+            Phase::Writing { .. } => (
+                Interest::WRITABLE,
+                self.write_deadlines.push(accepted_at, key, serial),
+            ),
+            Phase::Lingering { .. } => {
+                self.totals.lingered += 1;
+                // Best effort: the FIN tells the peer the greeting is complete; if the
+                // peer is already gone the read below reports it.
+                let _ = stream.shutdown(Shutdown::Write);
+                (
+                    Interest::READABLE,
+                    self.linger_deadlines.push(accepted_at, key, serial),
+                )
+            }
+        };
+        if let Err(err) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), interest)
+        {
+            warn!(
+                "cannot register a connection with the poll: {}",
+                describe_io_error(&err)
+            );
+            let sent = match phase {
+                Phase::Writing { sent } => sent,
+                Phase::Lingering { .. } => self.config.greeting.len(),
+            };
+            let reason = match phase {
+                Phase::Writing { .. } => CloseReason::Error,
+                Phase::Lingering { .. } => CloseReason::Greeted,
+            };
+            self.record_close(peer, accepted_at, sent, reason);
+            return;
+        }
+        let inserted = self.connections.insert(Connection {
+            stream,
+            peer,
+            phase,
+            deadline,
+            accepted_at,
+            serial,
+        });
+        debug_assert_eq!(inserted, key, "the slab filled the key it announced");
+    }
+
+    fn on_connection_event(&mut self, key: usize) {
+        // A closed connection's events can still be in this batch: ignore them.
+        let Some(conn) = self.connections.get_mut(key) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Writing { mut sent } => {
+                let before = sent;
+                let progress = write_greeting(&mut conn.stream, &self.config.greeting, &mut sent);
+                self.totals.bytes_sent += (sent - before) as u64;
+                conn.phase = Phase::Writing { sent };
+                match progress {
+                    WriteProgress::Complete => self.start_lingering(key),
+                    WriteProgress::WouldBlock => {}
+                    WriteProgress::Failed(err) => self.close(key, CloseReason::for_error(&err)),
+                }
+            }
+            Phase::Lingering { mut discarded } => {
+                let (state, _) = discard_input(
+                    &mut conn.stream,
+                    &mut discarded,
+                    LINGER_DISCARD_LIMIT,
+                    usize::MAX,
+                );
+                conn.phase = Phase::Lingering { discarded };
+                if !matches!(state, InputState::Quiet) {
+                    self.close(key, CloseReason::Greeted);
+                }
+            }
+        }
+    }
+
+    /// After a greeting that needed several writes: bytes may still be in flight, so
+    /// closing now could turn into a reset if the peer sends anything. Send the FIN
+    /// and wait for the peer's.
+    fn start_lingering(&mut self, key: usize) {
+        let now = Instant::now();
+        let Some(conn) = self.connections.get_mut(key) else {
+            return;
+        };
+        self.totals.lingered += 1;
+        conn.phase = Phase::Lingering { discarded: 0 };
+        conn.deadline = self.linger_deadlines.push(now, key, conn.serial);
+        let shut = conn.stream.shutdown(Shutdown::Write);
+        // Re-registering re-checks readiness, so input that is already queued (or an
+        // EOF) produces an event without an extra read here.
+        let registered =
+            self.poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), Interest::READABLE);
+        if shut.is_err() || registered.is_err() {
+            self.close(key, CloseReason::Greeted);
+        }
+    }
+
+    fn expire_deadlines(&mut self, now: Instant) {
+        while let Some(due) = self.write_deadlines.pop_expired(now) {
+            self.expire(due.key, due.serial, now);
+        }
+        while let Some(due) = self.linger_deadlines.pop_expired(now) {
+            self.expire(due.key, due.serial, now);
+        }
+    }
+
+    fn expire(&mut self, key: usize, serial: u64, now: Instant) {
+        let Some(conn) = self.connections.get(key) else {
+            return;
+        };
+        // A stale entry: the key has a new holder, or the connection moved on to a
+        // later deadline.
+        if conn.serial != serial || conn.deadline > now {
+            return;
+        }
+        let reason = match conn.phase {
+            Phase::Writing { .. } => CloseReason::WriteTimeout,
+            Phase::Lingering { .. } => CloseReason::Greeted,
+        };
+        self.close(key, reason);
+    }
+
+    /// Stops accepting and starts the drain: connections already queued in the
+    /// backlog are greeted first, since closing the listener would reset them.
+    fn begin_drain(&mut self, now: Instant) {
+        if self.listener.is_some() {
+            self.accept_queued(now);
+        }
+        if let Some(mut listener) = self.listener.take() {
+            // Best effort: dropping the listener closes it and leaves the poll anyway.
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.drain_deadline = Some(now + self.config.drain_timeout);
+        info!(
+            "shutdown: stopped accepting; waiting up to {} for {} in-flight greetings",
+            humantime::format_duration(self.config.drain_timeout),
+            self.connections.len()
+        );
+    }
+
+    fn close_all(&mut self, reason: CloseReason) {
+        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let reason = match self.connections[key].phase {
+                Phase::Writing { .. } => reason,
+                Phase::Lingering { .. } => CloseReason::Greeted,
+            };
+            self.close(key, reason);
+        }
+    }
+
+    fn close(&mut self, key: usize, reason: CloseReason) {
+        // Dropping the stream closes the socket, which also removes it from the poll:
+        // no deregister call is needed for a descriptor that is never duplicated.
+        let conn = self.connections.remove(key);
+        let sent = match conn.phase {
+            Phase::Writing { sent } => sent,
+            Phase::Lingering { .. } => self.config.greeting.len(),
+        };
+        self.record_close(conn.peer, conn.accepted_at, sent, reason);
+        if let AcceptState::Paused {
+            descriptor_freed, ..
+        } = &mut self.accept_state
+        {
+            *descriptor_freed = true;
+        }
+    }
+
+    fn record_close(
+        &mut self,
+        peer: SocketAddr,
+        accepted_at: Instant,
+        sent: usize,
+        reason: CloseReason,
+    ) {
+        let counter = match reason {
+            CloseReason::Greeted => &mut self.totals.greeted,
+            CloseReason::PeerReset => &mut self.totals.reset,
+            CloseReason::WriteTimeout => &mut self.totals.timed_out,
+            CloseReason::DrainTimeout => &mut self.totals.drained,
+            CloseReason::Error => &mut self.totals.failed,
+        };
+        *counter += 1;
+        if log_enabled!(Level::Debug) {
+            debug!(
+                "CLOSE peer={peer} bytes={sent} ms={} reason={}",
+                accepted_at.elapsed().as_millis(),
+                reason.as_str()
+            );
+        }
+    }
+}
