@@ -3,16 +3,17 @@
 //! The life of a connection:
 //!
 //! ```text
-//! accept ──► write greeting ──► all out? ──► one read: peer sent nothing? ──► close (FIN)
-//!                 │                                   │ it did
-//!                 │ partial                           ▼
-//!                 ▼                            shut down writing, register READABLE,
-//!   register WRITABLE, write deadline ──────►  discard input until EOF, the linger
-//!   write the rest on each writable event      deadline or the byte budget ──► close
+//! accept ─► write greeting ─► all out ─► shutdown(Write) ─► one read: nothing? ─► close
+//!                │                                                  │ input
+//!                │ partial                                          ▼
+//!                ▼                                      register READABLE; discard
+//!  register WRITABLE, write deadline;  ─► all out ─►    input until EOF, the linger
+//!  write the rest on each writable event  shutdown(Write)  deadline or the byte
+//!                                                       budget ─► close
 //! ```
 //!
-//! Most connections take the top line: `accept4`, `write`, one `read` that finds
-//! nothing, `close`; they never touch the slab or `epoll_ctl`.
+//! Most connections take the top line: `accept4`, `write`, `shutdown`, one `read`
+//! that finds nothing, `close`; they never touch the slab or `epoll_ctl`.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
@@ -480,8 +481,14 @@ impl Server {
         self.totals.bytes_sent += sent as u64;
         match progress {
             WriteProgress::Complete => {
-                // Closing a socket with unread input sends a reset, which can destroy the
-                // greeting on its way; one read tells whether the peer sent anything.
+                // The FIN goes out right behind the greeting. Closing a socket that
+                // holds unread input sends a reset; sent after the FIN, a reset can no
+                // longer turn the peer's clean EOF into an error, even if the peer's
+                // bytes land between the check below and the close (best effort: a
+                // peer that is already gone is caught by the read).
+                let _ = stream.shutdown(Shutdown::Write);
+                // One read tells whether the peer sent anything; if it did, linger so
+                // that no reset is sent at all.
                 let mut discarded = 0;
                 match discard_input(&mut stream, &mut discarded, LINGER_DISCARD_LIMIT, 1).0 {
                     InputState::Quiet if discarded == 0 => {
@@ -522,10 +529,8 @@ impl Server {
                 self.write_deadlines.push(accepted_at, key, serial),
             ),
             Phase::Lingering { .. } => {
+                // The fast path has already shut down the write side.
                 self.totals.lingered += 1;
-                // Best effort: the FIN tells the peer the greeting is complete; if the
-                // peer is already gone the read below reports it.
-                let _ = stream.shutdown(Shutdown::Write);
                 (
                     Interest::READABLE,
                     self.linger_deadlines.push(accepted_at, key, serial),

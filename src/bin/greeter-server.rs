@@ -31,13 +31,6 @@ fn main() -> ExitCode {
 
 fn serve(args: ServerArgs) -> Result<(), StartupError> {
     let config = args.into_config()?;
-    match fdlimit::raise_to_hard_limit() {
-        Ok(limit) => info!(
-            "fd limit: soft={} hard={} (was soft={})",
-            limit.soft, limit.hard, limit.before
-        ),
-        Err(err) => warn!("fd limit: cannot raise the open-file limit: {err}"),
-    }
     let mut server = Server::bind(config.clone())?;
     server.handle_signals()?;
     info!(
@@ -52,6 +45,14 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
         humantime::format_duration(config.linger_timeout),
     );
     warn_if_backlog_capped(config.backlog);
+    // After binding, so that a start-up error stays the only line on stderr.
+    match fdlimit::raise_to_hard_limit() {
+        Ok(limit) => info!(
+            "fd limit: soft={} hard={} (was soft={})",
+            limit.soft, limit.hard, limit.before
+        ),
+        Err(err) => warn!("fd limit: cannot raise the open-file limit: {err}"),
+    }
     // The one line on stdout, for scripts that start the server on --port 0.
     let mut stdout = std::io::stdout().lock();
     let announced =

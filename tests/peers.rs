@@ -1,0 +1,188 @@
+//! Peers that do not just read: slow readers, peers that send first or while the
+//! greeting is in flight, peers that stall. Each must get every byte and a clean EOF
+//! (or, when it stalls, be cut off by the write timeout).
+
+mod util;
+
+use std::io::{ErrorKind, Read};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use greeter::Config;
+use util::*;
+
+const DEFAULT: &[u8] = b"Hello there! This is the hosted server";
+/// A telnet client's opening negotiation (IAC DO/WILL ...), the classic "sends first".
+const TELNET_NEGOTIATION: &[u8] = &[255, 253, 1, 255, 253, 31, 255, 251, 24];
+
+#[test]
+fn partial_write_resumes_on_writable_for_a_slow_reader() {
+    let greeting = large_greeting(4 * 1024 * 1024);
+    let server = start_server(config_with(&greeting));
+    let mut peer = connect(server.addr);
+    // Read nothing at first, so the server's first write is bounded by the socket
+    // buffers (a reader draining during that one write could take it all). Then take
+    // 64 KiB at a time with pauses, so the buffer fills again and again and the
+    // greeting can only finish through writable events.
+    thread::sleep(Duration::from_millis(200));
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut reads = 0;
+    loop {
+        let n = peer
+            .read(&mut chunk)
+            .expect("no reset while reading slowly");
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&chunk[..n]);
+        reads += 1;
+        if reads % 4 == 0 {
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    assert_same_bytes(&received, &greeting);
+
+    let totals = server.stop();
+    assert_eq!(totals.greeted, 1);
+    assert_eq!(totals.partial_writes, 1);
+    assert_eq!(totals.bytes_sent, greeting.len() as u64);
+}
+
+/// Connects, sends `first` before reading anything, then reads to EOF.
+fn greeting_after_sending_first(server_addr: std::net::SocketAddr, first: &[u8]) -> Vec<u8> {
+    let mut peer = connect(server_addr);
+    send_quietly(&mut peer, first);
+    read_to_eof(&mut peer).expect("a clean EOF, not a reset")
+}
+
+#[test]
+fn peer_that_sends_first_still_gets_whole_greeting() {
+    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    // Many rounds, because the danger is a race between the peer's bytes and the close.
+    for _ in 0..300 {
+        assert_eq!(
+            greeting_after_sending_first(server.addr, TELNET_NEGOTIATION),
+            DEFAULT
+        );
+    }
+    let totals = server.stop();
+    assert_eq!(totals.greeted, 300);
+    assert_eq!(totals.closed_early(), 0);
+    assert!(
+        totals.lingered > 0,
+        "some peers' bytes must have been seen: {totals}"
+    );
+}
+
+#[test]
+fn peer_that_sends_first_gets_whole_large_greeting() {
+    let greeting = large_greeting(4 * 1024 * 1024);
+    let server = start_server(config_with(&greeting));
+    for _ in 0..5 {
+        let received = greeting_after_sending_first(server.addr, &[b'x'; 10_000]);
+        assert_same_bytes(&received, &greeting);
+    }
+    let totals = server.stop();
+    assert_eq!(totals.greeted, 5);
+    assert_eq!(totals.lingered, 5);
+}
+
+#[test]
+fn peer_that_sends_while_large_greeting_in_flight_gets_all_and_eof() {
+    let greeting = large_greeting(8 * 1024 * 1024);
+    let server = start_server(config_with(&greeting));
+    let mut peer = connect(server.addr);
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let n = peer.read(&mut chunk).expect("no reset mid-greeting");
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&chunk[..n]);
+        // Talk back throughout, most of all while the greeting is still arriving.
+        if received.len() < greeting.len() {
+            send_quietly(&mut peer, b"are you still there?\r\n");
+        }
+    }
+    assert_same_bytes(&received, &greeting);
+    let totals = server.stop();
+    assert_eq!(totals.greeted, 1);
+    assert_eq!(totals.closed_early(), 0);
+}
+
+#[test]
+fn peer_that_never_closes_its_side_is_released_by_the_linger_timeout() {
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap());
+    config.linger_timeout = Duration::from_millis(200);
+    let server = start_server(config);
+    let mut peer = connect(server.addr);
+    send_quietly(&mut peer, TELNET_NEGOTIATION);
+    // Keep our side open without reading: the server must not wait for us forever.
+    thread::sleep(Duration::from_millis(600));
+    let totals = server.stop();
+    assert_eq!(totals.greeted, 1);
+    // The greeting and the FIN were sent before the linger began.
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+}
+
+#[test]
+fn write_timeout_closes_a_peer_that_stops_reading() {
+    let greeting = large_greeting(8 * 1024 * 1024);
+    let mut config = config_with(&greeting);
+    config.write_timeout = Duration::from_millis(300);
+    let server = start_server(config);
+    let mut stalled = connect(server.addr);
+    let started = Instant::now();
+    thread::sleep(Duration::from_millis(800));
+
+    // Meanwhile the server still serves others.
+    let mut other = connect(server.addr);
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let totals_before = started.elapsed();
+    let mut received = Vec::new();
+    let outcome = stalled.read_to_end(&mut received);
+    assert!(
+        received.len() < greeting.len(),
+        "a stalled peer cannot have received the whole greeting"
+    );
+    if let Err(err) = outcome {
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+    }
+    drop(other);
+    let totals = server.stop();
+    assert_eq!(totals.timed_out, 1, "{totals} after {totals_before:?}");
+    assert!(totals.accepted >= 2);
+}
+
+#[test]
+fn max_connections_caps_held_connections_and_serves_the_overflow_later() {
+    let greeting = large_greeting(4 * 1024 * 1024);
+    let path = temp_file("cap-greeting", &greeting);
+    let server = spawn_server(&[
+        "--max-connections",
+        "4",
+        "--message-file",
+        path.to_str().unwrap(),
+    ]);
+    let baseline_fds = server.open_fds();
+
+    // Ten peers that do not read yet: four are held, six wait in the backlog.
+    let mut peers: Vec<_> = (0..10).map(|_| connect(server.addr)).collect();
+    thread::sleep(Duration::from_millis(500));
+    let held = server.open_fds() - baseline_fds;
+    assert_eq!(held, 4, "connections held beyond --max-connections");
+
+    let readers: Vec<_> = peers
+        .drain(..)
+        .map(|mut peer| thread::spawn(move || read_to_eof(&mut peer)))
+        .collect();
+    for reader in readers {
+        let received = reader.join().unwrap().expect("overflow peer served");
+        assert_same_bytes(&received, &greeting);
+    }
+    let _ = std::fs::remove_file(path);
+}

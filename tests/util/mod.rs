@@ -1,0 +1,348 @@
+//! Helpers shared by the integration tests: an in-process server on port 0, the real
+//! binaries as child processes, and peers that read or stall on purpose.
+//!
+//! Every wait here is bounded, every server binds port 0 on loopback, and a child is
+//! only ever stopped through its own PID.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use greeter::{Config, Server, ShutdownHandle, Totals};
+
+/// The longest any single step of a test may wait before it counts as a failure.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A server running on its own thread inside the test process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    thread: Option<JoinHandle<io::Result<Totals>>>,
+}
+
+/// Starts an in-process server with `config` on 127.0.0.1, port 0.
+pub fn start_server(config: Config) -> TestServer {
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..config
+    };
+    start_server_on(config)
+}
+
+/// Starts an in-process server on `config.listen` as given (e.g. `[::1]:0`).
+pub fn start_server_on(config: Config) -> TestServer {
+    let server = Server::bind(config).expect("bind the test server");
+    let addr = server.local_addr();
+    let shutdown = server.shutdown_handle();
+    let thread = Some(thread::spawn(move || server.run()));
+    TestServer {
+        addr,
+        shutdown,
+        thread,
+    }
+}
+
+/// The default configuration with `greeting` (listen address set by `start_server`).
+pub fn config_with(greeting: &[u8]) -> Config {
+    Config::new("127.0.0.1:0".parse().unwrap()).with_greeting(greeting.to_vec())
+}
+
+impl TestServer {
+    /// Shuts the server down gracefully and returns its totals.
+    pub fn stop(mut self) -> Totals {
+        self.shutdown.shutdown().expect("wake the server");
+        let thread = self.thread.take().unwrap();
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        while !thread.is_finished() {
+            assert!(Instant::now() < deadline, "server did not stop in time");
+            thread::sleep(Duration::from_millis(5));
+        }
+        thread
+            .join()
+            .expect("server thread panicked")
+            .expect("server loop failed")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.shutdown.shutdown();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A greeting of `len` bytes that never repeats a short pattern, so that a lost,
+/// duplicated or reordered chunk cannot go unnoticed.
+pub fn large_greeting(len: usize) -> Vec<u8> {
+    let mut state: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// Connects with bounded waits for every later read and write.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, STEP_TIMEOUT).expect("connect");
+    stream.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(STEP_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Reads until EOF. Any error (a reset included) fails the caller's assertion.
+pub fn read_to_eof(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let mut received = Vec::new();
+    stream.read_to_end(&mut received)?;
+    Ok(received)
+}
+
+/// Asserts that `received` is exactly `expected`, with a short message for big buffers.
+pub fn assert_same_bytes(received: &[u8], expected: &[u8]) {
+    if received != expected {
+        let first_difference = received
+            .iter()
+            .zip(expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(received.len().min(expected.len()));
+        panic!(
+            "received {} bytes, expected {}; first difference at byte {first_difference}",
+            received.len(),
+            expected.len()
+        );
+    }
+}
+
+/// Writes `bytes` to a fresh file in the target directory and returns its path.
+pub fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("{}-{name}", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A `greeter-server` child process.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Path of one of the package's binaries.
+pub fn binary(name: &str) -> &'static str {
+    match name {
+        "greeter-server" => env!("CARGO_BIN_EXE_greeter-server"),
+        "greeter-client" => env!("CARGO_BIN_EXE_greeter-client"),
+        other => panic!("no binary {other}"),
+    }
+}
+
+/// Starts `greeter-server --port 0 ARGS` and waits for its `listening on` line.
+pub fn spawn_server(args: &[&str]) -> ServerProcess {
+    spawn_server_with_fd_limit(args, None)
+}
+
+/// As [`spawn_server`], under `ulimit -n LIMIT` (soft and hard) when given, so that
+/// the server cannot raise it.
+pub fn spawn_server_with_fd_limit(args: &[&str], fd_limit: Option<u32>) -> ServerProcess {
+    let mut command = match fd_limit {
+        Some(limit) => {
+            let mut command = Command::new("sh");
+            command
+                .arg("-c")
+                .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                .arg(binary("greeter-server"));
+            command
+        }
+        None => Command::new(binary("greeter-server")),
+    };
+    let mut child = command
+        .args(["--port", "0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn greeter-server");
+    let stderr = collect(child.stderr.take().unwrap());
+    let (lines, listening) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = match listening.recv_timeout(STEP_TIMEOUT) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "greeter-server printed no listening line; stderr:\n{}",
+                stderr.lock().unwrap()
+            );
+        }
+    };
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .expect("an address after 'listening on'");
+    ServerProcess {
+        child,
+        addr,
+        stderr,
+    }
+}
+
+/// Reads a pipe to its end on a thread, into a shared string.
+fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+impl ServerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "TERM") to this child only.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} failed");
+    }
+
+    /// Waits for the child to exit, failing the test after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for server") {
+                // Let the stderr reader catch the last lines.
+                thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server still running after {timeout:?}; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr contains `needle`; returns stderr.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let text = self.stderr();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in stderr:\n{text}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// How many descriptors the server has open.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read the server's fd table")
+            .count()
+    }
+
+    /// User plus system CPU time the server has used, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a binary of this package to completion (bounded) and returns its status,
+/// stdout bytes and stderr text.
+pub fn run_binary(name: &str, args: &[&str]) -> (ExitStatus, Vec<u8>, String) {
+    let mut child = Command::new(binary(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn binary");
+    let stdout = child.stdout.take().unwrap();
+    let stdout_reader = thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let mut stdout = stdout;
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    let stderr = collect(child.stderr.take().unwrap());
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} {args:?} did not finish in time");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = stdout_reader.join().unwrap();
+    thread::sleep(Duration::from_millis(20));
+    let stderr = stderr.lock().unwrap().clone();
+    (status, stdout, stderr)
+}
+
+/// Sends `bytes` and ignores a failure: the server may already have closed.
+pub fn send_quietly(stream: &mut TcpStream, bytes: &[u8]) {
+    let _ = stream.write_all(bytes);
+}
