@@ -19,7 +19,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, log_enabled, warn, Level};
 use mio::net::{TcpListener, TcpStream};
@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::accept::{self, AcceptFailure, ACCEPT_RETRY_DELAY};
 use crate::config::Config;
@@ -681,6 +681,15 @@ impl Server {
         // Dropping the stream closes the socket, which also removes it from the poll:
         // no deregister call is needed for a descriptor that is never duplicated.
         let conn = self.connections.remove(key);
+        if matches!(
+            reason,
+            CloseReason::WriteTimeout | CloseReason::DrainTimeout
+        ) {
+            // The peer is not taking the greeting: abort with a reset so the kernel
+            // frees the queued bytes now instead of keeping an orphan socket that
+            // retransmits to a peer that will not read (best effort).
+            let _ = SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
+        }
         let sent = match conn.phase {
             Phase::Writing { sent } => sent,
             Phase::Lingering { .. } => self.config.greeting.len(),

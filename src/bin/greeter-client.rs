@@ -12,7 +12,7 @@ use greeter::config::{parse_duration, DEFAULT_PORT};
 /// Connects to a greeter server, reads the whole greeting until the server closes the
 /// connection, and writes the bytes to stdout exactly as received.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "greeter-client", version, about)]
 struct Cli {
     /// Server host name or address
     #[arg(long, default_value = "127.0.0.1")]

@@ -11,7 +11,7 @@ use greeter::{fdlimit, Server, ServerArgs, StartupError};
 /// A TCP greeting server: every client that connects is sent the greeting, then the
 /// connection is closed. Logs go to stderr (RUST_LOG=debug for per-connection lines).
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "greeter-server", version, about)]
 struct Cli {
     #[command(flatten)]
     server: ServerArgs,

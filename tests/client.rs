@@ -1,0 +1,108 @@
+//! `greeter-client`: prints exactly what it received, and fails with one clear line.
+
+mod util;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::thread;
+
+use greeter::Config;
+use socket2::SockRef;
+use util::*;
+
+#[test]
+fn client_prints_the_greeting_exactly() {
+    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    let port = server.addr.port().to_string();
+    let (status, stdout, stderr) = run_binary("greeter-client", &["--port", &port]);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    // stdout is a pipe here, so no newline is added.
+    assert_eq!(stdout, b"Hello there! This is the hosted server");
+}
+
+#[test]
+fn client_prints_a_multi_megabyte_greeting_whole() {
+    let greeting = large_greeting(6 * 1024 * 1024 + 7);
+    let server = start_server(config_with(&greeting));
+    let port = server.addr.port().to_string();
+    let (status, stdout, stderr) = run_binary("greeter-client", &["--port", &port]);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_same_bytes(&stdout, &greeting);
+}
+
+#[test]
+fn client_reports_refused_connection() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let (status, stdout, stderr) = run_binary("greeter-client", &["--port", &port.to_string()]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stdout.is_empty());
+    assert_eq!(
+        stderr.trim_end(),
+        format!("greeter-client: cannot connect to 127.0.0.1:{port}: connection refused")
+    );
+}
+
+#[test]
+fn client_times_out_on_a_silent_server() {
+    // The kernel completes the handshake from the backlog; nobody ever writes.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let (status, _, stderr) =
+        run_binary("greeter-client", &["--port", &port, "--timeout", "300ms"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.starts_with(&format!(
+            "greeter-client: timed out reading from 127.0.0.1:{port}: nothing received for 300ms"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn client_reports_reset_mid_greeting() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let resetter = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.write_all(b"Hello th").unwrap();
+        thread::sleep(std::time::Duration::from_millis(100));
+        // Linger 0: close sends a reset instead of a FIN.
+        SockRef::from(&stream)
+            .set_linger(Some(std::time::Duration::ZERO))
+            .unwrap();
+    });
+    let (status, stdout, stderr) = run_binary("greeter-client", &["--port", &port]);
+    resetter.join().unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(stdout.is_empty(), "an incomplete greeting is not printed");
+    assert!(
+        stderr.starts_with(&format!(
+            "greeter-client: connection reset by 127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn client_cuts_off_a_server_that_sends_too_much() {
+    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    let port = server.addr.port().to_string();
+    let (status, stdout, stderr) =
+        run_binary("greeter-client", &["--port", &port, "--max-bytes", "10"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("sent more than 10 bytes; cut off"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn client_rejects_bad_flags_with_exit_2() {
+    let (status, _, stderr) = run_binary("greeter-client", &["--timeout", "forever"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("error:"), "{stderr}");
+}

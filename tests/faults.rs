@@ -1,0 +1,207 @@
+//! Faults around the server process: descriptor exhaustion, signals and draining,
+//! and errors at start-up. These drive the real `greeter-server` binary.
+
+mod util;
+
+use std::net::TcpListener;
+use std::thread;
+use std::time::Duration;
+
+use util::*;
+
+const DEFAULT: &[u8] = b"Hello there! This is the hosted server";
+
+#[test]
+fn accept_survives_fd_exhaustion_without_spinning_and_serves_the_queue() {
+    let greeting = large_greeting(4 * 1024 * 1024);
+    let path = temp_file("fd-greeting", &greeting);
+    // 16 descriptors: stdio, epoll, listener, waker and the signal pipe leave room for
+    // about eight held connections.
+    let server = spawn_server_with_fd_limit(&["--message-file", path.to_str().unwrap()], Some(16));
+    server.wait_for_log("fd limit: soft=16 hard=16");
+
+    // Twenty peers that do not read: the greeting cannot finish, so every accepted one
+    // holds a descriptor and the rest meet EMFILE.
+    let mut peers: Vec<_> = (0..20).map(|_| connect(server.addr)).collect();
+    let log = server.wait_for_log("accept paused");
+    assert!(log.contains("too many open files"), "{log}");
+
+    // Paused, the server must stay near idle instead of retrying in a tight loop.
+    let before = server.cpu_ticks();
+    thread::sleep(Duration::from_secs(1));
+    let used = server.cpu_ticks() - before;
+    assert!(
+        used <= 20,
+        "server used {used} ticks (of 100) per second while paused"
+    );
+
+    // Now everybody reads: held peers finish and free descriptors, and the queued ones
+    // are accepted although no new connection arrives.
+    let readers: Vec<_> = peers
+        .drain(..)
+        .map(|mut peer| thread::spawn(move || read_to_eof(&mut peer)))
+        .collect();
+    for reader in readers {
+        let received = reader.join().unwrap().expect("every queued peer is served");
+        assert_same_bytes(&received, &greeting);
+    }
+    let log = server.wait_for_log("accept resumed");
+    assert_eq!(
+        log.matches("accept paused").count(),
+        1,
+        "one warning per episode:\n{log}"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn sigterm_drains_in_flight_greetings_then_exits_zero() {
+    let greeting = large_greeting(4 * 1024 * 1024);
+    let path = temp_file("drain-greeting", &greeting);
+    let mut server = spawn_server(&["--message-file", path.to_str().unwrap()]);
+    let mut peers: Vec<_> = (0..3).map(|_| connect(server.addr)).collect();
+    // Wait until all three are held mid-greeting.
+    thread::sleep(Duration::from_millis(300));
+
+    server.signal("TERM");
+    server.wait_for_log("shutdown: stopped accepting; waiting up to 10s for 3 in-flight");
+    assert!(
+        std::net::TcpStream::connect(server.addr).is_err(),
+        "a draining server accepts no new connection"
+    );
+
+    let readers: Vec<_> = peers
+        .drain(..)
+        .map(|mut peer| thread::spawn(move || read_to_eof(&mut peer)))
+        .collect();
+    for reader in readers {
+        assert_same_bytes(
+            &reader.join().unwrap().expect("in-flight greeting finishes"),
+            &greeting,
+        );
+    }
+    let status = server.wait_exit(STEP_TIMEOUT);
+    assert_eq!(status.code(), Some(0));
+    let log = server.stderr();
+    assert!(
+        log.contains("totals in_flight=0 accepted=3 greeted=3 closed_early=0"),
+        "{log}"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn drain_timeout_cuts_off_a_peer_that_never_reads() {
+    let greeting = large_greeting(4 * 1024 * 1024);
+    let path = temp_file("drain-timeout-greeting", &greeting);
+    let mut server = spawn_server(&[
+        "--message-file",
+        path.to_str().unwrap(),
+        "--drain-timeout",
+        "300ms",
+    ]);
+    let _stalled = connect(server.addr);
+    thread::sleep(Duration::from_millis(200));
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    let log = server.stderr();
+    assert!(
+        log.contains("accepted=1 greeted=0 closed_early=1 reset=0 timeout=0 drain=1"),
+        "{log}"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn sigint_with_nothing_in_flight_exits_zero_at_once() {
+    let mut server = spawn_server(&[]);
+    let mut peer = connect(server.addr);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+    server.signal("INT");
+    assert_eq!(server.wait_exit(Duration::from_secs(5)).code(), Some(0));
+    assert!(server
+        .stderr()
+        .contains("totals in_flight=0 accepted=1 greeted=1"));
+}
+
+#[test]
+fn sigusr1_logs_totals_and_keeps_serving() {
+    let server = spawn_server(&[]);
+    let mut peer = connect(server.addr);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+    server.signal("USR1");
+    server.wait_for_log("totals in_flight=0 accepted=1 greeted=1");
+    let mut peer = connect(server.addr);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+}
+
+#[test]
+fn port_in_use_is_a_one_line_error_and_exit_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (status, stdout, stderr) = run_binary("greeter-server", &["--port", &port]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stdout.is_empty());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "greeter-server: cannot listen on 127.0.0.1:{port}: address already in use"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_greeting_file_is_a_one_line_error_and_exit_1() {
+    let (status, _, stderr) = run_binary(
+        "greeter-server",
+        &["--port", "0", "--message-file", "/nonexistent/greeting.txt"],
+    );
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "greeter-server: cannot read greeting file /nonexistent/greeting.txt: \
+             no such file or directory"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_flags_are_usage_errors_with_exit_2() {
+    for args in [
+        &["--no-such-flag"][..],
+        &["--port", "99999"],
+        &["--write-timeout", "soon"],
+        &["--max-connections", "0"],
+        &["--message", "a", "--message-file", "b"],
+    ] {
+        let (status, _, stderr) = run_binary("greeter-server", args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("error:"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn help_and_version_work() {
+    let (status, stdout, _) = run_binary("greeter-server", &["--help"]);
+    assert_eq!(status.code(), Some(0));
+    let help = String::from_utf8(stdout).unwrap();
+    for flag in [
+        "--host",
+        "--port",
+        "--message-file",
+        "--max-connections",
+        "--drain-timeout",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    let (status, stdout, _) = run_binary("greeter-server", &["--version"]);
+    assert_eq!(status.code(), Some(0));
+    assert!(String::from_utf8(stdout)
+        .unwrap()
+        .starts_with("greeter-server "));
+}
