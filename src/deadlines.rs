@@ -29,11 +29,12 @@ pub struct DeadlineQueue {
 }
 
 impl DeadlineQueue {
-    /// An empty queue whose entries last `duration`.
-    pub fn new(duration: Duration) -> Self {
+    /// An empty queue whose entries last `duration`, with room for `capacity` entries
+    /// before it grows (room that is never used costs address space, not memory).
+    pub fn with_capacity(duration: Duration, capacity: usize) -> Self {
         DeadlineQueue {
             duration,
-            entries: VecDeque::new(),
+            entries: VecDeque::with_capacity(capacity),
         }
     }
 
@@ -77,7 +78,7 @@ mod tests {
     #[test]
     fn expires_in_push_order_and_only_when_due() {
         let start = Instant::now();
-        let mut queue = DeadlineQueue::new(Duration::from_secs(1));
+        let mut queue = DeadlineQueue::with_capacity(Duration::from_secs(1), 2);
         queue.push(start, 7, 1);
         queue.push(start + Duration::from_millis(10), 3, 2);
         assert_eq!(queue.next(), Some(start + Duration::from_secs(1)));

@@ -16,6 +16,8 @@
 //! - [`deadlines`]: the FIFO of fixed-duration deadlines, the loop's only timer.
 //! - [`totals`]: the counters behind the `totals` log line.
 //! - [`client`]: the blocking client used by `greeter-client` and the tests.
+//! - [`load`]: the load generator behind `greeter-load`: mio loops, byte checks,
+//!   latency histograms.
 //! - [`error`]: one-line start-up errors that say what failed and how to fix it.
 //! - [`fdlimit`]: raising the open-file limit at start-up.
 //!
@@ -30,6 +32,7 @@ pub mod connection;
 pub mod deadlines;
 pub mod error;
 pub mod fdlimit;
+pub mod load;
 pub mod server;
 pub mod totals;
 

@@ -95,6 +95,8 @@ pub struct Server {
     totals: Totals,
     /// The serial number for the next held connection.
     next_serial: u64,
+    /// When the server was built: the epoch of `Connection::accepted_ms`.
+    started: Instant,
 }
 
 /// Whether the accept loop may run.
@@ -244,9 +246,17 @@ impl Server {
             poll,
             listener: Some(listener),
             local_addr,
-            write_deadlines: DeadlineQueue::new(config.write_timeout),
-            linger_deadlines: DeadlineQueue::new(config.linger_timeout),
-            connections: Slab::new(),
+            // Sized for the connection limit up front: capacity that is never touched
+            // costs no resident memory, and no doubling copy happens under load.
+            write_deadlines: DeadlineQueue::with_capacity(
+                config.write_timeout,
+                config.max_connections,
+            ),
+            linger_deadlines: DeadlineQueue::with_capacity(
+                config.linger_timeout,
+                config.max_connections,
+            ),
+            connections: Slab::with_capacity(config.max_connections),
             config,
             accept_state: AcceptState::Ready,
             accept_trouble: None,
@@ -258,6 +268,7 @@ impl Server {
             drain_deadline: None,
             totals: Totals::default(),
             next_serial: 0,
+            started: Instant::now(),
         })
     }
 
@@ -491,12 +502,18 @@ impl Server {
                 // that no reset is sent at all.
                 let mut discarded = 0;
                 match discard_input(&mut stream, &mut discarded, LINGER_DISCARD_LIMIT, 1).0 {
-                    InputState::Quiet if discarded == 0 => {
-                        self.record_close(peer, now, sent, CloseReason::Greeted)
-                    }
-                    InputState::Eof | InputState::Failed(_) => {
-                        self.record_close(peer, now, sent, CloseReason::Greeted)
-                    }
+                    InputState::Quiet if discarded == 0 => self.record_close(
+                        peer,
+                        self.millis_since_start(now),
+                        sent,
+                        CloseReason::Greeted,
+                    ),
+                    InputState::Eof | InputState::Failed(_) => self.record_close(
+                        peer,
+                        self.millis_since_start(now),
+                        sent,
+                        CloseReason::Greeted,
+                    ),
                     InputState::Quiet | InputState::BudgetSpent => {
                         self.hold(stream, peer, now, Phase::Lingering { discarded })
                     }
@@ -506,9 +523,12 @@ impl Server {
                 self.totals.partial_writes += 1;
                 self.hold(stream, peer, now, Phase::Writing { sent });
             }
-            WriteProgress::Failed(err) => {
-                self.record_close(peer, now, sent, CloseReason::for_error(&err))
-            }
+            WriteProgress::Failed(err) => self.record_close(
+                peer,
+                self.millis_since_start(now),
+                sent,
+                CloseReason::for_error(&err),
+            ),
         }
     }
 
@@ -523,18 +543,17 @@ impl Server {
         let key = self.connections.vacant_key();
         let serial = self.next_serial;
         self.next_serial += 1;
-        let (interest, deadline) = match phase {
-            Phase::Writing { .. } => (
-                Interest::WRITABLE,
-                self.write_deadlines.push(accepted_at, key, serial),
-            ),
+        let accepted_ms = self.millis_since_start(accepted_at);
+        let interest = match phase {
+            Phase::Writing { .. } => {
+                self.write_deadlines.push(accepted_at, key, serial);
+                Interest::WRITABLE
+            }
             Phase::Lingering { .. } => {
                 // The fast path has already shut down the write side.
                 self.totals.lingered += 1;
-                (
-                    Interest::READABLE,
-                    self.linger_deadlines.push(accepted_at, key, serial),
-                )
+                self.linger_deadlines.push(accepted_at, key, serial);
+                Interest::READABLE
             }
         };
         if let Err(err) = self
@@ -546,23 +565,18 @@ impl Server {
                 "cannot register a connection with the poll: {}",
                 describe_io_error(&err)
             );
-            let sent = match phase {
-                Phase::Writing { sent } => sent,
-                Phase::Lingering { .. } => self.config.greeting.len(),
+            let (sent, reason) = match phase {
+                Phase::Writing { sent } => (sent, CloseReason::Error),
+                Phase::Lingering { .. } => (self.config.greeting.len(), CloseReason::Greeted),
             };
-            let reason = match phase {
-                Phase::Writing { .. } => CloseReason::Error,
-                Phase::Lingering { .. } => CloseReason::Greeted,
-            };
-            self.record_close(peer, accepted_at, sent, reason);
+            self.record_close(peer, accepted_ms, sent, reason);
             return;
         }
         let inserted = self.connections.insert(Connection {
             stream,
             peer,
+            accepted_ms,
             phase,
-            deadline,
-            accepted_at,
             serial,
         });
         debug_assert_eq!(inserted, key, "the slab filled the key it announced");
@@ -610,7 +624,7 @@ impl Server {
         };
         self.totals.lingered += 1;
         conn.phase = Phase::Lingering { discarded: 0 };
-        conn.deadline = self.linger_deadlines.push(now, key, conn.serial);
+        self.linger_deadlines.push(now, key, conn.serial);
         let shut = conn.stream.shutdown(Shutdown::Write);
         // Re-registering re-checks readiness, so input that is already queued (or an
         // EOF) produces an event without an extra read here.
@@ -625,27 +639,26 @@ impl Server {
 
     fn expire_deadlines(&mut self, now: Instant) {
         while let Some(due) = self.write_deadlines.pop_expired(now) {
-            self.expire(due.key, due.serial, now);
+            self.expire(due.key, due.serial, CloseReason::WriteTimeout);
         }
         while let Some(due) = self.linger_deadlines.pop_expired(now) {
-            self.expire(due.key, due.serial, now);
+            self.expire(due.key, due.serial, CloseReason::Greeted);
         }
     }
 
-    fn expire(&mut self, key: usize, serial: u64, now: Instant) {
+    /// Closes the connection a due deadline names, unless the entry is stale: the key
+    /// has a new holder, or the connection has left the phase the deadline was for.
+    fn expire(&mut self, key: usize, serial: u64, reason: CloseReason) {
         let Some(conn) = self.connections.get(key) else {
             return;
         };
-        // A stale entry: the key has a new holder, or the connection moved on to a
-        // later deadline.
-        if conn.serial != serial || conn.deadline > now {
-            return;
-        }
-        let reason = match conn.phase {
-            Phase::Writing { .. } => CloseReason::WriteTimeout,
-            Phase::Lingering { .. } => CloseReason::Greeted,
+        let phase_matches = match conn.phase {
+            Phase::Writing { .. } => reason == CloseReason::WriteTimeout,
+            Phase::Lingering { .. } => reason == CloseReason::Greeted,
         };
-        self.close(key, reason);
+        if conn.serial == serial && phase_matches {
+            self.close(key, reason);
+        }
     }
 
     /// Stops accepting and starts the drain: connections already queued in the
@@ -694,7 +707,7 @@ impl Server {
             Phase::Writing { sent } => sent,
             Phase::Lingering { .. } => self.config.greeting.len(),
         };
-        self.record_close(conn.peer, conn.accepted_at, sent, reason);
+        self.record_close(conn.peer, conn.accepted_ms, sent, reason);
         if let AcceptState::Paused {
             descriptor_freed, ..
         } = &mut self.accept_state
@@ -706,7 +719,7 @@ impl Server {
     fn record_close(
         &mut self,
         peer: SocketAddr,
-        accepted_at: Instant,
+        accepted_ms: u32,
         sent: usize,
         reason: CloseReason,
     ) {
@@ -719,11 +732,19 @@ impl Server {
         };
         *counter += 1;
         if log_enabled!(Level::Debug) {
+            let elapsed_ms = self
+                .millis_since_start(Instant::now())
+                .wrapping_sub(accepted_ms);
             debug!(
-                "CLOSE peer={peer} bytes={sent} ms={} reason={}",
-                accepted_at.elapsed().as_millis(),
+                "CLOSE peer={peer} bytes={sent} ms={elapsed_ms} reason={}",
                 reason.as_str()
             );
         }
+    }
+
+    /// Milliseconds since the server started, wrapping every 49 days (only ever used
+    /// as a difference over one connection's life).
+    fn millis_since_start(&self, at: Instant) -> u32 {
+        at.duration_since(self.started).as_millis() as u32
     }
 }

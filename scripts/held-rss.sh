@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Measures greeter-server's memory per held connection: starts a release server whose
+# greeting is larger than the socket buffers, opens N peers on loopback that never
+# read (so every connection stays held mid-greeting), and reports the server's RSS
+# before and with them held. Everything runs on 127.0.0.1 and ends by itself.
+set -euo pipefail
+usage() {
+  cat <<'USAGE'
+usage: scripts/held-rss.sh [PEERS] [GREETING_BYTES]
+  PEERS           non-reading peers to hold at once (default 10000)
+  GREETING_BYTES  size of the greeting (default 8388608: larger than what loopback
+                  socket buffers absorb, so no peer finishes and every one stays held)
+Prints: rss_before_kib, rss_held_kib, held, bytes_per_held_connection.
+USAGE
+}
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+peers=${1:-10000}
+greeting_bytes=${2:-8388608}
+cd "$(dirname "$0")/.."
+cargo build --release -q --bin greeter-server
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+head -c "$greeting_bytes" /dev/urandom > "$work/greeting"
+ulimit -n "$(ulimit -Hn)"
+./target/release/greeter-server --port 0 --max-connections $((peers + 10)) \
+  --message-file "$work/greeting" --write-timeout 10m >"$work/out" 2>"$work/err" &
+server_pid=$!
+for _ in $(seq 100); do grep -q '^listening on' "$work/out" 2>/dev/null && break; sleep 0.05; done
+port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/out")
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$server_pid/status"; }
+held() { ls "/proc/$server_pid/fd" | wc -l; }
+before=$(rss); fds_before=$(held)
+python3 - "$port" "$peers" "$server_pid" "$before" "$fds_before" <<'PY'
+import os, socket, sys, time
+port, peers, pid, before, fds_before = (int(a) for a in sys.argv[1:])
+socks = []
+for _ in range(peers):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # stay small: never read
+    s.connect(("127.0.0.1", port))
+    socks.append(s)
+deadline = time.time() + 30
+while time.time() < deadline:
+    held = len(os.listdir(f"/proc/{pid}/fd")) - fds_before
+    if held >= peers:
+        break
+    time.sleep(0.1)
+time.sleep(0.5)
+rss = int(next(l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")))
+held = len(os.listdir(f"/proc/{pid}/fd")) - fds_before
+print(f"rss_before_kib={before} rss_held_kib={rss} held={held} "
+      f"bytes_per_held_connection={(rss - before) * 1024 / max(held, 1):.0f}")
+for s in socks:
+    s.close()
+PY

@@ -1,0 +1,160 @@
+//! `greeter-load`: drive a greeter server with many concurrent connections, check
+//! every byte, report the rate and the latency percentiles.
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use greeter::config::{parse_duration, DEFAULT_GREETING, DEFAULT_PORT};
+use greeter::error::describe_io_error;
+use greeter::load::{self, LoadOptions};
+
+/// Opens many concurrent connections to a greeter server (nonblocking, on mio
+/// loops), checks that each receives exactly the greeting and a clean EOF, and
+/// reports connections/s and connect-to-EOF latency. Exits 1 if any connection failed.
+#[derive(Parser)]
+#[command(name = "greeter-load", version, about)]
+struct Cli {
+    /// Server host name or address
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+
+    /// Server port
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+
+    /// Connections in flight at once
+    #[arg(short = 'c', long, value_name = "C", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    connections: u32,
+
+    /// Stop after N connections (whichever of N and DUR comes first)
+    #[arg(short = 'n', long, value_name = "N")]
+    total: Option<u64>,
+
+    /// Stop after this long (whichever of N and DUR comes first)
+    #[arg(short = 'd', long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+
+    /// The greeting every connection must receive
+    #[arg(long, value_name = "TEXT", conflicts_with = "message_file")]
+    message: Option<String>,
+
+    /// Expect this file's bytes as the greeting
+    #[arg(long, value_name = "PATH")]
+    message_file: Option<PathBuf>,
+
+    /// Per connection, from connect to EOF
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+
+    /// Event-loop threads sharing the connections
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    threads: u32,
+
+    /// Print one JSON object on stdout instead of the table
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match drive(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("greeter-load: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the load; `Ok(false)` when some connection failed.
+fn drive(cli: Cli) -> Result<bool, String> {
+    let expected: Arc<[u8]> = match (&cli.message_file, &cli.message) {
+        (Some(path), _) => std::fs::read(path)
+            .map_err(|err| {
+                format!(
+                    "cannot read greeting file {}: {}",
+                    path.display(),
+                    describe_io_error(&err)
+                )
+            })?
+            .into(),
+        (None, Some(text)) => text.as_bytes().into(),
+        (None, None) => DEFAULT_GREETING.as_bytes().into(),
+    };
+    let addr: SocketAddr = (cli.host.as_str(), cli.port)
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve {}: {}", cli.host, describe_io_error(&err)))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {}: no addresses", cli.host))?;
+    // Each connection in flight is a descriptor; the default soft limit is often 1024.
+    // Best effort: a failure here shows up as connect errors, counted as "other".
+    let _ = greeter::fdlimit::raise_to_hard_limit();
+
+    let options = LoadOptions {
+        addr,
+        connections: cli.connections as usize,
+        total: cli.total,
+        duration: cli.duration,
+        expected,
+        timeout: cli.timeout,
+        threads: cli.threads as usize,
+    };
+    let finished = AtomicU64::new(0);
+    let report = std::thread::scope(|scope| {
+        let running = scope.spawn(|| load::run(&options, &finished));
+        if std::io::stderr().is_terminal() {
+            show_progress(&finished, &running, cli.total);
+        }
+        running.join().expect("load run panicked")
+    })
+    .map_err(|err| {
+        format!(
+            "load run against {addr} failed: {}",
+            describe_io_error(&err)
+        )
+    })?;
+
+    if cli.json {
+        let json = serde_json::to_string(&report.to_json()).map_err(|err| err.to_string())?;
+        println!("{json}");
+    } else {
+        println!(
+            "target        {addr}, {} connections in flight, {} thread(s)",
+            cli.connections, cli.threads
+        );
+        println!("{report}");
+    }
+    Ok(report.errors.total() == 0)
+}
+
+/// Rate and elapsed time on stderr until the run ends (only on a terminal).
+fn show_progress<T>(
+    finished: &AtomicU64,
+    running: &std::thread::ScopedJoinHandle<'_, T>,
+    total: Option<u64>,
+) {
+    let bar = match total {
+        Some(total) => ProgressBar::new(total),
+        None => ProgressBar::no_length(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} {pos} connections ({per_sec}) {wide_bar}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    while !running.is_finished() {
+        bar.set_position(finished.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bar.finish_and_clear();
+}
