@@ -22,7 +22,7 @@ fn accept_survives_fd_exhaustion_without_spinning_and_serves_the_queue() {
 
     // Twenty peers that do not read: the greeting cannot finish, so every accepted one
     // holds a descriptor and the rest meet EMFILE.
-    let mut peers: Vec<_> = (0..20).map(|_| connect(server.addr)).collect();
+    let peers: Vec<_> = (0..20).map(|_| connect(server.addr)).collect();
     let log = server.wait_for_log("accept paused");
     assert!(log.contains("too many open files"), "{log}");
 
@@ -37,14 +37,7 @@ fn accept_survives_fd_exhaustion_without_spinning_and_serves_the_queue() {
 
     // Now everybody reads: held peers finish and free descriptors, and the queued ones
     // are accepted although no new connection arrives.
-    let readers: Vec<_> = peers
-        .drain(..)
-        .map(|mut peer| thread::spawn(move || read_to_eof(&mut peer)))
-        .collect();
-    for reader in readers {
-        let received = reader.join().unwrap().expect("every queued peer is served");
-        assert_same_bytes(&received, &greeting);
-    }
+    assert_each_peer_receives(peers, &greeting);
     let log = server.wait_for_log("accept resumed");
     assert_eq!(
         log.matches("accept paused").count(),
@@ -59,7 +52,7 @@ fn sigterm_drains_in_flight_greetings_then_exits_zero() {
     let greeting = large_greeting(4 * 1024 * 1024);
     let path = temp_file("drain-greeting", &greeting);
     let mut server = spawn_server(&["--message-file", path.to_str().unwrap()]);
-    let mut peers: Vec<_> = (0..3).map(|_| connect(server.addr)).collect();
+    let peers: Vec<_> = (0..3).map(|_| connect(server.addr)).collect();
     // Wait until all three are held mid-greeting.
     thread::sleep(Duration::from_millis(300));
 
@@ -70,22 +63,10 @@ fn sigterm_drains_in_flight_greetings_then_exits_zero() {
         "a draining server accepts no new connection"
     );
 
-    let readers: Vec<_> = peers
-        .drain(..)
-        .map(|mut peer| thread::spawn(move || read_to_eof(&mut peer)))
-        .collect();
-    for reader in readers {
-        assert_same_bytes(
-            &reader.join().unwrap().expect("in-flight greeting finishes"),
-            &greeting,
-        );
-    }
-    let status = server.wait_exit(STEP_TIMEOUT);
-    assert_eq!(status.code(), Some(0));
-    let log = server.stderr();
-    assert!(
-        log.contains("totals in_flight=0 accepted=3 greeted=3 closed_early=0"),
-        "{log}"
+    assert_each_peer_receives(peers, &greeting);
+    server.assert_exits_cleanly_logging(
+        "totals in_flight=0 accepted=3 greeted=3 closed_early=0",
+        STEP_TIMEOUT,
     );
     let _ = std::fs::remove_file(path);
 }
@@ -103,12 +84,9 @@ fn drain_timeout_cuts_off_a_peer_that_never_reads() {
     let _stalled = connect(server.addr);
     thread::sleep(Duration::from_millis(200));
     server.signal("TERM");
-    let status = server.wait_exit(Duration::from_secs(5));
-    assert_eq!(status.code(), Some(0));
-    let log = server.stderr();
-    assert!(
-        log.contains("accepted=1 greeted=0 closed_early=1 reset=0 timeout=0 drain=1"),
-        "{log}"
+    server.assert_exits_cleanly_logging(
+        "accepted=1 greeted=0 closed_early=1 reset=0 timeout=0 drain=1",
+        Duration::from_secs(5),
     );
     let _ = std::fs::remove_file(path);
 }
@@ -119,10 +97,10 @@ fn sigint_with_nothing_in_flight_exits_zero_at_once() {
     let mut peer = connect(server.addr);
     assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
     server.signal("INT");
-    assert_eq!(server.wait_exit(Duration::from_secs(5)).code(), Some(0));
-    assert!(server
-        .stderr()
-        .contains("totals in_flight=0 accepted=1 greeted=1"));
+    server.assert_exits_cleanly_logging(
+        "totals in_flight=0 accepted=1 greeted=1",
+        Duration::from_secs(5),
+    );
 }
 
 #[test]

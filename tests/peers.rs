@@ -174,18 +174,11 @@ fn max_connections_caps_held_connections_and_serves_the_overflow_later() {
     let baseline_fds = server.open_fds();
 
     // Ten peers that do not read yet: four are held, six wait in the backlog.
-    let mut peers: Vec<_> = (0..10).map(|_| connect(server.addr)).collect();
+    let peers: Vec<_> = (0..10).map(|_| connect(server.addr)).collect();
     thread::sleep(Duration::from_millis(500));
     let held = server.open_fds() - baseline_fds;
     assert_eq!(held, 4, "connections held beyond --max-connections");
 
-    let readers: Vec<_> = peers
-        .drain(..)
-        .map(|mut peer| thread::spawn(move || read_to_eof(&mut peer)))
-        .collect();
-    for reader in readers {
-        let received = reader.join().unwrap().expect("overflow peer served");
-        assert_same_bytes(&received, &greeting);
-    }
+    assert_each_peer_receives(peers, &greeting);
     let _ = std::fs::remove_file(path);
 }

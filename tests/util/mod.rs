@@ -259,6 +259,14 @@ impl ServerProcess {
         }
     }
 
+    /// Waits for the child to exit, asserts exit code 0 and that stderr holds `line`.
+    pub fn assert_exits_cleanly_logging(&mut self, line: &str, timeout: Duration) {
+        let status = self.wait_exit(timeout);
+        let log = self.stderr();
+        assert_eq!(status.code(), Some(0), "{log}");
+        assert!(log.contains(line), "no {line:?} in stderr:\n{log}");
+    }
+
     /// Everything the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
@@ -340,6 +348,22 @@ pub fn run_binary(name: &str, args: &[&str]) -> (ExitStatus, Vec<u8>, String) {
     thread::sleep(Duration::from_millis(20));
     let stderr = stderr.lock().unwrap().clone();
     (status, stdout, stderr)
+}
+
+/// Lets every peer read to EOF at once (each on its own thread) and asserts that each
+/// received exactly `expected` and a clean EOF.
+pub fn assert_each_peer_receives(peers: Vec<TcpStream>, expected: &[u8]) {
+    let readers: Vec<_> = peers
+        .into_iter()
+        .map(|mut peer| thread::spawn(move || read_to_eof(&mut peer)))
+        .collect();
+    for reader in readers {
+        let received = reader
+            .join()
+            .unwrap()
+            .expect("the whole greeting and a clean EOF");
+        assert_same_bytes(&received, expected);
+    }
 }
 
 /// Sends `bytes` and ignores a failure: the server may already have closed.
