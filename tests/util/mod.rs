@@ -144,6 +144,7 @@ pub fn binary(name: &str) -> &'static str {
     match name {
         "greeter-server" => env!("CARGO_BIN_EXE_greeter-server"),
         "greeter-client" => env!("CARGO_BIN_EXE_greeter-client"),
+        "greeter-load" => env!("CARGO_BIN_EXE_greeter-load"),
         other => panic!("no binary {other}"),
     }
 }

@@ -1,0 +1,119 @@
+//! greeter-load: counts what it should, and catches what it must.
+
+mod util;
+
+use std::net::TcpListener;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use greeter::load::{self, LoadOptions};
+use greeter::Config;
+use util::*;
+
+const DEFAULT: &[u8] = b"Hello there! This is the hosted server";
+
+fn options(addr: std::net::SocketAddr, expected: &[u8]) -> LoadOptions {
+    LoadOptions {
+        addr,
+        connections: 16,
+        total: Some(2_000),
+        duration: Duration::from_secs(30),
+        expected: Arc::from(expected),
+        timeout: Duration::from_secs(5),
+        threads: 2,
+    }
+}
+
+#[test]
+fn load_run_completes_every_connection_exactly() {
+    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    let finished = AtomicU64::new(0);
+    let report = load::run(&options(server.addr, DEFAULT), &finished).unwrap();
+    assert_eq!(report.completed, 2_000);
+    assert_eq!(report.errors.total(), 0);
+    assert_eq!(report.latency_us.len(), 2_000);
+    assert_eq!(finished.into_inner(), 2_000);
+    let latency = report.latency();
+    assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
+
+    let totals = server.stop();
+    assert_eq!(totals.greeted, 2_000, "the server agrees on the count");
+}
+
+#[test]
+fn load_run_catches_wrong_and_short_greetings() {
+    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    let mut wrong = DEFAULT.to_vec();
+    wrong[20] ^= 1;
+    let mut opts = options(server.addr, &wrong);
+    opts.total = Some(100);
+    let report = load::run(&opts, &AtomicU64::new(0)).unwrap();
+    assert_eq!((report.completed, report.errors.wrong_bytes), (0, 100));
+
+    let longer = [DEFAULT, b"!"].concat();
+    let mut opts = options(server.addr, &longer);
+    opts.total = Some(100);
+    let report = load::run(&opts, &AtomicU64::new(0)).unwrap();
+    assert_eq!((report.completed, report.errors.short), (0, 100));
+}
+
+#[test]
+fn load_run_counts_refused_and_timed_out_connections() {
+    let closed_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut opts = options(closed_port, DEFAULT);
+    opts.total = Some(50);
+    let report = load::run(&opts, &AtomicU64::new(0)).unwrap();
+    assert_eq!((report.completed, report.errors.refused), (0, 50));
+
+    // A listener that never accepts: handshakes complete, nothing is ever sent.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut opts = options(silent.local_addr().unwrap(), DEFAULT);
+    opts.total = Some(10);
+    opts.timeout = Duration::from_millis(200);
+    let report = load::run(&opts, &AtomicU64::new(0)).unwrap();
+    assert_eq!((report.completed, report.errors.timed_out), (0, 10));
+}
+
+#[test]
+fn load_run_is_bounded_by_duration() {
+    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    let mut opts = options(server.addr, DEFAULT);
+    opts.total = None;
+    opts.duration = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let report = load::run(&opts, &AtomicU64::new(0)).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(report.completed > 0);
+    assert_eq!(report.errors.total(), 0);
+}
+
+#[test]
+fn load_binary_reports_json_and_exits_by_outcome() {
+    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    let port = server.addr.port().to_string();
+    let (status, stdout, stderr) = run_binary(
+        "greeter-load",
+        &["--port", &port, "-c", "8", "-n", "500", "--json"],
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&stdout).expect("one JSON object");
+    assert_eq!(report["completed"], 500);
+    assert_eq!(report["errors_total"], 0);
+    for field in ["p50", "p90", "p99", "p99_9", "max"] {
+        assert!(report["latency_us"][field].is_u64(), "latency_us.{field}");
+    }
+    assert!(report["connections_per_s"].as_f64().unwrap() > 0.0);
+
+    let (status, stdout, _) = run_binary(
+        "greeter-load",
+        &["--port", &port, "-n", "20", "--message", "not the greeting"],
+    );
+    assert_eq!(status.code(), Some(1), "a failed connection fails the run");
+    let table = String::from_utf8(stdout).unwrap();
+    assert!(table.contains("errors        20 ("), "{table}");
+    assert!(table.contains("wrong bytes 20"), "{table}");
+}
