@@ -308,49 +308,68 @@ impl Server {
     /// counted and logged, never returned.
     pub fn run(mut self) -> io::Result<Totals> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
-        loop {
-            let timeout = self
-                .next_wakeup()
-                .map(|at| at.saturating_duration_since(Instant::now()));
-            if let Err(err) = self.poll.poll(&mut events, timeout) {
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(err);
-            }
-            let mut listener_readable = false;
-            let mut stop_now = false;
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => listener_readable = true,
-                    // The waker only interrupts the poll; the request is read below.
-                    WAKER => {}
-                    SIGNALS => stop_now |= self.take_signals(),
-                    Token(key) => self.on_connection_event(key),
-                }
-            }
-            let now = Instant::now();
-            self.expire_deadlines(now);
-            if self.shutdown.is_requested() && self.drain_deadline.is_none() {
-                self.begin_drain(now);
-            }
-            // The listener goes last: a key freed by a close above can be reused by a
-            // new connection only once every event of this batch, which named the old
-            // holder, has been handled.
-            if self.should_accept(listener_readable, now) {
-                self.accept_queued(now);
-            }
-            if let Some(drain_deadline) = self.drain_deadline {
-                if stop_now || now >= drain_deadline {
-                    self.close_all(CloseReason::DrainTimeout);
-                }
-                if self.connections.is_empty() {
-                    break;
-                }
-            }
-        }
+        while !self.turn(&mut events, None)? {}
         info!("totals in_flight=0 {}", self.totals);
         Ok(self.totals)
+    }
+
+    /// Runs one round of the loop: waits for readiness (at most `max_wait`, and never
+    /// past the next deadline), then handles what is ready. [`Server::run`] is these
+    /// rounds until a shutdown has drained; benchmarks use single rounds to time the
+    /// accept/send path alone.
+    ///
+    /// Returns `true` once a shutdown has finished (nothing more will happen).
+    ///
+    /// # Errors
+    /// Only if polling itself fails.
+    pub fn turn(&mut self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<bool> {
+        let until_deadline = self
+            .next_wakeup()
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        let timeout = match (until_deadline, max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Err(err) = self.poll.poll(events, timeout) {
+            if err.kind() == io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(err);
+        }
+        let mut listener_readable = false;
+        let mut stop_now = false;
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => listener_readable = true,
+                // The waker only interrupts the poll; the request is read below.
+                WAKER => {}
+                SIGNALS => stop_now |= self.take_signals(),
+                Token(key) => self.on_connection_event(key),
+            }
+        }
+        let now = Instant::now();
+        self.expire_deadlines(now);
+        if self.shutdown.is_requested() && self.drain_deadline.is_none() {
+            self.begin_drain(now);
+        }
+        // The listener goes last: a key freed by a close above can be reused by a new
+        // connection only once every event of this batch, which named the old holder,
+        // has been handled.
+        if self.should_accept(listener_readable, now) {
+            self.accept_queued(now);
+        }
+        if let Some(drain_deadline) = self.drain_deadline {
+            if stop_now || now >= drain_deadline {
+                self.close_all(CloseReason::DrainTimeout);
+            }
+            return Ok(self.connections.is_empty());
+        }
+        Ok(false)
+    }
+
+    /// What the server has done so far.
+    pub fn totals(&self) -> Totals {
+        self.totals
     }
 
     /// The soonest moment the loop must wake up without an event, if any.
