@@ -80,6 +80,7 @@ PY
 
 # (b) The fast path and nothing else: the floor for server CPU per connection.
 cat >"$work/reference_server.c" <<'C'
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
