@@ -15,20 +15,20 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use greeter::{Config, Server, ShutdownHandle, Totals};
+use greeter::{Config, Server, ServerHandle, Totals};
 use mio::Events;
 
 fn spawn_server(
     greeting: Vec<u8>,
 ) -> (
     SocketAddr,
-    ShutdownHandle,
+    ServerHandle,
     JoinHandle<std::io::Result<Totals>>,
 ) {
     let config = Config::new("127.0.0.1:0".parse().unwrap()).with_greeting(greeting);
     let server = Server::bind(config).expect("bind the bench server");
     let addr = server.local_addr();
-    let shutdown = server.shutdown_handle();
+    let shutdown = server.handle();
     (addr, shutdown, std::thread::spawn(move || server.run()))
 }
 
@@ -54,7 +54,7 @@ fn full_cycle(c: &mut Criterion) {
 
 fn accept_send_path(c: &mut Criterion) {
     const QUEUED: usize = 256;
-    let listener = greeter::server::listen("127.0.0.1:0".parse().unwrap(), 4096)
+    let listener = greeter::server::listen("127.0.0.1:0".parse().unwrap(), 4096, false)
         .expect("bind the bench listener");
     let addr = listener.local_addr().unwrap();
     let mut server = Server::from_listener(listener, Config::new(addr)).expect("bench server");

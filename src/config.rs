@@ -67,6 +67,16 @@ pub struct ServerArgs {
     /// its side, so that closing never resets the connection under the greeting
     #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
     pub linger_timeout: Duration,
+
+    /// At most N connections held at once from one client address; more are closed
+    /// at once without the greeting (default: no limit)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_per_ip: Option<u32>,
+
+    /// Event loops, each on its own thread with its own SO_REUSEPORT listener; 0 means
+    /// one per available core. Limits apply per worker
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub workers: u32,
 }
 
 /// Everything the server needs, checked: the address, the greeting and the limits.
@@ -86,6 +96,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// How long a lingering close waits for the peer's EOF.
     pub linger_timeout: Duration,
+    /// How many connections one client address may hold at once; `None`: no limit.
+    pub max_per_ip: Option<u32>,
 }
 
 impl Config {
@@ -99,6 +111,7 @@ impl Config {
             backlog: 1024,
             drain_timeout: Duration::from_secs(10),
             linger_timeout: Duration::from_secs(2),
+            max_per_ip: None,
         }
     }
 
@@ -149,6 +162,7 @@ impl ServerArgs {
             backlog: self.backlog as i32,
             drain_timeout: self.drain_timeout,
             linger_timeout: self.linger_timeout,
+            max_per_ip: self.max_per_ip,
         })
     }
 }
@@ -196,6 +210,15 @@ mod tests {
             .into_config()
             .unwrap();
         assert_eq!(config.listen, "[::1]:0".parse().unwrap());
+    }
+
+    #[test]
+    fn workers_and_per_ip_limit_parse() {
+        let args = parse(&["--workers", "0", "--max-per-ip", "3"]).unwrap();
+        assert_eq!(args.workers, 0);
+        assert_eq!(args.into_config().unwrap().max_per_ip, Some(3));
+        assert_eq!(parse(&[]).unwrap().workers, 1);
+        assert!(parse(&["--max-per-ip", "0"]).is_err());
     }
 
     #[test]

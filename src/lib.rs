@@ -10,6 +10,12 @@
 //! # Layout
 //! - [`config`]: the server's flags and the checked [`Config`] they turn into.
 //! - [`server`]: the [`Server`]: the mio loop, the accept policy, limits, shutdown.
+//! - [`handle`]: the [`ServerHandle`] other threads use to stop a server or read its
+//!   totals.
+//! - [`workers`]: [`Workers`]: one server per thread (`--workers`), SO_REUSEPORT or a
+//!   socket passed by systemd, signals on the main thread, totals summed.
+//! - [`per_ip`]: the `--max-per-ip` accounting.
+//! - [`activation`]: taking the listener from systemd socket activation.
 //! - [`connection`]: the write state of a held connection and the nonblocking write
 //!   and discard steps.
 //! - [`accept`]: which accept errors are skipped and which pause accepting.
@@ -26,17 +32,23 @@
 #![deny(missing_docs)]
 
 pub mod accept;
+pub mod activation;
 pub mod client;
 pub mod config;
 pub mod connection;
 pub mod deadlines;
 pub mod error;
 pub mod fdlimit;
+pub mod handle;
 pub mod load;
+pub mod per_ip;
 pub mod server;
 pub mod totals;
+pub mod workers;
 
 pub use config::{Config, ServerArgs, DEFAULT_GREETING, DEFAULT_PORT};
 pub use error::StartupError;
-pub use server::{Server, ShutdownHandle};
+pub use handle::{ServerHandle, Snapshot};
+pub use server::Server;
 pub use totals::Totals;
+pub use workers::Workers;

@@ -17,15 +17,11 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, log_enabled, warn, Level};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -37,13 +33,14 @@ use crate::connection::{
 };
 use crate::deadlines::DeadlineQueue;
 use crate::error::{describe_io_error, StartupError};
+use crate::handle::{ServerHandle, Snapshot, StopRequest};
+use crate::per_ip::PerIpLimit;
 use crate::totals::Totals;
 
 /// Reserved tokens sit at the top of the range; connections use their slab key, which
 /// is bounded by `--max-connections` and so never reaches these.
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
-const SIGNALS: Token = Token(usize::MAX - 2);
 
 /// How many readiness events one `epoll_wait` may return.
 const EVENTS_PER_POLL: usize = 1024;
@@ -57,9 +54,9 @@ const EVENTS_PER_POLL: usize = 1024;
 ///
 /// let server = Server::bind(Config::new("127.0.0.1:0".parse().unwrap()))?;
 /// println!("listening on {}", server.local_addr());
-/// let shutdown = server.shutdown_handle();
+/// let handle = server.handle();
 /// let running = std::thread::spawn(move || server.run());
-/// shutdown.shutdown()?;
+/// handle.shutdown()?;
 /// let totals = running.join().unwrap()?;
 /// println!("greeted {}", totals.greeted);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -85,10 +82,11 @@ pub struct Server {
     /// An ongoing accept failure (exhaustion): logged once when it starts and once
     /// when it ends, never once per failed accept.
     accept_trouble: Option<AcceptTrouble>,
-    /// Raised by a [`ShutdownHandle`] or a signal; read after every poll.
-    shutdown: ShutdownHandle,
-    /// SIGINT, SIGTERM and SIGUSR1, when [`Server::handle_signals`] was called.
-    signals: Option<Signals>,
+    /// Carries shutdown requests in and the published totals out; read after every
+    /// poll.
+    handle: ServerHandle,
+    /// Held connections per client address, when `--max-per-ip` is set.
+    per_ip: Option<PerIpLimit>,
     /// When a shutdown's drain ends; `None` while serving.
     drain_deadline: Option<Instant>,
     /// The counters behind the `totals` line.
@@ -133,6 +131,7 @@ enum CloseReason {
     PeerReset,
     WriteTimeout,
     DrainTimeout,
+    PerIpLimit,
     Error,
 }
 
@@ -144,6 +143,7 @@ impl CloseReason {
             CloseReason::PeerReset => "reset",
             CloseReason::WriteTimeout => "timeout",
             CloseReason::DrainTimeout => "drain",
+            CloseReason::PerIpLimit => "per-ip",
             CloseReason::Error => "error",
         }
     }
@@ -158,38 +158,18 @@ impl CloseReason {
     }
 }
 
-/// Asks a running [`Server`] to shut down gracefully, from any thread.
-#[derive(Clone, Debug)]
-pub struct ShutdownHandle {
-    /// Set once a shutdown is asked for.
-    requested: Arc<AtomicBool>,
-    /// Wakes the loop from `epoll_wait` so it sees the request at once.
-    waker: Arc<Waker>,
-}
-
-impl ShutdownHandle {
-    /// Stops accepting, lets in-flight greetings finish within the drain timeout, then
-    /// makes [`Server::run`] return.
-    ///
-    /// # Errors
-    /// Fails only if the loop cannot be woken (its poll is gone).
-    pub fn shutdown(&self) -> io::Result<()> {
-        self.requested.store(true, Ordering::SeqCst);
-        self.waker.wake()
-    }
-
-    fn is_requested(&self) -> bool {
-        self.requested.load(Ordering::SeqCst)
-    }
-}
-
 /// Binds a listening TCP socket with an explicit backlog (`std` and mio use 128, which
 /// drops SYNs under bursts) and `SO_REUSEADDR`, so a restart is not refused while old
-/// connections sit in TIME_WAIT.
+/// connections sit in TIME_WAIT. With `reuse_port`, `SO_REUSEPORT` lets several
+/// listeners (one per worker) share the address and the kernel spread connections.
 ///
 /// # Errors
 /// A one-line [`StartupError`] naming the address, the cause and the likely fix.
-pub fn listen(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, StartupError> {
+pub fn listen(
+    addr: SocketAddr,
+    backlog: i32,
+    reuse_port: bool,
+) -> Result<std::net::TcpListener, StartupError> {
     let fail = |err: io::Error| {
         let hint = match err.kind() {
             io::ErrorKind::AddrInUse => Some(
@@ -209,6 +189,9 @@ pub fn listen(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, S
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
     socket.set_reuse_address(true).map_err(fail)?;
+    if reuse_port {
+        socket.set_reuse_port(true).map_err(fail)?;
+    }
     socket.bind(&addr.into()).map_err(fail)?;
     socket.listen(backlog).map_err(fail)?;
     Ok(socket.into())
@@ -220,7 +203,7 @@ impl Server {
     /// # Errors
     /// As [`listen`], or if the event loop cannot be created.
     pub fn bind(config: Config) -> Result<Server, StartupError> {
-        let listener = listen(config.listen, config.backlog)?;
+        let listener = listen(config.listen, config.backlog, false)?;
         Server::from_listener(listener, config)
     }
 
@@ -257,14 +240,11 @@ impl Server {
                 config.max_connections,
             ),
             connections: Slab::with_capacity(config.max_connections),
+            per_ip: config.max_per_ip.map(PerIpLimit::new),
             config,
             accept_state: AcceptState::Ready,
             accept_trouble: None,
-            shutdown: ShutdownHandle {
-                requested: Arc::new(AtomicBool::new(false)),
-                waker: Arc::new(waker),
-            },
-            signals: None,
+            handle: ServerHandle::new(waker),
             drain_deadline: None,
             totals: Totals::default(),
             next_serial: 0,
@@ -277,28 +257,9 @@ impl Server {
         self.local_addr
     }
 
-    /// A handle that shuts the server down from another thread.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.shutdown.clone()
-    }
-
-    /// Handles signals inside the loop: SIGINT or SIGTERM start a graceful shutdown
-    /// (a second one ends the drain at once), SIGUSR1 logs the totals so far.
-    ///
-    /// Signals are process-wide, so only a program that owns the process (the
-    /// `greeter-server` binary) should call this.
-    ///
-    /// # Errors
-    /// If the handlers cannot be installed or registered.
-    pub fn handle_signals(&mut self) -> Result<(), StartupError> {
-        let fail = |err| StartupError::new("cannot install signal handlers", err, None);
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(fail)?;
-        self.poll
-            .registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)
-            .map_err(fail)?;
-        self.signals = Some(signals);
-        Ok(())
+    /// A handle that shuts the server down or reads its totals from another thread.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
     }
 
     /// Serves until shut down, then returns what was done.
@@ -309,7 +270,7 @@ impl Server {
     pub fn run(mut self) -> io::Result<Totals> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         while !self.turn(&mut events, None)? {}
-        info!("totals in_flight=0 {}", self.totals);
+        self.publish();
         Ok(self.totals)
     }
 
@@ -337,19 +298,18 @@ impl Server {
             return Err(err);
         }
         let mut listener_readable = false;
-        let mut stop_now = false;
         for event in events.iter() {
             match event.token() {
                 LISTENER => listener_readable = true,
                 // The waker only interrupts the poll; the request is read below.
                 WAKER => {}
-                SIGNALS => stop_now |= self.take_signals(),
                 Token(key) => self.on_connection_event(key),
             }
         }
         let now = Instant::now();
         self.expire_deadlines(now);
-        if self.shutdown.is_requested() && self.drain_deadline.is_none() {
+        let stop = self.handle.requested();
+        if stop != StopRequest::None && self.drain_deadline.is_none() {
             self.begin_drain(now);
         }
         // The listener goes last: a key freed by a close above can be reused by a new
@@ -358,13 +318,25 @@ impl Server {
         if self.should_accept(listener_readable, now) {
             self.accept_queued(now);
         }
-        if let Some(drain_deadline) = self.drain_deadline {
-            if stop_now || now >= drain_deadline {
-                self.close_all(CloseReason::DrainTimeout);
+        let finished = match self.drain_deadline {
+            Some(drain_deadline) => {
+                if stop == StopRequest::Now || now >= drain_deadline {
+                    self.close_all(CloseReason::DrainTimeout);
+                }
+                self.connections.is_empty()
             }
-            return Ok(self.connections.is_empty());
-        }
-        Ok(false)
+            None => false,
+        };
+        self.publish();
+        Ok(finished)
+    }
+
+    /// Makes this round's figures visible to [`ServerHandle::snapshot`].
+    fn publish(&self) {
+        self.handle.publish(Snapshot {
+            totals: self.totals,
+            in_flight: self.connections.len(),
+        });
     }
 
     /// What the server has done so far.
@@ -387,33 +359,6 @@ impl Server {
         .into_iter()
         .flatten()
         .min()
-    }
-
-    /// Reads pending signals; returns true if a second stop signal asks to end the
-    /// drain at once.
-    fn take_signals(&mut self) -> bool {
-        let Some(signals) = self.signals.as_mut() else {
-            return false;
-        };
-        let mut stop_now = false;
-        for signal in signals.pending() {
-            match signal {
-                SIGINT | SIGTERM => {
-                    if self.shutdown.is_requested() {
-                        info!("shutdown: second stop signal, closing in-flight connections now");
-                        stop_now = true;
-                    }
-                    self.shutdown.requested.store(true, Ordering::SeqCst);
-                }
-                SIGUSR1 => info!(
-                    "totals in_flight={} {}",
-                    self.connections.len(),
-                    self.totals
-                ),
-                _ => {}
-            }
-        }
-        stop_now
     }
 
     fn should_accept(&self, listener_readable: bool, now: Instant) -> bool {
@@ -499,6 +444,14 @@ impl Server {
     /// The fast path: write the greeting at once, check once for input, close.
     fn greet(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
         self.totals.accepted += 1;
+        if let Some(per_ip) = &self.per_ip {
+            if !per_ip.admits(peer.ip()) {
+                // Closed at once, without the greeting: this address holds its share.
+                let accepted_ms = self.millis_since_start(now);
+                self.record_close(peer, accepted_ms, 0, CloseReason::PerIpLimit);
+                return;
+            }
+        }
         if log_enabled!(Level::Debug) {
             debug!(
                 "ACCEPT peer={peer} n={}/{}",
@@ -599,6 +552,9 @@ impl Server {
             serial,
         });
         debug_assert_eq!(inserted, key, "the slab filled the key it announced");
+        if let Some(per_ip) = &mut self.per_ip {
+            per_ip.hold(peer.ip());
+        }
     }
 
     fn on_connection_event(&mut self, key: usize) {
@@ -727,6 +683,9 @@ impl Server {
             Phase::Lingering { .. } => self.config.greeting.len(),
         };
         self.record_close(conn.peer, conn.accepted_ms, sent, reason);
+        if let Some(per_ip) = &mut self.per_ip {
+            per_ip.release(conn.peer.ip());
+        }
         if let AcceptState::Paused {
             descriptor_freed, ..
         } = &mut self.accept_state
@@ -747,6 +706,7 @@ impl Server {
             CloseReason::PeerReset => &mut self.totals.reset,
             CloseReason::WriteTimeout => &mut self.totals.timed_out,
             CloseReason::DrainTimeout => &mut self.totals.drained,
+            CloseReason::PerIpLimit => &mut self.totals.per_ip_rejected,
             CloseReason::Error => &mut self.totals.failed,
         };
         *counter += 1;

@@ -6,7 +6,7 @@ use std::fmt;
 /// and on SIGUSR1.
 ///
 /// Every accepted connection ends in exactly one of `greeted`, `reset`, `timed_out`,
-/// `drained` or `failed`, so once the server has stopped,
+/// `drained`, `failed` or `per_ip_rejected`, so once the server has stopped,
 /// `accepted == greeted + closed_early()`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -22,6 +22,9 @@ pub struct Totals {
     pub drained: u64,
     /// Closed early because of an error on the server's side (e.g. registration failed).
     pub failed: u64,
+    /// Closed at once, without the greeting, because the client's address already
+    /// held `--max-per-ip` connections.
+    pub per_ip_rejected: u64,
     /// Greeting bytes written, in all.
     pub bytes_sent: u64,
     /// Failed accepts that concerned one connection only (aborted, reset, EPROTO, ...).
@@ -36,7 +39,22 @@ pub struct Totals {
 impl Totals {
     /// Connections closed before their whole greeting was written.
     pub fn closed_early(&self) -> u64 {
-        self.reset + self.timed_out + self.drained + self.failed
+        self.reset + self.timed_out + self.drained + self.failed + self.per_ip_rejected
+    }
+
+    /// Adds `other`'s counts to these (to sum the workers' totals).
+    pub fn add(&mut self, other: &Totals) {
+        self.accepted += other.accepted;
+        self.greeted += other.greeted;
+        self.reset += other.reset;
+        self.timed_out += other.timed_out;
+        self.drained += other.drained;
+        self.failed += other.failed;
+        self.per_ip_rejected += other.per_ip_rejected;
+        self.bytes_sent += other.bytes_sent;
+        self.accept_errors += other.accept_errors;
+        self.partial_writes += other.partial_writes;
+        self.lingered += other.lingered;
     }
 }
 
@@ -45,7 +63,7 @@ impl fmt::Display for Totals {
         write!(
             f,
             "accepted={} greeted={} closed_early={} reset={} timeout={} drain={} error={} \
-             bytes={} accept_errors={} partial_writes={} lingered={}",
+             per_ip={} bytes={} accept_errors={} partial_writes={} lingered={}",
             self.accepted,
             self.greeted,
             self.closed_early(),
@@ -53,6 +71,7 @@ impl fmt::Display for Totals {
             self.timed_out,
             self.drained,
             self.failed,
+            self.per_ip_rejected,
             self.bytes_sent,
             self.accept_errors,
             self.partial_writes,
@@ -78,7 +97,7 @@ mod tests {
         assert_eq!(
             totals.to_string(),
             "accepted=5 greeted=3 closed_early=2 reset=1 timeout=1 drain=0 error=0 \
-             bytes=120 accept_errors=0 partial_writes=0 lingered=0"
+             per_ip=0 bytes=120 accept_errors=0 partial_writes=0 lingered=0"
         );
     }
 }

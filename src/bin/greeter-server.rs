@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use log::{info, warn};
 
-use greeter::{fdlimit, Server, ServerArgs, StartupError};
+use greeter::{activation, fdlimit, ServerArgs, StartupError, Workers};
 
 /// A TCP greeting server: every client that connects is sent the greeting, then the
 /// connection is closed. Logs go to stderr (RUST_LOG=debug for per-connection lines).
@@ -30,19 +30,32 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServerArgs) -> Result<(), StartupError> {
+    let worker_count = match args.workers {
+        0 => std::thread::available_parallelism().map_or(1, |cores| cores.get()),
+        n => n as usize,
+    };
     let config = args.into_config()?;
-    let mut server = Server::bind(config.clone())?;
-    server.handle_signals()?;
+    let (workers, source) = match activation::listener_from_systemd()? {
+        Some(listener) => (
+            Workers::from_listener(listener, &config, worker_count)?,
+            "socket passed by systemd",
+        ),
+        None => (Workers::bind(&config, worker_count)?, "bound"),
+    };
     info!(
-        "listening on {} greeting_bytes={} max_connections={} backlog={} write_timeout={} \
-         drain_timeout={} linger_timeout={}",
-        server.local_addr(),
+        "listening on {} ({source}) workers={} greeting_bytes={} max_connections={} \
+         backlog={} write_timeout={} drain_timeout={} linger_timeout={} max_per_ip={}",
+        workers.local_addr(),
+        workers.len(),
         config.greeting.len(),
         config.max_connections,
         config.backlog,
         humantime::format_duration(config.write_timeout),
         humantime::format_duration(config.drain_timeout),
         humantime::format_duration(config.linger_timeout),
+        config
+            .max_per_ip
+            .map_or_else(|| "off".to_owned(), |limit| limit.to_string()),
     );
     warn_if_backlog_capped(config.backlog);
     // After binding, so that a start-up error stays the only line on stderr.
@@ -56,14 +69,12 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
     // The one line on stdout, for scripts that start the server on --port 0.
     let mut stdout = std::io::stdout().lock();
     let announced =
-        writeln!(stdout, "listening on {}", server.local_addr()).and_then(|()| stdout.flush());
+        writeln!(stdout, "listening on {}", workers.local_addr()).and_then(|()| stdout.flush());
     if let Err(err) = announced {
         warn!("cannot write the listening line to stdout: {err}");
     }
     drop(stdout);
-    server
-        .run()
-        .map_err(|err| StartupError::new("event loop failed", err, None))?;
+    workers.run_with_signals()?;
     Ok(())
 }
 

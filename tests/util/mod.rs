@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use greeter::{Config, Server, ShutdownHandle, Totals};
+use greeter::{Config, Server, ServerHandle, Totals};
 
 /// The longest any single step of a test may wait before it counts as a failure.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -22,7 +22,7 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 /// A server running on its own thread inside the test process.
 pub struct TestServer {
     pub addr: SocketAddr,
-    shutdown: ShutdownHandle,
+    shutdown: ServerHandle,
     thread: Option<JoinHandle<io::Result<Totals>>>,
 }
 
@@ -39,7 +39,7 @@ pub fn start_server(config: Config) -> TestServer {
 pub fn start_server_on(config: Config) -> TestServer {
     let server = Server::bind(config).expect("bind the test server");
     let addr = server.local_addr();
-    let shutdown = server.shutdown_handle();
+    let shutdown = server.handle();
     let thread = Some(thread::spawn(move || server.run()));
     TestServer {
         addr,

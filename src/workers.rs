@@ -1,0 +1,216 @@
+//! Running the server on one or more threads: each worker is a complete [`Server`]
+//! (its own mio loop, slab, limits and listener), and nothing is shared between them
+//! but the greeting (read-only) and the shutdown request. The calling thread handles
+//! the signals and sums the totals.
+//!
+//! With more than one worker, each binds its own listener with `SO_REUSEPORT`, so the
+//! kernel spreads new connections over them by a hash of the addresses. A listener
+//! passed in (systemd socket activation) is shared instead: every worker registers a
+//! duplicate of it, and whichever accepts first gets the connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use log::{error, info};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::error::StartupError;
+use crate::handle::ServerHandle;
+use crate::server::{listen, Server};
+use crate::totals::Totals;
+
+const SIGNALS: Token = Token(0);
+const WORKER_EXITED: Token = Token(1);
+
+/// One or more bound servers, ready to run.
+pub struct Workers {
+    /// One per worker thread.
+    servers: Vec<Server>,
+    /// The address they all listen on.
+    local_addr: SocketAddr,
+}
+
+impl Workers {
+    /// Binds `config.listen` for `count` workers (at least one). With more than one,
+    /// every listener gets `SO_REUSEPORT`; the first binds the port (0 picks one) and
+    /// the others bind the port it got.
+    ///
+    /// # Errors
+    /// As [`listen`], or if an event loop cannot be created.
+    pub fn bind(config: &Config, count: usize) -> Result<Workers, StartupError> {
+        let count = count.max(1);
+        let reuse_port = count > 1;
+        let first = listen(config.listen, config.backlog, reuse_port)?;
+        let mut servers = vec![Server::from_listener(first, config.clone())?];
+        let local_addr = servers[0].local_addr();
+        for _ in 1..count {
+            let listener = listen(local_addr, config.backlog, reuse_port)?;
+            servers.push(Server::from_listener(listener, config.clone())?);
+        }
+        Ok(Workers {
+            servers,
+            local_addr,
+        })
+    }
+
+    /// Shares one listening socket (such as one passed by systemd) among `count`
+    /// workers.
+    ///
+    /// # Errors
+    /// If the socket cannot be duplicated or an event loop cannot be created.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        config: &Config,
+        count: usize,
+    ) -> Result<Workers, StartupError> {
+        let mut servers = Vec::with_capacity(count.max(1));
+        for _ in 1..count.max(1) {
+            let duplicate = listener.try_clone().map_err(|err| {
+                StartupError::new("cannot share the listening socket among workers", err, None)
+            })?;
+            servers.push(Server::from_listener(duplicate, config.clone())?);
+        }
+        servers.push(Server::from_listener(listener, config.clone())?);
+        let local_addr = servers[0].local_addr();
+        Ok(Workers {
+            servers,
+            local_addr,
+        })
+    }
+
+    /// The address the workers listen on, with the real port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// How many workers there are.
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Whether there is no worker (never, once built).
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// Runs every worker on its own thread and handles signals on the calling thread
+    /// until all workers have stopped; returns their summed totals (also logged).
+    ///
+    /// SIGINT or SIGTERM shut every worker down gracefully; a second one closes what
+    /// is still in flight at once. SIGUSR1 logs the summed totals so far. If a worker's
+    /// loop fails, the others are shut down too and the failure is returned.
+    ///
+    /// # Errors
+    /// If the signal handlers cannot be installed, a thread cannot be started, or a
+    /// worker's loop failed.
+    pub fn run_with_signals(self) -> Result<Totals, StartupError> {
+        let fail = |err| StartupError::new("cannot install signal handlers", err, None);
+        let mut poll = Poll::new().map_err(fail)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(fail)?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(fail)?;
+        let exited = Arc::new(Waker::new(poll.registry(), WORKER_EXITED).map_err(fail)?);
+
+        let handles: Vec<ServerHandle> = self.servers.iter().map(Server::handle).collect();
+        let mut threads: Vec<JoinHandle<io::Result<Totals>>> = Vec::new();
+        for (index, server) in self.servers.into_iter().enumerate() {
+            let exited = Arc::clone(&exited);
+            let spawned = thread::Builder::new()
+                .name(format!("greeter-worker-{index}"))
+                .spawn(move || {
+                    let result = server.run();
+                    // Best effort: the supervisor also notices on its next wakeup.
+                    let _ = exited.wake();
+                    result
+                });
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(err) => {
+                    stop_all(&handles, ServerHandle::stop_now);
+                    return Err(StartupError::new("cannot start a worker thread", err, None));
+                }
+            }
+        }
+
+        let mut events = Events::with_capacity(8);
+        let mut stopping = false;
+        while !threads.iter().all(|thread| thread.is_finished()) {
+            if let Err(err) = poll.poll(&mut events, None) {
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("signal loop failed: {err}; stopping the workers");
+                stop_all(&handles, ServerHandle::stop_now);
+                break;
+            }
+            for signal in signals.pending() {
+                match signal {
+                    SIGINT | SIGTERM if !stopping => {
+                        stopping = true;
+                        stop_all(&handles, ServerHandle::shutdown);
+                    }
+                    SIGINT | SIGTERM => {
+                        info!("shutdown: second stop signal, closing in-flight connections now");
+                        stop_all(&handles, ServerHandle::stop_now);
+                    }
+                    SIGUSR1 => {
+                        let mut totals = Totals::default();
+                        let mut in_flight = 0;
+                        for handle in &handles {
+                            let snapshot = handle.snapshot();
+                            totals.add(&snapshot.totals);
+                            in_flight += snapshot.in_flight;
+                        }
+                        info!("totals in_flight={in_flight} {totals}");
+                    }
+                    _ => {}
+                }
+            }
+            // A worker that stopped on its own failed: take the others down with it.
+            if !stopping && threads.iter().any(|thread| thread.is_finished()) {
+                stopping = true;
+                stop_all(&handles, ServerHandle::shutdown);
+            }
+        }
+
+        let mut totals = Totals::default();
+        let mut failure = None;
+        for (index, thread) in threads.into_iter().enumerate() {
+            match thread.join() {
+                Ok(Ok(worker_totals)) => totals.add(&worker_totals),
+                Ok(Err(err)) => {
+                    failure = Some(StartupError::new(
+                        format!("worker {index} failed"),
+                        err,
+                        None,
+                    ))
+                }
+                Err(_) => {
+                    failure = Some(StartupError::new(
+                        format!("worker {index} failed"),
+                        io::Error::other("the worker thread panicked"),
+                        None,
+                    ))
+                }
+            }
+        }
+        info!("totals in_flight=0 {totals}");
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(totals),
+        }
+    }
+}
+
+/// Asks every worker to stop; a worker that cannot be woken has already stopped.
+fn stop_all(handles: &[ServerHandle], stop: fn(&ServerHandle) -> io::Result<()>) {
+    for handle in handles {
+        let _ = stop(handle);
+    }
+}
