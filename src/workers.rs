@@ -10,6 +10,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -101,6 +102,10 @@ impl Workers {
     /// Runs every worker on its own thread and handles signals on the calling thread
     /// until all workers have stopped; returns their summed totals (also logged).
     ///
+    /// `on_ready` is called once the signal handlers are installed and the workers
+    /// run, so that whatever it announces (the `listening on` line) is only seen when
+    /// a SIGTERM would already be handled gracefully.
+    ///
     /// SIGINT or SIGTERM shut every worker down gracefully; a second one closes what
     /// is still in flight at once. SIGUSR1 logs the summed totals so far. If a worker's
     /// loop fails, the others are shut down too and the failure is returned.
@@ -108,7 +113,11 @@ impl Workers {
     /// # Errors
     /// If the signal handlers cannot be installed, a thread cannot be started, or a
     /// worker's loop failed.
-    pub fn run_with_signals(self) -> Result<Totals, StartupError> {
+    pub fn run_with_signals(
+        self,
+        on_ready: impl FnOnce(SocketAddr),
+    ) -> Result<Totals, StartupError> {
+        let local_addr = self.local_addr;
         let fail = |err| StartupError::new("cannot install signal handlers", err, None);
         let mut poll = Poll::new().map_err(fail)?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(fail)?;
@@ -118,14 +127,19 @@ impl Workers {
         let exited = Arc::new(Waker::new(poll.registry(), WORKER_EXITED).map_err(fail)?);
 
         let handles: Vec<ServerHandle> = self.servers.iter().map(Server::handle).collect();
+        // Counted before the wake: a thread is not `is_finished()` yet when it wakes
+        // the supervisor, and waiting on that would miss the last wake.
+        let stopped = Arc::new(AtomicUsize::new(0));
         let mut threads: Vec<JoinHandle<io::Result<Totals>>> = Vec::new();
         for (index, server) in self.servers.into_iter().enumerate() {
             let exited = Arc::clone(&exited);
+            let stopped = Arc::clone(&stopped);
             let spawned = thread::Builder::new()
                 .name(format!("greeter-worker-{index}"))
                 .spawn(move || {
                     let result = server.run();
-                    // Best effort: the supervisor also notices on its next wakeup.
+                    stopped.fetch_add(1, Ordering::SeqCst);
+                    // Best effort: if the wake fails, so will the supervisor's poll.
                     let _ = exited.wake();
                     result
                 });
@@ -138,9 +152,12 @@ impl Workers {
             }
         }
 
+        on_ready(local_addr);
+
         let mut events = Events::with_capacity(8);
         let mut stopping = false;
-        while !threads.iter().all(|thread| thread.is_finished()) {
+        let workers = threads.len();
+        while stopped.load(Ordering::SeqCst) < workers {
             if let Err(err) = poll.poll(&mut events, None) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -173,7 +190,7 @@ impl Workers {
                 }
             }
             // A worker that stopped on its own failed: take the others down with it.
-            if !stopping && threads.iter().any(|thread| thread.is_finished()) {
+            if !stopping && stopped.load(Ordering::SeqCst) > 0 {
                 stopping = true;
                 stop_all(&handles, ServerHandle::shutdown);
             }

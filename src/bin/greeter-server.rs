@@ -1,6 +1,7 @@
 //! `greeter-server`: parse the flags, set up logging and the fd limit, serve.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -66,16 +67,17 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
         ),
         Err(err) => warn!("fd limit: cannot raise the open-file limit: {err}"),
     }
-    // The one line on stdout, for scripts that start the server on --port 0.
+    workers.run_with_signals(announce)?;
+    Ok(())
+}
+
+/// Prints the one line on stdout, for scripts that start the server on --port 0.
+fn announce(addr: SocketAddr) {
     let mut stdout = std::io::stdout().lock();
-    let announced =
-        writeln!(stdout, "listening on {}", workers.local_addr()).and_then(|()| stdout.flush());
+    let announced = writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush());
     if let Err(err) = announced {
         warn!("cannot write the listening line to stdout: {err}");
     }
-    drop(stdout);
-    workers.run_with_signals()?;
-    Ok(())
 }
 
 /// The kernel silently caps the backlog at net.core.somaxconn; say so when it does.

@@ -1,0 +1,148 @@
+//! `--workers 2`: every behaviour of the single loop holds per worker, and the totals
+//! are summed. These drive the real binary.
+
+mod util;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use greeter::load::{self, LoadOptions};
+use util::*;
+
+const DEFAULT: &[u8] = b"Hello there! This is the hosted server";
+
+#[test]
+fn two_workers_greet_exactly_and_sum_their_totals() {
+    let mut server = spawn_server(&["--workers", "2"]);
+    server.wait_for_log("workers=2");
+    let options = LoadOptions {
+        addr: server.addr,
+        connections: 32,
+        total: Some(3_000),
+        duration: Duration::from_secs(30),
+        expected: Arc::from(DEFAULT),
+        timeout: Duration::from_secs(5),
+        threads: 2,
+    };
+    let report = load::run(&options, &AtomicU64::new(0)).unwrap();
+    assert_eq!((report.completed, report.errors.total()), (3_000, 0));
+
+    server.signal("USR1");
+    server.wait_for_log("totals in_flight=0 accepted=3000 greeted=3000");
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging(
+        "totals in_flight=0 accepted=3000 greeted=3000 closed_early=0",
+        STEP_TIMEOUT,
+    );
+}
+
+#[test]
+fn two_workers_give_peers_that_send_first_the_whole_greeting() {
+    let server = spawn_server(&["--workers", "2"]);
+    for _ in 0..200 {
+        let mut peer = connect(server.addr);
+        send_quietly(&mut peer, b"\xff\xfd\x01hello?\r\n");
+        assert_eq!(
+            read_to_eof(&mut peer).expect("clean EOF, not a reset"),
+            DEFAULT
+        );
+    }
+}
+
+#[test]
+fn two_workers_drain_in_flight_greetings_on_sigterm() {
+    let greeting = large_greeting(4 * 1024 * 1024);
+    let path = temp_file("workers-drain", &greeting);
+    let mut server = spawn_server(&["--workers", "2", "--message-file", path.to_str().unwrap()]);
+    let peers: Vec<_> = (0..6).map(|_| connect(server.addr)).collect();
+    thread::sleep(Duration::from_millis(300));
+    server.signal("TERM");
+    server.wait_for_log("shutdown: stopped accepting");
+    assert_each_peer_receives(peers, &greeting);
+    server.assert_exits_cleanly_logging(
+        "totals in_flight=0 accepted=6 greeted=6 closed_early=0",
+        STEP_TIMEOUT,
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn a_second_sigterm_ends_the_drain_at_once() {
+    let greeting = large_greeting(4 * 1024 * 1024);
+    let path = temp_file("workers-stop-now", &greeting);
+    let mut server = spawn_server(&["--workers", "2", "--message-file", path.to_str().unwrap()]);
+    let _stalled = connect(server.addr);
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    server.signal("TERM");
+    server.wait_for_log("shutdown: stopped accepting");
+    server.signal("TERM");
+    // The drain timeout is 10 s; the second signal must not wait for it.
+    server.assert_exits_cleanly_logging(
+        "accepted=1 greeted=0 closed_early=1 reset=0 timeout=0 drain=1",
+        Duration::from_secs(5),
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn max_connections_applies_per_worker() {
+    let greeting = large_greeting(4 * 1024 * 1024);
+    let path = temp_file("workers-cap", &greeting);
+    let server = spawn_server(&[
+        "--workers",
+        "2",
+        "--max-connections",
+        "2",
+        "--message-file",
+        path.to_str().unwrap(),
+    ]);
+    let baseline_fds = server.open_fds();
+    let peers: Vec<_> = (0..12).map(|_| connect(server.addr)).collect();
+    thread::sleep(Duration::from_millis(500));
+    let held = server.open_fds() - baseline_fds;
+    assert!(
+        (1..=4).contains(&held),
+        "{held} held by 2 workers of 2 connections each"
+    );
+    assert_each_peer_receives(peers, &greeting);
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn two_workers_survive_fd_exhaustion_and_serve_the_queue() {
+    let greeting = large_greeting(4 * 1024 * 1024);
+    let path = temp_file("workers-fd", &greeting);
+    let server = spawn_server_with_fd_limit(
+        &["--workers", "2", "--message-file", path.to_str().unwrap()],
+        Some(24),
+    );
+    let peers: Vec<_> = (0..24).map(|_| connect(server.addr)).collect();
+    server.wait_for_log("accept paused");
+    let before = server.cpu_ticks();
+    thread::sleep(Duration::from_secs(1));
+    let used = server.cpu_ticks() - before;
+    assert!(
+        used <= 20,
+        "server used {used} ticks (of 100) per second while paused"
+    );
+    assert_each_peer_receives(peers, &greeting);
+    let log = server.wait_for_log("accept resumed");
+    assert!(
+        log.matches("accept paused").count() <= 2,
+        "one warning per worker:\n{log}"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn workers_zero_means_one_per_core() {
+    let server = spawn_server(&["--workers", "0"]);
+    let cores = thread::available_parallelism().unwrap().get();
+    server.wait_for_log(&format!("workers={cores} "));
+    let mut peer = connect(server.addr);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+}
