@@ -182,3 +182,47 @@ fn max_connections_caps_held_connections_and_serves_the_overflow_later() {
     assert_each_peer_receives(peers, &greeting);
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn max_per_ip_closes_an_address_beyond_its_share_without_the_greeting() {
+    let greeting = large_greeting(4 * 1024 * 1024);
+    let mut config = config_with(&greeting);
+    config.max_per_ip = Some(2);
+    let server = start_server(config);
+
+    // Two held connections from 127.0.0.1 use up its share...
+    let held: Vec<_> = (0..2).map(|_| connect(server.addr)).collect();
+    thread::sleep(Duration::from_millis(200));
+    // ...so three more from it are closed at once, with nothing sent.
+    for _ in 0..3 {
+        let mut refused = connect(server.addr);
+        assert_eq!(read_to_eof(&mut refused).unwrap(), b"");
+    }
+    // Another address is not affected.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other
+        .bind(
+            &"127.0.0.2:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    other.connect(&server.addr.into()).unwrap();
+    let mut other: std::net::TcpStream = other.into();
+    other.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    assert_same_bytes(&read_to_eof(&mut other).unwrap(), &greeting);
+
+    let snapshot = server.snapshot();
+    assert_eq!(snapshot.totals.per_ip_rejected, 3);
+    assert_each_peer_receives(held, &greeting);
+    // Once its connections are done, the address has its share back.
+    let mut again = connect(server.addr);
+    assert_same_bytes(&read_to_eof(&mut again).unwrap(), &greeting);
+
+    let totals = server.stop();
+    assert_eq!(
+        (totals.accepted, totals.greeted, totals.per_ip_rejected),
+        (7, 4, 3)
+    );
+}

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use greeter::{Config, Server, ServerHandle, Totals};
+use greeter::{Config, Server, ServerHandle, Snapshot, Totals};
 
 /// The longest any single step of a test may wait before it counts as a failure.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -54,6 +54,11 @@ pub fn config_with(greeting: &[u8]) -> Config {
 }
 
 impl TestServer {
+    /// The server's totals and held connections as of its last loop round.
+    pub fn snapshot(&self) -> Snapshot {
+        self.shutdown.snapshot()
+    }
+
     /// Shuts the server down gracefully and returns its totals.
     pub fn stop(mut self) -> Totals {
         self.shutdown.shutdown().expect("wake the server");

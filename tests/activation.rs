@@ -1,0 +1,147 @@
+//! systemd socket activation: the server serves the listening socket passed as fd 3
+//! (LISTEN_FDS/LISTEN_PID), and refuses clearly what is not one. Uses
+//! `systemd-socket-activate` (Debian's systemd package; scripts/test.sh installs it).
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+use util::*;
+
+const DEFAULT: &[u8] = b"Hello there! This is the hosted server";
+
+/// `systemd-socket-activate` listening on a free loopback port, ready to start
+/// greeter-server with `args` on the first connection.
+struct Activator {
+    child: Child,
+    port: u16,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Drop for Activator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn activate(extra: &[&str], args: &[&str]) -> Activator {
+    // systemd-socket-activate needs a port number: take a free one from the kernel.
+    // Another test could grab it in between, so try a few.
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new("systemd-socket-activate")
+            .args(extra)
+            .args(["-l", &format!("127.0.0.1:{port}"), binary("greeter-server")])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("systemd-socket-activate is installed (scripts/test.sh installs systemd)");
+        let (lines, stderr) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        match stderr.recv_timeout(STEP_TIMEOUT) {
+            Ok(line) if line.starts_with("Listening on") => {
+                return Activator {
+                    child,
+                    port,
+                    stderr,
+                }
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    panic!("systemd-socket-activate could not listen on a free port");
+}
+
+fn lines_until(stderr: &mpsc::Receiver<String>, needle: &str) -> String {
+    let mut seen = String::new();
+    while let Ok(line) = stderr.recv_timeout(STEP_TIMEOUT) {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(needle) {
+            return seen;
+        }
+    }
+    panic!("no {needle:?} in:\n{seen}");
+}
+
+#[test]
+fn server_serves_the_socket_systemd_passes() {
+    let activator = activate(&[], &[]);
+    let addr = format!("127.0.0.1:{}", activator.port).parse().unwrap();
+    // The first connection starts the server, which then greets it from fd 3.
+    let mut peer = connect(addr);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+    lines_until(&activator.stderr, "(socket passed by systemd)");
+    let mut peer = connect(addr);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+}
+
+#[test]
+fn two_workers_share_the_passed_socket() {
+    let activator = activate(&[], &["--workers", "2"]);
+    let addr = format!("127.0.0.1:{}", activator.port).parse().unwrap();
+    for _ in 0..50 {
+        let mut peer = connect(addr);
+        assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+    }
+    lines_until(&activator.stderr, "workers=2");
+}
+
+#[test]
+fn a_passed_socket_that_is_not_listening_is_a_clear_error() {
+    // With --accept, systemd-socket-activate passes each accepted connection instead.
+    let activator = activate(&["--accept"], &[]);
+    let addr = format!("127.0.0.1:{}", activator.port).parse().unwrap();
+    let _peer = connect(addr);
+    let log = lines_until(&activator.stderr, "greeter-server:");
+    assert!(
+        log.contains(
+            "greeter-server: cannot serve the socket passed by systemd (fd 3): \
+             it is a TCP socket but not a listening one"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_passed_fd_that_is_not_a_socket_is_a_clear_error_and_exit_1() {
+    let output = Command::new("sh")
+        .args([
+            "-c",
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" 3</dev/null",
+            binary("greeter-server"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "greeter-server: cannot serve the socket passed by systemd (fd 3): fd 3 is not a socket"
+        ),
+        "{stderr}"
+    );
+}
