@@ -162,6 +162,15 @@ pub fn spawn_server(args: &[&str]) -> ServerProcess {
 /// As [`spawn_server`], under `ulimit -n LIMIT` (soft and hard) when given, so that
 /// the server cannot raise it.
 pub fn spawn_server_with_fd_limit(args: &[&str], fd_limit: Option<u32>) -> ServerProcess {
+    spawn_server_with(0, args, fd_limit)
+}
+
+/// Starts `greeter-server --port PORT ARGS` (e.g. to restart a server on its port).
+pub fn spawn_server_on_port(port: u16, args: &[&str]) -> ServerProcess {
+    spawn_server_with(port, args, None)
+}
+
+fn spawn_server_with(port: u16, args: &[&str], fd_limit: Option<u32>) -> ServerProcess {
     let mut command = match fd_limit {
         Some(limit) => {
             let mut command = Command::new("sh");
@@ -174,7 +183,7 @@ pub fn spawn_server_with_fd_limit(args: &[&str], fd_limit: Option<u32>) -> Serve
         None => Command::new(binary("greeter-server")),
     };
     let mut child = command
-        .args(["--port", "0"])
+        .args(["--port", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -245,6 +254,12 @@ impl ServerProcess {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -s {signal} failed");
+    }
+
+    /// Kills this child (SIGKILL, by its PID) and reaps it: a crash, not a shutdown.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits for the child to exit, failing the test after `timeout`.
