@@ -8,7 +8,7 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-usage: scripts/compare.sh [-n CONNECTIONS] [--concurrency "1 64 512"] [--servers "greeter c python"]
+usage: scripts/compare.sh [-n CONNECTIONS] [--concurrency "1 64 512"] [--servers "greeter c python"] [--no-pin]
 
 For each server and each concurrency: connections/s, p99 and max latency, errors,
 server CPU microseconds per connection (user+sys from /proc/PID/stat), listen-queue
@@ -20,7 +20,9 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
   -n N             connections per measured run (default 100000; runs at
                    concurrency 1 use N/5). Each run also stops after 60 s.
   --concurrency L  concurrency levels (default "1 64 512")
-  --servers L      servers to compare (default "greeter c python")
+  --servers L      servers to compare (default "greeter c python"); also
+                   greeter-w2: greeter-server --workers 2
+  --no-pin         do not pin (to compare --workers 1 and 2 on both cores)
   --no-strace      skip the syscall counts
   --no-rss         skip the held-peers RSS measurement
 Needs: cc, python3, taskset, strace (Debian: build-essential, util-linux, strace).
@@ -32,6 +34,8 @@ levels="1 64 512"
 servers="greeter c python"
 with_strace=1
 with_rss=1
+pin_server=(taskset -c 0)
+pin_load=(taskset -c 1)
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -40,6 +44,7 @@ while [ $# -gt 0 ]; do
     --servers) servers=$2; shift 2 ;;
     --no-strace) with_strace=0; shift ;;
     --no-rss) with_rss=0; shift ;;
+    --no-pin) pin_server=(); pin_load=(); shift ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -125,6 +130,7 @@ cc -O2 -o "$work/reference_server" "$work/reference_server.c"
 server_command() {
   case "$1" in
     greeter) echo "./target/release/greeter-server --port 0" ;;
+    greeter-w2) echo "./target/release/greeter-server --port 0 --workers 2" ;;
     c) echo "$work/reference_server" ;;
     python) echo "python3 $work/tutorial_server.py" ;;
   esac
@@ -135,7 +141,7 @@ start_server() {
   local name=$1; shift
   : >"$work/server.out"
   # shellcheck disable=SC2046
-  taskset -c 0 "$@" $(server_command "$name") >"$work/server.out" 2>"$work/server.err" &
+  "${pin_server[@]}" "$@" $(server_command "$name") >"$work/server.out" 2>"$work/server.err" &
   server_pid=$!
   for _ in $(seq 200); do
     grep -q '^listening on ' "$work/server.out" 2>/dev/null && break
@@ -154,6 +160,7 @@ stop_server() {
   server_pid=
 }
 
+# All threads of the process (utime and stime of /proc/PID/stat include them).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 listen_overflows() {
   awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "ListenOverflows") col = i; h = 1 } else print $col }' /proc/net/netstat
@@ -172,7 +179,7 @@ for name in $servers; do
     overflows_before=$(listen_overflows)
     ticks_before=$(cpu_ticks "$measured_pid")
     TIMEFORMAT='%3U %3S'
-    { time taskset -c 1 ./target/release/greeter-load --port "$port" -c "$c" -n "$n" -d 60s \
+    { time "${pin_load[@]}" ./target/release/greeter-load --port "$port" -c "$c" -n "$n" -d 60s \
         --json >"$work/load.json" 2>/dev/null || true; } 2>"$work/load.time"
     ticks_after=$(cpu_ticks "$measured_pid")
     overflows=$(( $(listen_overflows) - overflows_before ))
@@ -191,7 +198,7 @@ for name in $servers; do
       # 10000 connections: enough that start-up syscalls vanish in the average.
       strace_n=$(( n < 10000 ? n : 10000 ))
       start_server "$name" strace -c -f -o "$work/strace.txt"
-      taskset -c 1 ./target/release/greeter-load --port "$port" -c "$c" -n "$strace_n" -d 60s \
+      "${pin_load[@]}" ./target/release/greeter-load --port "$port" -c "$c" -n "$strace_n" -d 60s \
         --json >"$work/strace-load.json" 2>/dev/null || true
       stop_server
       traced=$(json_field "$work/strace-load.json" "['completed']")

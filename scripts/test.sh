@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v kill >/dev/null 2>&1 || missing+=(procps)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
-command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
+{ command -v systemd-socket-activate && command -v systemd-analyze; } >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${missing[*]}: install them (apt-get install ${missing[*]}) or run as root" >&2

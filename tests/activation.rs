@@ -145,3 +145,46 @@ fn a_passed_fd_that_is_not_a_socket_is_a_clear_error_and_exit_1() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_documented_systemd_units_verify() {
+    // systemd-analyze checks every directive; the binary path must exist, so point the
+    // units at the one this test run built.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("units-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut paths = Vec::new();
+    for unit in ["greeter.socket", "greeter.service"] {
+        let text = std::fs::read_to_string(format!("docs/deploy/{unit}")).unwrap();
+        let path = dir.join(unit);
+        std::fs::write(
+            &path,
+            text.replace("/usr/local/bin/greeter-server", binary("greeter-server")),
+        )
+        .unwrap();
+        paths.push(path);
+    }
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&paths)
+        .output()
+        .expect("systemd-analyze is installed (scripts/test.sh installs systemd)");
+    let complaints = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{complaints}");
+    assert!(complaints.trim().is_empty(), "{complaints}");
+    let service = std::fs::read_to_string("docs/deploy/greeter.service").unwrap();
+    for hardening in [
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "CapabilityBoundingSet=\n",
+        "LimitNOFILE=",
+    ] {
+        assert!(
+            service.contains(hardening),
+            "greeter.service lacks {hardening:?}"
+        );
+    }
+}
