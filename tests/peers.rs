@@ -226,3 +226,29 @@ fn max_per_ip_closes_an_address_beyond_its_share_without_the_greeting() {
         (7, 4, 3)
     );
 }
+
+#[test]
+fn peer_that_resets_mid_greeting_is_counted_and_the_server_goes_on() {
+    let greeting = large_greeting(8 * 1024 * 1024);
+    let server = start_server(config_with(&greeting));
+    let mut peer = connect(server.addr);
+    let mut first = vec![0u8; 64 * 1024];
+    peer.read_exact(&mut first).unwrap();
+    // Linger 0: closing sends a reset while the server still has most of the
+    // greeting to write.
+    socket2::SockRef::from(&peer)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(peer);
+    thread::sleep(Duration::from_millis(200));
+
+    let mut next = connect(server.addr);
+    assert_same_bytes(&read_to_eof(&mut next).unwrap(), &greeting);
+    drop(next); // its EOF ends the server's lingering close
+    let totals = server.stop();
+    assert_eq!(
+        (totals.accepted, totals.greeted, totals.reset),
+        (2, 1, 1),
+        "{totals}"
+    );
+}
