@@ -8,7 +8,13 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-usage: scripts/compare.sh [-n CONNECTIONS] [--concurrency "1 64 512"] [--servers "greeter c python"] [--no-pin]
+usage: scripts/compare.sh [-n CONNECTIONS] [--repeat R] [--concurrency "1 64 512"]
+                          [--servers "greeter c python"] [--no-pin] [--no-strace] [--no-rss]
+
+The machine is shared and noisy, so every measurement is repeated R times, the
+servers interleaved round by round, and the table gives the median of each figure
+(the worst max latency, all errors and overflows summed) with the min-max spread of
+server CPU per connection.
 
 For each server and each concurrency: connections/s, p99 and max latency, errors,
 server CPU microseconds per connection (user+sys from /proc/PID/stat), listen-queue
@@ -19,6 +25,7 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
 
   -n N             connections per measured run (default 100000; runs at
                    concurrency 1 use N/5). Each run also stops after 60 s.
+  --repeat R       rounds of every measurement (default 3)
   --concurrency L  concurrency levels (default "1 64 512")
   --servers L      servers to compare (default "greeter c python"); also
                    greeter-w2: greeter-server --workers 2
@@ -30,6 +37,7 @@ USAGE
 }
 
 total=100000
+repeat=3
 levels="1 64 512"
 servers="greeter c python"
 with_strace=1
@@ -40,6 +48,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     -n) total=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
     --concurrency) levels=$2; shift 2 ;;
     --servers) servers=$2; shift 2 ;;
     --no-strace) with_strace=0; shift ;;
@@ -55,19 +64,9 @@ if [ "$with_strace" = 1 ] && ! command -v strace >/dev/null; then
   echo "compare.sh: strace is missing (apt-get install strace, or --no-strace)" >&2; exit 1
 fi
 
-cd "$(dirname "$0")/.."
-cargo build --release -q --bin greeter-server --bin greeter-load
-ulimit -n "$(ulimit -Hn)"
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+greeter_setup
 
 # (a) The original tutorial's server: one blocking accept at a time, backlog 5.
 cat >"$work/tutorial_server.py" <<'PY'
@@ -143,11 +142,7 @@ start_server() {
   # shellcheck disable=SC2046
   "${pin_server[@]}" "$@" $(server_command "$name") >"$work/server.out" 2>"$work/server.err" &
   server_pid=$!
-  for _ in $(seq 200); do
-    grep -q '^listening on ' "$work/server.out" 2>/dev/null && break
-    sleep 0.05
-  done
-  port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/server.out")
+  port=$(wait_for_port "$work/server.out" "$server_pid")
   [ -n "$port" ] || { echo "compare.sh: $name did not start" >&2; cat "$work/server.err" >&2; exit 1; }
   # Under strace the server is strace's child.
   measured_pid=$(pgrep -P "$server_pid" -n 2>/dev/null || true)
@@ -165,59 +160,102 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 listen_overflows() {
   awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "ListenOverflows") col = i; h = 1 } else print $col }' /proc/net/netstat
 }
-json_field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d' + sys.argv[2]))" "$1" "$2"; }
 
 ticks_per_second=$(getconf CLK_TCK)
 results="$work/results.tsv"
-printf 'server\tconcurrency\tconnections\tconn_per_s\tp99_ms\tmax_ms\terrors\tserver_cpu_us_per_conn\tlisten_overflows\tload_user_cpu_pct\tsyscalls_per_conn\n' >"$results"
+syscalls="$work/syscalls.tsv"
+: >"$results"
+: >"$syscalls"
 
-for name in $servers; do
-  for c in $levels; do
-    n=$total
-    [ "$c" -eq 1 ] && n=$((total / 5))
-    start_server "$name"
-    overflows_before=$(listen_overflows)
-    ticks_before=$(cpu_ticks "$measured_pid")
-    TIMEFORMAT='%3U %3S'
-    { time "${pin_load[@]}" ./target/release/greeter-load --port "$port" -c "$c" -n "$n" -d 60s \
-        --json >"$work/load.json" 2>/dev/null || true; } 2>"$work/load.time"
-    ticks_after=$(cpu_ticks "$measured_pid")
-    overflows=$(( $(listen_overflows) - overflows_before ))
-    stop_server
-    completed=$(json_field "$work/load.json" "['completed']")
-    errors=$(json_field "$work/load.json" "['errors_total']")
-    rate=$(json_field "$work/load.json" "['connections_per_s']")
-    p99=$(json_field "$work/load.json" "['latency_us']['p99']")
-    max=$(json_field "$work/load.json" "['latency_us']['max']")
-    read -r load_user load_sys <"$work/load.time"
-    cpu_us=$(python3 -c "print(f'{($ticks_after - $ticks_before) * 1e6 / $ticks_per_second / max($completed, 1):.2f}')")
-    load_user_pct=$(python3 -c "print(f'{100 * $load_user / max($load_user + $load_sys, 1e-9):.1f}')")
+# measure NAME C N: one bounded load run; appends a row to $results.
+measure() {
+  local name=$1 c=$2 n=$3
+  start_server "$name"
+  local overflows_before ticks_before ticks_after overflows
+  overflows_before=$(listen_overflows)
+  ticks_before=$(cpu_ticks "$measured_pid")
+  TIMEFORMAT='%3U %3S'
+  { time "${pin_load[@]}" ./target/release/greeter-load --port "$port" -c "$c" -n "$n" -d 60s \
+      --json >"$work/load.json" 2>/dev/null || true; } 2>"$work/load.time"
+  ticks_after=$(cpu_ticks "$measured_pid")
+  overflows=$(( $(listen_overflows) - overflows_before ))
+  stop_server
+  python3 - "$work/load.json" "$work/load.time" "$name" "$c" "$ticks_before" "$ticks_after" \
+    "$ticks_per_second" "$overflows" >>"$results" <<'PY'
+import json, sys
+report_path, time_path, name, c, before, after, hz, overflows = sys.argv[1:]
+report = json.load(open(report_path))
+user, system = (float(x) for x in open(time_path).read().split()[:2])
+completed = max(report["completed"], 1)
+cpu_us = (int(after) - int(before)) * 1e6 / int(hz) / completed
+print("\t".join(str(v) for v in [
+    name, c, report["completed"], report["connections_per_s"],
+    report["latency_us"]["p99"] / 1000, report["latency_us"]["max"] / 1000,
+    report["errors_total"], cpu_us, overflows, 100 * user / max(user + system, 1e-9)]))
+PY
+}
 
-    syscalls=-
-    if [ "$with_strace" = 1 ]; then
-      # 10000 connections: enough that start-up syscalls vanish in the average.
-      strace_n=$(( n < 10000 ? n : 10000 ))
-      start_server "$name" strace -c -f -o "$work/strace.txt"
-      "${pin_load[@]}" ./target/release/greeter-load --port "$port" -c "$c" -n "$strace_n" -d 60s \
-        --json >"$work/strace-load.json" 2>/dev/null || true
-      stop_server
-      traced=$(json_field "$work/strace-load.json" "['completed']")
-      calls=$(awk '$NF == "total" {print $(NF-2)}' "$work/strace.txt")
-      syscalls=$(python3 -c "print(f'{$calls / max($traced, 1):.2f}')")
-    fi
-    printf '%s\t%s\t%s\t%.0f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$completed" "$rate" \
-      "$(python3 -c "print($p99 / 1000)")" "$(python3 -c "print($max / 1000)")" "$errors" \
-      "$cpu_us" "$overflows" "$load_user_pct" "$syscalls" >>"$results"
-    echo "done: $name at $c concurrent" >&2
+# count_syscalls NAME C N: strace -c -f over a run; appends NAME, C, calls/connection.
+count_syscalls() {
+  local name=$1 c=$2 n=$3
+  start_server "$name" strace -c -f -o "$work/strace.txt"
+  "${pin_load[@]}" ./target/release/greeter-load --port "$port" -c "$c" -n "$n" -d 60s \
+    --json >"$work/strace-load.json" 2>/dev/null || true
+  stop_server
+  python3 - "$work/strace-load.json" "$work/strace.txt" "$name" "$c" >>"$syscalls" <<'PY'
+import json, sys
+report_path, strace_path, name, c = sys.argv[1:]
+completed = max(json.load(open(report_path))["completed"], 1)
+# "% time, seconds, usecs/call, calls, [errors,] total": calls is the fourth field.
+total = next(line.split() for line in open(strace_path) if line.rstrip().endswith("total"))
+print(f"{name}\t{c}\t{int(total[3]) / completed:.2f}")
+PY
+}
+
+for round in $(seq "$repeat"); do
+  for name in $servers; do
+    for c in $levels; do
+      n=$total
+      [ "$c" -eq 1 ] && n=$((total / 5))
+      measure "$name" "$c" "$n"
+      echo "done: round $round, $name at $c concurrent" >&2
+    done
   done
 done
+if [ "$with_strace" = 1 ]; then
+  for name in $servers; do
+    for c in $levels; do
+      # 10000 connections: enough that start-up syscalls vanish in the average.
+      n=$total
+      [ "$c" -eq 1 ] && n=$((total / 5))
+      count_syscalls "$name" "$c" $(( n < 10000 ? n : 10000 ))
+      echo "done: syscalls of $name at $c concurrent" >&2
+    done
+  done
+fi
 
 echo
-echo "| server | concurrent | connections | conn/s | p99 ms | max ms | errors | server CPU µs/conn | listen overflows | load user CPU % | syscalls/conn |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
-tail -n +2 "$results" | while IFS=$'\t' read -r s c n r p m e u o l y; do
-  echo "| $s | $c | $n | $r | $p | $m | $e | $u | $o | $l | $y |"
-done
+echo "Medians of $repeat rounds (max ms: the worst; errors and overflows: summed over the rounds)."
+echo
+python3 - "$results" "$syscalls" "$servers" "$levels" <<'PY'
+import statistics, sys
+results, syscalls, servers, levels = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
+rows = [line.rstrip("\n").split("\t") for line in open(results) if line.strip()]
+calls = {(s, c): v for s, c, v in (line.split() for line in open(syscalls) if line.strip())}
+print("| server | concurrent | connections per run | conn/s | p99 ms | max ms | errors | server CPU µs/conn (min-max) | listen overflows | load user CPU % | syscalls/conn |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for server in servers:
+    for level in levels:
+        runs = [r for r in rows if r[0] == server and r[1] == level]
+        if not runs:
+            continue
+        col = lambda i: [float(r[i]) for r in runs]
+        cpu = col(7)
+        print(f"| {server} | {level} | {int(statistics.median(col(2)))} | {statistics.median(col(3)):.0f} "
+              f"| {statistics.median(col(4)):.2f} | {max(col(5)):.2f} | {int(sum(col(6)))} "
+              f"| {statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}) | {int(sum(col(8)))} "
+              f"| {statistics.median(col(9)):.1f} | {calls.get((server, level), '-')} |")
+PY
 
 if [ "$with_rss" = 1 ]; then
   echo

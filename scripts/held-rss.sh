@@ -16,22 +16,15 @@ USAGE
 case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 peers=${1:-10000}
 greeting_bytes=${2:-8388608}
-cd "$(dirname "$0")/.."
-cargo build --release -q --bin greeter-server
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+greeter_setup
 head -c "$greeting_bytes" /dev/urandom > "$work/greeting"
-ulimit -n "$(ulimit -Hn)"
 ./target/release/greeter-server --port 0 --max-connections $((peers + 10)) \
   --message-file "$work/greeting" --write-timeout 10m >"$work/out" 2>"$work/err" &
 server_pid=$!
-for _ in $(seq 100); do grep -q '^listening on' "$work/out" 2>/dev/null && break; sleep 0.05; done
-port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/out")
+port=$(wait_for_port "$work/out" "$server_pid")
+[ -n "$port" ] || { echo "held-rss.sh: greeter-server did not start" >&2; cat "$work/err" >&2; exit 1; }
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$server_pid/status"; }
 held() { ls "/proc/$server_pid/fd" | wc -l; }
 before=$(rss); fds_before=$(held)

@@ -47,35 +47,19 @@ for ((i = 0; i < ${#server_args[@]}; i++)); do
   esac
 done
 
-cd "$(dirname "$0")/.."
-cargo build --release -q --bin greeter-server --bin greeter-load
-ulimit -n "$(ulimit -Hn)"
-
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+greeter_setup
 
 ./target/release/greeter-server --host 127.0.0.1 --port 0 "${server_args[@]}" \
   >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
-for _ in $(seq 200); do
-  grep -q '^listening on ' "$work/server.out" 2>/dev/null && break
-  kill -0 "$server_pid" 2>/dev/null || break
-  sleep 0.05
-done
-if ! grep -q '^listening on ' "$work/server.out" 2>/dev/null; then
+port=$(wait_for_port "$work/server.out" "$server_pid")
+if [ -z "$port" ]; then
   echo "load-test.sh: greeter-server did not start:" >&2
   cat "$work/server.err" >&2
   exit 1
 fi
-port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/server.out")
 echo "greeter-server pid $server_pid listening on 127.0.0.1:$port"
 
 load_status=0

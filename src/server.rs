@@ -62,7 +62,7 @@ const EVENTS_PER_POLL: usize = 1024;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Server {
-    /// The readiness poll: the listener, the waker, the signals and the connections
+    /// The readiness poll: the listener, the waker and the connections
     /// that wait for something.
     poll: Poll,
     /// The listening socket; `None` once a shutdown has stopped accepting.

@@ -316,6 +316,15 @@ impl ServerProcess {
             .count()
     }
 
+    /// Asserts that the server stays near idle for a second (at most a fifth of a
+    /// core), as a paused server must rather than retrying in a tight loop.
+    pub fn assert_near_idle_for_a_second(&self) {
+        let before = self.cpu_ticks();
+        thread::sleep(Duration::from_secs(1));
+        let used = self.cpu_ticks() - before;
+        assert!(used <= 20, "server used {used} ticks (of 100) in a second");
+    }
+
     /// User plus system CPU time the server has used, in clock ticks.
     pub fn cpu_ticks(&self) -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();

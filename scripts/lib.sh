@@ -1,0 +1,32 @@
+# Shared by the scripts in this folder (sourced, not run): build the release binaries,
+# a work directory removed on exit, the server a script started stopped on exit, and
+# the port from greeter-server's "listening on" line.
+
+# Builds the binaries, raises the fd limit, makes $work; sets the exit trap.
+greeter_setup() {
+  cd "$(dirname "${BASH_SOURCE[0]}")/.."
+  cargo build --release -q --bin greeter-server --bin greeter-load
+  ulimit -n "$(ulimit -Hn)"
+  work=$(mktemp -d)
+  server_pid=
+  trap greeter_cleanup EXIT
+}
+
+greeter_cleanup() {
+  if [ -n "${server_pid:-}" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+
+# wait_for_port OUT_FILE PID: prints the port once OUT_FILE has the "listening on"
+# line; prints nothing if PID exits first or 10 s pass.
+wait_for_port() {
+  for _ in $(seq 200); do
+    grep -q '^listening on ' "$1" 2>/dev/null && break
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.05
+  done
+  sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$1" 2>/dev/null
+}
