@@ -91,32 +91,52 @@ pub enum InputState {
 }
 
 /// Reads and throws away input until EOF, `WouldBlock`, or `*discarded` passes `limit`.
-/// `max_reads` bounds the number of reads (the fast path's check uses exactly one).
-pub fn discard_input(
-    input: &mut impl Read,
-    discarded: &mut usize,
-    limit: usize,
-    max_reads: usize,
-) -> (InputState, usize) {
+pub fn discard_input(input: &mut impl Read, discarded: &mut usize, limit: usize) -> InputState {
     let mut scratch = [0u8; 4096];
-    let mut reads = 0;
-    while reads < max_reads {
-        reads += 1;
+    loop {
         match input.read(&mut scratch) {
-            Ok(0) => return (InputState::Eof, reads),
+            Ok(0) => return InputState::Eof,
             Ok(n) => {
                 *discarded += n;
                 if *discarded > limit {
-                    return (InputState::BudgetSpent, reads);
+                    return InputState::BudgetSpent;
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) if would_block(&err) => return (InputState::Quiet, reads),
-            Err(err) => return (InputState::Failed(err), reads),
+            Err(err) if would_block(&err) => return InputState::Quiet,
+            Err(err) => return InputState::Failed(err),
         }
     }
-    // Stopped by the read budget with data still coming: report it as unread input.
-    (InputState::Quiet, reads)
+}
+
+/// What the fast path's one look at the input found.
+#[derive(Debug)]
+pub enum FirstLook {
+    /// Nothing was sent: the close will be a plain FIN.
+    Nothing,
+    /// The peer sent this many bytes (perhaps more): linger.
+    Sent(usize),
+    /// The peer already closed its side without sending anything.
+    Eof,
+    /// The read failed (the peer reset).
+    Failed(io::Error),
+}
+
+/// One read, into a small buffer: whether the peer sent anything at all is all the
+/// fast path needs to know (what else it sent is read while lingering). A small
+/// buffer, because the common answer is "nothing" and a 4 KiB one would be zeroed on
+/// every connection for it.
+pub fn look_for_input(input: &mut impl Read) -> FirstLook {
+    let mut probe = [0u8; 64];
+    loop {
+        return match input.read(&mut probe) {
+            Ok(0) => FirstLook::Eof,
+            Ok(n) => FirstLook::Sent(n),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if would_block(&err) => FirstLook::Nothing,
+            Err(err) => FirstLook::Failed(err),
+        };
+    }
 }
 
 /// Whether an I/O error only means "not now" on a nonblocking socket.
@@ -237,26 +257,40 @@ mod tests {
     fn discarding_stops_at_eof_would_block_or_budget() {
         let mut discarded = 0;
         let mut socket = Scripted::new(vec![Ok(100), Ok(0)]);
-        let (state, reads) = discard_input(&mut socket, &mut discarded, 1000, usize::MAX);
-        assert!(matches!(state, InputState::Eof));
-        assert_eq!((discarded, reads), (100, 2));
+        assert!(matches!(
+            discard_input(&mut socket, &mut discarded, 1000),
+            InputState::Eof
+        ));
+        assert_eq!(discarded, 100);
 
         let mut socket = Scripted::new(vec![Ok(10), err(io::ErrorKind::WouldBlock)]);
-        let (state, _) = discard_input(&mut socket, &mut discarded, 1000, usize::MAX);
-        assert!(matches!(state, InputState::Quiet));
+        assert!(matches!(
+            discard_input(&mut socket, &mut discarded, 1000),
+            InputState::Quiet
+        ));
         assert_eq!(discarded, 110);
 
         let mut socket = Scripted::new(vec![Ok(4096), Ok(4096), Ok(4096)]);
-        let (state, _) = discard_input(&mut socket, &mut discarded, 5000, usize::MAX);
-        assert!(matches!(state, InputState::BudgetSpent));
+        assert!(matches!(
+            discard_input(&mut socket, &mut discarded, 5000),
+            InputState::BudgetSpent
+        ));
     }
 
     #[test]
-    fn one_read_check_reports_unread_input_as_quiet_with_bytes() {
-        let mut discarded = 0;
-        let mut socket = Scripted::new(vec![Ok(7)]);
-        let (state, reads) = discard_input(&mut socket, &mut discarded, 1000, 1);
-        assert!(matches!(state, InputState::Quiet));
-        assert_eq!((discarded, reads), (7, 1));
+    fn first_look_is_a_single_read() {
+        let mut socket = Scripted::new(vec![Ok(7), Ok(7)]);
+        assert!(matches!(look_for_input(&mut socket), FirstLook::Sent(7)));
+        assert_eq!(socket.answers.len(), 1, "one read only");
+
+        let mut socket = Scripted::new(vec![err(io::ErrorKind::WouldBlock)]);
+        assert!(matches!(look_for_input(&mut socket), FirstLook::Nothing));
+        let mut socket = Scripted::new(vec![Ok(0)]);
+        assert!(matches!(look_for_input(&mut socket), FirstLook::Eof));
+        let mut socket = Scripted::new(vec![
+            err(io::ErrorKind::Interrupted),
+            err(io::ErrorKind::ConnectionReset),
+        ]);
+        assert!(matches!(look_for_input(&mut socket), FirstLook::Failed(_)));
     }
 }

@@ -28,8 +28,8 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::accept::{self, AcceptFailure, ACCEPT_RETRY_DELAY};
 use crate::config::Config;
 use crate::connection::{
-    discard_input, peer_went_away, would_block, write_greeting, Connection, InputState, Phase,
-    WriteProgress, LINGER_DISCARD_LIMIT,
+    discard_input, look_for_input, peer_went_away, would_block, write_greeting, Connection,
+    FirstLook, InputState, Phase, WriteProgress, LINGER_DISCARD_LIMIT,
 };
 use crate::deadlines::DeadlineQueue;
 use crate::error::{describe_io_error, StartupError};
@@ -472,21 +472,12 @@ impl Server {
                 let _ = stream.shutdown(Shutdown::Write);
                 // One read tells whether the peer sent anything; if it did, linger so
                 // that no reset is sent at all.
-                let mut discarded = 0;
-                match discard_input(&mut stream, &mut discarded, LINGER_DISCARD_LIMIT, 1).0 {
-                    InputState::Quiet if discarded == 0 => self.record_close(
-                        peer,
-                        self.millis_since_start(now),
-                        sent,
-                        CloseReason::Greeted,
-                    ),
-                    InputState::Eof | InputState::Failed(_) => self.record_close(
-                        peer,
-                        self.millis_since_start(now),
-                        sent,
-                        CloseReason::Greeted,
-                    ),
-                    InputState::Quiet | InputState::BudgetSpent => {
+                match look_for_input(&mut stream) {
+                    FirstLook::Nothing | FirstLook::Eof | FirstLook::Failed(_) => {
+                        let accepted_ms = self.millis_since_start(now);
+                        self.record_close(peer, accepted_ms, sent, CloseReason::Greeted);
+                    }
+                    FirstLook::Sent(discarded) => {
                         self.hold(stream, peer, now, Phase::Lingering { discarded })
                     }
                 }
@@ -575,12 +566,7 @@ impl Server {
                 }
             }
             Phase::Lingering { mut discarded } => {
-                let (state, _) = discard_input(
-                    &mut conn.stream,
-                    &mut discarded,
-                    LINGER_DISCARD_LIMIT,
-                    usize::MAX,
-                );
+                let state = discard_input(&mut conn.stream, &mut discarded, LINGER_DISCARD_LIMIT);
                 conn.phase = Phase::Lingering { discarded };
                 if !matches!(state, InputState::Quiet) {
                     self.close(key, CloseReason::Greeted);
