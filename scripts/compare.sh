@@ -157,9 +157,6 @@ stop_server() {
 
 # All threads of the process (utime and stime of /proc/PID/stat include them).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-listen_overflows() {
-  awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "ListenOverflows") col = i; h = 1 } else print $col }' /proc/net/netstat
-}
 
 ticks_per_second=$(getconf CLK_TCK)
 results="$work/results.tsv"

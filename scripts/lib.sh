@@ -20,6 +20,12 @@ greeter_cleanup() {
   rm -rf "$work"
 }
 
+# The machine-wide count of connections dropped because a listen queue was full
+# (TcpExtListenOverflows); read it before and after a run for the run's delta.
+listen_overflows() {
+  awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "ListenOverflows") col = i; h = 1 } else print $col }' /proc/net/netstat
+}
+
 # wait_for_port OUT_FILE PID: prints the port once OUT_FILE has the "listening on"
 # line; prints nothing if PID exits first or 10 s pass.
 wait_for_port() {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds greeter in release mode, starts greeter-server on a free loopback port, drives
-# it with greeter-load, stops it with SIGTERM, and prints the load report and the
-# server's totals. Exits non-zero if any connection failed or the server did not stop
-# cleanly. All traffic stays on 127.0.0.1; every run is bounded by -n or -d.
+# it with greeter-load, stops it with SIGTERM, and prints the load report, the
+# listen-queue overflows during the run and the server's totals. Exits non-zero if
+# any connection failed or the server did not stop cleanly. All traffic stays on
+# 127.0.0.1; every run is bounded by -n or -d.
 set -euo pipefail
 
 usage() {
@@ -10,7 +11,9 @@ usage() {
 usage: scripts/load-test.sh [--server-arg ARG]... [GREETER-LOAD ARGS...]
 
 Builds in release mode, starts greeter-server --port 0 on 127.0.0.1, runs
-greeter-load against it, then stops the server with SIGTERM.
+greeter-load against it, then stops the server with SIGTERM. Prints the load
+report, the listen-queue overflows during the run (TcpExtListenOverflows,
+machine-wide) and the server's totals.
 
   --server-arg ARG   pass ARG to greeter-server (repeat for several, e.g.
                      --server-arg --message-file --server-arg greeting.txt)
@@ -63,7 +66,9 @@ fi
 echo "greeter-server pid $server_pid listening on 127.0.0.1:$port"
 
 load_status=0
+overflows_before=$(listen_overflows)
 ./target/release/greeter-load --host 127.0.0.1 --port "$port" "${load_args[@]}" || load_status=$?
+echo "listen overflows during the run (whole machine): $(( $(listen_overflows) - overflows_before ))"
 
 kill -TERM "$server_pid"
 server_status=0
