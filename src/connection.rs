@@ -1,6 +1,6 @@
 //! Per-connection state kept in the server's slab, and the nonblocking steps that move
-//! a connection along: write the rest of the greeting, then discard what the peer sends
-//! until it closes its side.
+//! a connection along: write the rest of the greeting, wait until the kernel has sent
+//! it, discard what the peer sends until it closes its side.
 //!
 //! Only connections that could not be finished at once live here; the common case
 //! (whole greeting written by the first `write`, nothing received) never gets an entry.
@@ -10,12 +10,14 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
+use crate::tcp_state::TcpProgress;
+
 /// How many bytes a lingering close reads and discards before giving up on the peer's
 /// EOF. A peer that keeps sending past this is not waiting for a clean close.
 pub const LINGER_DISCARD_LIMIT: usize = 256 * 1024;
 
-/// A connection that still owes the server something: greeting bytes to take, or its
-/// EOF after the greeting.
+/// A connection that still owes the server something: greeting bytes to take (from us
+/// or from the kernel), or its EOF after the greeting.
 #[derive(Debug)]
 pub struct Connection {
     /// The socket, nonblocking and registered with the poll under the slab key.
@@ -34,7 +36,7 @@ pub struct Connection {
     pub serial: u64,
 }
 
-/// The two phases of a connection that could not be finished at once.
+/// The phases of a connection that could not be finished at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// The greeting was only partly written; `sent` bytes are out.
@@ -42,12 +44,57 @@ pub enum Phase {
         /// How far into the shared greeting the peer has been sent.
         sent: usize,
     },
-    /// The whole greeting is out and the write side is shut down; input is read and
-    /// discarded until EOF so that the close is a FIN, not a reset.
+    /// The whole greeting and the FIN are written, but part of them still waits in
+    /// the kernel for the peer's window. Closing now could turn a late peer byte into
+    /// a reset that discards that rest, so the connection is held (reading and
+    /// discarding input) until the kernel has sent it all, within the write timeout.
+    Flushing {
+        /// Bytes read and thrown away so far, bounded by [`LINGER_DISCARD_LIMIT`].
+        discarded: usize,
+    },
+    /// Everything is sent, and the peer sent data: input is read and discarded until
+    /// the peer's EOF so that the close is a FIN, not a reset.
     Lingering {
         /// Bytes read and thrown away so far, bounded by [`LINGER_DISCARD_LIMIT`].
         discarded: usize,
     },
+}
+
+/// What to do with a connection once its whole greeting is written and its write
+/// side shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterGreeting {
+    /// Nothing of ours waits in the kernel and nothing of the peer's is unread (or
+    /// the peer has closed its side): close now.
+    Close,
+    /// Part of the greeting is still unsent: hold the connection until it is out.
+    Flush,
+    /// Everything is sent but the peer sent data: linger until its EOF.
+    Linger,
+}
+
+/// Decides [`AfterGreeting`] from the kernel's view of the connection.
+///
+/// Bytes that are sent but not yet acknowledged do not hold the connection: a close
+/// then still ends in a FIN behind them, and they are lost only if they must be
+/// retransmitted after a peer byte has drawn a reset (see docs/architecture.md).
+/// If the kernel cannot be asked, the connection is closed as before this check.
+pub fn after_greeting(progress: io::Result<TcpProgress>) -> AfterGreeting {
+    let Ok(progress) = progress else {
+        return AfterGreeting::Close;
+    };
+    if progress.data_segments_in > 0 {
+        return if progress.unsent > 0 {
+            AfterGreeting::Flush
+        } else {
+            AfterGreeting::Linger
+        };
+    }
+    if progress.unsent > 0 && !progress.peer_closed {
+        AfterGreeting::Flush
+    } else {
+        AfterGreeting::Close
+    }
 }
 
 /// What a round of writing achieved.
@@ -106,36 +153,6 @@ pub fn discard_input(input: &mut impl Read, discarded: &mut usize, limit: usize)
             Err(err) if would_block(&err) => return InputState::Quiet,
             Err(err) => return InputState::Failed(err),
         }
-    }
-}
-
-/// What the fast path's one look at the input found.
-#[derive(Debug)]
-pub enum FirstLook {
-    /// Nothing was sent: the close will be a plain FIN.
-    Nothing,
-    /// The peer sent this many bytes (perhaps more): linger.
-    Sent(usize),
-    /// The peer already closed its side without sending anything.
-    Eof,
-    /// The read failed (the peer reset).
-    Failed(io::Error),
-}
-
-/// One read, into a small buffer: whether the peer sent anything at all is all the
-/// fast path needs to know (what else it sent is read while lingering). A small
-/// buffer, because the common answer is "nothing" and a 4 KiB one would be zeroed on
-/// every connection for it.
-pub fn look_for_input(input: &mut impl Read) -> FirstLook {
-    let mut probe = [0u8; 64];
-    loop {
-        return match input.read(&mut probe) {
-            Ok(0) => FirstLook::Eof,
-            Ok(n) => FirstLook::Sent(n),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) if would_block(&err) => FirstLook::Nothing,
-            Err(err) => FirstLook::Failed(err),
-        };
     }
 }
 
@@ -277,20 +294,32 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn first_look_is_a_single_read() {
-        let mut socket = Scripted::new(vec![Ok(7), Ok(7)]);
-        assert!(matches!(look_for_input(&mut socket), FirstLook::Sent(7)));
-        assert_eq!(socket.answers.len(), 1, "one read only");
+    fn progress(unsent: u32, data_segments_in: u32, peer_closed: bool) -> io::Result<TcpProgress> {
+        Ok(TcpProgress {
+            unsent,
+            unacked_segments: 1,
+            data_segments_in,
+            peer_closed,
+        })
+    }
 
-        let mut socket = Scripted::new(vec![err(io::ErrorKind::WouldBlock)]);
-        assert!(matches!(look_for_input(&mut socket), FirstLook::Nothing));
-        let mut socket = Scripted::new(vec![Ok(0)]);
-        assert!(matches!(look_for_input(&mut socket), FirstLook::Eof));
-        let mut socket = Scripted::new(vec![
-            err(io::ErrorKind::Interrupted),
-            err(io::ErrorKind::ConnectionReset),
-        ]);
-        assert!(matches!(look_for_input(&mut socket), FirstLook::Failed(_)));
+    #[test]
+    fn a_connection_is_closed_only_when_nothing_is_left_in_either_direction() {
+        assert_eq!(after_greeting(progress(0, 0, false)), AfterGreeting::Close);
+        assert_eq!(after_greeting(progress(1, 0, false)), AfterGreeting::Flush);
+        assert_eq!(
+            after_greeting(progress(9000, 3, false)),
+            AfterGreeting::Flush
+        );
+        assert_eq!(after_greeting(progress(0, 3, false)), AfterGreeting::Linger);
+        // A peer that has closed its side cannot draw a reset with bytes it sends.
+        assert_eq!(
+            after_greeting(progress(9000, 0, true)),
+            AfterGreeting::Close
+        );
+        // ...but bytes it sent before its FIN are read first.
+        assert_eq!(after_greeting(progress(0, 3, true)), AfterGreeting::Linger);
+        let failed = Err(io::Error::from_raw_os_error(libc::EBADF));
+        assert_eq!(after_greeting(failed), AfterGreeting::Close);
     }
 }

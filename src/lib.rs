@@ -19,6 +19,8 @@
 //! - [`connection`]: the write state of a held connection and the nonblocking write
 //!   and discard steps.
 //! - [`accept`]: which accept errors are skipped and which pause accepting.
+//! - [`tcp_state`]: the kernel's view of a connection (`TCP_INFO`): unsent bytes and
+//!   input, which decide whether it can be closed at once.
 //! - [`deadlines`]: the FIFO of fixed-duration deadlines, the loop's only timer.
 //! - [`totals`]: the counters behind the `totals` log line.
 //! - [`client`]: the blocking client used by `greeter-client` and the tests.
@@ -43,6 +45,7 @@ pub mod handle;
 pub mod load;
 pub mod per_ip;
 pub mod server;
+pub mod tcp_state;
 pub mod totals;
 pub mod workers;
 

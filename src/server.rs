@@ -3,17 +3,20 @@
 //! The life of a connection:
 //!
 //! ```text
-//! accept ─► write greeting ─► all out ─► shutdown(Write) ─► one read: nothing? ─► close
-//!                │                                                  │ input
-//!                │ partial                                          ▼
-//!                ▼                                      register READABLE; discard
-//!  register WRITABLE, write deadline;  ─► all out ─►    input until EOF, the linger
-//!  write the rest on each writable event  shutdown(Write)  deadline or the byte
-//!                                                       budget ─► close
+//! accept ─► write greeting ─► all written ─► shutdown(Write) ─► TCP_INFO: nothing
+//!                │                                   │          unsent, no input ─► close
+//!                │ partial                           │
+//!                ▼                                   ├─ unsent ─► Flushing: discard input;
+//!  Writing: register WRITABLE, write deadline;       │   on each event ask TCP_INFO again;
+//!  write the rest on each writable event ─► all      │   all sent ─► close (or Lingering
+//!  written ─► shutdown(Write) ─► TCP_INFO ─► (same)  │   if input came); write deadline
+//!                                                    └─ input ─► Lingering: discard input
+//!                                                        until EOF, the linger deadline or
+//!                                                        the byte budget ─► close
 //! ```
 //!
-//! Most connections take the top line: `accept4`, `write`, `shutdown`, one `read`
-//! that finds nothing, `close`; they never touch the slab or `epoll_ctl`.
+//! Most connections take the top line: `accept4`, `write`, `shutdown`,
+//! `getsockopt(TCP_INFO)`, `close`; they never touch the slab or `epoll_ctl`.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
@@ -28,13 +31,14 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::accept::{self, AcceptFailure, ACCEPT_RETRY_DELAY};
 use crate::config::Config;
 use crate::connection::{
-    discard_input, look_for_input, peer_went_away, would_block, write_greeting, Connection,
-    FirstLook, InputState, Phase, WriteProgress, LINGER_DISCARD_LIMIT,
+    after_greeting, discard_input, peer_went_away, would_block, write_greeting, AfterGreeting,
+    Connection, InputState, Phase, WriteProgress, LINGER_DISCARD_LIMIT,
 };
 use crate::deadlines::DeadlineQueue;
 use crate::error::{describe_io_error, StartupError};
 use crate::handle::{ServerHandle, Snapshot, StopRequest};
 use crate::per_ip::PerIpLimit;
+use crate::tcp_state::TcpProgress;
 use crate::totals::Totals;
 
 /// Reserved tokens sit at the top of the range; connections use their slab key, which
@@ -44,6 +48,12 @@ const WAKER: Token = Token(usize::MAX - 1);
 
 /// How many readiness events one `epoll_wait` may return.
 const EVENTS_PER_POLL: usize = 1024;
+
+/// A flushing connection waits for input and for the moment the kernel has sent the
+/// rest. No event says "all sent", but after `shutdown(Write)` every wake-up of the
+/// socket is reported as writable, and the last one comes when the peer acknowledges
+/// our FIN; each event re-checks `TCP_INFO`.
+const FLUSHING_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
 
 /// The greeting server. Build it with [`Server::bind`] or [`Server::from_listener`],
 /// then call [`Server::run`].
@@ -73,7 +83,8 @@ pub struct Server {
     config: Config,
     /// Connections that could not be finished at once, keyed by their token.
     connections: Slab<Connection>,
-    /// Write-timeout deadlines of connections still taking their greeting.
+    /// Write-timeout deadlines of connections still taking their greeting (writing or
+    /// flushing).
     write_deadlines: DeadlineQueue,
     /// Linger-timeout deadlines of connections waiting for their peer's EOF.
     linger_deadlines: DeadlineQueue,
@@ -132,6 +143,7 @@ enum CloseReason {
     WriteTimeout,
     DrainTimeout,
     PerIpLimit,
+    Flood,
     Error,
 }
 
@@ -144,6 +156,7 @@ impl CloseReason {
             CloseReason::WriteTimeout => "timeout",
             CloseReason::DrainTimeout => "drain",
             CloseReason::PerIpLimit => "per-ip",
+            CloseReason::Flood => "flood",
             CloseReason::Error => "error",
         }
     }
@@ -463,25 +476,18 @@ impl Server {
         let progress = write_greeting(&mut stream, &self.config.greeting, &mut sent);
         self.totals.bytes_sent += sent as u64;
         match progress {
-            WriteProgress::Complete => {
-                // The FIN goes out right behind the greeting. Closing a socket that
-                // holds unread input sends a reset; sent after the FIN, a reset can no
-                // longer turn the peer's clean EOF into an error, even if the peer's
-                // bytes land between the check below and the close (best effort: a
-                // peer that is already gone is caught by the read).
-                let _ = stream.shutdown(Shutdown::Write);
-                // One read tells whether the peer sent anything; if it did, linger so
-                // that no reset is sent at all.
-                match look_for_input(&mut stream) {
-                    FirstLook::Nothing | FirstLook::Eof | FirstLook::Failed(_) => {
-                        let accepted_ms = self.millis_since_start(now);
-                        self.record_close(peer, accepted_ms, sent, CloseReason::Greeted);
-                    }
-                    FirstLook::Sent(discarded) => {
-                        self.hold(stream, peer, now, Phase::Lingering { discarded })
-                    }
+            WriteProgress::Complete => match shut_down_and_check(&stream) {
+                AfterGreeting::Close => {
+                    let accepted_ms = self.millis_since_start(now);
+                    self.record_close(peer, accepted_ms, sent, CloseReason::Greeted);
                 }
-            }
+                AfterGreeting::Flush => {
+                    self.hold(stream, peer, now, Phase::Flushing { discarded: 0 })
+                }
+                AfterGreeting::Linger => {
+                    self.hold(stream, peer, now, Phase::Lingering { discarded: 0 })
+                }
+            },
             WriteProgress::WouldBlock => {
                 self.totals.partial_writes += 1;
                 self.hold(stream, peer, now, Phase::Writing { sent });
@@ -507,13 +513,19 @@ impl Server {
         let serial = self.next_serial;
         self.next_serial += 1;
         let accepted_ms = self.millis_since_start(accepted_at);
+        // The deadline of a phase counts from accept: the write timeout bounds the whole
+        // time a peer takes to get the greeting, from us or from the kernel.
         let interest = match phase {
             Phase::Writing { .. } => {
                 self.write_deadlines.push(accepted_at, key, serial);
                 Interest::WRITABLE
             }
+            Phase::Flushing { .. } => {
+                self.totals.lingered += 1;
+                self.write_deadlines.push(accepted_at, key, serial);
+                FLUSHING_INTEREST
+            }
             Phase::Lingering { .. } => {
-                // The fast path has already shut down the write side.
                 self.totals.lingered += 1;
                 self.linger_deadlines.push(accepted_at, key, serial);
                 Interest::READABLE
@@ -530,7 +542,9 @@ impl Server {
             );
             let (sent, reason) = match phase {
                 Phase::Writing { sent } => (sent, CloseReason::Error),
-                Phase::Lingering { .. } => (self.config.greeting.len(), CloseReason::Greeted),
+                Phase::Flushing { .. } | Phase::Lingering { .. } => {
+                    (self.config.greeting.len(), CloseReason::Greeted)
+                }
             };
             self.record_close(peer, accepted_ms, sent, reason);
             return;
@@ -560,9 +574,21 @@ impl Server {
                 self.totals.bytes_sent += (sent - before) as u64;
                 conn.phase = Phase::Writing { sent };
                 match progress {
-                    WriteProgress::Complete => self.start_lingering(key),
+                    WriteProgress::Complete => self.finish_writing(key),
                     WriteProgress::WouldBlock => {}
                     WriteProgress::Failed(err) => self.close(key, CloseReason::for_error(&err)),
+                }
+            }
+            Phase::Flushing { mut discarded } => {
+                let input = discard_input(&mut conn.stream, &mut discarded, LINGER_DISCARD_LIMIT);
+                conn.phase = Phase::Flushing { discarded };
+                match input {
+                    InputState::Quiet => self.check_flushed(key, Instant::now()),
+                    // The peer closed its side: a late byte of its own can no longer
+                    // draw a reset, and the kernel sends the rest after the close.
+                    InputState::Eof => self.close(key, CloseReason::Greeted),
+                    InputState::BudgetSpent => self.close(key, CloseReason::Flood),
+                    InputState::Failed(err) => self.close(key, CloseReason::for_error(&err)),
                 }
             }
             Phase::Lingering { mut discarded } => {
@@ -575,31 +601,65 @@ impl Server {
         }
     }
 
-    /// After a greeting that needed several writes: bytes may still be in flight, so
-    /// closing now could turn into a reset if the peer sends anything. Send the FIN
-    /// and wait for the peer's.
-    fn start_lingering(&mut self, key: usize) {
-        let now = Instant::now();
+    /// After a greeting that needed several writes: shut down the write side and, as
+    /// on the fast path, close at once or hold the connection until the rest is sent
+    /// or the peer closes.
+    fn finish_writing(&mut self, key: usize) {
         let Some(conn) = self.connections.get_mut(key) else {
             return;
         };
+        let (phase, interest) = match shut_down_and_check(&conn.stream) {
+            AfterGreeting::Close => return self.close(key, CloseReason::Greeted),
+            // Its write deadline, pushed at accept, goes on bounding it.
+            AfterGreeting::Flush => (Phase::Flushing { discarded: 0 }, FLUSHING_INTEREST),
+            AfterGreeting::Linger => {
+                self.linger_deadlines.push(Instant::now(), key, conn.serial);
+                (Phase::Lingering { discarded: 0 }, Interest::READABLE)
+            }
+        };
         self.totals.lingered += 1;
-        conn.phase = Phase::Lingering { discarded: 0 };
-        self.linger_deadlines.push(now, key, conn.serial);
-        let shut = conn.stream.shutdown(Shutdown::Write);
+        conn.phase = phase;
         // Re-registering re-checks readiness, so input that is already queued (or an
         // EOF) produces an event without an extra read here.
-        let registered =
-            self.poll
-                .registry()
-                .reregister(&mut conn.stream, Token(key), Interest::READABLE);
-        if shut.is_err() || registered.is_err() {
+        let registered = self
+            .poll
+            .registry()
+            .reregister(&mut conn.stream, Token(key), interest);
+        if registered.is_err() {
             self.close(key, CloseReason::Greeted);
+        }
+    }
+
+    /// A flushing connection whose input is drained: once the kernel has sent the
+    /// whole greeting it closes, or lingers if the peer has sent data.
+    fn check_flushed(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.connections.get_mut(key) else {
+            return;
+        };
+        let Phase::Flushing { discarded } = conn.phase else {
+            return;
+        };
+        match TcpProgress::of(&conn.stream) {
+            Ok(progress) if progress.unsent > 0 => {}
+            Ok(_) if discarded > 0 => {
+                // Stays registered for writability too: the spurious events that
+                // brings are rare and cheaper than an epoll_ctl.
+                conn.phase = Phase::Lingering { discarded };
+                self.linger_deadlines.push(now, key, conn.serial);
+            }
+            _ => self.close(key, CloseReason::Greeted),
         }
     }
 
     fn expire_deadlines(&mut self, now: Instant) {
         while let Some(due) = self.write_deadlines.pop_expired(now) {
+            // A flushing connection whose rest went out since its last event is
+            // finished, not timed out.
+            if self.connections.get(due.key).is_some_and(|conn| {
+                conn.serial == due.serial && matches!(conn.phase, Phase::Flushing { .. })
+            }) {
+                self.check_flushed(due.key, now);
+            }
             self.expire(due.key, due.serial, CloseReason::WriteTimeout);
         }
         while let Some(due) = self.linger_deadlines.pop_expired(now) {
@@ -614,7 +674,7 @@ impl Server {
             return;
         };
         let phase_matches = match conn.phase {
-            Phase::Writing { .. } => reason == CloseReason::WriteTimeout,
+            Phase::Writing { .. } | Phase::Flushing { .. } => reason == CloseReason::WriteTimeout,
             Phase::Lingering { .. } => reason == CloseReason::Greeted,
         };
         if conn.serial == serial && phase_matches {
@@ -644,7 +704,7 @@ impl Server {
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
         for key in keys {
             let reason = match self.connections[key].phase {
-                Phase::Writing { .. } => reason,
+                Phase::Writing { .. } | Phase::Flushing { .. } => reason,
                 Phase::Lingering { .. } => CloseReason::Greeted,
             };
             self.close(key, reason);
@@ -657,7 +717,7 @@ impl Server {
         let conn = self.connections.remove(key);
         if matches!(
             reason,
-            CloseReason::WriteTimeout | CloseReason::DrainTimeout
+            CloseReason::WriteTimeout | CloseReason::DrainTimeout | CloseReason::Flood
         ) {
             // The peer is not taking the greeting: abort with a reset so the kernel
             // frees the queued bytes now instead of keeping an orphan socket that
@@ -666,7 +726,7 @@ impl Server {
         }
         let sent = match conn.phase {
             Phase::Writing { sent } => sent,
-            Phase::Lingering { .. } => self.config.greeting.len(),
+            Phase::Flushing { .. } | Phase::Lingering { .. } => self.config.greeting.len(),
         };
         self.record_close(conn.peer, conn.accepted_ms, sent, reason);
         if let Some(per_ip) = &mut self.per_ip {
@@ -693,6 +753,7 @@ impl Server {
             CloseReason::WriteTimeout => &mut self.totals.timed_out,
             CloseReason::DrainTimeout => &mut self.totals.drained,
             CloseReason::PerIpLimit => &mut self.totals.per_ip_rejected,
+            CloseReason::Flood => &mut self.totals.flooded,
             CloseReason::Error => &mut self.totals.failed,
         };
         *counter += 1;
@@ -712,4 +773,16 @@ impl Server {
     fn millis_since_start(&self, at: Instant) -> u32 {
         at.duration_since(self.started).as_millis() as u32
     }
+}
+
+/// Sends the FIN right behind the greeting, then asks the kernel whether anything is
+/// left in either direction.
+///
+/// The FIN goes first because closing a socket that holds unread input sends a reset:
+/// sent after the FIN, a reset can no longer turn the peer's clean EOF into an error,
+/// even if the peer's bytes land between the check and the close (best effort: a peer
+/// that is already gone shows in the check).
+fn shut_down_and_check(stream: &TcpStream) -> AfterGreeting {
+    let _ = stream.shutdown(Shutdown::Write);
+    after_greeting(TcpProgress::of(stream))
 }

@@ -6,7 +6,7 @@ use std::fmt;
 /// and on SIGUSR1.
 ///
 /// Every accepted connection ends in exactly one of `greeted`, `reset`, `timed_out`,
-/// `drained`, `failed` or `per_ip_rejected`, so once the server has stopped,
+/// `drained`, `failed`, `per_ip_rejected` or `flooded`, so once the server has stopped,
 /// `accepted == greeted + closed_early()`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -25,21 +25,29 @@ pub struct Totals {
     /// Closed at once, without the greeting, because the client's address already
     /// held `--max-per-ip` connections.
     pub per_ip_rejected: u64,
+    /// Closed early, with a reset, because the peer sent more than the discard budget
+    /// while its greeting was still waiting in the kernel.
+    pub flooded: u64,
     /// Greeting bytes written, in all.
     pub bytes_sent: u64,
     /// Failed accepts that concerned one connection only (aborted, reset, EPROTO, ...).
     pub accept_errors: u64,
     /// Connections whose first write was partial, so they waited for writability.
     pub partial_writes: u64,
-    /// Connections closed with a lingering close because the peer had sent data or
-    /// the greeting was still in flight.
+    /// Connections held after their whole greeting was written, because the peer had
+    /// sent data or part of the greeting was still unsent in the kernel.
     pub lingered: u64,
 }
 
 impl Totals {
     /// Connections closed before their whole greeting was written.
     pub fn closed_early(&self) -> u64 {
-        self.reset + self.timed_out + self.drained + self.failed + self.per_ip_rejected
+        self.reset
+            + self.timed_out
+            + self.drained
+            + self.failed
+            + self.per_ip_rejected
+            + self.flooded
     }
 
     /// Adds `other`'s counts to these (to sum the workers' totals).
@@ -51,6 +59,7 @@ impl Totals {
         self.drained += other.drained;
         self.failed += other.failed;
         self.per_ip_rejected += other.per_ip_rejected;
+        self.flooded += other.flooded;
         self.bytes_sent += other.bytes_sent;
         self.accept_errors += other.accept_errors;
         self.partial_writes += other.partial_writes;
@@ -63,7 +72,7 @@ impl fmt::Display for Totals {
         write!(
             f,
             "accepted={} greeted={} closed_early={} reset={} timeout={} drain={} error={} \
-             per_ip={} bytes={} accept_errors={} partial_writes={} lingered={}",
+             per_ip={} flood={} bytes={} accept_errors={} partial_writes={} lingered={}",
             self.accepted,
             self.greeted,
             self.closed_early(),
@@ -72,6 +81,7 @@ impl fmt::Display for Totals {
             self.drained,
             self.failed,
             self.per_ip_rejected,
+            self.flooded,
             self.bytes_sent,
             self.accept_errors,
             self.partial_writes,
@@ -97,7 +107,7 @@ mod tests {
         assert_eq!(
             totals.to_string(),
             "accepted=5 greeted=3 closed_early=2 reset=1 timeout=1 drain=0 error=0 \
-             per_ip=0 bytes=120 accept_errors=0 partial_writes=0 lingered=0"
+             per_ip=0 flood=0 bytes=120 accept_errors=0 partial_writes=0 lingered=0"
         );
     }
 }

@@ -252,3 +252,60 @@ fn peer_that_resets_mid_greeting_is_counted_and_the_server_goes_on() {
         "{totals}"
     );
 }
+
+/// A peer that sends after the server has handed it the whole greeting must still get
+/// every byte: the greeting is written to the kernel at once, but most of it is still
+/// waiting for the peer's window, and a close now would turn the peer's bytes into a
+/// reset that throws that rest away.
+#[test]
+fn peer_that_sends_after_the_greeting_was_written_still_gets_all_of_it() {
+    let greeting = large_greeting(1024 * 1024);
+    let server = start_server(config_with(&greeting));
+    for round in 1..=20u64 {
+        let mut peer = connect(server.addr);
+        // Read nothing until the server has written the whole greeting to the kernel.
+        wait_until("the whole greeting written", || {
+            server.snapshot().totals.bytes_sent >= round * greeting.len() as u64
+        });
+        send_quietly(&mut peer, &[b'x'; 100]);
+        let received = read_to_eof(&mut peer).expect("the whole greeting and a clean EOF");
+        assert_same_bytes(&received, &greeting);
+    }
+    let totals = server.stop();
+    assert_eq!((totals.greeted, totals.closed_early()), (20, 0), "{totals}");
+}
+
+/// A peer that talks while a multi-megabyte greeting is still being written, then
+/// reads it more slowly than the linger timeout: lingering only starts once the whole
+/// greeting has left the kernel, so the linger timeout cannot cut it off.
+#[test]
+fn peer_that_sends_mid_greeting_and_reads_slowly_gets_all_of_it() {
+    let greeting = large_greeting(4 * 1024 * 1024);
+    let mut config = config_with(&greeting);
+    config.linger_timeout = Duration::from_millis(100);
+    let server = start_server(config);
+    for round in 1..=3u64 {
+        let mut peer = connect(server.addr);
+        wait_until("the greeting started", || {
+            server.snapshot().totals.bytes_sent > (round - 1) * greeting.len() as u64
+        });
+        send_quietly(&mut peer, b"hello?\r\n");
+        // Read just enough for the server to write its last byte to the kernel...
+        let mut received = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        while server.snapshot().totals.bytes_sent < round * greeting.len() as u64 {
+            let n = peer.read(&mut chunk).expect("no reset mid-greeting");
+            assert_ne!(n, 0, "EOF before the greeting was written");
+            received.extend_from_slice(&chunk[..n]);
+        }
+        // ...then stop reading for longer than the linger timeout (the peer's own
+        // slowness is the input here) while the rest still waits in the kernel.
+        thread::sleep(Duration::from_millis(300));
+        send_quietly(&mut peer, b"still there?\r\n");
+        peer.read_to_end(&mut received)
+            .expect("the whole greeting and a clean EOF");
+        assert_same_bytes(&received, &greeting);
+    }
+    let totals = server.stop();
+    assert_eq!((totals.greeted, totals.closed_early()), (3, 0), "{totals}");
+}

@@ -400,3 +400,14 @@ pub fn assert_each_peer_receives(peers: Vec<TcpStream>, expected: &[u8]) {
 pub fn send_quietly(stream: &mut TcpStream, bytes: &[u8]) {
     let _ = stream.write_all(bytes);
 }
+
+/// Polls `condition` until it holds, failing the test with `what` after
+/// [`STEP_TIMEOUT`]. The way tests wait for a state instead of sleeping.
+#[track_caller]
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
