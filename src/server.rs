@@ -46,6 +46,11 @@ use crate::totals::Totals;
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 
+/// The most connections one round of the loop accepts. A flood that refills the
+/// backlog as fast as it drains cannot then starve held connections, deadlines or a
+/// shutdown: the next round comes back to the backlog without waiting for an event.
+pub const ACCEPT_BUDGET: usize = 256;
+
 /// How many readiness events one `epoll_wait` may return.
 const EVENTS_PER_POLL: usize = 1024;
 
@@ -113,6 +118,10 @@ pub struct Server {
 enum AcceptState {
     /// Accept whenever the listener reports readiness.
     Ready,
+    /// The last round spent its accept budget with connections still queued; no new
+    /// event will announce them, so the next round polls without waiting and accepts
+    /// again.
+    BudgetSpent,
     /// Stopped at `--max-connections`; connections may wait in the backlog, and no new
     /// event will announce them, so accept again as soon as a slot frees.
     AtCapacity,
@@ -301,6 +310,7 @@ impl Server {
             .next_wakeup()
             .map(|at| at.saturating_duration_since(Instant::now()));
         let timeout = match (until_deadline, max_wait) {
+            _ if self.accept_state == AcceptState::BudgetSpent => Some(Duration::ZERO),
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -329,7 +339,7 @@ impl Server {
         // connection only once every event of this batch, which named the old holder,
         // has been handled.
         if self.should_accept(listener_readable, now) {
-            self.accept_queued(now);
+            self.accept_queued(now, ACCEPT_BUDGET, self.config.max_connections);
         }
         let finished = match self.drain_deadline {
             Some(drain_deadline) => {
@@ -380,6 +390,7 @@ impl Server {
         }
         match self.accept_state {
             AcceptState::Ready => listener_readable,
+            AcceptState::BudgetSpent => true,
             AcceptState::AtCapacity => self.connections.len() < self.config.max_connections,
             AcceptState::Paused {
                 retry_at,
@@ -389,10 +400,11 @@ impl Server {
     }
 
     /// Accepts until the backlog is empty (edge triggering announces it only once),
-    /// the connection limit is reached, or accepting fails for lack of resources.
-    fn accept_queued(&mut self, now: Instant) {
-        loop {
-            if self.connections.len() >= self.config.max_connections {
+    /// `budget` connections were taken, `cap` connections are held, or accepting fails
+    /// for lack of resources.
+    fn accept_queued(&mut self, now: Instant, budget: usize, cap: usize) {
+        for _ in 0..budget {
+            if self.connections.len() >= cap {
                 // Leave the rest in the kernel's backlog until a slot frees.
                 self.accept_state = AcceptState::AtCapacity;
                 return;
@@ -419,6 +431,7 @@ impl Server {
                 },
             }
         }
+        self.accept_state = AcceptState::BudgetSpent;
     }
 
     fn pause_accepting(&mut self, err: &io::Error, now: Instant) {
@@ -683,15 +696,20 @@ impl Server {
     }
 
     /// Stops accepting and starts the drain: connections already queued in the
-    /// backlog are greeted first, since closing the listener would reset them.
+    /// backlog are greeted first, beyond `--max-connections` if need be, since closing
+    /// the listener would reset them. The kernel queues at most `backlog + 1`, so that
+    /// many accepts take every one queued now without chasing later arrivals forever.
     fn begin_drain(&mut self, now: Instant) {
         if self.listener.is_some() {
-            self.accept_queued(now);
+            let queued_at_most = self.config.backlog.max(0) as usize + 1;
+            self.accept_queued(now, queued_at_most, usize::MAX);
         }
         if let Some(mut listener) = self.listener.take() {
             // Best effort: dropping the listener closes it and leaves the poll anyway.
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        // Nothing is accepted any more: no retry timer, no zero-timeout polls.
+        self.accept_state = AcceptState::Ready;
         self.drain_deadline = Some(now + self.config.drain_timeout);
         info!(
             "shutdown: stopped accepting; waiting up to {} for {} in-flight greetings",

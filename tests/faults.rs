@@ -177,3 +177,29 @@ fn help_and_version_work() {
         .unwrap()
         .starts_with("greeter-server "));
 }
+
+#[test]
+fn sigterm_greets_every_connection_already_queued_beyond_the_cap() {
+    // Far larger than what the socket buffers of a peer that reads nothing can take.
+    let greeting = large_greeting(16 * 1024 * 1024);
+    let path = temp_file("drain-queued", &greeting);
+    let mut server = spawn_server(&[
+        "--max-connections",
+        "3",
+        "--message-file",
+        path.to_str().unwrap(),
+    ]);
+    let holders: Vec<_> = (0..3).map(|_| connect(server.addr)).collect();
+    server.wait_for_in_flight(3);
+    // Ten more complete their handshake and wait in the kernel's backlog.
+    let queued: Vec<_> = (0..10).map(|_| connect(server.addr)).collect();
+
+    server.signal("TERM");
+    server.wait_for_log("shutdown: stopped accepting");
+    assert_each_peer_receives(holders.into_iter().chain(queued).collect(), &greeting);
+    server.assert_exits_cleanly_logging(
+        "totals in_flight=0 accepted=13 greeted=13 closed_early=0",
+        STEP_TIMEOUT,
+    );
+    let _ = std::fs::remove_file(path);
+}

@@ -309,6 +309,35 @@ impl ServerProcess {
         }
     }
 
+    /// Waits until the server holds exactly `count` connections, asking it with SIGUSR1
+    /// and reading the `totals in_flight=N` line it logs.
+    #[track_caller]
+    pub fn wait_for_in_flight(&self, count: usize) {
+        let wanted = format!("totals in_flight={count} ");
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let asked = self.stderr().matches("totals in_flight=").count();
+            self.signal("USR1");
+            let log = loop {
+                let log = self.stderr();
+                if log.matches("totals in_flight=").count() > asked {
+                    break log;
+                }
+                assert!(Instant::now() < deadline, "no totals line:\n{log}");
+                thread::sleep(Duration::from_millis(2));
+            };
+            let last = log.rsplit("totals in_flight=").next().unwrap_or("");
+            if format!("totals in_flight={last}").starts_with(&wanted) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never {count} in flight; last: totals in_flight={last}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// How many descriptors the server has open.
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
