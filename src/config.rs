@@ -1,8 +1,10 @@
 //! The server's settings: what `greeter-server`'s flags parse into, checked and loaded
 //! once at start-up so that the event loop never has to re-validate anything.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,13 +16,52 @@ pub const DEFAULT_GREETING: &str = "Hello there! This is the hosted server";
 /// The port both the server and the client use by default.
 pub const DEFAULT_PORT: u16 = 8080;
 
-/// Parses a human-friendly duration such as `250ms`, `10s` or `1m`.
+/// The longest duration any flag takes. Far beyond any useful timeout, and far enough
+/// from the clock's range that adding it to the time now can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The largest greeting file read: a greeting is held in memory once and sent whole.
+pub const MAX_GREETING_BYTES: u64 = 1 << 30;
+
+/// Parses a human-friendly duration such as `250ms`, `10s` or `1m`, at most
+/// [`MAX_DURATION`].
 ///
 /// # Errors
-/// Returns a message fit for clap's usage error when `text` is not a duration.
+/// Returns a message fit for clap's usage error when `text` is not a duration or is
+/// longer than a year.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|err| format!("{err} (write durations like 250ms, 10s or 1m)"))
+    let duration = humantime::parse_duration(text)
+        .map_err(|err| format!("{err} (write durations like 250ms, 10s or 1m)"))?;
+    if duration > MAX_DURATION {
+        return Err("durations above 365 days are not supported".to_owned());
+    }
+    Ok(duration)
+}
+
+/// Parses a byte size: `65536`, or a number with a binary unit, `64KiB`, `4MiB`,
+/// `1GiB` (`K`, `M`, `G` mean the same).
+///
+/// # Errors
+/// Returns a message fit for clap's usage error when `text` is not such a size or is
+/// larger than 1 GiB.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let usage = || format!("{text:?} is not a size (write sizes like 65536, 64KiB or 4MiB)");
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    let number: u64 = digits.parse().map_err(|_| usage())?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "k" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        _ => return Err(usage()),
+    };
+    match number.checked_mul(scale) {
+        Some(bytes) if bytes <= 1 << 30 => Ok(bytes as usize),
+        _ => Err("sizes above 1GiB are not supported".to_owned()),
+    }
 }
 
 /// The server's command-line flags, as clap parses them.
@@ -29,7 +70,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// greeting file.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// Address to listen on; IPv6 such as ::1 or :: works
+    /// Address to listen on; IPv6 such as ::1 or :: works (not multicast or broadcast)
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
 
@@ -73,10 +114,17 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_per_ip: Option<u32>,
 
-    /// Event loops, each on its own thread with its own SO_REUSEPORT listener; 0 means
-    /// one per available core. Limits apply per worker
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Event loops, each on its own thread, sharing the listening socket; 0 means one
+    /// per available core. Limits apply per worker
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub workers: u32,
+
+    /// Send buffer of every connection (SO_SNDBUF, set once on the listening socket);
+    /// bounds the kernel memory a peer that does not read can hold (default: the
+    /// kernel's autotuning, up to net.ipv4.tcp_wmem's maximum)
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub send_buffer: Option<usize>,
 }
 
 /// Everything the server needs, checked: the address, the greeting and the limits.
@@ -98,6 +146,9 @@ pub struct Config {
     pub linger_timeout: Duration,
     /// How many connections one client address may hold at once; `None`: no limit.
     pub max_per_ip: Option<u32>,
+    /// `SO_SNDBUF` for the listening socket, inherited by every accepted one; `None`:
+    /// the kernel's autotuning.
+    pub send_buffer: Option<usize>,
 }
 
 impl Config {
@@ -112,6 +163,7 @@ impl Config {
             drain_timeout: Duration::from_secs(10),
             linger_timeout: Duration::from_secs(2),
             max_per_ip: None,
+            send_buffer: None,
         }
     }
 
@@ -129,17 +181,18 @@ impl ServerArgs {
     /// A [`StartupError`] naming the greeting file and the cause when it cannot be
     /// read, or saying that the greeting is empty.
     pub fn into_config(self) -> Result<Config, StartupError> {
+        if self.host.is_multicast() || self.host == Ipv4Addr::BROADCAST {
+            return Err(StartupError::new(
+                format!("cannot listen on {}", SocketAddr::new(self.host, self.port)),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a multicast or broadcast address cannot accept connections",
+                ),
+                Some("give --host a unicast address, such as 127.0.0.1, 0.0.0.0 or ::"),
+            ));
+        }
         let greeting: Arc<[u8]> = match (&self.message_file, self.message) {
-            (Some(path), _) => {
-                let bytes = std::fs::read(path).map_err(|err| {
-                    StartupError::new(
-                        format!("cannot read greeting file {}", path.display()),
-                        err,
-                        Some("check the --message-file path and its permissions"),
-                    )
-                })?;
-                Arc::from(bytes)
-            }
+            (Some(path), _) => Arc::from(read_greeting_file(path)?),
             (None, Some(text)) => Arc::from(text.into_bytes()),
             (None, None) => Arc::from(DEFAULT_GREETING.as_bytes()),
         };
@@ -163,8 +216,51 @@ impl ServerArgs {
             drain_timeout: self.drain_timeout,
             linger_timeout: self.linger_timeout,
             max_per_ip: self.max_per_ip,
+            send_buffer: self.send_buffer,
         })
     }
+}
+
+/// Reads a greeting file once, at the size it has when opened. Only regular files:
+/// a device such as /dev/zero never ends, and a FIFO without a writer would block
+/// start-up (it is opened nonblocking, so that the check below can refuse it).
+///
+/// # Errors
+/// A [`StartupError`] naming the path and the cause.
+pub fn read_greeting_file(path: &Path) -> Result<Vec<u8>, StartupError> {
+    let fail = |err: io::Error, hint| {
+        StartupError::new(
+            format!("cannot read greeting file {}", path.display()),
+            err,
+            Some(hint),
+        )
+    };
+    const CHECK_PATH: &str = "check the --message-file path and its permissions";
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|err| fail(err, CHECK_PATH))?;
+    let metadata = file.metadata().map_err(|err| fail(err, CHECK_PATH))?;
+    if !metadata.is_file() {
+        let err = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+        return Err(fail(
+            err,
+            "give --message-file a file, not a device, FIFO or directory",
+        ));
+    }
+    if metadata.len() > MAX_GREETING_BYTES {
+        let err = io::Error::new(io::ErrorKind::InvalidInput, "larger than 1GiB");
+        return Err(fail(
+            err,
+            "a greeting is held in memory and sent whole: use a smaller file",
+        ));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(metadata.len())
+        .read_to_end(&mut bytes)
+        .map_err(|err| fail(err, CHECK_PATH))?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -227,6 +323,34 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn sizes_take_binary_units_and_stay_in_range() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        for bad in [
+            "",
+            "KiB",
+            "64 parsecs",
+            "-1",
+            "2GiB",
+            "99999999999999999999999",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+        let args = parse(&["--send-buffer", "64KiB"]).unwrap();
+        assert_eq!(args.into_config().unwrap().send_buffer, Some(65536));
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert!(parse_duration("365days").is_ok());
+        assert!(parse_duration("366days").is_err());
+        assert!(parse_duration("9223372036854775807s").is_err());
     }
 
     #[test]

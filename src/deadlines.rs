@@ -2,11 +2,20 @@
 //!
 //! Every entry of one queue is pushed `now + the same duration`, so the queue is
 //! sorted by construction and the head is always the next to expire; no heap, no
-//! timer wheel. Entries are never removed early: a closed connection leaves a stale
-//! entry that is skipped when it reaches the head (its serial no longer matches).
+//! timer wheel. Entries are not removed when their connection closes: a stale entry is
+//! skipped when it reaches the head (its serial no longer matches), and the owner
+//! compacts the queue with [`DeadlineQueue::retain`] when stale entries pile up, so
+//! that it stays bounded by what is held rather than by rate x timeout.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// `now + duration`, or a century from now where the sum would overflow the clock
+/// (a [`crate::Config`] built in code is not bound by the flags' limits).
+pub fn saturating_add(now: Instant, duration: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(duration.min(CENTURY)).unwrap_or(now)
+}
 
 /// One pending deadline: which slab key, and which connection held that key then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +49,7 @@ impl DeadlineQueue {
 
     /// Adds a deadline `duration` after `now` and returns when it expires.
     pub fn push(&mut self, now: Instant, key: usize, serial: u64) -> Instant {
-        let at = now + self.duration;
+        let at = saturating_add(now, self.duration);
         // Instants from one monotonic clock never go back, so the queue stays sorted.
         debug_assert!(self.entries.back().is_none_or(|last| last.at <= at));
         self.entries.push_back(Deadline { at, key, serial });
@@ -58,6 +67,11 @@ impl DeadlineQueue {
             Some(head) if head.at <= now => self.entries.pop_front(),
             _ => None,
         }
+    }
+
+    /// Keeps only the entries for which `live` says yes, in order (so still sorted).
+    pub fn retain(&mut self, live: impl FnMut(&Deadline) -> bool) {
+        self.entries.retain(live);
     }
 
     /// How many entries (live or stale) are queued.
@@ -90,5 +104,23 @@ mod tests {
         assert_eq!((second.key, second.serial), (3, 2));
         assert!(queue.is_empty());
         assert_eq!(queue.next(), None);
+    }
+
+    #[test]
+    fn retain_drops_stale_entries_and_keeps_the_order() {
+        let start = Instant::now();
+        let mut queue = DeadlineQueue::with_capacity(Duration::from_secs(1), 4);
+        for serial in 0..4 {
+            queue.push(
+                start + Duration::from_millis(serial),
+                serial as usize,
+                serial,
+            );
+        }
+        queue.retain(|deadline| deadline.serial % 2 == 1);
+        assert_eq!(queue.len(), 2);
+        let later = start + Duration::from_secs(2);
+        assert_eq!(queue.pop_expired(later).unwrap().serial, 1);
+        assert_eq!(queue.pop_expired(later).unwrap().serial, 3);
     }
 }

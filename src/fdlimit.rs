@@ -25,3 +25,11 @@ pub fn raise_to_hard_limit() -> io::Result<FdLimit> {
     let (_, hard) = rlimit::Resource::NOFILE.get()?;
     Ok(FdLimit { before, soft, hard })
 }
+
+/// The soft open-file limit now in force, or 1024 (the usual default) if it cannot be
+/// read: no server can hold more connections than this.
+pub fn soft_limit() -> usize {
+    rlimit::Resource::NOFILE.get().map_or(1024, |(soft, _)| {
+        usize::try_from(soft).unwrap_or(usize::MAX)
+    })
+}

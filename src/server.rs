@@ -34,8 +34,9 @@ use crate::connection::{
     after_greeting, discard_input, peer_went_away, would_block, write_greeting, AfterGreeting,
     Connection, InputState, Phase, WriteProgress, LINGER_DISCARD_LIMIT,
 };
-use crate::deadlines::DeadlineQueue;
+use crate::deadlines::{saturating_add, Deadline, DeadlineQueue};
 use crate::error::{describe_io_error, StartupError};
+use crate::fdlimit;
 use crate::handle::{ServerHandle, Snapshot, StopRequest};
 use crate::per_ip::PerIpLimit;
 use crate::tcp_state::TcpProgress;
@@ -50,6 +51,10 @@ const WAKER: Token = Token(usize::MAX - 1);
 /// backlog as fast as it drains cannot then starve held connections, deadlines or a
 /// shutdown: the next round comes back to the backlog without waiting for an event.
 pub const ACCEPT_BUDGET: usize = 256;
+
+/// Stale deadline entries tolerated beyond twice the held connections before a queue
+/// is compacted (so that a server holding nothing does not compact on every close).
+const DEADLINE_SLACK: usize = 64;
 
 /// How many readiness events one `epoll_wait` may return.
 const EVENTS_PER_POLL: usize = 1024;
@@ -182,15 +187,17 @@ impl CloseReason {
 
 /// Binds a listening TCP socket with an explicit backlog (`std` and mio use 128, which
 /// drops SYNs under bursts) and `SO_REUSEADDR`, so a restart is not refused while old
-/// connections sit in TIME_WAIT. With `reuse_port`, `SO_REUSEPORT` lets several
-/// listeners (one per worker) share the address and the kernel spread connections.
+/// connections sit in TIME_WAIT. Never `SO_REUSEPORT`: a second server on the same
+/// address must fail, not silently take half the connections (workers share this one
+/// socket instead). With `send_buffer`, `SO_SNDBUF` is set here once and every accepted
+/// socket inherits it.
 ///
 /// # Errors
 /// A one-line [`StartupError`] naming the address, the cause and the likely fix.
 pub fn listen(
     addr: SocketAddr,
     backlog: i32,
-    reuse_port: bool,
+    send_buffer: Option<usize>,
 ) -> Result<std::net::TcpListener, StartupError> {
     let fail = |err: io::Error| {
         let hint = match err.kind() {
@@ -211,8 +218,8 @@ pub fn listen(
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
     socket.set_reuse_address(true).map_err(fail)?;
-    if reuse_port {
-        socket.set_reuse_port(true).map_err(fail)?;
+    if let Some(bytes) = send_buffer {
+        socket.set_send_buffer_size(bytes).map_err(fail)?;
     }
     socket.bind(&addr.into()).map_err(fail)?;
     socket.listen(backlog).map_err(fail)?;
@@ -225,7 +232,7 @@ impl Server {
     /// # Errors
     /// As [`listen`], or if the event loop cannot be created.
     pub fn bind(config: Config) -> Result<Server, StartupError> {
-        let listener = listen(config.listen, config.backlog, false)?;
+        let listener = listen(config.listen, config.backlog, config.send_buffer)?;
         Server::from_listener(listener, config)
     }
 
@@ -247,21 +254,17 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(loop_error)?;
         let waker = Waker::new(poll.registry(), WAKER).map_err(loop_error)?;
+        // Sized for the connection limit up front, so no doubling copy happens under
+        // load; capacity that is never touched costs address space, not memory. But
+        // never beyond what the open-file limit lets the server hold.
+        let capacity = config.max_connections.min(fdlimit::soft_limit());
         Ok(Server {
             poll,
             listener: Some(listener),
             local_addr,
-            // Sized for the connection limit up front: capacity that is never touched
-            // costs no resident memory, and no doubling copy happens under load.
-            write_deadlines: DeadlineQueue::with_capacity(
-                config.write_timeout,
-                config.max_connections,
-            ),
-            linger_deadlines: DeadlineQueue::with_capacity(
-                config.linger_timeout,
-                config.max_connections,
-            ),
-            connections: Slab::with_capacity(config.max_connections),
+            write_deadlines: DeadlineQueue::with_capacity(config.write_timeout, capacity),
+            linger_deadlines: DeadlineQueue::with_capacity(config.linger_timeout, capacity),
+            connections: Slab::with_capacity(capacity),
             per_ip: config.max_per_ip.map(PerIpLimit::new),
             config,
             accept_state: AcceptState::Ready,
@@ -277,6 +280,14 @@ impl Server {
     /// The address the server listens on, with the real port.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The listening socket's `SO_SNDBUF` as the kernel reports it, if `--send-buffer`
+    /// set one (otherwise accepted sockets autotune theirs).
+    pub fn send_buffer(&self) -> Option<usize> {
+        self.config.send_buffer?;
+        let listener = self.listener.as_ref()?;
+        SockRef::from(listener).send_buffer_size().ok()
     }
 
     /// A handle that shuts the server down or reads its totals from another thread.
@@ -436,7 +447,7 @@ impl Server {
 
     fn pause_accepting(&mut self, err: &io::Error, now: Instant) {
         self.accept_state = AcceptState::Paused {
-            retry_at: now + ACCEPT_RETRY_DELAY,
+            retry_at: saturating_add(now, ACCEPT_RETRY_DELAY),
             descriptor_freed: false,
         };
         match &mut self.accept_trouble {
@@ -710,7 +721,7 @@ impl Server {
         }
         // Nothing is accepted any more: no retry timer, no zero-timeout polls.
         self.accept_state = AcceptState::Ready;
-        self.drain_deadline = Some(now + self.config.drain_timeout);
+        self.drain_deadline = Some(saturating_add(now, self.config.drain_timeout));
         info!(
             "shutdown: stopped accepting; waiting up to {} for {} in-flight greetings",
             humantime::format_duration(self.config.drain_timeout),
@@ -750,11 +761,37 @@ impl Server {
         if let Some(per_ip) = &mut self.per_ip {
             per_ip.release(conn.peer.ip());
         }
+        self.compact_deadlines();
         if let AcceptState::Paused {
             descriptor_freed, ..
         } = &mut self.accept_state
         {
             *descriptor_freed = true;
+        }
+    }
+
+    /// Drops the entries of connections that closed (or moved on) before their
+    /// deadline, once they outnumber the held connections: amortised O(1) per close,
+    /// and each queue stays below `2 x held + DEADLINE_SLACK` entries.
+    fn compact_deadlines(&mut self) {
+        let bound = 2 * self.connections.len() + DEADLINE_SLACK;
+        let connections = &self.connections;
+        let holds = |deadline: &Deadline, in_phase: fn(&Phase) -> bool| {
+            connections
+                .get(deadline.key)
+                .is_some_and(|conn| conn.serial == deadline.serial && in_phase(&conn.phase))
+        };
+        if self.write_deadlines.len() > bound {
+            self.write_deadlines.retain(|deadline| {
+                holds(deadline, |phase| {
+                    matches!(phase, Phase::Writing { .. } | Phase::Flushing { .. })
+                })
+            });
+        }
+        if self.linger_deadlines.len() > bound {
+            self.linger_deadlines.retain(|deadline| {
+                holds(deadline, |phase| matches!(phase, Phase::Lingering { .. }))
+            });
         }
     }
 
@@ -803,4 +840,51 @@ impl Server {
 fn shut_down_and_check(stream: &TcpStream) -> AfterGreeting {
     let _ = stream.shutdown(Shutdown::Write);
     after_greeting(TcpProgress::of(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Connections that finish long before their deadlines leave entries behind; the
+    /// queues must stay bounded by what is held, not grow with rate x timeout.
+    #[test]
+    fn deadline_queues_stay_bounded_by_held_connections() {
+        let mut config =
+            Config::new("127.0.0.1:0".parse().unwrap()).with_greeting(vec![7u8; 4 * 1024 * 1024]);
+        config.write_timeout = Duration::from_secs(3600);
+        config.linger_timeout = Duration::from_secs(3600);
+        let mut server = Server::bind(config).unwrap();
+        let addr = server.local_addr();
+        let clients = std::thread::spawn(move || {
+            for _ in 0..300 {
+                let mut peer = std::net::TcpStream::connect(addr).unwrap();
+                // Sending first makes the connection linger after its greeting too.
+                std::io::Write::write_all(&mut peer, b"hi").unwrap();
+                let mut sink = Vec::new();
+                peer.read_to_end(&mut sink).unwrap();
+                assert_eq!(sink.len(), 4 * 1024 * 1024);
+            }
+        });
+        let mut events = Events::with_capacity(64);
+        let mut most_queued = 0;
+        while !clients.is_finished() {
+            server
+                .turn(&mut events, Some(Duration::from_millis(10)))
+                .unwrap();
+            let queued = server.write_deadlines.len() + server.linger_deadlines.len();
+            let bound = 2 * (2 * server.connections.len() + DEADLINE_SLACK);
+            assert!(
+                queued <= bound,
+                "{queued} deadlines queued for {} held",
+                server.connections.len()
+            );
+            most_queued = most_queued.max(queued);
+        }
+        clients.join().unwrap();
+        // Every connection was held after its greeting, so each pushed a deadline.
+        assert_eq!(server.totals().lingered, 300, "{}", server.totals());
+        assert!(most_queued > 0);
+    }
 }

@@ -3,10 +3,11 @@
 //! but the greeting (read-only) and the shutdown request. The calling thread handles
 //! the signals and sums the totals.
 //!
-//! With more than one worker, each binds its own listener with `SO_REUSEPORT`, so the
-//! kernel spreads new connections over them by a hash of the addresses. A listener
-//! passed in (systemd socket activation) is shared instead: every worker registers a
-//! duplicate of it, and whichever accepts first gets the connection.
+//! The workers share one listening socket (bound here, or passed by systemd): every
+//! worker registers a duplicate of it, and whichever accepts first gets the
+//! connection. There is one accept queue, so a busy worker never has connections
+//! waiting for it while another idles. `SO_REUSEPORT` is not used: it would let a
+//! second server on the same address start and silently take half the connections.
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,26 +38,13 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Binds `config.listen` for `count` workers (at least one). With more than one,
-    /// every listener gets `SO_REUSEPORT`; the first binds the port (0 picks one) and
-    /// the others bind the port it got.
+    /// Binds `config.listen` once and shares it among `count` workers (at least one).
     ///
     /// # Errors
     /// As [`listen`], or if an event loop cannot be created.
     pub fn bind(config: &Config, count: usize) -> Result<Workers, StartupError> {
-        let count = count.max(1);
-        let reuse_port = count > 1;
-        let first = listen(config.listen, config.backlog, reuse_port)?;
-        let mut servers = vec![Server::from_listener(first, config.clone())?];
-        let local_addr = servers[0].local_addr();
-        for _ in 1..count {
-            let listener = listen(local_addr, config.backlog, reuse_port)?;
-            servers.push(Server::from_listener(listener, config.clone())?);
-        }
-        Ok(Workers {
-            servers,
-            local_addr,
-        })
+        let listener = listen(config.listen, config.backlog, config.send_buffer)?;
+        Workers::from_listener(listener, config, count)
     }
 
     /// Shares one listening socket (such as one passed by systemd) among `count`
@@ -87,6 +75,12 @@ impl Workers {
     /// The address the workers listen on, with the real port.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The send buffer every accepted socket inherits, as the kernel reports it (twice
+    /// what was asked, for its bookkeeping), when `--send-buffer` set one.
+    pub fn send_buffer(&self) -> Option<usize> {
+        self.servers.first().and_then(Server::send_buffer)
     }
 
     /// How many workers there are.
@@ -127,21 +121,20 @@ impl Workers {
         let exited = Arc::new(Waker::new(poll.registry(), WORKER_EXITED).map_err(fail)?);
 
         let handles: Vec<ServerHandle> = self.servers.iter().map(Server::handle).collect();
-        // Counted before the wake: a thread is not `is_finished()` yet when it wakes
-        // the supervisor, and waiting on that would miss the last wake.
         let stopped = Arc::new(AtomicUsize::new(0));
         let mut threads: Vec<JoinHandle<io::Result<Totals>>> = Vec::new();
         for (index, server) in self.servers.into_iter().enumerate() {
-            let exited = Arc::clone(&exited);
-            let stopped = Arc::clone(&stopped);
+            let exit_report = ExitReport {
+                stopped: Arc::clone(&stopped),
+                waker: Arc::clone(&exited),
+            };
             let spawned = thread::Builder::new()
                 .name(format!("greeter-worker-{index}"))
                 .spawn(move || {
-                    let result = server.run();
-                    stopped.fetch_add(1, Ordering::SeqCst);
-                    // Best effort: if the wake fails, so will the supervisor's poll.
-                    let _ = exited.wake();
-                    result
+                    // Reports the exit when dropped: after `run` returns, and also
+                    // while a panic unwinds, so a failed worker is never waited for.
+                    let _exit_report = exit_report;
+                    server.run()
                 });
             match spawned {
                 Ok(thread) => threads.push(thread),
@@ -225,9 +218,53 @@ impl Workers {
     }
 }
 
+/// Tells the supervisor that a worker thread has ended, however it ended.
+struct ExitReport {
+    /// Worker threads that have ended. Counted before the wake: a thread is not
+    /// `is_finished()` yet when it wakes the supervisor, and waiting on that would
+    /// miss the last wake.
+    stopped: Arc<AtomicUsize>,
+    /// Wakes the supervisor's poll.
+    waker: Arc<Waker>,
+}
+
+impl Drop for ExitReport {
+    fn drop(&mut self) {
+        self.stopped.fetch_add(1, Ordering::SeqCst);
+        // Best effort: if the wake fails, so will the supervisor's poll.
+        let _ = self.waker.wake();
+    }
+}
+
 /// Asks every worker to stop; a worker that cannot be woken has already stopped.
 fn stop_all(handles: &[ServerHandle], stop: fn(&ServerHandle) -> io::Result<()>) {
     for handle in handles {
         let _ = stop(handle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_that_panics_still_reports_its_exit() {
+        let mut poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), WORKER_EXITED).unwrap());
+        let stopped = Arc::new(AtomicUsize::new(0));
+        let report = ExitReport {
+            stopped: Arc::clone(&stopped),
+            waker,
+        };
+        let worker = thread::spawn(move || {
+            let _report = report;
+            panic!("a worker fails");
+        });
+        let mut events = Events::with_capacity(4);
+        poll.poll(&mut events, Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        assert!(events.iter().any(|event| event.token() == WORKER_EXITED));
+        assert_eq!(stopped.load(Ordering::SeqCst), 1);
+        assert!(worker.join().is_err());
     }
 }

@@ -203,3 +203,97 @@ fn sigterm_greets_every_connection_already_queued_beyond_the_cap() {
     );
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn a_second_server_on_a_used_port_fails_whatever_either_ones_workers() {
+    for (first, second) in [("1", "2"), ("2", "1"), ("2", "2")] {
+        let running = spawn_server(&["--workers", first]);
+        let port = running.addr.port().to_string();
+        let (status, _, stderr) =
+            run_binary("greeter-server", &["--port", &port, "--workers", second]);
+        assert_eq!(status.code(), Some(1), "{first} then {second}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "cannot listen on 127.0.0.1:{port}: address already in use"
+            )),
+            "{first} then {second}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn greeting_file_must_be_a_regular_file() {
+    let fifo = std::env::temp_dir().join(format!("greeter-fifo-{}", std::process::id()));
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let dir = std::env::temp_dir();
+    for path in [
+        std::path::Path::new("/dev/zero"),
+        std::path::Path::new("/dev/urandom"),
+        fifo.as_path(),
+        dir.as_path(),
+    ] {
+        let path = path.to_str().unwrap();
+        let (status, stdout, stderr) =
+            run_binary("greeter-server", &["--port", "0", "--message-file", path]);
+        assert_eq!(status.code(), Some(1), "{path}: {stderr}");
+        assert!(stdout.is_empty(), "{path}");
+        assert_eq!(stderr.lines().count(), 1, "{path}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "greeter-server: cannot read greeting file {path}: "
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains("not a regular file"), "{stderr}");
+    }
+    let _ = std::fs::remove_file(fifo);
+}
+
+#[test]
+fn huge_durations_are_usage_errors() {
+    for flag in ["--write-timeout", "--drain-timeout", "--linger-timeout"] {
+        let (status, _, stderr) = run_binary(
+            "greeter-server",
+            &["--port", "0", flag, "9223372036854775807s"],
+        );
+        assert_eq!(status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains("error:"), "{flag}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{flag}: {stderr}");
+    }
+}
+
+#[test]
+fn a_huge_connection_limit_works() {
+    let server = spawn_server(&["--max-connections", "500000000"]);
+    let mut peer = connect(server.addr);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+}
+
+#[test]
+fn the_fd_limit_is_raised_before_binding_many_workers() {
+    // Forty workers need over a hundred descriptors: more than the soft limit, far
+    // less than the hard one.
+    let server = spawn_server_with_soft_fd_limit(&["--workers", "40"], 64);
+    server.wait_for_log("workers=40");
+    let mut peer = connect(server.addr);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+}
+
+#[test]
+fn multicast_and_broadcast_hosts_are_start_up_errors() {
+    for host in ["224.0.0.1", "255.255.255.255", "ff02::1"] {
+        let (status, _, stderr) = run_binary("greeter-server", &["--port", "0", "--host", host]);
+        assert_eq!(status.code(), Some(1), "{host}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("greeter-server: cannot listen on ") && stderr.contains(host),
+            "{stderr}"
+        );
+        assert!(stderr.contains("multicast or broadcast"), "{stderr}");
+    }
+}

@@ -21,6 +21,11 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // A panic is a bug, never a user's doing: say so on one line (the worker's failure
+    // then ends the process with exit 1) instead of a multi-line report.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("greeter-server: internal error: {info}");
+    }));
     match serve(cli.server) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -36,6 +41,9 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
         n => n as usize,
     };
     let config = args.into_config()?;
+    // Before anything is bound or created: every worker and connection needs
+    // descriptors, and the usual soft limit (1024) is far below what is allowed.
+    let fd_limit = fdlimit::raise_to_hard_limit();
     let (workers, source) = match activation::listener_from_systemd()? {
         Some(listener) => (
             Workers::from_listener(listener, &config, worker_count)?,
@@ -45,7 +53,8 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
     };
     info!(
         "listening on {} ({source}) workers={} greeting_bytes={} max_connections={} \
-         backlog={} write_timeout={} drain_timeout={} linger_timeout={} max_per_ip={}",
+         backlog={} write_timeout={} drain_timeout={} linger_timeout={} max_per_ip={} \
+         send_buffer={}",
         workers.local_addr(),
         workers.len(),
         config.greeting.len(),
@@ -57,10 +66,23 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
         config
             .max_per_ip
             .map_or_else(|| "off".to_owned(), |limit| limit.to_string()),
+        workers
+            .send_buffer()
+            .map_or_else(|| "auto".to_owned(), |bytes| bytes.to_string()),
     );
     warn_if_backlog_capped(config.backlog);
-    // After binding, so that a start-up error stays the only line on stderr.
-    match fdlimit::raise_to_hard_limit() {
+    if let (Some(asked), Some(got)) = (config.send_buffer, workers.send_buffer()) {
+        // Linux reports twice what it was asked for; less means net.core.wmem_max
+        // capped the request.
+        if got < 2 * asked {
+            warn!(
+                "send buffer {asked} is capped by net.core.wmem_max: the kernel gives {got} \
+                 (raise it with sysctl -w net.core.wmem_max={asked})"
+            );
+        }
+    }
+    // Logged after binding, so that a start-up error stays the only line on stderr.
+    match fd_limit {
         Ok(limit) => info!(
             "fd limit: soft={} hard={} (was soft={})",
             limit.soft, limit.hard, limit.before

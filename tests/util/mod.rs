@@ -170,13 +170,28 @@ pub fn spawn_server_on_port(port: u16, args: &[&str]) -> ServerProcess {
     spawn_server_with(port, args, None)
 }
 
+/// As [`spawn_server`], under a soft open-file limit of `limit` (the hard limit
+/// stays, so the server may raise it).
+pub fn spawn_server_with_soft_fd_limit(args: &[&str], limit: u32) -> ServerProcess {
+    spawn_server_under(0, args, Some(format!("ulimit -Sn {limit}")))
+}
+
 fn spawn_server_with(port: u16, args: &[&str], fd_limit: Option<u32>) -> ServerProcess {
-    let mut command = match fd_limit {
-        Some(limit) => {
+    spawn_server_under(
+        port,
+        args,
+        fd_limit.map(|limit| format!("ulimit -n {limit}")),
+    )
+}
+
+/// Starts the server, through `sh -c "ULIMIT && exec ..."` when a ulimit is given.
+fn spawn_server_under(port: u16, args: &[&str], ulimit: Option<String>) -> ServerProcess {
+    let mut command = match ulimit {
+        Some(ulimit) => {
             let mut command = Command::new("sh");
             command
                 .arg("-c")
-                .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                .arg(format!("{ulimit} && exec \"$0\" \"$@\""))
                 .arg(binary("greeter-server"));
             command
         }
