@@ -54,6 +54,11 @@ pub enum ClientError {
         /// What the read returned.
         source: io::Error,
     },
+    /// The server closed the connection without sending a byte.
+    Empty {
+        /// The server's address.
+        addr: SocketAddr,
+    },
     /// The server sent more than `max_bytes`.
     TooLarge {
         /// The server's address.
@@ -94,6 +99,9 @@ impl fmt::Display for ClientError {
                     describe_io_error(source)
                 ),
             },
+            ClientError::Empty { addr } => {
+                write!(f, "{addr} closed the connection without sending anything")
+            }
             ClientError::TooLarge { addr, limit } => write!(
                 f,
                 "{addr} sent more than {limit} bytes; cut off (raise --max-bytes to accept more)"
@@ -108,17 +116,19 @@ impl std::error::Error for ClientError {
             ClientError::Resolve { source, .. }
             | ClientError::Connect { source, .. }
             | ClientError::Read { source, .. } => Some(source),
-            ClientError::TooLarge { .. } => None,
+            ClientError::Empty { .. } | ClientError::TooLarge { .. } => None,
         }
     }
 }
 
 /// Connects to `host:port` (trying every address it resolves to), reads until EOF and
-/// returns every byte received.
+/// returns every byte received. `host` may be a name or an address, IPv6 with or
+/// without brackets (`::1` or `[::1]`, the form addresses are printed in).
 ///
 /// # Errors
 /// A [`ClientError`] when the name does not resolve, no address connects, the
-/// connection fails or times out before EOF, or more than `max_bytes` arrive.
+/// connection fails or times out before EOF, nothing arrives before EOF, or more than
+/// `max_bytes` arrive.
 ///
 /// # Examples
 /// ```no_run
@@ -135,7 +145,7 @@ pub fn fetch_greeting(
         target: format!("{host}:{port}"),
         source,
     };
-    let addrs: Vec<SocketAddr> = (host, port)
+    let addrs: Vec<SocketAddr> = (unbracket(host), port)
         .to_socket_addrs()
         .map_err(resolve_error)?
         .collect();
@@ -152,6 +162,13 @@ pub fn fetch_greeting(
             "no addresses found",
         ))
     }))
+}
+
+/// `[::1]` as `::1`: the resolver takes IPv6 addresses without their brackets.
+pub fn unbracket(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// Reads `stream` until EOF, within the per-read timeout and the byte limit.
@@ -176,6 +193,7 @@ pub fn read_greeting(
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         match stream.read(&mut chunk) {
+            Ok(0) if received.is_empty() => return Err(ClientError::Empty { addr }),
             Ok(0) => return Ok(received),
             Ok(n) => {
                 if received.len() + n > options.max_bytes {

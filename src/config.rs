@@ -38,6 +38,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// As [`parse_duration`], but zero is refused too: for timeouts and run lengths, where
+/// zero could only mean "fail at once".
+///
+/// # Errors
+/// As [`parse_duration`], or when the duration is zero.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be longer than zero".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
 /// Parses a byte size: `65536`, or a number with a binary unit, `64KiB`, `4MiB`,
 /// `1GiB` (`K`, `M`, `G` mean the same).
 ///

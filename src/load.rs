@@ -305,8 +305,11 @@ fn run_worker(
         if in_flight.is_empty() {
             break;
         }
-        let wake_at = deadlines.next().map(|at| at.min(end.max(now)));
-        let timeout = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
+        // Only a timeout needs a wake-up without an event: until `end` every free slot
+        // was filled above, and after it nothing new starts.
+        let timeout = deadlines
+            .next()
+            .map(|at| at.saturating_duration_since(Instant::now()));
         if let Err(err) = poll.poll(&mut events, timeout) {
             if err.kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -321,10 +324,13 @@ fn run_worker(
             let outcome = read_available(attempt, &options.expected, &mut scratch);
             let Some(outcome) = outcome else { continue };
             let attempt = in_flight.remove(key);
+            let took = attempt.started.elapsed();
             match outcome {
+                // Its deadline may not have been handled yet: late is late.
+                Outcome::Done if took > options.timeout => report.errors.timed_out += 1,
                 Outcome::Done => {
                     report.completed += 1;
-                    let micros = attempt.started.elapsed().as_micros() as u64;
+                    let micros = took.as_micros() as u64;
                     report.latency_us.saturating_record(micros.max(1));
                 }
                 Outcome::Failed(count) => count(&mut report.errors),

@@ -106,3 +106,35 @@ fn client_rejects_bad_flags_with_exit_2() {
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("error:"), "{stderr}");
 }
+
+#[test]
+fn client_fails_when_the_server_closes_without_sending_anything() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let closer = thread::spawn(move || drop(listener.accept().unwrap()));
+    let (status, stdout, stderr) = run_binary("greeter-client", &["--port", &port]);
+    closer.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stdout.is_empty());
+    assert_eq!(
+        stderr.trim_end(),
+        format!("greeter-client: 127.0.0.1:{port} closed the connection without sending anything")
+    );
+}
+
+#[test]
+fn client_rejects_a_zero_timeout() {
+    let (status, _, stderr) = run_binary("greeter-client", &["--timeout", "0s"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("error:"), "{stderr}");
+}
+
+#[test]
+fn client_takes_a_bracketed_ipv6_host_as_its_messages_print_it() {
+    let server = start_server_on(Config::new("[::1]:0".parse().unwrap()));
+    let port = server.addr.port().to_string();
+    let (status, stdout, stderr) =
+        run_binary("greeter-client", &["--host", "[::1]", "--port", &port]);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout, b"Hello there! This is the hosted server");
+}

@@ -117,3 +117,78 @@ fn load_binary_reports_json_and_exits_by_outcome() {
     assert!(table.contains("errors        20 ("), "{table}");
     assert!(table.contains("wrong bytes 20"), "{table}");
 }
+
+#[test]
+fn load_run_idles_after_its_duration_while_connections_wait_for_their_timeout() {
+    // A listener that never accepts: the kernel completes the handshakes, nobody
+    // writes, so all ten connections wait for their 3 s timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let mut load = std::process::Command::new(binary("greeter-load"))
+        .args([
+            "--port",
+            &port,
+            "-c",
+            "10",
+            "-d",
+            "100ms",
+            "--timeout",
+            "3s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Measure its CPU over a second in the middle of the wait.
+    wait_until("the load run to start", || {
+        cpu_ticks_of(load.id()).is_some()
+    });
+    let before = cpu_ticks_of(load.id()).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks_of(load.id()).unwrap() - before;
+    let status = load.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "ten timed-out connections are a failure"
+    );
+    assert!(
+        used <= 20,
+        "greeter-load used {used} ticks (of 100) while waiting"
+    );
+}
+
+#[test]
+fn a_connection_that_ends_after_its_timeout_counts_as_timed_out() {
+    let greeting = large_greeting(256 * 1024);
+    let server = start_server(config_with(&greeting));
+    let mut opts = options(server.addr, &greeting);
+    opts.timeout = Duration::from_micros(100);
+    opts.total = Some(200);
+    opts.threads = 1;
+    let report = load::run(&opts, &AtomicU64::new(0)).unwrap();
+    assert_eq!(report.completed + report.errors.total(), 200);
+    assert!(report.errors.timed_out > 0, "{report}");
+    if report.completed > 0 {
+        assert!(report.latency().max <= 100, "{report}");
+    }
+}
+
+#[test]
+fn load_rejects_empty_and_impossible_runs() {
+    for args in [
+        &["-n", "0"][..],
+        &["-d", "0s"],
+        &["-d", "9223372036854775807s"],
+        &["--timeout", "0s"],
+        &["--timeout", "9223372036854775807s"],
+    ] {
+        let (status, _, stderr) = run_binary("greeter-load", args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("error:"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    let (status, _, stderr) = run_binary("greeter-load", &["-c", "4000000000", "-n", "1"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("open-file limit"), "{stderr}");
+}

@@ -7,14 +7,14 @@ use std::time::Duration;
 use clap::Parser;
 
 use greeter::client::{fetch_greeting, ClientOptions};
-use greeter::config::{parse_duration, DEFAULT_PORT};
+use greeter::config::{parse_positive_duration, DEFAULT_PORT};
 
 /// Connects to a greeter server, reads the whole greeting until the server closes the
 /// connection, and writes the bytes to stdout exactly as received.
 #[derive(Parser)]
 #[command(name = "greeter-client", version, about)]
 struct Cli {
-    /// Server host name or address
+    /// Server host name or address (IPv6 with or without brackets)
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
 
@@ -23,7 +23,7 @@ struct Cli {
     port: u16,
 
     /// Limit for connecting, and for each read
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_positive_duration)]
     timeout: Duration,
 
     /// Cut off a server that sends more than this many bytes

@@ -12,7 +12,10 @@ use std::time::Duration;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use greeter::config::{parse_duration, DEFAULT_GREETING, DEFAULT_PORT};
+use greeter::client::unbracket;
+use greeter::config::{
+    parse_positive_duration, read_greeting_file, DEFAULT_GREETING, DEFAULT_PORT,
+};
 use greeter::error::describe_io_error;
 use greeter::load::{self, LoadOptions};
 
@@ -36,11 +39,13 @@ struct Cli {
     connections: u32,
 
     /// Stop after N connections (whichever of N and DUR comes first)
-    #[arg(short = 'n', long, value_name = "N")]
+    #[arg(short = 'n', long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
     total: Option<u64>,
 
     /// Stop after this long (whichever of N and DUR comes first)
-    #[arg(short = 'd', long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    #[arg(short = 'd', long, value_name = "DUR", default_value = "10s",
+          value_parser = parse_positive_duration)]
     duration: Duration,
 
     /// The greeting every connection must receive
@@ -52,7 +57,7 @@ struct Cli {
     message_file: Option<PathBuf>,
 
     /// Per connection, from connect to EOF
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_positive_duration)]
     timeout: Duration,
 
     /// Event-loop threads sharing the connections
@@ -80,26 +85,30 @@ fn main() -> ExitCode {
 /// Runs the load; `Ok(false)` when some connection failed.
 fn drive(cli: Cli) -> Result<bool, String> {
     let expected: Arc<[u8]> = match (&cli.message_file, &cli.message) {
-        (Some(path), _) => std::fs::read(path)
-            .map_err(|err| {
-                format!(
-                    "cannot read greeting file {}: {}",
-                    path.display(),
-                    describe_io_error(&err)
-                )
-            })?
+        (Some(path), _) => read_greeting_file(path)
+            .map_err(|err| err.to_string())?
             .into(),
         (None, Some(text)) => text.as_bytes().into(),
         (None, None) => DEFAULT_GREETING.as_bytes().into(),
     };
-    let addr: SocketAddr = (cli.host.as_str(), cli.port)
+    let addr: SocketAddr = (unbracket(&cli.host), cli.port)
         .to_socket_addrs()
         .map_err(|err| format!("cannot resolve {}: {}", cli.host, describe_io_error(&err)))?
         .next()
         .ok_or_else(|| format!("cannot resolve {}: no addresses", cli.host))?;
     // Each connection in flight is a descriptor; the default soft limit is often 1024.
-    // Best effort: a failure here shows up as connect errors, counted as "other".
+    // Best effort: what it comes to is checked below.
     let _ = greeter::fdlimit::raise_to_hard_limit();
+    let fd_limit = greeter::fdlimit::soft_limit();
+    // Room for stdio, the event loops and their wakers beside the connections.
+    let needed = cli.connections as usize + 16 + 2 * cli.threads as usize;
+    if needed > fd_limit {
+        return Err(format!(
+            "-c {} needs about {needed} descriptors but the open-file limit is {fd_limit} \
+             (lower -c, or raise the limit: ulimit -n)",
+            cli.connections
+        ));
+    }
 
     let options = LoadOptions {
         addr,
