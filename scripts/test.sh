@@ -46,8 +46,9 @@ expect load-test.sh '^completed +5000$' '^errors +0 ' \
   '^listen overflows during the run \(whole machine\): [0-9]+$' \
   '^server: totals .* accepted=5000 greeted=5000 closed_early=0 '
 
-scripts/held-rss.sh 200 >"$out"
-expect held-rss.sh '^rss_before_kib=[0-9]+ rss_held_kib=[0-9]+ held=200 bytes_per_held_connection=-?[0-9]+$'
+scripts/held-rss.sh 1000 -- --send-buffer 64KiB >"$out"
+expect held-rss.sh '^rss_before_kib=[0-9]+ rss_held_kib=[0-9]+ held=1000 bytes_per_held_connection=[0-9]+$' \
+  '^tcp_mem_before_kib=[0-9]+ tcp_mem_held_kib=[0-9]+$'
 
 scripts/compare.sh -n 2000 --repeat 1 --concurrency "1 16" --no-rss >"$out"
 expect compare.sh \

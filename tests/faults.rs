@@ -4,7 +4,7 @@
 mod util;
 
 use std::net::TcpListener;
-use std::thread;
+
 use std::time::Duration;
 
 use util::*;
@@ -43,12 +43,12 @@ fn accept_survives_fd_exhaustion_without_spinning_and_serves_the_queue() {
 
 #[test]
 fn sigterm_drains_in_flight_greetings_then_exits_zero() {
-    let greeting = large_greeting(4 * 1024 * 1024);
+    // Far larger than what the socket buffers of a peer that reads nothing can take.
+    let greeting = large_greeting(16 * 1024 * 1024);
     let path = temp_file("drain-greeting", &greeting);
     let mut server = spawn_server(&["--message-file", path.to_str().unwrap()]);
     let peers: Vec<_> = (0..3).map(|_| connect(server.addr)).collect();
-    // Wait until all three are held mid-greeting.
-    thread::sleep(Duration::from_millis(300));
+    server.wait_for_in_flight(3);
 
     server.signal("TERM");
     server.wait_for_log("shutdown: stopped accepting; waiting up to 10s for 3 in-flight");
@@ -76,7 +76,7 @@ fn drain_timeout_cuts_off_a_peer_that_never_reads() {
         "300ms",
     ]);
     let _stalled = connect(server.addr);
-    thread::sleep(Duration::from_millis(200));
+    server.wait_for_in_flight(1);
     server.signal("TERM");
     server.assert_exits_cleanly_logging(
         "accepted=1 greeted=0 closed_early=1 reset=0 timeout=0 drain=1",

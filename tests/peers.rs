@@ -18,16 +18,17 @@ const TELNET_NEGOTIATION: &[u8] = &[255, 253, 1, 255, 253, 31, 255, 251, 24];
 #[test]
 fn partial_write_resumes_on_writable_for_a_slow_reader() {
     let greeting = large_greeting(4 * 1024 * 1024);
-    let server = start_server(config_with(&greeting));
+    // A small send buffer: the greeting can only finish through many writable events.
+    let mut config = config_with(&greeting);
+    config.send_buffer = Some(16 * 1024);
+    let server = start_server(config);
     let mut peer = connect(server.addr);
-    // Read nothing at first, so the server's first write is bounded by the socket
-    // buffers (a reader draining during that one write could take it all). Then take
-    // 64 KiB at a time with pauses, so the buffer fills again and again and the
-    // greeting can only finish through writable events.
-    thread::sleep(Duration::from_millis(200));
+    // Read nothing until the first write has stopped short and the server holds us.
+    wait_until("the first write to stop short", || {
+        server.snapshot().totals.partial_writes == 1
+    });
     let mut received = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut reads = 0;
     loop {
         let n = peer
             .read(&mut chunk)
@@ -36,10 +37,6 @@ fn partial_write_resumes_on_writable_for_a_slow_reader() {
             break;
         }
         received.extend_from_slice(&chunk[..n]);
-        reads += 1;
-        if reads % 4 == 0 {
-            thread::sleep(Duration::from_millis(2));
-        }
     }
     assert_same_bytes(&received, &greeting);
 
@@ -120,7 +117,9 @@ fn peer_that_never_closes_its_side_is_released_by_the_linger_timeout() {
     let mut peer = connect(server.addr);
     send_quietly(&mut peer, TELNET_NEGOTIATION);
     // Keep our side open without reading: the server must not wait for us forever.
-    thread::sleep(Duration::from_millis(600));
+    wait_until("the linger timeout to release the peer", || {
+        server.snapshot().totals.greeted == 1 && server.snapshot().in_flight == 0
+    });
     let totals = server.stop();
     assert_eq!(totals.greeted, 1);
     // The greeting and the FIN were sent before the linger began.
@@ -135,7 +134,9 @@ fn write_timeout_closes_a_peer_that_stops_reading() {
     let server = start_server(config);
     let mut stalled = connect(server.addr);
     let started = Instant::now();
-    thread::sleep(Duration::from_millis(800));
+    wait_until("the write timeout", || {
+        server.snapshot().totals.timed_out == 1
+    });
 
     // The stalled peer was cut off: what it can still read is short of the greeting.
     let mut received = Vec::new();
@@ -175,7 +176,7 @@ fn max_connections_caps_held_connections_and_serves_the_overflow_later() {
 
     // Ten peers that do not read yet: four are held, six wait in the backlog.
     let peers: Vec<_> = (0..10).map(|_| connect(server.addr)).collect();
-    thread::sleep(Duration::from_millis(500));
+    server.wait_for_in_flight(4);
     let held = server.open_fds() - baseline_fds;
     assert_eq!(held, 4, "connections held beyond --max-connections");
 
@@ -192,7 +193,7 @@ fn max_per_ip_closes_an_address_beyond_its_share_without_the_greeting() {
 
     // Two held connections from 127.0.0.1 use up its share...
     let held: Vec<_> = (0..2).map(|_| connect(server.addr)).collect();
-    thread::sleep(Duration::from_millis(200));
+    wait_until("both held", || server.snapshot().in_flight == 2);
     // ...so three more from it are closed at once, with nothing sent.
     for _ in 0..3 {
         let mut refused = connect(server.addr);
@@ -240,7 +241,9 @@ fn peer_that_resets_mid_greeting_is_counted_and_the_server_goes_on() {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(peer);
-    thread::sleep(Duration::from_millis(200));
+    wait_until("the reset to be seen", || {
+        server.snapshot().totals.reset == 1
+    });
 
     let mut next = connect(server.addr);
     assert_same_bytes(&read_to_eof(&mut next).unwrap(), &greeting);

@@ -363,9 +363,7 @@ impl ServerProcess {
     /// Asserts that the server stays near idle for a second (at most a fifth of a
     /// core), as a paused server must rather than retrying in a tight loop.
     pub fn assert_near_idle_for_a_second(&self) {
-        let before = self.cpu_ticks();
-        thread::sleep(Duration::from_secs(1));
-        let used = self.cpu_ticks() - before;
+        let used = cpu_ticks_over_a_second(self.pid());
         assert!(used <= 20, "server used {used} ticks (of 100) in a second");
     }
 
@@ -450,6 +448,14 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// The CPU ticks (of 100) process `pid` uses over the next second; it must run
+/// throughout.
+pub fn cpu_ticks_over_a_second(pid: u32) -> u64 {
+    let before = cpu_ticks_of(pid).expect("the process is running");
+    thread::sleep(Duration::from_secs(1));
+    cpu_ticks_of(pid).expect("the process is still running") - before
 }
 
 /// User plus system CPU time process `pid` has used, in clock ticks; `None` once it
