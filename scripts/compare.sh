@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Compares greeter-server with (a) a Python server written like the original tutorial
-# (blocking accept, send, close, backlog 5) and (b) a minimal C reference server that
+# (blocking accept, send, close, backlog 5), (b) a minimal C reference server that
 # marks the limit of the fast path (nonblocking listener in epoll, accept4 until
-# EAGAIN, write, close), in one run on this machine. The server is pinned to CPU 0 and
+# EAGAIN, write, close) and (c) the same C server with greeter's close policy (write,
+# shutdown of the write side, one getsockopt(TCP_INFO), close), in one run on this
+# machine. The server is pinned to CPU 0 and
 # greeter-load to CPU 1. All traffic stays on 127.0.0.1; every run is bounded.
 set -euo pipefail
 
 usage() {
   cat <<'USAGE'
 usage: scripts/compare.sh [-n CONNECTIONS] [--repeat R] [--concurrency "1 64 512"]
-                          [--servers "greeter c python"] [--no-pin] [--no-strace] [--no-rss]
+                          [--servers "greeter c-policy c python"] [--no-pin] [--no-strace]
+                          [--no-rss]
 
 The machine is shared and noisy, so every measurement is repeated R times, the
 servers interleaved round by round, and the table gives the median of each figure
@@ -27,8 +30,9 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
                    concurrency 1 use N/5). Each run also stops after 60 s.
   --repeat R       rounds of every measurement (default 3)
   --concurrency L  concurrency levels (default "1 64 512")
-  --servers L      servers to compare (default "greeter c python"); also
-                   greeter-w2: greeter-server --workers 2
+  --servers L      servers to compare (default "greeter c-policy c python"); also
+                   greeter-w2: greeter-server --workers 2. c-policy is the one to hold
+                   greeter to: the same syscalls, nothing else
   --no-pin         do not pin (to compare --workers 1 and 2 on both cores)
   --no-strace      skip the syscall counts
   --no-rss         skip the held-peers RSS measurement
@@ -39,7 +43,7 @@ USAGE
 total=100000
 repeat=3
 levels="1 64 512"
-servers="greeter c python"
+servers="greeter c-policy c python"
 with_strace=1
 with_rss=1
 pin_server=(taskset -c 0)
@@ -89,9 +93,17 @@ cat >"$work/reference_server.c" <<'C'
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* CLOSE_POLICY 1: greeter's close: FIN right behind the greeting, then one TCP_INFO to
+   learn whether anything is unsent or unread (a 38-byte greeting to a silent peer never
+   is, so the answer is not acted on here). */
+#ifndef CLOSE_POLICY
+#define CLOSE_POLICY 0
+#endif
 
 static const char greeting[] = "Hello there! This is the hosted server";
 
@@ -119,18 +131,26 @@ int main(void) {
                 break; /* EAGAIN: backlog drained */
             }
             if (write(conn, greeting, sizeof greeting - 1) < 0) perror("write");
+#if CLOSE_POLICY
+            struct tcp_info info;
+            socklen_t info_len = sizeof info;
+            shutdown(conn, SHUT_WR);
+            if (getsockopt(conn, IPPROTO_TCP, TCP_INFO, &info, &info_len)) perror("getsockopt");
+#endif
             close(conn);
         }
     }
 }
 C
 cc -O2 -o "$work/reference_server" "$work/reference_server.c"
+cc -O2 -DCLOSE_POLICY=1 -o "$work/policy_server" "$work/reference_server.c"
 
 server_command() {
   case "$1" in
     greeter) echo "./target/release/greeter-server --port 0" ;;
     greeter-w2) echo "./target/release/greeter-server --port 0 --workers 2" ;;
     c) echo "$work/reference_server" ;;
+    c-policy) echo "$work/policy_server" ;;
     python) echo "python3 $work/tutorial_server.py" ;;
   esac
 }

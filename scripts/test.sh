@@ -53,4 +53,5 @@ expect held-rss.sh '^rss_before_kib=[0-9]+ rss_held_kib=[0-9]+ held=1000 bytes_p
 scripts/compare.sh -n 2000 --repeat 1 --concurrency "1 16" --no-rss >"$out"
 expect compare.sh \
   '^\| greeter \| 1 \| 400 \| [0-9]+ .* \| 0 \| [0-9.]+ \([0-9.-]+\) \| [0-9]+ \| [0-9.]+ \| [0-9.]+ \|$' \
-  '^\| greeter \| 16 \| 2000 \| ' '^\| c \| 16 \| 2000 \| ' '^\| python \| 16 \| [0-9]+ \| '
+  '^\| greeter \| 16 \| 2000 \| ' '^\| c \| 16 \| 2000 \| ' '^\| c-policy \| 16 \| 2000 \| ' \
+  '^\| python \| 16 \| [0-9]+ \| '

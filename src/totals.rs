@@ -72,7 +72,7 @@ impl fmt::Display for Totals {
         write!(
             f,
             "accepted={} greeted={} closed_early={} reset={} timeout={} drain={} error={} \
-             per_ip={} flood={} bytes={} accept_errors={} partial_writes={} lingered={}",
+             per_ip={} bytes={} accept_errors={} partial_writes={} lingered={} flood={}",
             self.accepted,
             self.greeted,
             self.closed_early(),
@@ -81,11 +81,11 @@ impl fmt::Display for Totals {
             self.drained,
             self.failed,
             self.per_ip_rejected,
-            self.flooded,
             self.bytes_sent,
             self.accept_errors,
             self.partial_writes,
             self.lingered,
+            self.flooded,
         )
     }
 }
@@ -107,7 +107,7 @@ mod tests {
         assert_eq!(
             totals.to_string(),
             "accepted=5 greeted=3 closed_early=2 reset=1 timeout=1 drain=0 error=0 \
-             per_ip=0 flood=0 bytes=120 accept_errors=0 partial_writes=0 lingered=0"
+             per_ip=0 bytes=120 accept_errors=0 partial_writes=0 lingered=0 flood=0"
         );
     }
 }

@@ -252,9 +252,11 @@ mod tests {
         let mut poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), WORKER_EXITED).unwrap());
         let stopped = Arc::new(AtomicUsize::new(0));
+        // As the supervisor does, keep the waker alive: closing its eventfd would
+        // drop a wake that was not polled yet.
         let report = ExitReport {
             stopped: Arc::clone(&stopped),
-            waker,
+            waker: Arc::clone(&waker),
         };
         let worker = thread::spawn(move || {
             let _report = report;

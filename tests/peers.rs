@@ -312,3 +312,32 @@ fn peer_that_sends_mid_greeting_and_reads_slowly_gets_all_of_it() {
     let totals = server.stop();
     assert_eq!((totals.greeted, totals.closed_early()), (3, 0), "{totals}");
 }
+
+/// A peer that does not take its greeting but sends more than the discard budget is
+/// not waiting for a clean close: it is reset and counted as `flood`, and the server
+/// goes on serving.
+#[test]
+fn peer_that_floods_while_its_greeting_waits_in_the_kernel_is_reset() {
+    let greeting = large_greeting(1024 * 1024);
+    let server = start_server(config_with(&greeting));
+    let mut flooder = connect(server.addr);
+    wait_until("the whole greeting written", || {
+        server.snapshot().totals.bytes_sent >= greeting.len() as u64
+    });
+    assert_eq!(
+        server.snapshot().in_flight,
+        1,
+        "held while the kernel sends"
+    );
+    // More than the 256 KiB budget, in pieces; the server reads and discards them.
+    for _ in 0..40 {
+        send_quietly(&mut flooder, &[b'x'; 16 * 1024]);
+    }
+    wait_until("the flooder to be cut off", || {
+        server.snapshot().totals.flooded == 1
+    });
+    let mut other = connect(server.addr);
+    assert_same_bytes(&read_to_eof(&mut other).unwrap(), &greeting);
+    let totals = server.stop();
+    assert_eq!((totals.greeted, totals.flooded), (1, 1), "{totals}");
+}
