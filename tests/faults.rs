@@ -112,32 +112,18 @@ fn sigusr1_logs_totals_and_keeps_serving() {
 fn port_in_use_is_a_one_line_error_and_exit_1() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let (status, stdout, stderr) = run_binary("greeter-server", &["--port", &port]);
-    assert_eq!(status.code(), Some(1));
-    assert!(stdout.is_empty());
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with(&format!(
-            "greeter-server: cannot listen on 127.0.0.1:{port}: address already in use"
-        )),
-        "{stderr}"
+    assert_startup_error(
+        &["--port", &port],
+        &format!("greeter-server: cannot listen on 127.0.0.1:{port}: address already in use"),
     );
 }
 
 #[test]
 fn missing_greeting_file_is_a_one_line_error_and_exit_1() {
-    let (status, _, stderr) = run_binary(
-        "greeter-server",
+    assert_startup_error(
         &["--port", "0", "--message-file", "/nonexistent/greeting.txt"],
-    );
-    assert_eq!(status.code(), Some(1));
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with(
-            "greeter-server: cannot read greeting file /nonexistent/greeting.txt: \
-             no such file or directory"
-        ),
-        "{stderr}"
+        "greeter-server: cannot read greeting file /nonexistent/greeting.txt: \
+         no such file or directory",
     );
 }
 
@@ -209,15 +195,9 @@ fn a_second_server_on_a_used_port_fails_whatever_either_ones_workers() {
     for (first, second) in [("1", "2"), ("2", "1"), ("2", "2")] {
         let running = spawn_server(&["--workers", first]);
         let port = running.addr.port().to_string();
-        let (status, _, stderr) =
-            run_binary("greeter-server", &["--port", &port, "--workers", second]);
-        assert_eq!(status.code(), Some(1), "{first} then {second}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.contains(&format!(
-                "cannot listen on 127.0.0.1:{port}: address already in use"
-            )),
-            "{first} then {second}: {stderr}"
+        assert_startup_error(
+            &["--port", &port, "--workers", second],
+            &format!("greeter-server: cannot listen on 127.0.0.1:{port}: address already in use"),
         );
     }
 }
@@ -238,18 +218,10 @@ fn greeting_file_must_be_a_regular_file() {
         dir.as_path(),
     ] {
         let path = path.to_str().unwrap();
-        let (status, stdout, stderr) =
-            run_binary("greeter-server", &["--port", "0", "--message-file", path]);
-        assert_eq!(status.code(), Some(1), "{path}: {stderr}");
-        assert!(stdout.is_empty(), "{path}");
-        assert_eq!(stderr.lines().count(), 1, "{path}: {stderr}");
-        assert!(
-            stderr.starts_with(&format!(
-                "greeter-server: cannot read greeting file {path}: "
-            )),
-            "{stderr}"
+        assert_startup_error(
+            &["--port", "0", "--message-file", path],
+            &format!("greeter-server: cannot read greeting file {path}: not a regular file"),
         );
-        assert!(stderr.contains("not a regular file"), "{stderr}");
     }
     let _ = std::fs::remove_file(fifo);
 }
@@ -287,13 +259,11 @@ fn the_fd_limit_is_raised_before_binding_many_workers() {
 #[test]
 fn multicast_and_broadcast_hosts_are_start_up_errors() {
     for host in ["224.0.0.1", "255.255.255.255", "ff02::1"] {
-        let (status, _, stderr) = run_binary("greeter-server", &["--port", "0", "--host", host]);
-        assert_eq!(status.code(), Some(1), "{host}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.starts_with("greeter-server: cannot listen on ") && stderr.contains(host),
-            "{stderr}"
+        let stderr = assert_startup_error(
+            &["--port", "0", "--host", host],
+            "greeter-server: cannot listen on ",
         );
+        assert!(stderr.contains(host), "{stderr}");
         assert!(stderr.contains("multicast or broadcast"), "{stderr}");
     }
 }

@@ -467,3 +467,18 @@ pub fn cpu_ticks_of(pid: u32) -> Option<u64> {
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
+
+/// Runs `greeter-server ARGS` and asserts that it fails at start-up as promised: exit
+/// 1, nothing on stdout, one line on stderr starting with `expected`. Returns the line.
+#[track_caller]
+pub fn assert_startup_error(args: &[&str], expected: &str) -> String {
+    let (status, stdout, stderr) = run_binary("greeter-server", args);
+    assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(stdout.is_empty(), "{args:?}: stdout {stdout:?}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    assert!(
+        stderr.starts_with(expected),
+        "{args:?}: expected {expected:?}, got {stderr}"
+    );
+    stderr
+}
