@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use log::{info, warn};
+use log::{error, info, warn};
 
 use greeter::{activation, fdlimit, ServerArgs, StartupError, Workers};
 
@@ -21,10 +21,11 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    // A panic is a bug, never a user's doing: say so on one line (the worker's failure
-    // then ends the process with exit 1) instead of a multi-line report.
+    // A panic is a bug, never a user's doing: log where it happened as one error line
+    // instead of a multi-line report; the failed worker then ends the process with
+    // exit 1 and the one-line `worker N failed` error.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("greeter-server: internal error: {info}");
+        error!("internal error: {}", info.to_string().replace('\n', " "));
     }));
     match serve(cli.server) {
         Ok(()) => ExitCode::SUCCESS,
