@@ -54,7 +54,7 @@ fn full_cycle(c: &mut Criterion) {
 
 fn accept_send_path(c: &mut Criterion) {
     const QUEUED: usize = 256;
-    let listener = greeter::server::listen("127.0.0.1:0".parse().unwrap(), 4096, None)
+    let listener = greeter::listener::listen("127.0.0.1:0".parse().unwrap(), 4096, None)
         .expect("bind the bench listener");
     let addr = listener.local_addr().unwrap();
     let mut server = Server::from_listener(listener, Config::new(addr)).expect("bench server");

@@ -147,8 +147,8 @@ cc -O2 -DCLOSE_POLICY=1 -o "$work/policy_server" "$work/reference_server.c"
 
 server_command() {
   case "$1" in
-    greeter) echo "./target/release/greeter-server --port 0" ;;
-    greeter-w2) echo "./target/release/greeter-server --port 0 --workers 2" ;;
+    greeter) echo "$bin/greeter-server --port 0" ;;
+    greeter-w2) echo "$bin/greeter-server --port 0 --workers 2" ;;
     c) echo "$work/reference_server" ;;
     c-policy) echo "$work/policy_server" ;;
     python) echo "python3 $work/tutorial_server.py" ;;
@@ -192,41 +192,24 @@ measure() {
   overflows_before=$(listen_overflows)
   ticks_before=$(cpu_ticks "$measured_pid")
   TIMEFORMAT='%3U %3S'
-  { time "${pin_load[@]}" ./target/release/greeter-load --port "$port" -c "$c" -n "$n" -d 60s \
+  { time "${pin_load[@]}" $bin/greeter-load --port "$port" -c "$c" -n "$n" -d 60s \
       --json >"$work/load.json" 2>/dev/null || true; } 2>"$work/load.time"
   ticks_after=$(cpu_ticks "$measured_pid")
   overflows=$(( $(listen_overflows) - overflows_before ))
   stop_server
-  python3 - "$work/load.json" "$work/load.time" "$name" "$c" "$ticks_before" "$ticks_after" \
-    "$ticks_per_second" "$overflows" >>"$results" <<'PY'
-import json, sys
-report_path, time_path, name, c, before, after, hz, overflows = sys.argv[1:]
-report = json.load(open(report_path))
-user, system = (float(x) for x in open(time_path).read().split()[:2])
-completed = max(report["completed"], 1)
-cpu_us = (int(after) - int(before)) * 1e6 / int(hz) / completed
-print("\t".join(str(v) for v in [
-    name, c, report["completed"], report["connections_per_s"],
-    report["latency_us"]["p99"] / 1000, report["latency_us"]["max"] / 1000,
-    report["errors_total"], cpu_us, overflows, 100 * user / max(user + system, 1e-9)]))
-PY
+  python3 "$root/scripts/report.py" run "$work/load.json" "$work/load.time" "$name" "$c" \
+    "$ticks_before" "$ticks_after" "$ticks_per_second" "$overflows" >>"$results"
 }
 
 # count_syscalls NAME C N: strace -c -f over a run; appends NAME, C, calls/connection.
 count_syscalls() {
   local name=$1 c=$2 n=$3
   start_server "$name" strace -c -f -o "$work/strace.txt"
-  "${pin_load[@]}" ./target/release/greeter-load --port "$port" -c "$c" -n "$n" -d 60s \
+  "${pin_load[@]}" $bin/greeter-load --port "$port" -c "$c" -n "$n" -d 60s \
     --json >"$work/strace-load.json" 2>/dev/null || true
   stop_server
-  python3 - "$work/strace-load.json" "$work/strace.txt" "$name" "$c" >>"$syscalls" <<'PY'
-import json, sys
-report_path, strace_path, name, c = sys.argv[1:]
-completed = max(json.load(open(report_path))["completed"], 1)
-# "% time, seconds, usecs/call, calls, [errors,] total": calls is the fourth field.
-total = next(line.split() for line in open(strace_path) if line.rstrip().endswith("total"))
-print(f"{name}\t{c}\t{int(total[3]) / completed:.2f}")
-PY
+  python3 "$root/scripts/report.py" syscalls "$work/strace-load.json" "$work/strace.txt" \
+    "$name" "$c" >>"$syscalls"
 }
 
 for round in $(seq "$repeat"); do
@@ -254,28 +237,10 @@ fi
 echo
 echo "Medians of $repeat rounds (max ms: the worst; errors and overflows: summed over the rounds)."
 echo
-python3 - "$results" "$syscalls" "$servers" "$levels" <<'PY'
-import statistics, sys
-results, syscalls, servers, levels = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
-rows = [line.rstrip("\n").split("\t") for line in open(results) if line.strip()]
-calls = {(s, c): v for s, c, v in (line.split() for line in open(syscalls) if line.strip())}
-print("| server | concurrent | connections per run | conn/s | p99 ms | max ms | errors | server CPU µs/conn (min-max) | listen overflows | load user CPU % | syscalls/conn |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-for server in servers:
-    for level in levels:
-        runs = [r for r in rows if r[0] == server and r[1] == level]
-        if not runs:
-            continue
-        col = lambda i: [float(r[i]) for r in runs]
-        cpu = col(7)
-        print(f"| {server} | {level} | {int(statistics.median(col(2)))} | {statistics.median(col(3)):.0f} "
-              f"| {statistics.median(col(4)):.2f} | {max(col(5)):.2f} | {int(sum(col(6)))} "
-              f"| {statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}) | {int(sum(col(8)))} "
-              f"| {statistics.median(col(9)):.1f} | {calls.get((server, level), '-')} |")
-PY
+python3 "$root/scripts/report.py" table "$results" "$syscalls" "$servers" "$levels"
 
 if [ "$with_rss" = 1 ]; then
   echo
   echo "greeter-server with 10000 held peers (scripts/held-rss.sh 10000):"
-  scripts/held-rss.sh 10000
+  "$root/scripts/held-rss.sh" 10000
 fi

@@ -30,7 +30,7 @@ server_flags=("$@")
 source "$(dirname "$0")/lib.sh"
 greeter_setup
 head -c "$greeting_bytes" /dev/urandom > "$work/greeting"
-./target/release/greeter-server --port 0 --max-connections $((peers + 10)) \
+"$bin"/greeter-server --port 0 --max-connections $((peers + 10)) \
   --message-file "$work/greeting" --write-timeout 10m ${server_flags[@]+"${server_flags[@]}"} \
   >"$work/out" 2>"$work/err" &
 server_pid=$!

@@ -1,11 +1,14 @@
 # Shared by the scripts in this folder (sourced, not run): build the release binaries,
 # a work directory removed on exit, the server a script started stopped on exit, and
-# the port from greeter-server's "listening on" line.
+# the port from greeter-server's "listening on" line. Scripts do not change directory:
+# paths a user passes stay relative to where they ran the script.
 
-# Builds the binaries, raises the fd limit, makes $work; sets the exit trap.
+# Builds the binaries, raises the fd limit, makes $work; sets $root (the repository)
+# and $bin (the release binaries) and the exit trap.
 greeter_setup() {
-  cd "$(dirname "${BASH_SOURCE[0]}")/.."
-  cargo build --release -q --bin greeter-server --bin greeter-load
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  bin="$root/target/release"
+  cargo build --release -q --manifest-path "$root/Cargo.toml" --bin greeter-server --bin greeter-load
   ulimit -n "$(ulimit -Hn)"
   work=$(mktemp -d)
   server_pid=

@@ -1,5 +1,6 @@
 //! The accept policy: which `accept(2)` failures concern one connection only and which
-//! mean the server must stop accepting for a while.
+//! mean the server must stop accepting for a while, and the [`AcceptGate`] that says
+//! when the server accepts (ready, budget spent, at capacity, paused).
 //!
 //! One bad accept must never end the server. Linux passes some network errors of a
 //! queued connection to `accept` itself (see accept(2), "Error handling"); those are
@@ -9,15 +10,20 @@
 //! or as soon as one of its own connections frees a descriptor.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::deadlines::saturating_add;
+use crate::error::describe_io_error;
 
 /// How long accepting pauses after a resource-exhaustion error before it is retried
 /// (sooner if a connection closes and frees a descriptor).
-pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// What an accept error means for the accept loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcceptFailure {
+pub(crate) enum AcceptFailure {
     /// Only that connection is lost: count it and go on accepting.
     PerConnection,
     /// Out of descriptors or memory: pause, keep the queue, retry later.
@@ -27,7 +33,7 @@ pub enum AcceptFailure {
 }
 
 /// Classifies an error returned by `accept`.
-pub fn classify(err: &io::Error) -> AcceptFailure {
+pub(crate) fn classify(err: &io::Error) -> AcceptFailure {
     match err.raw_os_error() {
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
             AcceptFailure::ResourcesExhausted
@@ -57,7 +63,7 @@ pub fn classify(err: &io::Error) -> AcceptFailure {
 }
 
 /// How to fix a pause, for the one warning logged per episode.
-pub fn remedy(err: &io::Error) -> &'static str {
+pub(crate) fn remedy(err: &io::Error) -> &'static str {
     match err.raw_os_error() {
         Some(libc::EMFILE) => {
             "the process is out of file descriptors: raise the limit (ulimit -n, or \
@@ -71,6 +77,154 @@ pub fn remedy(err: &io::Error) -> &'static str {
             "the kernel is short of memory for sockets: lower --max-connections or add memory"
         }
         _ => "unexpected accept error; the listener will be retried",
+    }
+}
+
+/// Whether the accept loop may run, and why not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GateState {
+    /// Accept whenever the listener reports readiness.
+    Ready,
+    /// The last round spent its accept budget with connections still queued; no new
+    /// event will announce them, so the next round polls without waiting and accepts
+    /// again.
+    BudgetSpent,
+    /// Stopped at `--max-connections`; connections may wait in the backlog, and no new
+    /// event will announce them, so accept again as soon as a slot frees.
+    AtCapacity,
+    /// Stopped by an error that retrying at once cannot fix; retry at `retry_at`, or
+    /// sooner when one of our connections closes and frees a descriptor.
+    Paused {
+        /// When to try again.
+        retry_at: Instant,
+        /// Set when a connection closed since the pause began.
+        descriptor_freed: bool,
+    },
+}
+
+/// An episode of failing accepts, for its start and end log lines.
+#[derive(Debug)]
+struct Trouble {
+    /// When the first accept failed.
+    since: Instant,
+    /// How many accepts failed since.
+    failures: u64,
+}
+
+/// The accept state machine: ready, budget spent, at capacity, or paused by
+/// exhaustion, with the retry and the one-warning-per-episode logging. The server asks
+/// it before accepting and tells it how each accept loop ended.
+#[derive(Debug)]
+pub(crate) struct AcceptGate {
+    /// Whether to accept, and why not.
+    state: GateState,
+    /// An ongoing accept failure (exhaustion): logged once when it starts and once
+    /// when it ends, never once per failed accept.
+    trouble: Option<Trouble>,
+}
+
+impl AcceptGate {
+    /// Ready to accept.
+    pub(crate) fn new() -> Self {
+        AcceptGate {
+            state: GateState::Ready,
+            trouble: None,
+        }
+    }
+
+    /// Whether to run the accept loop this round: on a listener event when ready, at
+    /// once after a spent budget, when a slot freed at capacity, when a paused retry
+    /// is due or a descriptor freed.
+    pub(crate) fn should_accept(
+        &self,
+        listener_readable: bool,
+        has_room: bool,
+        now: Instant,
+    ) -> bool {
+        match self.state {
+            GateState::Ready => listener_readable,
+            GateState::BudgetSpent => true,
+            GateState::AtCapacity => has_room,
+            GateState::Paused {
+                retry_at,
+                descriptor_freed,
+            } => descriptor_freed || now >= retry_at,
+        }
+    }
+
+    /// Whether the next poll must not wait: connections are known to be queued.
+    pub(crate) fn must_poll_at_once(&self) -> bool {
+        self.state == GateState::BudgetSpent
+    }
+
+    /// When a paused gate retries, if it is paused.
+    pub(crate) fn retry_at(&self) -> Option<Instant> {
+        match self.state {
+            GateState::Paused { retry_at, .. } => Some(retry_at),
+            _ => None,
+        }
+    }
+
+    /// The backlog is empty: ready again, and an episode of failures has ended.
+    pub(crate) fn drained(&mut self, now: Instant) {
+        self.state = GateState::Ready;
+        if let Some(trouble) = self.trouble.take() {
+            info!(
+                "accept resumed: backlog drained after {} failed accepts over {}ms",
+                trouble.failures,
+                now.duration_since(trouble.since).as_millis()
+            );
+        }
+    }
+
+    /// The round's budget is spent before the backlog was.
+    pub(crate) fn budget_spent(&mut self) {
+        self.state = GateState::BudgetSpent;
+    }
+
+    /// The connection limit is reached.
+    pub(crate) fn at_capacity(&mut self) {
+        self.state = GateState::AtCapacity;
+    }
+
+    /// An accept failed for lack of resources (or unexpectedly): pause, and log the
+    /// first failure of an episode.
+    pub(crate) fn pause(&mut self, err: &io::Error, now: Instant) {
+        self.state = GateState::Paused {
+            retry_at: saturating_add(now, ACCEPT_RETRY_DELAY),
+            descriptor_freed: false,
+        };
+        match &mut self.trouble {
+            Some(trouble) => trouble.failures += 1,
+            None => {
+                warn!(
+                    "accept paused: {}; retrying every {}ms and whenever a connection closes \
+                     ({})",
+                    describe_io_error(err),
+                    ACCEPT_RETRY_DELAY.as_millis(),
+                    remedy(err)
+                );
+                self.trouble = Some(Trouble {
+                    since: now,
+                    failures: 1,
+                });
+            }
+        }
+    }
+
+    /// One of the server's connections closed: a paused gate may retry at once.
+    pub(crate) fn descriptor_freed(&mut self) {
+        if let GateState::Paused {
+            descriptor_freed, ..
+        } = &mut self.state
+        {
+            *descriptor_freed = true;
+        }
+    }
+
+    /// The listener is gone (a drain began): no retry timer, no zero-timeout polls.
+    pub(crate) fn close(&mut self) {
+        self.state = GateState::Ready;
     }
 }
 
@@ -103,6 +257,35 @@ mod tests {
         ] {
             assert_eq!(classify(&os(code)), AcceptFailure::PerConnection, "{code}");
         }
+    }
+
+    #[test]
+    fn the_gate_pauses_retries_and_comes_back_after_a_spent_budget() {
+        let now = Instant::now();
+        let mut gate = AcceptGate::new();
+        assert!(gate.should_accept(true, true, now));
+        assert!(!gate.should_accept(false, true, now));
+
+        gate.budget_spent();
+        assert!(gate.must_poll_at_once());
+        assert!(
+            gate.should_accept(false, true, now),
+            "no new event will come"
+        );
+
+        gate.at_capacity();
+        assert!(!gate.should_accept(true, false, now));
+        assert!(gate.should_accept(false, true, now), "a slot freed");
+
+        gate.pause(&os(libc::EMFILE), now);
+        assert_eq!(gate.retry_at(), Some(now + ACCEPT_RETRY_DELAY));
+        assert!(!gate.should_accept(true, true, now));
+        assert!(gate.should_accept(false, true, now + ACCEPT_RETRY_DELAY));
+        gate.descriptor_freed();
+        assert!(gate.should_accept(false, true, now));
+        gate.drained(now);
+        assert_eq!(gate.retry_at(), None);
+        assert!(gate.trouble.is_none(), "the episode ended");
     }
 
     #[test]

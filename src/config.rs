@@ -4,10 +4,11 @@
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cli::GreetingArgs;
 use crate::error::StartupError;
 
 /// The greeting sent when none is configured: 38 bytes of UTF-8, no newline.
@@ -90,13 +91,9 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
 
-    /// The greeting: exactly these bytes (UTF-8), no newline added
-    #[arg(long, value_name = "TEXT", conflicts_with = "message_file")]
-    pub message: Option<String>,
-
-    /// Send this file's bytes (any bytes) as the greeting
-    #[arg(long, value_name = "PATH")]
-    pub message_file: Option<PathBuf>,
+    /// The greeting: `--message` or `--message-file`.
+    #[command(flatten)]
+    pub greeting: GreetingArgs,
 
     /// Connections held at once; the rest wait in the kernel's listen backlog
     #[arg(long, value_name = "N", default_value_t = 10_000,
@@ -203,22 +200,7 @@ impl ServerArgs {
                 Some("give --host a unicast address, such as 127.0.0.1, 0.0.0.0 or ::"),
             ));
         }
-        let greeting: Arc<[u8]> = match (&self.message_file, self.message) {
-            (Some(path), _) => Arc::from(read_greeting_file(path)?),
-            (None, Some(text)) => Arc::from(text.into_bytes()),
-            (None, None) => Arc::from(DEFAULT_GREETING.as_bytes()),
-        };
-        if greeting.is_empty() {
-            let what = match &self.message_file {
-                Some(path) => format!("greeting file {}", path.display()),
-                None => "--message".to_owned(),
-            };
-            return Err(StartupError::new(
-                format!("cannot use {what}"),
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "the greeting is empty"),
-                Some("give a non-empty greeting"),
-            ));
-        }
+        let greeting = self.greeting.load()?;
         Ok(Config {
             listen: SocketAddr::new(self.host, self.port),
             greeting,

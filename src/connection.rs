@@ -1,44 +1,88 @@
-//! Per-connection state kept in the server's slab, and the nonblocking steps that move
-//! a connection along: write the rest of the greeting, wait until the kernel has sent
-//! it, discard what the peer sends until it closes its side.
+//! A held connection's whole life: what it waits for, the nonblocking steps that move
+//! it along, its deadlines, and why it closed.
 //!
-//! Only connections that could not be finished at once live here; the common case
-//! (whole greeting written by the first `write`, nothing received) never gets an entry.
+//! ```text
+//!  accept (server.rs) ─► write greeting ─► all written ─► shutdown(Write), TCP_INFO:
+//!        │                                                  nothing unsent, no input ─► close
+//!        │ partial                                          │            (the fast path: never held)
+//!        ▼                                                  │
+//!  ┌─ Writing ──────────────────┐  all written, shutdown,   ├─ unsent ─► ┌─ Flushing ───────────────┐
+//!  │ WRITABLE; write deadline   │─ TCP_INFO (same three ──► │            │ READABLE|WRITABLE; write │
+//!  │ (from accept); write the   │  ways as the fast path)   │            │ deadline; discard input; │
+//!  │ rest on each event         │                           │            │ TCP_INFO on each event   │
+//!  └────────────────────────────┘                           │            └──────────────────────────┘
+//!     │ timeout: reset                                      │              │ all sent, no input: close
+//!     │ peer reset: close                                   │              │ all sent, input: ▼
+//!                                                           └─ input ─►  ┌─ Lingering ──────────────┐
+//!                                                                        │ READABLE; linger deadline│
+//!                                                                        │ (from all sent); discard │
+//!                                                                        │ until EOF, timeout or    │
+//!                                                                        │ the 256 KiB budget       │
+//!                                                                        └──────────────────────────┘
+//! ```
+//!
+//! Only connections that could not be finished at once live here, in a slab whose key
+//! is the connection's mio `Token`; the common case (whole greeting written by the
+//! first `write`, nothing unsent, nothing received) never gets an entry. Each phase
+//! has one deadline in its queue, found again by the connection's serial number: a
+//! stale entry (its connection closed or moved on) is skipped or compacted away.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use log::{debug, log_enabled, warn, Level};
 use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+use socket2::SockRef;
 
+use crate::config::Config;
+use crate::deadlines::{Deadline, DeadlineQueue};
+use crate::error::describe_io_error;
+use crate::per_ip::PerIpLimit;
 use crate::tcp_state::TcpProgress;
+use crate::totals::Totals;
 
-/// How many bytes a lingering close reads and discards before giving up on the peer's
-/// EOF. A peer that keeps sending past this is not waiting for a clean close.
-pub const LINGER_DISCARD_LIMIT: usize = 256 * 1024;
+/// How many bytes a flushing or lingering connection reads and discards before giving
+/// up on the peer. A peer that keeps sending past this is not waiting for a clean
+/// close.
+pub(crate) const LINGER_DISCARD_LIMIT: usize = 256 * 1024;
+
+/// Stale deadline entries tolerated beyond twice the held connections before a queue
+/// is compacted (so that a server holding nothing does not compact on every close).
+const DEADLINE_SLACK: usize = 64;
+
+/// A flushing connection waits for input and for the moment the kernel has sent the
+/// rest. No event says "all sent", but after `shutdown(Write)` every wake-up of the
+/// socket is reported as writable, and the last one comes when the peer acknowledges
+/// our FIN; each event re-checks `TCP_INFO`.
+const FLUSHING_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
 
 /// A connection that still owes the server something: greeting bytes to take (from us
 /// or from the kernel), or its EOF after the greeting.
 #[derive(Debug)]
-pub struct Connection {
+pub(crate) struct Connection {
     /// The socket, nonblocking and registered with the poll under the slab key.
-    pub stream: TcpStream,
-    /// The peer, for the `CLOSE` log line.
-    pub peer: SocketAddr,
+    stream: TcpStream,
+    /// The peer, for the `CLOSE` log line and the per-address limit.
+    peer: SocketAddr,
     /// When it was accepted, in milliseconds since the server started (wrapping), for
     /// the `ms=` field of the `CLOSE` log line; 4 bytes instead of an `Instant`'s 16,
     /// since every held connection pays for it.
-    pub accepted_ms: u32,
+    accepted_ms: u32,
     /// Where this connection is in its life. Its deadline is not stored: each phase
     /// has exactly one entry in that phase's deadline queue, found by `serial`.
-    pub phase: Phase,
+    phase: Phase,
     /// A serial number that tells this connection apart from a later one that reuses
     /// its slab key, so that a stale timer entry never closes the newcomer.
-    pub serial: u64,
+    serial: u64,
 }
 
 /// The phases of a connection that could not be finished at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// The greeting was only partly written; `sent` bytes are out.
     Writing {
         /// How far into the shared greeting the peer has been sent.
@@ -60,10 +104,447 @@ pub enum Phase {
     },
 }
 
+impl Phase {
+    /// Whether the greeting is still being handed over (by us or by the kernel): the
+    /// write deadline's phases.
+    fn is_sending(self) -> bool {
+        matches!(self, Phase::Writing { .. } | Phase::Flushing { .. })
+    }
+}
+
+/// Why a connection was closed; each maps to one counter of [`Totals`] and one
+/// `reason=` of the `CLOSE` log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The whole greeting is out and nothing was left to wait for.
+    Greeted,
+    /// The whole greeting was out (or left to the kernel) and the peer closed its side.
+    PeerEof,
+    /// The whole greeting was out; the peer sent data and did not close its side
+    /// within the linger timeout (or the drain's).
+    LingerTimeout,
+    /// The whole greeting was out; the peer sent more than the discard budget.
+    LingerBudget,
+    /// The peer reset or went away before taking the greeting.
+    PeerReset,
+    /// The peer did not take the greeting within the write timeout.
+    WriteTimeout,
+    /// A shutdown's drain timeout cut the greeting off.
+    DrainTimeout,
+    /// The peer's address held its `--max-per-ip` share; nothing was sent.
+    PerIpLimit,
+    /// The peer flooded us while its greeting still waited in the kernel.
+    Flood,
+    /// A failure on the server's side.
+    Error,
+}
+
+impl CloseReason {
+    /// The `reason=` value of the `CLOSE` log line.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Greeted => "greeted",
+            CloseReason::PeerEof => "eof",
+            CloseReason::LingerTimeout => "linger-timeout",
+            CloseReason::LingerBudget => "linger-budget",
+            CloseReason::PeerReset => "reset",
+            CloseReason::WriteTimeout => "timeout",
+            CloseReason::DrainTimeout => "drain",
+            CloseReason::PerIpLimit => "per-ip",
+            CloseReason::Flood => "flood",
+            CloseReason::Error => "error",
+        }
+    }
+
+    /// The reason for closing after a failed read or write.
+    pub(crate) fn for_error(err: &io::Error) -> Self {
+        if peer_went_away(err) {
+            CloseReason::PeerReset
+        } else {
+            CloseReason::Error
+        }
+    }
+
+    /// Whether the connection is aborted with a reset: the peer is not taking the
+    /// greeting, so the kernel should free the queued bytes now instead of keeping an
+    /// orphan socket that retransmits to a peer that will not read.
+    fn resets(self) -> bool {
+        matches!(
+            self,
+            CloseReason::WriteTimeout | CloseReason::DrainTimeout | CloseReason::Flood
+        )
+    }
+}
+
+/// A closed connection, as the totals and the `CLOSE` log line need it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Closed {
+    /// Who it was.
+    pub(crate) peer: SocketAddr,
+    /// When it was accepted, in milliseconds since the server started (wrapping).
+    pub(crate) accepted_ms: u32,
+    /// Greeting bytes written to it.
+    pub(crate) sent: usize,
+    /// Why it closed.
+    pub(crate) reason: CloseReason,
+}
+
+/// The connections a server holds, with everything that bounds them: the slab, the
+/// write and linger deadlines, the per-address accounting. Closes are reported into
+/// the caller's buffer, so that the server counts and logs every close in one place.
+#[derive(Debug)]
+pub(crate) struct HeldConnections {
+    /// The held connections, keyed by their mio `Token`.
+    slab: Slab<Connection>,
+    /// Registers held connections with the server's poll (a clone of its registry).
+    registry: Registry,
+    /// The greeting every connection is sent (shared, never copied).
+    greeting: Arc<[u8]>,
+    /// Deadlines of connections still taking their greeting (writing or flushing),
+    /// counted from accept.
+    write_deadlines: DeadlineQueue,
+    /// Deadlines of lingering connections, counted from when all was sent.
+    linger_deadlines: DeadlineQueue,
+    /// Held connections per client address, when `--max-per-ip` is set.
+    per_ip: Option<PerIpLimit>,
+    /// The serial number for the next held connection.
+    next_serial: u64,
+    /// When the server started: the epoch of `Connection::accepted_ms`.
+    started: Instant,
+}
+
+impl HeldConnections {
+    /// No connection held yet; room for `capacity` before anything grows.
+    pub(crate) fn new(registry: Registry, config: &Config, capacity: usize) -> Self {
+        HeldConnections {
+            slab: Slab::with_capacity(capacity),
+            registry,
+            greeting: Arc::clone(&config.greeting),
+            write_deadlines: DeadlineQueue::with_capacity(config.write_timeout, capacity),
+            linger_deadlines: DeadlineQueue::with_capacity(config.linger_timeout, capacity),
+            per_ip: config.max_per_ip.map(PerIpLimit::new),
+            next_serial: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// How many connections are held.
+    pub(crate) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// Whether nothing is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Whether a connection from `ip` may be greeted: its address holds less than its
+    /// `--max-per-ip` share.
+    pub(crate) fn admits(&self, ip: IpAddr) -> bool {
+        self.per_ip.as_ref().is_none_or(|limit| limit.admits(ip))
+    }
+
+    /// Milliseconds since the server started, wrapping every 49 days (only ever used
+    /// as a difference over one connection's life).
+    pub(crate) fn millis_since_start(&self, at: Instant) -> u32 {
+        at.duration_since(self.started).as_millis() as u32
+    }
+
+    /// The soonest deadline, if any (it may be stale: the loop then wakes for nothing).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        [self.write_deadlines.next(), self.linger_deadlines.next()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Takes a connection that could not be finished at once: registers it for what
+    /// its phase waits for and starts that phase's deadline (from accept).
+    pub(crate) fn hold(
+        &mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        accepted_at: Instant,
+        phase: Phase,
+        totals: &mut Totals,
+        closed: &mut Vec<Closed>,
+    ) {
+        let key = self.slab.vacant_key();
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let accepted_ms = self.millis_since_start(accepted_at);
+        let interest = match phase {
+            Phase::Writing { .. } => Interest::WRITABLE,
+            Phase::Flushing { .. } => FLUSHING_INTEREST,
+            Phase::Lingering { .. } => Interest::READABLE,
+        };
+        if let Err(err) = self.registry.register(&mut stream, Token(key), interest) {
+            warn!(
+                "cannot register a connection with the poll: {}",
+                describe_io_error(&err)
+            );
+            let (sent, reason) = match phase {
+                Phase::Writing { sent } => (sent, CloseReason::Error),
+                Phase::Flushing { .. } | Phase::Lingering { .. } => {
+                    (self.greeting.len(), CloseReason::Greeted)
+                }
+            };
+            closed.push(Closed {
+                peer,
+                accepted_ms,
+                sent,
+                reason,
+            });
+            return;
+        }
+        match phase {
+            Phase::Writing { .. } => self.write_deadlines.push(accepted_at, key, serial),
+            Phase::Flushing { .. } => {
+                totals.lingered += 1;
+                self.write_deadlines.push(accepted_at, key, serial)
+            }
+            Phase::Lingering { .. } => {
+                totals.lingered += 1;
+                self.linger_deadlines.push(accepted_at, key, serial)
+            }
+        };
+        let inserted = self.slab.insert(Connection {
+            stream,
+            peer,
+            accepted_ms,
+            phase,
+            serial,
+        });
+        debug_assert_eq!(inserted, key, "the slab filled the key it announced");
+        if let Some(per_ip) = &mut self.per_ip {
+            per_ip.hold(peer.ip());
+        }
+    }
+
+    /// Moves connection `key` along after a readiness event: writes the rest of the
+    /// greeting, or reads and discards input and checks what the kernel still holds.
+    /// Events for keys no longer held (closed earlier in the batch) are ignored.
+    pub(crate) fn on_event(&mut self, key: usize, totals: &mut Totals, closed: &mut Vec<Closed>) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Writing { mut sent } => {
+                let before = sent;
+                let progress = write_greeting(&mut conn.stream, &self.greeting, &mut sent);
+                totals.bytes_sent += (sent - before) as u64;
+                conn.phase = Phase::Writing { sent };
+                match progress {
+                    WriteProgress::Complete => self.finish_writing(key, totals, closed),
+                    WriteProgress::WouldBlock => {}
+                    WriteProgress::Failed(err) => {
+                        self.close(key, CloseReason::for_error(&err), closed)
+                    }
+                }
+            }
+            Phase::Flushing { mut discarded } => {
+                let input = discard_input(&mut conn.stream, &mut discarded, LINGER_DISCARD_LIMIT);
+                conn.phase = Phase::Flushing { discarded };
+                match input {
+                    InputState::Quiet => self.check_flushed(key, Instant::now(), closed),
+                    // The peer closed its side: a late byte of its own can no longer
+                    // draw a reset, and the kernel sends the rest after the close.
+                    InputState::Eof => self.close(key, CloseReason::PeerEof, closed),
+                    InputState::BudgetSpent => self.close(key, CloseReason::Flood, closed),
+                    InputState::Failed(err) => {
+                        self.close(key, CloseReason::for_error(&err), closed)
+                    }
+                }
+            }
+            Phase::Lingering { mut discarded } => {
+                let input = discard_input(&mut conn.stream, &mut discarded, LINGER_DISCARD_LIMIT);
+                conn.phase = Phase::Lingering { discarded };
+                let reason = match input {
+                    InputState::Quiet => return,
+                    InputState::Eof => CloseReason::PeerEof,
+                    InputState::BudgetSpent => CloseReason::LingerBudget,
+                    // Everything was sent: a reset now costs the peer nothing of ours.
+                    InputState::Failed(_) => CloseReason::PeerEof,
+                };
+                self.close(key, reason, closed);
+            }
+        }
+    }
+
+    /// After a greeting that needed several writes: shut down the write side and, as
+    /// on the fast path, close at once or hold the connection until the rest is sent
+    /// or the peer closes.
+    fn finish_writing(&mut self, key: usize, totals: &mut Totals, closed: &mut Vec<Closed>) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        let (phase, interest) = match shut_down_and_check(&conn.stream) {
+            AfterGreeting::Close => return self.close(key, CloseReason::Greeted, closed),
+            // Its write deadline, pushed at accept, goes on bounding it.
+            AfterGreeting::Flush => (Phase::Flushing { discarded: 0 }, FLUSHING_INTEREST),
+            AfterGreeting::Linger => {
+                self.linger_deadlines.push(Instant::now(), key, conn.serial);
+                (Phase::Lingering { discarded: 0 }, Interest::READABLE)
+            }
+        };
+        totals.lingered += 1;
+        conn.phase = phase;
+        // Re-registering re-checks readiness, so input that is already queued (or an
+        // EOF) produces an event without an extra read here.
+        let registered = self
+            .registry
+            .reregister(&mut conn.stream, Token(key), interest);
+        if registered.is_err() {
+            self.close(key, CloseReason::Greeted, closed);
+        }
+    }
+
+    /// A flushing connection whose input is drained: once the kernel has sent the
+    /// whole greeting it closes, or lingers if the peer has sent data.
+    fn check_flushed(&mut self, key: usize, now: Instant, closed: &mut Vec<Closed>) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        let Phase::Flushing { discarded } = conn.phase else {
+            return;
+        };
+        match TcpProgress::of(&conn.stream) {
+            Ok(progress) if progress.unsent > 0 => {}
+            Ok(_) if discarded > 0 => {
+                // Stays registered for writability too: the spurious events that
+                // brings are rare and cheaper than an epoll_ctl.
+                conn.phase = Phase::Lingering { discarded };
+                self.linger_deadlines.push(now, key, conn.serial);
+            }
+            _ => self.close(key, CloseReason::Greeted, closed),
+        }
+    }
+
+    /// Closes the connections whose deadline has passed by `now`.
+    pub(crate) fn expire(&mut self, now: Instant, closed: &mut Vec<Closed>) {
+        while let Some(due) = self.write_deadlines.pop_expired(now) {
+            if !self.is_live(&due, Phase::is_sending) {
+                continue;
+            }
+            // A flushing connection whose rest went out since its last event is
+            // finished, not timed out.
+            if matches!(self.slab[due.key].phase, Phase::Flushing { .. }) {
+                self.check_flushed(due.key, now, closed);
+            }
+            if self.is_live(&due, Phase::is_sending) {
+                self.close(due.key, CloseReason::WriteTimeout, closed);
+            }
+        }
+        while let Some(due) = self.linger_deadlines.pop_expired(now) {
+            if self.is_live(&due, |phase| matches!(phase, Phase::Lingering { .. })) {
+                self.close(due.key, CloseReason::LingerTimeout, closed);
+            }
+        }
+    }
+
+    /// Whether `deadline` still belongs to a held connection in a phase it bounds:
+    /// not to a connection that closed, moved on, or whose key has a new holder.
+    fn is_live(&self, deadline: &Deadline, in_phase: fn(Phase) -> bool) -> bool {
+        self.slab
+            .get(deadline.key)
+            .is_some_and(|conn| conn.serial == deadline.serial && in_phase(conn.phase))
+    }
+
+    /// Closes every held connection (a drain that ran out of time): those still
+    /// taking their greeting for `reason`, lingering ones as their linger cut short.
+    pub(crate) fn close_all(&mut self, reason: CloseReason, closed: &mut Vec<Closed>) {
+        let keys: Vec<usize> = self.slab.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let reason = match self.slab[key].phase {
+                Phase::Writing { .. } | Phase::Flushing { .. } => reason,
+                Phase::Lingering { .. } => CloseReason::LingerTimeout,
+            };
+            self.close(key, reason, closed);
+        }
+    }
+
+    /// Closes connection `key` for `reason` and reports it.
+    pub(crate) fn close(&mut self, key: usize, reason: CloseReason, closed: &mut Vec<Closed>) {
+        // Dropping the stream closes the socket, which also removes it from the poll:
+        // no deregister call is needed for a descriptor that is never duplicated.
+        let conn = self.slab.remove(key);
+        if reason.resets() {
+            // Best effort: a failure leaves a plain close.
+            let _ = SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
+        }
+        let sent = match conn.phase {
+            Phase::Writing { sent } => sent,
+            Phase::Flushing { .. } | Phase::Lingering { .. } => self.greeting.len(),
+        };
+        if let Some(per_ip) = &mut self.per_ip {
+            per_ip.release(conn.peer.ip());
+        }
+        closed.push(Closed {
+            peer: conn.peer,
+            accepted_ms: conn.accepted_ms,
+            sent,
+            reason,
+        });
+        self.compact_deadlines();
+    }
+
+    /// Drops the entries of connections that closed (or moved on) before their
+    /// deadline, once they outnumber the held connections: amortised O(1) per close,
+    /// and each queue stays below `2 x held + DEADLINE_SLACK` entries.
+    fn compact_deadlines(&mut self) {
+        let bound = 2 * self.slab.len() + DEADLINE_SLACK;
+        let slab = &self.slab;
+        let holds = |deadline: &Deadline, in_phase: fn(Phase) -> bool| {
+            slab.get(deadline.key)
+                .is_some_and(|conn| conn.serial == deadline.serial && in_phase(conn.phase))
+        };
+        if self.write_deadlines.len() > bound {
+            self.write_deadlines
+                .retain(|deadline| holds(deadline, Phase::is_sending));
+        }
+        if self.linger_deadlines.len() > bound {
+            self.linger_deadlines.retain(|deadline| {
+                holds(deadline, |phase| matches!(phase, Phase::Lingering { .. }))
+            });
+        }
+    }
+
+    /// How many deadline entries (live or stale) are queued, for tests.
+    #[cfg(test)]
+    pub(crate) fn deadlines_queued(&self) -> usize {
+        self.write_deadlines.len() + self.linger_deadlines.len()
+    }
+}
+
+/// Logs a close at debug level as the stable `CLOSE` line.
+pub(crate) fn log_close(closed: &Closed, now_ms: u32) {
+    if log_enabled!(Level::Debug) {
+        debug!(
+            "CLOSE peer={} bytes={} ms={} reason={}",
+            closed.peer,
+            closed.sent,
+            now_ms.wrapping_sub(closed.accepted_ms),
+            closed.reason.as_str()
+        );
+    }
+}
+
+/// Sends the FIN right behind the greeting, then asks the kernel whether anything is
+/// left in either direction.
+///
+/// The FIN goes first because closing a socket that holds unread input sends a reset:
+/// sent after the FIN, a reset can no longer turn the peer's clean EOF into an error,
+/// even if the peer's bytes land between the check and the close (best effort: a peer
+/// that is already gone shows in the check).
+pub(crate) fn shut_down_and_check(stream: &TcpStream) -> AfterGreeting {
+    let _ = stream.shutdown(Shutdown::Write);
+    after_greeting(TcpProgress::of(stream))
+}
+
 /// What to do with a connection once its whole greeting is written and its write
 /// side shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterGreeting {
+pub(crate) enum AfterGreeting {
     /// Nothing of ours waits in the kernel and nothing of the peer's is unread (or
     /// the peer has closed its side): close now.
     Close,
@@ -79,7 +560,7 @@ pub enum AfterGreeting {
 /// then still ends in a FIN behind them, and they are lost only if they must be
 /// retransmitted after a peer byte has drawn a reset (see docs/architecture.md).
 /// If the kernel cannot be asked, the connection is closed as before this check.
-pub fn after_greeting(progress: io::Result<TcpProgress>) -> AfterGreeting {
+pub(crate) fn after_greeting(progress: io::Result<TcpProgress>) -> AfterGreeting {
     let Ok(progress) = progress else {
         return AfterGreeting::Close;
     };
@@ -99,7 +580,7 @@ pub fn after_greeting(progress: io::Result<TcpProgress>) -> AfterGreeting {
 
 /// What a round of writing achieved.
 #[derive(Debug)]
-pub enum WriteProgress {
+pub(crate) enum WriteProgress {
     /// Every byte of the greeting is out.
     Complete,
     /// The socket buffer is full; wait for writability.
@@ -110,7 +591,11 @@ pub enum WriteProgress {
 
 /// Writes `greeting[*sent..]` until it is all out or the socket would block, advancing
 /// `*sent` by what was written.
-pub fn write_greeting(out: &mut impl Write, greeting: &[u8], sent: &mut usize) -> WriteProgress {
+pub(crate) fn write_greeting(
+    out: &mut impl Write,
+    greeting: &[u8],
+    sent: &mut usize,
+) -> WriteProgress {
     while *sent < greeting.len() {
         match out.write(&greeting[*sent..]) {
             // A zero-length write of a non-empty buffer means the peer cannot take more.
@@ -126,7 +611,7 @@ pub fn write_greeting(out: &mut impl Write, greeting: &[u8], sent: &mut usize) -
 
 /// What reading and discarding the peer's input found.
 #[derive(Debug)]
-pub enum InputState {
+pub(crate) enum InputState {
     /// Nothing (more) to read right now, and no EOF yet.
     Quiet,
     /// The peer closed its side (and everything it sent has been read).
@@ -138,7 +623,11 @@ pub enum InputState {
 }
 
 /// Reads and throws away input until EOF, `WouldBlock`, or `*discarded` passes `limit`.
-pub fn discard_input(input: &mut impl Read, discarded: &mut usize, limit: usize) -> InputState {
+pub(crate) fn discard_input(
+    input: &mut impl Read,
+    discarded: &mut usize,
+    limit: usize,
+) -> InputState {
     let mut scratch = [0u8; 4096];
     loop {
         match input.read(&mut scratch) {
@@ -163,7 +652,7 @@ pub fn would_block(err: &io::Error) -> bool {
 
 /// Whether a write or read error is the peer's doing (it reset or went away), as
 /// opposed to a failure on the server's side.
-pub fn peer_went_away(err: &io::Error) -> bool {
+pub(crate) fn peer_went_away(err: &io::Error) -> bool {
     matches!(
         err.kind(),
         io::ErrorKind::ConnectionReset

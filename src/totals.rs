@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::connection::CloseReason;
+
 /// Counters of a server's work, returned by [`crate::Server::run`] and logged at exit
 /// and on SIGUSR1.
 ///
@@ -12,7 +14,9 @@ use std::fmt;
 pub struct Totals {
     /// Connections accepted.
     pub accepted: u64,
-    /// Connections whose whole greeting was written.
+    /// Connections whose whole greeting was handed over: written, and sent by the
+    /// kernel or left to it for a peer that closed its side. Includes `eof`,
+    /// `linger_timeout` and `linger_budget`, which say how a held one ended.
     pub greeted: u64,
     /// Closed early because the peer reset or went away before taking the greeting.
     pub reset: u64,
@@ -28,6 +32,14 @@ pub struct Totals {
     /// Closed early, with a reset, because the peer sent more than the discard budget
     /// while its greeting was still waiting in the kernel.
     pub flooded: u64,
+    /// Greeted connections that were held and closed when the peer closed its side.
+    pub eof: u64,
+    /// Greeted connections whose peer had sent data and did not close its side within
+    /// the linger timeout (or a drain's).
+    pub linger_timeout: u64,
+    /// Greeted connections whose peer sent more than the discard budget while they
+    /// lingered.
+    pub linger_budget: u64,
     /// Greeting bytes written, in all.
     pub bytes_sent: u64,
     /// Failed accepts that concerned one connection only (aborted, reset, EPROTO, ...).
@@ -50,6 +62,32 @@ impl Totals {
             + self.flooded
     }
 
+    /// Counts a closed connection under its reason.
+    pub(crate) fn count_close(&mut self, reason: CloseReason) {
+        let counter = match reason {
+            CloseReason::Greeted => &mut self.greeted,
+            CloseReason::PeerEof => {
+                self.greeted += 1;
+                &mut self.eof
+            }
+            CloseReason::LingerTimeout => {
+                self.greeted += 1;
+                &mut self.linger_timeout
+            }
+            CloseReason::LingerBudget => {
+                self.greeted += 1;
+                &mut self.linger_budget
+            }
+            CloseReason::PeerReset => &mut self.reset,
+            CloseReason::WriteTimeout => &mut self.timed_out,
+            CloseReason::DrainTimeout => &mut self.drained,
+            CloseReason::PerIpLimit => &mut self.per_ip_rejected,
+            CloseReason::Flood => &mut self.flooded,
+            CloseReason::Error => &mut self.failed,
+        };
+        *counter += 1;
+    }
+
     /// Adds `other`'s counts to these (to sum the workers' totals).
     pub fn add(&mut self, other: &Totals) {
         self.accepted += other.accepted;
@@ -60,6 +98,9 @@ impl Totals {
         self.failed += other.failed;
         self.per_ip_rejected += other.per_ip_rejected;
         self.flooded += other.flooded;
+        self.eof += other.eof;
+        self.linger_timeout += other.linger_timeout;
+        self.linger_budget += other.linger_budget;
         self.bytes_sent += other.bytes_sent;
         self.accept_errors += other.accept_errors;
         self.partial_writes += other.partial_writes;
@@ -72,7 +113,8 @@ impl fmt::Display for Totals {
         write!(
             f,
             "accepted={} greeted={} closed_early={} reset={} timeout={} drain={} error={} \
-             per_ip={} bytes={} accept_errors={} partial_writes={} lingered={} flood={}",
+             per_ip={} bytes={} accept_errors={} partial_writes={} lingered={} flood={} \
+             eof={} linger_timeout={} linger_budget={}",
             self.accepted,
             self.greeted,
             self.closed_early(),
@@ -86,6 +128,9 @@ impl fmt::Display for Totals {
             self.partial_writes,
             self.lingered,
             self.flooded,
+            self.eof,
+            self.linger_timeout,
+            self.linger_budget,
         )
     }
 }
@@ -93,6 +138,26 @@ impl fmt::Display for Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn how_a_held_greeting_ended_is_counted_within_greeted() {
+        let mut totals = Totals::default();
+        for reason in [
+            CloseReason::Greeted,
+            CloseReason::PeerEof,
+            CloseReason::LingerTimeout,
+            CloseReason::LingerBudget,
+            CloseReason::Flood,
+        ] {
+            totals.count_close(reason);
+        }
+        assert_eq!(totals.greeted, 4);
+        assert_eq!(
+            (totals.eof, totals.linger_timeout, totals.linger_budget),
+            (1, 1, 1)
+        );
+        assert_eq!(totals.closed_early(), 1);
+    }
 
     #[test]
     fn displays_as_greppable_key_value_pairs() {
@@ -107,7 +172,8 @@ mod tests {
         assert_eq!(
             totals.to_string(),
             "accepted=5 greeted=3 closed_early=2 reset=1 timeout=1 drain=0 error=0 \
-             per_ip=0 bytes=120 accept_errors=0 partial_writes=0 lingered=0 flood=0"
+             per_ip=0 bytes=120 accept_errors=0 partial_writes=0 lingered=0 flood=0 \
+             eof=0 linger_timeout=0 linger_budget=0"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Running the server on one or more threads: each worker is a complete [`Server`]
-//! (its own mio loop, slab, limits and listener), and nothing is shared between them
-//! but the greeting (read-only) and the shutdown request. The calling thread handles
-//! the signals and sums the totals.
+//! (its own mio loop, slab and limits). [`Workers::spawn`] starts them and gives a
+//! [`RunningWorkers`] handle to stop them, read their summed totals and join them;
+//! `greeter-server` wires its signals to that handle.
 //!
 //! The workers share one listening socket (bound here, or passed by systemd): every
 //! worker registers a duplicate of it, and whichever accepts first gets the
@@ -15,21 +15,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use log::{error, info};
-use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-use signal_hook_mio::v1_0::Signals;
+use mio::Waker;
 
 use crate::config::Config;
 use crate::error::StartupError;
-use crate::handle::ServerHandle;
-use crate::server::{listen, Server};
+use crate::handle::{ServerHandle, Snapshot};
+use crate::listener::listen;
+use crate::server::Server;
 use crate::totals::Totals;
 
-const SIGNALS: Token = Token(0);
-const WORKER_EXITED: Token = Token(1);
-
 /// One or more bound servers, ready to run.
+#[derive(Debug)]
 pub struct Workers {
     /// One per worker thread.
     servers: Vec<Server>,
@@ -92,41 +88,20 @@ impl Workers {
     pub fn is_empty(&self) -> bool {
         self.servers.is_empty()
     }
-
-    /// Runs every worker on its own thread and handles signals on the calling thread
-    /// until all workers have stopped; returns their summed totals (also logged).
-    ///
-    /// `on_ready` is called once the signal handlers are installed and the workers
-    /// run, so that whatever it announces (the `listening on` line) is only seen when
-    /// a SIGTERM would already be handled gracefully.
-    ///
-    /// SIGINT or SIGTERM shut every worker down gracefully; a second one closes what
-    /// is still in flight at once. SIGUSR1 logs the summed totals so far. If a worker's
-    /// loop fails, the others are shut down too and the failure is returned.
+    /// Starts every worker on its own thread. `on_exit` is woken whenever a worker
+    /// thread ends, however it ends (a panic included), so that the caller's loop can
+    /// notice a worker that failed.
     ///
     /// # Errors
-    /// If the signal handlers cannot be installed, a thread cannot be started, or a
-    /// worker's loop failed.
-    pub fn run_with_signals(
-        self,
-        on_ready: impl FnOnce(SocketAddr),
-    ) -> Result<Totals, StartupError> {
-        let local_addr = self.local_addr;
-        let fail = |err| StartupError::new("cannot install signal handlers", err, None);
-        let mut poll = Poll::new().map_err(fail)?;
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(fail)?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)
-            .map_err(fail)?;
-        let exited = Arc::new(Waker::new(poll.registry(), WORKER_EXITED).map_err(fail)?);
-
+    /// If a thread cannot be started; the workers already started are stopped.
+    pub fn spawn(self, on_exit: Arc<Waker>) -> Result<RunningWorkers, StartupError> {
         let handles: Vec<ServerHandle> = self.servers.iter().map(Server::handle).collect();
         let stopped = Arc::new(AtomicUsize::new(0));
         let mut threads: Vec<JoinHandle<io::Result<Totals>>> = Vec::new();
         for (index, server) in self.servers.into_iter().enumerate() {
             let exit_report = ExitReport {
                 stopped: Arc::clone(&stopped),
-                waker: Arc::clone(&exited),
+                waker: Arc::clone(&on_exit),
             };
             let spawned = thread::Builder::new()
                 .name(format!("greeter-worker-{index}"))
@@ -140,77 +115,86 @@ impl Workers {
                 Ok(thread) => threads.push(thread),
                 Err(err) => {
                     stop_all(&handles, ServerHandle::stop_now);
+                    for thread in threads {
+                        let _ = thread.join();
+                    }
                     return Err(StartupError::new("cannot start a worker thread", err, None));
                 }
             }
         }
+        Ok(RunningWorkers {
+            handles,
+            threads,
+            stopped,
+            _on_exit: on_exit,
+        })
+    }
+}
 
-        on_ready(local_addr);
+/// Workers running on their threads: stop them, read their summed totals, wait for
+/// them. The caller (greeter-server's signal loop) decides when.
+#[derive(Debug)]
+pub struct RunningWorkers {
+    /// One per worker, to stop it or read its snapshot.
+    handles: Vec<ServerHandle>,
+    /// The worker threads, joined at the end.
+    threads: Vec<JoinHandle<io::Result<Totals>>>,
+    /// How many worker threads have ended.
+    stopped: Arc<AtomicUsize>,
+    /// Kept so that the waker outlives the worker threads: if the last thread held
+    /// the last reference, dropping it would close the eventfd and lose its final
+    /// wake-up, and the caller would wait forever.
+    _on_exit: Arc<Waker>,
+}
 
-        let mut events = Events::with_capacity(8);
-        let mut stopping = false;
-        let workers = threads.len();
-        while stopped.load(Ordering::SeqCst) < workers {
-            if let Err(err) = poll.poll(&mut events, None) {
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                error!("signal loop failed: {err}; stopping the workers");
-                stop_all(&handles, ServerHandle::stop_now);
-                break;
-            }
-            for signal in signals.pending() {
-                match signal {
-                    SIGINT | SIGTERM if !stopping => {
-                        stopping = true;
-                        stop_all(&handles, ServerHandle::shutdown);
-                    }
-                    SIGINT | SIGTERM => {
-                        info!("shutdown: second stop signal, closing in-flight connections now");
-                        stop_all(&handles, ServerHandle::stop_now);
-                    }
-                    SIGUSR1 => {
-                        let mut totals = Totals::default();
-                        let mut in_flight = 0;
-                        for handle in &handles {
-                            let snapshot = handle.snapshot();
-                            totals.add(&snapshot.totals);
-                            in_flight += snapshot.in_flight;
-                        }
-                        info!("totals in_flight={in_flight} {totals}");
-                    }
-                    _ => {}
-                }
-            }
-            // A worker that stopped on its own failed: take the others down with it.
-            if !stopping && stopped.load(Ordering::SeqCst) > 0 {
-                stopping = true;
-                stop_all(&handles, ServerHandle::shutdown);
-            }
+impl RunningWorkers {
+    /// Asks every worker to stop accepting and drain (see [`ServerHandle::shutdown`]).
+    pub fn shutdown(&self) {
+        stop_all(&self.handles, ServerHandle::shutdown);
+    }
+
+    /// Asks every worker to close what is in flight at once.
+    pub fn stop_now(&self) {
+        stop_all(&self.handles, ServerHandle::stop_now);
+    }
+
+    /// The workers' totals and held connections so far, summed.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut sum = Snapshot::default();
+        for handle in &self.handles {
+            let snapshot = handle.snapshot();
+            sum.totals.add(&snapshot.totals);
+            sum.in_flight += snapshot.in_flight;
         }
+        sum
+    }
 
+    /// How many worker threads have ended (stopped, failed or panicked).
+    pub fn stopped(&self) -> usize {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Whether every worker thread has ended.
+    pub fn all_stopped(&self) -> bool {
+        self.stopped() >= self.threads.len()
+    }
+
+    /// Waits for every worker and returns their summed totals.
+    ///
+    /// # Errors
+    /// If a worker's loop failed or its thread panicked (the totals of the others are
+    /// then lost with it: the process is ending on an error).
+    pub fn join(self) -> Result<Totals, StartupError> {
         let mut totals = Totals::default();
         let mut failure = None;
-        for (index, thread) in threads.into_iter().enumerate() {
+        for (index, thread) in self.threads.into_iter().enumerate() {
+            let failed = |err| StartupError::new(format!("worker {index} failed"), err, None);
             match thread.join() {
                 Ok(Ok(worker_totals)) => totals.add(&worker_totals),
-                Ok(Err(err)) => {
-                    failure = Some(StartupError::new(
-                        format!("worker {index} failed"),
-                        err,
-                        None,
-                    ))
-                }
-                Err(_) => {
-                    failure = Some(StartupError::new(
-                        format!("worker {index} failed"),
-                        io::Error::other("the worker thread panicked"),
-                        None,
-                    ))
-                }
+                Ok(Err(err)) => failure = Some(failed(err)),
+                Err(_) => failure = Some(failed(io::Error::other("the worker thread panicked"))),
             }
         }
-        info!("totals in_flight=0 {totals}");
         match failure {
             Some(err) => Err(err),
             None => Ok(totals),
@@ -246,6 +230,9 @@ fn stop_all(handles: &[ServerHandle], stop: fn(&ServerHandle) -> io::Result<()>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mio::{Events, Poll, Token};
+
+    const WORKER_EXITED: Token = Token(1);
 
     #[test]
     fn a_worker_that_panics_still_reports_its_exit() {

@@ -12,8 +12,6 @@ use std::thread;
 
 use util::*;
 
-const DEFAULT: &[u8] = b"Hello there! This is the hosted server";
-
 /// `systemd-socket-activate` listening on a free loopback port, ready to start
 /// greeter-server with `args` on the first connection.
 struct Activator {
@@ -86,30 +84,30 @@ fn lines_until(stderr: &mpsc::Receiver<String>, needle: &str) -> String {
 }
 
 #[test]
-fn server_serves_the_socket_systemd_passes() {
+fn systemd_server_serves_the_socket_systemd_passes() {
     let activator = activate(&[], &[]);
     let addr = format!("127.0.0.1:{}", activator.port).parse().unwrap();
     // The first connection starts the server, which then greets it from fd 3.
     let mut peer = connect(addr);
-    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
     lines_until(&activator.stderr, "(socket passed by systemd)");
     let mut peer = connect(addr);
-    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
 }
 
 #[test]
-fn two_workers_share_the_passed_socket() {
+fn systemd_two_workers_share_the_passed_socket() {
     let activator = activate(&[], &["--workers", "2"]);
     let addr = format!("127.0.0.1:{}", activator.port).parse().unwrap();
     for _ in 0..50 {
         let mut peer = connect(addr);
-        assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+        assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
     }
     lines_until(&activator.stderr, "workers=2");
 }
 
 #[test]
-fn a_passed_socket_that_is_not_listening_is_a_clear_error() {
+fn systemd_a_passed_socket_that_is_not_listening_is_a_clear_error() {
     // With --accept, systemd-socket-activate passes each accepted connection instead.
     let activator = activate(&["--accept"], &[]);
     let addr = format!("127.0.0.1:{}", activator.port).parse().unwrap();
@@ -125,7 +123,7 @@ fn a_passed_socket_that_is_not_listening_is_a_clear_error() {
 }
 
 #[test]
-fn a_passed_fd_that_is_not_a_socket_is_a_clear_error_and_exit_1() {
+fn systemd_a_passed_fd_that_is_not_a_socket_is_a_clear_error_and_exit_1() {
     let output = Command::new("sh")
         .args([
             "-c",
@@ -147,7 +145,7 @@ fn a_passed_fd_that_is_not_a_socket_is_a_clear_error_and_exit_1() {
 }
 
 #[test]
-fn the_documented_systemd_units_verify() {
+fn systemd_the_documented_units_verify() {
     // systemd-analyze checks every directive; the binary path must exist, so point the
     // units at the one this test run built.
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))

@@ -12,7 +12,7 @@ use util::*;
 
 #[test]
 fn client_prints_the_greeting_exactly() {
-    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    let server = start_server(default_config());
     let port = server.addr.port().to_string();
     let (status, stdout, stderr) = run_binary("greeter-client", &["--port", &port]);
     assert_eq!(status.code(), Some(0), "{stderr}");
@@ -88,7 +88,7 @@ fn client_reports_reset_mid_greeting() {
 
 #[test]
 fn client_cuts_off_a_server_that_sends_too_much() {
-    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    let server = start_server(default_config());
     let port = server.addr.port().to_string();
     let (status, stdout, stderr) =
         run_binary("greeter-client", &["--port", &port, "--max-bytes", "10"]);

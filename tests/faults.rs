@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use util::*;
 
-const DEFAULT: &[u8] = b"Hello there! This is the hosted server";
-
 #[test]
 fn accept_survives_fd_exhaustion_without_spinning_and_serves_the_queue() {
     let greeting = large_greeting(4 * 1024 * 1024);
@@ -89,7 +87,7 @@ fn drain_timeout_cuts_off_a_peer_that_never_reads() {
 fn sigint_with_nothing_in_flight_exits_zero_at_once() {
     let mut server = spawn_server(&[]);
     let mut peer = connect(server.addr);
-    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
     server.signal("INT");
     server.assert_exits_cleanly_logging(
         "totals in_flight=0 accepted=1 greeted=1",
@@ -101,11 +99,11 @@ fn sigint_with_nothing_in_flight_exits_zero_at_once() {
 fn sigusr1_logs_totals_and_keeps_serving() {
     let server = spawn_server(&[]);
     let mut peer = connect(server.addr);
-    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
     server.signal("USR1");
     server.wait_for_log("totals in_flight=0 accepted=1 greeted=1");
     let mut peer = connect(server.addr);
-    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
 }
 
 #[test]
@@ -243,7 +241,7 @@ fn huge_durations_are_usage_errors() {
 fn a_huge_connection_limit_works() {
     let server = spawn_server(&["--max-connections", "500000000"]);
     let mut peer = connect(server.addr);
-    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
 }
 
 #[test]
@@ -253,7 +251,7 @@ fn the_fd_limit_is_raised_before_binding_many_workers() {
     let server = spawn_server_with_soft_fd_limit(&["--workers", "40"], 64);
     server.wait_for_log("workers=40");
     let mut peer = connect(server.addr);
-    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
 }
 
 #[test]

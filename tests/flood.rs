@@ -12,13 +12,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use greeter::server::ACCEPT_BUDGET;
-use greeter::{Config, Server};
+use greeter::Server;
 use mio::Events;
 use util::*;
 
 #[test]
 fn one_round_accepts_at_most_its_budget_and_the_next_comes_back_without_an_event() {
-    let mut server = Server::bind(Config::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    let mut server = Server::bind(default_config()).unwrap();
     let queued = 2 * ACCEPT_BUDGET + 10;
     // Every one of these completes its handshake in the backlog before the loop runs.
     let peers: Vec<TcpStream> = (0..queued).map(|_| connect(server.local_addr())).collect();

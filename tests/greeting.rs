@@ -8,14 +8,12 @@ use greeter::client::{fetch_greeting, ClientOptions};
 use greeter::Config;
 use util::*;
 
-const DEFAULT: &[u8] = b"Hello there! This is the hosted server";
-
 #[test]
 fn default_greeting_is_the_exact_38_bytes_then_eof() {
-    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    let server = start_server(default_config());
     let mut peer = connect(server.addr);
     let received = read_to_eof(&mut peer).expect("clean EOF after the greeting");
-    assert_eq!(received, DEFAULT);
+    assert_eq!(received, DEFAULT_GREETING);
     assert_eq!(received.len(), 38);
 
     let totals = server.stop();
@@ -41,7 +39,7 @@ fn client_reads_a_multi_megabyte_greeting_whole() {
 
 #[test]
 fn thousand_connections_two_hundred_at_once_all_exact() {
-    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    let server = start_server(default_config());
     let port = server.addr.port();
     let peers: Vec<_> = (0..200)
         .map(|_| {
@@ -49,7 +47,7 @@ fn thousand_connections_two_hundred_at_once_all_exact() {
                 for _ in 0..5 {
                     let received = fetch_greeting("127.0.0.1", port, &ClientOptions::default())
                         .expect("every connection gets its greeting");
-                    assert_eq!(received, DEFAULT);
+                    assert_eq!(received, DEFAULT_GREETING);
                 }
             })
         })
@@ -71,7 +69,7 @@ fn ipv6_loopback_serves_the_greeting() {
     assert!(server.addr.is_ipv6());
     let received = fetch_greeting("::1", server.addr.port(), &ClientOptions::default())
         .expect("fetch over IPv6");
-    assert_eq!(received, DEFAULT);
+    assert_eq!(received, DEFAULT_GREETING);
 }
 
 #[test]

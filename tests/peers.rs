@@ -8,10 +8,8 @@ use std::io::{ErrorKind, Read};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use greeter::Config;
 use util::*;
 
-const DEFAULT: &[u8] = b"Hello there! This is the hosted server";
 /// A telnet client's opening negotiation (IAC DO/WILL ...), the classic "sends first".
 const TELNET_NEGOTIATION: &[u8] = &[255, 253, 1, 255, 253, 31, 255, 251, 24];
 
@@ -55,12 +53,12 @@ fn greeting_after_sending_first(server_addr: std::net::SocketAddr, first: &[u8])
 
 #[test]
 fn peer_that_sends_first_still_gets_whole_greeting() {
-    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    let server = start_server(default_config());
     // Many rounds, because the danger is a race between the peer's bytes and the close.
     for _ in 0..300 {
         assert_eq!(
             greeting_after_sending_first(server.addr, TELNET_NEGOTIATION),
-            DEFAULT
+            DEFAULT_GREETING
         );
     }
     let totals = server.stop();
@@ -111,7 +109,7 @@ fn peer_that_sends_while_large_greeting_in_flight_gets_all_and_eof() {
 
 #[test]
 fn peer_that_never_closes_its_side_is_released_by_the_linger_timeout() {
-    let mut config = Config::new("127.0.0.1:0".parse().unwrap());
+    let mut config = default_config();
     config.linger_timeout = Duration::from_millis(200);
     let server = start_server(config);
     let mut peer = connect(server.addr);
@@ -123,7 +121,7 @@ fn peer_that_never_closes_its_side_is_released_by_the_linger_timeout() {
     let totals = server.stop();
     assert_eq!(totals.greeted, 1);
     // The greeting and the FIN were sent before the linger began.
-    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
 }
 
 #[test]

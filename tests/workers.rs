@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use greeter::load::{self, LoadOptions};
+use greeter_load::{self as load, LoadOptions};
 use util::*;
-
-const DEFAULT: &[u8] = b"Hello there! This is the hosted server";
 
 #[test]
 fn two_workers_greet_exactly_and_sum_their_totals() {
@@ -22,7 +20,7 @@ fn two_workers_greet_exactly_and_sum_their_totals() {
         connections: 32,
         total: Some(3_000),
         duration: Duration::from_secs(30),
-        expected: Arc::from(DEFAULT),
+        expected: Arc::from(DEFAULT_GREETING),
         timeout: Duration::from_secs(5),
         threads: 2,
     };
@@ -46,7 +44,7 @@ fn two_workers_give_peers_that_send_first_the_whole_greeting() {
         send_quietly(&mut peer, b"\xff\xfd\x01hello?\r\n");
         assert_eq!(
             read_to_eof(&mut peer).expect("clean EOF, not a reset"),
-            DEFAULT
+            DEFAULT_GREETING
         );
     }
 }
@@ -136,5 +134,5 @@ fn workers_zero_means_one_per_core() {
     let cores = thread::available_parallelism().unwrap().get();
     server.wait_for_log(&format!("workers={cores} "));
     let mut peer = connect(server.addr);
-    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
 }

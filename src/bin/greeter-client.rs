@@ -6,28 +6,26 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use greeter::cli::TargetArgs;
 use greeter::client::{fetch_greeting, ClientOptions};
-use greeter::config::{parse_positive_duration, DEFAULT_PORT};
+use greeter::config::{parse_positive_duration, parse_size};
 
-/// Connects to a greeter server, reads the whole greeting until the server closes the
-/// connection, and writes the bytes to stdout exactly as received.
+/// Fetches a greeter server's greeting and prints it exactly as received.
+///
+/// Connects, reads until the server closes the connection, and writes the bytes to
+/// stdout. Exits 1 with one line saying what failed if no whole greeting arrived.
 #[derive(Parser)]
-#[command(name = "greeter-client", version, about)]
+#[command(name = "greeter-client", version)]
 struct Cli {
-    /// Server host name or address (IPv6 with or without brackets)
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-
-    /// Server port
-    #[arg(long, default_value_t = DEFAULT_PORT)]
-    port: u16,
+    #[command(flatten)]
+    target: TargetArgs,
 
     /// Limit for connecting, and for each read
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_positive_duration)]
     timeout: Duration,
 
     /// Cut off a server that sends more than this many bytes
-    #[arg(long, value_name = "N", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size)]
     max_bytes: usize,
 }
 
@@ -37,7 +35,7 @@ fn main() -> ExitCode {
         timeout: cli.timeout,
         max_bytes: cli.max_bytes,
     };
-    let greeting = match fetch_greeting(&cli.host, cli.port, &options) {
+    let greeting = match fetch_greeting(cli.target.host(), cli.target.port, &options) {
         Ok(greeting) => greeting,
         Err(err) => {
             eprintln!("greeter-client: {err}");

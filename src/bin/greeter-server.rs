@@ -1,22 +1,46 @@
-//! `greeter-server`: parse the flags, set up logging and the fd limit, serve.
+//! `greeter-server`: parse the flags, set up logging and the fd limit, bind, run the
+//! workers, and turn signals into requests to them.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use log::{error, info, warn};
 
-use greeter::{activation, fdlimit, ServerArgs, StartupError, Workers};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
 
-/// A TCP greeting server: every client that connects is sent the greeting, then the
-/// connection is closed. Logs go to stderr (RUST_LOG=debug for per-connection lines).
+use greeter::{fdlimit, listener, ServerArgs, StartupError, Totals, Workers};
+
+/// Serves a greeting over TCP to every client that connects, then closes.
+///
+/// The greeting is sent the moment a connection is accepted; closing never loses it
+/// to a reset, and the server keeps serving through resets, stalls and floods.
 #[derive(Parser)]
-#[command(name = "greeter-server", version, about)]
+#[command(name = "greeter-server", version, after_help = AFTER_HELP)]
 struct Cli {
     #[command(flatten)]
     server: ServerArgs,
 }
+
+/// The part of `--help` below the flags.
+const AFTER_HELP: &str = "\
+Prints `listening on ADDR` on stdout once it serves (the real port with --port 0).
+Started by systemd with a socket (LISTEN_FDS), it serves that socket instead.
+
+Signals:
+  SIGINT, SIGTERM  stop accepting, greet what is queued, drain within --drain-timeout,
+                   exit 0 (a second one closes what is in flight at once)
+  SIGUSR1          log the totals so far
+
+Exit codes: 0 stopped by a signal; 1 a start-up or worker error (one line on
+stderr); 2 a bad flag.
+
+Logs go to stderr; RUST_LOG sets the level (default info; RUST_LOG=debug adds a
+line per connection).";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -45,7 +69,7 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
     // Before anything is bound or created: every worker and connection needs
     // descriptors, and the usual soft limit (1024) is far below what is allowed.
     let fd_limit = fdlimit::raise_to_hard_limit();
-    let (workers, source) = match activation::listener_from_systemd()? {
+    let (workers, source) = match listener::from_systemd()? {
         Some(listener) => (
             Workers::from_listener(listener, &config, worker_count)?,
             "socket passed by systemd",
@@ -53,7 +77,7 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
         None => (Workers::bind(&config, worker_count)?, "bound"),
     };
     info!(
-        "listening on {} ({source}) workers={} greeting_bytes={} max_connections={} \
+        "serving {} ({source}) workers={} greeting_bytes={} max_connections={} \
          backlog={} write_timeout={} drain_timeout={} linger_timeout={} max_per_ip={} \
          send_buffer={}",
         workers.local_addr(),
@@ -90,8 +114,72 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
         ),
         Err(err) => warn!("fd limit: cannot raise the open-file limit: {err}"),
     }
-    workers.run_with_signals(announce)?;
+    let totals = serve_until_stopped(workers)?;
+    info!("totals in_flight=0 {totals}");
     Ok(())
+}
+
+const SIGNALS: Token = Token(0);
+const WORKER_EXITED: Token = Token(1);
+
+/// Runs the workers and handles signals on this thread until every worker has
+/// stopped; returns their summed totals.
+///
+/// SIGINT or SIGTERM shut every worker down gracefully; a second one closes what is
+/// still in flight at once. SIGUSR1 logs the summed totals so far. A worker that
+/// stops on its own has failed: the others are shut down too, and the failure is
+/// returned. The `listening on` line is printed only once the handlers are installed,
+/// so that a SIGTERM sent as soon as it is seen is handled gracefully.
+fn serve_until_stopped(workers: Workers) -> Result<Totals, StartupError> {
+    let fail = |err| StartupError::new("cannot install signal handlers", err, None);
+    let mut poll = Poll::new().map_err(fail)?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(fail)?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(fail)?;
+    let exited = Arc::new(Waker::new(poll.registry(), WORKER_EXITED).map_err(fail)?);
+    let local_addr = workers.local_addr();
+    let running = workers.spawn(exited)?;
+    announce(local_addr);
+
+    let mut events = Events::with_capacity(8);
+    let mut stopping = false;
+    while !running.all_stopped() {
+        if let Err(err) = poll.poll(&mut events, None) {
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            error!("signal loop failed: {err}; stopping the workers");
+            running.stop_now();
+            break;
+        }
+        for signal in signals.pending() {
+            match signal {
+                SIGINT | SIGTERM if !stopping => {
+                    stopping = true;
+                    running.shutdown();
+                }
+                SIGINT | SIGTERM => {
+                    info!("shutdown: second stop signal, closing in-flight connections now");
+                    running.stop_now();
+                }
+                SIGUSR1 => {
+                    let snapshot = running.snapshot();
+                    info!(
+                        "totals in_flight={} {}",
+                        snapshot.in_flight, snapshot.totals
+                    );
+                }
+                _ => {}
+            }
+        }
+        // A worker that stopped on its own failed: take the others down with it.
+        if !stopping && running.stopped() > 0 {
+            stopping = true;
+            running.shutdown();
+        }
+    }
+    running.join()
 }
 
 /// Prints the one line on stdout, for scripts that start the server on --port 0.

@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: an in-process server on port 0, the real
-//! binaries as child processes, and peers that read or stall on purpose.
+//! Helpers shared by the integration tests (greeter's, and greeter-load's through
+//! `#[path]`): an in-process server on port 0, the real binaries as child processes,
+//! and peers that read or stall on purpose.
 //!
 //! Every wait here is bounded, every server binds port 0 on loopback, and a child is
 //! only ever stopped through its own PID.
@@ -15,6 +16,14 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use greeter::{Config, Server, ServerHandle, Snapshot, Totals};
+
+/// The default greeting, as bytes: what a server with no --message sends.
+pub const DEFAULT_GREETING: &[u8] = greeter::DEFAULT_GREETING.as_bytes();
+
+/// The server's defaults, listening on 127.0.0.1 port 0.
+pub fn default_config() -> Config {
+    Config::new("127.0.0.1:0".parse().unwrap())
+}
 
 /// The longest any single step of a test may wait before it counts as a failure.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -50,7 +59,7 @@ pub fn start_server_on(config: Config) -> TestServer {
 
 /// The default configuration with `greeting` (listen address set by `start_server`).
 pub fn config_with(greeting: &[u8]) -> Config {
-    Config::new("127.0.0.1:0".parse().unwrap()).with_greeting(greeting.to_vec())
+    default_config().with_greeting(greeting.to_vec())
 }
 
 impl TestServer {
@@ -114,6 +123,7 @@ pub fn read_to_eof(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
 }
 
 /// Asserts that `received` is exactly `expected`, with a short message for big buffers.
+#[track_caller]
 pub fn assert_same_bytes(received: &[u8], expected: &[u8]) {
     if received != expected {
         let first_difference = received
@@ -144,14 +154,18 @@ pub struct ServerProcess {
     stderr: Arc<Mutex<String>>,
 }
 
-/// Path of one of the package's binaries.
+/// Path of one of the workspace's binaries. Cargo tells a test only about the
+/// binaries of its own package (greeter's tests: greeter-server and greeter-client;
+/// greeter-load's: greeter-load), which is why this module, shared by both, asks
+/// with `option_env!`.
 pub fn binary(name: &str) -> &'static str {
-    match name {
-        "greeter-server" => env!("CARGO_BIN_EXE_greeter-server"),
-        "greeter-client" => env!("CARGO_BIN_EXE_greeter-client"),
-        "greeter-load" => env!("CARGO_BIN_EXE_greeter-load"),
+    let path = match name {
+        "greeter-server" => option_env!("CARGO_BIN_EXE_greeter-server"),
+        "greeter-client" => option_env!("CARGO_BIN_EXE_greeter-client"),
+        "greeter-load" => option_env!("CARGO_BIN_EXE_greeter-load"),
         other => panic!("no binary {other}"),
-    }
+    };
+    path.unwrap_or_else(|| panic!("{name} is not a binary of this test's package"))
 }
 
 /// Starts `greeter-server --port 0 ARGS` and waits for its `listening on` line.
@@ -278,6 +292,7 @@ impl ServerProcess {
     }
 
     /// Waits for the child to exit, failing the test after `timeout`.
+    #[track_caller]
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
@@ -296,6 +311,7 @@ impl ServerProcess {
     }
 
     /// Waits for the child to exit, asserts exit code 0 and that stderr holds `line`.
+    #[track_caller]
     pub fn assert_exits_cleanly_logging(&mut self, line: &str, timeout: Duration) {
         let status = self.wait_exit(timeout);
         let log = self.stderr();
@@ -309,6 +325,7 @@ impl ServerProcess {
     }
 
     /// Waits until stderr contains `needle`; returns stderr.
+    #[track_caller]
     pub fn wait_for_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + STEP_TIMEOUT;
         loop {
@@ -362,6 +379,7 @@ impl ServerProcess {
 
     /// Asserts that the server stays near idle for a second (at most a fifth of a
     /// core), as a paused server must rather than retrying in a tight loop.
+    #[track_caller]
     pub fn assert_near_idle_for_a_second(&self) {
         let used = cpu_ticks_over_a_second(self.pid());
         assert!(used <= 20, "server used {used} ticks (of 100) in a second");
@@ -420,6 +438,7 @@ pub fn run_binary(name: &str, args: &[&str]) -> (ExitStatus, Vec<u8>, String) {
 
 /// Lets every peer read to EOF at once (each on its own thread) and asserts that each
 /// received exactly `expected` and a clean EOF.
+#[track_caller]
 pub fn assert_each_peer_receives(peers: Vec<TcpStream>, expected: &[u8]) {
     let readers: Vec<_> = peers
         .into_iter()

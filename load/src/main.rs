@@ -3,35 +3,28 @@
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use greeter::client::unbracket;
-use greeter::config::{
-    parse_positive_duration, read_greeting_file, DEFAULT_GREETING, DEFAULT_PORT,
-};
+use greeter::cli::{GreetingArgs, TargetArgs};
+use greeter::config::parse_positive_duration;
 use greeter::error::describe_io_error;
-use greeter::load::{self, LoadOptions};
+use greeter_load::{self as load, LoadOptions};
 
-/// Opens many concurrent connections to a greeter server (nonblocking, on mio
-/// loops), checks that each receives exactly the greeting and a clean EOF, and
-/// reports connections/s and connect-to-EOF latency. Exits 1 if any connection failed.
+/// Drives a greeter server with many concurrent connections and checks every byte.
+///
+/// Connections are nonblocking, on mio loops; each must receive exactly the greeting
+/// and a clean EOF. Reports connections/s and connect-to-EOF latency percentiles, and
+/// exits 1 if any connection failed.
 #[derive(Parser)]
-#[command(name = "greeter-load", version, about)]
+#[command(name = "greeter-load", version)]
 struct Cli {
-    /// Server host name or address
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-
-    /// Server port
-    #[arg(long, default_value_t = DEFAULT_PORT)]
-    port: u16,
+    #[command(flatten)]
+    target: TargetArgs,
 
     /// Connections in flight at once
     #[arg(short = 'c', long, value_name = "C", default_value_t = 64,
@@ -48,13 +41,9 @@ struct Cli {
           value_parser = parse_positive_duration)]
     duration: Duration,
 
-    /// The greeting every connection must receive
-    #[arg(long, value_name = "TEXT", conflicts_with = "message_file")]
-    message: Option<String>,
-
-    /// Expect this file's bytes as the greeting
-    #[arg(long, value_name = "PATH")]
-    message_file: Option<PathBuf>,
+    /// The greeting every connection must receive, byte for byte
+    #[command(flatten)]
+    greeting: GreetingArgs,
 
     /// Per connection, from connect to EOF
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_positive_duration)]
@@ -84,18 +73,13 @@ fn main() -> ExitCode {
 
 /// Runs the load; `Ok(false)` when some connection failed.
 fn drive(cli: Cli) -> Result<bool, String> {
-    let expected: Arc<[u8]> = match (&cli.message_file, &cli.message) {
-        (Some(path), _) => read_greeting_file(path)
-            .map_err(|err| err.to_string())?
-            .into(),
-        (None, Some(text)) => text.as_bytes().into(),
-        (None, None) => DEFAULT_GREETING.as_bytes().into(),
-    };
-    let addr: SocketAddr = (unbracket(&cli.host), cli.port)
+    let expected = cli.greeting.load().map_err(|err| err.to_string())?;
+    let host = cli.target.host();
+    let addr: SocketAddr = (host, cli.target.port)
         .to_socket_addrs()
-        .map_err(|err| format!("cannot resolve {}: {}", cli.host, describe_io_error(&err)))?
+        .map_err(|err| format!("cannot resolve {host}: {}", describe_io_error(&err)))?
         .next()
-        .ok_or_else(|| format!("cannot resolve {}: no addresses", cli.host))?;
+        .ok_or_else(|| format!("cannot resolve {host}: no addresses"))?;
     // Each connection in flight is a descriptor; the default soft limit is often 1024.
     // Best effort: what it comes to is checked below.
     let _ = greeter::fdlimit::raise_to_hard_limit();

@@ -1,5 +1,6 @@
 //! greeter-load: counts what it should, and catches what it must.
 
+#[path = "../../tests/util/mod.rs"]
 mod util;
 
 use std::net::TcpListener;
@@ -7,11 +8,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use greeter::load::{self, LoadOptions};
-use greeter::Config;
+use greeter_load::{self as load, LoadOptions};
 use util::*;
-
-const DEFAULT: &[u8] = b"Hello there! This is the hosted server";
 
 fn options(addr: std::net::SocketAddr, expected: &[u8]) -> LoadOptions {
     LoadOptions {
@@ -27,9 +25,9 @@ fn options(addr: std::net::SocketAddr, expected: &[u8]) -> LoadOptions {
 
 #[test]
 fn load_run_completes_every_connection_exactly() {
-    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    let server = start_server(default_config());
     let finished = AtomicU64::new(0);
-    let report = load::run(&options(server.addr, DEFAULT), &finished).unwrap();
+    let report = load::run(&options(server.addr, DEFAULT_GREETING), &finished).unwrap();
     assert_eq!(report.completed, 2_000);
     assert_eq!(report.errors.total(), 0);
     assert_eq!(report.latency_us.len(), 2_000);
@@ -43,15 +41,15 @@ fn load_run_completes_every_connection_exactly() {
 
 #[test]
 fn load_run_catches_wrong_and_short_greetings() {
-    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
-    let mut wrong = DEFAULT.to_vec();
+    let server = start_server(default_config());
+    let mut wrong = DEFAULT_GREETING.to_vec();
     wrong[20] ^= 1;
     let mut opts = options(server.addr, &wrong);
     opts.total = Some(100);
     let report = load::run(&opts, &AtomicU64::new(0)).unwrap();
     assert_eq!((report.completed, report.errors.wrong_bytes), (0, 100));
 
-    let longer = [DEFAULT, b"!"].concat();
+    let longer = [DEFAULT_GREETING, b"!"].concat();
     let mut opts = options(server.addr, &longer);
     opts.total = Some(100);
     let report = load::run(&opts, &AtomicU64::new(0)).unwrap();
@@ -64,14 +62,14 @@ fn load_run_counts_refused_and_timed_out_connections() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut opts = options(closed_port, DEFAULT);
+    let mut opts = options(closed_port, DEFAULT_GREETING);
     opts.total = Some(50);
     let report = load::run(&opts, &AtomicU64::new(0)).unwrap();
     assert_eq!((report.completed, report.errors.refused), (0, 50));
 
     // A listener that never accepts: handshakes complete, nothing is ever sent.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut opts = options(silent.local_addr().unwrap(), DEFAULT);
+    let mut opts = options(silent.local_addr().unwrap(), DEFAULT_GREETING);
     opts.total = Some(10);
     opts.timeout = Duration::from_millis(200);
     let report = load::run(&opts, &AtomicU64::new(0)).unwrap();
@@ -80,8 +78,8 @@ fn load_run_counts_refused_and_timed_out_connections() {
 
 #[test]
 fn load_run_is_bounded_by_duration() {
-    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
-    let mut opts = options(server.addr, DEFAULT);
+    let server = start_server(default_config());
+    let mut opts = options(server.addr, DEFAULT_GREETING);
     opts.total = None;
     opts.duration = Duration::from_millis(300);
     let started = std::time::Instant::now();
@@ -93,7 +91,7 @@ fn load_run_is_bounded_by_duration() {
 
 #[test]
 fn load_binary_reports_json_and_exits_by_outcome() {
-    let server = start_server(Config::new("127.0.0.1:0".parse().unwrap()));
+    let server = start_server(default_config());
     let port = server.addr.port().to_string();
     let (status, stdout, stderr) = run_binary(
         "greeter-load",

@@ -1,4 +1,4 @@
-//! The load generator behind `greeter-load`: many nonblocking connections on one or
+//! greeter-load: the load generator for greeter. Many nonblocking connections on one or
 //! more mio loops (never a thread per connection), each checked byte for byte against
 //! the expected greeting, with connect-to-EOF latency recorded in an HDR histogram.
 //!
@@ -6,6 +6,11 @@
 //! `duration`, and every connection in flight ends by its own `timeout`.
 //! The client reads to EOF and closes only after the server has, so TIME_WAIT stays
 //! on the server's side and long runs do not use up the client's ephemeral ports.
+//!
+//! It is its own crate so that the server's library compiles none of its dependencies
+//! (hdrhistogram, indicatif, serde); the `greeter-load` binary and the server's tests
+//! that drive load use it.
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 use std::fmt;
 use std::io::{self, Read};
@@ -21,8 +26,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 use slab::Slab;
 
-use crate::connection::would_block;
-use crate::deadlines::DeadlineQueue;
+use greeter::deadlines::DeadlineQueue;
 
 /// What a load run does.
 #[derive(Debug, Clone)]
@@ -242,6 +246,7 @@ pub fn run(options: &LoadOptions, progress: &AtomicU64) -> io::Result<LoadReport
 }
 
 /// One connection in flight.
+#[derive(Debug)]
 struct Attempt {
     stream: TcpStream,
     started: Instant,
@@ -251,6 +256,7 @@ struct Attempt {
 }
 
 /// How a connection ended.
+#[derive(Debug)]
 enum Outcome {
     Done,
     Failed(fn(&mut ErrorCounts)),
@@ -367,7 +373,7 @@ fn read_available(attempt: &mut Attempt, expected: &[u8], scratch: &mut [u8]) ->
                 attempt.received = end;
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) if would_block(&err) => return None,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return None,
             Err(err) => return Some(Outcome::Io(err)),
         }
     }

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""The reporting half of scripts/compare.sh: one row per measured run, one row per
+strace run, and the table of medians. Standard library only.
+
+usage: report.py run LOAD_JSON TIME_FILE NAME C TICKS_BEFORE TICKS_AFTER HZ OVERFLOWS
+       report.py syscalls LOAD_JSON STRACE_FILE NAME C
+       report.py table RESULTS_TSV SYSCALLS_TSV "SERVERS" "LEVELS"
+"""
+import json
+import statistics
+import sys
+
+
+def run_row(report_path, time_path, name, c, before, after, hz, overflows):
+    """One load run as a tab-separated row: rate, latency, errors, server CPU per
+    connection, overflows and the load tool's user-CPU share."""
+    report = json.load(open(report_path))
+    user, system = (float(x) for x in open(time_path).read().split()[:2])
+    completed = max(report["completed"], 1)
+    cpu_us = (int(after) - int(before)) * 1e6 / int(hz) / completed
+    return "\t".join(str(v) for v in [
+        name, c, report["completed"], report["connections_per_s"],
+        report["latency_us"]["p99"] / 1000, report["latency_us"]["max"] / 1000,
+        report["errors_total"], cpu_us, overflows, 100 * user / max(user + system, 1e-9)])
+
+
+def syscalls_row(report_path, strace_path, name, c):
+    """System calls per completed connection from `strace -c -f`'s summary."""
+    completed = max(json.load(open(report_path))["completed"], 1)
+    # "% time, seconds, usecs/call, calls, [errors,] total": calls is the fourth field.
+    total = next(line.split() for line in open(strace_path) if line.rstrip().endswith("total"))
+    return f"{name}\t{c}\t{int(total[3]) / completed:.2f}"
+
+
+def table(results, syscalls, servers, levels):
+    """The Markdown table: medians over the rounds, the worst max latency, errors and
+    overflows summed, the spread of server CPU."""
+    rows = [line.rstrip("\n").split("\t") for line in open(results) if line.strip()]
+    calls = {(s, c): v for s, c, v in (line.split() for line in open(syscalls) if line.strip())}
+    out = ["| server | concurrent | connections per run | conn/s | p99 ms | max ms | errors "
+           "| server CPU µs/conn (min-max) | listen overflows | load user CPU % | syscalls/conn |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for server in servers.split():
+        for level in levels.split():
+            runs = [r for r in rows if r[0] == server and r[1] == level]
+            if not runs:
+                continue
+            col = lambda i: [float(r[i]) for r in runs]
+            cpu = col(7)
+            out.append(
+                f"| {server} | {level} | {int(statistics.median(col(2)))} "
+                f"| {statistics.median(col(3)):.0f} | {statistics.median(col(4)):.2f} "
+                f"| {max(col(5)):.2f} | {int(sum(col(6)))} "
+                f"| {statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}) "
+                f"| {int(sum(col(8)))} | {statistics.median(col(9)):.1f} "
+                f"| {calls.get((server, level), '-')} |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    commands = {"run": run_row, "syscalls": syscalls_row, "table": table}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        sys.exit(__doc__)
+    print(commands[sys.argv[1]](*sys.argv[2:]))

@@ -1,0 +1,70 @@
+//! Flag groups the binaries share, as clap argument structs each binary flattens into
+//! its own: the server to talk to (`greeter-client`, `greeter-load`) and the greeting
+//! (`greeter-server`, `greeter-load`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::client::unbracket;
+use crate::config::{read_greeting_file, DEFAULT_GREETING, DEFAULT_PORT};
+use crate::error::StartupError;
+
+/// The server a client connects to: `--host` and `--port`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// Server host name or address (IPv6 with or without brackets: ::1 or [::1])
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Server port
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+}
+
+impl TargetArgs {
+    /// The host as the resolver takes it (`[::1]` becomes `::1`).
+    pub fn host(&self) -> &str {
+        unbracket(&self.host)
+    }
+}
+
+/// The greeting: `--message` or `--message-file`, or the default.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GreetingArgs {
+    /// The greeting: exactly these bytes (UTF-8), no newline added [default: "Hello
+    /// there! This is the hosted server"]
+    #[arg(long, value_name = "TEXT", conflicts_with = "message_file")]
+    pub message: Option<String>,
+
+    /// The greeting is this file's bytes (any bytes; a regular file of at most 1GiB,
+    /// read once)
+    #[arg(long, value_name = "PATH")]
+    pub message_file: Option<PathBuf>,
+}
+
+impl GreetingArgs {
+    /// Loads the greeting once: the file's bytes, the text's, or the default.
+    ///
+    /// # Errors
+    /// A [`StartupError`] naming the file and the cause when it cannot be read, or
+    /// saying that the greeting is empty.
+    pub fn load(&self) -> Result<Arc<[u8]>, StartupError> {
+        let greeting: Arc<[u8]> = match (&self.message_file, &self.message) {
+            (Some(path), _) => Arc::from(read_greeting_file(path)?),
+            (None, Some(text)) => Arc::from(text.as_bytes()),
+            (None, None) => Arc::from(DEFAULT_GREETING.as_bytes()),
+        };
+        if greeting.is_empty() {
+            let what = match &self.message_file {
+                Some(path) => format!("greeting file {}", path.display()),
+                None => "--message".to_owned(),
+            };
+            return Err(StartupError::new(
+                format!("cannot use {what}"),
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "the greeting is empty"),
+                Some("give a non-empty greeting"),
+            ));
+        }
+        Ok(greeting)
+    }
+}
