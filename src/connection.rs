@@ -110,6 +110,11 @@ impl Phase {
     fn is_sending(self) -> bool {
         matches!(self, Phase::Writing { .. } | Phase::Flushing { .. })
     }
+
+    /// Whether it waits for the peer's EOF: the linger deadline's phase.
+    fn is_lingering(self) -> bool {
+        matches!(self, Phase::Lingering { .. })
+    }
 }
 
 /// Why a connection was closed; each maps to one counter of [`Totals`] and one
@@ -423,7 +428,7 @@ impl HeldConnections {
     /// Closes the connections whose deadline has passed by `now`.
     pub(crate) fn expire(&mut self, now: Instant, closed: &mut Vec<Closed>) {
         while let Some(due) = self.write_deadlines.pop_expired(now) {
-            if !self.is_live(&due, Phase::is_sending) {
+            if !is_live(&self.slab, &due, Phase::is_sending) {
                 continue;
             }
             // A flushing connection whose rest went out since its last event is
@@ -431,23 +436,15 @@ impl HeldConnections {
             if matches!(self.slab[due.key].phase, Phase::Flushing { .. }) {
                 self.check_flushed(due.key, now, closed);
             }
-            if self.is_live(&due, Phase::is_sending) {
+            if is_live(&self.slab, &due, Phase::is_sending) {
                 self.close(due.key, CloseReason::WriteTimeout, closed);
             }
         }
         while let Some(due) = self.linger_deadlines.pop_expired(now) {
-            if self.is_live(&due, |phase| matches!(phase, Phase::Lingering { .. })) {
+            if is_live(&self.slab, &due, Phase::is_lingering) {
                 self.close(due.key, CloseReason::LingerTimeout, closed);
             }
         }
-    }
-
-    /// Whether `deadline` still belongs to a held connection in a phase it bounds:
-    /// not to a connection that closed, moved on, or whose key has a new holder.
-    fn is_live(&self, deadline: &Deadline, in_phase: fn(Phase) -> bool) -> bool {
-        self.slab
-            .get(deadline.key)
-            .is_some_and(|conn| conn.serial == deadline.serial && in_phase(conn.phase))
     }
 
     /// Closes every held connection (a drain that ran out of time): those still
@@ -494,18 +491,13 @@ impl HeldConnections {
     fn compact_deadlines(&mut self) {
         let bound = 2 * self.slab.len() + DEADLINE_SLACK;
         let slab = &self.slab;
-        let holds = |deadline: &Deadline, in_phase: fn(Phase) -> bool| {
-            slab.get(deadline.key)
-                .is_some_and(|conn| conn.serial == deadline.serial && in_phase(conn.phase))
-        };
         if self.write_deadlines.len() > bound {
             self.write_deadlines
-                .retain(|deadline| holds(deadline, Phase::is_sending));
+                .retain(|deadline| is_live(slab, deadline, Phase::is_sending));
         }
         if self.linger_deadlines.len() > bound {
-            self.linger_deadlines.retain(|deadline| {
-                holds(deadline, |phase| matches!(phase, Phase::Lingering { .. }))
-            });
+            self.linger_deadlines
+                .retain(|deadline| is_live(slab, deadline, Phase::is_lingering));
         }
     }
 
@@ -516,7 +508,14 @@ impl HeldConnections {
     }
 }
 
-/// Logs a close at debug level as the stable `CLOSE` line.
+/// Whether `deadline` still belongs to a held connection in a phase it bounds: not to
+/// a connection that closed, moved on, or whose key has a new holder.
+fn is_live(slab: &Slab<Connection>, deadline: &Deadline, in_phase: fn(Phase) -> bool) -> bool {
+    slab.get(deadline.key)
+        .is_some_and(|conn| conn.serial == deadline.serial && in_phase(conn.phase))
+}
+
+/// Logs a close at debug level as the `CLOSE` line.
 pub(crate) fn log_close(closed: &Closed, now_ms: u32) {
     if log_enabled!(Level::Debug) {
         debug!(
