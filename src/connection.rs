@@ -355,7 +355,15 @@ impl HeldConnections {
                     // The peer closed its side: a late byte of its own can no longer
                     // draw a reset, and the kernel sends the rest after the close.
                     InputState::Eof => self.close(key, CloseReason::PeerEof, closed),
-                    InputState::BudgetSpent => self.close(key, CloseReason::Flood, closed),
+                    InputState::BudgetSpent => {
+                        // Whether the peer flooded us before or after it had
+                        // everything (its last event may not have told us yet).
+                        let reason = match TcpProgress::of(&conn.stream) {
+                            Ok(progress) if progress.unsent == 0 => CloseReason::LingerBudget,
+                            _ => CloseReason::Flood,
+                        };
+                        self.close(key, reason, closed)
+                    }
                     InputState::Failed(err) => {
                         self.close(key, CloseReason::for_error(&err), closed)
                     }

@@ -81,6 +81,32 @@ fn peer_that_sends_first_gets_whole_large_greeting() {
     let totals = server.stop();
     assert_eq!(totals.greeted, 5);
     assert_eq!(totals.lingered, 5);
+    // Each peer read to its end and closed: the clean end of a lingering close.
+    assert_eq!(totals.eof, 5, "{totals}");
+}
+
+/// A peer that sends more than the discard budget after taking its whole greeting is
+/// let go (it has everything), counted as greeted, and told apart as linger-budget.
+#[test]
+fn peer_that_floods_after_its_greeting_is_released_by_the_budget() {
+    let server = greeter::Server::bind(default_config()).unwrap();
+    // The peer's first bytes are there before the server looks: it lingers.
+    let mut peer = connect(server.local_addr());
+    send_quietly(&mut peer, TELNET_NEGOTIATION);
+    let handle = server.handle();
+    let running = thread::spawn(move || server.run());
+    let mut greeting = vec![0u8; DEFAULT_GREETING.len()];
+    peer.read_exact(&mut greeting).unwrap();
+    assert_eq!(greeting, DEFAULT_GREETING);
+    for _ in 0..40 {
+        send_quietly(&mut peer, &[b'x'; 16 * 1024]);
+    }
+    wait_until("the budget to release the peer", || {
+        handle.snapshot().totals.linger_budget == 1
+    });
+    handle.shutdown().unwrap();
+    let totals = running.join().unwrap().unwrap();
+    assert_eq!((totals.greeted, totals.closed_early()), (1, 0), "{totals}");
 }
 
 #[test]
@@ -119,7 +145,7 @@ fn peer_that_never_closes_its_side_is_released_by_the_linger_timeout() {
         server.snapshot().totals.greeted == 1 && server.snapshot().in_flight == 0
     });
     let totals = server.stop();
-    assert_eq!(totals.greeted, 1);
+    assert_eq!((totals.greeted, totals.linger_timeout), (1, 1), "{totals}");
     // The greeting and the FIN were sent before the linger began.
     assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
 }
