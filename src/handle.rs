@@ -2,20 +2,26 @@
 //! what it has done: the supervisor's signal thread, tests, embedding programs.
 
 use std::io;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mio::Waker;
 
 use crate::totals::Totals;
 
-/// A server's counters and how many connections it holds, as of its last loop round.
+/// A server's counters and state, as of its last loop round.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// What the server has done so far.
     pub totals: Totals,
-    /// Connections held right now (writing or lingering).
+    /// Connections held right now (writing, flushing or lingering).
     pub in_flight: usize,
+    /// Whether accepting is paused for lack of descriptors or memory.
+    pub accept_paused: bool,
+    /// Whether a shutdown has begun (the listener is closed).
+    pub draining: bool,
+    /// The size of the greeting new connections get.
+    pub greeting_bytes: usize,
 }
 
 /// What has been asked of the server's loop.
@@ -37,6 +43,11 @@ struct Control {
     /// Published by the loop once per round: one uncontended lock per round, not per
     /// connection.
     snapshot: Mutex<Snapshot>,
+    /// Set when `new_greeting` holds a greeting the loop has not taken yet, so that
+    /// the loop checks a flag, not a lock, every round.
+    greeting_pending: AtomicBool,
+    /// A greeting for new connections, handed over by [`ServerHandle::replace_greeting`].
+    new_greeting: Mutex<Option<Arc<[u8]>>>,
 }
 
 /// Steers a running server from any thread: shut it down, or read its totals.
@@ -71,6 +82,31 @@ impl ServerHandle {
     /// Fails only if the loop cannot be woken.
     pub fn stop_now(&self) -> io::Result<()> {
         self.raise(StopRequest::Now)
+    }
+
+    /// Makes `greeting` the one new connections get, from the loop's next round on; a
+    /// connection already being greeted finishes with the bytes it started with.
+    ///
+    /// # Errors
+    /// Fails only if the loop cannot be woken.
+    pub fn replace_greeting(&self, greeting: Arc<[u8]>) -> io::Result<()> {
+        match self.control.new_greeting.lock() {
+            Ok(mut slot) => *slot = Some(greeting),
+            Err(poisoned) => *poisoned.into_inner() = Some(greeting),
+        }
+        self.control.greeting_pending.store(true, Ordering::Release);
+        self.waker.wake()
+    }
+
+    /// The greeting handed over since the last call, if any (for the loop).
+    pub(crate) fn take_new_greeting(&self) -> Option<Arc<[u8]>> {
+        if !self.control.greeting_pending.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        match self.control.new_greeting.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
     }
 
     /// The server's totals and held connections as of its last loop round.

@@ -31,6 +31,7 @@
 //! - [`workers`]: [`Workers`]: one server per thread (`--workers`) on one shared
 //!   listening socket; a running handle to stop them and sum their totals.
 //! - `per_ip` (internal): the `--max-per-ip` accounting.
+//! - [`reload`]: SIGHUP: re-read the greeting file and hand it to every worker.
 //! - [`client`]: the blocking client used by `greeter-client` and the tests.
 //! - [`error`]: one-line start-up errors that say what failed and how to fix it.
 //! - [`fdlimit`]: raising the open-file limit at start-up.
@@ -51,6 +52,7 @@ pub mod fdlimit;
 pub mod handle;
 pub mod listener;
 mod per_ip;
+pub mod reload;
 pub mod server;
 mod tcp_state;
 pub mod totals;

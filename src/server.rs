@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, log_enabled, Level};
@@ -194,6 +195,10 @@ impl Server {
         let now = Instant::now();
         self.held.expire(now, &mut self.closed);
         self.record_closes();
+        if let Some(greeting) = self.handle.take_new_greeting() {
+            // New connections get it; held ones keep the `Arc` they started with.
+            self.config.greeting = greeting;
+        }
         let stop = self.handle.requested();
         if stop != StopRequest::None && self.drain_deadline.is_none() {
             self.begin_drain(now);
@@ -247,6 +252,9 @@ impl Server {
         self.handle.publish(Snapshot {
             totals: self.totals,
             in_flight: self.held.len(),
+            accept_paused: self.gate.retry_at().is_some(),
+            draining: self.drain_deadline.is_some(),
+            greeting_bytes: self.config.greeting.len(),
         });
     }
 
@@ -314,8 +322,16 @@ impl Server {
                 return self.record_close_at_once(peer, now, sent, reason);
             }
         };
-        self.held
-            .hold(stream, peer, now, phase, &mut self.totals, &mut self.closed);
+        let greeting = Arc::clone(&self.config.greeting);
+        self.held.hold(
+            stream,
+            peer,
+            now,
+            greeting,
+            phase,
+            &mut self.totals,
+            &mut self.closed,
+        );
         self.record_closes();
     }
 

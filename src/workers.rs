@@ -158,6 +158,14 @@ impl RunningWorkers {
         stop_all(&self.handles, ServerHandle::stop_now);
     }
 
+    /// Gives every worker `greeting` for its new connections (see
+    /// [`ServerHandle::replace_greeting`]); a worker that cannot be woken has stopped.
+    pub fn replace_greeting(&self, greeting: Arc<[u8]>) {
+        for handle in &self.handles {
+            let _ = handle.replace_greeting(Arc::clone(&greeting));
+        }
+    }
+
     /// The workers' totals and held connections so far, summed.
     pub fn snapshot(&self) -> Snapshot {
         let mut sum = Snapshot::default();
@@ -165,6 +173,9 @@ impl RunningWorkers {
             let snapshot = handle.snapshot();
             sum.totals.add(&snapshot.totals);
             sum.in_flight += snapshot.in_flight;
+            sum.accept_paused |= snapshot.accept_paused;
+            sum.draining |= snapshot.draining;
+            sum.greeting_bytes = snapshot.greeting_bytes;
         }
         sum
     }

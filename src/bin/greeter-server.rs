@@ -10,9 +10,10 @@ use clap::Parser;
 use log::{error, info, warn};
 
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
+use greeter::reload::Reloader;
 use greeter::{fdlimit, listener, ServerArgs, StartupError, Totals, Workers};
 
 /// Serves a greeting over TCP to every client that connects, then closes.
@@ -34,6 +35,8 @@ Started by systemd with a socket (LISTEN_FDS), it serves that socket instead.
 Signals:
   SIGINT, SIGTERM  stop accepting, greet what is queued, drain within --drain-timeout,
                    exit 0 (a second one closes what is in flight at once)
+  SIGHUP           re-read --message-file for new connections (a failed reload
+                   keeps the old greeting)
   SIGUSR1          log the totals so far
 
 Exit codes: 0 stopped by a signal; 1 a start-up or worker error (one line on
@@ -65,6 +68,7 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
         0 => std::thread::available_parallelism().map_or(1, |cores| cores.get()),
         n => n as usize,
     };
+    let reloader = Reloader::new(&args.greeting);
     let config = args.into_config()?;
     // Before anything is bound or created: every worker and connection needs
     // descriptors, and the usual soft limit (1024) is far below what is allowed.
@@ -114,7 +118,7 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
         ),
         Err(err) => warn!("fd limit: cannot raise the open-file limit: {err}"),
     }
-    let totals = serve_until_stopped(workers)?;
+    let totals = serve_until_stopped(workers, &reloader)?;
     info!("totals in_flight=0 {totals}");
     Ok(())
 }
@@ -126,14 +130,15 @@ const WORKER_EXITED: Token = Token(1);
 /// stopped; returns their summed totals.
 ///
 /// SIGINT or SIGTERM shut every worker down gracefully; a second one closes what is
-/// still in flight at once. SIGUSR1 logs the summed totals so far. A worker that
+/// still in flight at once. SIGUSR1 logs the summed totals so far. SIGHUP reloads the
+/// greeting file (the workers never read files themselves). A worker that
 /// stops on its own has failed: the others are shut down too, and the failure is
 /// returned. The `listening on` line is printed only once the handlers are installed,
 /// so that a SIGTERM sent as soon as it is seen is handled gracefully.
-fn serve_until_stopped(workers: Workers) -> Result<Totals, StartupError> {
+fn serve_until_stopped(workers: Workers, reloader: &Reloader) -> Result<Totals, StartupError> {
     let fail = |err| StartupError::new("cannot install signal handlers", err, None);
     let mut poll = Poll::new().map_err(fail)?;
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(fail)?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP]).map_err(fail)?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(fail)?;
@@ -162,6 +167,9 @@ fn serve_until_stopped(workers: Workers) -> Result<Totals, StartupError> {
                 SIGINT | SIGTERM => {
                     info!("shutdown: second stop signal, closing in-flight connections now");
                     running.stop_now();
+                }
+                SIGHUP => {
+                    reloader.reload(&running);
                 }
                 SIGUSR1 => {
                     let snapshot = running.snapshot();

@@ -1,0 +1,77 @@
+//! SIGHUP reloads `--message-file` for new connections: a greeting in flight finishes
+//! with the bytes it started with, a failed reload keeps the old greeting, and the
+//! server never stops for it. These drive the real binary.
+
+mod util;
+
+use std::time::Duration;
+
+use util::*;
+
+#[test]
+fn a_greeting_in_flight_across_a_reload_arrives_whole_and_unchanged() {
+    // Far larger than the socket buffers: the first peer is mid-greeting at the reload.
+    let old = large_greeting(16 * 1024 * 1024);
+    let path = temp_file("reload-in-flight", &old);
+    let mut server = spawn_server(&["--message-file", path.to_str().unwrap()]);
+    let in_flight = connect(server.addr);
+    server.wait_for_in_flight(1);
+
+    let new = b"the new greeting\n";
+    std::fs::write(&path, new).unwrap();
+    server.signal("HUP");
+    server.wait_for_log(&format!(
+        "reload: greeting reloaded from {}: {} bytes",
+        path.display(),
+        new.len()
+    ));
+    // The next connection gets the new bytes...
+    let mut next = connect(server.addr);
+    assert_same_bytes(&read_to_eof(&mut next).unwrap(), new);
+    // ...and the one in flight all of the old ones.
+    assert_each_peer_receives(vec![in_flight], &old);
+
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("accepted=2 greeted=2 closed_early=0", STEP_TIMEOUT);
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn a_failed_reload_keeps_the_old_greeting_and_the_server() {
+    let path = temp_file("reload-failing", b"the greeting\n");
+    let mut server = spawn_server(&["--message-file", path.to_str().unwrap()]);
+    let shown = path.display().to_string();
+
+    std::fs::remove_file(&path).unwrap();
+    server.signal("HUP");
+    server.wait_for_log(&format!(
+        "reload: keeping the old greeting: cannot read greeting file {shown}: no such file"
+    ));
+    std::fs::write(&path, b"").unwrap();
+    server.signal("HUP");
+    server.wait_for_log(&format!(
+        "reload: keeping the old greeting: cannot use greeting file {shown}: the greeting is empty"
+    ));
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    server.signal("HUP");
+    server.wait_for_log("not a regular file");
+
+    let mut peer = connect(server.addr);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), b"the greeting\n");
+    assert_eq!(server.stderr().matches("WARN").count(), 3, "{}", server.stderr());
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("accepted=1 greeted=1", STEP_TIMEOUT);
+    let _ = std::fs::remove_dir(path);
+}
+
+#[test]
+fn sighup_with_a_message_flag_has_nothing_to_reload() {
+    let mut server = spawn_server(&["--message", "hi"]);
+    server.signal("HUP");
+    server.wait_for_log("reload: nothing to reload");
+    let mut peer = connect(server.addr);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), b"hi");
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("accepted=1 greeted=1", Duration::from_secs(10));
+}
