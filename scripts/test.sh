@@ -13,8 +13,8 @@ scripts/load-test.sh, held-rss.sh and compare.sh on a small bounded load on
 built; the first build takes 2 to 3 minutes more.
 
 Some tests drive system tools: haproxy (tests named haproxy_*), systemd's
-systemd-socket-activate and systemd-analyze (systemd_*), strace (compare.sh's
-syscall counts), kill (procps). Run as root, this script installs the missing ones
+systemd-socket-activate and systemd-analyze (systemd_*), fail2ban's fail2ban-regex
+(fail2ban_*), strace (compare.sh's syscall counts), kill (procps). Run as root, this script installs the missing ones
 with apt-get. Run by another user, it says which are missing, runs everything else,
 and lists what it could not run in its summary.
 
@@ -34,6 +34,7 @@ command -v kill >/dev/null 2>&1 || missing+=(procps)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 { command -v systemd-socket-activate && command -v systemd-analyze; } >/dev/null 2>&1 || missing+=(systemd)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
+command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   apt-get update -qq
@@ -53,6 +54,7 @@ for package in ${missing[@]+"${missing[@]}"}; do
     haproxy) skip+=(--skip haproxy_); not_run+=("tests haproxy_* (needs haproxy)") ;;
     systemd) skip+=(--skip systemd_); not_run+=("tests systemd_* (needs systemd-socket-activate, systemd-analyze)") ;;
     strace) compare_flags+=(--no-strace); not_run+=("compare.sh's syscall counts (needs strace)") ;;
+    fail2ban) skip+=(--skip fail2ban_); not_run+=("tests fail2ban_* (needs fail2ban-regex)") ;;
     procps) echo "test.sh: kill (procps) is missing; the tests signal servers with it: apt-get install procps" >&2; exit 1 ;;
   esac
 done

@@ -129,6 +129,11 @@ pub struct ServerArgs {
           value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub workers: u32,
 
+    /// Log one ACCEPT and one CLOSE line per connection at info level (key=value, for
+    /// fail2ban and the like); without it they are debug lines
+    #[arg(long)]
+    pub log_connections: bool,
+
     /// Send buffer of every connection (SO_SNDBUF, set once on the listening socket);
     /// bounds the kernel memory a peer that does not read can hold (default: the
     /// kernel's autotuning, up to net.ipv4.tcp_wmem's maximum)
@@ -158,6 +163,9 @@ pub struct Config {
     /// `SO_SNDBUF` for the listening socket, inherited by every accepted one; `None`:
     /// the kernel's autotuning.
     pub send_buffer: Option<usize>,
+    /// The level of the per-connection `ACCEPT` and `CLOSE` lines: info with
+    /// `--log-connections`, else debug.
+    pub connection_log_level: log::Level,
 }
 
 impl Config {
@@ -173,6 +181,7 @@ impl Config {
             linger_timeout: Duration::from_secs(2),
             max_per_ip: None,
             send_buffer: None,
+            connection_log_level: log::Level::Debug,
         }
     }
 
@@ -211,6 +220,11 @@ impl ServerArgs {
             linger_timeout: self.linger_timeout,
             max_per_ip: self.max_per_ip,
             send_buffer: self.send_buffer,
+            connection_log_level: if self.log_connections {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            },
         })
     }
 }

@@ -32,7 +32,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, log_enabled, warn, Level};
+use log::{log, log_enabled, warn, Level};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
@@ -526,10 +526,18 @@ fn is_live(slab: &Slab<Connection>, deadline: &Deadline, in_phase: fn(Phase) -> 
         .is_some_and(|conn| conn.serial == deadline.serial && in_phase(conn.phase))
 }
 
-/// Logs a close at debug level as the `CLOSE` line.
-pub(crate) fn log_close(closed: &Closed, now_ms: u32) {
-    if log_enabled!(Level::Debug) {
-        debug!(
+/// The log target of the per-connection lines (`ACCEPT`, `CLOSE`), fixed so that
+/// filters and `RUST_LOG=greeter::connection=info` do not depend on where the code
+/// lives.
+pub(crate) const LOG_TARGET: &str = "greeter::connection";
+
+/// Logs a close as the `CLOSE` line, at `level` (info with `--log-connections`).
+/// Its form is documented as stable: fail2ban filters read it.
+pub(crate) fn log_close(closed: &Closed, now_ms: u32, level: Level) {
+    if log_enabled!(target: LOG_TARGET, level) {
+        log!(
+            target: LOG_TARGET,
+            level,
             "CLOSE peer={} bytes={} ms={} reason={}",
             closed.peer,
             closed.sent,

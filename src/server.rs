@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, log_enabled, Level};
+use log::{debug, info, log, log_enabled};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::SockRef;
@@ -20,7 +20,7 @@ use crate::accept::{self, AcceptFailure, AcceptGate};
 use crate::config::Config;
 use crate::connection::{
     log_close, shut_down_and_check, would_block, write_greeting, AfterGreeting, CloseReason,
-    Closed, HeldConnections, Phase, WriteProgress,
+    Closed, HeldConnections, Phase, WriteProgress, LOG_TARGET,
 };
 use crate::deadlines::saturating_add;
 use crate::error::{describe_io_error, StartupError};
@@ -291,16 +291,19 @@ impl Server {
     /// anything is left in either direction, close. What cannot finish is held.
     fn greet(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
         self.totals.accepted += 1;
-        if !self.held.admits(peer.ip()) {
-            // Closed at once, without the greeting: this address holds its share.
-            return self.record_close_at_once(peer, now, 0, CloseReason::PerIpLimit);
-        }
-        if log_enabled!(Level::Debug) {
-            debug!(
+        let level = self.config.connection_log_level;
+        if log_enabled!(target: LOG_TARGET, level) {
+            log!(
+                target: LOG_TARGET,
+                level,
                 "ACCEPT peer={peer} held={}/{}",
                 self.held.len(),
                 self.config.max_connections
             );
+        }
+        if !self.held.admits(peer.ip()) {
+            // Closed at once, without the greeting: this address holds its share.
+            return self.record_close_at_once(peer, now, 0, CloseReason::PerIpLimit);
         }
         let mut sent = 0;
         let progress = write_greeting(&mut stream, &self.config.greeting, &mut sent);
@@ -369,7 +372,7 @@ impl Server {
         let now_ms = self.held.millis_since_start(Instant::now());
         for closed in self.closed.drain(..) {
             self.totals.count_close(closed.reason);
-            log_close(&closed, now_ms);
+            log_close(&closed, now_ms, self.config.connection_log_level);
         }
         self.gate.descriptor_freed();
     }
@@ -383,7 +386,8 @@ impl Server {
         reason: CloseReason,
     ) {
         self.totals.count_close(reason);
-        if log_enabled!(Level::Debug) {
+        let level = self.config.connection_log_level;
+        if log_enabled!(target: LOG_TARGET, level) {
             let accepted_ms = self.held.millis_since_start(now);
             let closed = Closed {
                 peer,
@@ -391,7 +395,7 @@ impl Server {
                 sent,
                 reason,
             };
-            log_close(&closed, self.held.millis_since_start(Instant::now()));
+            log_close(&closed, self.held.millis_since_start(Instant::now()), level);
         }
     }
 }

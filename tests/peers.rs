@@ -224,18 +224,7 @@ fn max_per_ip_closes_an_address_beyond_its_share_without_the_greeting() {
         assert_eq!(read_to_eof(&mut refused).unwrap(), b"");
     }
     // Another address is not affected.
-    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    other
-        .bind(
-            &"127.0.0.2:0"
-                .parse::<std::net::SocketAddr>()
-                .unwrap()
-                .into(),
-        )
-        .unwrap();
-    other.connect(&server.addr.into()).unwrap();
-    let mut other: std::net::TcpStream = other.into();
-    other.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    let mut other = connect_from("127.0.0.2", server.addr);
     assert_same_bytes(&read_to_eof(&mut other).unwrap(), &greeting);
 
     let snapshot = server.snapshot();

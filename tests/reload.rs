@@ -59,7 +59,12 @@ fn a_failed_reload_keeps_the_old_greeting_and_the_server() {
 
     let mut peer = connect(server.addr);
     assert_eq!(read_to_eof(&mut peer).unwrap(), b"the greeting\n");
-    assert_eq!(server.stderr().matches("WARN").count(), 3, "{}", server.stderr());
+    assert_eq!(
+        server.stderr().matches("WARN").count(),
+        3,
+        "{}",
+        server.stderr()
+    );
     server.signal("TERM");
     server.assert_exits_cleanly_logging("accepted=1 greeted=1", STEP_TIMEOUT);
     let _ = std::fs::remove_dir(path);

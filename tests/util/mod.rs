@@ -501,3 +501,26 @@ pub fn assert_startup_error(args: &[&str], expected: &str) -> String {
     );
     stderr
 }
+
+/// Connects to `addr` from `source` (another loopback address such as 127.0.0.2), with
+/// bounded waits like [`connect`].
+pub fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let source: SocketAddr = format!("{source}:0")
+        .parse()
+        .or_else(|_| format!("[{source}]:0").parse())
+        .expect("a source address");
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(source),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    socket
+        .bind(&source.into())
+        .expect("bind the source address");
+    socket.connect(&addr.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(STEP_TIMEOUT)).unwrap();
+    stream
+}
