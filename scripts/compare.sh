@@ -31,7 +31,8 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
   --repeat R       rounds of every measurement (default 3)
   --concurrency L  concurrency levels (default "1 64 512")
   --servers L      servers to compare (default "greeter c-policy c python"); also
-                   greeter-w2: greeter-server --workers 2. c-policy is the one to hold
+                   greeter-w2: greeter-server --workers 2; greeter-metrics: with
+                   --metrics on. c-policy is the one to hold
                    greeter to: the same syscalls, nothing else
   --no-pin         do not pin (to compare --workers 1 and 2 on both cores)
   --no-strace      skip the syscall counts
@@ -149,6 +150,7 @@ server_command() {
   case "$1" in
     greeter) echo "$bin/greeter-server --port 0" ;;
     greeter-w2) echo "$bin/greeter-server --port 0 --workers 2" ;;
+    greeter-metrics) echo "$bin/greeter-server --port 0 --metrics 127.0.0.1:0" ;;
     c) echo "$work/reference_server" ;;
     c-policy) echo "$work/policy_server" ;;
     python) echo "python3 $work/tutorial_server.py" ;;

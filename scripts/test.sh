@@ -14,7 +14,8 @@ built; the first build takes 2 to 3 minutes more.
 
 Some tests drive system tools: haproxy (tests named haproxy_*), systemd's
 systemd-socket-activate and systemd-analyze (systemd_*), fail2ban's fail2ban-regex
-(fail2ban_*), strace (compare.sh's syscall counts), kill (procps). Run as root, this script installs the missing ones
+(fail2ban_*), strace (compare.sh's syscall counts), kill (procps), and the Python
+package prometheus-client, whose parser checks the metrics (prometheus_*). Run as root, this script installs the missing ones
 with apt-get. Run by another user, it says which are missing, runs everything else,
 and lists what it could not run in its summary.
 
@@ -41,13 +42,21 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   missing=()
 fi
+# The Prometheus project's Python client parses the metrics exposition in a test
+# (from PyPI for the python3 on PATH; a user install when not root).
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+  echo "test.sh: installing the Python package prometheus-client"
+  python3 -m pip install -q --disable-pip-version-check prometheus-client >/dev/null 2>&1 ||
+    python3 -m pip install -q --user --disable-pip-version-check prometheus-client >/dev/null 2>&1 ||
+    missing+=(prometheus-client)
+fi
 
 skip=()
 not_run=()
 compare_flags=()
 for package in ${missing[@]+"${missing[@]}"}; do
   if [ "${GREETER_REQUIRE_ALL_TOOLS:-0}" = 1 ]; then
-    echo "test.sh: ${missing[*]} missing and GREETER_REQUIRE_ALL_TOOLS=1: install them (apt-get install ${missing[*]}) or run as root" >&2
+    echo "test.sh: missing ${missing[*]}, and GREETER_REQUIRE_ALL_TOOLS=1 makes that a failure (run as root to install them; see --help)" >&2
     exit 1
   fi
   case "$package" in
@@ -55,11 +64,12 @@ for package in ${missing[@]+"${missing[@]}"}; do
     systemd) skip+=(--skip systemd_); not_run+=("tests systemd_* (needs systemd-socket-activate, systemd-analyze)") ;;
     strace) compare_flags+=(--no-strace); not_run+=("compare.sh's syscall counts (needs strace)") ;;
     fail2ban) skip+=(--skip fail2ban_); not_run+=("tests fail2ban_* (needs fail2ban-regex)") ;;
+    prometheus-client) skip+=(--skip prometheus_); not_run+=("tests prometheus_* (needs the Python package prometheus-client)") ;;
     procps) echo "test.sh: kill (procps) is missing; the tests signal servers with it: apt-get install procps" >&2; exit 1 ;;
   esac
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "test.sh: not root, and missing: ${missing[*]} (apt-get install ${missing[*]}); running everything else"
+  echo "test.sh: missing ${missing[*]} (run as root to install them; see --help); running everything else"
 fi
 
 summary() {

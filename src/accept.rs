@@ -188,14 +188,17 @@ impl AcceptGate {
     }
 
     /// An accept failed for lack of resources (or unexpectedly): pause, and log the
-    /// first failure of an episode.
-    pub(crate) fn pause(&mut self, err: &io::Error, now: Instant) {
+    /// first failure of an episode. Returns whether an episode began.
+    pub(crate) fn pause(&mut self, err: &io::Error, now: Instant) -> bool {
         self.state = GateState::Paused {
             retry_at: saturating_add(now, ACCEPT_RETRY_DELAY),
             descriptor_freed: false,
         };
         match &mut self.trouble {
-            Some(trouble) => trouble.failures += 1,
+            Some(trouble) => {
+                trouble.failures += 1;
+                false
+            }
             None => {
                 warn!(
                     "accept paused: {}; retrying every {}ms and whenever a connection closes \
@@ -208,6 +211,7 @@ impl AcceptGate {
                     since: now,
                     failures: 1,
                 });
+                true
             }
         }
     }
@@ -277,7 +281,8 @@ mod tests {
         assert!(!gate.should_accept(true, false, now));
         assert!(gate.should_accept(false, true, now), "a slot freed");
 
-        gate.pause(&os(libc::EMFILE), now);
+        assert!(gate.pause(&os(libc::EMFILE), now), "an episode begins");
+        assert!(!gate.pause(&os(libc::EMFILE), now), "and goes on");
         assert_eq!(gate.retry_at(), Some(now + ACCEPT_RETRY_DELAY));
         assert!(!gate.should_accept(true, true, now));
         assert!(gate.should_accept(false, true, now + ACCEPT_RETRY_DELAY));

@@ -129,6 +129,11 @@ pub struct ServerArgs {
           value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub workers: u32,
 
+    /// Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on
+    /// this address, e.g. 127.0.0.1:9464 (default: off)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
     /// Log one ACCEPT and one CLOSE line per connection at info level (key=value, for
     /// fail2ban and the like); without it they are debug lines
     #[arg(long)]

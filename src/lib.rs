@@ -31,6 +31,8 @@
 //! - [`workers`]: [`Workers`]: one server per thread (`--workers`) on one shared
 //!   listening socket; a running handle to stop them and sum their totals.
 //! - `per_ip` (internal): the `--max-per-ip` accounting.
+//! - [`metrics`]: `--metrics`: Prometheus metrics and `/healthz`, on a thread of
+//!   their own, read from the snapshots the loops publish.
 //! - [`reload`]: SIGHUP: re-read the greeting file and hand it to every worker.
 //! - [`client`]: the blocking client used by `greeter-client` and the tests.
 //! - [`error`]: one-line start-up errors that say what failed and how to fix it.
@@ -51,6 +53,7 @@ pub mod error;
 pub mod fdlimit;
 pub mod handle;
 pub mod listener;
+pub mod metrics;
 mod per_ip;
 pub mod reload;
 pub mod server;

@@ -279,7 +279,10 @@ impl Server {
                         debug!("ACCEPT_ERROR error=\"{}\"", describe_io_error(&err));
                     }
                     AcceptFailure::ResourcesExhausted | AcceptFailure::Unexpected => {
-                        return self.gate.pause(&err, now);
+                        if self.gate.pause(&err, now) {
+                            self.totals.accept_pauses += 1;
+                        }
+                        return;
                     }
                 },
             }

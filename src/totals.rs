@@ -32,6 +32,9 @@ pub struct Totals {
     /// Closed early, with a reset, because the peer sent more than the discard budget
     /// while its greeting was still waiting in the kernel.
     pub flooded: u64,
+    /// Times accepting paused for lack of descriptors or memory (episodes, not
+    /// failed accepts).
+    pub accept_pauses: u64,
     /// Greeted connections that were held and closed when the peer closed its side.
     pub eof: u64,
     /// Greeted connections whose peer had sent data and did not close its side within
@@ -101,6 +104,7 @@ impl Totals {
         self.eof += other.eof;
         self.linger_timeout += other.linger_timeout;
         self.linger_budget += other.linger_budget;
+        self.accept_pauses += other.accept_pauses;
         self.bytes_sent += other.bytes_sent;
         self.accept_errors += other.accept_errors;
         self.partial_writes += other.partial_writes;
@@ -114,7 +118,7 @@ impl fmt::Display for Totals {
             f,
             "accepted={} greeted={} closed_early={} reset={} timeout={} drain={} error={} \
              per_ip={} bytes={} accept_errors={} partial_writes={} lingered={} flood={} \
-             eof={} linger_timeout={} linger_budget={}",
+             eof={} linger_timeout={} linger_budget={} accept_pauses={}",
             self.accepted,
             self.greeted,
             self.closed_early(),
@@ -131,6 +135,7 @@ impl fmt::Display for Totals {
             self.eof,
             self.linger_timeout,
             self.linger_budget,
+            self.accept_pauses,
         )
     }
 }
@@ -173,7 +178,7 @@ mod tests {
             totals.to_string(),
             "accepted=5 greeted=3 closed_early=2 reset=1 timeout=1 drain=0 error=0 \
              per_ip=0 bytes=120 accept_errors=0 partial_writes=0 lingered=0 flood=0 \
-             eof=0 linger_timeout=0 linger_budget=0"
+             eof=0 linger_timeout=0 linger_budget=0 accept_pauses=0"
         );
     }
 }

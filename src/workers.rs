@@ -166,18 +166,16 @@ impl RunningWorkers {
         }
     }
 
+    /// A view of the workers' published state, for another thread (the metrics).
+    pub fn view(&self) -> WorkersView {
+        WorkersView {
+            handles: self.handles.clone(),
+        }
+    }
+
     /// The workers' totals and held connections so far, summed.
     pub fn snapshot(&self) -> Snapshot {
-        let mut sum = Snapshot::default();
-        for handle in &self.handles {
-            let snapshot = handle.snapshot();
-            sum.totals.add(&snapshot.totals);
-            sum.in_flight += snapshot.in_flight;
-            sum.accept_paused |= snapshot.accept_paused;
-            sum.draining |= snapshot.draining;
-            sum.greeting_bytes = snapshot.greeting_bytes;
-        }
-        sum
+        self.view().snapshot()
     }
 
     /// How many worker threads have ended (stopped, failed or panicked).
@@ -210,6 +208,30 @@ impl RunningWorkers {
             Some(err) => Err(err),
             None => Ok(totals),
         }
+    }
+}
+
+/// The workers' published state, readable from any thread (the metrics thread keeps
+/// one): each worker publishes a snapshot once per loop round.
+#[derive(Debug, Clone)]
+pub struct WorkersView {
+    /// One per worker.
+    handles: Vec<ServerHandle>,
+}
+
+impl WorkersView {
+    /// The workers' snapshots, summed (accepting counts as paused if any worker is).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut sum = Snapshot::default();
+        for handle in &self.handles {
+            let snapshot = handle.snapshot();
+            sum.totals.add(&snapshot.totals);
+            sum.in_flight += snapshot.in_flight;
+            sum.accept_paused |= snapshot.accept_paused;
+            sum.draining |= snapshot.draining;
+            sum.greeting_bytes = snapshot.greeting_bytes;
+        }
+        sum
     }
 }
 

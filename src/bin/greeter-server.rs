@@ -13,6 +13,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
+use greeter::metrics::{self, MetricsServer, MetricsSource};
 use greeter::reload::Reloader;
 use greeter::{fdlimit, listener, ServerArgs, StartupError, Totals, Workers};
 
@@ -69,6 +70,7 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
         n => n as usize,
     };
     let reloader = Reloader::new(&args.greeting);
+    let metrics_addr = args.metrics;
     let config = args.into_config()?;
     // Before anything is bound or created: every worker and connection needs
     // descriptors, and the usual soft limit (1024) is far below what is allowed.
@@ -79,6 +81,14 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
             "socket passed by systemd",
         ),
         None => (Workers::bind(&config, worker_count)?, "bound"),
+    };
+    // Bound before anything is logged, so that its error is the only line.
+    let metrics = match metrics_addr {
+        Some(addr) => {
+            let server = MetricsServer::bind(addr)?;
+            Some((server, config.max_connections.saturating_mul(workers.len())))
+        }
+        None => None,
     };
     info!(
         "serving {} ({source}) workers={} greeting_bytes={} max_connections={} \
@@ -118,7 +128,7 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
         ),
         Err(err) => warn!("fd limit: cannot raise the open-file limit: {err}"),
     }
-    let totals = serve_until_stopped(workers, &reloader)?;
+    let totals = serve_until_stopped(workers, &reloader, metrics)?;
     info!("totals in_flight=0 {totals}");
     Ok(())
 }
@@ -135,7 +145,11 @@ const WORKER_EXITED: Token = Token(1);
 /// stops on its own has failed: the others are shut down too, and the failure is
 /// returned. The `listening on` line is printed only once the handlers are installed,
 /// so that a SIGTERM sent as soon as it is seen is handled gracefully.
-fn serve_until_stopped(workers: Workers, reloader: &Reloader) -> Result<Totals, StartupError> {
+fn serve_until_stopped(
+    workers: Workers,
+    reloader: &Reloader,
+    metrics: Option<(MetricsServer, usize)>,
+) -> Result<Totals, StartupError> {
     let fail = |err| StartupError::new("cannot install signal handlers", err, None);
     let mut poll = Poll::new().map_err(fail)?;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP]).map_err(fail)?;
@@ -145,6 +159,15 @@ fn serve_until_stopped(workers: Workers, reloader: &Reloader) -> Result<Totals, 
     let exited = Arc::new(Waker::new(poll.registry(), WORKER_EXITED).map_err(fail)?);
     let local_addr = workers.local_addr();
     let running = workers.spawn(exited)?;
+    if let Some((server, max_connections)) = metrics {
+        let addr = server.local_addr().map_err(fail)?;
+        server.spawn(MetricsSource {
+            workers: running.view(),
+            reloads: reloader.counts(),
+            max_connections,
+        })?;
+        metrics::announce(addr);
+    }
     announce(local_addr);
 
     let mut events = Events::with_capacity(8);

@@ -1,0 +1,275 @@
+//! `--metrics`: the Prometheus exposition and `/healthz`, served beside the greeting
+//! loops. These drive the real binary and speak raw HTTP to it.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use greeter_load::{self as load, LoadOptions};
+use util::*;
+
+/// The metrics address the server logged.
+fn metrics_addr(server: &ServerProcess) -> SocketAddr {
+    let log = server.wait_for_log("metrics: serving http://");
+    let rest = &log[log.find("metrics: serving http://").unwrap() + 24..];
+    rest[..rest.find("/metrics").unwrap()].parse().unwrap()
+}
+
+/// `GET path` over a fresh connection: the status code and the body.
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = connect(addr);
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: greeter\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response[response.find("\r\n\r\n").unwrap() + 4..].to_owned();
+    (status, body)
+}
+
+/// The samples of an exposition, `name{labels}` to value (a test's reading, not a
+/// validation: `prometheus_exposition_parses_with_the_prometheus_parser` does that).
+fn samples(exposition: &str) -> BTreeMap<String, f64> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            (name.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The `key=value` fields of the last `totals` line in `log`.
+fn last_totals(log: &str) -> BTreeMap<String, f64> {
+    let line = log
+        .lines()
+        .rfind(|line| line.contains("totals in_flight="))
+        .unwrap();
+    line[line.find("totals ").unwrap() + 7..]
+        .split_whitespace()
+        .map(|field| {
+            let (key, value) = field.split_once('=').unwrap();
+            (key.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_scrape_during_a_load_run_and_after_it_matches_the_totals_line() {
+    let mut server = spawn_server(&["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    let options = LoadOptions {
+        addr: server.addr,
+        connections: 16,
+        total: Some(3_000),
+        duration: Duration::from_secs(30),
+        expected: Arc::from(DEFAULT_GREETING),
+        timeout: Duration::from_secs(5),
+        threads: 1,
+    };
+    let running = thread::spawn(move || load::run(&options, &AtomicU64::new(0)).unwrap());
+    // Scrapes during the run see counters that only grow.
+    let mut last = 0.0;
+    while !running.is_finished() {
+        let (status, body) = http_get(metrics, "/metrics");
+        assert_eq!(status, 200);
+        let accepted = samples(&body)["greeter_connections_accepted_total"];
+        assert!(accepted >= last, "{accepted} after {last}");
+        last = accepted;
+    }
+    let report = running.join().unwrap();
+    assert_eq!((report.completed, report.errors.total()), (3_000, 0));
+
+    let (_, body) = http_get(metrics, "/metrics");
+    let scraped = samples(&body);
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("totals in_flight=0 accepted=3000", STEP_TIMEOUT);
+    let totals = last_totals(&server.stderr());
+    for (metric, field) in [
+        ("greeter_connections_accepted_total", "accepted"),
+        (
+            "greeter_connections_closed_total{reason=\"greeted\"}",
+            "greeted",
+        ),
+        (
+            "greeter_connections_closed_total{reason=\"reset\"}",
+            "reset",
+        ),
+        (
+            "greeter_connections_closed_total{reason=\"timeout\"}",
+            "timeout",
+        ),
+        (
+            "greeter_connections_closed_total{reason=\"drain\"}",
+            "drain",
+        ),
+        (
+            "greeter_connections_closed_total{reason=\"error\"}",
+            "error",
+        ),
+        (
+            "greeter_connections_closed_total{reason=\"per_ip\"}",
+            "per_ip",
+        ),
+        (
+            "greeter_connections_closed_total{reason=\"flood\"}",
+            "flood",
+        ),
+        ("greeter_bytes_sent_total", "bytes"),
+        ("greeter_accept_errors_total", "accept_errors"),
+        ("greeter_accept_pauses_total", "accept_pauses"),
+    ] {
+        assert_eq!(scraped[metric], totals[field], "{metric} against {field}=");
+    }
+    assert_eq!(scraped["greeter_connections_held"], 0.0);
+    assert_eq!(scraped["greeter_connections_max"], 10_000.0);
+    assert_eq!(scraped["greeter_greeting_bytes"], 38.0);
+    assert_eq!(scraped["greeter_accept_paused"], 0.0);
+    assert_eq!(
+        scraped[&format!(
+            "greeter_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )],
+        1.0
+    );
+}
+
+#[test]
+fn prometheus_exposition_parses_with_the_prometheus_parser() {
+    let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
+    let mut peer = connect(server.addr);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
+    let (_, body) = http_get(metrics_addr(&server), "/metrics");
+    // The Prometheus project's Python client parses OpenMetrics strictly.
+    let mut parser = Command::new("python3")
+        .args([
+            "-c",
+            "import sys\n\
+             from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+             for family in text_string_to_metric_families(sys.stdin.read()):\n\
+             \x20   for sample in family.samples:\n\
+             \x20       print(family.type, sample.name, dict(sorted(sample.labels.items())), sample.value)\n",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    parser
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let output = parser.wait_with_output().unwrap();
+    let parsed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the parser refused it (scripts/test.sh installs prometheus-client): {}\n{body}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "counter greeter_connections_accepted_total {} 1\n",
+        "counter greeter_connections_closed_total {'reason': 'greeted'} 1\n",
+        "gauge greeter_connections_held {} 0\n",
+        "info greeter_build_info {'version': ",
+    ] {
+        assert!(parsed.contains(expected), "no {expected:?} in:\n{parsed}");
+    }
+}
+
+#[test]
+fn healthz_is_ok_while_serving_503_while_draining_and_404_elsewhere() {
+    let greeting = large_greeting(16 * 1024 * 1024);
+    let path = temp_file("metrics-drain", &greeting);
+    let mut server = spawn_server(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--message-file",
+        path.to_str().unwrap(),
+    ]);
+    let metrics = metrics_addr(&server);
+    assert_eq!(http_get(metrics, "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(http_get(metrics, "/").0, 404);
+    assert_eq!(http_get(metrics, "/metrics/extra").0, 404);
+
+    let held = connect(server.addr);
+    server.wait_for_in_flight(1);
+    server.signal("TERM");
+    server.wait_for_log("shutdown: stopped accepting");
+    assert_eq!(
+        http_get(metrics, "/healthz"),
+        (503, "draining\n".to_owned())
+    );
+    assert_each_peer_receives(vec![held], &greeting);
+    server.assert_exits_cleanly_logging("accepted=1 greeted=1", STEP_TIMEOUT);
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn healthz_says_paused_while_descriptors_run_out() {
+    let greeting = large_greeting(16 * 1024 * 1024);
+    let path = temp_file("metrics-paused", &greeting);
+    let server = spawn_server_with_fd_limit(
+        &[
+            "--metrics",
+            "127.0.0.1:0",
+            "--message-file",
+            path.to_str().unwrap(),
+        ],
+        Some(24),
+    );
+    let metrics = metrics_addr(&server);
+    let peers: Vec<_> = (0..24).map(|_| connect(server.addr)).collect();
+    server.wait_for_log("accept paused");
+    // The metrics thread still answers: its waiting accept holds a descriptor number.
+    assert_eq!(http_get(metrics, "/healthz"), (503, "paused\n".to_owned()));
+    let scraped = samples(&http_get(metrics, "/metrics").1);
+    assert_eq!(scraped["greeter_accept_paused"], 1.0);
+    assert_eq!(scraped["greeter_accept_pauses_total"], 1.0);
+
+    assert_each_peer_receives(peers, &greeting);
+    server.wait_for_log("accept resumed");
+    wait_until("healthz to be ok again", || {
+        http_get(metrics, "/healthz").0 == 200
+    });
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn a_stalled_metrics_client_does_not_touch_the_greetings() {
+    let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    // Connects and never sends a request: it holds the metrics thread for its budget.
+    let _stalled = TcpStream::connect(metrics).unwrap();
+    let options = LoadOptions {
+        addr: server.addr,
+        connections: 16,
+        total: Some(2_000),
+        duration: Duration::from_secs(30),
+        expected: Arc::from(DEFAULT_GREETING),
+        timeout: Duration::from_secs(5),
+        threads: 1,
+    };
+    let report = load::run(&options, &AtomicU64::new(0)).unwrap();
+    assert_eq!((report.completed, report.errors.total()), (2_000, 0));
+    // Once its budget is spent the next scrape is answered.
+    assert_eq!(http_get(metrics, "/healthz").0, 200);
+}
+
+#[test]
+fn a_metrics_address_in_use_is_a_start_up_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    assert_startup_error(
+        &["--port", "0", "--metrics", &addr],
+        &format!("greeter-server: cannot listen for metrics on {addr}: address already in use"),
+    );
+}
