@@ -152,6 +152,12 @@ impl AcceptGate {
         }
     }
 
+    /// Whether the gate only waits for listener events (not paused, not at capacity,
+    /// no budget left over).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.state == GateState::Ready
+    }
+
     /// Whether the next poll must not wait: connections are known to be queued.
     pub(crate) fn must_poll_at_once(&self) -> bool {
         self.state == GateState::BudgetSpent

@@ -2,13 +2,14 @@
 //! once at start-up so that the event loop never has to re-validate anything.
 
 use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::GreetingArgs;
+use crate::client::unbracket;
 use crate::error::StartupError;
 
 /// The greeting sent when none is configured: 38 bytes of UTF-8, no newline.
@@ -83,11 +84,13 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 /// greeting file.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// Address to listen on; IPv6 such as ::1 or :: works (not multicast or broadcast)
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: IpAddr,
+    /// Address or host name to listen on; repeat it for several. A name is listened on
+    /// at every address it resolves to (localhost: 127.0.0.1 and ::1). :: alone also
+    /// takes IPv4; beside an IPv4 address it takes IPv6 only
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
+    pub host: Vec<String>,
 
-    /// Port to listen on; 0 picks a free one (the real port is printed)
+    /// Port to listen on, for every --host; 0 picks a free one (the real port is printed)
     #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
 
@@ -149,8 +152,8 @@ pub struct ServerArgs {
 /// Everything the server needs, checked: the address, the greeting and the limits.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where to listen.
-    pub listen: SocketAddr,
+    /// Where to listen, in the order given (at least one address).
+    pub listen: Vec<SocketAddr>,
     /// The greeting, loaded once and shared by every connection (never copied).
     pub greeting: Arc<[u8]>,
     /// How many connections may be held at once (writing or lingering).
@@ -177,7 +180,7 @@ impl Config {
     /// The defaults of `greeter-server`, listening on `listen`.
     pub fn new(listen: SocketAddr) -> Self {
         Config {
-            listen,
+            listen: vec![listen],
             greeting: Arc::from(DEFAULT_GREETING.as_bytes()),
             max_connections: 10_000,
             write_timeout: Duration::from_secs(30),
@@ -204,19 +207,10 @@ impl ServerArgs {
     /// A [`StartupError`] naming the greeting file and the cause when it cannot be
     /// read, or saying that the greeting is empty.
     pub fn into_config(self) -> Result<Config, StartupError> {
-        if self.host.is_multicast() || self.host == Ipv4Addr::BROADCAST {
-            return Err(StartupError::new(
-                format!("cannot listen on {}", SocketAddr::new(self.host, self.port)),
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a multicast or broadcast address cannot accept connections",
-                ),
-                Some("give --host a unicast address, such as 127.0.0.1, 0.0.0.0 or ::"),
-            ));
-        }
+        let listen = resolve_hosts(&self.host, self.port)?;
         let greeting = self.greeting.load()?;
         Ok(Config {
-            listen: SocketAddr::new(self.host, self.port),
+            listen,
             greeting,
             max_connections: self.max_connections as usize,
             write_timeout: self.write_timeout,
@@ -232,6 +226,55 @@ impl ServerArgs {
             },
         })
     }
+}
+
+/// The addresses to listen on: every `--host`, in order, a name resolved to every
+/// address it has (duplicates dropped).
+///
+/// # Errors
+/// A [`StartupError`] naming the host when it does not resolve, resolves to nothing,
+/// or is a multicast or broadcast address.
+pub fn resolve_hosts(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, StartupError> {
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for host in hosts {
+        let name = unbracket(host);
+        let resolved: Vec<SocketAddr> = match name.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => (name, port)
+                .to_socket_addrs()
+                .map_err(|err| {
+                    StartupError::new(
+                        format!("cannot resolve --host {host}"),
+                        err,
+                        Some("give a name this host can resolve, or an address"),
+                    )
+                })?
+                .collect(),
+        };
+        if resolved.is_empty() {
+            return Err(StartupError::new(
+                format!("cannot resolve --host {host}"),
+                io::Error::new(io::ErrorKind::NotFound, "it has no IPv4 or IPv6 address"),
+                Some("give a name this host can resolve, or an address"),
+            ));
+        }
+        for addr in resolved {
+            if addr.ip().is_multicast() || addr.ip() == IpAddr::V4(Ipv4Addr::BROADCAST) {
+                return Err(StartupError::new(
+                    format!("cannot listen on {addr} (--host {host})"),
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a multicast or broadcast address cannot accept connections",
+                    ),
+                    Some("give --host a unicast address, such as 127.0.0.1, 0.0.0.0 or ::"),
+                ));
+            }
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+    }
+    Ok(addrs)
 }
 
 /// Reads a greeting file once, at the size it has when opened. Only regular files:
@@ -295,7 +338,7 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_ones() {
         let config = parse(&[]).unwrap().into_config().unwrap();
-        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.listen, ["127.0.0.1:8080".parse().unwrap()]);
         assert_eq!(&*config.greeting, b"Hello there! This is the hosted server");
         assert_eq!(config.greeting.len(), 38);
         assert_eq!(config.max_connections, 10_000);
@@ -318,7 +361,7 @@ mod tests {
             .unwrap()
             .into_config()
             .unwrap();
-        assert_eq!(config.listen, "[::1]:0".parse().unwrap());
+        assert_eq!(config.listen, ["[::1]:0".parse().unwrap()]);
     }
 
     #[test]

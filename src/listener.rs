@@ -1,6 +1,12 @@
-//! Where the listening socket comes from: bound here (socket2: backlog, `SO_REUSEADDR`,
-//! `SO_SNDBUF`), or passed by systemd socket activation (see sd_listen_fds(3)), so the
-//! server can serve a privileged port without ever running as root.
+//! Where the listening sockets come from: bound here (socket2: backlog, `SO_REUSEADDR`,
+//! `SO_SNDBUF`, `IPV6_V6ONLY`), or passed by systemd socket activation (see
+//! sd_listen_fds(3)), so the server can serve a privileged port without ever running
+//! as root.
+//!
+//! The `IPV6_V6ONLY` rule, set explicitly so that `net.ipv6.bindv6only` does not
+//! decide: an IPv6 wildcard (`::`) is dual-stack (it also takes IPv4 clients) unless an
+//! IPv4 address is listened on too (`--host 0.0.0.0 --host ::`), where it takes IPv6
+//! only and the two do not conflict; any other IPv6 address takes IPv6 only.
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,6 +30,47 @@ pub fn listen(
     backlog: i32,
     send_buffer: Option<usize>,
 ) -> Result<std::net::TcpListener, StartupError> {
+    listen_with(addr, backlog, send_buffer, addr.ip().is_unspecified())
+}
+
+/// Binds every address of `addrs`, in order, as [`listen`] does. A port of 0 is
+/// chosen once, by the first, and the others bind the port it got (`--port` applies
+/// to all). IPv6 sockets follow the `IPV6_V6ONLY` rule of this module.
+///
+/// # Errors
+/// As [`listen`], for the first address that fails.
+pub fn listen_all(
+    addrs: &[SocketAddr],
+    backlog: i32,
+    send_buffer: Option<usize>,
+) -> Result<Vec<std::net::TcpListener>, StartupError> {
+    let with_ipv4 = addrs.iter().any(SocketAddr::is_ipv4);
+    let mut port = None;
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let mut addr = addr;
+        if addr.port() == 0 {
+            if let Some(port) = port {
+                addr.set_port(port);
+            }
+        }
+        let dual_stack = addr.ip().is_unspecified() && !with_ipv4;
+        let listener = listen_with(addr, backlog, send_buffer, dual_stack)?;
+        if port.is_none() {
+            port = listener.local_addr().ok().map(|bound| bound.port());
+        }
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// [`listen`], with `IPV6_V6ONLY` off (`dual_stack`) or on for an IPv6 address.
+fn listen_with(
+    addr: SocketAddr,
+    backlog: i32,
+    send_buffer: Option<usize>,
+    dual_stack: bool,
+) -> Result<std::net::TcpListener, StartupError> {
     let fail = |err: io::Error| {
         let hint = match err.kind() {
             io::ErrorKind::AddrInUse => Some(
@@ -43,6 +90,9 @@ pub fn listen(
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
     socket.set_reuse_address(true).map_err(fail)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(!dual_stack).map_err(fail)?;
+    }
     if let Some(bytes) = send_buffer {
         socket.set_send_buffer_size(bytes).map_err(fail)?;
     }
@@ -51,36 +101,43 @@ pub fn listen(
     Ok(socket.into())
 }
 
-const HINT: &str = "the .socket unit needs one ListenStream= with a TCP address";
+const HINT: &str = "each ListenStream= of the .socket unit must be a TCP address";
 
-/// The listening TCP socket systemd passed, or `None` when none was passed (then the
-/// server binds its own).
+/// The listening TCP sockets systemd passed (one per `ListenStream=`, in order), or
+/// `None` when none was passed (then the server binds its own).
 ///
 /// # Errors
-/// A [`StartupError`] when sockets were passed but the first is not a listening TCP
+/// A [`StartupError`] naming the descriptor when one passed is not a listening TCP
 /// socket.
-pub fn from_systemd() -> Result<Option<std::net::TcpListener>, StartupError> {
+pub fn from_systemd() -> Result<Option<Vec<std::net::TcpListener>>, StartupError> {
     let mut passed = ListenFd::from_env();
     if passed.len() == 0 {
         return Ok(None);
     }
-    let fail = |err| {
-        StartupError::new(
-            "cannot serve the socket passed by systemd (fd 3)",
-            err,
-            Some(HINT),
-        )
-    };
-    let listener = passed
-        .take_tcp_listener(0)
-        .map_err(fail)?
-        .ok_or_else(|| fail(io::Error::other("it was already taken")))?;
-    // listenfd checks that it is a TCP socket; it must also be listening.
-    if !SockRef::from(&listener).is_listener().map_err(fail)? {
-        return Err(fail(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "it is a TCP socket but not a listening one",
-        )));
+    let mut listeners = Vec::with_capacity(passed.len());
+    for index in 0..passed.len() {
+        let fail = |err| {
+            StartupError::new(
+                format!(
+                    "cannot serve the socket passed by systemd (fd {})",
+                    3 + index
+                ),
+                err,
+                Some(HINT),
+            )
+        };
+        let listener = passed
+            .take_tcp_listener(index)
+            .map_err(fail)?
+            .ok_or_else(|| fail(io::Error::other("it was already taken")))?;
+        // listenfd checks that it is a TCP socket; it must also be listening.
+        if !SockRef::from(&listener).is_listener().map_err(fail)? {
+            return Err(fail(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is a TCP socket but not a listening one",
+            )));
+        }
+        listeners.push(listener);
     }
-    Ok(Some(listener))
+    Ok(Some(listeners))
 }

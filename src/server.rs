@@ -1,4 +1,4 @@
-//! The server: one thread, one `mio::Poll`, one listener. This file is the loop
+//! The server: one thread, one `mio::Poll`, one or more listeners. This file is the loop
 //! (`run`/`turn`), the fast path and the drain; a connection that cannot be finished
 //! at once is handed to [`crate::connection`], the accept policy lives in
 //! [`crate::accept`], the socket setup in [`crate::listener`].
@@ -26,13 +26,18 @@ use crate::deadlines::saturating_add;
 use crate::error::{describe_io_error, StartupError};
 use crate::fdlimit;
 use crate::handle::{ServerHandle, Snapshot, StopRequest};
-use crate::listener::listen;
+use crate::listener::listen_all;
 use crate::totals::Totals;
 
-/// Reserved tokens sit at the top of the range; connections use their slab key, which
-/// is bounded by `--max-connections` and so never reaches these.
-const LISTENER: Token = Token(usize::MAX);
-const WAKER: Token = Token(usize::MAX - 1);
+/// Reserved tokens sit at the top of the range: the waker, then the listeners downward
+/// (listener `i` is `usize::MAX - 1 - i`); connections use their slab key, which is
+/// bounded by `--max-connections` and so never reaches these.
+const WAKER: Token = Token(usize::MAX);
+
+/// The token of listener `index`.
+fn listener_token(index: usize) -> Token {
+    Token(usize::MAX - 1 - index)
+}
 
 /// The most connections one round of the loop accepts. A flood that refills the
 /// backlog as fast as it drains cannot then starve held connections, deadlines or a
@@ -63,10 +68,15 @@ pub struct Server {
     /// The readiness poll: the listener, the waker and the connections
     /// that wait for something.
     poll: Poll,
-    /// The listening socket; `None` once a shutdown has stopped accepting.
-    listener: Option<TcpListener>,
-    /// The address actually bound (with the real port when 0 was asked for).
-    local_addr: SocketAddr,
+    /// The listening sockets; empty once a shutdown has stopped accepting.
+    listeners: Vec<TcpListener>,
+    /// Per listener: connections may be queued (an event came, or the last accept
+    /// loop stopped before `WouldBlock`). Edge triggering announces them only once.
+    pending: Vec<bool>,
+    /// The listener the next accept loop starts with, so that none is starved.
+    next_listener: usize,
+    /// The addresses actually bound (with the real port when 0 was asked for).
+    local_addrs: Vec<SocketAddr>,
     /// The greeting and the limits.
     config: Config,
     /// Connections that could not be finished at once, with their deadlines.
@@ -86,13 +96,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.listen` and builds a server on it.
+    /// Binds every address of `config.listen` and builds a server on them.
     ///
     /// # Errors
-    /// As [`listen`], or if the event loop cannot be created.
+    /// As [`crate::listener::listen`], or if the event loop cannot be created.
     pub fn bind(config: Config) -> Result<Server, StartupError> {
-        let listener = listen(config.listen, config.backlog, config.send_buffer)?;
-        Server::from_listener(listener, config)
+        let listeners = listen_all(&config.listen, config.backlog, config.send_buffer)?;
+        Server::from_listeners(listeners, config)
     }
 
     /// Builds a server on an already-bound, listening socket (`config.listen`,
@@ -104,14 +114,37 @@ impl Server {
         listener: std::net::TcpListener,
         config: Config,
     ) -> Result<Server, StartupError> {
+        Server::from_listeners(vec![listener], config)
+    }
+
+    /// Builds a server on already-bound, listening sockets (at least one), served
+    /// alike.
+    ///
+    /// # Errors
+    /// If a socket cannot be made nonblocking or the event loop cannot be created.
+    pub fn from_listeners(
+        listeners: Vec<std::net::TcpListener>,
+        config: Config,
+    ) -> Result<Server, StartupError> {
         let loop_error = |err| StartupError::new("cannot set up the event loop", err, None);
-        listener.set_nonblocking(true).map_err(loop_error)?;
-        let local_addr = listener.local_addr().map_err(loop_error)?;
-        let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new().map_err(loop_error)?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(loop_error)?;
+        let mut local_addrs = Vec::with_capacity(listeners.len());
+        let mut registered = Vec::with_capacity(listeners.len());
+        for (index, listener) in listeners.into_iter().enumerate() {
+            listener.set_nonblocking(true).map_err(loop_error)?;
+            local_addrs.push(listener.local_addr().map_err(loop_error)?);
+            let mut listener = TcpListener::from_std(listener);
+            poll.registry()
+                .register(&mut listener, listener_token(index), Interest::READABLE)
+                .map_err(loop_error)?;
+            registered.push(listener);
+        }
+        if registered.is_empty() {
+            return Err(loop_error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no listening socket",
+            )));
+        }
         let waker = Waker::new(poll.registry(), WAKER).map_err(loop_error)?;
         let registry = poll.registry().try_clone().map_err(loop_error)?;
         // Sized for the connection limit up front, so no doubling copy happens under
@@ -120,8 +153,10 @@ impl Server {
         let capacity = config.max_connections.min(fdlimit::soft_limit());
         Ok(Server {
             poll,
-            listener: Some(listener),
-            local_addr,
+            pending: vec![false; registered.len()],
+            listeners: registered,
+            next_listener: 0,
+            local_addrs,
             held: HeldConnections::new(registry, &config, capacity),
             closed: Vec::new(),
             config,
@@ -132,16 +167,21 @@ impl Server {
         })
     }
 
-    /// The address the server listens on, with the real port.
+    /// The (first) address the server listens on, with the real port.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// Every address the server listens on, in order, with the real ports.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// The listening socket's `SO_SNDBUF` as the kernel reports it, if `--send-buffer`
     /// set one (otherwise accepted sockets autotune theirs).
     pub fn send_buffer(&self) -> Option<usize> {
         self.config.send_buffer?;
-        let listener = self.listener.as_ref()?;
+        let listener = self.listeners.first()?;
         SockRef::from(listener).send_buffer_size().ok()
     }
 
@@ -186,9 +226,12 @@ impl Server {
         let mut listener_readable = false;
         for event in events.iter() {
             match event.token() {
-                LISTENER => listener_readable = true,
                 // The waker only interrupts the poll; the request is read below.
                 WAKER => {}
+                Token(key) if key >= listener_token(self.pending.len() - 1).0 => {
+                    self.pending[usize::MAX - 1 - key] = true;
+                    listener_readable = true;
+                }
                 Token(key) => self.held.on_event(key, &mut self.totals, &mut self.closed),
             }
         }
@@ -207,7 +250,7 @@ impl Server {
         // connection only once every event of this batch, which named the old holder,
         // has been handled.
         let has_room = self.held.len() < self.config.max_connections;
-        if self.listener.is_some() && self.gate.should_accept(listener_readable, has_room, now) {
+        if !self.listeners.is_empty() && self.gate.should_accept(listener_readable, has_room, now) {
             self.accept_queued(now, ACCEPT_BUDGET, self.config.max_connections);
         }
         let finished = match self.drain_deadline {
@@ -258,21 +301,57 @@ impl Server {
         });
     }
 
-    /// Accepts until the backlog is empty (edge triggering announces it only once),
-    /// `budget` connections were taken, `cap` connections are held, or accepting fails
-    /// for lack of resources.
+    /// Accepts from the listeners that may have connections queued, starting with a
+    /// different one each time and giving each an equal share of `budget`, until
+    /// every backlog is empty (edge triggering announces them only once), the budget
+    /// is spent, `cap` connections are held, or accepting fails for lack of resources.
     fn accept_queued(&mut self, now: Instant, budget: usize, cap: usize) {
-        for _ in 0..budget {
+        if !self.gate.is_ready() {
+            // After a pause, the cap or a spent budget no event announces what is
+            // queued: every listener may hold some.
+            self.pending.fill(true);
+        }
+        let ready = self.pending.iter().filter(|&&pending| pending).count();
+        let share = budget.div_ceil(ready.max(1));
+        let count = self.listeners.len();
+        let start = self.next_listener % count;
+        self.next_listener = start + 1;
+        for index in (start..count).chain(0..start) {
+            if !self.pending[index] {
+                continue;
+            }
+            match self.accept_from(index, now, share, cap) {
+                Some(drained) => self.pending[index] = !drained,
+                // At capacity or paused: the gate says so; the rest stay pending.
+                None => return,
+            }
+        }
+        if self.pending.iter().any(|&pending| pending) {
+            self.gate.budget_spent();
+        } else {
+            self.gate.drained(now);
+        }
+    }
+
+    /// Accepts up to `share` connections from listener `index`: `Some(true)` once its
+    /// backlog is empty, `Some(false)` when the share ran out first, `None` when
+    /// accepting must stop (the cap, or a pause).
+    fn accept_from(
+        &mut self,
+        index: usize,
+        now: Instant,
+        share: usize,
+        cap: usize,
+    ) -> Option<bool> {
+        for _ in 0..share {
             if self.held.len() >= cap {
                 // Leave the rest in the kernel's backlog until a slot frees.
-                return self.gate.at_capacity();
+                self.gate.at_capacity();
+                return None;
             }
-            let Some(listener) = self.listener.as_ref() else {
-                return;
-            };
-            match listener.accept() {
+            match self.listeners[index].accept() {
                 Ok((stream, peer)) => self.greet(stream, peer, now),
-                Err(err) if would_block(&err) => return self.gate.drained(now),
+                Err(err) if would_block(&err) => return Some(true),
                 Err(err) => match accept::classify(&err) {
                     AcceptFailure::PerConnection => {
                         self.totals.accept_errors += 1;
@@ -282,12 +361,12 @@ impl Server {
                         if self.gate.pause(&err, now) {
                             self.totals.accept_pauses += 1;
                         }
-                        return;
+                        return None;
                     }
                 },
             }
         }
-        self.gate.budget_spent();
+        Some(false)
     }
 
     /// The fast path: write the greeting at once, send the FIN, ask the kernel whether
@@ -343,15 +422,18 @@ impl Server {
 
     /// Stops accepting and starts the drain: connections already queued in the
     /// backlog are greeted first, beyond `--max-connections` if need be, since closing
-    /// the listener would reset them. The kernel queues at most `backlog + 1`, so that
-    /// many accepts take every one queued now without chasing later arrivals forever.
+    /// the listener would reset them. The kernel queues at most `backlog + 1` per
+    /// listener, so that many accepts take every one queued now without chasing later
+    /// arrivals forever.
     fn begin_drain(&mut self, now: Instant) {
-        if self.listener.is_some() {
-            let queued_at_most = self.config.backlog.max(0) as usize + 1;
+        if !self.listeners.is_empty() {
+            self.pending.fill(true);
+            let queued_at_most = (self.config.backlog.max(0) as usize + 1) * self.listeners.len();
             self.accept_queued(now, queued_at_most, usize::MAX);
         }
-        if let Some(mut listener) = self.listener.take() {
-            // Best effort: dropping the listener closes it and leaves the poll anyway.
+        for mut listener in self.listeners.drain(..) {
+            // Deregistered first: another worker may hold a duplicate of the socket,
+            // which keeps it open (and in this poll) after this drop.
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.gate.close();

@@ -20,7 +20,7 @@ use mio::Waker;
 use crate::config::Config;
 use crate::error::StartupError;
 use crate::handle::{ServerHandle, Snapshot};
-use crate::listener::listen;
+use crate::listener::listen_all;
 use crate::server::Server;
 use crate::totals::Totals;
 
@@ -29,48 +29,57 @@ use crate::totals::Totals;
 pub struct Workers {
     /// One per worker thread.
     servers: Vec<Server>,
-    /// The address they all listen on.
-    local_addr: SocketAddr,
+    /// The addresses they all listen on, in order.
+    local_addrs: Vec<SocketAddr>,
 }
 
 impl Workers {
-    /// Binds `config.listen` once and shares it among `count` workers (at least one).
+    /// Binds every address of `config.listen` once and shares the sockets among
+    /// `count` workers (at least one).
     ///
     /// # Errors
-    /// As [`listen`], or if an event loop cannot be created.
+    /// As [`crate::listener::listen`], or if an event loop cannot be created.
     pub fn bind(config: &Config, count: usize) -> Result<Workers, StartupError> {
-        let listener = listen(config.listen, config.backlog, config.send_buffer)?;
-        Workers::from_listener(listener, config, count)
+        let listeners = listen_all(&config.listen, config.backlog, config.send_buffer)?;
+        Workers::from_listeners(listeners, config, count)
     }
 
-    /// Shares one listening socket (such as one passed by systemd) among `count`
-    /// workers.
+    /// Shares listening sockets (such as those systemd passed) among `count` workers:
+    /// every worker serves every one of them.
     ///
     /// # Errors
-    /// If the socket cannot be duplicated or an event loop cannot be created.
-    pub fn from_listener(
-        listener: std::net::TcpListener,
+    /// If a socket cannot be duplicated or an event loop cannot be created.
+    pub fn from_listeners(
+        listeners: Vec<std::net::TcpListener>,
         config: &Config,
         count: usize,
     ) -> Result<Workers, StartupError> {
         let mut servers = Vec::with_capacity(count.max(1));
         for _ in 1..count.max(1) {
-            let duplicate = listener.try_clone().map_err(|err| {
-                StartupError::new("cannot share the listening socket among workers", err, None)
-            })?;
-            servers.push(Server::from_listener(duplicate, config.clone())?);
+            let duplicates = listeners
+                .iter()
+                .map(std::net::TcpListener::try_clone)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| {
+                    StartupError::new(
+                        "cannot share the listening sockets among workers",
+                        err,
+                        None,
+                    )
+                })?;
+            servers.push(Server::from_listeners(duplicates, config.clone())?);
         }
-        servers.push(Server::from_listener(listener, config.clone())?);
-        let local_addr = servers[0].local_addr();
+        servers.push(Server::from_listeners(listeners, config.clone())?);
+        let local_addrs = servers[0].local_addrs().to_vec();
         Ok(Workers {
             servers,
-            local_addr,
+            local_addrs,
         })
     }
 
-    /// The address the workers listen on, with the real port.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// Every address the workers listen on, in order, with the real ports.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// The send buffer every accepted socket inherits, as the kernel reports it (twice

@@ -186,3 +186,22 @@ fn systemd_the_documented_units_verify() {
         );
     }
 }
+
+#[test]
+fn systemd_two_passed_sockets_are_both_served() {
+    let second = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let activator = activate(&["-l", &second.to_string()], &["--workers", "2"]);
+    let first: std::net::SocketAddr = format!("127.0.0.1:{}", activator.port).parse().unwrap();
+    for addr in [first, second, first, second] {
+        let mut peer = connect(addr);
+        assert_eq!(
+            read_to_eof(&mut peer).unwrap(),
+            DEFAULT_GREETING,
+            "from {addr}"
+        );
+    }
+    lines_until(&activator.stderr, "(socket passed by systemd)");
+}

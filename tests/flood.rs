@@ -102,3 +102,21 @@ fn slow_readers_progress_and_shutdown_finishes_during_a_flood() {
     );
     assert!(totals.greeted >= 3, "{totals}");
 }
+
+#[test]
+fn a_flood_on_one_listener_does_not_starve_another() {
+    let mut config = default_config();
+    config.listen = vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+    let mut server = Server::bind(config).unwrap();
+    let (flooded, quiet) = (server.local_addrs()[0], server.local_addrs()[1]);
+    let flood: Vec<TcpStream> = (0..2 * ACCEPT_BUDGET).map(|_| connect(flooded)).collect();
+    let few: Vec<TcpStream> = (0..5).map(|_| connect(quiet)).collect();
+
+    let mut events = Events::with_capacity(1024);
+    server.turn(&mut events, Some(STEP_TIMEOUT)).unwrap();
+    // One round: each ready listener gets an equal share of the budget, so the quiet
+    // listener's five are all in and the flood got its half, no more.
+    assert_eq!(server.totals().accepted, (ACCEPT_BUDGET / 2 + 5) as u64);
+    assert_each_peer_receives(few, DEFAULT_GREETING);
+    drop(flood);
+}

@@ -76,8 +76,8 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
     // descriptors, and the usual soft limit (1024) is far below what is allowed.
     let fd_limit = fdlimit::raise_to_hard_limit();
     let (workers, source) = match listener::from_systemd()? {
-        Some(listener) => (
-            Workers::from_listener(listener, &config, worker_count)?,
+        Some(listeners) => (
+            Workers::from_listeners(listeners, &config, worker_count)?,
             "socket passed by systemd",
         ),
         None => (Workers::bind(&config, worker_count)?, "bound"),
@@ -94,7 +94,12 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
         "serving {} ({source}) workers={} greeting_bytes={} max_connections={} \
          backlog={} write_timeout={} drain_timeout={} linger_timeout={} max_per_ip={} \
          send_buffer={}",
-        workers.local_addr(),
+        workers
+            .local_addrs()
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
         workers.len(),
         config.greeting.len(),
         config.max_connections,
@@ -157,7 +162,7 @@ fn serve_until_stopped(
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(fail)?;
     let exited = Arc::new(Waker::new(poll.registry(), WORKER_EXITED).map_err(fail)?);
-    let local_addr = workers.local_addr();
+    let local_addrs = workers.local_addrs().to_vec();
     let running = workers.spawn(exited)?;
     if let Some((server, max_connections)) = metrics {
         let addr = server.local_addr().map_err(fail)?;
@@ -168,7 +173,7 @@ fn serve_until_stopped(
         })?;
         metrics::announce(addr);
     }
-    announce(local_addr);
+    announce(&local_addrs);
 
     let mut events = Events::with_capacity(8);
     let mut stopping = false;
@@ -213,12 +218,16 @@ fn serve_until_stopped(
     running.join()
 }
 
-/// Prints the one line on stdout, for scripts that start the server on --port 0.
-fn announce(addr: SocketAddr) {
+/// Prints one `listening on ADDR` line per listener, in the order given, and nothing
+/// else on stdout, for scripts that start the server on --port 0.
+fn announce(addrs: &[SocketAddr]) {
     let mut stdout = std::io::stdout().lock();
-    let announced = writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush());
+    let announced = addrs
+        .iter()
+        .try_for_each(|addr| writeln!(stdout, "listening on {addr}"))
+        .and_then(|()| stdout.flush());
     if let Err(err) = announced {
-        warn!("cannot write the listening line to stdout: {err}");
+        warn!("cannot write the listening lines to stdout: {err}");
     }
 }
 

@@ -38,7 +38,7 @@ pub struct TestServer {
 /// Starts an in-process server with `config` on 127.0.0.1, port 0.
 pub fn start_server(config: Config) -> TestServer {
     let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
         ..config
     };
     start_server_on(config)
@@ -152,6 +152,8 @@ pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
+    /// The stdout lines after the first `listening on` one.
+    stdout: mpsc::Receiver<String>,
 }
 
 /// Path of one of the workspace's binaries. Cargo tells a test only about the
@@ -250,6 +252,7 @@ fn spawn_server_under(port: u16, args: &[&str], ulimit: Option<String>) -> Serve
         child,
         addr,
         stderr,
+        stdout: listening,
     }
 }
 
@@ -274,6 +277,30 @@ fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 impl ServerProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Every address the server listens on: the first `listening on` line's and the
+    /// `more` that follow it (one per further listener).
+    #[track_caller]
+    pub fn listening_addrs(&self, more: usize) -> Vec<SocketAddr> {
+        let mut addrs = vec![self.addr];
+        for _ in 0..more {
+            let line = self
+                .stdout
+                .recv_timeout(STEP_TIMEOUT)
+                .expect("another listening line");
+            let addr = line
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+            addrs.push(addr.parse().expect("an address after 'listening on'"));
+        }
+        addrs
+    }
+
+    /// Stdout lines printed since the listening lines were read (none, ever: the
+    /// server prints nothing else there). Only complete once the server has exited.
+    pub fn other_stdout_lines(&self) -> Vec<String> {
+        self.stdout.try_iter().collect()
     }
 
     /// Sends `signal` (e.g. "TERM") to this child only.
