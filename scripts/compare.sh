@@ -32,7 +32,8 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
   --concurrency L  concurrency levels (default "1 64 512")
   --servers L      servers to compare (default "greeter c-policy c python"); also
                    greeter-w2: greeter-server --workers 2; greeter-metrics: with
-                   --metrics on. c-policy is the one to hold
+                   --metrics on; greeter-proxy: with --proxy-protocol (its load sends
+                   a PROXY v1 header first). c-policy is the one to hold
                    greeter to: the same syscalls, nothing else
   --no-pin         do not pin (to compare --workers 1 and 2 on both cores)
   --no-strace      skip the syscall counts
@@ -151,9 +152,17 @@ server_command() {
     greeter) echo "$bin/greeter-server --port 0" ;;
     greeter-w2) echo "$bin/greeter-server --port 0 --workers 2" ;;
     greeter-metrics) echo "$bin/greeter-server --port 0 --metrics 127.0.0.1:0" ;;
+    greeter-proxy) echo "$bin/greeter-server --port 0 --proxy-protocol" ;;
     c) echo "$work/reference_server" ;;
     c-policy) echo "$work/policy_server" ;;
     python) echo "python3 $work/tutorial_server.py" ;;
+  esac
+}
+
+# load_flags NAME: what greeter-load needs for that server.
+load_flags() {
+  case "$1" in
+    greeter-proxy) echo "--send-proxy" ;;
   esac
 }
 
@@ -194,7 +203,8 @@ measure() {
   overflows_before=$(listen_overflows)
   ticks_before=$(cpu_ticks "$measured_pid")
   TIMEFORMAT='%3U %3S'
-  { time "${pin_load[@]}" $bin/greeter-load --port "$port" -c "$c" -n "$n" -d 60s \
+  # shellcheck disable=SC2046
+  { time "${pin_load[@]}" "$bin/greeter-load" --port "$port" -c "$c" -n "$n" -d 60s $(load_flags "$name") \
       --json >"$work/load.json" 2>/dev/null || true; } 2>"$work/load.time"
   ticks_after=$(cpu_ticks "$measured_pid")
   overflows=$(( $(listen_overflows) - overflows_before ))
@@ -207,7 +217,8 @@ measure() {
 count_syscalls() {
   local name=$1 c=$2 n=$3
   start_server "$name" strace -c -f -o "$work/strace.txt"
-  "${pin_load[@]}" $bin/greeter-load --port "$port" -c "$c" -n "$n" -d 60s \
+  # shellcheck disable=SC2046
+  "${pin_load[@]}" "$bin/greeter-load" --port "$port" -c "$c" -n "$n" -d 60s $(load_flags "$name") \
     --json >"$work/strace-load.json" 2>/dev/null || true
   stop_server
   python3 "$root/scripts/report.py" syscalls "$work/strace-load.json" "$work/strace.txt" \

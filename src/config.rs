@@ -132,6 +132,16 @@ pub struct ServerArgs {
           value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub workers: u32,
 
+    /// Every connection must begin with a PROXY protocol header (v1 or v2, as HAProxy's
+    /// send-proxy sends); its client is the one limits and logs see. The greeting
+    /// waits for the header; a missing or bad one closes the connection
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// With --proxy-protocol, how long a connection has to send its header
+    #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse_positive_duration)]
+    pub proxy_timeout: Duration,
+
     /// Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on
     /// this address, e.g. 127.0.0.1:9464 (default: off)
     #[arg(long, value_name = "ADDR")]
@@ -171,6 +181,10 @@ pub struct Config {
     /// `SO_SNDBUF` for the listening socket, inherited by every accepted one; `None`:
     /// the kernel's autotuning.
     pub send_buffer: Option<usize>,
+    /// Whether every connection starts with a PROXY protocol header to read first.
+    pub proxy_protocol: bool,
+    /// How long a connection has, from accept, to send its PROXY header.
+    pub proxy_timeout: Duration,
     /// The level of the per-connection `ACCEPT` and `CLOSE` lines: info with
     /// `--log-connections`, else debug.
     pub connection_log_level: log::Level,
@@ -189,6 +203,8 @@ impl Config {
             linger_timeout: Duration::from_secs(2),
             max_per_ip: None,
             send_buffer: None,
+            proxy_protocol: false,
+            proxy_timeout: Duration::from_secs(3),
             connection_log_level: log::Level::Debug,
         }
     }
@@ -219,6 +235,8 @@ impl ServerArgs {
             linger_timeout: self.linger_timeout,
             max_per_ip: self.max_per_ip,
             send_buffer: self.send_buffer,
+            proxy_protocol: self.proxy_protocol,
+            proxy_timeout: self.proxy_timeout,
             connection_log_level: if self.log_connections {
                 log::Level::Info
             } else {

@@ -32,7 +32,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{log, log_enabled, warn, Level};
+use log::{debug, log, log_enabled, warn, Level};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
@@ -42,6 +42,7 @@ use crate::config::Config;
 use crate::deadlines::{Deadline, DeadlineQueue};
 use crate::error::describe_io_error;
 use crate::per_ip::PerIpLimit;
+use crate::proxy::{take_header, Header};
 use crate::tcp_state::TcpProgress;
 use crate::totals::Totals;
 
@@ -86,10 +87,16 @@ pub(crate) struct Connection {
 /// The phases of a connection that could not be finished at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
+    /// `--proxy-protocol`: nothing is sent until the PROXY header has come whole; it
+    /// stays in the socket (peeked, not read) until then.
+    Header,
     /// The greeting was only partly written; `sent` bytes are out.
     Writing {
         /// How far into the shared greeting the peer has been sent.
         sent: usize,
+        /// The length of the PROXY header read before the greeting (0 without one),
+        /// so that the header does not count as the peer's input.
+        header_len: u16,
     },
     /// The whole greeting and the FIN are written, but part of them still waits in
     /// the kernel for the peer's window. Closing now could turn a late peer byte into
@@ -118,6 +125,11 @@ impl Phase {
     fn is_lingering(self) -> bool {
         matches!(self, Phase::Lingering { .. })
     }
+
+    /// Whether it waits for its PROXY header: the header deadline's phase.
+    fn is_header(self) -> bool {
+        matches!(self, Phase::Header)
+    }
 }
 
 /// Why a connection was closed; each maps to one counter of [`Totals`] and one
@@ -143,6 +155,8 @@ pub(crate) enum CloseReason {
     PerIpLimit,
     /// The peer flooded us while its greeting still waited in the kernel.
     Flood,
+    /// `--proxy-protocol`: the header was missing, malformed, too long or too late.
+    ProxyHeader,
     /// A failure on the server's side.
     Error,
 }
@@ -160,6 +174,7 @@ impl CloseReason {
             CloseReason::DrainTimeout => "drain",
             CloseReason::PerIpLimit => "per-ip",
             CloseReason::Flood => "flood",
+            CloseReason::ProxyHeader => "proxy",
             CloseReason::Error => "error",
         }
     }
@@ -211,6 +226,11 @@ pub(crate) struct HeldConnections {
     write_deadlines: DeadlineQueue,
     /// Deadlines of lingering connections, counted from when all was sent.
     linger_deadlines: DeadlineQueue,
+    /// Deadlines of connections waiting for their PROXY header, counted from accept.
+    header_deadlines: DeadlineQueue,
+    /// Connections whose PROXY header came whole, out of the slab and the poll, for the
+    /// server to greet (see [`HeldConnections::take_proxied`]).
+    proxied: Vec<Proxied>,
     /// Held connections per client address, when `--max-per-ip` is set.
     per_ip: Option<PerIpLimit>,
     /// The serial number for the next held connection.
@@ -227,6 +247,11 @@ impl HeldConnections {
             registry,
             write_deadlines: DeadlineQueue::with_capacity(config.write_timeout, capacity),
             linger_deadlines: DeadlineQueue::with_capacity(config.linger_timeout, capacity),
+            header_deadlines: DeadlineQueue::with_capacity(
+                config.proxy_timeout,
+                if config.proxy_protocol { capacity } else { 0 },
+            ),
+            proxied: Vec::new(),
             per_ip: config.max_per_ip.map(PerIpLimit::new),
             next_serial: 0,
             started: Instant::now(),
@@ -257,10 +282,14 @@ impl HeldConnections {
 
     /// The soonest deadline, if any (it may be stale: the loop then wakes for nothing).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        [self.write_deadlines.next(), self.linger_deadlines.next()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.write_deadlines.next(),
+            self.linger_deadlines.next(),
+            self.header_deadlines.next(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Takes a connection that could not be finished at once: registers it for what
@@ -281,6 +310,7 @@ impl HeldConnections {
         self.next_serial += 1;
         let accepted_ms = self.millis_since_start(accepted_at);
         let interest = match phase {
+            Phase::Header => Interest::READABLE,
             Phase::Writing { .. } => Interest::WRITABLE,
             Phase::Flushing { .. } => FLUSHING_INTEREST,
             Phase::Lingering { .. } => Interest::READABLE,
@@ -291,7 +321,8 @@ impl HeldConnections {
                 describe_io_error(&err)
             );
             let (sent, reason) = match phase {
-                Phase::Writing { sent } => (sent, CloseReason::Error),
+                Phase::Header => (0, CloseReason::Error),
+                Phase::Writing { sent, .. } => (sent, CloseReason::Error),
                 Phase::Flushing { .. } | Phase::Lingering { .. } => {
                     (greeting.len(), CloseReason::Greeted)
                 }
@@ -305,6 +336,7 @@ impl HeldConnections {
             return;
         }
         match phase {
+            Phase::Header => self.header_deadlines.push(accepted_at, key, serial),
             Phase::Writing { .. } => self.write_deadlines.push(accepted_at, key, serial),
             Phase::Flushing { .. } => {
                 totals.lingered += 1;
@@ -324,9 +356,16 @@ impl HeldConnections {
             serial,
         });
         debug_assert_eq!(inserted, key, "the slab filled the key it announced");
-        if let Some(per_ip) = &mut self.per_ip {
+        // Until its header names the client, a connection counts for no address.
+        if let (Some(per_ip), false) = (&mut self.per_ip, phase.is_header()) {
             per_ip.hold(peer.ip());
         }
+    }
+
+    /// The connections whose PROXY header came whole since the last call (no
+    /// allocation while there are none).
+    pub(crate) fn take_proxied(&mut self) -> Vec<Proxied> {
+        std::mem::take(&mut self.proxied)
     }
 
     /// Moves connection `key` along after a readiness event: writes the rest of the
@@ -337,13 +376,34 @@ impl HeldConnections {
             return;
         };
         match conn.phase {
-            Phase::Writing { mut sent } => {
+            Phase::Header => match take_header(&mut conn.stream) {
+                Ok(Header::Incomplete) => {}
+                Ok(Header::Complete { len, client }) => {
+                    let mut conn = self.slab.remove(key);
+                    // Out of this poll: the server greets it as if just accepted.
+                    let _ = self.registry.deregister(&mut conn.stream);
+                    self.proxied.push(Proxied {
+                        stream: conn.stream,
+                        client: client.unwrap_or(conn.peer),
+                        header_len: len as u16,
+                    });
+                }
+                Ok(Header::Invalid(why)) => {
+                    debug!("PROXY_ERROR peer={} error=\"{why}\"", conn.peer);
+                    self.close(key, CloseReason::ProxyHeader, closed);
+                }
+                Err(err) => self.close(key, CloseReason::for_error(&err), closed),
+            },
+            Phase::Writing {
+                mut sent,
+                header_len,
+            } => {
                 let before = sent;
                 let progress = write_greeting(&mut conn.stream, &conn.greeting, &mut sent);
                 totals.bytes_sent += (sent - before) as u64;
-                conn.phase = Phase::Writing { sent };
+                conn.phase = Phase::Writing { sent, header_len };
                 match progress {
-                    WriteProgress::Complete => self.finish_writing(key, totals, closed),
+                    WriteProgress::Complete => self.finish_writing(key, header_len, totals, closed),
                     WriteProgress::WouldBlock => {}
                     WriteProgress::Failed(err) => {
                         self.close(key, CloseReason::for_error(&err), closed)
@@ -390,11 +450,17 @@ impl HeldConnections {
     /// After a greeting that needed several writes: shut down the write side and, as
     /// on the fast path, close at once or hold the connection until the rest is sent
     /// or the peer closes.
-    fn finish_writing(&mut self, key: usize, totals: &mut Totals, closed: &mut Vec<Closed>) {
+    fn finish_writing(
+        &mut self,
+        key: usize,
+        header_len: u16,
+        totals: &mut Totals,
+        closed: &mut Vec<Closed>,
+    ) {
         let Some(conn) = self.slab.get_mut(key) else {
             return;
         };
-        let (phase, interest) = match shut_down_and_check(&conn.stream) {
+        let (phase, interest) = match shut_down_and_check(&conn.stream, header_len) {
             AfterGreeting::Close => return self.close(key, CloseReason::Greeted, closed),
             // Its write deadline, pushed at accept, goes on bounding it.
             AfterGreeting::Flush => (Phase::Flushing { discarded: 0 }, FLUSHING_INTEREST),
@@ -456,6 +522,15 @@ impl HeldConnections {
                 self.close(due.key, CloseReason::LingerTimeout, closed);
             }
         }
+        while let Some(due) = self.header_deadlines.pop_expired(now) {
+            if is_live(&self.slab, &due, Phase::is_header) {
+                debug!(
+                    "PROXY_ERROR peer={} error=\"no header in time\"",
+                    self.slab[due.key].peer
+                );
+                self.close(due.key, CloseReason::ProxyHeader, closed);
+            }
+        }
     }
 
     /// Closes every held connection (a drain that ran out of time): those still
@@ -464,7 +539,7 @@ impl HeldConnections {
         let keys: Vec<usize> = self.slab.iter().map(|(key, _)| key).collect();
         for key in keys {
             let reason = match self.slab[key].phase {
-                Phase::Writing { .. } | Phase::Flushing { .. } => reason,
+                Phase::Header | Phase::Writing { .. } | Phase::Flushing { .. } => reason,
                 Phase::Lingering { .. } => CloseReason::LingerTimeout,
             };
             self.close(key, reason, closed);
@@ -481,10 +556,11 @@ impl HeldConnections {
             let _ = SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
         }
         let sent = match conn.phase {
-            Phase::Writing { sent } => sent,
+            Phase::Header => 0,
+            Phase::Writing { sent, .. } => sent,
             Phase::Flushing { .. } | Phase::Lingering { .. } => conn.greeting.len(),
         };
-        if let Some(per_ip) = &mut self.per_ip {
+        if let (Some(per_ip), false) = (&mut self.per_ip, conn.phase.is_header()) {
             per_ip.release(conn.peer.ip());
         }
         closed.push(Closed {
@@ -510,12 +586,16 @@ impl HeldConnections {
             self.linger_deadlines
                 .retain(|deadline| is_live(slab, deadline, Phase::is_lingering));
         }
+        if self.header_deadlines.len() > bound {
+            self.header_deadlines
+                .retain(|deadline| is_live(slab, deadline, Phase::is_header));
+        }
     }
 
     /// How many deadline entries (live or stale) are queued, for tests.
     #[cfg(test)]
     pub(crate) fn deadlines_queued(&self) -> usize {
-        self.write_deadlines.len() + self.linger_deadlines.len()
+        self.write_deadlines.len() + self.linger_deadlines.len() + self.header_deadlines.len()
     }
 }
 
@@ -547,6 +627,17 @@ pub(crate) fn log_close(closed: &Closed, now_ms: u32, level: Level) {
     }
 }
 
+/// A connection whose PROXY header came whole: the server greets it next.
+#[derive(Debug)]
+pub(crate) struct Proxied {
+    /// The socket, out of the poll, the header taken from it.
+    pub(crate) stream: TcpStream,
+    /// The client the header named (the socket's peer for `LOCAL` and `UNKNOWN`).
+    pub(crate) client: SocketAddr,
+    /// The header's length, which is not the client's input.
+    pub(crate) header_len: u16,
+}
+
 /// Sends the FIN right behind the greeting, then asks the kernel whether anything is
 /// left in either direction.
 ///
@@ -554,9 +645,9 @@ pub(crate) fn log_close(closed: &Closed, now_ms: u32, level: Level) {
 /// sent after the FIN, a reset can no longer turn the peer's clean EOF into an error,
 /// even if the peer's bytes land between the check and the close (best effort: a peer
 /// that is already gone shows in the check).
-pub(crate) fn shut_down_and_check(stream: &TcpStream) -> AfterGreeting {
+pub(crate) fn shut_down_and_check(stream: &TcpStream, header_len: u16) -> AfterGreeting {
     let _ = stream.shutdown(Shutdown::Write);
-    after_greeting(TcpProgress::of(stream))
+    after_greeting(TcpProgress::of(stream), header_len)
 }
 
 /// What to do with a connection once its whole greeting is written and its write
@@ -578,11 +669,20 @@ pub(crate) enum AfterGreeting {
 /// then still ends in a FIN behind them, and they are lost only if they must be
 /// retransmitted after a peer byte has drawn a reset (see docs/architecture.md).
 /// If the kernel cannot be asked, the connection is closed as before this check.
-pub(crate) fn after_greeting(progress: io::Result<TcpProgress>) -> AfterGreeting {
+///
+/// `header_len` bytes of a PROXY header were the load balancer's, not the client's
+/// input: then input is what was received beyond them (and beyond the peer's FIN).
+pub(crate) fn after_greeting(progress: io::Result<TcpProgress>, header_len: u16) -> AfterGreeting {
     let Ok(progress) = progress else {
         return AfterGreeting::Close;
     };
-    if progress.data_segments_in > 0 {
+    let sent_input = if header_len == 0 {
+        progress.data_segments_in > 0
+    } else {
+        let not_input = u64::from(header_len) + u64::from(progress.peer_closed);
+        progress.bytes_received > not_input
+    };
+    if sent_input {
         return if progress.unsent > 0 {
             AfterGreeting::Flush
         } else {
@@ -805,27 +905,62 @@ mod tests {
             unsent,
             unacked_segments: 1,
             data_segments_in,
+            bytes_received: u64::from(data_segments_in) * 10,
             peer_closed,
         })
     }
 
     #[test]
-    fn a_connection_is_closed_only_when_nothing_is_left_in_either_direction() {
-        assert_eq!(after_greeting(progress(0, 0, false)), AfterGreeting::Close);
-        assert_eq!(after_greeting(progress(1, 0, false)), AfterGreeting::Flush);
+    fn a_proxy_header_is_not_the_clients_input() {
+        let received = |bytes_received: u64, peer_closed: bool| {
+            Ok(TcpProgress {
+                unsent: 0,
+                unacked_segments: 0,
+                data_segments_in: 1,
+                bytes_received,
+                peer_closed,
+            })
+        };
         assert_eq!(
-            after_greeting(progress(9000, 3, false)),
+            after_greeting(received(28, false), 28),
+            AfterGreeting::Close
+        );
+        assert_eq!(after_greeting(received(29, true), 28), AfterGreeting::Close);
+        assert_eq!(
+            after_greeting(received(33, false), 28),
+            AfterGreeting::Linger
+        );
+    }
+
+    #[test]
+    fn a_connection_is_closed_only_when_nothing_is_left_in_either_direction() {
+        assert_eq!(
+            after_greeting(progress(0, 0, false), 0),
+            AfterGreeting::Close
+        );
+        assert_eq!(
+            after_greeting(progress(1, 0, false), 0),
             AfterGreeting::Flush
         );
-        assert_eq!(after_greeting(progress(0, 3, false)), AfterGreeting::Linger);
+        assert_eq!(
+            after_greeting(progress(9000, 3, false), 0),
+            AfterGreeting::Flush
+        );
+        assert_eq!(
+            after_greeting(progress(0, 3, false), 0),
+            AfterGreeting::Linger
+        );
         // A peer that has closed its side cannot draw a reset with bytes it sends.
         assert_eq!(
-            after_greeting(progress(9000, 0, true)),
+            after_greeting(progress(9000, 0, true), 0),
             AfterGreeting::Close
         );
         // ...but bytes it sent before its FIN are read first.
-        assert_eq!(after_greeting(progress(0, 3, true)), AfterGreeting::Linger);
+        assert_eq!(
+            after_greeting(progress(0, 3, true), 0),
+            AfterGreeting::Linger
+        );
         let failed = Err(io::Error::from_raw_os_error(libc::EBADF));
-        assert_eq!(after_greeting(failed), AfterGreeting::Close);
+        assert_eq!(after_greeting(failed, 0), AfterGreeting::Close);
     }
 }

@@ -16,6 +16,8 @@
 //!   the accept gate (ready, budget spent, at capacity, paused).
 //! - [`server`]: the [`Server`]: the loop (`run`/`turn`), the fast path that greets
 //!   and closes at once, the drain.
+//! - `proxy` (internal): `--proxy-protocol`: the header that names the real client,
+//!   read before the greeting.
 //! - `connection` (internal): a held connection's whole life: writing, flushing,
 //!   lingering, deadlines, per-address accounting, close reasons.
 //! - `tcp_state` (internal): the kernel's view of a connection (`TCP_INFO`): unsent
@@ -55,6 +57,7 @@ pub mod handle;
 pub mod listener;
 pub mod metrics;
 mod per_ip;
+mod proxy;
 pub mod reload;
 pub mod server;
 mod tcp_state;

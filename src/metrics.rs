@@ -71,6 +71,7 @@ impl Collector for MetricsSource {
             ("error", totals.failed),
             ("per_ip", totals.per_ip_rejected),
             ("flood", totals.flooded),
+            ("proxy", totals.proxy_rejected),
         ];
         let mut family = encoder.encode_descriptor(
             "greeter_connections_closed",

@@ -27,6 +27,7 @@ use crate::error::{describe_io_error, StartupError};
 use crate::fdlimit;
 use crate::handle::{ServerHandle, Snapshot, StopRequest};
 use crate::listener::listen_all;
+use crate::proxy::{take_header, Header};
 use crate::totals::Totals;
 
 /// Reserved tokens sit at the top of the range: the waker, then the listeners downward
@@ -238,6 +239,11 @@ impl Server {
         let now = Instant::now();
         self.held.expire(now, &mut self.closed);
         self.record_closes();
+        // Connections whose PROXY header came in this batch: greeted now that the
+        // batch's events are handled (their slab keys may be taken again).
+        for client in self.held.take_proxied() {
+            self.greet_client(client.stream, client.client, now, client.header_len);
+        }
         if let Some(greeting) = self.handle.take_new_greeting() {
             // New connections get it; held ones keep the `Arc` they started with.
             self.config.greeting = greeting;
@@ -369,10 +375,93 @@ impl Server {
         Some(false)
     }
 
+    /// A connection just accepted: greeted at once, or, with `--proxy-protocol`, once
+    /// its PROXY header has named the client (usually already there).
+    fn greet(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
+        self.totals.accepted += 1;
+        if self.config.proxy_protocol {
+            self.read_proxy_header(stream, peer, now);
+        } else {
+            self.greet_client(stream, peer, now, 0);
+        }
+    }
+
+    /// Takes the PROXY header if it has come whole, then greets the client it names;
+    /// else holds the connection until it comes (or its timeout).
+    fn read_proxy_header(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        match take_header(&mut stream) {
+            Ok(Header::Complete { len, client }) => {
+                self.greet_client(stream, client.unwrap_or(peer), now, len as u16)
+            }
+            Ok(Header::Incomplete) => {
+                let greeting = Arc::clone(&self.config.greeting);
+                let (totals, closed) = (&mut self.totals, &mut self.closed);
+                self.held
+                    .hold(stream, peer, now, greeting, Phase::Header, totals, closed);
+                self.record_closes();
+            }
+            Ok(Header::Invalid(why)) => {
+                debug!("PROXY_ERROR peer={peer} error=\"{why}\"");
+                self.log_accept(peer);
+                self.record_close_at_once(peer, now, 0, CloseReason::ProxyHeader);
+            }
+            Err(err) => {
+                self.log_accept(peer);
+                self.record_close_at_once(peer, now, 0, CloseReason::for_error(&err));
+            }
+        }
+    }
+
     /// The fast path: write the greeting at once, send the FIN, ask the kernel whether
     /// anything is left in either direction, close. What cannot finish is held.
-    fn greet(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
-        self.totals.accepted += 1;
+    /// `client` is the peer, or the client a PROXY header of `header_len` bytes named.
+    fn greet_client(
+        &mut self,
+        mut stream: TcpStream,
+        client: SocketAddr,
+        now: Instant,
+        header_len: u16,
+    ) {
+        self.log_accept(client);
+        if !self.held.admits(client.ip()) {
+            // Closed at once, without the greeting: this address holds its share.
+            return self.record_close_at_once(client, now, 0, CloseReason::PerIpLimit);
+        }
+        let mut sent = 0;
+        let progress = write_greeting(&mut stream, &self.config.greeting, &mut sent);
+        self.totals.bytes_sent += sent as u64;
+        let phase = match progress {
+            WriteProgress::Complete => match shut_down_and_check(&stream, header_len) {
+                AfterGreeting::Close => {
+                    return self.record_close_at_once(client, now, sent, CloseReason::Greeted)
+                }
+                AfterGreeting::Flush => Phase::Flushing { discarded: 0 },
+                AfterGreeting::Linger => Phase::Lingering { discarded: 0 },
+            },
+            WriteProgress::WouldBlock => {
+                self.totals.partial_writes += 1;
+                Phase::Writing { sent, header_len }
+            }
+            WriteProgress::Failed(err) => {
+                let reason = CloseReason::for_error(&err);
+                return self.record_close_at_once(client, now, sent, reason);
+            }
+        };
+        let greeting = Arc::clone(&self.config.greeting);
+        self.held.hold(
+            stream,
+            client,
+            now,
+            greeting,
+            phase,
+            &mut self.totals,
+            &mut self.closed,
+        );
+        self.record_closes();
+    }
+
+    /// The `ACCEPT` line of a connection (info with `--log-connections`, else debug).
+    fn log_accept(&self, peer: SocketAddr) {
         let level = self.config.connection_log_level;
         if log_enabled!(target: LOG_TARGET, level) {
             log!(
@@ -383,41 +472,6 @@ impl Server {
                 self.config.max_connections
             );
         }
-        if !self.held.admits(peer.ip()) {
-            // Closed at once, without the greeting: this address holds its share.
-            return self.record_close_at_once(peer, now, 0, CloseReason::PerIpLimit);
-        }
-        let mut sent = 0;
-        let progress = write_greeting(&mut stream, &self.config.greeting, &mut sent);
-        self.totals.bytes_sent += sent as u64;
-        let phase = match progress {
-            WriteProgress::Complete => match shut_down_and_check(&stream) {
-                AfterGreeting::Close => {
-                    return self.record_close_at_once(peer, now, sent, CloseReason::Greeted)
-                }
-                AfterGreeting::Flush => Phase::Flushing { discarded: 0 },
-                AfterGreeting::Linger => Phase::Lingering { discarded: 0 },
-            },
-            WriteProgress::WouldBlock => {
-                self.totals.partial_writes += 1;
-                Phase::Writing { sent }
-            }
-            WriteProgress::Failed(err) => {
-                let reason = CloseReason::for_error(&err);
-                return self.record_close_at_once(peer, now, sent, reason);
-            }
-        };
-        let greeting = Arc::clone(&self.config.greeting);
-        self.held.hold(
-            stream,
-            peer,
-            now,
-            greeting,
-            phase,
-            &mut self.totals,
-            &mut self.closed,
-        );
-        self.record_closes();
     }
 
     /// Stops accepting and starts the drain: connections already queued in the

@@ -26,6 +26,8 @@ pub struct TcpProgress {
     /// Segments with data that the peer has sent, read or not (its bare FIN is not
     /// one).
     pub data_segments_in: u32,
+    /// Bytes the peer has sent, read or not (its FIN counts as one).
+    pub bytes_received: u64,
     /// Whether the peer has closed its side (its FIN arrived) or the connection is
     /// gone. The kernel reads the state before it locks the socket, so this may lag
     /// the other fields: `false` can be stale, `true` never is.
@@ -65,6 +67,7 @@ impl TcpProgress {
             unsent: info.tcpi_notsent_bytes,
             unacked_segments: info.tcpi_unacked,
             data_segments_in: info.tcpi_data_segs_in,
+            bytes_received: info.tcpi_bytes_received,
             peer_closed,
         })
     }

@@ -32,6 +32,9 @@ pub struct Totals {
     /// Closed early, with a reset, because the peer sent more than the discard budget
     /// while its greeting was still waiting in the kernel.
     pub flooded: u64,
+    /// Closed early, without the greeting, because the PROXY protocol header was
+    /// missing, malformed, too long or too late (`--proxy-protocol`).
+    pub proxy_rejected: u64,
     /// Times accepting paused for lack of descriptors or memory (episodes, not
     /// failed accepts).
     pub accept_pauses: u64,
@@ -63,6 +66,7 @@ impl Totals {
             + self.failed
             + self.per_ip_rejected
             + self.flooded
+            + self.proxy_rejected
     }
 
     /// Counts a closed connection under its reason.
@@ -86,6 +90,7 @@ impl Totals {
             CloseReason::DrainTimeout => &mut self.drained,
             CloseReason::PerIpLimit => &mut self.per_ip_rejected,
             CloseReason::Flood => &mut self.flooded,
+            CloseReason::ProxyHeader => &mut self.proxy_rejected,
             CloseReason::Error => &mut self.failed,
         };
         *counter += 1;
@@ -105,6 +110,7 @@ impl Totals {
         self.linger_timeout += other.linger_timeout;
         self.linger_budget += other.linger_budget;
         self.accept_pauses += other.accept_pauses;
+        self.proxy_rejected += other.proxy_rejected;
         self.bytes_sent += other.bytes_sent;
         self.accept_errors += other.accept_errors;
         self.partial_writes += other.partial_writes;
@@ -118,7 +124,7 @@ impl fmt::Display for Totals {
             f,
             "accepted={} greeted={} closed_early={} reset={} timeout={} drain={} error={} \
              per_ip={} bytes={} accept_errors={} partial_writes={} lingered={} flood={} \
-             eof={} linger_timeout={} linger_budget={} accept_pauses={}",
+             eof={} linger_timeout={} linger_budget={} accept_pauses={} proxy={}",
             self.accepted,
             self.greeted,
             self.closed_early(),
@@ -136,6 +142,7 @@ impl fmt::Display for Totals {
             self.linger_timeout,
             self.linger_budget,
             self.accept_pauses,
+            self.proxy_rejected,
         )
     }
 }
@@ -178,7 +185,7 @@ mod tests {
             totals.to_string(),
             "accepted=5 greeted=3 closed_early=2 reset=1 timeout=1 drain=0 error=0 \
              per_ip=0 bytes=120 accept_errors=0 partial_writes=0 lingered=0 flood=0 \
-             eof=0 linger_timeout=0 linger_budget=0 accept_pauses=0"
+             eof=0 linger_timeout=0 linger_budget=0 accept_pauses=0 proxy=0"
         );
     }
 }

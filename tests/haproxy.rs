@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -38,8 +38,12 @@ impl Drop for HaProxy {
 /// a stats socket in the test's directory, a global maxconn that fits the machine's
 /// fd limit, and checks 200 ms apart instead of 2 s (most of the test's time was
 /// HAProxy marking a backend down and up).
-fn config_for(frontend: SocketAddr, backends: &[SocketAddr], stats_socket: &Path) -> String {
-    let documented = include_str!("../docs/deploy/haproxy.cfg");
+fn config_for(
+    documented: &str,
+    frontend: SocketAddr,
+    backends: &[SocketAddr],
+    stats_socket: &Path,
+) -> String {
     let mut config = String::new();
     let mut servers_written = false;
     for line in documented.lines() {
@@ -78,9 +82,17 @@ fn config_for(frontend: SocketAddr, backends: &[SocketAddr], stats_socket: &Path
     config
 }
 
-fn start_haproxy(backends: &[SocketAddr]) -> HaProxy {
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("haproxy-{}", std::process::id()));
+/// The documented configuration, without the PROXY protocol.
+const PLAIN: &str = include_str!("../docs/deploy/haproxy.cfg");
+/// The documented configuration with the PROXY protocol (send-proxy-v2).
+const WITH_PROXY_PROTOCOL: &str = include_str!("../docs/deploy/haproxy-proxy-protocol.cfg");
+
+fn start_haproxy(documented: &str, backends: &[SocketAddr]) -> HaProxy {
+    // One directory per HAProxy: the tests of this file run in parallel.
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
+    let instance = STARTED.fetch_add(1, Ordering::SeqCst);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("haproxy-{}-{instance}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let stats_socket = dir.join("admin.sock");
     // HAProxy needs a port number: take a free one, and try again if it is taken.
@@ -90,7 +102,8 @@ fn start_haproxy(backends: &[SocketAddr]) -> HaProxy {
             .local_addr()
             .unwrap();
         let config_path = dir.join("haproxy.cfg");
-        std::fs::write(&config_path, config_for(frontend, backends, &stats_socket)).unwrap();
+        let config = config_for(documented, frontend, backends, &stats_socket);
+        std::fs::write(&config_path, config).unwrap();
         let child = Command::new("haproxy")
             .args(["-db", "-f"])
             .arg(&config_path)
@@ -168,6 +181,7 @@ fn run_load(frontend: SocketAddr, total: u64) -> LoadReport {
         expected: Arc::from(DEFAULT_GREETING),
         timeout: Duration::from_secs(5),
         threads: 1,
+        send_proxy: false,
     };
     load::run(&options, &AtomicU64::new(0)).unwrap()
 }
@@ -176,7 +190,7 @@ fn run_load(frontend: SocketAddr, total: u64) -> LoadReport {
 fn haproxy_spreads_load_and_survives_a_backend_dying_and_returning() {
     let mut backends: Vec<ServerProcess> = (0..3).map(|_| spawn_server(&[])).collect();
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let proxy = start_haproxy(&addrs);
+    let proxy = start_haproxy(PLAIN, &addrs);
     for name in ["greeter1", "greeter2", "greeter3"] {
         proxy.wait_for_status(name, "UP");
     }
@@ -247,4 +261,51 @@ fn haproxy_spreads_load_and_survives_a_backend_dying_and_returning() {
         accepted >= 500,
         "the restarted backend served only {accepted} connections"
     );
+}
+
+#[test]
+fn haproxy_with_send_proxy_v2_limits_and_logs_each_client_address() {
+    // Large enough that a client that reads nothing stays held, and beginning with
+    // what the documented health check expects.
+    let greeting = [DEFAULT_GREETING, &large_greeting(16 * 1024 * 1024)].concat();
+    let path = temp_file("haproxy-proxy-greeting", &greeting);
+    let backend = spawn_server(&[
+        "--proxy-protocol",
+        "--max-per-ip",
+        "1",
+        "--log-connections",
+        "--message-file",
+        path.to_str().unwrap(),
+    ]);
+    let proxy = start_haproxy(WITH_PROXY_PROTOCOL, &[backend.addr]);
+    // Health checks carry a header (LOCAL), or the backend would never be up.
+    proxy.wait_for_status("greeter1", "UP");
+
+    // Every connection reaches greeter from HAProxy's address; the headers tell
+    // 127.0.0.2 and 127.0.0.3 apart.
+    let holder = connect_from("127.0.0.2", proxy.frontend);
+    backend.wait_for_log("ACCEPT peer=127.0.0.2:");
+    let mut refused = connect_from("127.0.0.2", proxy.frontend);
+    let mut received = Vec::new();
+    let _ = refused.read_to_end(&mut received);
+    assert!(
+        received.is_empty(),
+        "127.0.0.2 is over its share: nothing sent"
+    );
+    let log = backend.wait_for_log(" reason=per-ip");
+    assert!(
+        log.lines()
+            .any(|line| line.contains("CLOSE peer=127.0.0.2:") && line.ends_with("reason=per-ip")),
+        "the refused client is logged by its own address:\n{log}"
+    );
+    let other = connect_from("127.0.0.3", proxy.frontend);
+    assert_each_peer_receives(vec![other, holder], &greeting);
+    let log = backend.stderr();
+    assert!(log.contains("ACCEPT peer=127.0.0.3:"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|line| line.contains("reason=per-ip") && !line.contains("peer=127.0.0.2:")),
+        "only 127.0.0.2 was over its share:\n{log}"
+    );
+    let _ = std::fs::remove_file(path);
 }

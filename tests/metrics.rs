@@ -73,6 +73,7 @@ fn a_scrape_during_a_load_run_and_after_it_matches_the_totals_line() {
         expected: Arc::from(DEFAULT_GREETING),
         timeout: Duration::from_secs(5),
         threads: 1,
+        send_proxy: false,
     };
     let running = thread::spawn(move || load::run(&options, &AtomicU64::new(0)).unwrap());
     // Scrapes during the run see counters that only grow.
@@ -257,6 +258,7 @@ fn a_stalled_metrics_client_does_not_touch_the_greetings() {
         expected: Arc::from(DEFAULT_GREETING),
         timeout: Duration::from_secs(5),
         threads: 1,
+        send_proxy: false,
     };
     let report = load::run(&options, &AtomicU64::new(0)).unwrap();
     assert_eq!((report.completed, report.errors.total()), (2_000, 0));

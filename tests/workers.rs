@@ -23,6 +23,7 @@ fn two_workers_greet_exactly_and_sum_their_totals() {
         expected: Arc::from(DEFAULT_GREETING),
         timeout: Duration::from_secs(5),
         threads: 2,
+        send_proxy: false,
     };
     let report = load::run(&options, &AtomicU64::new(0)).unwrap();
     assert_eq!((report.completed, report.errors.total()), (3_000, 0));

@@ -13,7 +13,7 @@
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -45,6 +45,10 @@ pub struct LoadOptions {
     pub timeout: Duration,
     /// Event loops (threads) sharing the work.
     pub threads: usize,
+    /// Begin every connection with a PROXY protocol v1 header naming its own
+    /// addresses, as a load balancer would (for a server run with
+    /// `--proxy-protocol`).
+    pub send_proxy: bool,
 }
 
 /// Failed connections, by kind.
@@ -253,6 +257,8 @@ struct Attempt {
     /// Bytes received and found equal to the expected greeting so far.
     received: usize,
     serial: u64,
+    /// With `send_proxy`: the header is still to be written (once connected).
+    header_pending: bool,
 }
 
 /// How a connection ended.
@@ -287,9 +293,16 @@ fn run_worker(
         while in_flight.len() < connections && total.is_none_or(|t| started < t) && now < end {
             started += 1;
             let key = in_flight.vacant_key();
+            // With a header to send, the first writable event says the connect is
+            // done; that one event is all it costs.
+            let interest = if options.send_proxy {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
             let connected = TcpStream::connect(options.addr).and_then(|mut stream| {
                 poll.registry()
-                    .register(&mut stream, Token(key), Interest::READABLE)
+                    .register(&mut stream, Token(key), interest)
                     .map(|()| stream)
             });
             match connected {
@@ -299,6 +312,7 @@ fn run_worker(
                         stream,
                         started: now,
                         received: 0,
+                        header_pending: options.send_proxy,
                         serial: started,
                     });
                 }
@@ -327,7 +341,10 @@ fn run_worker(
             let Some(attempt) = in_flight.get_mut(key) else {
                 continue;
             };
-            let outcome = read_available(attempt, &options.expected, &mut scratch);
+            let outcome = match send_proxy_header(attempt) {
+                Ok(()) => read_available(attempt, &options.expected, &mut scratch),
+                Err(err) => Some(Outcome::Io(err)),
+            };
             let Some(outcome) = outcome else { continue };
             let attempt = in_flight.remove(key);
             let took = attempt.started.elapsed();
@@ -357,6 +374,40 @@ fn run_worker(
         }
     }
     Ok(report)
+}
+
+/// Writes the PROXY v1 header once the connection is up (a no-op before, and after).
+fn send_proxy_header(attempt: &mut Attempt) -> io::Result<()> {
+    if !attempt.header_pending {
+        return Ok(());
+    }
+    let (source, destination) = match (attempt.stream.local_addr(), attempt.stream.peer_addr()) {
+        (Ok(source), Ok(destination)) => (source, destination),
+        // Not connected yet: a later event will say so.
+        (_, Err(err)) if err.kind() == io::ErrorKind::NotConnected => return Ok(()),
+        (Err(err), _) | (_, Err(err)) => return Err(err),
+    };
+    let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
+    let header = format!(
+        "PROXY {family} {} {} {} {}\r\n",
+        source.ip(),
+        destination.ip(),
+        source.port(),
+        destination.port()
+    );
+    // A fresh socket's buffer takes a header of at most 107 bytes in one write.
+    match attempt.stream.write(header.as_bytes()) {
+        Ok(n) if n == header.len() => {
+            attempt.header_pending = false;
+            Ok(())
+        }
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "PROXY header cut short",
+        )),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(err) => Err(err),
+    }
 }
 
 /// Reads what is available and compares it; `None` while the greeting is incomplete.

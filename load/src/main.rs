@@ -49,6 +49,11 @@ struct Cli {
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_positive_duration)]
     timeout: Duration,
 
+    /// Begin every connection with a PROXY protocol v1 header (its own addresses), for
+    /// a server run with --proxy-protocol
+    #[arg(long)]
+    send_proxy: bool,
+
     /// Event-loop threads sharing the connections
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -102,6 +107,7 @@ fn drive(cli: Cli) -> Result<bool, String> {
         expected,
         timeout: cli.timeout,
         threads: cli.threads as usize,
+        send_proxy: cli.send_proxy,
     };
     let finished = AtomicU64::new(0);
     let report = std::thread::scope(|scope| {

@@ -20,6 +20,7 @@ fn options(addr: std::net::SocketAddr, expected: &[u8]) -> LoadOptions {
         expected: Arc::from(expected),
         timeout: Duration::from_secs(5),
         threads: 2,
+        send_proxy: false,
     }
 }
 
@@ -187,4 +188,27 @@ fn load_rejects_empty_and_impossible_runs() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("open-file limit"), "{stderr}");
+}
+
+#[test]
+fn send_proxy_drives_a_server_that_wants_the_proxy_protocol() {
+    let mut config = default_config();
+    config.proxy_protocol = true;
+    let server = start_server(config);
+    let mut opts = options(server.addr, DEFAULT_GREETING);
+    // Without the header such a server answers nothing, within its header timeout.
+    opts.total = Some(500);
+    opts.send_proxy = true;
+    let report = load::run(&opts, &AtomicU64::new(0)).unwrap();
+    assert_eq!(
+        (report.completed, report.errors.total()),
+        (500, 0),
+        "{report}"
+    );
+    let totals = server.stop();
+    assert_eq!(
+        (totals.greeted, totals.proxy_rejected),
+        (500, 0),
+        "{totals}"
+    );
 }

@@ -1,0 +1,208 @@
+//! `--proxy-protocol`: behind a load balancer every connection starts with a PROXY
+//! protocol header (v1 text or v2 binary, parsed by the `ppp` crate) that names the
+//! real client. The server must not speak first and must not guess whether a header
+//! is there: it reads the header, then greets.
+//!
+//! The header is peeked (`MSG_PEEK`) and only taken from the socket once complete, so
+//! a header that arrives in pieces costs no buffer per connection: the kernel keeps
+//! the bytes until the rest is there. Whatever follows the header stays in the socket
+//! as input, and the lingering close treats it like any other.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+use ppp::v2::{self, Command};
+use ppp::{v1, HeaderResult, PartialResult};
+
+/// The longest header accepted. A v1 header is at most 107 bytes; a v2 header is 16
+/// plus what it announces (addresses and TLVs; the specification asks receivers to
+/// take at least 216). Anything longer is refused.
+pub(crate) const MAX_HEADER_BYTES: usize = 536;
+
+/// What the start of a connection holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Header {
+    /// A whole header of `len` bytes. `client` is the source it names; `None` for a
+    /// v1 `UNKNOWN`, a v2 `LOCAL` (a load balancer's own health check) or a non-IP
+    /// source, which are served as the socket's peer.
+    Complete {
+        /// The header's length in bytes.
+        len: usize,
+        /// The client the header names.
+        client: Option<SocketAddr>,
+    },
+    /// Not all of it yet.
+    Incomplete,
+    /// Not a PROXY header, a malformed one, one longer than [`MAX_HEADER_BYTES`], or
+    /// a connection closed before its header was whole: why, for the debug log.
+    Invalid(&'static str),
+}
+
+/// Classifies the first bytes of a connection (`full`: the buffer they came in is
+/// full, so waiting cannot complete a header that is not whole yet).
+pub(crate) fn inspect(bytes: &[u8], full: bool) -> Header {
+    let header = match HeaderResult::parse(bytes) {
+        result if result.is_incomplete() => {
+            if let HeaderResult::V2(Err(v2::ParseError::Partial(_, announced))) = result {
+                if 16 + announced > MAX_HEADER_BYTES {
+                    return Header::Invalid("oversized");
+                }
+            }
+            // ppp calls a v1 line with missing fields incomplete even when its CRLF
+            // has come: more bytes cannot complete it.
+            if matches!(result, HeaderResult::V1(_)) && bytes.windows(2).any(|w| w == b"\r\n") {
+                return Header::Invalid("malformed");
+            }
+            return if full {
+                Header::Invalid("oversized")
+            } else {
+                Header::Incomplete
+            };
+        }
+        HeaderResult::V1(Ok(header)) => Header::Complete {
+            len: header.header.len(),
+            client: match header.addresses {
+                v1::Addresses::Tcp4(ip) => Some((ip.source_address, ip.source_port).into()),
+                v1::Addresses::Tcp6(ip) => Some((ip.source_address, ip.source_port).into()),
+                v1::Addresses::Unknown => None,
+            },
+        },
+        HeaderResult::V2(Ok(header)) => Header::Complete {
+            len: header.len(),
+            client: match (header.command, header.addresses) {
+                (Command::Local, _) => None,
+                (Command::Proxy, v2::Addresses::IPv4(ip)) => {
+                    Some((ip.source_address, ip.source_port).into())
+                }
+                (Command::Proxy, v2::Addresses::IPv6(ip)) => {
+                    Some((ip.source_address, ip.source_port).into())
+                }
+                (Command::Proxy, _) => None,
+            },
+        },
+        HeaderResult::V1(Err(_)) | HeaderResult::V2(Err(_)) => Header::Invalid("malformed"),
+    };
+    match header {
+        Header::Complete { len, .. } if len > MAX_HEADER_BYTES => Header::Invalid("oversized"),
+        header => header,
+    }
+}
+
+/// Looks at what has arrived and, once a whole header is there, takes exactly the
+/// header from the socket (what follows stays there as input).
+///
+/// # Errors
+/// If the socket fails (a reset, typically).
+pub(crate) fn take_header(stream: &mut TcpStream) -> io::Result<Header> {
+    let mut buffer = [0u8; MAX_HEADER_BYTES];
+    let peeked = loop {
+        match stream.peek(&mut buffer) {
+            Ok(0) => return Ok(Header::Invalid("closed before its header")),
+            Ok(n) => break n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Header::Incomplete),
+            Err(err) => return Err(err),
+        }
+    };
+    let header = inspect(&buffer[..peeked], peeked == buffer.len());
+    if let Header::Complete { len, .. } = header {
+        let mut taken = 0;
+        while taken < len {
+            match stream.read(&mut buffer[taken..len]) {
+                Ok(0) => return Ok(Header::Invalid("closed before its header")),
+                Ok(n) => taken += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+
+    fn v2(command: u8, family: u8, addresses: &[u8]) -> Vec<u8> {
+        let mut header = V2_SIGNATURE.to_vec();
+        header.push(0x20 | command);
+        header.push(family);
+        header.extend_from_slice(&(addresses.len() as u16).to_be_bytes());
+        header.extend_from_slice(addresses);
+        header
+    }
+
+    #[test]
+    fn v1_headers_name_the_client_and_their_length() {
+        let header = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 17\r\n";
+        let mut bytes = header.to_vec();
+        bytes.extend_from_slice(b"after");
+        assert_eq!(
+            inspect(&bytes, false),
+            Header::Complete {
+                len: header.len(),
+                client: Some("192.0.2.7:40000".parse().unwrap())
+            }
+        );
+        let tcp6 = b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 17\r\n";
+        assert_eq!(
+            inspect(tcp6, false),
+            Header::Complete {
+                len: tcp6.len(),
+                client: Some("[2001:db8::7]:40000".parse().unwrap())
+            }
+        );
+        assert_eq!(
+            inspect(b"PROXY UNKNOWN\r\n", false),
+            Header::Complete {
+                len: 15,
+                client: None
+            }
+        );
+    }
+
+    #[test]
+    fn v2_headers_name_the_client_and_local_is_the_balancers_own() {
+        let ipv4 = v2(1, 0x11, &[192, 0, 2, 7, 198, 51, 100, 1, 0x9c, 0x40, 0, 17]);
+        assert_eq!(
+            inspect(&ipv4, false),
+            Header::Complete {
+                len: 28,
+                client: Some("192.0.2.7:40000".parse().unwrap())
+            }
+        );
+        let local = v2(0, 0x00, &[]);
+        assert_eq!(
+            inspect(&local, false),
+            Header::Complete {
+                len: 16,
+                client: None
+            }
+        );
+    }
+
+    #[test]
+    fn partial_garbage_and_oversized_headers_are_told_apart() {
+        assert_eq!(inspect(b"PROXY TCP4 192.0", false), Header::Incomplete);
+        assert_eq!(inspect(&V2_SIGNATURE[..7], false), Header::Incomplete);
+        assert_eq!(
+            inspect(b"PROXY TCP4 192.0", true),
+            Header::Invalid("oversized")
+        );
+        assert_eq!(
+            inspect(b"GET / HTTP/1.1\r\n\r\n", false),
+            Header::Invalid("malformed")
+        );
+        assert_eq!(
+            inspect(b"PROXY TCP4 nonsense\r\n", false),
+            Header::Invalid("malformed")
+        );
+        // A v2 header that announces more than the limit is refused before it arrives.
+        let mut huge = V2_SIGNATURE.to_vec();
+        huge.extend_from_slice(&[0x21, 0x11, 0x10, 0x00]);
+        assert_eq!(inspect(&huge, false), Header::Invalid("oversized"));
+    }
+}

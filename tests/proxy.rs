@@ -1,0 +1,179 @@
+//! `--proxy-protocol`: the header is read before the greeting, names the client the
+//! limits see, and a missing, bad or late header closes the connection unanswered.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use greeter::Config;
+use util::*;
+
+const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+
+fn proxy_config() -> Config {
+    let mut config = default_config();
+    config.proxy_protocol = true;
+    config
+}
+
+/// A v2 header: `command` 1 (PROXY) or 0 (LOCAL), `family` 0x11 (TCP over IPv4) or
+/// 0x21 (TCP over IPv6), then the addresses.
+fn v2(command: u8, family: u8, addresses: &[u8]) -> Vec<u8> {
+    let mut header = V2_SIGNATURE.to_vec();
+    header.push(0x20 | command);
+    header.push(family);
+    header.extend_from_slice(&(addresses.len() as u16).to_be_bytes());
+    header.extend_from_slice(addresses);
+    header
+}
+
+fn v2_ipv6_source() -> Vec<u8> {
+    let mut addresses = Vec::new();
+    addresses.extend_from_slice(
+        &"2001:db8::7"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    addresses.extend_from_slice(
+        &"2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    addresses.extend_from_slice(&[0x9c, 0x40, 0, 17]);
+    v2(1, 0x21, &addresses)
+}
+
+/// Sends `header` and reads the answer to EOF.
+fn greeting_after(server: &TestServer, header: &[u8]) -> Vec<u8> {
+    let mut peer = connect(server.addr);
+    peer.write_all(header).unwrap();
+    read_to_eof(&mut peer).expect("a clean EOF")
+}
+
+#[test]
+fn v1_and_v2_headers_for_ipv4_and_ipv6_sources_and_local_are_greeted() {
+    let server = start_server(proxy_config());
+    for header in [
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 17\r\n".to_vec(),
+        b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 17\r\n".to_vec(),
+        b"PROXY UNKNOWN\r\n".to_vec(),
+        v2(1, 0x11, &[192, 0, 2, 7, 198, 51, 100, 1, 0x9c, 0x40, 0, 17]),
+        v2_ipv6_source(),
+        // LOCAL: the load balancer's own health check.
+        v2(0, 0x00, &[]),
+    ] {
+        assert_eq!(
+            greeting_after(&server, &header),
+            DEFAULT_GREETING,
+            "{header:?}"
+        );
+    }
+    let totals = server.stop();
+    assert_eq!((totals.greeted, totals.proxy_rejected), (6, 0), "{totals}");
+}
+
+#[test]
+fn a_header_split_across_segments_is_waited_for() {
+    let server = start_server(proxy_config());
+    let mut peer = connect(server.addr);
+    peer.set_nodelay(true).unwrap();
+    let header = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 17\r\n";
+    peer.write_all(&header[..13]).unwrap();
+    // The server holds it, greeting nothing, until the rest comes.
+    wait_until("the partial header to be held", || {
+        server.snapshot().in_flight == 1
+    });
+    // It must not speak first: nothing has been sent.
+    peer.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let early = peer.read(&mut byte);
+    assert_eq!(
+        early.map_err(|err| err.kind()),
+        Err(std::io::ErrorKind::WouldBlock)
+    );
+    peer.set_nonblocking(false).unwrap();
+    peer.write_all(&header[13..30]).unwrap();
+    peer.write_all(&header[30..]).unwrap();
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
+    let totals = server.stop();
+    assert_eq!(totals.greeted, 1, "{totals}");
+}
+
+#[test]
+fn data_after_the_header_is_input_like_any_other() {
+    let server = start_server(proxy_config());
+    let mut peer = connect(server.addr);
+    peer.write_all(b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 17\r\nhello?\r\n")
+        .unwrap();
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
+    drop(peer);
+    let totals = server.stop();
+    assert_eq!((totals.greeted, totals.lingered), (1, 1), "{totals}");
+}
+
+/// What a peer sending `bytes` gets: nothing of the greeting, in any case.
+fn nothing_after(server: &TestServer, bytes: &[u8]) {
+    let mut peer = connect(server.addr);
+    peer.write_all(bytes).unwrap();
+    let mut received = Vec::new();
+    // The server closes without answering (a reset, as the bytes were not read).
+    let _ = peer.read_to_end(&mut received);
+    assert!(
+        received.is_empty(),
+        "got {} bytes after {bytes:?}",
+        received.len()
+    );
+}
+
+#[test]
+fn garbage_and_oversized_headers_close_without_the_greeting() {
+    let server = start_server(proxy_config());
+    nothing_after(&server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    nothing_after(&server, b"PROXY TCP4 not-an-address 198.51.100.1 1 2\r\n");
+    let mut oversized = V2_SIGNATURE.to_vec();
+    oversized.extend_from_slice(&[0x21, 0x11, 0x10, 0x00]);
+    nothing_after(&server, &oversized);
+    let totals = server.stop();
+    assert_eq!((totals.greeted, totals.proxy_rejected), (0, 3), "{totals}");
+}
+
+#[test]
+fn no_header_within_the_timeout_closes_without_the_greeting() {
+    let mut config = proxy_config();
+    config.proxy_timeout = Duration::from_millis(200);
+    let server = start_server(config);
+    let mut silent = connect(server.addr);
+    wait_until("the header timeout", || {
+        server.snapshot().totals.proxy_rejected == 1
+    });
+    assert_eq!(
+        read_to_eof(&mut silent).unwrap(),
+        b"",
+        "nothing sent, then EOF"
+    );
+    assert_eq!(server.stop().greeted, 0);
+}
+
+#[test]
+fn the_client_the_header_names_is_the_one_limited_per_address() {
+    // Large enough that a peer that reads nothing stays held.
+    let greeting = large_greeting(16 * 1024 * 1024);
+    let mut config = proxy_config().with_greeting(greeting.clone());
+    config.max_per_ip = Some(1);
+    let server = start_server(config);
+    // Every socket comes from 127.0.0.1; the headers tell the clients apart.
+    let header = |source: &str| format!("PROXY TCP4 {source} 198.51.100.1 40000 17\r\n");
+    let mut holder = connect(server.addr);
+    holder.write_all(header("192.0.2.7").as_bytes()).unwrap();
+    wait_until("192.0.2.7 held", || server.snapshot().in_flight == 1);
+
+    assert_eq!(greeting_after(&server, header("192.0.2.7").as_bytes()), b"");
+    let other: Vec<u8> = greeting_after(&server, header("192.0.2.8").as_bytes());
+    assert_same_bytes(&other, &greeting);
+    assert_each_peer_receives(vec![holder], &greeting);
+    let totals = server.stop();
+    assert_eq!((totals.greeted, totals.per_ip_rejected), (2, 1), "{totals}");
+}
