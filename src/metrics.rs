@@ -57,11 +57,11 @@ impl Collector for MetricsSource {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let snapshot = self.workers.snapshot();
         let totals = &snapshot.totals;
-        counter(
+        single(
             &mut encoder,
             "greeter_connections_accepted",
             "Connections accepted.",
-            totals.accepted,
+            ConstCounter::new(totals.accepted),
         )?;
         let closed = [
             ("greeted", totals.greeted),
@@ -82,47 +82,47 @@ impl Collector for MetricsSource {
         for (reason, count) in closed {
             ConstCounter::new(count).encode(family.encode_family(&[("reason", reason)])?)?;
         }
-        counter(
+        single(
             &mut encoder,
             "greeter_bytes_sent",
             "Greeting bytes written.",
-            totals.bytes_sent,
+            ConstCounter::new(totals.bytes_sent),
         )?;
-        counter(
+        single(
             &mut encoder,
             "greeter_accept_errors",
             "Accepts that failed for one connection only.",
-            totals.accept_errors,
+            ConstCounter::new(totals.accept_errors),
         )?;
-        counter(
+        single(
             &mut encoder,
             "greeter_accept_pauses",
             "Times accepting paused for lack of descriptors or memory.",
-            totals.accept_pauses,
+            ConstCounter::new(totals.accept_pauses),
         )?;
-        gauge(
+        single(
             &mut encoder,
             "greeter_accept_paused",
             "1 while accepting is paused for lack of descriptors or memory.",
-            i64::from(snapshot.accept_paused),
+            ConstGauge::new(i64::from(snapshot.accept_paused)),
         )?;
-        gauge(
+        single(
             &mut encoder,
             "greeter_connections_held",
             "Connections held now (being written, flushed or lingering).",
-            saturate(snapshot.in_flight),
+            ConstGauge::new(saturate(snapshot.in_flight)),
         )?;
-        gauge(
+        single(
             &mut encoder,
             "greeter_connections_max",
             "The most connections that may be held (--max-connections times the workers).",
-            saturate(self.max_connections),
+            ConstGauge::new(saturate(self.max_connections)),
         )?;
-        gauge(
+        single(
             &mut encoder,
             "greeter_greeting_bytes",
             "The size of the greeting new connections get.",
-            saturate(snapshot.greeting_bytes),
+            ConstGauge::new(saturate(snapshot.greeting_bytes)),
         )?;
         let mut family = encoder.encode_descriptor(
             "greeter_greeting_reloads",
@@ -147,23 +147,13 @@ impl Collector for MetricsSource {
     }
 }
 
-fn counter(
+/// Encodes one metric without labels under `name`.
+fn single(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
-    value: u64,
+    metric: impl EncodeMetric,
 ) -> Result<(), std::fmt::Error> {
-    let metric = ConstCounter::new(value);
-    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
-}
-
-fn gauge(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    value: i64,
-) -> Result<(), std::fmt::Error> {
-    let metric = ConstGauge::new(value);
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 

@@ -10,11 +10,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use greeter_load::{self as load, LoadOptions, LoadReport};
+use greeter_load::{self as load, LoadReport};
 use util::*;
 
 /// Marking a server down takes `fall 3` checks `inter 200ms` apart (the test's
@@ -173,16 +172,7 @@ impl HaProxy {
 }
 
 fn run_load(frontend: SocketAddr, total: u64) -> LoadReport {
-    let options = LoadOptions {
-        addr: frontend,
-        connections: 16,
-        total: Some(total),
-        duration: Duration::from_secs(30),
-        expected: Arc::from(DEFAULT_GREETING),
-        timeout: Duration::from_secs(5),
-        threads: 1,
-        send_proxy: false,
-    };
+    let options = load_options(frontend, total);
     load::run(&options, &AtomicU64::new(0)).unwrap()
 }
 

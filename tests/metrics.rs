@@ -8,11 +8,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
-use greeter_load::{self as load, LoadOptions};
+use greeter_load as load;
 use util::*;
 
 /// The metrics address the server logged.
@@ -65,16 +63,7 @@ fn last_totals(log: &str) -> BTreeMap<String, f64> {
 fn a_scrape_during_a_load_run_and_after_it_matches_the_totals_line() {
     let mut server = spawn_server(&["--metrics", "127.0.0.1:0"]);
     let metrics = metrics_addr(&server);
-    let options = LoadOptions {
-        addr: server.addr,
-        connections: 16,
-        total: Some(3_000),
-        duration: Duration::from_secs(30),
-        expected: Arc::from(DEFAULT_GREETING),
-        timeout: Duration::from_secs(5),
-        threads: 1,
-        send_proxy: false,
-    };
+    let options = load_options(server.addr, 3_000);
     let running = thread::spawn(move || load::run(&options, &AtomicU64::new(0)).unwrap());
     // Scrapes during the run see counters that only grow.
     let mut last = 0.0;
@@ -250,16 +239,7 @@ fn a_stalled_metrics_client_does_not_touch_the_greetings() {
     let metrics = metrics_addr(&server);
     // Connects and never sends a request: it holds the metrics thread for its budget.
     let _stalled = TcpStream::connect(metrics).unwrap();
-    let options = LoadOptions {
-        addr: server.addr,
-        connections: 16,
-        total: Some(2_000),
-        duration: Duration::from_secs(30),
-        expected: Arc::from(DEFAULT_GREETING),
-        timeout: Duration::from_secs(5),
-        threads: 1,
-        send_proxy: false,
-    };
+    let options = load_options(server.addr, 2_000);
     let report = load::run(&options, &AtomicU64::new(0)).unwrap();
     assert_eq!((report.completed, report.errors.total()), (2_000, 0));
     // Once its budget is spent the next scrape is answered.

@@ -4,7 +4,6 @@
 mod util;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,14 +15,9 @@ fn two_workers_greet_exactly_and_sum_their_totals() {
     let mut server = spawn_server(&["--workers", "2"]);
     server.wait_for_log("workers=2");
     let options = LoadOptions {
-        addr: server.addr,
         connections: 32,
-        total: Some(3_000),
-        duration: Duration::from_secs(30),
-        expected: Arc::from(DEFAULT_GREETING),
-        timeout: Duration::from_secs(5),
         threads: 2,
-        send_proxy: false,
+        ..load_options(server.addr, 3_000)
     };
     let report = load::run(&options, &AtomicU64::new(0)).unwrap();
     assert_eq!((report.completed, report.errors.total()), (3_000, 0));

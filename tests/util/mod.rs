@@ -551,3 +551,18 @@ pub fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
     stream.set_write_timeout(Some(STEP_TIMEOUT)).unwrap();
     stream
 }
+
+/// A bounded load run of `total` connections, 16 at once, expecting the default
+/// greeting (change fields for anything else).
+pub fn load_options(addr: SocketAddr, total: u64) -> greeter_load::LoadOptions {
+    greeter_load::LoadOptions {
+        addr,
+        connections: 16,
+        total: Some(total),
+        duration: Duration::from_secs(30),
+        expected: Arc::from(DEFAULT_GREETING),
+        timeout: Duration::from_secs(5),
+        threads: 1,
+        send_proxy: false,
+    }
+}
