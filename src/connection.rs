@@ -900,67 +900,63 @@ mod tests {
         ));
     }
 
-    fn progress(unsent: u32, data_segments_in: u32, peer_closed: bool) -> io::Result<TcpProgress> {
+    fn progress(
+        unsent: u32,
+        data_segments_in: u32,
+        bytes_received: u64,
+        peer_closed: bool,
+    ) -> io::Result<TcpProgress> {
         Ok(TcpProgress {
             unsent,
             unacked_segments: 1,
             data_segments_in,
-            bytes_received: u64::from(data_segments_in) * 10,
+            bytes_received,
             peer_closed,
         })
     }
 
     #[test]
-    fn a_proxy_header_is_not_the_clients_input() {
-        let received = |bytes_received: u64, peer_closed: bool| {
-            Ok(TcpProgress {
-                unsent: 0,
-                unacked_segments: 0,
-                data_segments_in: 1,
-                bytes_received,
+    fn a_connection_is_closed_only_when_nothing_is_left_in_either_direction() {
+        for (unsent, segments_in, peer_closed, expected) in [
+            (0, 0, false, AfterGreeting::Close),
+            (1, 0, false, AfterGreeting::Flush),
+            (9000, 3, false, AfterGreeting::Flush),
+            (0, 3, false, AfterGreeting::Linger),
+            // A peer that has closed its side cannot draw a reset with bytes it sends...
+            (9000, 0, true, AfterGreeting::Close),
+            // ...but bytes it sent before its FIN are read first.
+            (0, 3, true, AfterGreeting::Linger),
+        ] {
+            let kernel = progress(
+                unsent,
+                segments_in,
+                u64::from(segments_in) * 10,
                 peer_closed,
-            })
-        };
-        assert_eq!(
-            after_greeting(received(28, false), 28),
-            AfterGreeting::Close
-        );
-        assert_eq!(after_greeting(received(29, true), 28), AfterGreeting::Close);
-        assert_eq!(
-            after_greeting(received(33, false), 28),
-            AfterGreeting::Linger
-        );
+            );
+            assert_eq!(
+                after_greeting(kernel, 0),
+                expected,
+                "unsent {unsent}, {segments_in} segments in, peer closed: {peer_closed}"
+            );
+        }
+        let failed = Err(io::Error::from_raw_os_error(libc::EBADF));
+        assert_eq!(after_greeting(failed, 0), AfterGreeting::Close);
     }
 
     #[test]
-    fn a_connection_is_closed_only_when_nothing_is_left_in_either_direction() {
-        assert_eq!(
-            after_greeting(progress(0, 0, false), 0),
-            AfterGreeting::Close
-        );
-        assert_eq!(
-            after_greeting(progress(1, 0, false), 0),
-            AfterGreeting::Flush
-        );
-        assert_eq!(
-            after_greeting(progress(9000, 3, false), 0),
-            AfterGreeting::Flush
-        );
-        assert_eq!(
-            after_greeting(progress(0, 3, false), 0),
-            AfterGreeting::Linger
-        );
-        // A peer that has closed its side cannot draw a reset with bytes it sends.
-        assert_eq!(
-            after_greeting(progress(9000, 0, true), 0),
-            AfterGreeting::Close
-        );
-        // ...but bytes it sent before its FIN are read first.
-        assert_eq!(
-            after_greeting(progress(0, 3, true), 0),
-            AfterGreeting::Linger
-        );
-        let failed = Err(io::Error::from_raw_os_error(libc::EBADF));
-        assert_eq!(after_greeting(failed, 0), AfterGreeting::Close);
+    fn a_proxy_header_is_not_the_clients_input() {
+        // 28 bytes of header; the peer's FIN counts as one received byte.
+        for (bytes_received, peer_closed, expected) in [
+            (28, false, AfterGreeting::Close),
+            (29, true, AfterGreeting::Close),
+            (33, false, AfterGreeting::Linger),
+        ] {
+            let kernel = progress(0, 1, bytes_received, peer_closed);
+            assert_eq!(
+                after_greeting(kernel, 28),
+                expected,
+                "{bytes_received} received"
+            );
+        }
     }
 }

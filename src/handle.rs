@@ -100,7 +100,10 @@ impl ServerHandle {
 
     /// The greeting handed over since the last call, if any (for the loop).
     pub(crate) fn take_new_greeting(&self) -> Option<Arc<[u8]>> {
-        if !self.control.greeting_pending.swap(false, Ordering::Acquire) {
+        // A plain load first: this runs every round, and a swap is a locked write.
+        if !self.control.greeting_pending.load(Ordering::Relaxed)
+            || !self.control.greeting_pending.swap(false, Ordering::Acquire)
+        {
             return None;
         }
         match self.control.new_greeting.lock() {
