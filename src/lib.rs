@@ -39,6 +39,8 @@
 //! - [`client`]: the blocking client used by `greeter-client` and the tests.
 //! - [`error`]: one-line start-up errors that say what failed and how to fix it.
 //! - [`fdlimit`]: raising the open-file limit at start-up.
+//! - [`log_sink`]: the bounded log queue and its writer thread, so that no loop ever
+//!   blocks on stderr.
 //!
 //! The binaries in `src/bin/` only parse flags, wire signals and call into this
 //! library, so tests and benchmarks drive the same code in-process. The load
@@ -55,6 +57,7 @@ pub mod error;
 pub mod fdlimit;
 pub mod handle;
 pub mod listener;
+pub mod log_sink;
 pub mod metrics;
 mod per_ip;
 mod proxy;

@@ -136,6 +136,12 @@ impl Collector for MetricsSource {
         ] {
             ConstCounter::new(count).encode(family.encode_family(&[("result", result)])?)?;
         }
+        single(
+            &mut encoder,
+            "greeter_log_lines_dropped",
+            "Log lines dropped because stderr was not being read fast enough.",
+            ConstCounter::new(crate::log_sink::dropped_lines()),
+        )?;
         let build = Info::new([("version", env!("CARGO_PKG_VERSION"))]);
         build.encode(encoder.encode_descriptor(
             "greeter_build",

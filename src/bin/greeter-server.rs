@@ -1,10 +1,13 @@
 //! `greeter-server`: parse the flags, set up logging and the fd limit, bind, run the
 //! workers, and turn signals into requests to them.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
+
+use env_logger::{Target, WriteStyle};
 
 use clap::Parser;
 use log::{error, info, warn};
@@ -13,6 +16,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
+use greeter::log_sink::LogSink;
 use greeter::metrics::{self, MetricsServer, MetricsSource};
 use greeter::reload::Reloader;
 use greeter::{fdlimit, listener, ServerArgs, StartupError, Totals, Workers};
@@ -48,20 +52,49 @@ line per connection).";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let log_sink = match start_logging() {
+        Ok(sink) => sink,
+        Err(err) => {
+            eprintln!("greeter-server: cannot start the log writer thread: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     // A panic is a bug, never a user's doing: log where it happened as one error line
     // instead of a multi-line report; the failed worker then ends the process with
     // exit 1 and the one-line `worker N failed` error.
     std::panic::set_hook(Box::new(|info| {
         error!("internal error: {}", info.to_string().replace('\n', " "));
     }));
-    match serve(cli.server) {
+    let outcome = serve(cli.server);
+    // Bounded: a stderr that nobody reads must not keep a stopped server alive.
+    log_sink.flush(LOG_FLUSH_TIMEOUT);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("greeter-server: {err}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// How long the process waits at exit for queued log lines to be written.
+const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Logs through `env_logger` (level info, `RUST_LOG` overrides) into the bounded
+/// queue of [`LogSink`], whose thread writes to stderr: no loop ever blocks on a log
+/// line. Colours only when stderr is a terminal, as `env_logger` does by itself.
+fn start_logging() -> io::Result<LogSink> {
+    let (sink, queue) = LogSink::start(io::stderr())?;
+    let style = if io::stderr().is_terminal() {
+        WriteStyle::Always
+    } else {
+        WriteStyle::Never
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(Target::Pipe(Box::new(queue)))
+        .write_style(style)
+        .init();
+    Ok(sink)
 }
 
 fn serve(args: ServerArgs) -> Result<(), StartupError> {

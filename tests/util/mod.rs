@@ -6,6 +6,7 @@
 //! only ever stopped through its own PID.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -202,6 +203,18 @@ fn spawn_server_with(port: u16, args: &[&str], fd_limit: Option<u32>) -> ServerP
 
 /// Starts the server, through `sh -c "ULIMIT && exec ..."` when a ulimit is given.
 fn spawn_server_under(port: u16, args: &[&str], ulimit: Option<String>) -> ServerProcess {
+    let mut server = spawn_server_stderr_unread(port, args, ulimit);
+    server.read_stderr();
+    server
+}
+
+/// Starts `greeter-server --port 0 ARGS` with its stderr a pipe that nobody reads
+/// until [`ServerProcess::read_stderr`] is called: a log consumer that stalled.
+pub fn spawn_server_with_unread_stderr(args: &[&str]) -> ServerProcess {
+    spawn_server_stderr_unread(0, args, None)
+}
+
+fn spawn_server_stderr_unread(port: u16, args: &[&str], ulimit: Option<String>) -> ServerProcess {
     let mut command = match ulimit {
         Some(ulimit) => {
             let mut command = Command::new("sh");
@@ -221,7 +234,7 @@ fn spawn_server_under(port: u16, args: &[&str], ulimit: Option<String>) -> Serve
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn greeter-server");
-    let stderr = collect(child.stderr.take().unwrap());
+    let stderr = Arc::default();
     let (lines, listening) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     thread::spawn(move || {
@@ -237,10 +250,11 @@ fn spawn_server_under(port: u16, args: &[&str], ulimit: Option<String>) -> Serve
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "greeter-server printed no listening line; stderr:\n{}",
-                stderr.lock().unwrap()
-            );
+            let mut log = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = pipe.read_to_string(&mut log);
+            }
+            panic!("greeter-server printed no listening line; stderr:\n{log}");
         }
     };
     let addr = line
@@ -257,9 +271,14 @@ fn spawn_server_under(port: u16, args: &[&str], ulimit: Option<String>) -> Serve
 }
 
 /// Reads a pipe to its end on a thread, into a shared string.
-fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     let text = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&text);
+    collect_into(pipe, Arc::clone(&text));
+    text
+}
+
+/// Reads a pipe to its end on a thread, appending to `sink`.
+fn collect_into(mut pipe: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = pipe.read(&mut buf) {
@@ -271,10 +290,17 @@ fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    text
 }
 
 impl ServerProcess {
+    /// Starts reading the server's stderr (at once for every server but one started
+    /// by [`spawn_server_with_unread_stderr`]).
+    pub fn read_stderr(&mut self) {
+        if let Some(pipe) = self.child.stderr.take() {
+            collect_into(pipe, Arc::clone(&self.stderr));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -565,4 +591,44 @@ pub fn load_options(addr: SocketAddr, total: u64) -> greeter_load::LoadOptions {
         threads: 1,
         send_proxy: false,
     }
+}
+
+/// The metrics address the server logged.
+pub fn metrics_addr(server: &ServerProcess) -> SocketAddr {
+    let log = server.wait_for_log("metrics: serving http://");
+    let rest = &log[log.find("metrics: serving http://").unwrap() + 24..];
+    rest[..rest.find("/metrics").unwrap()].parse().unwrap()
+}
+
+/// `GET path` over a fresh connection: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = connect(addr);
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: greeter\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response[response.find("\r\n\r\n").unwrap() + 4..].to_owned();
+    (status, body)
+}
+
+/// The samples of an exposition, `name{labels}` to value (a test's reading, not a
+/// validation: `prometheus_exposition_parses_with_the_prometheus_parser` does that).
+pub fn samples(exposition: &str) -> BTreeMap<String, f64> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            (name.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// A loopback port that was free a moment ago, for a flag whose real port the test
+/// cannot read back (the metrics address of a server whose log is not read).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }

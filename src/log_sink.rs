@@ -1,0 +1,231 @@
+//! Where log lines go: a bounded queue drained by one writer thread, so that no event
+//! loop and no signal thread ever blocks on a log write. A stderr that nobody reads
+//! (a full pipe, a stalled journald) costs lines, never service: when the queue is
+//! full a line is dropped and counted, and once the writer catches up it says how
+//! many with one warning, `log: dropped N lines (stderr was not being read)`.
+//!
+//! `env_logger` still formats and filters (`RUST_LOG` works as before); only its sink
+//! is this queue ([`QueueWriter`], given to `env_logger` as its pipe target). The
+//! queue is one byte buffer: a line is appended whole or not at all, so lines keep
+//! the order they were queued in, and the writer swaps the buffer for an empty one
+//! and writes everything gathered with one `write`, so a burst costs one system call.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The most bytes queued before lines are dropped: about ten thousand lines, several
+/// seconds of `--log-connections` at full rate.
+pub const QUEUE_BYTES: usize = 1 << 20;
+
+/// Lines dropped because the queue was full, since the process started (the logger is
+/// process-wide, and so is this count).
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Lines dropped so far because the log's reader did not keep up (the metric
+/// `greeter_log_lines_dropped_total`).
+pub fn dropped_lines() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// What the loggers and the writer thread share.
+#[derive(Debug, Default)]
+struct Queue {
+    /// The queued bytes and the writer's progress.
+    state: Mutex<QueueState>,
+    /// Signalled when the buffer stops being empty (the writer waits for it).
+    filled: Condvar,
+    /// Signalled when the writer has written everything (a flush waits for it).
+    emptied: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    /// Whole lines, in the order they were logged, at most [`QUEUE_BYTES`].
+    buffer: Vec<u8>,
+    /// Dropped lines the writer has not reported yet.
+    unreported: u64,
+    /// Whether the writer is writing a buffer it took (so a flush waits for it too).
+    writing: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic while holding this lock cannot leave the buffer half-written
+        // (`extend_from_slice` is the only change); go on with it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The sending end of the queue: what `env_logger` writes each formatted line to.
+/// A write never blocks on the log's reader; a line that does not fit is counted and
+/// dropped.
+#[derive(Debug)]
+pub struct QueueWriter {
+    queue: Arc<Queue>,
+}
+
+impl Write for QueueWriter {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        // env_logger hands over one whole formatted record per call (`write_all` of
+        // its buffer), so one call is one line.
+        let mut state = self.queue.lock();
+        if state.buffer.len() + line.len() <= QUEUE_BYTES {
+            let was_empty = state.buffer.is_empty();
+            state.buffer.extend_from_slice(line);
+            drop(state);
+            if was_empty {
+                self.queue.filled.notify_one();
+            }
+        } else {
+            state.unreported += 1;
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The writer thread's side, to wait for it at exit.
+#[derive(Debug)]
+pub struct LogSink {
+    queue: Arc<Queue>,
+}
+
+impl LogSink {
+    /// Starts the writer thread, which copies queued lines to `out` (stderr for the
+    /// server), and returns the sink and the writer for `env_logger`.
+    ///
+    /// # Errors
+    /// If the thread cannot be started.
+    pub fn start(out: impl Write + Send + 'static) -> io::Result<(LogSink, QueueWriter)> {
+        let queue = Arc::new(Queue::default());
+        let writer_queue = Arc::clone(&queue);
+        thread::Builder::new()
+            .name("greeter-log".to_owned())
+            .spawn(move || write_lines(&writer_queue, out))?;
+        Ok((
+            LogSink {
+                queue: Arc::clone(&queue),
+            },
+            QueueWriter { queue },
+        ))
+    }
+
+    /// Waits, at most `timeout`, until every queued line (and the report of dropped
+    /// ones) is written; for the end of the process. Returns whether it all got out.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.queue.lock();
+        loop {
+            if state.buffer.is_empty() && state.unreported == 0 && !state.writing {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = match self.queue.emptied.wait_timeout(state, left) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+}
+
+/// The writer thread: takes everything queued, writes it, and each time it has caught
+/// up reports the lines dropped meanwhile (through the logger, like any line).
+fn write_lines(queue: &Queue, mut out: impl Write) {
+    let mut taken = Vec::with_capacity(QUEUE_BYTES);
+    loop {
+        let mut state = queue.lock();
+        state.writing = false;
+        if state.buffer.is_empty() {
+            if state.unreported > 0 {
+                let lost = std::mem::take(&mut state.unreported);
+                drop(state);
+                log::warn!(
+                    target: "greeter::log",
+                    "log: dropped {lost} lines (stderr was not being read)"
+                );
+                continue;
+            }
+            queue.emptied.notify_all();
+            while state.buffer.is_empty() && state.unreported == 0 {
+                state = match queue.filled.wait(state) {
+                    Ok(state) => state,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+            }
+            continue;
+        }
+        // Swapped, not copied: the loggers go on into the emptied buffer at once.
+        std::mem::swap(&mut state.buffer, &mut taken);
+        state.writing = true;
+        drop(state);
+        // A failed write loses these lines: there is nowhere else to say so.
+        let _ = out.write_all(&taken).and_then(|()| out.flush());
+        taken.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// An output that blocks every write until the test lets it go, as a pipe nobody
+    /// reads does, and hands what it was given to the test.
+    struct Gate {
+        open: mpsc::Receiver<()>,
+        written: mpsc::Sender<Vec<u8>>,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            let _ = self.open.recv();
+            let _ = self.written.send(bytes.to_vec());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_blocked_output_never_blocks_a_logger_and_full_means_dropped() {
+        let (open, gate) = mpsc::channel();
+        let (written, output) = mpsc::channel();
+        let (sink, mut queue) = LogSink::start(Gate {
+            open: gate,
+            written,
+        })
+        .unwrap();
+        let line = [b'x'; 1000];
+        // The first line is taken by the writer, which then blocks; the rest fill the
+        // queue and then overflow it, without ever waiting.
+        let lines = 2 * QUEUE_BYTES / line.len();
+        for _ in 0..lines {
+            queue.write_all(&line).unwrap();
+        }
+        let dropped = queue.queue.lock().unreported;
+        assert!(dropped > 0, "nothing dropped");
+        assert!(
+            !sink.flush(Duration::from_millis(10)),
+            "flushed while blocked"
+        );
+        // Let every write through: everything queued arrives, in order, whole.
+        drop(open);
+        assert!(sink.flush(Duration::from_secs(20)));
+        let out: Vec<u8> = output.try_iter().flatten().collect();
+        assert_eq!(out.len() as u64 + dropped * 1000, (lines * 1000) as u64);
+        assert!(out.iter().all(|&byte| byte == b'x'));
+    }
+}
