@@ -34,7 +34,8 @@
 //!   listening socket; a running handle to stop them and sum their totals.
 //! - `per_ip` (internal): the `--max-per-ip` accounting.
 //! - [`metrics`]: `--metrics`: Prometheus metrics and `/healthz`, on a thread of
-//!   their own, read from the snapshots the loops publish.
+//!   their own, read from the snapshots the loops publish; `metrics_http` (internal)
+//!   serves them from a small readiness loop bounded in clients, time and bytes.
 //! - [`reload`]: SIGHUP: re-read the greeting file and hand it to every worker.
 //! - [`client`]: the blocking client used by `greeter-client` and the tests.
 //! - [`error`]: one-line start-up errors that say what failed and how to fix it.
@@ -59,6 +60,7 @@ pub mod handle;
 pub mod listener;
 pub mod log_sink;
 pub mod metrics;
+mod metrics_http;
 mod per_ip;
 mod proxy;
 pub mod reload;

@@ -1,45 +1,26 @@
 //! `--metrics ADDR`: Prometheus metrics and a health endpoint, served off the greeting
 //! path. The loops only publish the snapshots they already publish once per round;
-//! this thread reads them at scrape time and encodes them with `prometheus-client`.
-//!
-//! The HTTP side answers one client at a time, each within [`CLIENT_BUDGET`] and
-//! [`MAX_REQUEST_BYTES`]: a slow or malicious client can delay a scrape by that much,
-//! but can never hold more than one descriptor or one thread, so it cannot touch the
-//! greeting loops. (A thread-per-client HTTP server has no such bound.)
-//!
-//! `/healthz` must answer "paused" exactly when the greeting loops are out of
-//! descriptors. A blocked `accept` already holds its descriptor number (Linux reserves
-//! it before waiting); a spare descriptor covers the moment between two clients, when
-//! a greeting loop could take the number first.
+//! the metrics thread reads them at scrape time and encodes them with
+//! `prometheus-client`. What is served is here; how it is served (a readiness loop of
+//! its own, bounded in clients, time and bytes) is in `metrics_http`.
 
-use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::info;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
 
-use crate::error::{describe_io_error, StartupError};
+pub use crate::metrics_http::{MetricsServer, CLIENT_BUDGET, MAX_CLIENTS, MAX_REQUEST_BYTES};
+
 use crate::handle::Snapshot;
 use crate::reload::ReloadCounts;
 use crate::workers::WorkersView;
-
-/// The most time one HTTP client gets, from accept to the end of the response.
-pub const CLIENT_BUDGET: Duration = Duration::from_secs(2);
-
-/// The largest request head read; a longer one is answered 431 and closed.
-pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
 /// Where the numbers come from: the workers' published snapshots, the reload counts,
 /// and the fixed limits.
@@ -176,190 +157,6 @@ pub fn health(snapshot: &Snapshot) -> Result<(), &'static str> {
     } else {
         Ok(())
     }
-}
-
-/// The metrics listener, bound at start-up so that a bad address is a start-up error.
-#[derive(Debug)]
-pub struct MetricsServer {
-    /// The bound listener (blocking; one client at a time).
-    listener: TcpListener,
-}
-
-impl MetricsServer {
-    /// Binds `addr` for the metrics and health endpoints.
-    ///
-    /// # Errors
-    /// A one-line [`StartupError`] naming the address.
-    pub fn bind(addr: SocketAddr) -> Result<Self, StartupError> {
-        let listener = TcpListener::bind(addr).map_err(|err| {
-            StartupError::new(
-                format!("cannot listen for metrics on {addr}"),
-                err,
-                Some("check --metrics: a free port on an address of this host"),
-            )
-        })?;
-        Ok(MetricsServer { listener })
-    }
-
-    /// The address bound, with the real port.
-    ///
-    /// # Errors
-    /// If the socket cannot say.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves on a thread of its own until the process ends.
-    ///
-    /// # Errors
-    /// If the thread cannot be started.
-    pub fn spawn(self, source: MetricsSource) -> Result<JoinHandle<()>, StartupError> {
-        let mut registry = Registry::default();
-        let source = Arc::new(source);
-        registry.register_collector(Box::new(Arc::clone(&source)));
-        thread::Builder::new()
-            .name("greeter-metrics".to_owned())
-            .spawn(move || self.serve(&registry, &source))
-            .map_err(|err| StartupError::new("cannot start the metrics thread", err, None))
-    }
-
-    fn serve(self, registry: &Registry, source: &MetricsSource) {
-        // Given up for one accept if a greeting loop took the last free number while
-        // this thread was between clients.
-        let mut spare = File::open("/dev/null").ok();
-        loop {
-            let client = match self.listener.accept() {
-                Ok((client, _)) => client,
-                Err(err) if err.raw_os_error() == Some(libc::EMFILE) && spare.is_some() => {
-                    drop(spare.take());
-                    let accepted = self.listener.accept();
-                    spare = File::open("/dev/null").ok();
-                    match accepted {
-                        Ok((client, _)) => client,
-                        Err(_) => continue,
-                    }
-                }
-                Err(err) => {
-                    debug!("metrics: accept failed: {}", describe_io_error(&err));
-                    // Out of descriptors without a spare: do not spin.
-                    thread::sleep(Duration::from_millis(100));
-                    spare = spare.or_else(|| File::open("/dev/null").ok());
-                    continue;
-                }
-            };
-            if let Err(err) = answer(client, registry, source) {
-                debug!("metrics: a client failed: {}", describe_io_error(&err));
-            }
-        }
-    }
-}
-
-/// Reads one request within the budget and answers it, then closes.
-fn answer(mut client: TcpStream, registry: &Registry, source: &MetricsSource) -> io::Result<()> {
-    let deadline = Instant::now() + CLIENT_BUDGET;
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let path = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        client.set_read_timeout(Some(left))?;
-        let n = client.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        head.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&head) {
-            Ok(httparse::Status::Complete(_)) => {
-                let method = request.method.unwrap_or("");
-                let path = request.path.unwrap_or("").to_owned();
-                break if method == "GET" || method == "HEAD" {
-                    Some(path)
-                } else {
-                    None
-                };
-            }
-            Ok(httparse::Status::Partial) if head.len() < MAX_REQUEST_BYTES => continue,
-            Ok(httparse::Status::Partial) => {
-                return respond(
-                    &mut client,
-                    deadline,
-                    "431 Request Header Fields Too Large",
-                    TEXT,
-                    "too large\n",
-                );
-            }
-            Err(_) => {
-                return respond(
-                    &mut client,
-                    deadline,
-                    "400 Bad Request",
-                    TEXT,
-                    "bad request\n",
-                )
-            }
-        }
-    };
-    match path.as_deref() {
-        Some("/metrics") => {
-            let mut body = String::new();
-            if prometheus_client::encoding::text::encode(&mut body, registry).is_err() {
-                warn!("metrics: encoding failed");
-                return respond(
-                    &mut client,
-                    deadline,
-                    "500 Internal Server Error",
-                    TEXT,
-                    "error\n",
-                );
-            }
-            respond(&mut client, deadline, "200 OK", OPENMETRICS, &body)
-        }
-        Some("/healthz") => match health(&source.workers.snapshot()) {
-            Ok(()) => respond(&mut client, deadline, "200 OK", TEXT, "ok\n"),
-            Err(why) => respond(
-                &mut client,
-                deadline,
-                "503 Service Unavailable",
-                TEXT,
-                &format!("{why}\n"),
-            ),
-        },
-        Some(_) => respond(&mut client, deadline, "404 Not Found", TEXT, "not found\n"),
-        None => respond(
-            &mut client,
-            deadline,
-            "405 Method Not Allowed",
-            TEXT,
-            "only GET\n",
-        ),
-    }
-}
-
-const TEXT: &str = "text/plain; charset=utf-8";
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Writes a whole response (HTTP/1.1, `Connection: close`) within the deadline.
-fn respond(
-    client: &mut TcpStream,
-    deadline: Instant,
-    status: &str,
-    content_type: &str,
-    body: &str,
-) -> io::Result<()> {
-    let mut response = String::with_capacity(body.len() + 128);
-    let _ = write!(
-        response,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let left = deadline.saturating_duration_since(Instant::now());
-    client.set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
-    client.write_all(response.as_bytes())
 }
 
 /// Logs where the endpoints are, once, at start-up.

@@ -224,3 +224,89 @@ fn a_metrics_address_in_use_is_a_start_up_error() {
         &format!("greeter-server: cannot listen for metrics on {addr}: address already in use"),
     );
 }
+
+#[test]
+fn a_scrape_is_answered_while_a_hundred_clients_idle_or_dribble() {
+    let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    // Half never send a byte, half stop in the middle of their request line.
+    let mut holders: Vec<TcpStream> = (0..100).map(|_| connect(metrics)).collect();
+    for holder in holders.iter_mut().skip(50) {
+        holder.write_all(b"GET /metr").unwrap();
+    }
+    // One client at a time would answer this after every holder's budget (2 s each).
+    let started = std::time::Instant::now();
+    let (status, body) = http_get(metrics, "/metrics");
+    eprintln!(
+        "scrape beside 100 idle clients took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("greeter_connections_accepted_total"),
+        "{body}"
+    );
+}
+
+#[test]
+fn beyond_its_client_cap_the_endpoint_drops_the_oldest_idle_client() {
+    let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    let cap = greeter::metrics::MAX_CLIENTS;
+    let idle: Vec<TcpStream> = (0..cap + 20).map(|_| connect(metrics)).collect();
+    assert_eq!(http_get(metrics, "/healthz"), (200, "ok\n".to_owned()));
+    // The first 20, plus one for the scrape, were closed to make room: a clean EOF.
+    for mut dropped in idle.into_iter().take(21) {
+        assert_eq!(read_to_eof(&mut dropped).unwrap(), b"");
+    }
+}
+
+#[test]
+fn head_query_strings_and_header_limits_are_answered_as_http_says() {
+    let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    let exchange = |request: &[u8]| {
+        let mut stream = connect(metrics);
+        stream.write_all(request).unwrap();
+        String::from_utf8(read_to_eof(&mut stream).unwrap()).unwrap()
+    };
+    for path in ["/metrics", "/healthz"] {
+        let response = exchange(format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{response}");
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(length > 0, "{head}");
+        assert_eq!(body, "", "HEAD {path} sent a body");
+    }
+    let (status, body) = http_get(metrics, "/metrics?module=greeter&x=1");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("greeter_connections_accepted_total"),
+        "{body}"
+    );
+    let many_headers = format!("GET /metrics HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(40));
+    let response = exchange(many_headers.as_bytes());
+    assert!(response.starts_with("HTTP/1.1 431 "), "{response}");
+}
+
+#[test]
+fn an_error_response_survives_input_the_server_did_not_read() {
+    let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    for _ in 0..5 {
+        let mut stream = connect(metrics);
+        // A bad request, and more behind it than the server reads before answering:
+        // a close with that unread would reset the connection under the response.
+        let mut request = b"BREW /pot HTTP/1.1\r\n\r\n".to_vec();
+        request.extend_from_slice(&[b'x'; 64 * 1024]);
+        stream.write_all(&request).unwrap();
+        let response = read_to_eof(&mut stream).expect("the response and a clean EOF");
+        let response = String::from_utf8(response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 405 "), "{response}");
+    }
+}

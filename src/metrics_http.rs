@@ -1,0 +1,518 @@
+//! The HTTP side of `--metrics`: a small mio readiness loop of its own, on its own
+//! thread, so that idle, dribbling or hostile metrics clients can delay nothing but
+//! themselves: a scrape is answered while up to [`MAX_CLIENTS`] others hold their
+//! connections open, and the greeting loops never see any of it.
+//!
+//! Bounds: at most [`MAX_CLIENTS`] connections (a newcomer beyond that closes the
+//! oldest one still sending its request: the idle are dropped first), each with
+//! [`CLIENT_BUDGET`] from accept and a request head of at most [`MAX_REQUEST_BYTES`],
+//! so the loop holds at most about a megabyte and `MAX_CLIENTS` descriptors.
+//!
+//! Every response ends as a greeting does: the write side is shut down, and input is
+//! read and discarded until the client's EOF (or [`LINGER`]) before the close, so that
+//! unread input never turns the close into a reset that destroys the response.
+//!
+//! `/healthz` must answer "paused" exactly when the greeting loops are out of
+//! descriptors: a spare descriptor is given up for the one accept that needs it.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use prometheus_client::registry::Registry;
+use slab::Slab;
+
+use crate::error::{describe_io_error, StartupError};
+use crate::metrics::{health, MetricsSource};
+
+/// The most metrics connections held at once.
+pub const MAX_CLIENTS: usize = 128;
+
+/// The most time one client gets, from accept to the end of its response.
+pub const CLIENT_BUDGET: Duration = Duration::from_secs(2);
+
+/// The largest request head read; a longer one is answered 431 and closed.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// The most headers a request may have; more is answered 431.
+const MAX_HEADERS: usize = 32;
+
+/// How long a client has, once its response is written, to close its side before
+/// the connection is closed anyway.
+pub const LINGER: Duration = Duration::from_millis(500);
+
+/// How long accepting waits after running out of descriptors without a spare.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+const LISTENER: Token = Token(usize::MAX);
+
+/// The metrics listener, bound at start-up so that a bad address is a start-up error.
+#[derive(Debug)]
+pub struct MetricsServer {
+    /// The bound listener.
+    listener: std::net::TcpListener,
+}
+
+impl MetricsServer {
+    /// Binds `addr` for the metrics and health endpoints.
+    ///
+    /// # Errors
+    /// A one-line [`StartupError`] naming the address.
+    pub fn bind(addr: SocketAddr) -> Result<Self, StartupError> {
+        let listener = std::net::TcpListener::bind(addr).map_err(|err| {
+            StartupError::new(
+                format!("cannot listen for metrics on {addr}"),
+                err,
+                Some("check --metrics: a free port on an address of this host"),
+            )
+        })?;
+        Ok(MetricsServer { listener })
+    }
+
+    /// The address bound, with the real port.
+    ///
+    /// # Errors
+    /// If the socket cannot say.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves on a thread of its own until the process ends.
+    ///
+    /// # Errors
+    /// If the loop or its thread cannot be started.
+    pub fn spawn(self, source: MetricsSource) -> Result<JoinHandle<()>, StartupError> {
+        let fail = |err| StartupError::new("cannot start the metrics endpoint", err, None);
+        self.listener.set_nonblocking(true).map_err(fail)?;
+        let mut listener = TcpListener::from_std(self.listener);
+        let poll = Poll::new().map_err(fail)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(fail)?;
+        let source = Arc::new(source);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Arc::clone(&source)));
+        let mut endpoint = Endpoint {
+            poll,
+            listener,
+            clients: Slab::with_capacity(MAX_CLIENTS),
+            registry,
+            source,
+            spare: File::open("/dev/null").ok(),
+            retry_accept_at: None,
+        };
+        thread::Builder::new()
+            .name("greeter-metrics".to_owned())
+            .spawn(move || endpoint.run())
+            .map_err(fail)
+    }
+}
+
+/// The loop's state.
+struct Endpoint {
+    poll: Poll,
+    listener: TcpListener,
+    /// The connections, keyed by their token.
+    clients: Slab<Client>,
+    /// Holds the one collector, which reads `source` at each scrape.
+    registry: Registry,
+    /// Where the numbers come from (`/healthz` reads it directly).
+    source: Arc<MetricsSource>,
+    /// Given up for one accept when the process is out of descriptors.
+    spare: Option<File>,
+    /// Set when accepting stopped for lack of descriptors: when to try again.
+    retry_accept_at: Option<Instant>,
+}
+
+/// One metrics connection.
+struct Client {
+    stream: TcpStream,
+    /// When it was accepted: the oldest reading client is the one dropped for room.
+    accepted: Instant,
+    /// When it is closed whatever it is doing.
+    deadline: Instant,
+    phase: ClientPhase,
+}
+
+enum ClientPhase {
+    /// Reading the request head, gathered here.
+    Reading(Vec<u8>),
+    /// Writing the response; `.1` bytes of it are out.
+    Writing(Vec<u8>, usize),
+    /// The response is out and the write side shut down: discarding input until EOF.
+    Lingering,
+}
+
+/// What a request asks for, once its head is read.
+#[derive(Debug, PartialEq, Eq)]
+enum Request {
+    /// `GET` (or `HEAD`, `head_only`) of `path`, its query string left out.
+    Get { path: String, head_only: bool },
+    /// A request answered with an error status and closed.
+    Refused(&'static str, &'static str),
+}
+
+/// Whether a client is done with, after a step.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Wait,
+    Answer(Request),
+    Close,
+}
+
+impl Endpoint {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            if let Err(err) = self.poll.poll(&mut events, self.timeout()) {
+                if err.kind() != io::ErrorKind::Interrupted {
+                    warn!("metrics: the endpoint's poll failed, metrics are off: {err}");
+                    return;
+                }
+                continue;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    Token(key) => self.advance(key),
+                }
+            }
+            let now = Instant::now();
+            let expired: Vec<usize> = self
+                .clients
+                .iter()
+                .filter(|(_, client)| client.deadline <= now)
+                .map(|(key, _)| key)
+                .collect();
+            for key in expired {
+                self.close(key);
+            }
+            if self.retry_accept_at.is_some_and(|at| at <= now) {
+                self.accept_all();
+            }
+        }
+    }
+
+    /// Until the soonest deadline or accept retry; no timeout while nothing is due.
+    fn timeout(&self) -> Option<Duration> {
+        let soonest = self
+            .clients
+            .iter()
+            .map(|(_, client)| client.deadline)
+            .chain(self.retry_accept_at)
+            .min()?;
+        Some(soonest.saturating_duration_since(Instant::now()))
+    }
+
+    /// Accepts until the backlog is empty (edge triggering announces it only once).
+    fn accept_all(&mut self) {
+        self.retry_accept_at = None;
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.raw_os_error() == Some(libc::EMFILE) && self.spare.is_some() => {
+                    drop(self.spare.take());
+                    match self.listener.accept() {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    }
+                }
+                Err(err) if is_resource_exhaustion(&err) => {
+                    debug!("metrics: accept failed: {}", describe_io_error(&err));
+                    self.retry_accept_at = Some(Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
+                Err(err) => {
+                    debug!("metrics: accept failed: {}", describe_io_error(&err));
+                    continue;
+                }
+            };
+            self.admit(stream);
+        }
+    }
+
+    /// Takes a new client, closing the oldest one still reading its request (or the
+    /// oldest of all) when the table is full.
+    fn admit(&mut self, mut stream: TcpStream) {
+        if self.clients.len() >= MAX_CLIENTS {
+            let oldest = |reading_only: bool| {
+                self.clients
+                    .iter()
+                    .filter(|(_, client)| {
+                        !reading_only || matches!(client.phase, ClientPhase::Reading(_))
+                    })
+                    .min_by_key(|(_, client)| client.accepted)
+                    .map(|(key, _)| key)
+            };
+            if let Some(key) = oldest(true).or_else(|| oldest(false)) {
+                self.close(key);
+            }
+        }
+        let key = self.clients.vacant_key();
+        // Both directions from the start, so that no phase change needs an epoll_ctl
+        // (edge triggering makes the extra writable events rare).
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(err) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), interest)
+        {
+            debug!(
+                "metrics: cannot register a client: {}",
+                describe_io_error(&err)
+            );
+            return;
+        }
+        let now = Instant::now();
+        self.clients.insert(Client {
+            stream,
+            accepted: now,
+            deadline: now + CLIENT_BUDGET,
+            phase: ClientPhase::Reading(Vec::new()),
+        });
+    }
+
+    /// Moves client `key` along after a readiness event.
+    fn advance(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let mut next = client.step();
+        if let Next::Answer(request) = next {
+            let response = self.respond(&request);
+            let client = &mut self.clients[key];
+            client.phase = ClientPhase::Writing(response, 0);
+            next = client.step();
+        }
+        if next == Next::Close {
+            self.close(key);
+        }
+    }
+
+    /// The whole HTTP response to `request`.
+    fn respond(&self, request: &Request) -> Vec<u8> {
+        let (path, head_only) = match request {
+            Request::Get { path, head_only } => (path.as_str(), *head_only),
+            Request::Refused(status, body) => return response(status, TEXT, body, false),
+        };
+        match path {
+            "/metrics" => {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &self.registry) {
+                    Ok(()) => response("200 OK", OPENMETRICS, &body, head_only),
+                    Err(_) => {
+                        warn!("metrics: encoding failed");
+                        response("500 Internal Server Error", TEXT, "error\n", head_only)
+                    }
+                }
+            }
+            "/healthz" => match health(&self.source.workers.snapshot()) {
+                Ok(()) => response("200 OK", TEXT, "ok\n", head_only),
+                Err(why) => response(
+                    "503 Service Unavailable",
+                    TEXT,
+                    &format!("{why}\n"),
+                    head_only,
+                ),
+            },
+            _ => response("404 Not Found", TEXT, "not found\n", head_only),
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        // Dropping the stream closes it, which also takes it out of the poll.
+        if self.clients.try_remove(key).is_some() && self.spare.is_none() {
+            self.spare = File::open("/dev/null").ok();
+        }
+    }
+}
+
+impl Client {
+    /// Does what the phase can do now without blocking.
+    fn step(&mut self) -> Next {
+        let result = match &mut self.phase {
+            ClientPhase::Reading(head) => read_request(&mut self.stream, head),
+            ClientPhase::Writing(response, written) => {
+                match write_some(&mut self.stream, response, written) {
+                    Ok(true) => {
+                        // All out: FIN, then wait briefly for the client's EOF.
+                        let _ = self.stream.shutdown(Shutdown::Write);
+                        self.phase = ClientPhase::Lingering;
+                        self.deadline = Instant::now() + LINGER;
+                        discard_until_eof(&mut self.stream)
+                    }
+                    Ok(false) => Ok(Next::Wait),
+                    Err(err) => Err(err),
+                }
+            }
+            ClientPhase::Lingering => discard_until_eof(&mut self.stream),
+        };
+        result.unwrap_or_else(|err| {
+            debug!("metrics: a client failed: {}", describe_io_error(&err));
+            Next::Close
+        })
+    }
+}
+
+/// Reads what has arrived of a request head; once it is whole (or cannot be), what it
+/// asks for.
+fn read_request(stream: &mut TcpStream, head: &mut Vec<u8>) -> io::Result<Next> {
+    let mut chunk = [0u8; 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(Next::Close),
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Wait),
+            Err(err) => return Err(err),
+        }
+        if let Some(request) = parse_request(head) {
+            return Ok(Next::Answer(request));
+        }
+    }
+}
+
+/// What a request head asks for, or `None` while it is not whole yet.
+fn parse_request(head: &[u8]) -> Option<Request> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let too_large = Request::Refused("431 Request Header Fields Too Large", "too large\n");
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {
+            let method = request.method.unwrap_or("");
+            // A query string (Prometheus's `params:`) does not change what is served.
+            let path = request.path.unwrap_or("");
+            let path = path.split('?').next().unwrap_or(path).to_owned();
+            Some(match method {
+                "GET" => Request::Get {
+                    path,
+                    head_only: false,
+                },
+                "HEAD" => Request::Get {
+                    path,
+                    head_only: true,
+                },
+                _ => Request::Refused("405 Method Not Allowed", "only GET and HEAD\n"),
+            })
+        }
+        Ok(httparse::Status::Partial) if head.len() <= MAX_REQUEST_BYTES => None,
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => Some(too_large),
+        Err(_) => Some(Request::Refused("400 Bad Request", "bad request\n")),
+    }
+}
+
+/// Writes `response[*written..]` until done (`true`) or the socket is full.
+fn write_some(stream: &mut TcpStream, response: &[u8], written: &mut usize) -> io::Result<bool> {
+    while *written < response.len() {
+        match stream.write(&response[*written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *written += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads and discards input: `Close` at the client's EOF, else `Wait`. The deadline
+/// bounds both the time and, at loopback speeds, the bytes.
+fn discard_until_eof(stream: &mut TcpStream) -> io::Result<Next> {
+    let mut scratch = [0u8; 4096];
+    loop {
+        match stream.read(&mut scratch) {
+            Ok(0) => return Ok(Next::Close),
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Wait),
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A whole response (HTTP/1.1, `Connection: close`); without its body for `HEAD`.
+fn response(status: &str, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        response.extend_from_slice(body.as_bytes());
+    }
+    response
+}
+
+fn is_resource_exhaustion(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str, head_only: bool) -> Option<Request> {
+        Some(Request::Get {
+            path: path.to_owned(),
+            head_only,
+        })
+    }
+
+    #[test]
+    fn requests_are_read_as_what_they_ask_for() {
+        let parse = |text: &str| parse_request(text.as_bytes());
+        assert_eq!(
+            parse("GET /metrics HTTP/1.1\r\n\r\n"),
+            get("/metrics", false)
+        );
+        assert_eq!(
+            parse("HEAD /healthz HTTP/1.1\r\n\r\n"),
+            get("/healthz", true)
+        );
+        assert_eq!(
+            parse("GET /metrics?module=x&y=1 HTTP/1.1\r\n\r\n"),
+            get("/metrics", false)
+        );
+        assert_eq!(parse("GET /metrics HTTP/1.1\r\nHost: x\r\n"), None);
+        assert!(matches!(
+            parse("POST /metrics HTTP/1.1\r\n\r\n"),
+            Some(Request::Refused("405 Method Not Allowed", _))
+        ));
+        assert!(matches!(
+            parse("nonsense\r\n\r\n"),
+            Some(Request::Refused("400 Bad Request", _))
+        ));
+        let many_headers = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(40));
+        assert!(matches!(
+            parse(&many_headers),
+            Some(Request::Refused("431 Request Header Fields Too Large", _))
+        ));
+        let long = format!("GET / HTTP/1.1\r\nX: {}", "y".repeat(MAX_REQUEST_BYTES));
+        assert!(matches!(
+            parse(&long),
+            Some(Request::Refused("431 Request Header Fields Too Large", _))
+        ));
+    }
+
+    #[test]
+    fn a_head_response_has_the_length_of_the_body_it_leaves_out() {
+        let full = response("200 OK", TEXT, "ok\n", false);
+        let head = response("200 OK", TEXT, "ok\n", true);
+        assert!(full.ends_with(b"\r\n\r\nok\n"));
+        assert!(head.ends_with(b"Content-Length: 3\r\nConnection: close\r\n\r\n"));
+    }
+}
