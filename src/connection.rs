@@ -210,6 +210,9 @@ pub(crate) struct Closed {
     pub(crate) sent: usize,
     /// Why it closed.
     pub(crate) reason: CloseReason,
+    /// Whether its `ACCEPT` line was logged: not yet for a connection closed while
+    /// its PROXY header was awaited, whose client was never known.
+    pub(crate) announced: bool,
 }
 
 /// The connections a server holds, with everything that bounds them: the slab, the
@@ -233,6 +236,14 @@ pub(crate) struct HeldConnections {
     proxied: Vec<Proxied>,
     /// Held connections per client address, when `--max-per-ip` is set.
     per_ip: Option<PerIpLimit>,
+    /// Connections waiting for their PROXY header, bounded apart from the greeted
+    /// ones, so that header-less connections cannot take every slot.
+    header_waiters: usize,
+    /// The most connections that may wait for their header at once.
+    max_header_waiters: usize,
+    /// Header waiters per socket peer (the client is not known yet), when
+    /// `--max-per-ip` is set: its limit applies to them too.
+    header_waiters_per_peer: Option<PerIpLimit>,
     /// The serial number for the next held connection.
     next_serial: u64,
     /// When the server started: the epoch of `Connection::accepted_ms`.
@@ -253,6 +264,9 @@ impl HeldConnections {
             ),
             proxied: Vec::new(),
             per_ip: config.max_per_ip.map(PerIpLimit::new),
+            header_waiters: 0,
+            max_header_waiters: max_header_waiters(config.max_connections),
+            header_waiters_per_peer: config.max_per_ip.map(PerIpLimit::new),
             next_serial: 0,
             started: Instant::now(),
         }
@@ -272,6 +286,39 @@ impl HeldConnections {
     /// `--max-per-ip` share.
     pub(crate) fn admits(&self, ip: IpAddr) -> bool {
         self.per_ip.as_ref().is_none_or(|limit| limit.admits(ip))
+    }
+
+    /// Whether a connection from socket peer `ip` may wait for its PROXY header, making
+    /// room for it if need be. Not beyond `--max-per-ip` waiters from that peer. When
+    /// a quarter of `--max-connections` already waits, the oldest waiter is closed:
+    /// a header normally comes within milliseconds, so the oldest is the one least
+    /// likely ever to send one, and a flood of header-less connections only ever
+    /// pushes out its own.
+    pub(crate) fn make_room_for_header_waiter(
+        &mut self,
+        ip: IpAddr,
+        closed: &mut Vec<Closed>,
+    ) -> bool {
+        if !self
+            .header_waiters_per_peer
+            .as_ref()
+            .is_none_or(|limit| limit.admits(ip))
+        {
+            return false;
+        }
+        while self.header_waiters >= self.max_header_waiters {
+            let Some(oldest) = self.header_deadlines.pop_oldest() else {
+                break;
+            };
+            if is_live(&self.slab, &oldest, Phase::is_header) {
+                debug!(
+                    "PROXY_ERROR peer={} error=\"closed for a newer connection: too many wait for their header\"",
+                    self.slab[oldest.key].peer
+                );
+                self.close(oldest.key, CloseReason::ProxyHeader, closed);
+            }
+        }
+        true
     }
 
     /// Milliseconds since the server started, wrapping every 49 days (only ever used
@@ -332,6 +379,7 @@ impl HeldConnections {
                 accepted_ms,
                 sent,
                 reason,
+                announced: !phase.is_header(),
             });
             return;
         }
@@ -356,9 +404,24 @@ impl HeldConnections {
             serial,
         });
         debug_assert_eq!(inserted, key, "the slab filled the key it announced");
-        // Until its header names the client, a connection counts for no address.
-        if let (Some(per_ip), false) = (&mut self.per_ip, phase.is_header()) {
+        // Until its header names the client, a connection counts for no client
+        // address, only as a header waiter of its socket peer.
+        if phase.is_header() {
+            self.header_waiters += 1;
+            if let Some(per_peer) = &mut self.header_waiters_per_peer {
+                per_peer.hold(peer.ip());
+            }
+        } else if let Some(per_ip) = &mut self.per_ip {
             per_ip.hold(peer.ip());
+        }
+    }
+
+    /// Accounts for a connection from `peer` leaving its header wait (header taken, or
+    /// closed).
+    fn stop_waiting_for_header(&mut self, peer: SocketAddr) {
+        self.header_waiters -= 1;
+        if let Some(per_peer) = &mut self.header_waiters_per_peer {
+            per_peer.release(peer.ip());
         }
     }
 
@@ -380,6 +443,7 @@ impl HeldConnections {
                 Ok(Header::Incomplete) => {}
                 Ok(Header::Complete { len, client }) => {
                     let mut conn = self.slab.remove(key);
+                    self.stop_waiting_for_header(conn.peer);
                     // Out of this poll: the server greets it as if just accepted.
                     let _ = self.registry.deregister(&mut conn.stream);
                     self.proxied.push(Proxied {
@@ -560,7 +624,9 @@ impl HeldConnections {
             Phase::Writing { sent, .. } => sent,
             Phase::Flushing { .. } | Phase::Lingering { .. } => conn.greeting.len(),
         };
-        if let (Some(per_ip), false) = (&mut self.per_ip, conn.phase.is_header()) {
+        if conn.phase.is_header() {
+            self.stop_waiting_for_header(conn.peer);
+        } else if let Some(per_ip) = &mut self.per_ip {
             per_ip.release(conn.peer.ip());
         }
         closed.push(Closed {
@@ -568,6 +634,7 @@ impl HeldConnections {
             accepted_ms: conn.accepted_ms,
             sent,
             reason,
+            announced: !conn.phase.is_header(),
         });
         self.compact_deadlines();
     }
@@ -597,6 +664,13 @@ impl HeldConnections {
     pub(crate) fn deadlines_queued(&self) -> usize {
         self.write_deadlines.len() + self.linger_deadlines.len() + self.header_deadlines.len()
     }
+}
+
+/// The most connections that may wait for their PROXY header at once: a quarter of
+/// the connection limit (at least one), so that the rest stays for clients that are
+/// being greeted. A header normally comes with the first segment and never waits.
+fn max_header_waiters(max_connections: usize) -> usize {
+    (max_connections / 4).max(1)
 }
 
 /// Whether `deadline` still belongs to a held connection in a phase it bounds: not to

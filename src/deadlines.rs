@@ -69,6 +69,11 @@ impl DeadlineQueue {
         }
     }
 
+    /// Removes and returns the head, expired or not: the oldest entry.
+    pub fn pop_oldest(&mut self) -> Option<Deadline> {
+        self.entries.pop_front()
+    }
+
     /// Keeps only the entries for which `live` says yes, in order (so still sorted).
     pub fn retain(&mut self, live: impl FnMut(&Deadline) -> bool) {
         self.entries.retain(live);

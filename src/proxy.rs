@@ -15,6 +15,8 @@ use mio::net::TcpStream;
 use ppp::v2::{self, Command};
 use ppp::{v1, HeaderResult, PartialResult};
 
+use crate::tcp_state::TcpProgress;
+
 /// The longest header accepted. A v1 header is at most 107 bytes; a v2 header is 16
 /// plus what it announces (addresses and TLVs; the specification asks receivers to
 /// take at least 216). Anything longer is refused.
@@ -42,6 +44,13 @@ pub(crate) enum Header {
 /// Classifies the first bytes of a connection (`full`: the buffer they came in is
 /// full, so waiting cannot complete a header that is not whole yet).
 pub(crate) fn inspect(bytes: &[u8], full: bool) -> Header {
+    if v1_ends_in_an_empty_field(bytes) {
+        return if full {
+            Header::Invalid("oversized")
+        } else {
+            Header::Incomplete
+        };
+    }
     let header = match HeaderResult::parse(bytes) {
         result if result.is_incomplete() => {
             if let HeaderResult::V2(Err(v2::ParseError::Partial(_, announced))) = result {
@@ -89,6 +98,21 @@ pub(crate) fn inspect(bytes: &[u8], full: bool) -> Header {
     }
 }
 
+/// Whether `bytes` is the start of a v1 TCP header that stops right after a space,
+/// before its line ends.
+///
+/// ppp 2.3.0 (the latest release as of 2026-12) reads such a prefix as a whole line:
+/// cut right after the source port's space, `PROXY TCP4 a b 40000 ` has an empty
+/// destination port, which it reports as `InvalidDestinationPort` instead of
+/// incomplete, so a valid header split there (or sent a byte at a time) would be
+/// refused. Whatever ppp says, a v1 line without its CRLF that ends in a space can only
+/// be waited for: its last field has not begun.
+fn v1_ends_in_an_empty_field(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PROXY TCP")
+        && bytes.ends_with(b" ")
+        && !bytes.windows(2).any(|pair| pair == b"\r\n")
+}
+
 /// Looks at what has arrived and, once a whole header is there, takes exactly the
 /// header from the socket (what follows stays there as input).
 ///
@@ -106,6 +130,10 @@ pub(crate) fn take_header(stream: &mut TcpStream) -> io::Result<Header> {
         }
     };
     let header = inspect(&buffer[..peeked], peeked == buffer.len());
+    if header == Header::Incomplete && TcpProgress::of(stream).is_ok_and(|tcp| tcp.peer_closed) {
+        // A partial header and then the peer's FIN: the rest can never come.
+        return Ok(Header::Invalid("closed before its header"));
+    }
     if let Header::Complete { len, .. } = header {
         let mut taken = 0;
         while taken < len {
@@ -182,6 +210,51 @@ mod tests {
                 client: None
             }
         );
+    }
+
+    /// Every header the tests know, v1 and v2, for every address family.
+    fn valid_headers() -> Vec<Vec<u8>> {
+        let mut ipv6 = Vec::new();
+        ipv6.extend_from_slice(
+            &"2001:db8::7"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        ipv6.extend_from_slice(
+            &"2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        ipv6.extend_from_slice(&[0x9c, 0x40, 0, 17]);
+        vec![
+            b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 8080\r\n".to_vec(),
+            b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 8080\r\n".to_vec(),
+            b"PROXY UNKNOWN\r\n".to_vec(),
+            b"PROXY UNKNOWN 192.0.2.7 198.51.100.1 40000 8080\r\n".to_vec(),
+            v2(1, 0x11, &[192, 0, 2, 7, 198, 51, 100, 1, 0x9c, 0x40, 0, 17]),
+            v2(1, 0x21, &ipv6),
+            v2(0, 0x00, &[]),
+        ]
+    }
+
+    #[test]
+    fn a_valid_header_cut_anywhere_is_incomplete_and_whole_is_complete() {
+        for header in valid_headers() {
+            for cut in 1..header.len() {
+                assert_eq!(
+                    inspect(&header[..cut], false),
+                    Header::Incomplete,
+                    "{:?} cut after {cut} bytes",
+                    String::from_utf8_lossy(&header[..cut])
+                );
+            }
+            assert!(
+                matches!(inspect(&header, false), Header::Complete { len, .. } if len == header.len()),
+                "{header:?}"
+            );
+        }
     }
 
     #[test]

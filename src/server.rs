@@ -394,10 +394,21 @@ impl Server {
                 self.greet_client(stream, client.unwrap_or(peer), now, len as u16)
             }
             Ok(Header::Incomplete) => {
-                let greeting = Arc::clone(&self.config.greeting);
-                let (totals, closed) = (&mut self.totals, &mut self.closed);
-                self.held
-                    .hold(stream, peer, now, greeting, Phase::Header, totals, closed);
+                if self
+                    .held
+                    .make_room_for_header_waiter(peer.ip(), &mut self.closed)
+                {
+                    let greeting = Arc::clone(&self.config.greeting);
+                    let (totals, closed) = (&mut self.totals, &mut self.closed);
+                    self.held
+                        .hold(stream, peer, now, greeting, Phase::Header, totals, closed);
+                } else {
+                    debug!(
+                        "PROXY_ERROR peer={peer} error=\"its address has --max-per-ip connections waiting for their header\""
+                    );
+                    self.log_accept(peer);
+                    self.record_close_at_once(peer, now, 0, CloseReason::ProxyHeader);
+                }
                 self.record_closes();
             }
             Ok(Header::Invalid(why)) => {
@@ -509,10 +520,18 @@ impl Server {
             return;
         }
         let now_ms = self.held.millis_since_start(Instant::now());
-        for closed in self.closed.drain(..) {
+        // Taken out for the loop (logging borrows the server), then put back empty so
+        // that its allocation is reused.
+        let mut closes = std::mem::take(&mut self.closed);
+        for closed in closes.drain(..) {
             self.totals.count_close(closed.reason);
+            if !closed.announced {
+                // Closed while its PROXY header was awaited: the ACCEPT line is owed.
+                self.log_accept(closed.peer);
+            }
             log_close(&closed, now_ms, self.config.connection_log_level);
         }
+        self.closed = closes;
         self.gate.descriptor_freed();
     }
 
@@ -533,6 +552,7 @@ impl Server {
                 accepted_ms,
                 sent,
                 reason,
+                announced: true,
             };
             log_close(&closed, self.held.millis_since_start(Instant::now()), level);
         }

@@ -5,6 +5,7 @@
 
 mod util;
 
+use std::io::Write;
 use std::sync::atomic::AtomicU64;
 
 use greeter_load as load;
@@ -154,4 +155,42 @@ fn signal_pid(pid: u32, signal: libc::c_int) {
     // the pid is a child this test started and has not reaped.
     let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
     assert_eq!(sent, 0, "kill({pid}, {signal})");
+}
+
+#[test]
+fn connections_closed_while_their_proxy_header_is_awaited_log_accept_then_close() {
+    let mut server = spawn_server(&[
+        "--proxy-protocol",
+        "--log-connections",
+        "--proxy-timeout",
+        "300ms",
+    ]);
+    // Held first (no byte at accept), then: garbage, half a header and EOF, nothing.
+    let mut garbage = connect(server.addr);
+    server.wait_for_in_flight(1);
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut half = connect(server.addr);
+    server.wait_for_in_flight(1);
+    half.write_all(b"PROXY TCP4 192.0.2.7 ").unwrap();
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    let silent = connect(server.addr);
+    let peers = [&garbage, &half, &silent].map(|peer| peer.local_addr().unwrap());
+    server.wait_for_in_flight(0);
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("accepted=3 greeted=0 closed_early=3", STEP_TIMEOUT);
+    let log = server.stderr();
+    for peer in peers {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains(&format!(" peer={peer} ")))
+            .map(|line| {
+                if line.contains(" ACCEPT ") {
+                    "ACCEPT"
+                } else {
+                    "CLOSE"
+                }
+            })
+            .collect();
+        assert_eq!(lines, ["ACCEPT", "CLOSE"], "{peer}:\n{log}");
+    }
 }

@@ -177,3 +177,124 @@ fn the_client_the_header_names_is_the_one_limited_per_address() {
     let totals = server.stop();
     assert_eq!((totals.greeted, totals.per_ip_rejected), (2, 1), "{totals}");
 }
+
+#[test]
+fn valid_headers_sent_a_byte_at_a_time_are_greeted() {
+    let server = start_server(proxy_config());
+    for header in [
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 8080\r\n".to_vec(),
+        b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 8080\r\n".to_vec(),
+        b"PROXY UNKNOWN\r\n".to_vec(),
+        v2(1, 0x11, &[192, 0, 2, 7, 198, 51, 100, 1, 0x9c, 0x40, 0, 17]),
+        v2_ipv6_source(),
+    ] {
+        let mut peer = connect(server.addr);
+        peer.set_nodelay(true).unwrap();
+        for byte in &header {
+            peer.write_all(std::slice::from_ref(byte)).unwrap();
+        }
+        let received = read_to_eof(&mut peer).expect("a clean EOF");
+        assert_eq!(
+            received,
+            DEFAULT_GREETING,
+            "{:?}",
+            String::from_utf8_lossy(&header)
+        );
+    }
+    let totals = server.stop();
+    assert_eq!((totals.greeted, totals.proxy_rejected), (5, 0), "{totals}");
+}
+
+#[test]
+fn a_partial_header_and_then_eof_is_closed_at_once() {
+    let mut config = proxy_config();
+    // Far longer than the test waits: only the EOF can close it in time.
+    config.proxy_timeout = Duration::from_secs(3600);
+    let server = start_server(config);
+    let mut peer = connect(server.addr);
+    peer.write_all(b"PROXY TCP4 192.0.").unwrap();
+    peer.shutdown(std::net::Shutdown::Write).unwrap();
+    wait_until("the half-sent header to be refused", || {
+        server.snapshot().totals.proxy_rejected == 1
+    });
+    assert_eq!(server.snapshot().in_flight, 0);
+    let mut received = Vec::new();
+    let _ = peer.read_to_end(&mut received);
+    assert!(received.is_empty(), "{received:?}");
+}
+
+#[test]
+fn connections_without_a_header_cannot_starve_clients_with_one() {
+    for max_per_ip in [Some(10), None] {
+        let mut config = proxy_config();
+        config.max_connections = 1000;
+        config.max_per_ip = max_per_ip;
+        // Far longer than the test waits: the flood would hold its slots throughout.
+        config.proxy_timeout = Duration::from_secs(3600);
+        let server = start_server(config);
+        let flood: Vec<_> = (0..1200)
+            .map(|_| connect_from("127.0.0.2", server.addr))
+            .collect();
+        // A flood from one socket peer holds its --max-per-ip share, else a quarter of
+        // the connection limit (the newest); the rest are closed.
+        let waiting = max_per_ip.map_or(250, |limit| limit as usize);
+        wait_until("the flood beyond the waiters' bound to be refused", || {
+            server.snapshot().totals.proxy_rejected == (1200 - waiting) as u64
+        });
+        assert_eq!(server.snapshot().in_flight, waiting);
+        for client in 0..50 {
+            let mut peer = connect_from("127.0.0.3", server.addr);
+            let header = format!("PROXY TCP4 192.0.2.{client} 198.51.100.1 40000 17\r\n");
+            peer.write_all(header.as_bytes()).unwrap();
+            assert_eq!(
+                read_to_eof(&mut peer).unwrap(),
+                DEFAULT_GREETING,
+                "{max_per_ip:?}"
+            );
+        }
+        // A client whose header came a moment after its accept pushed out the oldest.
+        assert!(server.snapshot().in_flight <= waiting);
+        drop(flood);
+        let totals = server.stop();
+        assert_eq!(totals.greeted, 50, "{totals}");
+    }
+}
+
+#[test]
+fn a_v1_header_cut_right_after_the_source_port_is_waited_for() {
+    for header in [
+        &b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 8080\r\n"[..],
+        &b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 8080\r\n"[..],
+    ] {
+        // Right after the source port's trailing space.
+        let cut = header.windows(6).position(|w| w == b"40000 ").unwrap() + 6;
+        let mut config = proxy_config();
+        config.max_connections = 1;
+        let server = start_server(config);
+        // The one slot is taken, so the next client waits in the backlog while its
+        // first segment arrives: the server's first look at it is exactly the cut.
+        let mut holder = connect(server.addr);
+        wait_until("the holder to be held", || server.snapshot().in_flight == 1);
+        let mut cut_client = connect(server.addr);
+        cut_client.set_nodelay(true).unwrap();
+        cut_client.write_all(&header[..cut]).unwrap();
+        holder.write_all(b"PROXY UNKNOWN\r\n").unwrap();
+        assert_eq!(read_to_eof(&mut holder).unwrap(), DEFAULT_GREETING);
+        wait_until("the cut client to be accepted and looked at", || {
+            let snapshot = server.snapshot();
+            snapshot.totals.accepted == 2 && snapshot.in_flight == 1
+                || snapshot.totals.proxy_rejected == 1
+        });
+        let _ = cut_client.write_all(&header[cut..]);
+        let mut received = Vec::new();
+        let _ = cut_client.read_to_end(&mut received);
+        assert_eq!(
+            received,
+            DEFAULT_GREETING,
+            "{:?}",
+            String::from_utf8_lossy(&header[..cut])
+        );
+        let totals = server.stop();
+        assert_eq!((totals.greeted, totals.proxy_rejected), (2, 0), "{totals}");
+    }
+}
