@@ -50,7 +50,7 @@ impl GreetingArgs {
     /// saying that the greeting is empty.
     pub fn load(&self) -> Result<Arc<[u8]>, StartupError> {
         let greeting: Arc<[u8]> = match (&self.message_file, &self.message) {
-            (Some(path), _) => Arc::from(read_greeting_file(path)?),
+            (Some(path), _) => read_greeting_file(path)?,
             (None, Some(text)) => Arc::from(text.as_bytes()),
             (None, None) => Arc::from(DEFAULT_GREETING.as_bytes()),
         };

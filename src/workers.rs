@@ -167,14 +167,6 @@ impl RunningWorkers {
         stop_all(&self.handles, ServerHandle::stop_now);
     }
 
-    /// Gives every worker `greeting` for its new connections (see
-    /// [`ServerHandle::replace_greeting`]); a worker that cannot be woken has stopped.
-    pub fn replace_greeting(&self, greeting: Arc<[u8]>) {
-        for handle in &self.handles {
-            let _ = handle.replace_greeting(Arc::clone(&greeting));
-        }
-    }
-
     /// A view of the workers' published state, for another thread (the metrics).
     pub fn view(&self) -> WorkersView {
         WorkersView {
@@ -221,7 +213,8 @@ impl RunningWorkers {
 }
 
 /// The workers' published state, readable from any thread (the metrics thread keeps
-/// one): each worker publishes a snapshot once per loop round.
+/// one, the reload thread another): each worker publishes a snapshot once per loop
+/// round.
 #[derive(Debug, Clone)]
 pub struct WorkersView {
     /// One per worker.
@@ -229,6 +222,14 @@ pub struct WorkersView {
 }
 
 impl WorkersView {
+    /// Gives every worker `greeting` for its new connections (see
+    /// [`ServerHandle::replace_greeting`]); a worker that cannot be woken has stopped.
+    pub fn replace_greeting(&self, greeting: Arc<[u8]>) {
+        for handle in &self.handles {
+            let _ = handle.replace_greeting(Arc::clone(&greeting));
+        }
+    }
+
     /// The workers' snapshots, summed (accepting counts as paused if any worker is).
     pub fn snapshot(&self) -> Snapshot {
         let mut sum = Snapshot::default();

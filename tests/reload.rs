@@ -80,3 +80,48 @@ fn sighup_with_a_message_flag_has_nothing_to_reload() {
     server.signal("TERM");
     server.assert_exits_cleanly_logging("accepted=1 greeted=1", Duration::from_secs(10));
 }
+
+/// The server's peak resident memory so far (`VmHWM`), in KiB.
+fn peak_rss_kib(server: &ServerProcess) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_large_reload_is_read_once_off_the_signal_thread() {
+    let path = temp_file("reload-large", b"the greeting\n");
+    let server = spawn_server(&["--message-file", path.to_str().unwrap()]);
+    let before = peak_rss_kib(&server);
+    // 512 MiB (sparse: nothing on disk), which takes a while to read.
+    let size: u64 = 512 << 20;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    server.signal("HUP");
+    // Handled while the file is still being read: the signal thread does not read it.
+    server.signal("USR1");
+    let log = server.wait_for_log(&format!(": {size} bytes"));
+    let totals_at = log
+        .find("totals in_flight=")
+        .expect("the SIGUSR1 totals line");
+    let reloaded_at = log.find("reload: greeting reloaded").unwrap();
+    assert!(
+        totals_at < reloaded_at,
+        "SIGUSR1 waited for the reload:\n{log}"
+    );
+    // Read into its final allocation: the peak grows by the file's size, not twice it.
+    let grown_kib = peak_rss_kib(&server) - before;
+    let size_kib = size / 1024;
+    assert!(
+        grown_kib < size_kib * 3 / 2,
+        "peak memory grew {grown_kib} KiB for a {size_kib} KiB greeting"
+    );
+    let _ = std::fs::remove_file(path);
+}

@@ -166,7 +166,7 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
         ),
         Err(err) => warn!("fd limit: cannot raise the open-file limit: {err}"),
     }
-    let totals = serve_until_stopped(workers, &reloader, metrics)?;
+    let totals = serve_until_stopped(workers, reloader, metrics)?;
     info!("totals in_flight=0 {totals}");
     Ok(())
 }
@@ -185,7 +185,7 @@ const WORKER_EXITED: Token = Token(1);
 /// so that a SIGTERM sent as soon as it is seen is handled gracefully.
 fn serve_until_stopped(
     workers: Workers,
-    reloader: &Reloader,
+    reloader: Reloader,
     metrics: Option<(MetricsServer, usize)>,
 ) -> Result<Totals, StartupError> {
     let fail = |err| StartupError::new("cannot install signal handlers", err, None);
@@ -197,11 +197,13 @@ fn serve_until_stopped(
     let exited = Arc::new(Waker::new(poll.registry(), WORKER_EXITED).map_err(fail)?);
     let local_addrs = workers.local_addrs().to_vec();
     let running = workers.spawn(exited)?;
+    let reload_counts = reloader.counts();
+    let reloads = reloader.spawn(running.view())?;
     if let Some((server, max_connections)) = metrics {
         let addr = server.local_addr().map_err(fail)?;
         server.spawn(MetricsSource {
             workers: running.view(),
-            reloads: reloader.counts(),
+            reloads: reload_counts,
             max_connections,
         })?;
         metrics::announce(addr);
@@ -229,9 +231,8 @@ fn serve_until_stopped(
                     info!("shutdown: second stop signal, closing in-flight connections now");
                     running.stop_now();
                 }
-                SIGHUP => {
-                    reloader.reload(&running);
-                }
+                // The file is read on the reload thread: this one stays free.
+                SIGHUP => reloads.request(),
                 SIGUSR1 => {
                     let snapshot = running.snapshot();
                     info!(
