@@ -33,7 +33,8 @@ impl TargetArgs {
 pub struct GreetingArgs {
     /// The greeting: exactly these bytes (UTF-8), no newline added [default: "Hello
     /// there! This is the hosted server"]
-    #[arg(long, value_name = "TEXT", conflicts_with = "message_file")]
+    #[arg(long, value_name = "TEXT", conflicts_with = "message_file",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub message: Option<String>,
 
     /// The greeting is this file's bytes (any bytes; a regular file of at most 1GiB,

@@ -80,6 +80,38 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses `--metrics`: an address with its port (`127.0.0.1:9464`, `[::1]:9464`), or a
+/// host name with one (`localhost:9464`: the first address it resolves to).
+///
+/// # Errors
+/// A message fit for clap's usage error saying what is missing or what did not
+/// resolve.
+pub fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if unbracket(text).parse::<IpAddr>().is_ok() {
+        return Err(format!(
+            "{text} has no port: write ADDRESS:PORT, e.g. 127.0.0.1:9464"
+        ));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "{text} has no port: write HOST:PORT, e.g. 127.0.0.1:9464 or localhost:9464"
+        ));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port (write HOST:PORT, e.g. localhost:9464)"))?;
+    let resolved = (unbracket(host), port).to_socket_addrs().map_err(|err| {
+        format!("cannot resolve {host}: {err} (give an address, e.g. 127.0.0.1:{port})")
+    })?;
+    resolved
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{host} has no address (give one, e.g. 127.0.0.1:{port})"))
+}
+
 /// The server's command-line flags, as clap parses them.
 ///
 /// Turn them into a [`Config`] with [`ServerArgs::into_config`], which reads the
@@ -87,13 +119,15 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
     /// Address or host name to listen on; repeat it for several. A name is listened on
-    /// at every address it resolves to (localhost: 127.0.0.1 and ::1). :: alone also
-    /// takes IPv4; beside an IPv4 address it takes IPv6 only
+    /// at every address it resolves to (localhost: what the hosts file gives it,
+    /// usually 127.0.0.1 and ::1). :: alone also takes IPv4; beside an IPv4 address it
+    /// takes IPv6 only
     #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
     pub host: Vec<String>,
 
     /// Port to listen on, for every --host; 0 picks a free one (the real port is printed)
-    #[arg(long, default_value_t = DEFAULT_PORT)]
+    #[arg(long, default_value_t = DEFAULT_PORT, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u16))]
     pub port: u16,
 
     /// The greeting: `--message` or `--message-file`.
@@ -101,7 +135,7 @@ pub struct ServerArgs {
     pub greeting: GreetingArgs,
 
     /// Connections held at once; the rest wait in the kernel's listen backlog
-    #[arg(long, value_name = "N", default_value_t = 10_000,
+    #[arg(long, value_name = "N", default_value_t = 10_000, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
@@ -110,7 +144,7 @@ pub struct ServerArgs {
     pub write_timeout: Duration,
 
     /// Listen backlog (the kernel caps it at net.core.somaxconn)
-    #[arg(long, value_name = "N", default_value_t = 1024,
+    #[arg(long, value_name = "N", default_value_t = 1024, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub backlog: u32,
 
@@ -125,12 +159,13 @@ pub struct ServerArgs {
 
     /// At most N connections held at once from one client address; more are closed
     /// at once without the greeting (default: no limit)
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_per_ip: Option<u32>,
 
     /// Event loops, each on its own thread, sharing the listening socket; 0 means one
     /// per available core. Limits apply per worker
-    #[arg(long, value_name = "N", default_value_t = 1,
+    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub workers: u32,
 
@@ -145,8 +180,9 @@ pub struct ServerArgs {
     pub proxy_timeout: Duration,
 
     /// Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on
-    /// this address, e.g. 127.0.0.1:9464 (default: off)
-    #[arg(long, value_name = "ADDR")]
+    /// this address and port, e.g. 127.0.0.1:9464 or localhost:9464 (a name: the first
+    /// address it resolves to) (default: off)
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_addr)]
     pub metrics: Option<SocketAddr>,
 
     /// Log one ACCEPT and one CLOSE line per connection at info level (key=value, for
@@ -476,6 +512,57 @@ mod tests {
     }
 
     #[test]
+    fn metrics_takes_an_address_or_a_name_with_a_port() {
+        assert_eq!(
+            parse_metrics_addr("127.0.0.1:9464"),
+            Ok("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(
+            parse_metrics_addr("[::1]:9464"),
+            Ok("[::1]:9464".parse().unwrap())
+        );
+        let named = parse_metrics_addr("localhost:9464").unwrap();
+        assert!(named.ip().is_loopback() && named.port() == 9464, "{named}");
+        for (text, says) in [
+            ("127.0.0.1", "127.0.0.1 has no port: write ADDRESS:PORT"),
+            ("::1", "::1 has no port"),
+            ("localhost", "localhost has no port: write HOST:PORT"),
+            ("localhost:http", "\"http\" is not a port"),
+        ] {
+            let err = parse_metrics_addr(text).unwrap_err();
+            assert!(err.starts_with(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn negative_numbers_are_out_of_range_not_unknown_flags() {
+        for flag in [
+            "--max-connections",
+            "--backlog",
+            "--max-per-ip",
+            "--workers",
+            "--port",
+        ] {
+            let err = parse(&[flag, "-1"]).err().unwrap();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag}: {err}"
+            );
+            assert!(
+                err.to_string().contains("'-1'") || err.to_string().contains("-1 is not"),
+                "{flag}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_message_is_a_usage_error() {
+        let err = parse(&["--message", ""]).err().unwrap();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue, "{err}");
+    }
+
+    #[test]
     fn zero_limits_are_rejected() {
         assert!(parse(&["--max-connections", "0"]).is_err());
         assert!(parse(&["--backlog", "0"]).is_err());
@@ -488,47 +575,6 @@ mod tests {
             .into_config()
             .unwrap();
         assert_eq!(&*config.greeting, "héllo\n".as_bytes());
-    }
-
-    #[test]
-    fn empty_message_is_an_error() {
-        let err = parse(&["--message", ""])
-            .unwrap()
-            .into_config()
-            .unwrap_err();
-        assert!(err.to_string().contains("the greeting is empty"), "{err}");
-    }
-
-    /// A file, opened and examined as a reload does, then changed by `change` before
-    /// it is read.
-    fn read_after(name: &str, change: impl FnOnce(&std::fs::File)) -> io::Result<usize> {
-        let path = std::env::temp_dir().join(format!("greeter-{}-{name}", std::process::id()));
-        std::fs::write(&path, vec![b'a'; 100_000]).unwrap();
-        let mut file = std::fs::File::open(&path).unwrap();
-        let before = file.metadata().unwrap();
-        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        change(&writer);
-        let read = read_unchanged(&mut file, &before);
-        let _ = std::fs::remove_file(&path);
-        // Its length, not its bytes, if it was read: a failure message stays short.
-        read.map(|greeting| greeting.len())
-    }
-
-    #[test]
-    fn a_greeting_file_that_changes_while_it_is_read_is_refused() {
-        assert_eq!(read_after("same", |_| {}).unwrap(), 100_000);
-        let shrank = read_after("shrank", |file| file.set_len(10).unwrap()).unwrap_err();
-        assert_eq!(shrank.to_string(), "it shrank while being read");
-        let grew = read_after("grew", |file| file.set_len(200_000).unwrap()).unwrap_err();
-        assert_eq!(grew.to_string(), "it grew while being read");
-        // Rewritten at the same size: only the modification time tells.
-        let rewritten = read_after("rewritten", |mut file| {
-            file.write_all(&[b'b'; 100_000]).unwrap();
-            file.set_modified(std::time::SystemTime::UNIX_EPOCH)
-                .unwrap();
-        })
-        .unwrap_err();
-        assert_eq!(rewritten.to_string(), "it changed while being read");
     }
 
     #[test]

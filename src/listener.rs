@@ -9,7 +9,7 @@
 //! only and the two do not conflict; any other IPv6 address takes IPv6 only.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use listenfd::ListenFd;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -33,21 +33,51 @@ pub fn listen(
     listen_with(addr, backlog, send_buffer, addr.ip().is_unspecified())
 }
 
+/// How many times [`listen_all`] tries a port for several addresses with port 0: a
+/// port picked by the first may be taken on another, and each try has an even chance
+/// at worst, so 32 tries make a failure vanishingly rare.
+const PORT_ATTEMPTS: usize = 32;
+
 /// Binds every address of `addrs`, in order, as [`listen`] does. A port of 0 is
 /// chosen once, by the first, and the others bind the port it got (`--port` applies
-/// to all). IPv6 sockets follow the `IPV6_V6ONLY` rule of this module.
+/// to all); when that port is taken on one of the others, all are released and
+/// another port is tried, up to [`PORT_ATTEMPTS`] times. IPv6 sockets follow the
+/// `IPV6_V6ONLY` rule of this module.
 ///
 /// # Errors
-/// As [`listen`], for the first address that fails.
+/// As [`listen`], for the first address that fails; and before binding anything, if
+/// two of the addresses overlap (a wildcard and an address of its family), which the
+/// kernel would refuse as "address in use".
 pub fn listen_all(
     addrs: &[SocketAddr],
     backlog: i32,
     send_buffer: Option<usize>,
 ) -> Result<Vec<std::net::TcpListener>, StartupError> {
+    refuse_overlaps(addrs)?;
+    let picks_port = addrs.len() > 1 && addrs.iter().all(|addr| addr.port() == 0);
+    let mut attempt = 1;
+    loop {
+        match bind_each(addrs, backlog, send_buffer) {
+            Err((index, err)) if picks_port && index > 0 && attempt < PORT_ATTEMPTS => {
+                log::debug!("listen: port taken on another address ({err}); trying another");
+                attempt += 1;
+            }
+            Err((_, err)) => return Err(err),
+            Ok(listeners) => return Ok(listeners),
+        }
+    }
+}
+
+/// One try of [`listen_all`]: the listeners, or the index of the address that failed.
+fn bind_each(
+    addrs: &[SocketAddr],
+    backlog: i32,
+    send_buffer: Option<usize>,
+) -> Result<Vec<std::net::TcpListener>, (usize, StartupError)> {
     let with_ipv4 = addrs.iter().any(SocketAddr::is_ipv4);
     let mut port = None;
     let mut listeners = Vec::with_capacity(addrs.len());
-    for &addr in addrs {
+    for (index, &addr) in addrs.iter().enumerate() {
         let mut addr = addr;
         if addr.port() == 0 {
             if let Some(port) = port {
@@ -55,13 +85,37 @@ pub fn listen_all(
             }
         }
         let dual_stack = addr.ip().is_unspecified() && !with_ipv4;
-        let listener = listen_with(addr, backlog, send_buffer, dual_stack)?;
+        let listener =
+            listen_with(addr, backlog, send_buffer, dual_stack).map_err(|err| (index, err))?;
         if port.is_none() {
             port = listener.local_addr().ok().map(|bound| bound.port());
         }
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// Refuses two addresses of this server that the kernel would not bind together: the
+/// same port, and a wildcard beside an address of its family (an IPv6 wildcard alone
+/// is dual-stack, so it also covers IPv4, but then no IPv4 address is listed).
+fn refuse_overlaps(addrs: &[SocketAddr]) -> Result<(), StartupError> {
+    for (index, later) in addrs.iter().enumerate() {
+        for earlier in &addrs[..index] {
+            let same_family = earlier.is_ipv4() == later.is_ipv4();
+            let one_wildcard = earlier.ip().is_unspecified() || later.ip().is_unspecified();
+            if earlier.port() == later.port() && same_family && one_wildcard {
+                return Err(StartupError::new(
+                    format!("cannot listen on {later}"),
+                    io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("it overlaps {earlier}, which this server listens on too"),
+                    ),
+                    Some("the wildcard already takes every address of its family: drop one of the two --host"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// [`listen`], with `IPV6_V6ONLY` off (`dual_stack`) or on for an IPv6 address.
@@ -83,6 +137,16 @@ fn listen_with(
             io::ErrorKind::AddrNotAvailable => {
                 Some("no local interface has this address: check --host")
             }
+            io::ErrorKind::InvalidInput => match addr.ip() {
+                IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some() => {
+                    Some("an IPv4-mapped IPv6 address: give --host its IPv4 form, e.g. 127.0.0.1")
+                }
+                // fe80::/10 (`Ipv6Addr::is_unicast_link_local` is newer than the MSRV).
+                IpAddr::V6(ip) if ip.segments()[0] & 0xffc0 == 0xfe80 => Some(
+                    "a link-local address needs its interface: add %IFACE, e.g. --host fe80::1%eth0",
+                ),
+                _ => None,
+            },
             _ => None,
         };
         StartupError::new(format!("cannot listen on {addr}"), err, hint)

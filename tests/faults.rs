@@ -142,6 +142,56 @@ fn bad_flags_are_usage_errors_with_exit_2() {
 }
 
 #[test]
+fn mistakes_new_users_make_are_usage_errors_that_say_what_to_write() {
+    for (args, says) in [
+        (&["--max-connections", "-1"][..], "-1 is not in 1..="),
+        (&["--port", "-1"], "-1 is not in 0..=65535"),
+        (
+            &["--message", ""],
+            "a value is required for '--message <TEXT>'",
+        ),
+        (
+            &["--metrics", "127.0.0.1"],
+            "127.0.0.1 has no port: write ADDRESS:PORT",
+        ),
+        (
+            &["--metrics", "localhost"],
+            "localhost has no port: write HOST:PORT",
+        ),
+    ] {
+        let (status, stdout, stderr) = run_binary("greeter-server", args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn metrics_on_a_host_name_is_served() {
+    let server = spawn_server(&["--metrics", "localhost:0"]);
+    let metrics = metrics_addr(&server);
+    assert!(metrics.ip().is_loopback(), "{metrics}");
+    assert_eq!(http_get(metrics, "/healthz"), (200, "ok\n".to_owned()));
+}
+
+#[test]
+fn the_serving_line_gives_the_backlog_the_kernel_grants() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let asked = somaxconn + 1;
+    let server = spawn_server(&["--backlog", &asked.to_string()]);
+    let log = server.wait_for_log("listen backlog");
+    assert!(log.contains(&format!(" backlog={somaxconn} ")), "{log}");
+    assert!(
+        log.contains(&format!("listen backlog {asked} is capped")),
+        "{log}"
+    );
+}
+
+#[test]
 fn help_and_version_work() {
     let (status, stdout, _) = run_binary("greeter-server", &["--help"]);
     assert_eq!(status.code(), Some(0));

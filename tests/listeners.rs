@@ -106,3 +106,58 @@ fn ipv4_and_ipv6_wildcards_bind_together_without_a_conflict() {
         assert_greets(reach(addr));
     }
 }
+
+#[test]
+fn several_hosts_on_port_0_get_a_port_that_is_free_on_every_one() {
+    // Take about a fifth of the ephemeral ports on ::1, so that a port picked for
+    // 127.0.0.1 is often taken there.
+    greeter::fdlimit::raise_to_hard_limit().expect("raise the fd limit");
+    let _taken: Vec<std::net::TcpListener> = (0..6000)
+        .map(|_| std::net::TcpListener::bind("[::1]:0").expect("bind a port on ::1"))
+        .collect();
+    let hosts: Vec<SocketAddr> = vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+    for _ in 0..30 {
+        let listeners =
+            greeter::listener::listen_all(&hosts, 16, None).unwrap_or_else(|err| panic!("{err}"));
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|listener| listener.local_addr().unwrap().port())
+            .collect();
+        assert_eq!(ports[0], ports[1]);
+    }
+}
+
+#[test]
+fn hosts_that_overlap_each_other_are_named_in_the_error() {
+    assert_startup_error(
+        &["--port", "0", "--host", "0.0.0.0", "--host", "127.0.0.1"],
+        "greeter-server: cannot listen on 127.0.0.1:0: it overlaps 0.0.0.0:0, which this server listens on too",
+    );
+    assert_startup_error(
+        &[
+            "--port",
+            "0",
+            "--host",
+            "::",
+            "--host",
+            "::1",
+            "--host",
+            "127.0.0.1",
+        ],
+        "greeter-server: cannot listen on [::1]:0: it overlaps [::]:0",
+    );
+}
+
+#[test]
+fn addresses_that_cannot_be_bound_as_written_get_a_hint() {
+    let line = assert_startup_error(
+        &["--port", "0", "--host", "fe80::1"],
+        "greeter-server: cannot listen on [fe80::1]:0: invalid argument",
+    );
+    assert!(line.contains("add %IFACE"), "{line}");
+    let line = assert_startup_error(
+        &["--port", "0", "--host", "::ffff:127.0.0.1"],
+        "greeter-server: cannot listen on [::ffff:127.0.0.1]:0: invalid argument",
+    );
+    assert!(line.contains("give --host its IPv4 form"), "{line}");
+}

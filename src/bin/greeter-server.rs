@@ -136,7 +136,7 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
         workers.len(),
         config.greeting.len(),
         config.max_connections,
-        config.backlog,
+        somaxconn().map_or(config.backlog, |cap| cap.min(config.backlog)),
         humantime::format_duration(config.write_timeout),
         humantime::format_duration(config.drain_timeout),
         humantime::format_duration(config.linger_timeout),
@@ -265,12 +265,16 @@ fn announce(addrs: &[SocketAddr]) {
     }
 }
 
+/// The kernel's cap on every listen backlog, if it can be read.
+fn somaxconn() -> Option<i32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+}
+
 /// The kernel silently caps the backlog at net.core.somaxconn; say so when it does.
 fn warn_if_backlog_capped(backlog: i32) {
-    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .ok()
-        .and_then(|text| text.trim().parse::<i32>().ok());
-    if let Some(cap) = somaxconn.filter(|&cap| cap < backlog) {
+    if let Some(cap) = somaxconn().filter(|&cap| cap < backlog) {
         warn!(
             "listen backlog {backlog} is capped by net.core.somaxconn={cap} \
              (raise it with sysctl -w net.core.somaxconn={backlog})"
