@@ -425,6 +425,7 @@ fn read_unchanged(file: &mut std::fs::File, before: &std::fs::Metadata) -> io::R
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::io::Write;
 
     #[derive(Parser)]
     struct Cli {
