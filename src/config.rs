@@ -1,8 +1,6 @@
 //! The server's settings: what `greeter-server`'s flags parse into, checked and loaded
 //! once at start-up so that the event loop never has to re-validate anything.
 
-#[cfg(test)]
-use std::io::Write;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::OpenOptionsExt;
@@ -576,6 +574,38 @@ mod tests {
             .into_config()
             .unwrap();
         assert_eq!(&*config.greeting, "héllo\n".as_bytes());
+    }
+
+    /// A file, opened and examined as a reload does, then changed by `change` before
+    /// it is read.
+    fn read_after(name: &str, change: impl FnOnce(&std::fs::File)) -> io::Result<usize> {
+        let path = std::env::temp_dir().join(format!("greeter-{}-{name}", std::process::id()));
+        std::fs::write(&path, vec![b'a'; 100_000]).unwrap();
+        let mut file = std::fs::File::open(&path).unwrap();
+        let before = file.metadata().unwrap();
+        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        change(&writer);
+        let read = read_unchanged(&mut file, &before);
+        let _ = std::fs::remove_file(&path);
+        // Its length, not its bytes, if it was read: a failure message stays short.
+        read.map(|greeting| greeting.len())
+    }
+
+    #[test]
+    fn a_greeting_file_that_changes_while_it_is_read_is_refused() {
+        assert_eq!(read_after("same", |_| {}).unwrap(), 100_000);
+        let shrank = read_after("shrank", |file| file.set_len(10).unwrap()).unwrap_err();
+        assert_eq!(shrank.to_string(), "it shrank while being read");
+        let grew = read_after("grew", |file| file.set_len(200_000).unwrap()).unwrap_err();
+        assert_eq!(grew.to_string(), "it grew while being read");
+        // Rewritten at the same size: only the modification time tells.
+        let rewritten = read_after("rewritten", |mut file| {
+            file.write_all(&[b'b'; 100_000]).unwrap();
+            file.set_modified(std::time::SystemTime::UNIX_EPOCH)
+                .unwrap();
+        })
+        .unwrap_err();
+        assert_eq!(rewritten.to_string(), "it changed while being read");
     }
 
     #[test]
