@@ -9,14 +9,15 @@ usage: scripts/test.sh [CARGO TEST ARGS...]
 
 Runs every test: `cargo test` over the workspace (greeter and greeter-load), then
 scripts/load-test.sh, held-rss.sh and compare.sh on a small bounded load on
-127.0.0.1, each checked against what it must print. About 2 minutes on 2 cores once
-built; the first build takes 2 to 3 minutes more.
+127.0.0.1, each checked against what it must print. About 50 seconds on 2 cores
+once built; the first build takes about a minute more.
 
 Some tests drive system tools: haproxy (tests named haproxy_*), systemd's
 systemd-socket-activate and systemd-analyze (systemd_*), fail2ban's fail2ban-regex
 (fail2ban_*), strace (compare.sh's syscall counts), kill (procps), and the Python
-package prometheus-client, whose parser checks the metrics (prometheus_*). Run as root, this script installs the missing ones
-with apt-get. Run by another user, it says which are missing, runs everything else,
+package prometheus-client, whose parser checks the metrics (prometheus_*). Run as
+root, this script installs the missing Debian packages with apt-get and the Python
+package with pip. Run by another user, it says which are missing, runs everything else,
 and lists what it could not run in its summary.
 
   GREETER_REQUIRE_ALL_TOOLS=1   a missing tool is a failure instead (CI sets it)
