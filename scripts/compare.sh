@@ -33,8 +33,12 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
   --servers L      servers to compare (default "greeter c-policy c python"); also
                    greeter-w2: greeter-server --workers 2; greeter-metrics: with
                    --metrics on; greeter-proxy: with --proxy-protocol (its load sends
-                   a PROXY v1 header first). c-policy is the one to hold
-                   greeter to: the same syscalls, nothing else
+                   a PROXY v1 header first); greeter-logs: with
+                   --log-connections (its stderr a file). c-policy is the one to
+                   hold greeter to: the same syscalls, nothing else
+  --before DIR     also a greeter-server built elsewhere (DIR holds the binary, e.g.
+                   a worktree's target/release), as servers greeter-before and
+                   greeter-logs-before: before and after a change in one run
   --no-pin         do not pin (to compare --workers 1 and 2 on both cores)
   --no-strace      skip the syscall counts
   --no-rss         skip the held-peers RSS measurement
@@ -48,6 +52,7 @@ levels="1 64 512"
 servers="greeter c-policy c python"
 with_strace=1
 with_rss=1
+before_bin=
 pin_server=(taskset -c 0)
 pin_load=(taskset -c 1)
 while [ $# -gt 0 ]; do
@@ -60,6 +65,7 @@ while [ $# -gt 0 ]; do
     --no-strace) with_strace=0; shift ;;
     --no-rss) with_rss=0; shift ;;
     --no-pin) pin_server=(); pin_load=(); shift ;;
+    --before) before_bin=$2; shift 2 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -153,6 +159,9 @@ server_command() {
     greeter-w2) echo "$bin/greeter-server --port 0 --workers 2" ;;
     greeter-metrics) echo "$bin/greeter-server --port 0 --metrics 127.0.0.1:0" ;;
     greeter-proxy) echo "$bin/greeter-server --port 0 --proxy-protocol" ;;
+    greeter-logs) echo "$bin/greeter-server --port 0 --log-connections" ;;
+    greeter-before) echo "$before_bin/greeter-server --port 0" ;;
+    greeter-logs-before) echo "$before_bin/greeter-server --port 0 --log-connections" ;;
     c) echo "$work/reference_server" ;;
     c-policy) echo "$work/policy_server" ;;
     python) echo "python3 $work/tutorial_server.py" ;;
