@@ -51,12 +51,14 @@
 mod accept;
 pub mod cli;
 pub mod client;
+mod close;
 pub mod config;
 mod connection;
 pub mod deadlines;
 pub mod error;
 pub mod fdlimit;
 pub mod handle;
+mod held;
 pub mod listener;
 pub mod log_sink;
 pub mod metrics;
@@ -65,7 +67,7 @@ mod per_ip;
 mod proxy;
 pub mod reload;
 pub mod server;
-mod tcp_state;
+mod socket;
 pub mod totals;
 pub mod workers;
 

@@ -15,7 +15,7 @@ use mio::net::TcpStream;
 use ppp::v2::{self, Command};
 use ppp::{v1, HeaderResult, PartialResult};
 
-use crate::tcp_state::TcpProgress;
+use crate::socket::TcpProgress;
 
 /// The longest header accepted. A v1 header is at most 107 bytes; a v2 header is 16
 /// plus what it announces (addresses and TLVs; the specification asks receivers to

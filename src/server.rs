@@ -1,33 +1,31 @@
 //! The server: one thread, one `mio::Poll`, one or more listeners. This file is the loop
-//! (`run`/`turn`), the fast path and the drain; a connection that cannot be finished
-//! at once is handed to [`crate::connection`], the accept policy lives in
+//! (`run`/`turn`), accepting and the drain. Each accepted connection is a
+//! [`crate::connection::Connection`] advanced once by [`crate::held`]: most are greeted
+//! and closed right there (`accept4`, `write`, `shutdown`, `getsockopt(TCP_INFO)`,
+//! `close`: no slab entry, no `epoll_ctl`); the rest are held. Every close is counted
+//! and logged here, in [`Server::record_close`]. The accept policy lives in
 //! [`crate::accept`], the socket setup in [`crate::listener`].
-//!
-//! Most connections never leave this file: `accept4`, `write`, `shutdown`,
-//! `getsockopt(TCP_INFO)`, `close`; they never touch the slab or `epoll_ctl`.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, log, log_enabled};
+use log::{debug, info};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::SockRef;
 
 use crate::accept::{self, AcceptFailure, AcceptGate};
+use crate::close::{log_accept, log_close, CloseReason, Closed};
 use crate::config::Config;
-use crate::connection::{
-    log_close, shut_down_and_check, would_block, write_greeting, AfterGreeting, CloseReason,
-    Closed, HeldConnections, Phase, WriteProgress, LOG_TARGET,
-};
+use crate::connection::Connection;
 use crate::deadlines::saturating_add;
 use crate::error::{describe_io_error, StartupError};
 use crate::fdlimit;
 use crate::handle::{ServerHandle, Snapshot, StopRequest};
+use crate::held::HeldConnections;
 use crate::listener::listen_all;
-use crate::proxy::{take_header, Header};
+use crate::socket::would_block;
 use crate::totals::Totals;
 
 /// Reserved tokens sit at the top of the range: the waker, then the listeners downward
@@ -82,9 +80,6 @@ pub struct Server {
     config: Config,
     /// Connections that could not be finished at once, with their deadlines.
     held: HeldConnections,
-    /// Closes reported by `held` this round, recorded in one place; reused, so the
-    /// loop does not allocate for them.
-    closed: Vec<Closed>,
     /// Whether to accept when the listener is readable, and why not.
     gate: AcceptGate,
     /// Carries shutdown requests in and the published totals out; read after every
@@ -159,7 +154,6 @@ impl Server {
             next_listener: 0,
             local_addrs,
             held: HeldConnections::new(registry, &config, capacity),
-            closed: Vec::new(),
             config,
             gate: AcceptGate::new(),
             handle: ServerHandle::new(waker),
@@ -193,7 +187,13 @@ impl Server {
 
     /// What the server has done so far.
     pub fn totals(&self) -> Totals {
-        self.totals
+        let held = self.held.counts();
+        Totals {
+            bytes_sent: held.bytes_sent,
+            partial_writes: held.partial_writes,
+            lingered: held.lingered,
+            ..self.totals
+        }
     }
 
     /// Serves until shut down, then returns what was done.
@@ -205,7 +205,7 @@ impl Server {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         while !self.turn(&mut events, None)? {}
         self.publish();
-        Ok(self.totals)
+        Ok(self.totals())
     }
 
     /// Runs one round of the loop: waits for readiness (at most `max_wait`, and never
@@ -224,6 +224,7 @@ impl Server {
             }
             return Err(err);
         }
+        let now = Instant::now();
         let mut listener_readable = false;
         for event in events.iter() {
             match event.token() {
@@ -233,17 +234,11 @@ impl Server {
                     self.pending[usize::MAX - 1 - key] = true;
                     listener_readable = true;
                 }
-                Token(key) => self.held.on_event(key, &mut self.totals, &mut self.closed),
+                Token(key) => self.held.on_event(key, now),
             }
         }
-        let now = Instant::now();
-        self.held.expire(now, &mut self.closed);
-        self.record_closes();
-        // Connections whose PROXY header came in this batch: greeted now that the
-        // batch's events are handled (their slab keys may be taken again).
-        for client in self.held.take_proxied() {
-            self.greet_client(client.stream, client.client, now, client.header_len);
-        }
+        self.held.expire(now);
+        self.record_held_closes();
         if let Some(greeting) = self.handle.take_new_greeting() {
             // New connections get it; held ones keep the `Arc` they started with.
             self.config.greeting = greeting;
@@ -258,13 +253,14 @@ impl Server {
         let has_room = self.held.len() < self.config.max_connections;
         if !self.listeners.is_empty() && self.gate.should_accept(listener_readable, has_room, now) {
             self.accept_queued(now, ACCEPT_BUDGET, self.config.max_connections);
+            // Header waiters closed to make room for newer ones.
+            self.record_held_closes();
         }
         let finished = match self.drain_deadline {
             Some(drain_deadline) => {
                 if stop == StopRequest::Now || now >= drain_deadline {
-                    self.held
-                        .close_all(CloseReason::DrainTimeout, &mut self.closed);
-                    self.record_closes();
+                    self.held.close_all(CloseReason::DrainTimeout);
+                    self.record_held_closes();
                 }
                 self.held.is_empty()
             }
@@ -299,7 +295,7 @@ impl Server {
     /// Makes this round's figures visible to [`ServerHandle::snapshot`].
     fn publish(&self) {
         self.handle.publish(Snapshot {
-            totals: self.totals,
+            totals: self.totals(),
             in_flight: self.held.len(),
             accept_paused: self.gate.retry_at().is_some(),
             draining: self.drain_deadline.is_some(),
@@ -375,113 +371,14 @@ impl Server {
         Some(false)
     }
 
-    /// A connection just accepted: greeted at once, or, with `--proxy-protocol`, once
-    /// its PROXY header has named the client (usually already there).
+    /// A connection just accepted: advanced at once (the fast path: greeted and closed
+    /// right away, usually), held only if it must wait.
     fn greet(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
         self.totals.accepted += 1;
-        if self.config.proxy_protocol {
-            self.read_proxy_header(stream, peer, now);
-        } else {
-            self.greet_client(stream, peer, now, 0);
-        }
-    }
-
-    /// Takes the PROXY header if it has come whole, then greets the client it names;
-    /// else holds the connection until it comes (or its timeout).
-    fn read_proxy_header(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
-        match take_header(&mut stream) {
-            Ok(Header::Complete { len, client }) => {
-                self.greet_client(stream, client.unwrap_or(peer), now, len as u16)
-            }
-            Ok(Header::Incomplete) => {
-                if self
-                    .held
-                    .make_room_for_header_waiter(peer.ip(), &mut self.closed)
-                {
-                    let greeting = Arc::clone(&self.config.greeting);
-                    let (totals, closed) = (&mut self.totals, &mut self.closed);
-                    self.held
-                        .hold(stream, peer, now, greeting, Phase::Header, totals, closed);
-                } else {
-                    debug!(
-                        "PROXY_ERROR peer={peer} error=\"its address has --max-per-ip connections waiting for their header\""
-                    );
-                    self.log_accept(peer);
-                    self.record_close_at_once(peer, now, 0, CloseReason::ProxyHeader);
-                }
-                self.record_closes();
-            }
-            Ok(Header::Invalid(why)) => {
-                debug!("PROXY_ERROR peer={peer} error=\"{why}\"");
-                self.log_accept(peer);
-                self.record_close_at_once(peer, now, 0, CloseReason::ProxyHeader);
-            }
-            Err(err) => {
-                self.log_accept(peer);
-                self.record_close_at_once(peer, now, 0, CloseReason::for_error(&err));
-            }
-        }
-    }
-
-    /// The fast path: write the greeting at once, send the FIN, ask the kernel whether
-    /// anything is left in either direction, close. What cannot finish is held.
-    /// `client` is the peer, or the client a PROXY header of `header_len` bytes named.
-    fn greet_client(
-        &mut self,
-        mut stream: TcpStream,
-        client: SocketAddr,
-        now: Instant,
-        header_len: u16,
-    ) {
-        self.log_accept(client);
-        if !self.held.admits(client.ip()) {
-            // Closed at once, without the greeting: this address holds its share.
-            return self.record_close_at_once(client, now, 0, CloseReason::PerIpLimit);
-        }
-        let mut sent = 0;
-        let progress = write_greeting(&mut stream, &self.config.greeting, &mut sent);
-        self.totals.bytes_sent += sent as u64;
-        let phase = match progress {
-            WriteProgress::Complete => match shut_down_and_check(&stream, header_len) {
-                AfterGreeting::Close => {
-                    return self.record_close_at_once(client, now, sent, CloseReason::Greeted)
-                }
-                AfterGreeting::Flush => Phase::Flushing { discarded: 0 },
-                AfterGreeting::Linger => Phase::Lingering { discarded: 0 },
-            },
-            WriteProgress::WouldBlock => {
-                self.totals.partial_writes += 1;
-                Phase::Writing { sent, header_len }
-            }
-            WriteProgress::Failed(err) => {
-                let reason = CloseReason::for_error(&err);
-                return self.record_close_at_once(client, now, sent, reason);
-            }
-        };
-        let greeting = Arc::clone(&self.config.greeting);
-        self.held.hold(
-            stream,
-            client,
-            now,
-            greeting,
-            phase,
-            &mut self.totals,
-            &mut self.closed,
-        );
-        self.record_closes();
-    }
-
-    /// The `ACCEPT` line of a connection (info with `--log-connections`, else debug).
-    fn log_accept(&self, peer: SocketAddr) {
-        let level = self.config.connection_log_level;
-        if log_enabled!(target: LOG_TARGET, level) {
-            log!(
-                target: LOG_TARGET,
-                level,
-                "ACCEPT peer={peer} held={}/{}",
-                self.held.len(),
-                self.config.max_connections
-            );
+        let accepted_ms = self.held.millis_since_start(now);
+        let conn = Connection::accepted(stream, peer, accepted_ms, self.config.proxy_protocol);
+        if let Some(closed) = self.held.admit(conn, &self.config.greeting, now) {
+            self.record_close(closed, self.held.len());
         }
     }
 
@@ -514,49 +411,57 @@ impl Server {
         }
     }
 
-    /// Counts and logs the closes `held` reported, and lets a paused accept retry.
-    fn record_closes(&mut self) {
-        if self.closed.is_empty() {
-            return;
+    /// Counts and logs the closes of held connections, and lets a paused accept retry.
+    fn record_held_closes(&mut self) {
+        let (held, started) = (self.held.len(), self.held.started());
+        let (level, max) = (
+            self.config.connection_log_level,
+            self.config.max_connections,
+        );
+        let mut freed = false;
+        for closed in self.held.take_closed() {
+            record(&mut self.totals, &closed, held, max, level, started);
+            freed = true;
         }
-        let now_ms = self.held.millis_since_start(Instant::now());
-        // Taken out for the loop (logging borrows the server), then put back empty so
-        // that its allocation is reused.
-        let mut closes = std::mem::take(&mut self.closed);
-        for closed in closes.drain(..) {
-            self.totals.count_close(closed.reason);
-            if !closed.announced {
-                // Closed while its PROXY header was awaited: the ACCEPT line is owed.
-                self.log_accept(closed.peer);
-            }
-            log_close(&closed, now_ms, self.config.connection_log_level);
+        if freed {
+            self.gate.descriptor_freed();
         }
-        self.closed = closes;
-        self.gate.descriptor_freed();
     }
 
-    /// Counts and logs a connection closed on the fast path, never held.
-    fn record_close_at_once(
-        &mut self,
-        peer: SocketAddr,
-        now: Instant,
-        sent: usize,
-        reason: CloseReason,
-    ) {
-        self.totals.count_close(reason);
-        let level = self.config.connection_log_level;
-        if log_enabled!(target: LOG_TARGET, level) {
-            let accepted_ms = self.held.millis_since_start(now);
-            let closed = Closed {
-                peer,
-                accepted_ms,
-                sent,
-                reason,
-                announced: true,
-            };
-            log_close(&closed, self.held.millis_since_start(Instant::now()), level);
-        }
+    /// Counts and logs one close (`held`: connections held now).
+    fn record_close(&mut self, closed: Closed, held: usize) {
+        let (level, max) = (
+            self.config.connection_log_level,
+            self.config.max_connections,
+        );
+        record(
+            &mut self.totals,
+            &closed,
+            held,
+            max,
+            level,
+            self.held.started(),
+        );
     }
+}
+
+/// Counts a close under its reason and logs its `CLOSE` line, after the `ACCEPT` line
+/// it is owed if it closed before its client was known (a PROXY header never came).
+fn record(
+    totals: &mut Totals,
+    closed: &Closed,
+    held: usize,
+    max: usize,
+    level: log::Level,
+    started: Instant,
+) {
+    totals.count_close(closed.reason);
+    if !closed.announced {
+        log_accept(closed.peer, held, max, level);
+    }
+    log_close(closed, level, || {
+        Instant::now().duration_since(started).as_millis() as u32
+    });
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::connection::CloseReason;
+use crate::close::CloseReason;
 
 /// Counters of a server's work, returned by [`crate::Server::run`] and logged at exit
 /// and on SIGUSR1.

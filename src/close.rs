@@ -1,0 +1,124 @@
+//! Why a connection closed, and the two per-connection log lines: `ACCEPT` when a
+//! connection's client is known, `CLOSE` when it ends. Both lines are a documented,
+//! stable interface (fail2ban filters read them), so they are written here and nowhere
+//! else.
+
+use std::io;
+use std::net::SocketAddr;
+
+use log::{log, log_enabled, Level};
+
+use crate::socket::peer_went_away;
+
+/// Why a connection was closed; each maps to one counter of [`crate::Totals`] and one
+/// `reason=` of the `CLOSE` log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The whole greeting is out and nothing was left to wait for.
+    Greeted,
+    /// The whole greeting was out (or left to the kernel) and the peer closed its side.
+    PeerEof,
+    /// The whole greeting was out; the peer sent data and did not close its side
+    /// within the linger timeout (or the drain's).
+    LingerTimeout,
+    /// The whole greeting was out; the peer sent more than the discard budget.
+    LingerBudget,
+    /// The peer reset or went away before taking the greeting.
+    PeerReset,
+    /// The peer did not take the greeting within the write timeout.
+    WriteTimeout,
+    /// A shutdown's drain timeout cut the greeting off.
+    DrainTimeout,
+    /// The peer's address held its `--max-per-ip` share; nothing was sent.
+    PerIpLimit,
+    /// The peer flooded us while its greeting still waited in the kernel.
+    Flood,
+    /// `--proxy-protocol`: the header was missing, malformed, too long or too late.
+    ProxyHeader,
+    /// A failure on the server's side.
+    Error,
+}
+
+impl CloseReason {
+    /// The `reason=` value of the `CLOSE` log line.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Greeted => "greeted",
+            CloseReason::PeerEof => "eof",
+            CloseReason::LingerTimeout => "linger-timeout",
+            CloseReason::LingerBudget => "linger-budget",
+            CloseReason::PeerReset => "reset",
+            CloseReason::WriteTimeout => "timeout",
+            CloseReason::DrainTimeout => "drain",
+            CloseReason::PerIpLimit => "per-ip",
+            CloseReason::Flood => "flood",
+            CloseReason::ProxyHeader => "proxy",
+            CloseReason::Error => "error",
+        }
+    }
+
+    /// The reason for closing after a failed read or write.
+    pub(crate) fn for_error(err: &io::Error) -> Self {
+        if peer_went_away(err) {
+            CloseReason::PeerReset
+        } else {
+            CloseReason::Error
+        }
+    }
+
+    /// Whether the connection is aborted with a reset: the peer is not taking the
+    /// greeting, so the kernel should free the queued bytes now instead of keeping an
+    /// orphan socket that retransmits to a peer that will not read.
+    pub(crate) fn resets(self) -> bool {
+        matches!(
+            self,
+            CloseReason::WriteTimeout | CloseReason::DrainTimeout | CloseReason::Flood
+        )
+    }
+}
+
+/// A closed connection, as the totals and the `CLOSE` log line need it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Closed {
+    /// Who it was.
+    pub(crate) peer: SocketAddr,
+    /// When it was accepted, in milliseconds since the server started (wrapping).
+    pub(crate) accepted_ms: u32,
+    /// Greeting bytes written to it.
+    pub(crate) sent: usize,
+    /// Why it closed.
+    pub(crate) reason: CloseReason,
+    /// Whether its `ACCEPT` line was logged: not yet for a connection closed while
+    /// its PROXY header was awaited, whose client was never known.
+    pub(crate) announced: bool,
+}
+
+/// The log target of the per-connection lines (`ACCEPT`, `CLOSE`), fixed so that
+/// filters and `RUST_LOG=greeter::connection=info` do not depend on where the code
+/// lives.
+pub(crate) const LOG_TARGET: &str = "greeter::connection";
+
+/// Logs a close as the `CLOSE` line, at `level` (info with `--log-connections`);
+/// `now_ms` (milliseconds since the server started) is asked only if the line is
+/// logged. Its form is documented as stable: fail2ban filters read it.
+pub(crate) fn log_close(closed: &Closed, level: Level, now_ms: impl FnOnce() -> u32) {
+    if log_enabled!(target: LOG_TARGET, level) {
+        log!(
+            target: LOG_TARGET,
+            level,
+            "CLOSE peer={} bytes={} ms={} reason={}",
+            closed.peer,
+            closed.sent,
+            now_ms().wrapping_sub(closed.accepted_ms),
+            closed.reason.as_str()
+        );
+    }
+}
+
+/// Logs the `ACCEPT` line of a connection whose client is known, at `level` (info
+/// with `--log-connections`): `held` connections were held before it, of `max`.
+pub(crate) fn log_accept(peer: SocketAddr, held: usize, max: usize, level: Level) {
+    if log_enabled!(target: LOG_TARGET, level) {
+        log!(target: LOG_TARGET, level, "ACCEPT peer={peer} held={held}/{max}");
+    }
+}

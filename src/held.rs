@@ -1,0 +1,496 @@
+//! The connections a server holds, and everything that bounds them: the slab keyed by
+//! mio `Token`, the fixed-duration deadlines (one queue per [`Timer`]), the
+//! per-address limits, and the bound on PROXY header waiters. It applies each
+//! connection's [`Step`]s: registering what a phase waits for, starting its deadline,
+//! and closing it. Closes are handed back (from [`HeldConnections::admit`], and from
+//! [`HeldConnections::take_closed`] for the held ones), so that the server counts and
+//! logs every close in one place.
+//!
+//! Only connections that could not be finished at once live here; the common case
+//! (whole greeting written by the first `write`, nothing unsent, nothing received) is
+//! advanced once by [`HeldConnections::admit`] and never gets an entry. Each phase has
+//! one deadline in its timer's queue, found again by the connection's serial number: a
+//! stale entry (its connection closed or moved on) is skipped or compacted away.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn, Level};
+use mio::{Registry, Token};
+use slab::Slab;
+use socket2::SockRef;
+
+use crate::close::{log_accept, CloseReason, Closed};
+use crate::config::Config;
+use crate::connection::{Connection, Phase, Step, Timer};
+use crate::deadlines::{Deadline, DeadlineQueue};
+use crate::error::describe_io_error;
+use crate::per_ip::PerIpLimit;
+
+/// Stale deadline entries tolerated beyond twice the held connections before a queue
+/// is compacted (so that a server holding nothing does not compact on every close).
+const DEADLINE_SLACK: usize = 64;
+
+/// A held connection with what holding it needs.
+#[derive(Debug)]
+struct Held {
+    conn: Connection,
+    /// The greeting it is being sent: the one current when it was accepted, kept
+    /// (shared, never copied) across a reload that swaps the server's.
+    greeting: Arc<[u8]>,
+    /// Tells this connection apart from a later one that reuses its slab key, so that a
+    /// stale deadline never closes the newcomer.
+    serial: u64,
+}
+
+/// Counters of what happens to connections on their way through here (the close
+/// reasons are counted by the server, from the closes handed back).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct HeldCounts {
+    /// Greeting bytes written.
+    pub(crate) bytes_sent: u64,
+    /// Connections whose first write was partial, so they waited for writability.
+    pub(crate) partial_writes: u64,
+    /// Connections held after their whole greeting was written (flushing or
+    /// lingering).
+    pub(crate) lingered: u64,
+}
+
+/// The held connections of one server.
+#[derive(Debug)]
+pub(crate) struct HeldConnections {
+    /// The held connections, keyed by their mio `Token`.
+    slab: Slab<Held>,
+    /// Registers held connections with the server's poll (a clone of its registry).
+    registry: Registry,
+    /// One queue per [`Timer`], indexed by it.
+    deadlines: [DeadlineQueue; 3],
+    /// Held connections per client address, when `--max-per-ip` is set.
+    per_ip: Option<PerIpLimit>,
+    /// Connections waiting for their PROXY header, bounded apart from the greeted
+    /// ones so that header-less connections cannot take every slot.
+    header_waiters: usize,
+    /// The most connections that may wait for their header at once.
+    max_header_waiters: usize,
+    /// Header waiters per socket peer (the client is not known yet), when
+    /// `--max-per-ip` is set: its limit applies to them too.
+    header_waiters_per_peer: Option<PerIpLimit>,
+    /// The serial number for the next held connection.
+    next_serial: u64,
+    /// When the server started: the epoch of the connections' `accepted_ms`.
+    started: Instant,
+    /// `--max-connections`, for the `ACCEPT` line.
+    max_connections: usize,
+    /// The level of the `ACCEPT` line (info with `--log-connections`).
+    log_level: Level,
+    /// Closes of held connections not yet taken by the server; reused.
+    closed: Vec<Closed>,
+    /// See [`HeldCounts`].
+    counts: HeldCounts,
+}
+
+impl HeldConnections {
+    /// No connection held yet; room for `capacity` before anything grows.
+    pub(crate) fn new(registry: Registry, config: &Config, capacity: usize) -> Self {
+        let queue = |timer| {
+            let (duration, capacity) = match timer {
+                Timer::Header => (
+                    config.proxy_timeout,
+                    if config.proxy_protocol { capacity } else { 0 },
+                ),
+                Timer::Write => (config.write_timeout, capacity),
+                Timer::Linger => (config.linger_timeout, capacity),
+            };
+            DeadlineQueue::with_capacity(duration, capacity)
+        };
+        HeldConnections {
+            slab: Slab::with_capacity(capacity),
+            registry,
+            deadlines: Timer::ALL.map(queue),
+            per_ip: config.max_per_ip.map(PerIpLimit::new),
+            header_waiters: 0,
+            max_header_waiters: max_header_waiters(config.max_connections),
+            header_waiters_per_peer: config.max_per_ip.map(PerIpLimit::new),
+            next_serial: 0,
+            started: Instant::now(),
+            max_connections: config.max_connections,
+            log_level: config.connection_log_level,
+            closed: Vec::new(),
+            counts: HeldCounts::default(),
+        }
+    }
+
+    /// How many connections are held.
+    pub(crate) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// Whether nothing is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// What happened to connections on their way through here so far.
+    pub(crate) fn counts(&self) -> HeldCounts {
+        self.counts
+    }
+
+    /// When the server started: the epoch of [`HeldConnections::millis_since_start`].
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Milliseconds since the server started, wrapping every 49 days (only ever used
+    /// as a difference over one connection's life).
+    pub(crate) fn millis_since_start(&self, at: Instant) -> u32 {
+        at.duration_since(self.started).as_millis() as u32
+    }
+
+    /// The soonest deadline, if any (it may be stale: the loop then wakes for nothing).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.iter().filter_map(DeadlineQueue::next).min()
+    }
+
+    /// A connection just accepted: advanced at once (the fast path), and held only if
+    /// it must wait. Returns its close if it finished (or was refused) at once.
+    pub(crate) fn admit(
+        &mut self,
+        mut conn: Connection,
+        greeting: &Arc<[u8]>,
+        now: Instant,
+    ) -> Option<Closed> {
+        // Without --proxy-protocol the client is known at accept.
+        let mut step = match conn.phase() {
+            Phase::Header => conn.advance(greeting),
+            _ => Step::Named(conn.peer()),
+        };
+        if let Step::Named(client) = step {
+            conn.set_peer(client);
+            if let Some(refused) = self.refuse_client(client, self.len()) {
+                return Some(closed(&conn, greeting, refused));
+            }
+            step = conn.advance(greeting);
+        }
+        self.counts.bytes_sent += conn.sent(greeting) as u64;
+        match step {
+            Step::Close(reason) => Some(closed(&conn, greeting, reason)),
+            // Only a header names a client, and it is named once.
+            Step::Wait | Step::Named(_) => self.hold(conn, Arc::clone(greeting), now),
+        }
+    }
+
+    /// Logs the `ACCEPT` line of a connection whose client is now known (`held` were
+    /// held before it), and says why it is refused if the client's address already
+    /// holds its `--max-per-ip` share.
+    fn refuse_client(&self, client: SocketAddr, held: usize) -> Option<CloseReason> {
+        log_accept(client, held, self.max_connections, self.log_level);
+        let admitted = self
+            .per_ip
+            .as_ref()
+            .is_none_or(|limit| limit.admits(client.ip()));
+        (!admitted).then_some(CloseReason::PerIpLimit)
+    }
+
+    /// Holds a connection that must wait: registers it for what its phase waits for
+    /// and starts its phase's deadline. A header waiter may first need room; one that
+    /// cannot be held is closed (and handed back).
+    fn hold(&mut self, mut conn: Connection, greeting: Arc<[u8]>, now: Instant) -> Option<Closed> {
+        let phase = conn.phase();
+        if phase == Phase::Header && !self.make_room_for_header_waiter(conn.peer().ip()) {
+            debug!(
+                "PROXY_ERROR peer={} error=\"its address has --max-per-ip connections waiting for their header\"",
+                conn.peer()
+            );
+            return Some(closed(&conn, &greeting, CloseReason::ProxyHeader));
+        }
+        let key = self.slab.vacant_key();
+        let interest = phase.interest();
+        if let Err(err) = self
+            .registry
+            .register(conn.stream_mut(), Token(key), interest)
+        {
+            warn!(
+                "cannot register a connection with the poll: {}",
+                describe_io_error(&err)
+            );
+            // Handed to the kernel already, or not begun: as good as it gets.
+            let reason = match phase {
+                Phase::Flushing { .. } | Phase::Lingering { .. } => CloseReason::Greeted,
+                _ => CloseReason::Error,
+            };
+            return Some(closed(&conn, &greeting, reason));
+        }
+        match phase {
+            Phase::Writing { .. } => self.counts.partial_writes += 1,
+            Phase::Flushing { .. } | Phase::Lingering { .. } => self.counts.lingered += 1,
+            Phase::Header => {}
+        }
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        self.deadlines[phase.timer() as usize].push(now, key, serial);
+        self.count_in(&conn);
+        self.slab.insert(Held {
+            conn,
+            greeting,
+            serial,
+        });
+        None
+    }
+
+    /// Moves connection `key` along after a readiness event. Events for keys no longer
+    /// held (closed earlier in the batch) are ignored.
+    pub(crate) fn on_event(&mut self, key: usize, now: Instant) {
+        let Some(held) = self.slab.get_mut(key) else {
+            return;
+        };
+        let before = held.conn.phase();
+        let sent_before = held.conn.sent(&held.greeting);
+        let mut step = held.conn.advance(&held.greeting);
+        if let Step::Named(client) = step {
+            match self.name_client(key, client) {
+                Some(next) => step = next,
+                None => return,
+            }
+        }
+        let held = &self.slab[key];
+        self.counts.bytes_sent += (held.conn.sent(&held.greeting) - sent_before) as u64;
+        self.settle(key, before, step, now);
+    }
+
+    /// A header waiter whose header named `client`: it stops counting as a waiter of
+    /// its socket peer and counts for the client, unless the client's address holds
+    /// its share (then it is closed here: `None`); else it is advanced again, toward
+    /// its greeting.
+    fn name_client(&mut self, key: usize, client: SocketAddr) -> Option<Step> {
+        let socket_peer = self.slab[key].conn.peer();
+        self.header_waiters -= 1;
+        if let Some(per_peer) = &mut self.header_waiters_per_peer {
+            per_peer.release(socket_peer.ip());
+        }
+        self.slab[key].conn.set_peer(client);
+        if let Some(refused) = self.refuse_client(client, self.len() - 1) {
+            self.remove(key, refused);
+            return None;
+        }
+        if let Some(per_ip) = &mut self.per_ip {
+            per_ip.hold(client.ip());
+        }
+        let held = &mut self.slab[key];
+        Some(held.conn.advance(&held.greeting))
+    }
+
+    /// Closes the connections whose deadline has passed by `now` (or moves them on).
+    pub(crate) fn expire(&mut self, now: Instant) {
+        for timer in Timer::ALL {
+            while let Some(due) = self.deadlines[timer as usize].pop_expired(now) {
+                if !is_live(&self.slab, &due, timer) {
+                    continue;
+                }
+                let before = self.slab[due.key].conn.phase();
+                let step = self.slab[due.key].conn.on_deadline();
+                self.settle(due.key, before, step, now);
+            }
+        }
+    }
+
+    /// Closes every held connection (a drain that ran out of time): those still
+    /// taking their greeting for `reason`, lingering ones as their linger cut short.
+    pub(crate) fn close_all(&mut self, reason: CloseReason) {
+        let keys: Vec<usize> = self.slab.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let reason = self.slab[key].conn.drain_reason(reason);
+            self.close(key, reason);
+        }
+    }
+
+    /// The closes of held connections since the last call, oldest first.
+    pub(crate) fn take_closed(&mut self) -> std::vec::Drain<'_, Closed> {
+        self.closed.drain(..)
+    }
+
+    /// Applies the step a held connection took from phase `before`.
+    fn settle(&mut self, key: usize, before: Phase, step: Step, now: Instant) {
+        let reason = match step {
+            Step::Close(reason) => reason,
+            // A named client was advanced again before this.
+            Step::Wait | Step::Named(_) => match self.rearm(key, before, now) {
+                Ok(()) => return,
+                Err(reason) => reason,
+            },
+        };
+        self.close(key, reason);
+    }
+
+    /// A held connection that waits on, in a phase it may just have entered: register
+    /// what the new phase needs and start its deadline.
+    fn rearm(&mut self, key: usize, before: Phase, now: Instant) -> Result<(), CloseReason> {
+        let held = &mut self.slab[key];
+        let phase = held.conn.phase();
+        if phase.timer() != before.timer() {
+            self.deadlines[phase.timer() as usize].push(now, key, held.serial);
+        }
+        let greeted =
+            |phase: Phase| matches!(phase, Phase::Flushing { .. } | Phase::Lingering { .. });
+        let writing = |phase: Phase| matches!(phase, Phase::Writing { .. });
+        if greeted(phase) && !greeted(before) {
+            self.counts.lingered += 1;
+        } else if writing(phase) && !writing(before) {
+            self.counts.partial_writes += 1;
+        }
+        // It is registered for at least what its phase before needed. A phase that
+        // needs less keeps that (flushing to lingering stays writable too): the
+        // spurious events are rare and cheaper than an epoll_ctl.
+        let (needed, registered) = (phase.interest(), before.interest());
+        let covered = (!needed.is_readable() || registered.is_readable())
+            && (!needed.is_writable() || registered.is_writable());
+        if !covered {
+            // Re-registering re-checks readiness, so input that is already queued (or
+            // an EOF) produces an event without an extra read here.
+            let failed = self
+                .registry
+                .reregister(held.conn.stream_mut(), Token(key), needed)
+                .is_err();
+            if failed {
+                return Err(CloseReason::Greeted);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes held connection `key` for `reason` and hands its close back.
+    fn close(&mut self, key: usize, reason: CloseReason) {
+        let conn = &self.slab[key].conn;
+        let (phase, ip) = (conn.phase(), conn.peer().ip());
+        if phase == Phase::Header {
+            self.header_waiters -= 1;
+            if let Some(per_peer) = &mut self.header_waiters_per_peer {
+                per_peer.release(ip);
+            }
+        } else if let Some(per_ip) = &mut self.per_ip {
+            per_ip.release(ip);
+        }
+        self.remove(key, reason);
+    }
+
+    /// Takes connection `key` out (its accounting already undone), closes it, and
+    /// hands its close back.
+    fn remove(&mut self, key: usize, reason: CloseReason) {
+        // Dropping the stream closes the socket, which also removes it from the poll:
+        // no deregister call is needed for a descriptor that is never duplicated.
+        let Held { conn, greeting, .. } = self.slab.remove(key);
+        if reason.resets() {
+            // Best effort: a failure leaves a plain close.
+            let _ = SockRef::from(conn.stream()).set_linger(Some(Duration::ZERO));
+        }
+        self.closed.push(closed(&conn, &greeting, reason));
+        self.compact_deadlines();
+    }
+
+    /// Counts a connection that is now held: a header waiter for its socket peer, any
+    /// other for its client address.
+    fn count_in(&mut self, conn: &Connection) {
+        if conn.phase() == Phase::Header {
+            self.header_waiters += 1;
+            if let Some(per_peer) = &mut self.header_waiters_per_peer {
+                per_peer.hold(conn.peer().ip());
+            }
+        } else if let Some(per_ip) = &mut self.per_ip {
+            per_ip.hold(conn.peer().ip());
+        }
+    }
+}
+
+impl HeldConnections {
+    /// Whether a connection from socket peer `ip` may wait for its PROXY header, making
+    /// room for it if need be. Not beyond `--max-per-ip` waiters from that peer. When
+    /// a quarter of `--max-connections` already waits, the oldest waiter is closed:
+    /// a header normally comes within milliseconds, so the oldest is the one least
+    /// likely ever to send one, and a flood of header-less connections only ever
+    /// pushes out its own.
+    fn make_room_for_header_waiter(&mut self, ip: IpAddr) -> bool {
+        if !self
+            .header_waiters_per_peer
+            .as_ref()
+            .is_none_or(|limit| limit.admits(ip))
+        {
+            return false;
+        }
+        while self.header_waiters >= self.max_header_waiters {
+            let Some(oldest) = self.deadlines[Timer::Header as usize].pop_oldest() else {
+                break;
+            };
+            if is_live(&self.slab, &oldest, Timer::Header) {
+                debug!(
+                    "PROXY_ERROR peer={} error=\"closed for a newer connection: too many wait for their header\"",
+                    self.slab[oldest.key].conn.peer()
+                );
+                self.close(oldest.key, CloseReason::ProxyHeader);
+            }
+        }
+        true
+    }
+
+    /// Drops the entries of connections that closed (or moved on) before their
+    /// deadline, once they outnumber the held connections: amortised O(1) per close,
+    /// and each queue stays below `2 x held + DEADLINE_SLACK` entries.
+    fn compact_deadlines(&mut self) {
+        let bound = 2 * self.slab.len() + DEADLINE_SLACK;
+        for timer in Timer::ALL {
+            let queue = &mut self.deadlines[timer as usize];
+            if queue.len() > bound {
+                queue.retain(|deadline| is_live(&self.slab, deadline, timer));
+            }
+        }
+    }
+
+    /// How many deadline entries (live or stale) are queued, for tests.
+    #[cfg(test)]
+    pub(crate) fn deadlines_queued(&self) -> usize {
+        self.deadlines.iter().map(DeadlineQueue::len).sum()
+    }
+}
+
+/// Whether `deadline` still belongs to a held connection in a phase `timer` bounds:
+/// not to one that closed, moved on, or whose key has a new holder.
+fn is_live(slab: &Slab<Held>, deadline: &Deadline, timer: Timer) -> bool {
+    slab.get(deadline.key)
+        .is_some_and(|held| held.serial == deadline.serial && held.conn.phase().timer() == timer)
+}
+
+/// The most connections that may wait for their PROXY header at once: a quarter of
+/// the connection limit (at least one), so that the rest stays for clients that are
+/// being greeted. A header normally comes with the first segment and never waits.
+fn max_header_waiters(max_connections: usize) -> usize {
+    (max_connections / 4).max(1)
+}
+
+/// The close of `conn`, being sent `greeting`, for `reason`. One closed while its PROXY
+/// header was awaited never had its client named, nor its `ACCEPT` line logged.
+fn closed(conn: &Connection, greeting: &[u8], reason: CloseReason) -> Closed {
+    Closed {
+        peer: conn.peer(),
+        accepted_ms: conn.accepted_ms(),
+        sent: conn.sent(greeting),
+        reason,
+        announced: conn.phase() != Phase::Header,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::net::TcpStream;
+
+    #[test]
+    fn held_connection_state_stays_small() {
+        // Every held connection pays for this, a slab entry's tag and one 32-byte
+        // deadline entry; the budget for user-space memory per held connection is
+        // 128 bytes. (mio's stream is 4 bytes in release builds, 16 with debug
+        // assertions, so it is counted at 4.)
+        let own_fields = std::mem::size_of::<Held>() - std::mem::size_of::<TcpStream>();
+        let per_held = 4 + own_fields + 8 + std::mem::size_of::<Deadline>();
+        assert!(per_held <= 128, "a held connection costs {per_held} bytes");
+        assert_eq!(std::mem::size_of::<Deadline>(), 32);
+    }
+}
