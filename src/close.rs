@@ -82,7 +82,8 @@ impl CloseReason {
 pub(crate) struct Closed {
     /// Who it was.
     pub(crate) peer: SocketAddr,
-    /// When it was accepted, in milliseconds since the server started (wrapping).
+    /// When it was accepted, in milliseconds since the server started (wrapping), if
+    /// it was held; 0 for one closed at once (its lifetime is taken from the round).
     pub(crate) accepted_ms: u32,
     /// Greeting bytes written to it.
     pub(crate) sent: usize,
@@ -99,26 +100,40 @@ pub(crate) struct Closed {
 pub(crate) const LOG_TARGET: &str = "greeter::connection";
 
 /// Logs a close as the `CLOSE` line, at `level` (info with `--log-connections`);
-/// `now_ms` (milliseconds since the server started) is asked only if the line is
-/// logged. Its form is documented as stable: fail2ban filters read it.
-pub(crate) fn log_close(closed: &Closed, level: Level, now_ms: impl FnOnce() -> u32) {
+/// `lifetime_ms` (from accept to now) is asked only if the line is logged. Its form is
+/// documented as stable: fail2ban filters read it.
+#[inline(always)]
+pub(crate) fn log_close(closed: &Closed, level: Level, lifetime_ms: impl FnOnce() -> u32) {
+    // The check is inlined into the fast path; the formatting stays out of it.
     if log_enabled!(target: LOG_TARGET, level) {
-        log!(
-            target: LOG_TARGET,
-            level,
-            "CLOSE peer={} bytes={} ms={} reason={}",
-            closed.peer,
-            closed.sent,
-            now_ms().wrapping_sub(closed.accepted_ms),
-            closed.reason.as_str()
-        );
+        write_close_line(closed, level, lifetime_ms());
     }
+}
+
+#[cold]
+#[inline(never)]
+fn write_close_line(closed: &Closed, level: Level, lifetime_ms: u32) {
+    log!(
+        target: LOG_TARGET,
+        level,
+        "CLOSE peer={} bytes={} ms={lifetime_ms} reason={}",
+        closed.peer,
+        closed.sent,
+        closed.reason.as_str()
+    );
 }
 
 /// Logs the `ACCEPT` line of a connection whose client is known, at `level` (info
 /// with `--log-connections`): `held` connections were held before it, of `max`.
+#[inline(always)]
 pub(crate) fn log_accept(peer: SocketAddr, held: usize, max: usize, level: Level) {
     if log_enabled!(target: LOG_TARGET, level) {
-        log!(target: LOG_TARGET, level, "ACCEPT peer={peer} held={held}/{max}");
+        write_accept_line(peer, held, max, level);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn write_accept_line(peer: SocketAddr, held: usize, max: usize, level: Level) {
+    log!(target: LOG_TARGET, level, "ACCEPT peer={peer} held={held}/{max}");
 }

@@ -57,11 +57,13 @@ impl DeadlineQueue {
     }
 
     /// The soonest deadline, if any (it may be stale).
+    #[inline]
     pub fn next(&self) -> Option<Instant> {
         self.entries.front().map(|deadline| deadline.at)
     }
 
     /// Removes and returns the head if it has expired by `now`.
+    #[inline]
     pub fn pop_expired(&mut self, now: Instant) -> Option<Deadline> {
         match self.entries.front() {
             Some(head) if head.at <= now => self.entries.pop_front(),

@@ -154,24 +154,25 @@ impl HeldConnections {
 
     /// A connection just accepted: advanced at once (the fast path), and held only if
     /// it must wait. Returns its close if it finished (or was refused) at once.
+    #[inline]
     pub(crate) fn admit(
         &mut self,
         mut conn: Connection,
         greeting: &Arc<[u8]>,
         now: Instant,
     ) -> Option<Closed> {
-        // Without --proxy-protocol the client is known at accept.
-        let mut step = match conn.phase() {
-            Phase::Header => conn.advance(greeting),
-            _ => Step::Named(conn.peer()),
+        // Without --proxy-protocol the client is known at accept; with it, once the
+        // header names it.
+        let step = match conn.phase() {
+            Phase::Header => match conn.advance(greeting) {
+                Step::Named(client) => {
+                    conn.set_peer(client);
+                    self.greet_named(&mut conn, greeting)
+                }
+                step => step,
+            },
+            _ => self.greet_named(&mut conn, greeting),
         };
-        if let Step::Named(client) = step {
-            conn.set_peer(client);
-            if let Some(refused) = self.refuse_client(client, self.len()) {
-                return Some(closed(&conn, greeting, refused));
-            }
-            step = conn.advance(greeting);
-        }
         self.counts.bytes_sent += conn.sent(greeting) as u64;
         match step {
             Step::Close(reason) => Some(closed(&conn, greeting, reason)),
@@ -180,9 +181,20 @@ impl HeldConnections {
         }
     }
 
+    /// A fresh connection whose client is known: its `ACCEPT` line, then it is greeted,
+    /// unless its address holds its `--max-per-ip` share.
+    #[inline]
+    fn greet_named(&mut self, conn: &mut Connection, greeting: &[u8]) -> Step {
+        match self.refuse_client(conn.peer(), self.len()) {
+            Some(refused) => Step::Close(refused),
+            None => conn.advance(greeting),
+        }
+    }
+
     /// Logs the `ACCEPT` line of a connection whose client is now known (`held` were
     /// held before it), and says why it is refused if the client's address already
     /// holds its `--max-per-ip` share.
+    #[inline]
     fn refuse_client(&self, client: SocketAddr, held: usize) -> Option<CloseReason> {
         log_accept(client, held, self.max_connections, self.log_level);
         let admitted = self
@@ -229,6 +241,7 @@ impl HeldConnections {
         let serial = self.next_serial;
         self.next_serial += 1;
         self.deadlines[phase.timer() as usize].push(now, key, serial);
+        conn.set_accepted_ms(self.millis_since_start(now));
         self.count_in(&conn);
         self.slab.insert(Held {
             conn,
@@ -281,6 +294,7 @@ impl HeldConnections {
     }
 
     /// Closes the connections whose deadline has passed by `now` (or moves them on).
+    #[inline]
     pub(crate) fn expire(&mut self, now: Instant) {
         for timer in Timer::ALL {
             while let Some(due) = self.deadlines[timer as usize].pop_expired(now) {
@@ -307,6 +321,12 @@ impl HeldConnections {
     /// The closes of held connections since the last call, oldest first.
     pub(crate) fn take_closed(&mut self) -> std::vec::Drain<'_, Closed> {
         self.closed.drain(..)
+    }
+
+    /// Whether any held connection closed since [`HeldConnections::take_closed`].
+    #[inline]
+    pub(crate) fn has_closed(&self) -> bool {
+        !self.closed.is_empty()
     }
 
     /// Applies the step a held connection took from phase `before`.
@@ -467,6 +487,7 @@ fn max_header_waiters(max_connections: usize) -> usize {
 
 /// The close of `conn`, being sent `greeting`, for `reason`. One closed while its PROXY
 /// header was awaited never had its client named, nor its `ACCEPT` line logged.
+#[inline]
 fn closed(conn: &Connection, greeting: &[u8], reason: CloseReason) -> Closed {
     Closed {
         peer: conn.peer(),

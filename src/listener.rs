@@ -33,16 +33,15 @@ pub fn listen(
     listen_with(addr, backlog, send_buffer, addr.ip().is_unspecified())
 }
 
-/// How many times [`listen_all`] tries a port for several addresses with port 0: a
-/// port picked by the first may be taken on another, and each try has an even chance
-/// at worst, so 32 tries make a failure vanishingly rare.
+/// How many times [`listen_all`] tries a port for several addresses with port 0 (a
+/// port found free can be taken by someone else before it is bound).
 const PORT_ATTEMPTS: usize = 32;
 
-/// Binds every address of `addrs`, in order, as [`listen`] does. A port of 0 is
-/// chosen once, by the first, and the others bind the port it got (`--port` applies
-/// to all); when that port is taken on one of the others, all are released and
-/// another port is tried, up to [`PORT_ATTEMPTS`] times. IPv6 sockets follow the
-/// `IPV6_V6ONLY` rule of this module.
+/// Binds every address of `addrs`, in order, as [`listen`] does. With several
+/// addresses and port 0, one port free on every address is found first (see
+/// [`port_free_everywhere`]) and all bind it (`--port` applies to all); if it is taken
+/// meanwhile, all are released and another is tried, up to [`PORT_ATTEMPTS`] times.
+/// IPv6 sockets follow the `IPV6_V6ONLY` rule of this module.
 ///
 /// # Errors
 /// As [`listen`], for the first address that fails; and before binding anything, if
@@ -57,7 +56,13 @@ pub fn listen_all(
     let picks_port = addrs.len() > 1 && addrs.iter().all(|addr| addr.port() == 0);
     let mut attempt = 1;
     loop {
-        match bind_each(addrs, backlog, send_buffer) {
+        let mut chosen = addrs.to_vec();
+        if picks_port {
+            if let Some(port) = port_free_everywhere(addrs) {
+                chosen.iter_mut().for_each(|addr| addr.set_port(port));
+            }
+        }
+        match bind_each(&chosen, backlog, send_buffer) {
             Err((index, err)) if picks_port && index > 0 && attempt < PORT_ATTEMPTS => {
                 log::debug!("listen: port taken on another address ({err}); trying another");
                 attempt += 1;
@@ -66,6 +71,38 @@ pub fn listen_all(
             Ok(listeners) => return Ok(listeners),
         }
     }
+}
+
+/// A port that no socket of any address uses now, or `None` if the kernel cannot be
+/// asked (then the first address picks one, as with a single address).
+///
+/// Asking for port 0 on one address is not enough: Linux then prefers a port that is
+/// already bound on *other* addresses (it keeps unused ports for outgoing
+/// connections), so the port the first address gets is often taken on the next one.
+/// A wildcard socket without `SO_REUSEADDR` (dual-stack when IPv6 is listened on)
+/// conflicts with every binding of its port, so the port it gets is free everywhere.
+/// It is closed at once, before the listeners bind.
+fn port_free_everywhere(addrs: &[SocketAddr]) -> Option<u16> {
+    let wildcard: SocketAddr = if addrs.iter().any(SocketAddr::is_ipv6) {
+        "[::]:0".parse().ok()?
+    } else {
+        "0.0.0.0:0".parse().ok()?
+    };
+    let probe = Socket::new(
+        Domain::for_address(wildcard),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .ok()?;
+    if wildcard.is_ipv6() {
+        probe.set_only_v6(false).ok()?;
+    }
+    probe.bind(&wildcard.into()).ok()?;
+    probe
+        .local_addr()
+        .ok()?
+        .as_socket()
+        .map(|bound| bound.port())
 }
 
 /// One try of [`listen_all`]: the listeners, or the index of the address that failed.

@@ -375,10 +375,22 @@ impl Server {
     /// right away, usually), held only if it must wait.
     fn greet(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
         self.totals.accepted += 1;
-        let accepted_ms = self.held.millis_since_start(now);
-        let conn = Connection::accepted(stream, peer, accepted_ms, self.config.proxy_protocol);
+        let conn = Connection::accepted(stream, peer, self.config.proxy_protocol);
         if let Some(closed) = self.held.admit(conn, &self.config.greeting, now) {
-            self.record_close(closed, self.held.len());
+            let (level, max) = (
+                self.config.connection_log_level,
+                self.config.max_connections,
+            );
+            // Never held: it lived from this round's start until now.
+            let lifetime = || Instant::now().duration_since(now).as_millis() as u32;
+            record(
+                &mut self.totals,
+                &closed,
+                self.held.len(),
+                max,
+                level,
+                lifetime,
+            );
         }
     }
 
@@ -412,56 +424,46 @@ impl Server {
     }
 
     /// Counts and logs the closes of held connections, and lets a paused accept retry.
+    #[inline]
     fn record_held_closes(&mut self) {
+        if self.held.has_closed() {
+            self.record_each_held_close();
+        }
+    }
+
+    fn record_each_held_close(&mut self) {
         let (held, started) = (self.held.len(), self.held.started());
         let (level, max) = (
             self.config.connection_log_level,
             self.config.max_connections,
         );
-        let mut freed = false;
         for closed in self.held.take_closed() {
-            record(&mut self.totals, &closed, held, max, level, started);
-            freed = true;
+            let lifetime = || {
+                let now_ms = Instant::now().duration_since(started).as_millis() as u32;
+                now_ms.wrapping_sub(closed.accepted_ms)
+            };
+            record(&mut self.totals, &closed, held, max, level, lifetime);
         }
-        if freed {
-            self.gate.descriptor_freed();
-        }
-    }
-
-    /// Counts and logs one close (`held`: connections held now).
-    fn record_close(&mut self, closed: Closed, held: usize) {
-        let (level, max) = (
-            self.config.connection_log_level,
-            self.config.max_connections,
-        );
-        record(
-            &mut self.totals,
-            &closed,
-            held,
-            max,
-            level,
-            self.held.started(),
-        );
+        self.gate.descriptor_freed();
     }
 }
 
 /// Counts a close under its reason and logs its `CLOSE` line, after the `ACCEPT` line
 /// it is owed if it closed before its client was known (a PROXY header never came).
+#[inline(always)]
 fn record(
     totals: &mut Totals,
     closed: &Closed,
     held: usize,
     max: usize,
     level: log::Level,
-    started: Instant,
+    lifetime_ms: impl FnOnce() -> u32,
 ) {
     totals.count_close(closed.reason);
     if !closed.announced {
         log_accept(closed.peer, held, max, level);
     }
-    log_close(closed, level, || {
-        Instant::now().duration_since(started).as_millis() as u32
-    });
+    log_close(closed, level, lifetime_ms);
 }
 
 #[cfg(test)]

@@ -311,7 +311,11 @@ fn peer_that_sends_mid_greeting_and_reads_slowly_gets_all_of_it() {
         let mut chunk = vec![0u8; 64 * 1024];
         while server.snapshot().totals.bytes_sent < round * greeting.len() as u64 {
             let n = peer.read(&mut chunk).expect("no reset mid-greeting");
-            assert_ne!(n, 0, "EOF before the greeting was written");
+            if n == 0 {
+                // Everything arrived before the server's loop published its count (a
+                // preempted server thread): the checks below still hold.
+                break;
+            }
             received.extend_from_slice(&chunk[..n]);
         }
         // ...then stop reading for longer than the linger timeout (the peer's own
