@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::client::unbracket;
-use crate::config::{read_greeting_file, DEFAULT_GREETING, DEFAULT_PORT};
 use crate::error::StartupError;
+use crate::greeting::{read_greeting_file, DEFAULT_GREETING};
+
+/// The port both the server and the client use by default.
+pub const DEFAULT_PORT: u16 = 8080;
 
 /// The server a client connects to: `--host` and `--port`.
 #[derive(Debug, Clone, clap::Args)]

@@ -1,29 +1,20 @@
 //! The server's settings: what `greeter-server`'s flags parse into, checked and loaded
 //! once at start-up so that the event loop never has to re-validate anything.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::GreetingArgs;
+pub use crate::cli::DEFAULT_PORT;
 use crate::client::unbracket;
 use crate::error::StartupError;
-
-/// The greeting sent when none is configured: 38 bytes of UTF-8, no newline.
-pub const DEFAULT_GREETING: &str = "Hello there! This is the hosted server";
-
-/// The port both the server and the client use by default.
-pub const DEFAULT_PORT: u16 = 8080;
+pub use crate::greeting::{read_greeting_file, DEFAULT_GREETING, MAX_GREETING_BYTES};
 
 /// The longest duration any flag takes. Far beyond any useful timeout, and far enough
 /// from the clock's range that adding it to the time now can never overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// The largest greeting file read: a greeting is held in memory once and sent whole.
-pub const MAX_GREETING_BYTES: u64 = 1 << 30;
 
 /// Parses a human-friendly duration such as `250ms`, `10s` or `1m`, at most
 /// [`MAX_DURATION`].
@@ -331,99 +322,10 @@ pub fn resolve_hosts(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, Sta
     Ok(addrs)
 }
 
-/// Reads a greeting file once, at the size it has when opened, straight into the
-/// shared allocation every connection will use (no second copy: a 1 GiB greeting
-/// costs 1 GiB, also while it is read). Only regular files: a device such as
-/// /dev/zero never ends, and a FIFO without a writer would block (it is opened
-/// nonblocking, so that the check below can refuse it).
-///
-/// The file must stay as it was while it is read: if fewer or more bytes come than
-/// its size at open, or its size or modification time differ afterwards, the read
-/// fails rather than serve a mix of two versions. (Write a new greeting to another
-/// file and rename it over the old one: a rename is atomic.)
-///
-/// # Errors
-/// A [`StartupError`] naming the path and the cause.
-pub fn read_greeting_file(path: &Path) -> Result<Arc<[u8]>, StartupError> {
-    let fail = |err: io::Error, hint| {
-        StartupError::new(
-            format!("cannot read greeting file {}", path.display()),
-            err,
-            Some(hint),
-        )
-    };
-    const CHECK_PATH: &str = "check the --message-file path and its permissions";
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|err| fail(err, CHECK_PATH))?;
-    let before = file.metadata().map_err(|err| fail(err, CHECK_PATH))?;
-    if !before.is_file() {
-        let err = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-        return Err(fail(
-            err,
-            "give --message-file a file, not a device, FIFO or directory",
-        ));
-    }
-    if before.len() > MAX_GREETING_BYTES {
-        let err = io::Error::new(io::ErrorKind::InvalidInput, "larger than 1GiB");
-        return Err(fail(
-            err,
-            "a greeting is held in memory and sent whole: use a smaller file",
-        ));
-    }
-    read_unchanged(&mut file, &before).map_err(|err| {
-        fail(
-            err,
-            "write the new greeting to another file, then rename it over this one",
-        )
-    })
-}
-
-/// Reads `file`, whose metadata at open was `before`, whole into one shared
-/// allocation, and checks that it did not change meanwhile.
-fn read_unchanged(file: &mut std::fs::File, before: &std::fs::Metadata) -> io::Result<Arc<[u8]>> {
-    let changed = |what: &str| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("it {what} while being read"),
-        )
-    };
-    let len = usize::try_from(before.len()).map_err(|_| changed("is too large"))?;
-    // Allocated once at its final size, zeroed, then filled in place by the read.
-    let mut greeting = Arc::<[u8]>::new_uninit_slice(len);
-    let Some(uninit) = Arc::get_mut(&mut greeting) else {
-        return Err(io::Error::other("a fresh greeting buffer was shared"));
-    };
-    // SAFETY: `uninit` is this allocation's only reference and spans exactly `len`
-    // one-byte elements, so writing `len` zero bytes stays inside it (one memset,
-    // where zeroing element by element costs seconds per GiB in debug builds).
-    unsafe { uninit.as_mut_ptr().write_bytes(0, len) };
-    // SAFETY: every byte was initialised (to zero) just above.
-    let mut greeting = unsafe { greeting.assume_init() };
-    let Some(buffer) = Arc::get_mut(&mut greeting) else {
-        return Err(io::Error::other("a fresh greeting buffer was shared"));
-    };
-    file.read_exact(buffer).map_err(|err| match err.kind() {
-        io::ErrorKind::UnexpectedEof => changed("shrank"),
-        _ => err,
-    })?;
-    if file.read(&mut [0u8; 1])? > 0 {
-        return Err(changed("grew"));
-    }
-    let after = file.metadata()?;
-    if after.len() != before.len() || after.modified().ok() != before.modified().ok() {
-        return Err(changed("changed"));
-    }
-    Ok(greeting)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
-    use std::io::Write;
 
     #[derive(Parser)]
     struct Cli {
@@ -574,38 +476,6 @@ mod tests {
             .into_config()
             .unwrap();
         assert_eq!(&*config.greeting, "héllo\n".as_bytes());
-    }
-
-    /// A file, opened and examined as a reload does, then changed by `change` before
-    /// it is read.
-    fn read_after(name: &str, change: impl FnOnce(&std::fs::File)) -> io::Result<usize> {
-        let path = std::env::temp_dir().join(format!("greeter-{}-{name}", std::process::id()));
-        std::fs::write(&path, vec![b'a'; 100_000]).unwrap();
-        let mut file = std::fs::File::open(&path).unwrap();
-        let before = file.metadata().unwrap();
-        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        change(&writer);
-        let read = read_unchanged(&mut file, &before);
-        let _ = std::fs::remove_file(&path);
-        // Its length, not its bytes, if it was read: a failure message stays short.
-        read.map(|greeting| greeting.len())
-    }
-
-    #[test]
-    fn a_greeting_file_that_changes_while_it_is_read_is_refused() {
-        assert_eq!(read_after("same", |_| {}).unwrap(), 100_000);
-        let shrank = read_after("shrank", |file| file.set_len(10).unwrap()).unwrap_err();
-        assert_eq!(shrank.to_string(), "it shrank while being read");
-        let grew = read_after("grew", |file| file.set_len(200_000).unwrap()).unwrap_err();
-        assert_eq!(grew.to_string(), "it grew while being read");
-        // Rewritten at the same size: only the modification time tells.
-        let rewritten = read_after("rewritten", |mut file| {
-            file.write_all(&[b'b'; 100_000]).unwrap();
-            file.set_modified(std::time::SystemTime::UNIX_EPOCH)
-                .unwrap();
-        })
-        .unwrap_err();
-        assert_eq!(rewritten.to_string(), "it changed while being read");
     }
 
     #[test]

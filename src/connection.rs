@@ -1,7 +1,8 @@
 //! One connection's life: its phase, and the one method that moves it along and says
 //! what happens next. The fast path is a fresh connection advanced once; only one
-//! whose step is [`Step::Wait`] is ever held (see [`crate::held`]), so the connections
-//! greeted at once and the held ones share one decision procedure.
+//! whose step is [`Step::Wait`] is ever held, so the connections
+//! greeted at once and the held ones share one decision procedure. (Holding is
+//! `held.rs`'s job; this file knows nothing of slabs, polls or timers' queues.)
 //!
 //! ```text
 //!  accept ─► (--proxy-protocol) Header ─ header whole: Named(client) ─┐

@@ -16,8 +16,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 
-pub use crate::metrics_http::{MetricsServer, CLIENT_BUDGET, MAX_CLIENTS, MAX_REQUEST_BYTES};
-
 use crate::handle::Snapshot;
 use crate::reload::ReloadCounts;
 use crate::workers::WorkersView;

@@ -17,7 +17,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use greeter::log_sink::LogSink;
-use greeter::metrics::{self, MetricsServer, MetricsSource};
+use greeter::metrics::{self, MetricsSource};
+use greeter::metrics_http::MetricsServer;
 use greeter::reload::Reloader;
 use greeter::{fdlimit, listener, ServerArgs, StartupError, Totals, Workers};
 
