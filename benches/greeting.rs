@@ -72,8 +72,8 @@ fn accept_send_path(c: &mut Criterion) {
             },
             // Timed: the server's rounds until all of them are greeted and closed.
             |clients| {
-                let target = server.totals().greeted + QUEUED as u64;
-                while server.totals().greeted < target {
+                let target = server.totals().greeted() + QUEUED as u64;
+                while server.totals().greeted() < target {
                     server
                         .turn(&mut events, Some(Duration::from_millis(100)))
                         .expect("server round");

@@ -10,10 +10,10 @@ use log::{log, log_enabled, Level};
 
 use crate::socket::peer_went_away;
 
-/// Why a connection was closed; each maps to one counter of [`crate::Totals`] and one
+/// Why a connection was closed; each is one counter of [`crate::Totals`] and one
 /// `reason=` of the `CLOSE` log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseReason {
+pub enum CloseReason {
     /// The whole greeting is out and nothing was left to wait for.
     Greeted,
     /// The whole greeting was out (or left to the kernel) and the peer closed its side.
@@ -39,22 +39,77 @@ pub(crate) enum CloseReason {
     Error,
 }
 
+/// The names of a close reason wherever it is shown.
+#[derive(Debug, Clone, Copy)]
+pub struct ReasonNames {
+    /// The `reason=` of the `CLOSE` line.
+    pub log: &'static str,
+    /// Its key in the `totals` line (`None`: counted only within `greeted`).
+    pub totals: Option<&'static str>,
+    /// Whether the greeting was handed over: counted within `greeted` (and labelled
+    /// `greeted` in the metrics) rather than as an early close.
+    pub greeted: bool,
+}
+
 impl CloseReason {
+    /// Every reason, with its names: one line per reason, and the totals line, the
+    /// `CLOSE` line and the metrics all read it.
+    pub const ALL: [(CloseReason, ReasonNames); 11] = {
+        const fn names(
+            log: &'static str,
+            totals: Option<&'static str>,
+            greeted: bool,
+        ) -> ReasonNames {
+            ReasonNames {
+                log,
+                totals,
+                greeted,
+            }
+        }
+        [
+            (CloseReason::Greeted, names("greeted", None, true)),
+            (CloseReason::PeerEof, names("eof", Some("eof"), true)),
+            (
+                CloseReason::LingerTimeout,
+                names("linger-timeout", Some("linger_timeout"), true),
+            ),
+            (
+                CloseReason::LingerBudget,
+                names("linger-budget", Some("linger_budget"), true),
+            ),
+            (CloseReason::PeerReset, names("reset", Some("reset"), false)),
+            (
+                CloseReason::WriteTimeout,
+                names("timeout", Some("timeout"), false),
+            ),
+            (
+                CloseReason::DrainTimeout,
+                names("drain", Some("drain"), false),
+            ),
+            (
+                CloseReason::PerIpLimit,
+                names("per-ip", Some("per_ip"), false),
+            ),
+            (CloseReason::Flood, names("flood", Some("flood"), false)),
+            (
+                CloseReason::ProxyHeader,
+                names("proxy", Some("proxy"), false),
+            ),
+            (CloseReason::Error, names("error", Some("error"), false)),
+        ]
+    };
+
+    /// How many reasons there are.
+    pub const COUNT: usize = CloseReason::ALL.len();
+
+    /// Its names (its line of [`CloseReason::ALL`]).
+    pub fn names(self) -> ReasonNames {
+        CloseReason::ALL[self as usize].1
+    }
+
     /// The `reason=` value of the `CLOSE` log line.
     pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Greeted => "greeted",
-            CloseReason::PeerEof => "eof",
-            CloseReason::LingerTimeout => "linger-timeout",
-            CloseReason::LingerBudget => "linger-budget",
-            CloseReason::PeerReset => "reset",
-            CloseReason::WriteTimeout => "timeout",
-            CloseReason::DrainTimeout => "drain",
-            CloseReason::PerIpLimit => "per-ip",
-            CloseReason::Flood => "flood",
-            CloseReason::ProxyHeader => "proxy",
-            CloseReason::Error => "error",
-        }
+        self.names().log
     }
 
     /// The reason for closing after a failed read or write.
@@ -136,4 +191,16 @@ pub(crate) fn log_accept(peer: SocketAddr, held: usize, max: usize, level: Level
 #[inline(never)]
 fn write_accept_line(peer: SocketAddr, held: usize, max: usize, level: Level) {
     log!(target: LOG_TARGET, level, "ACCEPT peer={peer} held={held}/{max}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_has_every_reason_at_its_own_index() {
+        for (index, (reason, _)) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index, "{reason:?}");
+        }
+    }
 }

@@ -72,6 +72,7 @@ mod socket;
 pub mod totals;
 pub mod workers;
 
+pub use close::{CloseReason, ReasonNames};
 pub use config::{Config, ServerArgs, DEFAULT_GREETING, DEFAULT_PORT};
 pub use error::StartupError;
 pub use handle::{ServerHandle, Snapshot};

@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 
+use crate::close::CloseReason;
 use crate::handle::Snapshot;
 use crate::reload::ReloadCounts;
 use crate::workers::WorkersView;
@@ -42,23 +43,26 @@ impl Collector for MetricsSource {
             "Connections accepted.",
             ConstCounter::new(totals.accepted),
         )?;
-        let closed = [
-            ("greeted", totals.greeted),
-            ("reset", totals.reset),
-            ("timeout", totals.timed_out),
-            ("drain", totals.drained),
-            ("error", totals.failed),
-            ("per_ip", totals.per_ip_rejected),
-            ("flood", totals.flooded),
-            ("proxy", totals.proxy_rejected),
-        ];
+        // The totals line's outcomes: every reason that handed the greeting over is
+        // `greeted` here, as there; the others by their totals key.
+        let mut outcomes: Vec<(&str, u64)> = Vec::with_capacity(CloseReason::COUNT);
+        for (reason, names) in CloseReason::ALL {
+            let label = match (names.greeted, names.totals) {
+                (false, Some(key)) => key,
+                _ => "greeted",
+            };
+            match outcomes.iter_mut().find(|(seen, _)| *seen == label) {
+                Some((_, count)) => *count += totals.closes(reason),
+                None => outcomes.push((label, totals.closes(reason))),
+            }
+        }
         let mut family = encoder.encode_descriptor(
             "greeter_connections_closed",
             "Connections closed, by how they ended (the totals line's reasons).",
             None,
             MetricType::Counter,
         )?;
-        for (reason, count) in closed {
+        for (reason, count) in outcomes {
             ConstCounter::new(count).encode(family.encode_family(&[("reason", reason)])?)?;
         }
         single(

@@ -59,7 +59,7 @@ const EVENTS_PER_POLL: usize = 1024;
 /// let running = std::thread::spawn(move || server.run());
 /// handle.shutdown()?;
 /// let totals = running.join().unwrap()?;
-/// println!("greeted {}", totals.greeted);
+/// println!("greeted {}", totals.greeted());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -188,12 +188,11 @@ impl Server {
     /// What the server has done so far.
     pub fn totals(&self) -> Totals {
         let held = self.held.counts();
-        Totals {
-            bytes_sent: held.bytes_sent,
-            partial_writes: held.partial_writes,
-            lingered: held.lingered,
-            ..self.totals
-        }
+        let mut totals = self.totals;
+        totals.bytes_sent = held.bytes_sent;
+        totals.partial_writes = held.partial_writes;
+        totals.lingered = held.lingered;
+        totals
     }
 
     /// Serves until shut down, then returns what was done.

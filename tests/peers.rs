@@ -8,6 +8,7 @@ use std::io::{ErrorKind, Read};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use greeter::CloseReason;
 use util::*;
 
 /// A telnet client's opening negotiation (IAC DO/WILL ...), the classic "sends first".
@@ -39,7 +40,7 @@ fn partial_write_resumes_on_writable_for_a_slow_reader() {
     assert_same_bytes(&received, &greeting);
 
     let totals = server.stop();
-    assert_eq!(totals.greeted, 1);
+    assert_eq!(totals.greeted(), 1);
     assert_eq!(totals.partial_writes, 1);
     assert_eq!(totals.bytes_sent, greeting.len() as u64);
 }
@@ -62,7 +63,7 @@ fn peer_that_sends_first_still_gets_whole_greeting() {
         );
     }
     let totals = server.stop();
-    assert_eq!(totals.greeted, 300);
+    assert_eq!(totals.greeted(), 300);
     assert_eq!(totals.closed_early(), 0);
     assert!(
         totals.lingered > 0,
@@ -79,10 +80,10 @@ fn peer_that_sends_first_gets_whole_large_greeting() {
         assert_same_bytes(&received, &greeting);
     }
     let totals = server.stop();
-    assert_eq!(totals.greeted, 5);
+    assert_eq!(totals.greeted(), 5);
     assert_eq!(totals.lingered, 5);
     // Each peer read to its end and closed: the clean end of a lingering close.
-    assert_eq!(totals.eof, 5, "{totals}");
+    assert_eq!(totals.closes(CloseReason::PeerEof), 5, "{totals}");
 }
 
 /// A peer that sends more than the discard budget after taking its whole greeting is
@@ -102,11 +103,15 @@ fn peer_that_floods_after_its_greeting_is_released_by_the_budget() {
         send_quietly(&mut peer, &[b'x'; 16 * 1024]);
     }
     wait_until("the budget to release the peer", || {
-        handle.snapshot().totals.linger_budget == 1
+        handle.snapshot().totals.closes(CloseReason::LingerBudget) == 1
     });
     handle.shutdown().unwrap();
     let totals = running.join().unwrap().unwrap();
-    assert_eq!((totals.greeted, totals.closed_early()), (1, 0), "{totals}");
+    assert_eq!(
+        (totals.greeted(), totals.closed_early()),
+        (1, 0),
+        "{totals}"
+    );
 }
 
 #[test]
@@ -129,7 +134,7 @@ fn peer_that_sends_while_large_greeting_in_flight_gets_all_and_eof() {
     }
     assert_same_bytes(&received, &greeting);
     let totals = server.stop();
-    assert_eq!(totals.greeted, 1);
+    assert_eq!(totals.greeted(), 1);
     assert_eq!(totals.closed_early(), 0);
 }
 
@@ -142,10 +147,14 @@ fn peer_that_never_closes_its_side_is_released_by_the_linger_timeout() {
     send_quietly(&mut peer, TELNET_NEGOTIATION);
     // Keep our side open without reading: the server must not wait for us forever.
     wait_until("the linger timeout to release the peer", || {
-        server.snapshot().totals.greeted == 1 && server.snapshot().in_flight == 0
+        server.snapshot().totals.greeted() == 1 && server.snapshot().in_flight == 0
     });
     let totals = server.stop();
-    assert_eq!((totals.greeted, totals.linger_timeout), (1, 1), "{totals}");
+    assert_eq!(
+        (totals.greeted(), totals.closes(CloseReason::LingerTimeout)),
+        (1, 1),
+        "{totals}"
+    );
     // The greeting and the FIN were sent before the linger began.
     assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
 }
@@ -159,7 +168,7 @@ fn write_timeout_closes_a_peer_that_stops_reading() {
     let mut stalled = connect(server.addr);
     let started = Instant::now();
     wait_until("the write timeout", || {
-        server.snapshot().totals.timed_out == 1
+        server.snapshot().totals.closes(CloseReason::WriteTimeout) == 1
     });
 
     // The stalled peer was cut off: what it can still read is short of the greeting.
@@ -178,12 +187,12 @@ fn write_timeout_closes_a_peer_that_stops_reading() {
 
     let totals = server.stop();
     assert_eq!(
-        totals.timed_out,
+        totals.closes(CloseReason::WriteTimeout),
         1,
         "{totals} after {:?}",
         started.elapsed()
     );
-    assert_eq!((totals.accepted, totals.greeted), (2, 1));
+    assert_eq!((totals.accepted, totals.greeted()), (2, 1));
 }
 
 #[test]
@@ -228,7 +237,7 @@ fn max_per_ip_closes_an_address_beyond_its_share_without_the_greeting() {
     assert_same_bytes(&read_to_eof(&mut other).unwrap(), &greeting);
 
     let snapshot = server.snapshot();
-    assert_eq!(snapshot.totals.per_ip_rejected, 3);
+    assert_eq!(snapshot.totals.closes(CloseReason::PerIpLimit), 3);
     assert_each_peer_receives(held, &greeting);
     // Once its connections are done, the address has its share back.
     let mut again = connect(server.addr);
@@ -236,7 +245,11 @@ fn max_per_ip_closes_an_address_beyond_its_share_without_the_greeting() {
 
     let totals = server.stop();
     assert_eq!(
-        (totals.accepted, totals.greeted, totals.per_ip_rejected),
+        (
+            totals.accepted,
+            totals.greeted(),
+            totals.closes(CloseReason::PerIpLimit)
+        ),
         (7, 4, 3)
     );
 }
@@ -255,7 +268,7 @@ fn peer_that_resets_mid_greeting_is_counted_and_the_server_goes_on() {
         .unwrap();
     drop(peer);
     wait_until("the reset to be seen", || {
-        server.snapshot().totals.reset == 1
+        server.snapshot().totals.closes(CloseReason::PeerReset) == 1
     });
 
     let mut next = connect(server.addr);
@@ -263,7 +276,11 @@ fn peer_that_resets_mid_greeting_is_counted_and_the_server_goes_on() {
     drop(next); // its EOF ends the server's lingering close
     let totals = server.stop();
     assert_eq!(
-        (totals.accepted, totals.greeted, totals.reset),
+        (
+            totals.accepted,
+            totals.greeted(),
+            totals.closes(CloseReason::PeerReset)
+        ),
         (2, 1, 1),
         "{totals}"
     );
@@ -288,7 +305,11 @@ fn peer_that_sends_after_the_greeting_was_written_still_gets_all_of_it() {
         assert_same_bytes(&received, &greeting);
     }
     let totals = server.stop();
-    assert_eq!((totals.greeted, totals.closed_early()), (20, 0), "{totals}");
+    assert_eq!(
+        (totals.greeted(), totals.closed_early()),
+        (20, 0),
+        "{totals}"
+    );
 }
 
 /// A peer that talks while a multi-megabyte greeting is still being written, then
@@ -327,7 +348,11 @@ fn peer_that_sends_mid_greeting_and_reads_slowly_gets_all_of_it() {
         assert_same_bytes(&received, &greeting);
     }
     let totals = server.stop();
-    assert_eq!((totals.greeted, totals.closed_early()), (3, 0), "{totals}");
+    assert_eq!(
+        (totals.greeted(), totals.closed_early()),
+        (3, 0),
+        "{totals}"
+    );
 }
 
 /// A peer that does not take its greeting but sends more than the discard budget is
@@ -351,10 +376,14 @@ fn peer_that_floods_while_its_greeting_waits_in_the_kernel_is_reset() {
         send_quietly(&mut flooder, &[b'x'; 16 * 1024]);
     }
     wait_until("the flooder to be cut off", || {
-        server.snapshot().totals.flooded == 1
+        server.snapshot().totals.closes(CloseReason::Flood) == 1
     });
     let mut other = connect(server.addr);
     assert_same_bytes(&read_to_eof(&mut other).unwrap(), &greeting);
     let totals = server.stop();
-    assert_eq!((totals.greeted, totals.flooded), (1, 1), "{totals}");
+    assert_eq!(
+        (totals.greeted(), totals.closes(CloseReason::Flood)),
+        (1, 1),
+        "{totals}"
+    );
 }

@@ -6,6 +6,7 @@ mod util;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use greeter::CloseReason;
 use greeter::Config;
 use util::*;
 
@@ -72,7 +73,11 @@ fn v1_and_v2_headers_for_ipv4_and_ipv6_sources_and_local_are_greeted() {
         );
     }
     let totals = server.stop();
-    assert_eq!((totals.greeted, totals.proxy_rejected), (6, 0), "{totals}");
+    assert_eq!(
+        (totals.greeted(), totals.closes(CloseReason::ProxyHeader)),
+        (6, 0),
+        "{totals}"
+    );
 }
 
 #[test]
@@ -99,7 +104,7 @@ fn a_header_split_across_segments_is_waited_for() {
     peer.write_all(&header[30..]).unwrap();
     assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
     let totals = server.stop();
-    assert_eq!(totals.greeted, 1, "{totals}");
+    assert_eq!(totals.greeted(), 1, "{totals}");
 }
 
 #[test]
@@ -111,7 +116,7 @@ fn data_after_the_header_is_input_like_any_other() {
     assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
     drop(peer);
     let totals = server.stop();
-    assert_eq!((totals.greeted, totals.lingered), (1, 1), "{totals}");
+    assert_eq!((totals.greeted(), totals.lingered), (1, 1), "{totals}");
 }
 
 /// What a peer sending `bytes` gets: nothing of the greeting, in any case.
@@ -137,7 +142,11 @@ fn garbage_and_oversized_headers_close_without_the_greeting() {
     oversized.extend_from_slice(&[0x21, 0x11, 0x10, 0x00]);
     nothing_after(&server, &oversized);
     let totals = server.stop();
-    assert_eq!((totals.greeted, totals.proxy_rejected), (0, 3), "{totals}");
+    assert_eq!(
+        (totals.greeted(), totals.closes(CloseReason::ProxyHeader)),
+        (0, 3),
+        "{totals}"
+    );
 }
 
 #[test]
@@ -147,14 +156,14 @@ fn no_header_within_the_timeout_closes_without_the_greeting() {
     let server = start_server(config);
     let mut silent = connect(server.addr);
     wait_until("the header timeout", || {
-        server.snapshot().totals.proxy_rejected == 1
+        server.snapshot().totals.closes(CloseReason::ProxyHeader) == 1
     });
     assert_eq!(
         read_to_eof(&mut silent).unwrap(),
         b"",
         "nothing sent, then EOF"
     );
-    assert_eq!(server.stop().greeted, 0);
+    assert_eq!(server.stop().greeted(), 0);
 }
 
 #[test]
@@ -175,7 +184,11 @@ fn the_client_the_header_names_is_the_one_limited_per_address() {
     assert_same_bytes(&other, &greeting);
     assert_each_peer_receives(vec![holder], &greeting);
     let totals = server.stop();
-    assert_eq!((totals.greeted, totals.per_ip_rejected), (2, 1), "{totals}");
+    assert_eq!(
+        (totals.greeted(), totals.closes(CloseReason::PerIpLimit)),
+        (2, 1),
+        "{totals}"
+    );
 }
 
 #[test]
@@ -202,7 +215,11 @@ fn valid_headers_sent_a_byte_at_a_time_are_greeted() {
         );
     }
     let totals = server.stop();
-    assert_eq!((totals.greeted, totals.proxy_rejected), (5, 0), "{totals}");
+    assert_eq!(
+        (totals.greeted(), totals.closes(CloseReason::ProxyHeader)),
+        (5, 0),
+        "{totals}"
+    );
 }
 
 #[test]
@@ -215,7 +232,7 @@ fn a_partial_header_and_then_eof_is_closed_at_once() {
     peer.write_all(b"PROXY TCP4 192.0.").unwrap();
     peer.shutdown(std::net::Shutdown::Write).unwrap();
     wait_until("the half-sent header to be refused", || {
-        server.snapshot().totals.proxy_rejected == 1
+        server.snapshot().totals.closes(CloseReason::ProxyHeader) == 1
     });
     assert_eq!(server.snapshot().in_flight, 0);
     let mut received = Vec::new();
@@ -239,7 +256,7 @@ fn connections_without_a_header_cannot_starve_clients_with_one() {
         // the connection limit (the newest); the rest are closed.
         let waiting = max_per_ip.map_or(250, |limit| limit as usize);
         wait_until("the flood beyond the waiters' bound to be refused", || {
-            server.snapshot().totals.proxy_rejected == (1200 - waiting) as u64
+            server.snapshot().totals.closes(CloseReason::ProxyHeader) == (1200 - waiting) as u64
         });
         assert_eq!(server.snapshot().in_flight, waiting);
         for client in 0..50 {
@@ -256,7 +273,7 @@ fn connections_without_a_header_cannot_starve_clients_with_one() {
         assert!(server.snapshot().in_flight <= waiting);
         drop(flood);
         let totals = server.stop();
-        assert_eq!(totals.greeted, 50, "{totals}");
+        assert_eq!(totals.greeted(), 50, "{totals}");
     }
 }
 
@@ -283,7 +300,7 @@ fn a_v1_header_cut_right_after_the_source_port_is_waited_for() {
         wait_until("the cut client to be accepted and looked at", || {
             let snapshot = server.snapshot();
             snapshot.totals.accepted == 2 && snapshot.in_flight == 1
-                || snapshot.totals.proxy_rejected == 1
+                || snapshot.totals.closes(CloseReason::ProxyHeader) == 1
         });
         let _ = cut_client.write_all(&header[cut..]);
         let mut received = Vec::new();
@@ -295,6 +312,10 @@ fn a_v1_header_cut_right_after_the_source_port_is_waited_for() {
             String::from_utf8_lossy(&header[..cut])
         );
         let totals = server.stop();
-        assert_eq!((totals.greeted, totals.proxy_rejected), (2, 0), "{totals}");
+        assert_eq!(
+            (totals.greeted(), totals.closes(CloseReason::ProxyHeader)),
+            (2, 0),
+            "{totals}"
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use greeter::CloseReason;
 use greeter_load::{self as load, LoadOptions};
 use util::*;
 
@@ -37,7 +38,7 @@ fn load_run_completes_every_connection_exactly() {
     assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
 
     let totals = server.stop();
-    assert_eq!(totals.greeted, 2_000, "the server agrees on the count");
+    assert_eq!(totals.greeted(), 2_000, "the server agrees on the count");
 }
 
 #[test]
@@ -207,7 +208,7 @@ fn send_proxy_drives_a_server_that_wants_the_proxy_protocol() {
     );
     let totals = server.stop();
     assert_eq!(
-        (totals.greeted, totals.proxy_rejected),
+        (totals.greeted(), totals.closes(CloseReason::ProxyHeader)),
         (500, 0),
         "{totals}"
     );
