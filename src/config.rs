@@ -186,6 +186,36 @@ pub struct ServerArgs {
     pub send_buffer: Option<usize>,
 }
 
+/// Serves a greeting over TCP to every client that connects, then closes.
+///
+/// The greeting is sent the moment a connection is accepted; closing never loses it
+/// to a reset, and the server keeps serving through resets, stalls and floods.
+#[derive(Debug, clap::Parser)]
+#[command(name = "greeter-server", version, after_help = SERVER_AFTER_HELP)]
+pub struct ServerCli {
+    /// The server's flags.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// The part of `--help` below the flags.
+const SERVER_AFTER_HELP: &str = "\
+Prints `listening on ADDR` on stdout once it serves (the real port with --port 0).
+Started by systemd with a socket (LISTEN_FDS), it serves that socket instead.
+
+Signals:
+  SIGINT, SIGTERM  stop accepting, greet what is queued, drain within --drain-timeout,
+                   exit 0 (a second one closes what is in flight at once)
+  SIGHUP           re-read --message-file for new connections (a failed reload
+                   keeps the old greeting)
+  SIGUSR1          log the totals so far
+
+Exit codes: 0 stopped by a signal; 1 a start-up or worker error (one line on
+stderr); 2 a bad flag.
+
+Logs go to stderr; RUST_LOG sets the level (default info; RUST_LOG=debug adds a
+line per connection).";
+
 /// Everything the server needs, checked: the address, the greeting and the limits.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -69,6 +69,8 @@ mod proxy;
 pub mod reload;
 pub mod server;
 mod socket;
+pub mod startup;
+pub mod supervisor;
 pub mod totals;
 pub mod workers;
 

@@ -131,3 +131,49 @@ fn workers_zero_means_one_per_core() {
     let mut peer = connect(server.addr);
     assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
 }
+
+/// The supervisor, in-process: workers started from a `Prepared` server, driven by
+/// requests rather than signals, observed through the view it hands out.
+#[test]
+fn a_second_drain_request_closes_what_is_in_flight_at_once() {
+    use greeter::startup::Prepared;
+    use greeter::supervisor::{Request, Supervisor};
+
+    let greeting = large_greeting(16 * 1024 * 1024);
+    let mut config = config_with(&greeting);
+    // Only the second request can end this drain in time.
+    config.drain_timeout = Duration::from_secs(3600);
+    let server = Prepared {
+        workers: greeter::Workers::bind(&config, 2).unwrap(),
+        reloader: greeter::reload::Reloader::new(&greeter::cli::GreetingArgs::default()),
+        metrics: None,
+    };
+    let supervisor = Supervisor::new().unwrap();
+    let requests = supervisor.requests();
+    let (serving, started) = std::sync::mpsc::channel();
+    let running = std::thread::spawn(move || {
+        supervisor.run(server, |addrs, view| {
+            serving.send((addrs[0], view)).unwrap();
+        })
+    });
+    let (addr, view) = started.recv_timeout(STEP_TIMEOUT).unwrap();
+    // A peer that never reads keeps its greeting in flight.
+    let _stalled = connect(addr);
+    wait_until("the peer to be held", || view.snapshot().in_flight == 1);
+    requests.send(Request::Drain);
+    wait_until("the drain to begin", || view.snapshot().draining);
+    assert_eq!(
+        view.snapshot().in_flight,
+        1,
+        "the first request only drains"
+    );
+    requests.send(Request::Drain);
+    wait_until("the supervisor to return", || running.is_finished());
+    let totals = running.join().unwrap().unwrap();
+    assert_eq!(
+        totals.closes(greeter::CloseReason::DrainTimeout),
+        1,
+        "{totals}"
+    );
+    assert_eq!(totals.accepted, 1, "{totals}");
+}

@@ -1,0 +1,120 @@
+//! Everything `greeter-server` does before it serves: the flags checked into a
+//! [`Config`], the listening sockets (passed by systemd, or bound), the metrics
+//! listener, and the start-up log lines. Every failure here is one [`StartupError`]
+//! and nothing is logged before it, so that the error is the only line on stderr.
+
+use std::io;
+use std::net::SocketAddr;
+
+use log::{info, warn};
+
+use crate::config::{Config, ServerArgs};
+use crate::error::StartupError;
+use crate::fdlimit::FdLimit;
+use crate::listener;
+use crate::metrics_http::MetricsServer;
+use crate::reload::Reloader;
+use crate::workers::Workers;
+
+/// A server ready to run: bound, checked and announced in the log.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The worker loops, bound to their listeners.
+    pub workers: Workers,
+    /// What SIGHUP reloads.
+    pub reloader: Reloader,
+    /// The metrics listener, and the connection limit it reports, with `--metrics`.
+    pub metrics: Option<(MetricsServer, usize)>,
+}
+
+/// Checks `args`, binds (or takes systemd's sockets), binds the metrics listener and
+/// logs the start-up lines, including what raising the fd limit gave (`fd_limit`,
+/// raised by the caller before anything was created).
+///
+/// # Errors
+/// The first [`StartupError`]; nothing is logged before it.
+pub fn prepare(args: ServerArgs, fd_limit: io::Result<FdLimit>) -> Result<Prepared, StartupError> {
+    let worker_count = match args.workers {
+        0 => std::thread::available_parallelism().map_or(1, |cores| cores.get()),
+        n => n as usize,
+    };
+    let reloader = Reloader::new(&args.greeting);
+    let metrics_addr = args.metrics;
+    let config = args.into_config()?;
+    let (workers, source) = match listener::from_systemd()? {
+        Some(listeners) => (
+            Workers::from_listeners(listeners, &config, worker_count)?,
+            "socket passed by systemd",
+        ),
+        None => (Workers::bind(&config, worker_count)?, "bound"),
+    };
+    let metrics = match metrics_addr {
+        Some(addr) => {
+            let server = MetricsServer::bind(addr)?;
+            Some((server, config.max_connections.saturating_mul(workers.len())))
+        }
+        None => None,
+    };
+    log_serving(&config, &workers, source);
+    match fd_limit {
+        Ok(limit) => info!(
+            "fd limit: soft={} hard={} (was soft={})",
+            limit.soft, limit.hard, limit.before
+        ),
+        Err(err) => warn!("fd limit: cannot raise the open-file limit: {err}"),
+    }
+    Ok(Prepared {
+        workers,
+        reloader,
+        metrics,
+    })
+}
+
+/// The `serving` line, and a warning for each limit the kernel capped.
+fn log_serving(config: &Config, workers: &Workers, source: &str) {
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok());
+    info!(
+        "serving {} ({source}) workers={} greeting_bytes={} max_connections={} \
+         backlog={} write_timeout={} drain_timeout={} linger_timeout={} max_per_ip={} \
+         send_buffer={}",
+        workers
+            .local_addrs()
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+        workers.len(),
+        config.greeting.len(),
+        config.max_connections,
+        somaxconn.map_or(config.backlog, |cap| cap.min(config.backlog)),
+        humantime::format_duration(config.write_timeout),
+        humantime::format_duration(config.drain_timeout),
+        humantime::format_duration(config.linger_timeout),
+        config
+            .max_per_ip
+            .map_or_else(|| "off".to_owned(), |limit| limit.to_string()),
+        workers
+            .send_buffer()
+            .map_or_else(|| "auto".to_owned(), |bytes| bytes.to_string()),
+    );
+    // The kernel silently caps the backlog at net.core.somaxconn.
+    if let Some(cap) = somaxconn.filter(|&cap| cap < config.backlog) {
+        warn!(
+            "listen backlog {} is capped by net.core.somaxconn={cap} \
+             (raise it with sysctl -w net.core.somaxconn={})",
+            config.backlog, config.backlog
+        );
+    }
+    if let (Some(asked), Some(got)) = (config.send_buffer, workers.send_buffer()) {
+        // Linux reports twice what it was asked for; less means net.core.wmem_max
+        // capped the request.
+        if got < 2 * asked {
+            warn!(
+                "send buffer {asked} is capped by net.core.wmem_max: the kernel gives {got} \
+                 (raise it with sysctl -w net.core.wmem_max={asked})"
+            );
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The supervisor: runs the worker loops, the reload thread and the metrics endpoint
+//! until every worker has stopped, answering a stream of [`Request`]s (drain, stop
+//! now, reload, log the totals) that any thread can send through [`Requests`]. The
+//! binary maps signals to requests; tests send them directly.
+//!
+//! A second drain request closes what is still in flight at once; a worker that stops
+//! on its own has failed, and the others are shut down with it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use log::{error, info};
+use mio::{Events, Poll, Token, Waker};
+
+use crate::error::StartupError;
+use crate::metrics::{self, MetricsSource};
+use crate::startup::Prepared;
+use crate::totals::Totals;
+use crate::workers::WorkersView;
+
+/// What the supervisor can be asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Stop accepting and drain within `--drain-timeout` (SIGINT, SIGTERM); asked a
+    /// second time, close what is in flight at once.
+    Drain,
+    /// Close what is in flight at once.
+    StopNow,
+    /// Re-read the greeting file for new connections (SIGHUP).
+    Reload,
+    /// Log the `totals` line so far (SIGUSR1).
+    LogTotals,
+}
+
+/// The one waker of the supervisor's poll (mio allows one per poll): woken by a
+/// request and by a worker thread that ends; each wake-up looks at both.
+const WAKE: Token = Token(0);
+
+/// Sends requests to a running supervisor from any thread; never blocks.
+#[derive(Debug, Clone)]
+pub struct Requests {
+    /// Requests not yet taken, in order.
+    queue: Arc<Mutex<Vec<Request>>>,
+    /// Wakes the supervisor's poll.
+    waker: Arc<Waker>,
+}
+
+impl Requests {
+    /// Asks for `request`.
+    pub fn send(&self, request: Request) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(request);
+        // Best effort: if the wake fails, the supervisor's poll has failed too.
+        let _ = self.waker.wake();
+    }
+
+    fn take(&self) -> Vec<Request> {
+        std::mem::take(
+            &mut *self
+                .queue
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+}
+
+/// Runs a [`Prepared`] server.
+#[derive(Debug)]
+pub struct Supervisor {
+    poll: Poll,
+    requests: Requests,
+}
+
+impl Supervisor {
+    /// A supervisor, ready to take requests before it runs.
+    ///
+    /// # Errors
+    /// If its poll cannot be created.
+    pub fn new() -> Result<Supervisor, StartupError> {
+        let fail = |err| StartupError::new("cannot set up the supervisor", err, None);
+        let poll = Poll::new().map_err(fail)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(fail)?);
+        Ok(Supervisor {
+            poll,
+            requests: Requests {
+                queue: Arc::default(),
+                waker,
+            },
+        })
+    }
+
+    /// Where to send requests.
+    pub fn requests(&self) -> Requests {
+        self.requests.clone()
+    }
+
+    /// Starts everything `server` holds, calls `on_serving` once it all runs (with the
+    /// addresses served and a view of the workers), then answers requests until every
+    /// worker has stopped; returns their summed totals.
+    ///
+    /// # Errors
+    /// If a thread cannot be started, or a worker failed.
+    pub fn run(
+        mut self,
+        server: Prepared,
+        on_serving: impl FnOnce(&[SocketAddr], WorkersView),
+    ) -> Result<Totals, StartupError> {
+        let addrs = server.workers.local_addrs().to_vec();
+        let running = server.workers.spawn(Arc::clone(&self.requests.waker))?;
+        let reload_counts = server.reloader.counts();
+        let reloads = server.reloader.spawn(running.view())?;
+        if let Some((endpoint, max_connections)) = server.metrics {
+            let addr = endpoint
+                .local_addr()
+                .map_err(|err| StartupError::new("cannot start the metrics endpoint", err, None))?;
+            endpoint.spawn(MetricsSource {
+                workers: running.view(),
+                reloads: reload_counts,
+                max_connections,
+            })?;
+            metrics::announce(addr);
+        }
+        on_serving(&addrs, running.view());
+
+        let mut events = Events::with_capacity(8);
+        let mut stopping = false;
+        while !running.all_stopped() {
+            if let Err(err) = self.poll.poll(&mut events, None) {
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // The documented line (it was the signal loop before this was a library).
+                error!("signal loop failed: {err}; stopping the workers");
+                running.stop_now();
+                break;
+            }
+            for request in self.requests.take() {
+                match request {
+                    Request::Drain if !stopping => {
+                        stopping = true;
+                        running.shutdown();
+                    }
+                    Request::Drain => {
+                        info!("shutdown: second stop signal, closing in-flight connections now");
+                        running.stop_now();
+                    }
+                    Request::StopNow => {
+                        stopping = true;
+                        running.stop_now();
+                    }
+                    // The file is read on the reload thread: this one stays free.
+                    Request::Reload => reloads.request(),
+                    Request::LogTotals => {
+                        let snapshot = running.snapshot();
+                        info!(
+                            "totals in_flight={} {}",
+                            snapshot.in_flight, snapshot.totals
+                        );
+                    }
+                }
+            }
+            // A worker that stopped on its own failed: take the others down with it.
+            if !stopping && running.stopped() > 0 {
+                stopping = true;
+                running.shutdown();
+            }
+        }
+        let totals = running.join()?;
+        info!("totals in_flight=0 {totals}");
+        Ok(totals)
+    }
+}
