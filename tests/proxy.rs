@@ -269,8 +269,12 @@ fn connections_without_a_header_cannot_starve_clients_with_one() {
                 "{max_per_ip:?}"
             );
         }
-        // A client whose header came a moment after its accept pushed out the oldest.
-        assert!(server.snapshot().in_flight <= waiting);
+        // A client whose header came a moment after its accept pushed out the oldest;
+        // once the last is closed (the snapshot may lag a round), the flood holds at
+        // most what it held.
+        wait_until("the flood to hold at most its bound", || {
+            server.snapshot().in_flight <= waiting
+        });
         drop(flood);
         let totals = server.stop();
         assert_eq!(totals.greeted(), 50, "{totals}");
