@@ -10,42 +10,53 @@
 //!
 //! # Layout
 //! A connection's life, in the order it happens:
-//! - [`listener`]: where the listening socket comes from (bound with its backlog and
-//!   send buffer, or passed by systemd).
+//! - [`listener`]: where the listening sockets come from (bound with their backlog and
+//!   send buffer, one port for all, or passed by systemd).
 //! - `accept` (internal): which accept errors are skipped and which pause accepting;
 //!   the accept gate (ready, budget spent, at capacity, paused).
-//! - [`server`]: the [`Server`]: the loop (`run`/`turn`), the fast path that greets
-//!   and closes at once, the drain.
-//! - `proxy` (internal): `--proxy-protocol`: the header that names the real client,
-//!   read before the greeting.
-//! - `connection` (internal): a held connection's whole life: writing, flushing,
-//!   lingering, deadlines, per-address accounting, close reasons.
-//! - `tcp_state` (internal): the kernel's view of a connection (`TCP_INFO`): unsent
-//!   bytes and input, which decide whether it can be closed at once.
+//! - [`server`]: the [`Server`]: the loop (`run`/`turn`), accepting, the drain, and
+//!   counting and logging every close.
+//! - `connection` (internal): one connection: its phase (PROXY header, writing,
+//!   flushing, lingering) and the one method that advances it and says what happens
+//!   next (`Step`).
+//! - `held` (internal): the connections that must wait: the slab, one deadline queue
+//!   per timer, per-address and header-waiter accounting; it applies each `Step`, and
+//!   advances a fresh connection once (the fast path, never held).
+//! - `proxy` (internal): `--proxy-protocol`: the header that names the real client.
+//! - `socket` (internal): the socket primitives (write, FIN, `TCP_INFO`, discard) and
+//!   the kernel facts they rely on.
+//! - `close` (internal, [`CloseReason`] public): why a connection closed, with its
+//!   names in one table, and the `ACCEPT` and `CLOSE` lines.
 //! - [`deadlines`]: the FIFO of fixed-duration deadlines, the loop's only timer.
-//! - [`totals`]: the counters behind the `totals` log line.
+//! - [`totals`]: the counters behind the `totals` log line, one per close reason.
 //!
 //! Around it:
 //! - [`config`]: the server's flags and the checked [`Config`] they turn into.
 //! - [`cli`]: flag groups the binaries share (the server to talk to, the greeting).
+//! - [`greeting`]: the default greeting; greeting files read once, checked, into their
+//!   shared allocation.
+//! - [`startup`]: the checks, the binding and the start-up lines before serving.
+//! - [`supervisor`]: runs the workers, the reload thread and the metrics until every
+//!   worker stops, answering requests (drain, stop now, reload, log totals).
 //! - [`handle`]: the [`ServerHandle`] other threads use to stop a server or read its
 //!   totals.
 //! - [`workers`]: [`Workers`]: one server per thread (`--workers`) on one shared
 //!   listening socket; a running handle to stop them and sum their totals.
 //! - `per_ip` (internal): the `--max-per-ip` accounting.
-//! - [`metrics`]: `--metrics`: Prometheus metrics and `/healthz`, on a thread of
-//!   their own, read from the snapshots the loops publish; `metrics_http` (internal)
-//!   serves them from a small readiness loop bounded in clients, time and bytes.
-//! - [`reload`]: SIGHUP: re-read the greeting file and hand it to every worker.
+//! - [`metrics`]: what `--metrics` serves: Prometheus metrics and `/healthz`, read
+//!   from the snapshots the loops publish; [`metrics_http`]: how, from a small
+//!   readiness loop of its own bounded in clients, time and bytes.
+//! - [`reload`]: SIGHUP: the reload thread re-reads the greeting file and hands it to
+//!   every worker.
+//! - [`log_sink`]: the bounded log queue and its writer thread, so that no loop ever
+//!   blocks on stderr.
 //! - [`client`]: the blocking client used by `greeter-client` and the tests.
 //! - [`error`]: one-line start-up errors that say what failed and how to fix it.
 //! - [`fdlimit`]: raising the open-file limit at start-up.
-//! - [`log_sink`]: the bounded log queue and its writer thread, so that no loop ever
-//!   blocks on stderr.
 //!
-//! The binaries in `src/bin/` only parse flags, wire signals and call into this
-//! library, so tests and benchmarks drive the same code in-process. The load
-//! generator is its own crate, `greeter-load`, in `load/`.
+//! The binaries in `src/bin/` only parse flags, set up logging and map signals to
+//! supervisor requests, so tests and benchmarks drive the same code in-process. The
+//! load generator is its own crate, `greeter-load`, in `load/`.
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod accept;
