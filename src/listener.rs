@@ -39,8 +39,8 @@ const PORT_ATTEMPTS: usize = 32;
 
 /// Binds every address of `addrs`, in order, as [`listen`] does. With several
 /// addresses and port 0, one port free on every address is found first (see
-/// [`port_free_everywhere`]) and all bind it (`--port` applies to all); if it is taken
-/// meanwhile, all are released and another is tried, up to [`PORT_ATTEMPTS`] times.
+/// `port_free_everywhere`) and all bind it (`--port` applies to all); if it is taken
+/// meanwhile, all are released and another is tried, up to `PORT_ATTEMPTS` times.
 /// IPv6 sockets follow the `IPV6_V6ONLY` rule of this module.
 ///
 /// # Errors

@@ -1,10 +1,10 @@
 //! The server: one thread, one `mio::Poll`, one or more listeners. This file is the loop
 //! (`run`/`turn`), accepting and the drain. Each accepted connection is a
-//! [`crate::connection::Connection`] advanced once by [`crate::held`]: most are greeted
-//! and closed right there (`accept4`, `write`, `shutdown`, `getsockopt(TCP_INFO)`,
-//! `close`: no slab entry, no `epoll_ctl`); the rest are held. Every close is counted
-//! and logged here, in [`Server::record_close`]. The accept policy lives in
-//! [`crate::accept`], the socket setup in [`crate::listener`].
+//! `Connection` advanced once by `held.rs`: most are greeted and closed right there
+//! (`accept4`, `write`, `shutdown`, `getsockopt(TCP_INFO)`, `close`: no slab entry, no
+//! `epoll_ctl`); the rest are held. Every close is counted and logged here, in
+//! `record`. The accept policy lives in `accept.rs`, the socket setup in
+//! [`crate::listener`].
 
 use std::io;
 use std::net::SocketAddr;
