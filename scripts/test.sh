@@ -8,13 +8,13 @@ usage() {
 usage: scripts/test.sh [CARGO TEST ARGS...]
 
 Runs every test: `cargo test` over the workspace (greeter and greeter-load), then
-scripts/load-test.sh, held-rss.sh and compare.sh on a small bounded load on
+scripts/load-test.sh, held-rss.sh, compare.sh and callgrind.sh on a small bounded load on
 127.0.0.1, each checked against what it must print. About 50 seconds on 2 cores
 once built; the first build takes about a minute more.
 
 Some tests drive system tools: haproxy (tests named haproxy_*), systemd's
 systemd-socket-activate and systemd-analyze (systemd_*), fail2ban's fail2ban-regex
-(fail2ban_*), strace (compare.sh's syscall counts), kill (procps), and the Python
+(fail2ban_*), strace (compare.sh's syscall counts), valgrind (callgrind.sh), kill (procps), and the Python
 package prometheus-client, whose parser checks the metrics (prometheus_*). Run as
 root, this script installs the missing Debian packages with apt-get and the Python
 package with pip. Run by another user, it says which are missing, runs everything else,
@@ -37,6 +37,7 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 { command -v systemd-socket-activate && command -v systemd-analyze; } >/dev/null 2>&1 || missing+=(systemd)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   apt-get update -qq
@@ -54,6 +55,7 @@ fi
 
 skip=()
 not_run=()
+with_callgrind=1
 compare_flags=()
 for package in ${missing[@]+"${missing[@]}"}; do
   if [ "${GREETER_REQUIRE_ALL_TOOLS:-0}" = 1 ]; then
@@ -66,6 +68,7 @@ for package in ${missing[@]+"${missing[@]}"}; do
     strace) compare_flags+=(--no-strace); not_run+=("compare.sh's syscall counts (needs strace)") ;;
     fail2ban) skip+=(--skip fail2ban_); not_run+=("tests fail2ban_* (needs fail2ban-regex)") ;;
     prometheus-client) skip+=(--skip prometheus_); not_run+=("tests prometheus_* (needs the Python package prometheus-client)") ;;
+    valgrind) with_callgrind=0; not_run+=("callgrind.sh (needs valgrind)") ;;
     procps) echo "test.sh: kill (procps) is missing; the tests signal servers with it: apt-get install procps" >&2; exit 1 ;;
   esac
 done
@@ -84,7 +87,11 @@ summary() {
 
 if [ $# -gt 0 ]; then
   cargo test "$@" ${skip[@]+-- "${skip[@]}"}
-  summary
+  if [ "$with_callgrind" = 1 ]; then
+  scripts/callgrind.sh -n 300 >"$out"
+  expect callgrind.sh '^instructions=[0-9]+ connections=300 per_connection=[0-9]+$'
+fi
+summary
   exit 0
 fi
 cargo test --workspace ${skip[@]+-- "${skip[@]}"}
@@ -119,4 +126,8 @@ expect compare.sh \
   '^\| greeter \| 1 \| 400 \| [0-9]+ .* \| 0 \| [0-9.]+ \([0-9.-]+\) \| [0-9]+ \| [0-9.]+ \| ([0-9.]+|-) \|$' \
   '^\| greeter \| 16 \| 2000 \| ' '^\| c \| 16 \| 2000 \| ' '^\| c-policy \| 16 \| 2000 \| ' \
   '^\| python \| 16 \| [0-9]+ \| '
+if [ "$with_callgrind" = 1 ]; then
+  scripts/callgrind.sh -n 300 >"$out"
+  expect callgrind.sh '^instructions=[0-9]+ connections=300 per_connection=[0-9]+$'
+fi
 summary
