@@ -4,11 +4,9 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::thread;
 
 use util::*;
 
@@ -45,15 +43,7 @@ fn activate(extra: &[&str], args: &[&str]) -> Activator {
             .stderr(Stdio::piped())
             .spawn()
             .expect("systemd-socket-activate is installed (scripts/test.sh installs systemd)");
-        let (lines, stderr) = mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stderr = lines_of(child.stderr.take().unwrap());
         match stderr.recv_timeout(STEP_TIMEOUT) {
             Ok(line) if line.starts_with("Listening on") => {
                 return Activator {

@@ -42,7 +42,6 @@ fn log_of_a_crowded_server(
     drop(holder);
     server.signal("TERM");
     server.assert_exits_cleanly_logging("totals in_flight=0", STEP_TIMEOUT);
-    let _ = std::fs::remove_file(path);
     server.stderr()
 }
 
@@ -62,7 +61,7 @@ fn fail2ban_filter_finds_exactly_the_turned_away_clients() {
     let log_path = temp_file("fail2ban.log", log.as_bytes());
     let output = Command::new("fail2ban-regex")
         .args(["--out", "ip"])
-        .arg(&log_path)
+        .arg(log_path.as_os_str())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/docs/deploy/fail2ban/filter.d/greeter.conf"
@@ -88,7 +87,6 @@ fn fail2ban_filter_finds_exactly_the_turned_away_clients() {
         BTreeMap::from([("127.0.0.1", 3), ("::1", 2)]),
         "matches of the filter in:\n{log}"
     );
-    let _ = std::fs::remove_file(log_path);
 }
 
 #[test]

@@ -36,7 +36,6 @@ fn accept_survives_fd_exhaustion_without_spinning_and_serves_the_queue() {
         1,
         "one warning per episode:\n{log}"
     );
-    let _ = std::fs::remove_file(path);
 }
 
 #[test]
@@ -60,7 +59,6 @@ fn sigterm_drains_in_flight_greetings_then_exits_zero() {
         "totals in_flight=0 accepted=3 greeted=3 closed_early=0",
         STEP_TIMEOUT,
     );
-    let _ = std::fs::remove_file(path);
 }
 
 #[test]
@@ -80,7 +78,6 @@ fn drain_timeout_cuts_off_a_peer_that_never_reads() {
         "accepted=1 greeted=0 closed_early=1 reset=0 timeout=0 drain=1",
         Duration::from_secs(5),
     );
-    let _ = std::fs::remove_file(path);
 }
 
 #[test]
@@ -235,7 +232,6 @@ fn sigterm_greets_every_connection_already_queued_beyond_the_cap() {
         "totals in_flight=0 accepted=13 greeted=13 closed_early=0",
         STEP_TIMEOUT,
     );
-    let _ = std::fs::remove_file(path);
 }
 
 #[test]

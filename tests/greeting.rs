@@ -86,5 +86,4 @@ fn message_file_of_arbitrary_bytes_is_sent_exactly() {
     let server = spawn_server(&["--message-file", path.to_str().unwrap()]);
     let mut peer = connect(server.addr);
     assert_same_bytes(&read_to_eof(&mut peer).unwrap(), &bytes);
-    let _ = std::fs::remove_file(path);
 }

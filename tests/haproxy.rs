@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use greeter_load::{self as load, LoadReport};
 use util::*;
@@ -116,15 +116,18 @@ fn start_haproxy(documented: &str, backends: &[SocketAddr]) -> HaProxy {
             frontend,
             stats_socket: stats_socket.clone(),
         };
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = proxy.child.try_wait() {
-                break; // did not start (port taken?): try another port
-            }
-            if UnixStream::connect(&proxy.stats_socket).is_ok() {
-                return proxy;
-            }
-            thread::sleep(Duration::from_millis(20));
+        let started = wait_for(
+            STEP_TIMEOUT,
+            || "haproxy to start or exit".to_owned(),
+            || {
+                if let Ok(Some(_)) = proxy.child.try_wait() {
+                    return Some(false); // did not start (port taken?): try another port
+                }
+                UnixStream::connect(&proxy.stats_socket).ok().map(|_| true)
+            },
+        );
+        if started {
+            return proxy;
         }
         drop(proxy);
     }
@@ -134,6 +137,11 @@ fn start_haproxy(documented: &str, backends: &[SocketAddr]) -> HaProxy {
 impl HaProxy {
     /// The `status` column of `show stat` for backend server `name` (UP, DOWN, ...).
     fn status_of(&self, name: &str) -> String {
+        self.stat_of(name, "status")
+    }
+
+    /// Column `field` of `show stat` for backend server `name`.
+    fn stat_of(&self, name: &str, field: &str) -> String {
         let mut stats = UnixStream::connect(&self.stats_socket).expect("stats socket");
         stats.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
         stats.write_all(b"show stat\n").unwrap();
@@ -147,7 +155,7 @@ impl HaProxy {
             .split(',')
             .collect();
         let column = |field: &str| header.iter().position(|h| *h == field).unwrap();
-        let (px, sv, status) = (column("pxname"), column("svname"), column("status"));
+        let (px, sv, status) = (column("pxname"), column("svname"), column(field));
         lines
             .map(|line| line.split(',').collect::<Vec<_>>())
             .find(|row| row.len() > status && row[px] == "greeters" && row[sv] == name)
@@ -156,18 +164,17 @@ impl HaProxy {
     }
 
     fn wait_for_status(&self, name: &str, wanted: &str) {
-        let deadline = Instant::now() + STATE_CHANGE_TIMEOUT;
-        loop {
-            let status = self.status_of(name);
-            if status == wanted {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} is {status}, not {wanted}"
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+        let last = std::cell::RefCell::new(String::new());
+        wait_for(
+            STATE_CHANGE_TIMEOUT,
+            || format!("{name} to be {wanted} (it is {})", last.borrow()),
+            || {
+                let status = self.status_of(name);
+                let reached = status == wanted;
+                *last.borrow_mut() = status;
+                reached.then_some(())
+            },
+        );
     }
 }
 
@@ -196,7 +203,13 @@ fn haproxy_spreads_load_and_survives_a_backend_dying_and_returning() {
     // that it refuses are redispatched to the others.
     let frontend = proxy.frontend;
     let during = thread::spawn(move || run_load(frontend, 20_000));
-    thread::sleep(Duration::from_millis(200));
+    wait_until("greeter2 to take part in the run", || {
+        proxy
+            .stat_of("greeter2", "stot")
+            .parse::<u64>()
+            .unwrap_or(0)
+            > 0
+    });
     backends[1].kill();
     let report = during.join().unwrap();
     eprintln!(
@@ -297,5 +310,4 @@ fn haproxy_with_send_proxy_v2_limits_and_logs_each_client_address() {
             .any(|line| line.contains("reason=per-ip") && !line.contains("peer=127.0.0.2:")),
         "only 127.0.0.2 was over its share:\n{log}"
     );
-    let _ = std::fs::remove_file(path);
 }

@@ -169,7 +169,6 @@ fn healthz_is_ok_while_serving_503_while_draining_and_404_elsewhere() {
     );
     assert_each_peer_receives(vec![held], &greeting);
     server.assert_exits_cleanly_logging("accepted=1 greeted=1", STEP_TIMEOUT);
-    let _ = std::fs::remove_file(path);
 }
 
 #[test]
@@ -199,7 +198,6 @@ fn healthz_says_paused_while_descriptors_run_out() {
     wait_until("healthz to be ok again", || {
         http_get(metrics, "/healthz").0 == 200
     });
-    let _ = std::fs::remove_file(path);
 }
 
 #[test]

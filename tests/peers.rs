@@ -214,7 +214,6 @@ fn max_connections_caps_held_connections_and_serves_the_overflow_later() {
     assert_eq!(held, 4, "connections held beyond --max-connections");
 
     assert_each_peer_receives(peers, &greeting);
-    let _ = std::fs::remove_file(path);
 }
 
 #[test]

@@ -33,7 +33,6 @@ fn a_greeting_in_flight_across_a_reload_arrives_whole_and_unchanged() {
 
     server.signal("TERM");
     server.assert_exits_cleanly_logging("accepted=2 greeted=2 closed_early=0", STEP_TIMEOUT);
-    let _ = std::fs::remove_file(path);
 }
 
 #[test]
@@ -123,5 +122,4 @@ fn a_large_reload_is_read_once_off_the_signal_thread() {
         grown_kib < size_kib * 3 / 2,
         "peak memory grew {grown_kib} KiB for a {size_kib} KiB greeting"
     );
-    let _ = std::fs::remove_file(path);
 }

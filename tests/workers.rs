@@ -58,7 +58,6 @@ fn two_workers_drain_in_flight_greetings_on_sigterm() {
         "totals in_flight=0 accepted=6 greeted=6 closed_early=0",
         STEP_TIMEOUT,
     );
-    let _ = std::fs::remove_file(path);
 }
 
 #[test]
@@ -78,7 +77,6 @@ fn a_second_sigterm_ends_the_drain_at_once() {
         Duration::from_secs(5),
     );
     assert!(started.elapsed() < Duration::from_secs(5));
-    let _ = std::fs::remove_file(path);
 }
 
 #[test]
@@ -100,7 +98,6 @@ fn max_connections_applies_per_worker() {
     let held = server.open_fds() - baseline_fds;
     assert_eq!(held, 4, "held by 2 workers of 2 connections each");
     assert_each_peer_receives(peers, &greeting);
-    let _ = std::fs::remove_file(path);
 }
 
 #[test]
@@ -120,7 +117,6 @@ fn two_workers_survive_fd_exhaustion_and_serve_the_queue() {
         log.matches("accept paused").count() <= 2,
         "one warning per worker:\n{log}"
     );
-    let _ = std::fs::remove_file(path);
 }
 
 #[test]

@@ -1,0 +1,46 @@
+//! Temporary files for greetings and logs, in the target directory, removed on drop
+//! (a failing test leaves nothing behind).
+
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+
+/// A file that exists for as long as this value.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+}
+
+/// Writes `bytes` to a fresh file in the target directory.
+pub fn temp_file(name: &str, bytes: &[u8]) -> TempFile {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("{}-{name}", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    TempFile { path }
+}
+
+impl TempFile {
+    /// The path as a flag's value.
+    pub fn arg(&self) -> &str {
+        self.path.to_str().expect("a UTF-8 temporary path")
+    }
+}
+
+impl Deref for TempFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for TempFile {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // Already removed by the test itself is fine.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,0 +1,29 @@
+//! What `/proc` says of a process: its CPU time and its descriptors.
+
+use std::thread;
+use std::time::Duration;
+
+/// The CPU ticks (of 100) process `pid` uses over the next second; it must run
+/// throughout. (A rate over a fixed second is the measurement, not a wait.)
+pub fn cpu_ticks_over_a_second(pid: u32) -> u64 {
+    let before = cpu_ticks_of(pid).expect("the process is running");
+    thread::sleep(Duration::from_secs(1));
+    cpu_ticks_of(pid).expect("the process is still running") - before
+}
+
+/// User plus system CPU time process `pid` has used, in clock ticks; `None` once it
+/// is gone.
+pub fn cpu_ticks_of(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// How many descriptors process `pid` has open.
+pub fn open_fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read the process's fd table")
+        .count()
+}
