@@ -15,7 +15,9 @@ fn accept_survives_fd_exhaustion_without_spinning_and_serves_the_queue() {
     let path = temp_file("fd-greeting", &greeting);
     // 16 descriptors: stdio, epoll, listener, waker and the signal pipe leave room for
     // about eight held connections.
-    let server = spawn_server_with_fd_limit(&["--message-file", path.to_str().unwrap()], Some(16));
+    let server = ServerCommand::new(&["--message-file", path.to_str().unwrap()])
+        .fd_limit(16)
+        .spawn();
     server.wait_for_log("fd limit: soft=16 hard=16");
 
     // Twenty peers that do not read: the greeting cannot finish, so every accepted one
@@ -294,7 +296,9 @@ fn a_huge_connection_limit_works() {
 fn the_fd_limit_is_raised_before_binding_many_workers() {
     // Forty workers need over a hundred descriptors: more than the soft limit, far
     // less than the hard one.
-    let server = spawn_server_with_soft_fd_limit(&["--workers", "40"], 64);
+    let server = ServerCommand::new(&["--workers", "40"])
+        .soft_fd_limit(64)
+        .spawn();
     server.wait_for_log("workers=40");
     let mut peer = connect(server.addr);
     assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);

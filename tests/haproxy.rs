@@ -229,7 +229,7 @@ fn haproxy_spreads_load_and_survives_a_backend_dying_and_returning() {
     );
 
     // Bring it back on its port: HAProxy's checks mark it up, and it gets traffic.
-    backends[1] = spawn_server_on_port(addrs[1].port(), &[]);
+    backends[1] = ServerCommand::new(&[]).port(addrs[1].port()).spawn();
     proxy.wait_for_status("greeter2", "UP");
     let report = run_load(proxy.frontend, 3_000);
     assert_eq!(

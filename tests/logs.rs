@@ -17,13 +17,15 @@ const DRAIN: &str = "2s";
 #[test]
 fn a_log_pipe_nobody_reads_never_stops_greetings_or_shutdown() {
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut server = spawn_server_with_unread_stderr(&[
+    let mut server = ServerCommand::new(&[
         "--log-connections",
         "--drain-timeout",
         DRAIN,
         "--metrics",
         &metrics.to_string(),
-    ]);
+    ])
+    .stderr_unread()
+    .spawn();
     // Two lines per connection: far more than the pipe (64 KiB) and the queue hold.
     let total = 6_000;
     let report = load::run(&load_options(server.addr, total), &AtomicU64::new(0)).unwrap();
@@ -43,7 +45,9 @@ fn a_log_pipe_nobody_reads_never_stops_greetings_or_shutdown() {
 
 #[test]
 fn a_log_reader_that_comes_back_learns_how_many_lines_were_dropped() {
-    let mut server = spawn_server_with_unread_stderr(&["--log-connections"]);
+    let mut server = ServerCommand::new(&["--log-connections"])
+        .stderr_unread()
+        .spawn();
     let total = 6_000;
     let report = load::run(&load_options(server.addr, total), &AtomicU64::new(0)).unwrap();
     assert_eq!((report.completed, report.errors.total()), (total, 0));
@@ -82,12 +86,14 @@ fn a_log_reader_that_comes_back_learns_how_many_lines_were_dropped() {
 fn reloads_and_their_log_lines_never_block_signal_handling() {
     let path = temp_file("logs-reload", b"the greeting\n");
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut server = spawn_server_with_unread_stderr(&[
+    let mut server = ServerCommand::new(&[
         "--message-file",
         path.to_str().unwrap(),
         "--metrics",
         &metrics.to_string(),
-    ]);
+    ])
+    .stderr_unread()
+    .spawn();
     let reloads_done = || {
         let (_, body) = http_get(metrics, "/metrics");
         samples(&body)["greeter_greeting_reloads_total{result=\"ok\"}"] as u64
@@ -108,8 +114,9 @@ fn reloads_and_their_log_lines_never_block_signal_handling() {
 #[test]
 fn a_thousand_workers_stop_on_sigterm_with_nobody_reading_their_lines() {
     // Each worker logs its own shutdown line: 1024 of them fill a pipe by themselves.
-    let mut server =
-        spawn_server_with_unread_stderr(&["--workers", "1024", "--max-connections", "4"]);
+    let mut server = ServerCommand::new(&["--workers", "1024", "--max-connections", "4"])
+        .stderr_unread()
+        .spawn();
     let mut peer = connect(server.addr);
     assert_same_bytes(&read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
     server.signal("TERM");

@@ -175,19 +175,18 @@ fn healthz_is_ok_while_serving_503_while_draining_and_404_elsewhere() {
 fn healthz_says_paused_while_descriptors_run_out() {
     let greeting = large_greeting(16 * 1024 * 1024);
     let path = temp_file("metrics-paused", &greeting);
-    let server = spawn_server_with_fd_limit(
-        &[
-            "--metrics",
-            "127.0.0.1:0",
-            "--message-file",
-            path.to_str().unwrap(),
-        ],
-        Some(24),
-    );
+    let server = ServerCommand::new(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--message-file",
+        path.to_str().unwrap(),
+    ])
+    .fd_limit(24)
+    .spawn();
     let metrics = metrics_addr(&server);
     let peers: Vec<_> = (0..24).map(|_| connect(server.addr)).collect();
     server.wait_for_log("accept paused");
-    // The metrics thread still answers: its waiting accept holds a descriptor number.
+    // The metrics endpoint still answers: it gives up its spare descriptor to accept.
     assert_eq!(http_get(metrics, "/healthz"), (503, "paused\n".to_owned()));
     let scraped = samples(&http_get(metrics, "/metrics").1);
     assert_eq!(scraped["greeter_accept_paused"], 1.0);

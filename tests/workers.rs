@@ -104,10 +104,9 @@ fn max_connections_applies_per_worker() {
 fn two_workers_survive_fd_exhaustion_and_serve_the_queue() {
     let greeting = large_greeting(4 * 1024 * 1024);
     let path = temp_file("workers-fd", &greeting);
-    let server = spawn_server_with_fd_limit(
-        &["--workers", "2", "--message-file", path.to_str().unwrap()],
-        Some(24),
-    );
+    let server = ServerCommand::new(&["--workers", "2", "--message-file", path.to_str().unwrap()])
+        .fd_limit(24)
+        .spawn();
     let peers: Vec<_> = (0..24).map(|_| connect(server.addr)).collect();
     server.wait_for_log("accept paused");
     server.assert_near_idle_for_a_second();

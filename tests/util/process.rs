@@ -11,7 +11,8 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use super::{
-    cpu_ticks_of, cpu_ticks_over_a_second, open_fds_of, wait_for, wait_until, STEP_TIMEOUT,
+    cpu_ticks_of, cpu_ticks_over_a_second, open_fds_of, temp_file, wait_for, wait_until, TempFile,
+    STEP_TIMEOUT,
 };
 
 /// A `greeter-server` child process.
@@ -23,6 +24,8 @@ pub struct ServerProcess {
     /// The thread reading stderr, joined once the child has exited (then the text is
     /// complete); `None` until [`ServerProcess::read_stderr`] for an unread stderr.
     stderr_reader: Option<JoinHandle<()>>,
+    /// Its greeting file, if the test made one for it: removed with it.
+    greeting: Option<TempFile>,
     /// The stdout lines after the first `listening on` one.
     stdout: mpsc::Receiver<String>,
 }
@@ -43,48 +46,82 @@ pub fn binary(name: &str) -> &'static str {
 
 /// Starts `greeter-server --port 0 ARGS` and waits for its `listening on` line.
 pub fn spawn_server(args: &[&str]) -> ServerProcess {
-    spawn_server_with_fd_limit(args, None)
+    ServerCommand::new(args).spawn()
 }
 
-/// As [`spawn_server`], under `ulimit -n LIMIT` (soft and hard) when given, so that
-/// the server cannot raise it.
-pub fn spawn_server_with_fd_limit(args: &[&str], fd_limit: Option<u32>) -> ServerProcess {
-    spawn_server_with(0, args, fd_limit)
+/// How to start a `greeter-server` child: its flags, and what a test changes about its
+/// surroundings. `spawn` waits for its `listening on` line.
+pub struct ServerCommand {
+    args: Vec<String>,
+    port: u16,
+    /// A shell `ulimit` command run first (the server then `exec`s in its place).
+    ulimit: Option<String>,
+    /// Whether stderr is read from the start (else: a pipe nobody reads until
+    /// [`ServerProcess::read_stderr`], a log consumer that stalled).
+    read_stderr: bool,
+    /// A greeting file made for this server and removed with it.
+    greeting: Option<TempFile>,
 }
 
-/// Starts `greeter-server --port PORT ARGS` (e.g. to restart a server on its port).
-pub fn spawn_server_on_port(port: u16, args: &[&str]) -> ServerProcess {
-    spawn_server_with(port, args, None)
+impl ServerCommand {
+    /// `greeter-server --port 0 ARGS`.
+    pub fn new(args: &[&str]) -> Self {
+        ServerCommand {
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            port: 0,
+            ulimit: None,
+            read_stderr: true,
+            greeting: None,
+        }
+    }
+
+    /// On `port` instead of 0 (e.g. to restart a server on its port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Under `ulimit -n LIMIT` (soft and hard), so that the server cannot raise it.
+    pub fn fd_limit(mut self, limit: u32) -> Self {
+        self.ulimit = Some(format!("ulimit -n {limit}"));
+        self
+    }
+
+    /// Under a soft open-file limit of `limit` (the hard limit stays, so the server
+    /// may raise it).
+    pub fn soft_fd_limit(mut self, limit: u32) -> Self {
+        self.ulimit = Some(format!("ulimit -Sn {limit}"));
+        self
+    }
+
+    /// With `--message-file` of a file holding `greeting`, removed with the server.
+    pub fn greeting(mut self, name: &str, greeting: &[u8]) -> Self {
+        let file = temp_file(name, greeting);
+        self.args
+            .extend(["--message-file".to_owned(), file.arg().to_owned()]);
+        self.greeting = Some(file);
+        self
+    }
+
+    /// With its stderr a pipe that nobody reads until [`ServerProcess::read_stderr`].
+    pub fn stderr_unread(mut self) -> Self {
+        self.read_stderr = false;
+        self
+    }
+
+    /// Starts it and waits for its `listening on` line.
+    pub fn spawn(self) -> ServerProcess {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut server = spawn_with(self.port, &args, self.ulimit);
+        server.greeting = self.greeting;
+        if self.read_stderr {
+            server.read_stderr();
+        }
+        server
+    }
 }
 
-/// As [`spawn_server`], under a soft open-file limit of `limit` (the hard limit
-/// stays, so the server may raise it).
-pub fn spawn_server_with_soft_fd_limit(args: &[&str], limit: u32) -> ServerProcess {
-    spawn_server_under(0, args, Some(format!("ulimit -Sn {limit}")))
-}
-
-fn spawn_server_with(port: u16, args: &[&str], fd_limit: Option<u32>) -> ServerProcess {
-    spawn_server_under(
-        port,
-        args,
-        fd_limit.map(|limit| format!("ulimit -n {limit}")),
-    )
-}
-
-/// Starts the server, through `sh -c "ULIMIT && exec ..."` when a ulimit is given.
-fn spawn_server_under(port: u16, args: &[&str], ulimit: Option<String>) -> ServerProcess {
-    let mut server = spawn_server_stderr_unread(port, args, ulimit);
-    server.read_stderr();
-    server
-}
-
-/// Starts `greeter-server --port 0 ARGS` with its stderr a pipe that nobody reads
-/// until [`ServerProcess::read_stderr`] is called: a log consumer that stalled.
-pub fn spawn_server_with_unread_stderr(args: &[&str]) -> ServerProcess {
-    spawn_server_stderr_unread(0, args, None)
-}
-
-fn spawn_server_stderr_unread(port: u16, args: &[&str], ulimit: Option<String>) -> ServerProcess {
+fn spawn_with(port: u16, args: &[&str], ulimit: Option<String>) -> ServerProcess {
     let mut command = match ulimit {
         Some(ulimit) => {
             let mut command = Command::new("sh");
@@ -128,6 +165,7 @@ fn spawn_server_stderr_unread(port: u16, args: &[&str], ulimit: Option<String>) 
         addr,
         stderr,
         stderr_reader: None,
+        greeting: None,
         stdout: listening,
     }
 }
@@ -164,7 +202,7 @@ fn collect_into(mut pipe: impl Read + Send + 'static, sink: Arc<Mutex<String>>) 
 
 impl ServerProcess {
     /// Starts reading the server's stderr (at once for every server but one started
-    /// by [`spawn_server_with_unread_stderr`]).
+    /// with [`ServerCommand::stderr_unread`]).
     pub fn read_stderr(&mut self) {
         if let Some(pipe) = self.child.stderr.take() {
             self.stderr_reader = Some(collect_into(pipe, Arc::clone(&self.stderr)));
