@@ -40,6 +40,9 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
                    a worktree's target/release), as servers greeter-before and
                    greeter-logs-before: before and after a change in one run
   --no-pin         do not pin (to compare --workers 1 and 2 on both cores)
+  --json FILE      also write the table's rows to FILE as JSON, one object a line
+                   (server, concurrent, connections, errors, cpu_us_per_connection,
+                   syscalls_per_connection, ...), for scripts that check them
   --no-strace      skip the syscall counts
   --no-rss         skip the held-peers RSS measurement
 Needs: cc, python3, taskset, strace (Debian: build-essential, util-linux, strace).
@@ -53,6 +56,7 @@ servers="greeter c-policy c python"
 with_strace=1
 with_rss=1
 before_bin=
+json_out=
 pin_server=(taskset -c 0)
 pin_load=(taskset -c 1)
 while [ $# -gt 0 ]; do
@@ -66,6 +70,7 @@ while [ $# -gt 0 ]; do
     --no-rss) with_rss=0; shift ;;
     --no-pin) pin_server=(); pin_load=(); shift ;;
     --before) before_bin=$2; shift 2 ;;
+    --json) json_out=$(realpath -m "$2"); shift 2 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -193,7 +198,7 @@ fi
 echo
 echo "Medians of $repeat rounds (max ms: the worst; errors and overflows: summed over the rounds)."
 echo
-python3 "$root/scripts/report.py" table "$results" "$syscalls" "$servers" "$levels"
+python3 "$root/scripts/report.py" table "$results" "$syscalls" "$servers" "$levels" ${json_out:+"$json_out"}
 
 if [ "$with_rss" = 1 ]; then
   echo

@@ -4,7 +4,7 @@ strace run, and the table of medians. Standard library only.
 
 usage: report.py run LOAD_JSON TIME_FILE NAME C TICKS_BEFORE TICKS_AFTER HZ OVERFLOWS
        report.py syscalls LOAD_JSON STRACE_FILE NAME C
-       report.py table RESULTS_TSV SYSCALLS_TSV "SERVERS" "LEVELS"
+       report.py table RESULTS_TSV SYSCALLS_TSV "SERVERS" "LEVELS" [JSON_OUT]
 """
 import json
 import statistics
@@ -32,14 +32,12 @@ def syscalls_row(report_path, strace_path, name, c):
     return f"{name}\t{c}\t{int(total[3]) / completed:.2f}"
 
 
-def table(results, syscalls, servers, levels):
-    """The Markdown table: medians over the rounds, the worst max latency, errors and
-    overflows summed, the spread of server CPU."""
+def medians(results, syscalls, servers, levels):
+    """One summary per server and concurrency: medians over the rounds, the worst max
+    latency, errors and overflows summed, the spread of server CPU."""
     rows = [line.rstrip("\n").split("\t") for line in open(results) if line.strip()]
-    calls = {(s, c): v for s, c, v in (line.split() for line in open(syscalls) if line.strip())}
-    out = ["| server | concurrent | connections per run | conn/s | p99 ms | max ms | errors "
-           "| server CPU µs/conn (min-max) | listen overflows | load user CPU % | syscalls/conn |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    calls = {(s, c): float(v) for s, c, v in (line.split() for line in open(syscalls) if line.strip())}
+    out = []
     for server in servers.split():
         for level in levels.split():
             runs = [r for r in rows if r[0] == server and r[1] == level]
@@ -47,13 +45,40 @@ def table(results, syscalls, servers, levels):
                 continue
             col = lambda i: [float(r[i]) for r in runs]
             cpu = col(7)
-            out.append(
-                f"| {server} | {level} | {int(statistics.median(col(2)))} "
-                f"| {statistics.median(col(3)):.0f} | {statistics.median(col(4)):.2f} "
-                f"| {max(col(5)):.2f} | {int(sum(col(6)))} "
-                f"| {statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}) "
-                f"| {int(sum(col(8)))} | {statistics.median(col(9)):.1f} "
-                f"| {calls.get((server, level), '-')} |")
+            out.append({
+                "server": server, "concurrent": int(level), "rounds": len(runs),
+                "connections": int(statistics.median(col(2))),
+                "connections_per_s": statistics.median(col(3)),
+                "p99_ms": statistics.median(col(4)), "max_ms": max(col(5)),
+                "errors": int(sum(col(6))),
+                "cpu_us_per_connection": statistics.median(cpu),
+                "cpu_us_min": min(cpu), "cpu_us_max": max(cpu),
+                "listen_overflows": int(sum(col(8))),
+                "load_user_cpu_percent": statistics.median(col(9)),
+                "syscalls_per_connection": calls.get((server, level)),
+            })
+    return out
+
+
+def table(results, syscalls, servers, levels, json_path=None):
+    """The Markdown table of `medians` (and, with `json_path`, the same as JSON lines)."""
+    summaries = medians(results, syscalls, servers, levels)
+    if json_path:
+        with open(json_path, "w") as out:
+            for summary in summaries:
+                out.write(json.dumps(summary) + "\n")
+    out = ["| server | concurrent | connections per run | conn/s | p99 ms | max ms | errors "
+           "| server CPU µs/conn (min-max) | listen overflows | load user CPU % | syscalls/conn |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in summaries:
+        calls = m["syscalls_per_connection"]
+        out.append(
+            f"| {m['server']} | {m['concurrent']} | {m['connections']} "
+            f"| {m['connections_per_s']:.0f} | {m['p99_ms']:.2f} "
+            f"| {m['max_ms']:.2f} | {m['errors']} "
+            f"| {m['cpu_us_per_connection']:.2f} ({m['cpu_us_min']:.2f}-{m['cpu_us_max']:.2f}) "
+            f"| {m['listen_overflows']} | {m['load_user_cpu_percent']:.1f} "
+            f"| {'-' if calls is None else f'{calls:.2f}'} |")
     return "\n".join(out)
 
 

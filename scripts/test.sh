@@ -98,7 +98,7 @@ cargo test --workspace ${skip[@]+-- "${skip[@]}"}
 
 # The scripts, run small. Each must exit 0 and print what its docs promise.
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+trap 'rm -f "$out" "$out.json"' EXIT
 # expect SCRIPT PATTERN...: every extended regex PATTERN matches a line of the output.
 expect() {
   local script=$1; shift
@@ -121,11 +121,23 @@ scripts/held-rss.sh 1000 -- --send-buffer 64KiB >"$out"
 expect held-rss.sh '^rss_before_kib=[0-9]+ rss_held_kib=[0-9]+ held=1000 bytes_per_held_connection=[0-9]+$' \
   '^tcp_mem_before_kib=[0-9]+ tcp_mem_held_kib=[0-9]+$'
 
-scripts/compare.sh -n 2000 --repeat 1 --concurrency "1 16" --no-rss ${compare_flags[@]+"${compare_flags[@]}"} >"$out"
-expect compare.sh \
-  '^\| greeter \| 1 \| 400 \| [0-9]+ .* \| 0 \| [0-9.]+ \([0-9.-]+\) \| [0-9]+ \| [0-9.]+ \| ([0-9.]+|-) \|$' \
-  '^\| greeter \| 16 \| 2000 \| ' '^\| c \| 16 \| 2000 \| ' '^\| c-policy \| 16 \| 2000 \| ' \
-  '^\| python \| 16 \| [0-9]+ \| '
+scripts/compare.sh -n 2000 --repeat 1 --concurrency "1 16" --no-rss --json "$out.json" ${compare_flags[@]+"${compare_flags[@]}"} >"$out"
+# Its figures, checked from its JSON rows rather than from the table's cells.
+python3 - "$out.json" "${compare_flags[*]:-}" <<'PY' || { cat "$out" >&2; exit 1; }
+import json, sys
+rows = {(r["server"], r["concurrent"]): r for r in map(json.loads, open(sys.argv[1]))}
+with_strace = "--no-strace" not in sys.argv[2]
+for server in ("greeter", "c-policy", "c"):
+    for level, connections in ((1, 400), (16, 2000)):
+        row = rows[(server, level)]
+        assert row["connections"] == connections and row["errors"] == 0, row
+        assert row["cpu_us_per_connection"] >= 0, row
+        calls = row["syscalls_per_connection"]
+        assert (calls > 0) if with_strace else calls is None, row
+assert rows[("python", 16)]["connections"] > 0, rows[("python", 16)]
+PY
+rm -f "$out.json"
+echo "test.sh: compare.sh ok"
 if [ "$with_callgrind" = 1 ]; then
   scripts/callgrind.sh -n 300 >"$out"
   expect callgrind.sh '^instructions=[0-9]+ connections=300 per_connection=[0-9]+$'
