@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::client::unbracket;
-use crate::error::StartupError;
+use crate::error::Failure;
 use crate::greeting::{read_greeting_file, DEFAULT_GREETING};
 
 /// The port both the server and the client use by default.
@@ -50,9 +50,9 @@ impl GreetingArgs {
     /// Loads the greeting once: the file's bytes, the text's, or the default.
     ///
     /// # Errors
-    /// A [`StartupError`] naming the file and the cause when it cannot be read, or
+    /// A [`Failure`] naming the file and the cause when it cannot be read, or
     /// saying that the greeting is empty.
-    pub fn load(&self) -> Result<Arc<[u8]>, StartupError> {
+    pub fn load(&self) -> Result<Arc<[u8]>, Failure> {
         let greeting: Arc<[u8]> = match (&self.message_file, &self.message) {
             (Some(path), _) => read_greeting_file(path)?,
             (None, Some(text)) => Arc::from(text.as_bytes()),
@@ -63,7 +63,7 @@ impl GreetingArgs {
                 Some(path) => format!("greeting file {}", path.display()),
                 None => "--message".to_owned(),
             };
-            return Err(StartupError::new(
+            return Err(Failure::new(
                 format!("cannot use {what}"),
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, "the greeting is empty"),
                 Some("give a non-empty greeting"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::cli::GreetingArgs;
 pub use crate::cli::DEFAULT_PORT;
 use crate::client::unbracket;
-use crate::error::StartupError;
+use crate::error::Failure;
 pub use crate::greeting::{read_greeting_file, DEFAULT_GREETING, MAX_GREETING_BYTES};
 
 /// The longest duration any flag takes. Far beyond any useful timeout, and far enough
@@ -277,9 +277,9 @@ impl ServerArgs {
     /// Checks the flags and loads the greeting.
     ///
     /// # Errors
-    /// A [`StartupError`] naming the greeting file and the cause when it cannot be
+    /// A [`Failure`] naming the greeting file and the cause when it cannot be
     /// read, or saying that the greeting is empty.
-    pub fn into_config(self) -> Result<Config, StartupError> {
+    pub fn into_config(self) -> Result<Config, Failure> {
         let listen = resolve_hosts(&self.host, self.port)?;
         let greeting = self.greeting.load()?;
         Ok(Config {
@@ -307,9 +307,9 @@ impl ServerArgs {
 /// address it has (duplicates dropped).
 ///
 /// # Errors
-/// A [`StartupError`] naming the host when it does not resolve, resolves to nothing,
+/// A [`Failure`] naming the host when it does not resolve, resolves to nothing,
 /// or is a multicast or broadcast address.
-pub fn resolve_hosts(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, StartupError> {
+pub fn resolve_hosts(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, Failure> {
     let mut addrs: Vec<SocketAddr> = Vec::new();
     for host in hosts {
         let name = unbracket(host);
@@ -318,7 +318,7 @@ pub fn resolve_hosts(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, Sta
             Err(_) => (name, port)
                 .to_socket_addrs()
                 .map_err(|err| {
-                    StartupError::new(
+                    Failure::new(
                         format!("cannot resolve --host {host}"),
                         err,
                         Some("give a name this host can resolve, or an address"),
@@ -327,7 +327,7 @@ pub fn resolve_hosts(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, Sta
                 .collect(),
         };
         if resolved.is_empty() {
-            return Err(StartupError::new(
+            return Err(Failure::new(
                 format!("cannot resolve --host {host}"),
                 io::Error::new(io::ErrorKind::NotFound, "it has no IPv4 or IPv6 address"),
                 Some("give a name this host can resolve, or an address"),
@@ -335,7 +335,7 @@ pub fn resolve_hosts(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, Sta
         }
         for addr in resolved {
             if addr.ip().is_multicast() || addr.ip() == IpAddr::V4(Ipv4Addr::BROADCAST) {
-                return Err(StartupError::new(
+                return Err(Failure::new(
                     format!("cannot listen on {addr} (--host {host})"),
                     io::Error::new(
                         io::ErrorKind::InvalidInput,

@@ -3,13 +3,13 @@
 use std::fmt;
 use std::io;
 
-/// A failure that stops the server before it serves: what was attempted, what the
-/// system said, and (where one helps) how to fix it.
+/// A failure that stops the program, at start-up or when a worker fails: what was
+/// attempted, what the system said, and (where one helps) how to fix it.
 ///
 /// It displays as one line, e.g. `cannot listen on 127.0.0.1:8080: address already in
 /// use (another process holds this port: stop it, or pick another --port)`.
 #[derive(Debug)]
-pub struct StartupError {
+pub struct Failure {
     /// The operation and its subject, e.g. `cannot listen on [::]:22`.
     context: String,
     /// What the operating system answered.
@@ -18,23 +18,18 @@ pub struct StartupError {
     hint: Option<&'static str>,
 }
 
-impl StartupError {
+impl Failure {
     /// Wraps `source` with the operation that failed (`context`) and an optional hint.
     pub fn new(context: impl Into<String>, source: io::Error, hint: Option<&'static str>) -> Self {
-        StartupError {
+        Failure {
             context: context.into(),
             source,
             hint,
         }
     }
-
-    /// The underlying I/O error, for callers that branch on its kind.
-    pub fn io_error(&self) -> &io::Error {
-        &self.source
-    }
 }
 
-impl fmt::Display for StartupError {
+impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.context, describe_io_error(&self.source))?;
         if let Some(hint) = self.hint {
@@ -44,7 +39,7 @@ impl fmt::Display for StartupError {
     }
 }
 
-impl std::error::Error for StartupError {
+impl std::error::Error for Failure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.source)
     }
@@ -84,7 +79,7 @@ mod tests {
 
     #[test]
     fn startup_error_is_one_line_with_context_cause_and_hint() {
-        let err = StartupError::new(
+        let err = Failure::new(
             "cannot listen on 127.0.0.1:80",
             io::Error::from_raw_os_error(libc::EACCES),
             Some("use a port above 1023"),

@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::StartupError;
+use crate::error::Failure;
 
 /// The greeting sent when none is configured: 38 bytes of UTF-8, no newline.
 pub const DEFAULT_GREETING: &str = "Hello there! This is the hosted server";
@@ -26,10 +26,10 @@ pub const MAX_GREETING_BYTES: u64 = 1 << 30;
 /// file and rename it over the old one: a rename is atomic.)
 ///
 /// # Errors
-/// A [`StartupError`] naming the path and the cause.
-pub fn read_greeting_file(path: &Path) -> Result<Arc<[u8]>, StartupError> {
+/// A [`Failure`] naming the path and the cause.
+pub fn read_greeting_file(path: &Path) -> Result<Arc<[u8]>, Failure> {
     let fail = |err: io::Error, hint| {
-        StartupError::new(
+        Failure::new(
             format!("cannot read greeting file {}", path.display()),
             err,
             Some(hint),

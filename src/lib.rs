@@ -51,7 +51,8 @@
 //! - [`log_sink`]: the bounded log queue and its writer thread, so that no loop ever
 //!   blocks on stderr.
 //! - [`client`]: the blocking client used by `greeter-client` and the tests.
-//! - [`error`]: one-line start-up errors that say what failed and how to fix it.
+//! - [`error`]: the one-line [`Failure`] that stops the program, saying what failed
+//!   and how to fix it.
 //! - [`fdlimit`]: raising the open-file limit at start-up.
 //!
 //! The binaries in `src/bin/` only parse flags, set up logging and map signals to
@@ -87,7 +88,7 @@ pub mod workers;
 
 pub use close::{CloseReason, ReasonNames};
 pub use config::{Config, ServerArgs, DEFAULT_GREETING, DEFAULT_PORT};
-pub use error::StartupError;
+pub use error::Failure;
 pub use handle::{ServerHandle, Snapshot};
 pub use server::Server;
 pub use totals::Totals;

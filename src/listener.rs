@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use listenfd::ListenFd;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::error::StartupError;
+use crate::error::Failure;
 
 /// Binds a listening TCP socket with an explicit backlog (`std` and mio use 128, which
 /// drops SYNs under bursts) and `SO_REUSEADDR`, so a restart is not refused while old
@@ -24,12 +24,12 @@ use crate::error::StartupError;
 /// socket inherits it.
 ///
 /// # Errors
-/// A one-line [`StartupError`] naming the address, the cause and the likely fix.
+/// A one-line [`Failure`] naming the address, the cause and the likely fix.
 pub fn listen(
     addr: SocketAddr,
     backlog: i32,
     send_buffer: Option<usize>,
-) -> Result<std::net::TcpListener, StartupError> {
+) -> Result<std::net::TcpListener, Failure> {
     listen_with(addr, backlog, send_buffer, addr.ip().is_unspecified())
 }
 
@@ -51,7 +51,7 @@ pub fn listen_all(
     addrs: &[SocketAddr],
     backlog: i32,
     send_buffer: Option<usize>,
-) -> Result<Vec<std::net::TcpListener>, StartupError> {
+) -> Result<Vec<std::net::TcpListener>, Failure> {
     refuse_overlaps(addrs)?;
     let picks_port = addrs.len() > 1 && addrs.iter().all(|addr| addr.port() == 0);
     let mut attempt = 1;
@@ -110,7 +110,7 @@ fn bind_each(
     addrs: &[SocketAddr],
     backlog: i32,
     send_buffer: Option<usize>,
-) -> Result<Vec<std::net::TcpListener>, (usize, StartupError)> {
+) -> Result<Vec<std::net::TcpListener>, (usize, Failure)> {
     let with_ipv4 = addrs.iter().any(SocketAddr::is_ipv4);
     let mut port = None;
     let mut listeners = Vec::with_capacity(addrs.len());
@@ -135,13 +135,13 @@ fn bind_each(
 /// Refuses two addresses of this server that the kernel would not bind together: the
 /// same port, and a wildcard beside an address of its family (an IPv6 wildcard alone
 /// is dual-stack, so it also covers IPv4, but then no IPv4 address is listed).
-fn refuse_overlaps(addrs: &[SocketAddr]) -> Result<(), StartupError> {
+fn refuse_overlaps(addrs: &[SocketAddr]) -> Result<(), Failure> {
     for (index, later) in addrs.iter().enumerate() {
         for earlier in &addrs[..index] {
             let same_family = earlier.is_ipv4() == later.is_ipv4();
             let one_wildcard = earlier.ip().is_unspecified() || later.ip().is_unspecified();
             if earlier.port() == later.port() && same_family && one_wildcard {
-                return Err(StartupError::new(
+                return Err(Failure::new(
                     format!("cannot listen on {later}"),
                     io::Error::new(
                         io::ErrorKind::AddrInUse,
@@ -161,7 +161,7 @@ fn listen_with(
     backlog: i32,
     send_buffer: Option<usize>,
     dual_stack: bool,
-) -> Result<std::net::TcpListener, StartupError> {
+) -> Result<std::net::TcpListener, Failure> {
     let fail = |err: io::Error| {
         let hint = match err.kind() {
             io::ErrorKind::AddrInUse => Some(
@@ -186,7 +186,7 @@ fn listen_with(
             },
             _ => None,
         };
-        StartupError::new(format!("cannot listen on {addr}"), err, hint)
+        Failure::new(format!("cannot listen on {addr}"), err, hint)
     };
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
@@ -208,9 +208,9 @@ const HINT: &str = "each ListenStream= of the .socket unit must be a TCP address
 /// `None` when none was passed (then the server binds its own).
 ///
 /// # Errors
-/// A [`StartupError`] naming the descriptor when one passed is not a listening TCP
+/// A [`Failure`] naming the descriptor when one passed is not a listening TCP
 /// socket.
-pub fn from_systemd() -> Result<Option<Vec<std::net::TcpListener>>, StartupError> {
+pub fn from_systemd() -> Result<Option<Vec<std::net::TcpListener>>, Failure> {
     let mut passed = ListenFd::from_env();
     if passed.len() == 0 {
         return Ok(None);
@@ -218,7 +218,7 @@ pub fn from_systemd() -> Result<Option<Vec<std::net::TcpListener>>, StartupError
     let mut listeners = Vec::with_capacity(passed.len());
     for index in 0..passed.len() {
         let fail = |err| {
-            StartupError::new(
+            Failure::new(
                 format!(
                     "cannot serve the socket passed by systemd (fd {})",
                     3 + index

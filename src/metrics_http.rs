@@ -28,7 +28,7 @@ use mio::{Events, Interest, Poll, Token};
 use prometheus_client::registry::Registry;
 use slab::Slab;
 
-use crate::error::{describe_io_error, StartupError};
+use crate::error::{describe_io_error, Failure};
 use crate::metrics::{health, MetricsSource};
 
 /// The most metrics connections held at once.
@@ -63,10 +63,10 @@ impl MetricsServer {
     /// Binds `addr` for the metrics and health endpoints.
     ///
     /// # Errors
-    /// A one-line [`StartupError`] naming the address.
-    pub fn bind(addr: SocketAddr) -> Result<Self, StartupError> {
+    /// A one-line [`Failure`] naming the address.
+    pub fn bind(addr: SocketAddr) -> Result<Self, Failure> {
         let listener = std::net::TcpListener::bind(addr).map_err(|err| {
-            StartupError::new(
+            Failure::new(
                 format!("cannot listen for metrics on {addr}"),
                 err,
                 Some("check --metrics: a free port on an address of this host"),
@@ -87,8 +87,8 @@ impl MetricsServer {
     ///
     /// # Errors
     /// If the loop or its thread cannot be started.
-    pub fn spawn(self, source: MetricsSource) -> Result<JoinHandle<()>, StartupError> {
-        let fail = |err| StartupError::new("cannot start the metrics endpoint", err, None);
+    pub fn spawn(self, source: MetricsSource) -> Result<JoinHandle<()>, Failure> {
+        let fail = |err| Failure::new("cannot start the metrics endpoint", err, None);
         self.listener.set_nonblocking(true).map_err(fail)?;
         let mut listener = TcpListener::from_std(self.listener);
         let poll = Poll::new().map_err(fail)?;

@@ -15,7 +15,7 @@ use std::thread;
 use log::{info, warn};
 
 use crate::cli::GreetingArgs;
-use crate::error::StartupError;
+use crate::error::Failure;
 use crate::workers::WorkersView;
 
 /// Reloads counted by outcome, for the metrics.
@@ -101,7 +101,7 @@ impl Reloader {
     ///
     /// # Errors
     /// If the thread cannot be started.
-    pub fn spawn(self, workers: WorkersView) -> Result<ReloadRequests, StartupError> {
+    pub fn spawn(self, workers: WorkersView) -> Result<ReloadRequests, Failure> {
         let requests = ReloadRequests::default();
         let pending = Arc::clone(&requests.pending);
         thread::Builder::new()
@@ -110,7 +110,7 @@ impl Reloader {
                 pending.wait_and_take();
                 self.reload(&workers);
             })
-            .map_err(|err| StartupError::new("cannot start the reload thread", err, None))?;
+            .map_err(|err| Failure::new("cannot start the reload thread", err, None))?;
         Ok(requests)
     }
 }

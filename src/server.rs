@@ -20,7 +20,7 @@ use crate::close::{log_accept, log_close, CloseReason, Closed};
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::deadlines::saturating_add;
-use crate::error::{describe_io_error, StartupError};
+use crate::error::{describe_io_error, Failure};
 use crate::fdlimit;
 use crate::handle::{ServerHandle, Snapshot, StopRequest};
 use crate::held::HeldConnections;
@@ -96,7 +96,7 @@ impl Server {
     ///
     /// # Errors
     /// As [`crate::listener::listen`], or if the event loop cannot be created.
-    pub fn bind(config: Config) -> Result<Server, StartupError> {
+    pub fn bind(config: Config) -> Result<Server, Failure> {
         let listeners = listen_all(&config.listen, config.backlog, config.send_buffer)?;
         Server::from_listeners(listeners, config)
     }
@@ -109,7 +109,7 @@ impl Server {
     pub fn from_listener(
         listener: std::net::TcpListener,
         config: Config,
-    ) -> Result<Server, StartupError> {
+    ) -> Result<Server, Failure> {
         Server::from_listeners(vec![listener], config)
     }
 
@@ -121,8 +121,8 @@ impl Server {
     pub fn from_listeners(
         listeners: Vec<std::net::TcpListener>,
         config: Config,
-    ) -> Result<Server, StartupError> {
-        let loop_error = |err| StartupError::new("cannot set up the event loop", err, None);
+    ) -> Result<Server, Failure> {
+        let loop_error = |err| Failure::new("cannot set up the event loop", err, None);
         let poll = Poll::new().map_err(loop_error)?;
         let mut local_addrs = Vec::with_capacity(listeners.len());
         let mut registered = Vec::with_capacity(listeners.len());

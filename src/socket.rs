@@ -26,8 +26,6 @@ const TCP_CLOSING: u8 = 11;
 pub struct TcpProgress {
     /// Bytes written by us (our FIN counts as one) that the kernel has not sent yet.
     pub unsent: u32,
-    /// Segments sent but not yet acknowledged by the peer.
-    pub unacked_segments: u32,
     /// Segments with data that the peer has sent, read or not (its bare FIN is not
     /// one).
     pub data_segments_in: u32,
@@ -70,7 +68,6 @@ impl TcpProgress {
         );
         Ok(TcpProgress {
             unsent: info.tcpi_notsent_bytes,
-            unacked_segments: info.tcpi_unacked,
             data_segments_in: info.tcpi_data_segs_in,
             bytes_received: info.tcpi_bytes_received,
             peer_closed,
@@ -338,7 +335,6 @@ mod tests {
     ) -> io::Result<TcpProgress> {
         Ok(TcpProgress {
             unsent,
-            unacked_segments: 1,
             data_segments_in,
             bytes_received,
             peer_closed,

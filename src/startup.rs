@@ -1,6 +1,6 @@
 //! Everything `greeter-server` does before it serves: the flags checked into a
 //! [`Config`], the listening sockets (passed by systemd, or bound), the metrics
-//! listener, and the start-up log lines. Every failure here is one [`StartupError`]
+//! listener, and the start-up log lines. Every failure here is one [`Failure`]
 //! and nothing is logged before it, so that the error is the only line on stderr.
 
 use std::io;
@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use log::{info, warn};
 
 use crate::config::{Config, ServerArgs};
-use crate::error::StartupError;
+use crate::error::Failure;
 use crate::fdlimit::FdLimit;
 use crate::listener;
 use crate::metrics_http::MetricsServer;
@@ -32,8 +32,8 @@ pub struct Prepared {
 /// raised by the caller before anything was created).
 ///
 /// # Errors
-/// The first [`StartupError`]; nothing is logged before it.
-pub fn prepare(args: ServerArgs, fd_limit: io::Result<FdLimit>) -> Result<Prepared, StartupError> {
+/// The first [`Failure`]; nothing is logged before it.
+pub fn prepare(args: ServerArgs, fd_limit: io::Result<FdLimit>) -> Result<Prepared, Failure> {
     let worker_count = match args.workers {
         0 => std::thread::available_parallelism().map_or(1, |cores| cores.get()),
         n => n as usize,

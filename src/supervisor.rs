@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use log::{error, info};
 use mio::{Events, Poll, Token, Waker};
 
-use crate::error::StartupError;
+use crate::error::Failure;
 use crate::metrics::{self, MetricsSource};
 use crate::startup::Prepared;
 use crate::totals::Totals;
@@ -79,8 +79,8 @@ impl Supervisor {
     ///
     /// # Errors
     /// If its poll cannot be created.
-    pub fn new() -> Result<Supervisor, StartupError> {
-        let fail = |err| StartupError::new("cannot set up the supervisor", err, None);
+    pub fn new() -> Result<Supervisor, Failure> {
+        let fail = |err| Failure::new("cannot set up the supervisor", err, None);
         let poll = Poll::new().map_err(fail)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(fail)?);
         Ok(Supervisor {
@@ -107,7 +107,7 @@ impl Supervisor {
         mut self,
         server: Prepared,
         on_serving: impl FnOnce(&[SocketAddr], WorkersView),
-    ) -> Result<Totals, StartupError> {
+    ) -> Result<Totals, Failure> {
         let addrs = server.workers.local_addrs().to_vec();
         let running = server.workers.spawn(Arc::clone(&self.requests.waker))?;
         let reload_counts = server.reloader.counts();
@@ -115,7 +115,7 @@ impl Supervisor {
         if let Some((endpoint, max_connections)) = server.metrics {
             let addr = endpoint
                 .local_addr()
-                .map_err(|err| StartupError::new("cannot start the metrics endpoint", err, None))?;
+                .map_err(|err| Failure::new("cannot start the metrics endpoint", err, None))?;
             endpoint.spawn(MetricsSource {
                 workers: running.view(),
                 reloads: reload_counts,

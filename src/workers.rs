@@ -18,7 +18,7 @@ use std::thread::{self, JoinHandle};
 use mio::Waker;
 
 use crate::config::Config;
-use crate::error::StartupError;
+use crate::error::Failure;
 use crate::handle::{ServerHandle, Snapshot};
 use crate::listener::listen_all;
 use crate::server::Server;
@@ -39,7 +39,7 @@ impl Workers {
     ///
     /// # Errors
     /// As [`crate::listener::listen`], or if an event loop cannot be created.
-    pub fn bind(config: &Config, count: usize) -> Result<Workers, StartupError> {
+    pub fn bind(config: &Config, count: usize) -> Result<Workers, Failure> {
         let listeners = listen_all(&config.listen, config.backlog, config.send_buffer)?;
         Workers::from_listeners(listeners, config, count)
     }
@@ -53,7 +53,7 @@ impl Workers {
         listeners: Vec<std::net::TcpListener>,
         config: &Config,
         count: usize,
-    ) -> Result<Workers, StartupError> {
+    ) -> Result<Workers, Failure> {
         let mut servers = Vec::with_capacity(count.max(1));
         for _ in 1..count.max(1) {
             let duplicates = listeners
@@ -61,7 +61,7 @@ impl Workers {
                 .map(std::net::TcpListener::try_clone)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|err| {
-                    StartupError::new(
+                    Failure::new(
                         "cannot share the listening sockets among workers",
                         err,
                         None,
@@ -103,7 +103,7 @@ impl Workers {
     ///
     /// # Errors
     /// If a thread cannot be started; the workers already started are stopped.
-    pub fn spawn(self, on_exit: Arc<Waker>) -> Result<RunningWorkers, StartupError> {
+    pub fn spawn(self, on_exit: Arc<Waker>) -> Result<RunningWorkers, Failure> {
         let handles: Vec<ServerHandle> = self.servers.iter().map(Server::handle).collect();
         let stopped = Arc::new(AtomicUsize::new(0));
         let mut threads: Vec<JoinHandle<io::Result<Totals>>> = Vec::new();
@@ -127,7 +127,7 @@ impl Workers {
                     for thread in threads {
                         let _ = thread.join();
                     }
-                    return Err(StartupError::new("cannot start a worker thread", err, None));
+                    return Err(Failure::new("cannot start a worker thread", err, None));
                 }
             }
         }
@@ -194,11 +194,11 @@ impl RunningWorkers {
     /// # Errors
     /// If a worker's loop failed or its thread panicked (the totals of the others are
     /// then lost with it: the process is ending on an error).
-    pub fn join(self) -> Result<Totals, StartupError> {
+    pub fn join(self) -> Result<Totals, Failure> {
         let mut totals = Totals::default();
         let mut failure = None;
         for (index, thread) in self.threads.into_iter().enumerate() {
-            let failed = |err| StartupError::new(format!("worker {index} failed"), err, None);
+            let failed = |err| Failure::new(format!("worker {index} failed"), err, None);
             match thread.join() {
                 Ok(Ok(worker_totals)) => totals.add(&worker_totals),
                 Ok(Err(err)) => failure = Some(failed(err)),

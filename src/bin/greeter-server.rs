@@ -16,7 +16,7 @@ use signal_hook::iterator::Signals;
 use greeter::config::ServerCli;
 use greeter::log_sink::LogSink;
 use greeter::supervisor::{Request, Supervisor};
-use greeter::{fdlimit, startup, ServerArgs, StartupError};
+use greeter::{fdlimit, startup, Failure, ServerArgs};
 
 fn main() -> ExitCode {
     let cli = ServerCli::parse();
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: ServerArgs) -> Result<(), StartupError> {
+fn serve(args: ServerArgs) -> Result<(), Failure> {
     // Before anything is bound or created: every worker and connection needs
     // descriptors, and the usual soft limit (1024) is far below what is allowed.
     let fd_limit = fdlimit::raise_to_hard_limit();
@@ -54,7 +54,7 @@ fn serve(args: ServerArgs) -> Result<(), StartupError> {
     let requests = supervisor.requests();
     // Installed before the listening lines are printed, so that a SIGTERM sent as soon
     // as they are seen is handled; the handlers only queue a request.
-    let fail = |err| StartupError::new("cannot install signal handlers", err, None);
+    let fail = |err| Failure::new("cannot install signal handlers", err, None);
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(fail)?;
     std::thread::Builder::new()
         .name("greeter-signals".to_owned())
