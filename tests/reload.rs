@@ -13,26 +13,28 @@ fn a_greeting_in_flight_across_a_reload_arrives_whole_and_unchanged() {
     // Far larger than the socket buffers: the first peer is mid-greeting at the reload.
     let old = large_greeting(16 * 1024 * 1024);
     let path = temp_file("reload-in-flight", &old);
-    let mut server = spawn_server(&["--message-file", path.to_str().unwrap()]);
-    let in_flight = connect(server.addr);
+    let server = supervise(&["--message-file", path.arg()]);
+    let in_flight = connect(server.addr());
     server.wait_for_in_flight(1);
 
     let new = b"the new greeting\n";
     std::fs::write(&path, new).unwrap();
-    server.signal("HUP");
-    server.wait_for_log(&format!(
-        "reload: greeting reloaded from {}: {} bytes",
-        path.display(),
-        new.len()
-    ));
+    server.requests.send(greeter::supervisor::Request::Reload);
+    wait_until("the new greeting to be taken", || {
+        server.snapshot().greeting_bytes == new.len()
+    });
     // The next connection gets the new bytes...
-    let mut next = connect(server.addr);
+    let mut next = connect(server.addr());
     assert_same_bytes(&read_to_eof(&mut next).unwrap(), new);
     // ...and the one in flight all of the old ones.
     assert_each_peer_receives(vec![in_flight], &old);
 
-    server.signal("TERM");
-    server.assert_exits_cleanly_logging("accepted=2 greeted=2 closed_early=0", STEP_TIMEOUT);
+    let totals = server.stop();
+    assert_eq!(
+        (totals.accepted, totals.greeted(), totals.closed_early()),
+        (2, 2, 0),
+        "{totals}"
+    );
 }
 
 #[test]

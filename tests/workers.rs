@@ -45,18 +45,20 @@ fn two_workers_give_peers_that_send_first_the_whole_greeting() {
 }
 
 #[test]
-fn two_workers_drain_in_flight_greetings_on_sigterm() {
+fn two_workers_drain_in_flight_greetings_when_asked_to_stop() {
     let greeting = large_greeting(16 * 1024 * 1024);
     let path = temp_file("workers-drain", &greeting);
-    let mut server = spawn_server(&["--workers", "2", "--message-file", path.to_str().unwrap()]);
-    let peers: Vec<_> = (0..6).map(|_| connect(server.addr)).collect();
+    let server = supervise(&["--workers", "2", "--message-file", path.arg()]);
+    let peers: Vec<_> = (0..6).map(|_| connect(server.addr())).collect();
     server.wait_for_in_flight(6);
-    server.signal("TERM");
-    server.wait_for_log("shutdown: stopped accepting");
+    server.requests.send(greeter::supervisor::Request::Drain);
+    wait_until("the drain to begin", || server.snapshot().draining);
     assert_each_peer_receives(peers, &greeting);
-    server.assert_exits_cleanly_logging(
-        "totals in_flight=0 accepted=6 greeted=6 closed_early=0",
-        STEP_TIMEOUT,
+    let totals = server.stop();
+    assert_eq!(
+        (totals.accepted, totals.greeted(), totals.closed_early()),
+        (6, 6, 0),
+        "{totals}"
     );
 }
 
@@ -127,44 +129,34 @@ fn workers_zero_means_one_per_core() {
     assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
 }
 
-/// The supervisor, in-process: workers started from a `Prepared` server, driven by
-/// requests rather than signals, observed through the view it hands out.
+/// The supervisor, in-process: driven by requests rather than signals, observed
+/// through the view it hands out.
 #[test]
 fn a_second_drain_request_closes_what_is_in_flight_at_once() {
-    use greeter::startup::Prepared;
-    use greeter::supervisor::{Request, Supervisor};
+    use greeter::supervisor::Request;
 
     let greeting = large_greeting(16 * 1024 * 1024);
-    let mut config = config_with(&greeting);
+    let path = temp_file("workers-second-drain", &greeting);
     // Only the second request can end this drain in time.
-    config.drain_timeout = Duration::from_secs(3600);
-    let server = Prepared {
-        workers: greeter::Workers::bind(&config, 2).unwrap(),
-        reloader: greeter::reload::Reloader::new(&greeter::cli::GreetingArgs::default()),
-        metrics: None,
-    };
-    let supervisor = Supervisor::new().unwrap();
-    let requests = supervisor.requests();
-    let (serving, started) = std::sync::mpsc::channel();
-    let running = std::thread::spawn(move || {
-        supervisor.run(server, |addrs, view| {
-            serving.send((addrs[0], view)).unwrap();
-        })
-    });
-    let (addr, view) = started.recv_timeout(STEP_TIMEOUT).unwrap();
+    let server = supervise(&[
+        "--workers",
+        "2",
+        "--drain-timeout",
+        "1h",
+        "--message-file",
+        path.arg(),
+    ]);
     // A peer that never reads keeps its greeting in flight.
-    let _stalled = connect(addr);
-    wait_until("the peer to be held", || view.snapshot().in_flight == 1);
-    requests.send(Request::Drain);
-    wait_until("the drain to begin", || view.snapshot().draining);
+    let _stalled = connect(server.addr());
+    server.wait_for_in_flight(1);
+    server.requests.send(Request::Drain);
+    wait_until("the drain to begin", || server.snapshot().draining);
     assert_eq!(
-        view.snapshot().in_flight,
+        server.snapshot().in_flight,
         1,
         "the first request only drains"
     );
-    requests.send(Request::Drain);
-    wait_until("the supervisor to return", || running.is_finished());
-    let totals = running.join().unwrap().unwrap();
+    let totals = server.stop();
     assert_eq!(
         totals.closes(greeter::CloseReason::DrainTimeout),
         1,

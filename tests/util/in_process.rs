@@ -1,13 +1,19 @@
-//! A server on its own thread inside the test process, on port 0: the real loop,
-//! observed through its published snapshots.
+//! Servers on their own threads inside the test process, on port 0: one loop
+//! (`TestServer`) or all of `greeter-server` but its signals (`Supervised`), observed
+//! through their published snapshots.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 
-use greeter::{Config, Server, ServerHandle, Snapshot, Totals};
+use clap::Parser;
+use greeter::config::ServerCli;
+use greeter::supervisor::{Request, Requests, Supervisor};
+use greeter::workers::WorkersView;
+use greeter::{fdlimit, startup, Config, Failure, Server, ServerHandle, Snapshot, Totals};
 
-use super::wait_until;
+use super::{wait_until, STEP_TIMEOUT};
 
 /// The server's defaults, listening on 127.0.0.1 port 0.
 pub fn default_config() -> Config {
@@ -70,6 +76,87 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(thread) = self.thread.take() {
             let _ = self.shutdown.shutdown();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A whole server as `greeter-server` runs it (its flags, workers, reload thread and
+/// metrics) inside the test process: driven by supervisor requests instead of
+/// signals, and watched through its workers' published snapshots instead of log lines.
+pub struct Supervised {
+    /// The addresses it listens on, in order.
+    pub addrs: Vec<SocketAddr>,
+    /// Its workers' published state.
+    pub view: WorkersView,
+    /// Where to send what a signal would ask.
+    pub requests: Requests,
+    thread: Option<JoinHandle<Result<Totals, Failure>>>,
+}
+
+/// Starts `greeter-server --port 0 ARGS` in-process, as the binary would (without
+/// its logging and signals), and waits until it serves.
+pub fn supervise(args: &[&str]) -> Supervised {
+    let argv = ["greeter-server", "--port", "0"]
+        .into_iter()
+        .chain(args.iter().copied());
+    let cli = ServerCli::try_parse_from(argv).expect("valid flags");
+    let server = startup::prepare(cli.server, fdlimit::raise_to_hard_limit()).expect("start");
+    let supervisor = Supervisor::new().expect("a supervisor");
+    let requests = supervisor.requests();
+    let (serving, started) = mpsc::channel();
+    let thread = thread::spawn(move || {
+        supervisor.run(server, |addrs, view| {
+            let _ = serving.send((addrs.to_vec(), view));
+        })
+    });
+    let (addrs, view) = started
+        .recv_timeout(STEP_TIMEOUT)
+        .expect("the server to serve");
+    Supervised {
+        addrs,
+        view,
+        requests,
+        thread: Some(thread),
+    }
+}
+
+impl Supervised {
+    /// The (first) address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Its workers' totals and held connections, summed, as of their last rounds.
+    pub fn snapshot(&self) -> Snapshot {
+        self.view.snapshot()
+    }
+
+    /// Waits until its workers hold exactly `count` connections.
+    #[track_caller]
+    pub fn wait_for_in_flight(&self, count: usize) {
+        wait_until(&format!("{count} in flight"), || {
+            self.snapshot().in_flight == count
+        });
+    }
+
+    /// Asks for a drain (what SIGTERM asks) and returns the totals once every worker
+    /// has stopped.
+    pub fn stop(mut self) -> Totals {
+        self.requests.send(Request::Drain);
+        let thread = self.thread.take().unwrap();
+        wait_until("the server to stop", || thread.is_finished());
+        thread
+            .join()
+            .expect("the supervisor panicked")
+            .expect("the server failed")
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.requests.send(Request::StopNow);
             let _ = thread.join();
         }
     }
