@@ -15,7 +15,7 @@ pub struct Snapshot {
     /// What the server has done so far.
     pub totals: Totals,
     /// Connections held right now (writing, flushing or lingering).
-    pub in_flight: usize,
+    pub held: usize,
     /// Whether accepting is paused for lack of descriptors or memory.
     pub accept_paused: bool,
     /// Whether a shutdown has begun (the listener is closed).

@@ -93,7 +93,7 @@ impl Collector for MetricsSource {
             &mut encoder,
             "greeter_connections_held",
             "Connections held now (being written, flushed or lingering).",
-            ConstGauge::new(saturate(snapshot.in_flight)),
+            ConstGauge::new(saturate(snapshot.held)),
         )?;
         single(
             &mut encoder,

@@ -295,7 +295,7 @@ impl Server {
     fn publish(&self) {
         self.handle.publish(Snapshot {
             totals: self.totals(),
-            in_flight: self.held.len(),
+            held: self.held.len(),
             accept_paused: self.gate.retry_at().is_some(),
             draining: self.drain_deadline.is_some(),
             greeting_bytes: self.config.greeting.len(),

@@ -155,10 +155,7 @@ impl Supervisor {
                     Request::Reload => reloads.request(),
                     Request::LogTotals => {
                         let snapshot = running.snapshot();
-                        info!(
-                            "totals in_flight={} {}",
-                            snapshot.in_flight, snapshot.totals
-                        );
+                        info!("totals in_flight={} {}", snapshot.held, snapshot.totals);
                     }
                 }
             }

@@ -236,7 +236,7 @@ impl WorkersView {
         for handle in &self.handles {
             let snapshot = handle.snapshot();
             sum.totals.add(&snapshot.totals);
-            sum.in_flight += snapshot.in_flight;
+            sum.held += snapshot.held;
             sum.accept_paused |= snapshot.accept_paused;
             sum.draining |= snapshot.draining;
             sum.greeting_bytes = snapshot.greeting_bytes;

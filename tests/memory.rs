@@ -45,7 +45,7 @@ fn send_buffer_bounds_the_kernel_memory_of_peers_that_never_read() {
 
     let before = tcp_memory_pages();
     let peers: Vec<(TcpStream, u64)> = (0..PEERS).map(|_| non_reading_peer(server.addr)).collect();
-    wait_until("every peer held", || server.snapshot().in_flight == PEERS);
+    wait_until("every peer held", || server.snapshot().held == PEERS);
     // The server writes until each send buffer is full; sample until it stops.
     let mut most = 0;
     let mut last_sent = 0;

@@ -147,7 +147,7 @@ fn peer_that_never_closes_its_side_is_released_by_the_linger_timeout() {
     send_quietly(&mut peer, TELNET_NEGOTIATION);
     // Keep our side open without reading: the server must not wait for us forever.
     wait_until("the linger timeout to release the peer", || {
-        server.snapshot().totals.greeted() == 1 && server.snapshot().in_flight == 0
+        server.snapshot().totals.greeted() == 1 && server.snapshot().held == 0
     });
     let totals = server.stop();
     assert_eq!(
@@ -225,7 +225,7 @@ fn max_per_ip_closes_an_address_beyond_its_share_without_the_greeting() {
 
     // Two held connections from 127.0.0.1 use up its share...
     let held: Vec<_> = (0..2).map(|_| connect(server.addr)).collect();
-    wait_until("both held", || server.snapshot().in_flight == 2);
+    wait_until("both held", || server.snapshot().held == 2);
     // ...so three more from it are closed at once, with nothing sent.
     for _ in 0..3 {
         let mut refused = connect(server.addr);
@@ -365,11 +365,7 @@ fn peer_that_floods_while_its_greeting_waits_in_the_kernel_is_reset() {
     wait_until("the whole greeting written", || {
         server.snapshot().totals.bytes_sent >= greeting.len() as u64
     });
-    assert_eq!(
-        server.snapshot().in_flight,
-        1,
-        "held while the kernel sends"
-    );
+    assert_eq!(server.snapshot().held, 1, "held while the kernel sends");
     // More than the 256 KiB budget, in pieces; the server reads and discards them.
     for _ in 0..40 {
         send_quietly(&mut flooder, &[b'x'; 16 * 1024]);

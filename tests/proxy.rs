@@ -89,7 +89,7 @@ fn a_header_split_across_segments_is_waited_for() {
     peer.write_all(&header[..13]).unwrap();
     // The server holds it, greeting nothing, until the rest comes.
     wait_until("the partial header to be held", || {
-        server.snapshot().in_flight == 1
+        server.snapshot().held == 1
     });
     // It must not speak first: nothing has been sent.
     peer.set_nonblocking(true).unwrap();
@@ -177,7 +177,7 @@ fn the_client_the_header_names_is_the_one_limited_per_address() {
     let header = |source: &str| format!("PROXY TCP4 {source} 198.51.100.1 40000 17\r\n");
     let mut holder = connect(server.addr);
     holder.write_all(header("192.0.2.7").as_bytes()).unwrap();
-    wait_until("192.0.2.7 held", || server.snapshot().in_flight == 1);
+    wait_until("192.0.2.7 held", || server.snapshot().held == 1);
 
     assert_eq!(greeting_after(&server, header("192.0.2.7").as_bytes()), b"");
     let other: Vec<u8> = greeting_after(&server, header("192.0.2.8").as_bytes());
@@ -234,7 +234,7 @@ fn a_partial_header_and_then_eof_is_closed_at_once() {
     wait_until("the half-sent header to be refused", || {
         server.snapshot().totals.closes(CloseReason::ProxyHeader) == 1
     });
-    assert_eq!(server.snapshot().in_flight, 0);
+    assert_eq!(server.snapshot().held, 0);
     let mut received = Vec::new();
     let _ = peer.read_to_end(&mut received);
     assert!(received.is_empty(), "{received:?}");
@@ -258,7 +258,7 @@ fn connections_without_a_header_cannot_starve_clients_with_one() {
         wait_until("the flood beyond the waiters' bound to be refused", || {
             server.snapshot().totals.closes(CloseReason::ProxyHeader) == (1200 - waiting) as u64
         });
-        assert_eq!(server.snapshot().in_flight, waiting);
+        assert_eq!(server.snapshot().held, waiting);
         for client in 0..50 {
             let mut peer = connect_from("127.0.0.3", server.addr);
             let header = format!("PROXY TCP4 192.0.2.{client} 198.51.100.1 40000 17\r\n");
@@ -273,7 +273,7 @@ fn connections_without_a_header_cannot_starve_clients_with_one() {
         // once the last is closed (the snapshot may lag a round), the flood holds at
         // most what it held.
         wait_until("the flood to hold at most its bound", || {
-            server.snapshot().in_flight <= waiting
+            server.snapshot().held <= waiting
         });
         drop(flood);
         let totals = server.stop();
@@ -295,7 +295,7 @@ fn a_v1_header_cut_right_after_the_source_port_is_waited_for() {
         // The one slot is taken, so the next client waits in the backlog while its
         // first segment arrives: the server's first look at it is exactly the cut.
         let mut holder = connect(server.addr);
-        wait_until("the holder to be held", || server.snapshot().in_flight == 1);
+        wait_until("the holder to be held", || server.snapshot().held == 1);
         let mut cut_client = connect(server.addr);
         cut_client.set_nodelay(true).unwrap();
         cut_client.write_all(&header[..cut]).unwrap();
@@ -303,7 +303,7 @@ fn a_v1_header_cut_right_after_the_source_port_is_waited_for() {
         assert_eq!(read_to_eof(&mut holder).unwrap(), DEFAULT_GREETING);
         wait_until("the cut client to be accepted and looked at", || {
             let snapshot = server.snapshot();
-            snapshot.totals.accepted == 2 && snapshot.in_flight == 1
+            snapshot.totals.accepted == 2 && snapshot.held == 1
                 || snapshot.totals.closes(CloseReason::ProxyHeader) == 1
         });
         let _ = cut_client.write_all(&header[cut..]);

@@ -136,7 +136,7 @@ impl Supervised {
     #[track_caller]
     pub fn wait_for_in_flight(&self, count: usize) {
         wait_until(&format!("{count} in flight"), || {
-            self.snapshot().in_flight == count
+            self.snapshot().held == count
         });
     }
 
