@@ -37,6 +37,17 @@ pub enum Request {
 /// request and by a worker thread that ends; each wake-up looks at both.
 const WAKE: Token = Token(0);
 
+/// What is serving once [`Supervisor::run`] has started everything.
+#[derive(Debug)]
+pub struct Serving {
+    /// The addresses the workers listen on, in order, with the real ports.
+    pub addrs: Vec<SocketAddr>,
+    /// The metrics endpoint's address, with `--metrics`.
+    pub metrics: Option<SocketAddr>,
+    /// The workers' published state.
+    pub view: WorkersView,
+}
+
 /// Sends requests to a running supervisor from any thread; never blocks.
 #[derive(Debug, Clone)]
 pub struct Requests {
@@ -97,21 +108,21 @@ impl Supervisor {
         self.requests.clone()
     }
 
-    /// Starts everything `server` holds, calls `on_serving` once it all runs (with the
-    /// addresses served and a view of the workers), then answers requests until every
-    /// worker has stopped; returns their summed totals.
+    /// Starts everything `server` holds, calls `on_serving` once it all runs, then
+    /// answers requests until every worker has stopped; returns their summed totals.
     ///
     /// # Errors
     /// If a thread cannot be started, or a worker failed.
     pub fn run(
         mut self,
         server: Prepared,
-        on_serving: impl FnOnce(&[SocketAddr], WorkersView),
+        on_serving: impl FnOnce(Serving),
     ) -> Result<Totals, Failure> {
         let addrs = server.workers.local_addrs().to_vec();
         let running = server.workers.spawn(Arc::clone(&self.requests.waker))?;
         let reload_counts = server.reloader.counts();
         let reloads = server.reloader.spawn(running.view())?;
+        let mut metrics_addr = None;
         if let Some((endpoint, max_connections)) = server.metrics {
             let addr = endpoint
                 .local_addr()
@@ -122,8 +133,13 @@ impl Supervisor {
                 max_connections,
             })?;
             metrics::announce(addr);
+            metrics_addr = Some(addr);
         }
-        on_serving(&addrs, running.view());
+        on_serving(Serving {
+            addrs,
+            metrics: metrics_addr,
+            view: running.view(),
+        });
 
         let mut events = Events::with_capacity(8);
         let mut stopping = false;

@@ -148,27 +148,23 @@ fn prometheus_exposition_parses_with_the_prometheus_parser() {
 fn healthz_is_ok_while_serving_503_while_draining_and_404_elsewhere() {
     let greeting = large_greeting(16 * 1024 * 1024);
     let path = temp_file("metrics-drain", &greeting);
-    let mut server = spawn_server(&[
-        "--metrics",
-        "127.0.0.1:0",
-        "--message-file",
-        path.to_str().unwrap(),
-    ]);
-    let metrics = metrics_addr(&server);
+    let server = supervise(&["--metrics", "127.0.0.1:0", "--message-file", path.arg()]);
+    let metrics = server.metrics.unwrap();
     assert_eq!(http_get(metrics, "/healthz"), (200, "ok\n".to_owned()));
     assert_eq!(http_get(metrics, "/").0, 404);
     assert_eq!(http_get(metrics, "/metrics/extra").0, 404);
 
-    let held = connect(server.addr);
+    let held = connect(server.addr());
     server.wait_for_in_flight(1);
-    server.signal("TERM");
-    server.wait_for_log("shutdown: stopped accepting");
+    server.requests.send(greeter::supervisor::Request::Drain);
+    wait_until("the drain to begin", || server.snapshot().draining);
     assert_eq!(
         http_get(metrics, "/healthz"),
         (503, "draining\n".to_owned())
     );
     assert_each_peer_receives(vec![held], &greeting);
-    server.assert_exits_cleanly_logging("accepted=1 greeted=1", STEP_TIMEOUT);
+    let totals = server.stop();
+    assert_eq!((totals.accepted, totals.greeted()), (1, 1), "{totals}");
 }
 
 #[test]

@@ -68,7 +68,7 @@ fn serve(args: ServerArgs) -> Result<(), Failure> {
             }
         })
         .map_err(fail)?;
-    supervisor.run(server, |addrs, _| announce(addrs))?;
+    supervisor.run(server, |serving| announce(&serving.addrs))?;
     Ok(())
 }
 

@@ -87,6 +87,8 @@ impl Drop for TestServer {
 pub struct Supervised {
     /// The addresses it listens on, in order.
     pub addrs: Vec<SocketAddr>,
+    /// The metrics endpoint's address, with `--metrics`.
+    pub metrics: Option<SocketAddr>,
     /// Its workers' published state.
     pub view: WorkersView,
     /// Where to send what a signal would ask.
@@ -106,16 +108,17 @@ pub fn supervise(args: &[&str]) -> Supervised {
     let requests = supervisor.requests();
     let (serving, started) = mpsc::channel();
     let thread = thread::spawn(move || {
-        supervisor.run(server, |addrs, view| {
-            let _ = serving.send((addrs.to_vec(), view));
+        supervisor.run(server, |started| {
+            let _ = serving.send(started);
         })
     });
-    let (addrs, view) = started
+    let serving = started
         .recv_timeout(STEP_TIMEOUT)
         .expect("the server to serve");
     Supervised {
-        addrs,
-        view,
+        addrs: serving.addrs,
+        metrics: serving.metrics,
+        view: serving.view,
         requests,
         thread: Some(thread),
     }
