@@ -63,12 +63,7 @@ impl TestServer {
     /// Shuts the server down gracefully and returns its totals.
     pub fn stop(mut self) -> Totals {
         self.shutdown.shutdown().expect("wake the server");
-        let thread = self.thread.take().unwrap();
-        wait_until("the server to stop", || thread.is_finished());
-        thread
-            .join()
-            .expect("server thread panicked")
-            .expect("server loop failed")
+        join_server(self.thread.take().unwrap())
     }
 }
 
@@ -147,12 +142,7 @@ impl Supervised {
     /// has stopped.
     pub fn stop(mut self) -> Totals {
         self.requests.send(Request::Drain);
-        let thread = self.thread.take().unwrap();
-        wait_until("the server to stop", || thread.is_finished());
-        thread
-            .join()
-            .expect("the supervisor panicked")
-            .expect("the server failed")
+        join_server(self.thread.take().unwrap())
     }
 }
 
@@ -163,4 +153,14 @@ impl Drop for Supervised {
             let _ = thread.join();
         }
     }
+}
+
+/// Waits (bounded) for a server's thread to end and returns what it returned.
+#[track_caller]
+fn join_server<T, E: std::fmt::Debug>(thread: JoinHandle<Result<T, E>>) -> T {
+    wait_until("the server to stop", || thread.is_finished());
+    thread
+        .join()
+        .expect("the server thread panicked")
+        .expect("the server failed")
 }
