@@ -66,9 +66,20 @@ fn client_reports_reset_mid_greeting() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let resetter = thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
+        let (mut stream, client) = listener.accept().unwrap();
         stream.write_all(b"Hello th").unwrap();
-        thread::sleep(std::time::Duration::from_millis(100));
+        // Mid-greeting: the client has the first bytes (nothing of ours is
+        // unacknowledged) and has read them (nothing waits in its receive queue) when
+        // the reset comes.
+        let (std::net::SocketAddr::V4(client), std::net::SocketAddr::V4(server)) =
+            (client, stream.local_addr().unwrap())
+        else {
+            panic!("IPv4 loopback");
+        };
+        wait_until("the client to read the first bytes", || {
+            let delivered = tcp_queues(server, client).is_some_and(|(unacked, _)| unacked == 0);
+            delivered && tcp_queues(client, server).is_some_and(|(_, unread)| unread == 0)
+        });
         // Linger 0: close sends a reset instead of a FIN.
         SockRef::from(&stream)
             .set_linger(Some(std::time::Duration::ZERO))

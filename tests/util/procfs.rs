@@ -27,3 +27,32 @@ pub fn open_fds_of(pid: u32) -> usize {
         .expect("read the process's fd table")
         .count()
 }
+
+/// The send and receive queues (bytes not yet acknowledged, bytes not yet read) of
+/// the IPv4 TCP socket bound to `local` and connected to `remote`, from
+/// `/proc/net/tcp`, if there is one.
+pub fn tcp_queues(
+    local: std::net::SocketAddrV4,
+    remote: std::net::SocketAddrV4,
+) -> Option<(u64, u64)> {
+    // Addresses are written as the 32-bit value in host order (hex), then the port.
+    let key = |addr: std::net::SocketAddrV4| {
+        format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(addr.ip().octets()),
+            addr.port()
+        )
+    };
+    let (local, remote) = (key(local), key(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()) {
+            let (tx_queue, rx_queue) = fields.get(4)?.split_once(':')?;
+            let hex = |field| u64::from_str_radix(field, 16).ok();
+            Some((hex(tx_queue)?, hex(rx_queue)?))
+        } else {
+            None
+        }
+    })
+}
