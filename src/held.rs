@@ -233,16 +233,12 @@ impl HeldConnections {
             };
             return Some(closed(&conn, &greeting, reason));
         }
-        match phase {
-            Phase::Writing { .. } => self.counts.partial_writes += 1,
-            Phase::Flushing { .. } | Phase::Lingering { .. } => self.counts.lingered += 1,
-            Phase::Header => {}
-        }
+        self.count_progress(None, phase);
         let serial = self.next_serial;
         self.next_serial += 1;
         self.deadlines[phase.timer() as usize].push(now, key, serial);
         conn.set_accepted_ms(self.millis_since_start(now));
-        self.count_in(&conn);
+        self.count_in(phase, conn.peer().ip());
         self.slab.insert(Held {
             conn,
             greeting,
@@ -277,18 +273,14 @@ impl HeldConnections {
     /// its greeting.
     fn name_client(&mut self, key: usize, client: SocketAddr) -> Option<Step> {
         let socket_peer = self.slab[key].conn.peer();
-        self.header_waiters -= 1;
-        if let Some(per_peer) = &mut self.header_waiters_per_peer {
-            per_peer.release(socket_peer.ip());
-        }
+        self.count_out(Phase::Header, socket_peer.ip());
         self.slab[key].conn.set_peer(client);
         if let Some(refused) = self.refuse_client(client, self.len() - 1) {
+            // Counted for nothing now, so closed without undoing anything.
             self.remove(key, refused);
             return None;
         }
-        if let Some(per_ip) = &mut self.per_ip {
-            per_ip.hold(client.ip());
-        }
+        self.count_in(self.slab[key].conn.phase(), client.ip());
         let held = &mut self.slab[key];
         Some(held.conn.advance(&held.greeting))
     }
@@ -345,19 +337,12 @@ impl HeldConnections {
     /// A held connection that waits on, in a phase it may just have entered: register
     /// what the new phase needs and start its deadline.
     fn rearm(&mut self, key: usize, before: Phase, now: Instant) -> Result<(), CloseReason> {
-        let held = &mut self.slab[key];
-        let phase = held.conn.phase();
+        let (phase, serial) = (self.slab[key].conn.phase(), self.slab[key].serial);
         if phase.timer() != before.timer() {
-            self.deadlines[phase.timer() as usize].push(now, key, held.serial);
+            self.deadlines[phase.timer() as usize].push(now, key, serial);
         }
-        let greeted =
-            |phase: Phase| matches!(phase, Phase::Flushing { .. } | Phase::Lingering { .. });
-        let writing = |phase: Phase| matches!(phase, Phase::Writing { .. });
-        if greeted(phase) && !greeted(before) {
-            self.counts.lingered += 1;
-        } else if writing(phase) && !writing(before) {
-            self.counts.partial_writes += 1;
-        }
+        self.count_progress(Some(before), phase);
+        let held = &mut self.slab[key];
         // It is registered for at least what its phase before needed. A phase that
         // needs less keeps that (flushing to lingering stays writable too): the
         // spurious events are rare and cheaper than an epoll_ctl.
@@ -381,15 +366,7 @@ impl HeldConnections {
     /// Closes held connection `key` for `reason` and hands its close back.
     fn close(&mut self, key: usize, reason: CloseReason) {
         let conn = &self.slab[key].conn;
-        let (phase, ip) = (conn.phase(), conn.peer().ip());
-        if phase == Phase::Header {
-            self.header_waiters -= 1;
-            if let Some(per_peer) = &mut self.header_waiters_per_peer {
-                per_peer.release(ip);
-            }
-        } else if let Some(per_ip) = &mut self.per_ip {
-            per_ip.release(ip);
-        }
+        self.count_out(conn.phase(), conn.peer().ip());
         self.remove(key, reason);
     }
 
@@ -407,16 +384,42 @@ impl HeldConnections {
         self.compact_deadlines();
     }
 
-    /// Counts a connection that is now held: a header waiter for its socket peer, any
-    /// other for its client address.
-    fn count_in(&mut self, conn: &Connection) {
-        if conn.phase() == Phase::Header {
+    /// Counts a connection that is now held in `phase` from `ip`: a header waiter for
+    /// its socket peer, any other for its client address.
+    fn count_in(&mut self, phase: Phase, ip: IpAddr) {
+        if phase == Phase::Header {
             self.header_waiters += 1;
             if let Some(per_peer) = &mut self.header_waiters_per_peer {
-                per_peer.hold(conn.peer().ip());
+                per_peer.hold(ip);
             }
         } else if let Some(per_ip) = &mut self.per_ip {
-            per_ip.hold(conn.peer().ip());
+            per_ip.hold(ip);
+        }
+    }
+
+    /// Undoes [`HeldConnections::count_in`] for a connection that leaves `phase`.
+    fn count_out(&mut self, phase: Phase, ip: IpAddr) {
+        if phase == Phase::Header {
+            self.header_waiters -= 1;
+            if let Some(per_peer) = &mut self.header_waiters_per_peer {
+                per_peer.release(ip);
+            }
+        } else if let Some(per_ip) = &mut self.per_ip {
+            per_ip.release(ip);
+        }
+    }
+
+    /// Counts a connection that waits in `phase`, coming from `before` (`None`: just
+    /// accepted): a partial write when it starts waiting to write, lingered when it
+    /// starts waiting after its whole greeting was written.
+    fn count_progress(&mut self, before: Option<Phase>, phase: Phase) {
+        let greeted =
+            |phase: Phase| matches!(phase, Phase::Flushing { .. } | Phase::Lingering { .. });
+        let writing = |phase: Phase| matches!(phase, Phase::Writing { .. });
+        if greeted(phase) && !before.is_some_and(greeted) {
+            self.counts.lingered += 1;
+        } else if writing(phase) && !before.is_some_and(writing) {
+            self.counts.partial_writes += 1;
         }
     }
 }
