@@ -28,6 +28,7 @@ use mio::{Events, Interest, Poll, Token};
 use prometheus_client::registry::Registry;
 use slab::Slab;
 
+use crate::accept::{self, AcceptFailure, ACCEPT_RETRY_DELAY};
 use crate::error::{describe_io_error, Failure};
 use crate::metrics::{health, MetricsSource};
 
@@ -46,9 +47,6 @@ const MAX_HEADERS: usize = 32;
 /// How long a client has, once its response is written, to close its side before
 /// the connection is closed anyway.
 pub const LINGER: Duration = Duration::from_millis(500);
-
-/// How long accepting waits after running out of descriptors without a spare.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 const LISTENER: Token = Token(usize::MAX);
 
@@ -224,14 +222,17 @@ impl Endpoint {
                         Err(_) => continue,
                     }
                 }
-                Err(err) if is_resource_exhaustion(&err) => {
-                    debug!("metrics: accept failed: {}", describe_io_error(&err));
-                    self.retry_accept_at = Some(Instant::now() + ACCEPT_RETRY);
-                    return;
-                }
+                // The greeting loops' taxonomy: one lost connection goes on; running
+                // out, or anything unexpected, waits rather than spins.
                 Err(err) => {
                     debug!("metrics: accept failed: {}", describe_io_error(&err));
-                    continue;
+                    match accept::classify(&err) {
+                        AcceptFailure::PerConnection => continue,
+                        AcceptFailure::ResourcesExhausted | AcceptFailure::Unexpected => {
+                            self.retry_accept_at = Some(Instant::now() + ACCEPT_RETRY_DELAY);
+                            return;
+                        }
+                    }
                 }
             };
             self.admit(stream);
@@ -452,13 +453,6 @@ fn response(status: &str, content_type: &str, body: &str, head_only: bool) -> Ve
         response.extend_from_slice(body.as_bytes());
     }
     response
-}
-
-fn is_resource_exhaustion(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 #[cfg(test)]
