@@ -16,7 +16,7 @@
 //! descriptors: a spare descriptor is given up for the one accept that needs it.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -31,6 +31,7 @@ use slab::Slab;
 use crate::accept::{self, AcceptFailure, ACCEPT_RETRY_DELAY};
 use crate::error::{describe_io_error, Failure};
 use crate::metrics::{health, MetricsSource};
+use crate::socket::{discard_input, write_greeting, InputState, WriteProgress};
 
 /// The most metrics connections held at once.
 pub const MAX_CLIENTS: usize = 128;
@@ -341,16 +342,16 @@ impl Client {
         let result = match &mut self.phase {
             ClientPhase::Reading(head) => read_request(&mut self.stream, head),
             ClientPhase::Writing(response, written) => {
-                match write_some(&mut self.stream, response, written) {
-                    Ok(true) => {
+                match write_greeting(&mut self.stream, response, written) {
+                    WriteProgress::Complete => {
                         // All out: FIN, then wait briefly for the client's EOF.
                         let _ = self.stream.shutdown(Shutdown::Write);
                         self.phase = ClientPhase::Lingering;
                         self.deadline = Instant::now() + LINGER;
                         discard_until_eof(&mut self.stream)
                     }
-                    Ok(false) => Ok(Next::Wait),
-                    Err(err) => Err(err),
+                    WriteProgress::WouldBlock => Ok(Next::Wait),
+                    WriteProgress::Failed(err) => Err(err),
                 }
             }
             ClientPhase::Lingering => discard_until_eof(&mut self.stream),
@@ -409,32 +410,13 @@ fn parse_request(head: &[u8]) -> Option<Request> {
     }
 }
 
-/// Writes `response[*written..]` until done (`true`) or the socket is full.
-fn write_some(stream: &mut TcpStream, response: &[u8], written: &mut usize) -> io::Result<bool> {
-    while *written < response.len() {
-        match stream.write(&response[*written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => *written += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(true)
-}
-
-/// Reads and discards input: `Close` at the client's EOF, else `Wait`. The deadline
-/// bounds both the time and, at loopback speeds, the bytes.
+/// Reads and discards input: `Close` at the client's EOF, else `Wait`. No byte
+/// budget: the deadline bounds both the time and, at loopback speeds, the bytes.
 fn discard_until_eof(stream: &mut TcpStream) -> io::Result<Next> {
-    let mut scratch = [0u8; 4096];
-    loop {
-        match stream.read(&mut scratch) {
-            Ok(0) => return Ok(Next::Close),
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Wait),
-            Err(err) => return Err(err),
-        }
+    match discard_input(stream, &mut 0, usize::MAX) {
+        InputState::Eof => Ok(Next::Close),
+        InputState::Quiet | InputState::BudgetSpent => Ok(Next::Wait),
+        InputState::Failed(err) => Err(err),
     }
 }
 
