@@ -12,10 +12,10 @@ use util::*;
 #[test]
 fn accept_survives_fd_exhaustion_without_spinning_and_serves_the_queue() {
     let greeting = large_greeting(4 * 1024 * 1024);
-    let path = temp_file("fd-greeting", &greeting);
     // 16 descriptors: stdio, epoll, listener, waker and the signal pipe leave room for
     // about eight held connections.
-    let server = ServerCommand::new(&["--message-file", path.to_str().unwrap()])
+    let server = ServerCommand::new(&[])
+        .greeting("fd-greeting", &greeting)
         .fd_limit(16)
         .spawn();
     server.wait_for_log("fd limit: soft=16 hard=16");
@@ -44,8 +44,9 @@ fn accept_survives_fd_exhaustion_without_spinning_and_serves_the_queue() {
 fn sigterm_drains_in_flight_greetings_then_exits_zero() {
     // Far larger than what the socket buffers of a peer that reads nothing can take.
     let greeting = large_greeting(16 * 1024 * 1024);
-    let path = temp_file("drain-greeting", &greeting);
-    let mut server = spawn_server(&["--message-file", path.to_str().unwrap()]);
+    let mut server = ServerCommand::new(&[])
+        .greeting("drain-greeting", &greeting)
+        .spawn();
     let peers: Vec<_> = (0..3).map(|_| connect(server.addr)).collect();
     server.wait_for_in_flight(3);
 
@@ -66,13 +67,9 @@ fn sigterm_drains_in_flight_greetings_then_exits_zero() {
 #[test]
 fn drain_timeout_cuts_off_a_peer_that_never_reads() {
     let greeting = large_greeting(4 * 1024 * 1024);
-    let path = temp_file("drain-timeout-greeting", &greeting);
-    let mut server = spawn_server(&[
-        "--message-file",
-        path.to_str().unwrap(),
-        "--drain-timeout",
-        "300ms",
-    ]);
+    let mut server = ServerCommand::new(&["--drain-timeout", "300ms"])
+        .greeting("drain-timeout-greeting", &greeting)
+        .spawn();
     let _stalled = connect(server.addr);
     server.wait_for_in_flight(1);
     server.signal("TERM");
@@ -215,13 +212,9 @@ fn help_and_version_work() {
 fn sigterm_greets_every_connection_already_queued_beyond_the_cap() {
     // Far larger than what the socket buffers of a peer that reads nothing can take.
     let greeting = large_greeting(16 * 1024 * 1024);
-    let path = temp_file("drain-queued", &greeting);
-    let mut server = spawn_server(&[
-        "--max-connections",
-        "3",
-        "--message-file",
-        path.to_str().unwrap(),
-    ]);
+    let mut server = ServerCommand::new(&["--max-connections", "3"])
+        .greeting("drain-queued", &greeting)
+        .spawn();
     let holders: Vec<_> = (0..3).map(|_| connect(server.addr)).collect();
     server.wait_for_in_flight(3);
     // Ten more complete their handshake and wait in the kernel's backlog.

@@ -82,8 +82,9 @@ fn message_flag_is_sent_byte_for_byte() {
 #[test]
 fn message_file_of_arbitrary_bytes_is_sent_exactly() {
     let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
-    let path = temp_file("binary-greeting", &bytes);
-    let server = spawn_server(&["--message-file", path.to_str().unwrap()]);
+    let server = ServerCommand::new(&[])
+        .greeting("binary-greeting", &bytes)
+        .spawn();
     let mut peer = connect(server.addr);
     assert_same_bytes(&read_to_eof(&mut peer).unwrap(), &bytes);
 }

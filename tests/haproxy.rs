@@ -271,15 +271,10 @@ fn haproxy_with_send_proxy_v2_limits_and_logs_each_client_address() {
     // Large enough that a client that reads nothing stays held, and beginning with
     // what the documented health check expects.
     let greeting = [DEFAULT_GREETING, &large_greeting(16 * 1024 * 1024)].concat();
-    let path = temp_file("haproxy-proxy-greeting", &greeting);
-    let backend = spawn_server(&[
-        "--proxy-protocol",
-        "--max-per-ip",
-        "1",
-        "--log-connections",
-        "--message-file",
-        path.to_str().unwrap(),
-    ]);
+    let backend =
+        ServerCommand::new(&["--proxy-protocol", "--max-per-ip", "1", "--log-connections"])
+            .greeting("haproxy-proxy-greeting", &greeting)
+            .spawn();
     let proxy = start_haproxy(WITH_PROXY_PROTOCOL, &[backend.addr]);
     // Health checks carry a header (LOCAL), or the backend would never be up.
     proxy.wait_for_status("greeter1", "UP");

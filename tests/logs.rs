@@ -84,16 +84,11 @@ fn a_log_reader_that_comes_back_learns_how_many_lines_were_dropped() {
 
 #[test]
 fn reloads_and_their_log_lines_never_block_signal_handling() {
-    let path = temp_file("logs-reload", b"the greeting\n");
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut server = ServerCommand::new(&[
-        "--message-file",
-        path.to_str().unwrap(),
-        "--metrics",
-        &metrics.to_string(),
-    ])
-    .stderr_unread()
-    .spawn();
+    let mut server = ServerCommand::new(&["--metrics", &metrics.to_string()])
+        .greeting("logs-reload", b"the greeting\n")
+        .stderr_unread()
+        .spawn();
     let reloads_done = || {
         let (_, body) = http_get(metrics, "/metrics");
         samples(&body)["greeter_greeting_reloads_total{result=\"ok\"}"] as u64

@@ -170,15 +170,10 @@ fn healthz_is_ok_while_serving_503_while_draining_and_404_elsewhere() {
 #[test]
 fn healthz_says_paused_while_descriptors_run_out() {
     let greeting = large_greeting(16 * 1024 * 1024);
-    let path = temp_file("metrics-paused", &greeting);
-    let server = ServerCommand::new(&[
-        "--metrics",
-        "127.0.0.1:0",
-        "--message-file",
-        path.to_str().unwrap(),
-    ])
-    .fd_limit(24)
-    .spawn();
+    let server = ServerCommand::new(&["--metrics", "127.0.0.1:0"])
+        .greeting("metrics-paused", &greeting)
+        .fd_limit(24)
+        .spawn();
     let metrics = metrics_addr(&server);
     let peers: Vec<_> = (0..24).map(|_| connect(server.addr)).collect();
     server.wait_for_log("accept paused");

@@ -198,13 +198,9 @@ fn write_timeout_closes_a_peer_that_stops_reading() {
 #[test]
 fn max_connections_caps_held_connections_and_serves_the_overflow_later() {
     let greeting = large_greeting(4 * 1024 * 1024);
-    let path = temp_file("cap-greeting", &greeting);
-    let server = spawn_server(&[
-        "--max-connections",
-        "4",
-        "--message-file",
-        path.to_str().unwrap(),
-    ]);
+    let server = ServerCommand::new(&["--max-connections", "4"])
+        .greeting("cap-greeting", &greeting)
+        .spawn();
     let baseline_fds = server.open_fds();
 
     // Ten peers that do not read yet: four are held, six wait in the backlog.

@@ -65,8 +65,9 @@ fn two_workers_drain_in_flight_greetings_when_asked_to_stop() {
 #[test]
 fn a_second_sigterm_ends_the_drain_at_once() {
     let greeting = large_greeting(4 * 1024 * 1024);
-    let path = temp_file("workers-stop-now", &greeting);
-    let mut server = spawn_server(&["--workers", "2", "--message-file", path.to_str().unwrap()]);
+    let mut server = ServerCommand::new(&["--workers", "2"])
+        .greeting("workers-stop-now", &greeting)
+        .spawn();
     let _stalled = connect(server.addr);
     server.wait_for_in_flight(1);
     let started = Instant::now();
@@ -84,15 +85,9 @@ fn a_second_sigterm_ends_the_drain_at_once() {
 #[test]
 fn max_connections_applies_per_worker() {
     let greeting = large_greeting(4 * 1024 * 1024);
-    let path = temp_file("workers-cap", &greeting);
-    let server = spawn_server(&[
-        "--workers",
-        "2",
-        "--max-connections",
-        "2",
-        "--message-file",
-        path.to_str().unwrap(),
-    ]);
+    let server = ServerCommand::new(&["--workers", "2", "--max-connections", "2"])
+        .greeting("workers-cap", &greeting)
+        .spawn();
     let baseline_fds = server.open_fds();
     let peers: Vec<_> = (0..12).map(|_| connect(server.addr)).collect();
     // One accept queue: a worker at its cap leaves the rest to the other.
@@ -105,8 +100,8 @@ fn max_connections_applies_per_worker() {
 #[test]
 fn two_workers_survive_fd_exhaustion_and_serve_the_queue() {
     let greeting = large_greeting(4 * 1024 * 1024);
-    let path = temp_file("workers-fd", &greeting);
-    let server = ServerCommand::new(&["--workers", "2", "--message-file", path.to_str().unwrap()])
+    let server = ServerCommand::new(&["--workers", "2"])
+        .greeting("workers-fd", &greeting)
         .fd_limit(24)
         .spawn();
     let peers: Vec<_> = (0..24).map(|_| connect(server.addr)).collect();
