@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use mio::Waker;
 
+use crate::config::Config;
 use crate::totals::Totals;
 
 /// A server's counters and state, as of its last loop round.
@@ -20,8 +21,10 @@ pub struct Snapshot {
     pub accept_paused: bool,
     /// Whether a shutdown has begun (the listener is closed).
     pub draining: bool,
-    /// The size of the greeting new connections get.
+    /// The size of the greeting new connections of the first listener get.
     pub greeting_bytes: usize,
+    /// The connection limit (`--max-connections`) in force.
+    pub max_connections: usize,
 }
 
 /// What has been asked of the server's loop.
@@ -43,11 +46,12 @@ struct Control {
     /// Published by the loop once per round: one uncontended lock per round, not per
     /// connection.
     snapshot: Mutex<Snapshot>,
-    /// Set when `new_greeting` holds a greeting the loop has not taken yet, so that
-    /// the loop checks a flag, not a lock, every round.
-    greeting_pending: AtomicBool,
-    /// A greeting for new connections, handed over by [`ServerHandle::replace_greeting`].
-    new_greeting: Mutex<Option<Arc<[u8]>>>,
+    /// Set when `new_config` holds a config the loop has not taken yet, so that the
+    /// loop checks a flag, not a lock, every round.
+    config_pending: AtomicBool,
+    /// A reload's config for new connections, handed over by
+    /// [`ServerHandle::reconfigure`].
+    new_config: Mutex<Option<Arc<Config>>>,
 }
 
 /// Steers a running server from any thread: shut it down, or read its totals.
@@ -84,29 +88,32 @@ impl ServerHandle {
         self.raise(StopRequest::Now)
     }
 
-    /// Makes `greeting` the one new connections get, from the loop's next round on; a
-    /// connection already being greeted finishes with the bytes it started with.
+    /// Makes `config`'s greetings (per listener, by position), limits, timeouts and
+    /// logging the ones new connections get, from the loop's next round on, all at
+    /// once; a connection already held finishes with the greeting it started with.
+    /// What needs new sockets (addresses, backlog, send buffer, PROXY or not) is not
+    /// changed.
     ///
     /// # Errors
     /// Fails only if the loop cannot be woken.
-    pub fn replace_greeting(&self, greeting: Arc<[u8]>) -> io::Result<()> {
-        match self.control.new_greeting.lock() {
-            Ok(mut slot) => *slot = Some(greeting),
-            Err(poisoned) => *poisoned.into_inner() = Some(greeting),
+    pub fn reconfigure(&self, config: Arc<Config>) -> io::Result<()> {
+        match self.control.new_config.lock() {
+            Ok(mut slot) => *slot = Some(config),
+            Err(poisoned) => *poisoned.into_inner() = Some(config),
         }
-        self.control.greeting_pending.store(true, Ordering::Release);
+        self.control.config_pending.store(true, Ordering::Release);
         self.waker.wake()
     }
 
-    /// The greeting handed over since the last call, if any (for the loop).
-    pub(crate) fn take_new_greeting(&self) -> Option<Arc<[u8]>> {
+    /// The config handed over since the last call, if any (for the loop).
+    pub(crate) fn take_new_config(&self) -> Option<Arc<Config>> {
         // A plain load first: this runs every round, and a swap is a locked write.
-        if !self.control.greeting_pending.load(Ordering::Relaxed)
-            || !self.control.greeting_pending.swap(false, Ordering::Acquire)
+        if !self.control.config_pending.load(Ordering::Relaxed)
+            || !self.control.config_pending.swap(false, Ordering::Acquire)
         {
             return None;
         }
-        match self.control.new_greeting.lock() {
+        match self.control.new_config.lock() {
             Ok(mut slot) => slot.take(),
             Err(poisoned) => poisoned.into_inner().take(),
         }

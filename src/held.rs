@@ -97,7 +97,11 @@ impl HeldConnections {
             let (duration, capacity) = match timer {
                 Timer::Header => (
                     config.proxy_timeout,
-                    if config.proxy_protocol { capacity } else { 0 },
+                    if config.any_proxy_protocol() {
+                        capacity
+                    } else {
+                        0
+                    },
                 ),
                 Timer::Write => (config.write_timeout, capacity),
                 Timer::Linger => (config.linger_timeout, capacity),
@@ -119,6 +123,49 @@ impl HeldConnections {
             closed: Vec::new(),
             counts: HeldCounts::default(),
         }
+    }
+
+    /// A reload's limits, timeouts and logging, for what happens from now on: a new
+    /// `--max-per-ip` counts the connections already held, deadlines already running
+    /// keep their time.
+    pub(crate) fn reconfigure(&mut self, config: &Config) {
+        for timer in Timer::ALL {
+            let duration = match timer {
+                Timer::Header => config.proxy_timeout,
+                Timer::Write => config.write_timeout,
+                Timer::Linger => config.linger_timeout,
+            };
+            self.deadlines[timer as usize].set_duration(duration);
+        }
+        match (
+            config.max_per_ip,
+            &mut self.per_ip,
+            &mut self.header_waiters_per_peer,
+        ) {
+            (Some(limit), Some(per_ip), Some(per_peer)) => {
+                per_ip.set_limit(limit);
+                per_peer.set_limit(limit);
+            }
+            (Some(limit), _, _) => {
+                let (mut per_ip, mut per_peer) = (PerIpLimit::new(limit), PerIpLimit::new(limit));
+                for (_, held) in &self.slab {
+                    let ip = held.conn.peer().ip();
+                    match held.conn.phase() {
+                        Phase::Header => per_peer.hold(ip),
+                        _ => per_ip.hold(ip),
+                    }
+                }
+                self.per_ip = Some(per_ip);
+                self.header_waiters_per_peer = Some(per_peer);
+            }
+            (None, _, _) => {
+                self.per_ip = None;
+                self.header_waiters_per_peer = None;
+            }
+        }
+        self.max_header_waiters = max_header_waiters(config.max_connections);
+        self.max_connections = config.max_connections;
+        self.log_level = config.connection_log_level;
     }
 
     /// How many connections are held.

@@ -14,7 +14,82 @@ use std::net::{IpAddr, SocketAddr};
 use listenfd::ListenFd;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use crate::config::Config;
 use crate::error::Failure;
+
+/// A listening socket and the listener it serves (its index in
+/// [`Config::listeners`]), which decides what its connections get.
+#[derive(Debug)]
+pub struct ListeningSocket {
+    /// The bound, listening socket.
+    pub socket: std::net::TcpListener,
+    /// The index of its listener in [`Config::listeners`].
+    pub listener: usize,
+}
+
+/// Binds every listener of `config`, in order, each as [`listen_all`] does.
+///
+/// # Errors
+/// As [`listen_all`]; and before binding anything, if two listeners name the same
+/// address and port, or overlap (see [`listen_all`]).
+pub fn listen_config(config: &Config) -> Result<Vec<ListeningSocket>, Failure> {
+    let fixed: Vec<SocketAddr> = config
+        .listeners
+        .iter()
+        .flat_map(|listener| listener.addrs.iter().copied())
+        .filter(|addr| addr.port() != 0)
+        .collect();
+    refuse_overlaps(&fixed)?;
+    let mut sockets = Vec::new();
+    for (index, listener) in config.listeners.iter().enumerate() {
+        for socket in listen_all(&listener.addrs, config.backlog, config.send_buffer)? {
+            sockets.push(ListeningSocket {
+                socket,
+                listener: index,
+            });
+        }
+    }
+    Ok(sockets)
+}
+
+/// Assigns sockets that systemd passed to the listeners of `config`: all to the one
+/// listener, or each to the listener whose address and port it has.
+///
+/// # Errors
+/// A [`Failure`] naming a socket that no listener names.
+pub fn assign_passed(
+    sockets: Vec<std::net::TcpListener>,
+    config: &Config,
+) -> Result<Vec<ListeningSocket>, Failure> {
+    let mut assigned = Vec::with_capacity(sockets.len());
+    for socket in sockets {
+        let local = socket.local_addr().map_err(|err| {
+            Failure::new(
+                "cannot read the address of a socket systemd passed",
+                err,
+                None,
+            )
+        })?;
+        let listener = match config.listeners.len() {
+            1 => Some(0),
+            _ => config.listeners.iter().position(|listener| {
+                listener.addrs.iter().any(|addr| {
+                    addr.port() == local.port()
+                        && (addr.ip() == local.ip() || addr.ip().is_unspecified())
+                })
+            }),
+        };
+        let Some(listener) = listener else {
+            return Err(Failure::new(
+                format!("cannot serve the socket on {local} passed by systemd"),
+                io::Error::new(io::ErrorKind::InvalidInput, "no [[listener]] has its address and port"),
+                Some("give each ListenStream= of the .socket unit a [[listener]] with its host and port"),
+            ));
+        };
+        assigned.push(ListeningSocket { socket, listener });
+    }
+    Ok(assigned)
+}
 
 /// Binds a listening TCP socket with an explicit backlog (`std` and mio use 128, which
 /// drops SYNs under bursts) and `SO_REUSEADDR`, so a restart is not refused while old
@@ -138,6 +213,13 @@ fn bind_each(
 fn refuse_overlaps(addrs: &[SocketAddr]) -> Result<(), Failure> {
     for (index, later) in addrs.iter().enumerate() {
         for earlier in &addrs[..index] {
+            if earlier == later {
+                return Err(Failure::new(
+                    format!("cannot listen on {later}"),
+                    io::Error::new(io::ErrorKind::AddrInUse, "two listeners name it"),
+                    Some("give each [[listener]] its own host and port"),
+                ));
+            }
             let same_family = earlier.is_ipv4() == later.is_ipv4();
             let one_wildcard = earlier.ip().is_unspecified() || later.ip().is_unspecified();
             if earlier.port() == later.port() && same_family && one_wildcard {

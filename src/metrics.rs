@@ -21,16 +21,14 @@ use crate::handle::Snapshot;
 use crate::reload::ReloadCounts;
 use crate::workers::WorkersView;
 
-/// Where the numbers come from: the workers' published snapshots, the reload counts,
-/// and the fixed limits.
+/// Where the numbers come from: the workers' published snapshots and the reload
+/// counts.
 #[derive(Debug)]
 pub struct MetricsSource {
     /// The running workers' handles.
     pub workers: WorkersView,
     /// Reloads by outcome.
     pub reloads: Arc<ReloadCounts>,
-    /// `--max-connections` times the number of workers.
-    pub max_connections: usize,
 }
 
 impl Collector for MetricsSource {
@@ -99,17 +97,17 @@ impl Collector for MetricsSource {
             &mut encoder,
             "greeter_connections_max",
             "The most connections that may be held (--max-connections times the workers).",
-            ConstGauge::new(saturate(self.max_connections)),
+            ConstGauge::new(saturate(snapshot.max_connections)),
         )?;
         single(
             &mut encoder,
             "greeter_greeting_bytes",
-            "The size of the greeting new connections get.",
+            "The size of the greeting new connections get (of the first listener).",
             ConstGauge::new(saturate(snapshot.greeting_bytes)),
         )?;
         let mut family = encoder.encode_descriptor(
             "greeter_greeting_reloads",
-            "SIGHUP reloads of the greeting file, by result.",
+            "SIGHUP reloads of the configuration and greeting files, by result.",
             None,
             MetricType::Counter,
         )?;

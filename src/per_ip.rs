@@ -23,6 +23,12 @@ impl PerIpLimit {
         }
     }
 
+    /// Changes the limit; what is held stays counted (an address above a lowered
+    /// limit keeps its connections and gets no more until it is below).
+    pub fn set_limit(&mut self, limit: u32) {
+        self.limit = limit;
+    }
+
     /// Whether `ip` may hold one more connection.
     pub fn admits(&self, ip: IpAddr) -> bool {
         self.held.get(&ip).copied().unwrap_or(0) < self.limit

@@ -1,38 +1,41 @@
-//! SIGHUP: re-read `--message-file` with the checks of start-up and hand the new
-//! greeting to every worker. A failed reload keeps the old greeting; it never stops
-//! the server.
+//! SIGHUP: read the settings again (the config file with `--config`, and every
+//! greeting file) with the checks of start-up, and hand every worker what a reload
+//! may change, all at once. A failed reload changes nothing; it never stops the
+//! server. What needs new sockets or threads is named in a warning and waits for a
+//! restart.
 //!
-//! The file is read on a thread of its own ([`Reloader::spawn`]): a 1 GiB greeting
+//! The files are read on a thread of its own ([`Reloader::spawn`]): a 1 GiB greeting
 //! takes seconds to read, and the signal thread must stay free for SIGTERM and
 //! SIGUSR1 meanwhile. One reload runs at a time; SIGHUPs during it make one more
-//! reload after it, so the file is always read after the last signal.
+//! reload after it, so the files are always read after the last signal.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use log::{info, warn};
 
-use crate::cli::GreetingArgs;
+use crate::config::{Config, Settings};
 use crate::error::Failure;
 use crate::workers::WorkersView;
 
 /// Reloads counted by outcome, for the metrics.
 #[derive(Debug, Default)]
 pub struct ReloadCounts {
-    /// Reloads that swapped the greeting.
+    /// Reloads that handed the workers a new configuration.
     pub ok: AtomicU64,
-    /// Reloads that kept the old greeting because the file could not be used.
+    /// Reloads that changed nothing because a file could not be used.
     pub failed: AtomicU64,
 }
 
-/// Where the greeting came from, and what reloading it has done.
+/// What a reload starts from, and what reloading has done.
 #[derive(Debug)]
 pub struct Reloader {
-    /// The greeting file; `None` when the greeting came from `--message` or is the
-    /// default, which leaves nothing to reload.
-    file: Option<PathBuf>,
+    /// The settings the server started with: their flags and environment stay, the
+    /// files are read again, and what needs a restart is compared against them.
+    settings: Settings,
+    /// The configuration the workers run with now.
+    running: Config,
     /// The outcomes so far.
     counts: Arc<ReloadCounts>,
 }
@@ -40,19 +43,21 @@ pub struct Reloader {
 /// The outcome of one reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reloaded {
-    /// Every worker got a greeting of this many bytes.
+    /// Every worker got the new configuration; the first listener's greeting has
+    /// this many bytes.
     Swapped(usize),
-    /// The file could not be used; the old greeting stays. The message says why.
+    /// A file could not be used; nothing changed. The message says why.
     Kept(String),
-    /// There is no file to reload.
+    /// There is no file to reload (no `--config`, no greeting file).
     NothingToReload,
 }
 
 impl Reloader {
-    /// A reloader for the greeting `args` describe.
-    pub fn new(args: &GreetingArgs) -> Self {
+    /// A reloader for a server started with `settings`, running `running`.
+    pub fn new(settings: Settings, running: Config) -> Self {
         Reloader {
-            file: args.message_file.clone(),
+            settings,
+            running,
             counts: Arc::default(),
         }
     }
@@ -62,36 +67,70 @@ impl Reloader {
         Arc::clone(&self.counts)
     }
 
-    /// Re-reads the greeting file and, if it is usable, swaps every worker's greeting
-    /// for new connections. Logs one line and counts the outcome.
-    pub fn reload(&self, workers: &WorkersView) -> Reloaded {
-        let Some(path) = &self.file else {
+    /// Reads the settings and greeting files again and, if every one is usable, hands
+    /// every worker the new configuration for new connections. Logs one line (and a
+    /// warning for each change that waits for a restart) and counts the outcome.
+    pub fn reload(&mut self, workers: &WorkersView) -> Reloaded {
+        let config_file = self
+            .settings
+            .config_path()
+            .map(|path| path.display().to_string());
+        let greeting_files = self.settings.greeting_files();
+        if config_file.is_none() && greeting_files.iter().all(Option::is_none) {
             info!(
                 "reload: nothing to reload (the greeting comes from --message or is the default)"
             );
             return Reloaded::NothingToReload;
-        };
-        let source = GreetingArgs {
-            message: None,
-            message_file: Some(path.clone()),
-        };
-        match source.load() {
-            Ok(greeting) => {
-                let bytes = greeting.len();
-                workers.replace_greeting(greeting);
-                self.counts.ok.fetch_add(1, Ordering::Relaxed);
-                info!(
-                    "reload: greeting reloaded from {}: {bytes} bytes",
-                    path.display()
-                );
-                Reloaded::Swapped(bytes)
-            }
+        }
+        let reread = self
+            .settings
+            .reread()
+            .map_err(|err| err.to_string())
+            .and_then(|newer| {
+                let config = newer
+                    .reload_into(&self.running)
+                    .map_err(|err| err.to_string())?;
+                Ok((newer, config))
+            });
+        let (newer, config) = match reread {
+            Ok(reread) => reread,
             Err(err) => {
                 self.counts.failed.fetch_add(1, Ordering::Relaxed);
-                warn!("reload: keeping the old greeting: {err}");
-                Reloaded::Kept(err.to_string())
+                match config_file {
+                    Some(_) => warn!("reload: keeping the old configuration: {err}"),
+                    None => warn!("reload: keeping the old greeting: {err}"),
+                }
+                return Reloaded::Kept(err);
             }
+        };
+        for change in self.settings.restart_only_changes(&newer) {
+            warn!("reload: {change}");
         }
+        let bytes: Vec<usize> = config
+            .listeners
+            .iter()
+            .map(|listener| listener.greeting.len())
+            .collect();
+        let config = Arc::new(config);
+        workers.reconfigure(Arc::clone(&config));
+        self.running = Config::clone(&config);
+        self.counts.ok.fetch_add(1, Ordering::Relaxed);
+        match (config_file, greeting_files.first()) {
+            (Some(path), _) => info!(
+                "reload: configuration reloaded from {path}: listeners={} greeting_bytes={}",
+                bytes.len(),
+                bytes
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            (None, Some(Some(path))) => {
+                info!("reload: greeting reloaded from {path}: {} bytes", bytes[0]);
+            }
+            (None, _) => info!("reload: greetings reloaded"),
+        }
+        Reloaded::Swapped(bytes.first().copied().unwrap_or(0))
     }
 }
 
@@ -106,9 +145,12 @@ impl Reloader {
         let pending = Arc::clone(&requests.pending);
         thread::Builder::new()
             .name("greeter-reload".to_owned())
-            .spawn(move || loop {
-                pending.wait_and_take();
-                self.reload(&workers);
+            .spawn(move || {
+                let mut reloader = self;
+                loop {
+                    pending.wait_and_take();
+                    reloader.reload(&workers);
+                }
             })
             .map_err(|err| Failure::new("cannot start the reload thread", err, None))?;
         Ok(requests)

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
@@ -24,7 +25,7 @@ use crate::error::{describe_io_error, Failure};
 use crate::fdlimit;
 use crate::handle::{ServerHandle, Snapshot, StopRequest};
 use crate::held::HeldConnections;
-use crate::listener::listen_all;
+use crate::listener::{listen_config, ListeningSocket};
 use crate::socket::would_block;
 use crate::totals::Totals;
 
@@ -67,8 +68,9 @@ pub struct Server {
     /// The readiness poll: the listener, the waker and the connections
     /// that wait for something.
     poll: Poll,
-    /// The listening sockets; empty once a shutdown has stopped accepting.
-    listeners: Vec<TcpListener>,
+    /// The listening sockets, each with what its connections get; empty once a
+    /// shutdown has stopped accepting.
+    listeners: Vec<Listening>,
     /// Per listener: connections may be queued (an event came, or the last accept
     /// loop stopped before `WouldBlock`). Edge triggering announces them only once.
     pending: Vec<bool>,
@@ -76,7 +78,7 @@ pub struct Server {
     next_listener: usize,
     /// The addresses actually bound (with the real port when 0 was asked for).
     local_addrs: Vec<SocketAddr>,
-    /// The greeting and the limits.
+    /// The limits (the greetings are the listeners').
     config: Config,
     /// Connections that could not be finished at once, with their deadlines.
     held: HeldConnections,
@@ -89,6 +91,29 @@ pub struct Server {
     drain_deadline: Option<Instant>,
     /// The counters behind the `totals` line.
     totals: Totals,
+    /// The size of the first listener's greeting, for the snapshot.
+    greeting_bytes: usize,
+}
+
+/// A listening socket with what the connections it accepts get.
+#[derive(Debug)]
+struct Listening {
+    /// The socket.
+    socket: TcpListener,
+    /// Its listener's index in [`Config::listeners`], to find its greeting at a reload.
+    listener: usize,
+    /// The greeting its connections are sent (loaded once, shared, never copied).
+    greeting: Arc<[u8]>,
+    /// Whether its connections begin with a PROXY protocol header.
+    proxy_protocol: bool,
+}
+
+/// The size of the first listener's greeting (the one the snapshot reports).
+fn first_greeting_bytes(config: &Config) -> usize {
+    config
+        .listeners
+        .first()
+        .map_or(0, |listener| listener.greeting.len())
 }
 
 impl Server {
@@ -97,12 +122,13 @@ impl Server {
     /// # Errors
     /// As [`crate::listener::listen`], or if the event loop cannot be created.
     pub fn bind(config: Config) -> Result<Server, Failure> {
-        let listeners = listen_all(&config.listen, config.backlog, config.send_buffer)?;
-        Server::from_listeners(listeners, config)
+        let sockets = listen_config(&config)?;
+        Server::from_sockets(sockets, config)
     }
 
-    /// Builds a server on an already-bound, listening socket (`config.listen`,
-    /// `config.backlog` and `config.send_buffer` are then not used).
+    /// Builds a server on an already-bound, listening socket, serving it as the first
+    /// listener of `config` (whose addresses, `backlog` and `send_buffer` are then not
+    /// used).
     ///
     /// # Errors
     /// If the socket cannot be made nonblocking or the event loop cannot be created.
@@ -110,30 +136,43 @@ impl Server {
         listener: std::net::TcpListener,
         config: Config,
     ) -> Result<Server, Failure> {
-        Server::from_listeners(vec![listener], config)
+        let socket = ListeningSocket {
+            socket: listener,
+            listener: 0,
+        };
+        Server::from_sockets(vec![socket], config)
     }
 
-    /// Builds a server on already-bound, listening sockets (at least one), served
-    /// alike.
+    /// Builds a server on already-bound, listening sockets (at least one), each
+    /// serving the listener of `config` it names.
     ///
     /// # Errors
-    /// If a socket cannot be made nonblocking or the event loop cannot be created.
-    pub fn from_listeners(
-        listeners: Vec<std::net::TcpListener>,
-        config: Config,
-    ) -> Result<Server, Failure> {
+    /// If a socket cannot be made nonblocking, names no listener of `config`, or the
+    /// event loop cannot be created.
+    pub fn from_sockets(sockets: Vec<ListeningSocket>, config: Config) -> Result<Server, Failure> {
         let loop_error = |err| Failure::new("cannot set up the event loop", err, None);
         let poll = Poll::new().map_err(loop_error)?;
-        let mut local_addrs = Vec::with_capacity(listeners.len());
-        let mut registered = Vec::with_capacity(listeners.len());
-        for (index, listener) in listeners.into_iter().enumerate() {
-            listener.set_nonblocking(true).map_err(loop_error)?;
-            local_addrs.push(listener.local_addr().map_err(loop_error)?);
-            let mut listener = TcpListener::from_std(listener);
+        let mut local_addrs = Vec::with_capacity(sockets.len());
+        let mut registered = Vec::with_capacity(sockets.len());
+        for (index, ListeningSocket { socket, listener }) in sockets.into_iter().enumerate() {
+            let Some(served) = config.listeners.get(listener) else {
+                return Err(loop_error(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("a socket names listener {listener}, which the config lacks"),
+                )));
+            };
+            socket.set_nonblocking(true).map_err(loop_error)?;
+            local_addrs.push(socket.local_addr().map_err(loop_error)?);
+            let mut socket = TcpListener::from_std(socket);
             poll.registry()
-                .register(&mut listener, listener_token(index), Interest::READABLE)
+                .register(&mut socket, listener_token(index), Interest::READABLE)
                 .map_err(loop_error)?;
-            registered.push(listener);
+            registered.push(Listening {
+                socket,
+                listener,
+                greeting: Arc::clone(&served.greeting),
+                proxy_protocol: served.proxy_protocol,
+            });
         }
         if registered.is_empty() {
             return Err(loop_error(io::Error::new(
@@ -154,6 +193,7 @@ impl Server {
             next_listener: 0,
             local_addrs,
             held: HeldConnections::new(registry, &config, capacity),
+            greeting_bytes: first_greeting_bytes(&config),
             config,
             gate: AcceptGate::new(),
             handle: ServerHandle::new(waker),
@@ -176,8 +216,8 @@ impl Server {
     /// set one (otherwise accepted sockets autotune theirs).
     pub fn send_buffer(&self) -> Option<usize> {
         self.config.send_buffer?;
-        let listener = self.listeners.first()?;
-        SockRef::from(listener).send_buffer_size().ok()
+        let listening = self.listeners.first()?;
+        SockRef::from(&listening.socket).send_buffer_size().ok()
     }
 
     /// A handle that shuts the server down or reads its totals from another thread.
@@ -238,9 +278,8 @@ impl Server {
         }
         self.held.expire(now);
         self.record_held_closes();
-        if let Some(greeting) = self.handle.take_new_greeting() {
-            // New connections get it; held ones keep the `Arc` they started with.
-            self.config.greeting = greeting;
+        if let Some(config) = self.handle.take_new_config() {
+            self.reconfigure(&config);
         }
         let stop = self.handle.requested();
         if stop != StopRequest::None && self.drain_deadline.is_none() {
@@ -298,8 +337,23 @@ impl Server {
             held: self.held.len(),
             accept_paused: self.gate.retry_at().is_some(),
             draining: self.drain_deadline.is_some(),
-            greeting_bytes: self.config.greeting.len(),
+            greeting_bytes: self.greeting_bytes,
+            max_connections: self.config.max_connections,
         });
+    }
+
+    /// A reload's config, for new connections: each listener's greeting, the limits,
+    /// timeouts and logging. Held connections keep the greeting `Arc` they started
+    /// with, and the deadlines already running.
+    fn reconfigure(&mut self, config: &Config) {
+        for listening in &mut self.listeners {
+            if let Some(served) = config.listeners.get(listening.listener) {
+                listening.greeting = Arc::clone(&served.greeting);
+            }
+        }
+        self.greeting_bytes = first_greeting_bytes(config);
+        self.held.reconfigure(config);
+        self.config = config.clone();
     }
 
     /// Accepts from the listeners that may have connections queued, starting with a
@@ -350,8 +404,8 @@ impl Server {
                 self.gate.at_capacity();
                 return None;
             }
-            match self.listeners[index].accept() {
-                Ok((stream, peer)) => self.greet(stream, peer, now),
+            match self.listeners[index].socket.accept() {
+                Ok((stream, peer)) => self.greet(stream, peer, index, now),
                 Err(err) if would_block(&err) => return Some(true),
                 Err(err) => match accept::classify(&err) {
                     AcceptFailure::PerConnection => {
@@ -372,10 +426,11 @@ impl Server {
 
     /// A connection just accepted: advanced at once (the fast path: greeted and closed
     /// right away, usually), held only if it must wait.
-    fn greet(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
+    fn greet(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize, now: Instant) {
         self.totals.accepted += 1;
-        let conn = Connection::accepted(stream, peer, self.config.proxy_protocol);
-        if let Some(closed) = self.held.admit(conn, &self.config.greeting, now) {
+        let listening = &self.listeners[listener];
+        let conn = Connection::accepted(stream, peer, listening.proxy_protocol);
+        if let Some(closed) = self.held.admit(conn, &listening.greeting, now) {
             let (level, max) = (
                 self.config.connection_log_level,
                 self.config.max_connections,
@@ -404,10 +459,10 @@ impl Server {
             let queued_at_most = (self.config.backlog.max(0) as usize + 1) * self.listeners.len();
             self.accept_queued(now, queued_at_most, usize::MAX);
         }
-        for mut listener in self.listeners.drain(..) {
+        for mut listening in self.listeners.drain(..) {
             // Deregistered first: another worker may hold a duplicate of the socket,
             // which keeps it open (and in this poll) after this drop.
-            let _ = self.poll.registry().deregister(&mut listener);
+            let _ = self.poll.registry().deregister(&mut listening.socket);
         }
         self.gate.close();
         self.drain_deadline = Some(saturating_add(now, self.config.drain_timeout));

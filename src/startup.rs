@@ -1,4 +1,4 @@
-//! Everything `greeter-server` does before it serves: the flags checked into a
+//! Everything `greeter-server` does before it serves: the settings checked into a
 //! [`Config`], the listening sockets (passed by systemd, or bound), the metrics
 //! listener, and the start-up log lines. Every failure here is one [`Failure`]
 //! and nothing is logged before it, so that the error is the only line on stderr.
@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use log::{info, warn};
 
-use crate::config::{Config, ServerArgs};
+use crate::config::{Config, Settings};
 use crate::error::Failure;
 use crate::fdlimit::FdLimit;
 use crate::listener;
@@ -23,39 +23,49 @@ pub struct Prepared {
     pub workers: Workers,
     /// What SIGHUP reloads.
     pub reloader: Reloader,
-    /// The metrics listener, and the connection limit it reports, with `--metrics`.
-    pub metrics: Option<(MetricsServer, usize)>,
+    /// The metrics listener, with `--metrics`.
+    pub metrics: Option<MetricsServer>,
 }
 
-/// Checks `args`, binds (or takes systemd's sockets), binds the metrics listener and
-/// logs the start-up lines, including what raising the fd limit gave (`fd_limit`,
-/// raised by the caller before anything was created).
+/// Checks `settings` (resolving hosts, reading greeting files), binds (or takes
+/// systemd's sockets), binds the metrics listener and logs the start-up lines,
+/// including what raising the fd limit gave (`fd_limit`, raised by the caller before
+/// anything was created).
 ///
 /// # Errors
 /// The first [`Failure`]; nothing is logged before it.
-pub fn prepare(args: ServerArgs, fd_limit: io::Result<FdLimit>) -> Result<Prepared, Failure> {
+pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prepared, Failure> {
+    let args = settings
+        .server_args()
+        .map_err(crate::config::SettingsError::into_failure)?;
     let worker_count = match args.workers {
         0 => std::thread::available_parallelism().map_or(1, |cores| cores.get()),
         n => n as usize,
     };
-    let reloader = Reloader::new(&args.greeting);
-    let metrics_addr = args.metrics;
-    let config = args.into_config()?;
+    let config = settings.to_config()?;
     let (workers, source) = match listener::from_systemd()? {
-        Some(listeners) => (
-            Workers::from_listeners(listeners, &config, worker_count)?,
+        Some(sockets) => (
+            Workers::from_sockets(
+                listener::assign_passed(sockets, &config)?,
+                &config,
+                worker_count,
+            )?,
             "socket passed by systemd",
         ),
         None => (Workers::bind(&config, worker_count)?, "bound"),
     };
-    let metrics = match metrics_addr {
-        Some(addr) => {
-            let server = MetricsServer::bind(addr)?;
-            Some((server, config.max_connections.saturating_mul(workers.len())))
-        }
+    let metrics = match args.metrics {
+        Some(addr) => Some(MetricsServer::bind(addr)?),
         None => None,
     };
+    for warning in settings.warnings() {
+        warn!("{warning}");
+    }
+    if let Some(path) = settings.config_path() {
+        info!("config: {}", path.display());
+    }
     log_serving(&config, &workers, source);
+    let reloader = Reloader::new(settings, config);
     match fd_limit {
         Ok(limit) => info!(
             "fd limit: soft={} hard={} (was soft={})",
@@ -86,7 +96,12 @@ fn log_serving(config: &Config, workers: &Workers, source: &str) {
             .collect::<Vec<_>>()
             .join(" "),
         workers.len(),
-        config.greeting.len(),
+        config
+            .listeners
+            .iter()
+            .map(|listener| listener.greeting.len().to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         config.max_connections,
         somaxconn.map_or(config.backlog, |cap| cap.min(config.backlog)),
         humantime::format_duration(config.write_timeout),

@@ -123,14 +123,13 @@ impl Supervisor {
         let reload_counts = server.reloader.counts();
         let reloads = server.reloader.spawn(running.view())?;
         let mut metrics_addr = None;
-        if let Some((endpoint, max_connections)) = server.metrics {
+        if let Some(endpoint) = server.metrics {
             let addr = endpoint
                 .local_addr()
                 .map_err(|err| Failure::new("cannot start the metrics endpoint", err, None))?;
             endpoint.spawn(MetricsSource {
                 workers: running.view(),
                 reloads: reload_counts,
-                max_connections,
             })?;
             metrics::announce(addr);
             metrics_addr = Some(addr);

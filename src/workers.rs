@@ -20,7 +20,7 @@ use mio::Waker;
 use crate::config::Config;
 use crate::error::Failure;
 use crate::handle::{ServerHandle, Snapshot};
-use crate::listener::listen_all;
+use crate::listener::{listen_config, ListeningSocket};
 use crate::server::Server;
 use crate::totals::Totals;
 
@@ -34,14 +34,14 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Binds every address of `config.listen` once and shares the sockets among
-    /// `count` workers (at least one).
+    /// Binds every listener of `config` once and shares the sockets among `count`
+    /// workers (at least one).
     ///
     /// # Errors
-    /// As [`crate::listener::listen`], or if an event loop cannot be created.
+    /// As [`crate::listener::listen_config`], or if an event loop cannot be created.
     pub fn bind(config: &Config, count: usize) -> Result<Workers, Failure> {
-        let listeners = listen_all(&config.listen, config.backlog, config.send_buffer)?;
-        Workers::from_listeners(listeners, config, count)
+        let sockets = listen_config(config)?;
+        Workers::from_sockets(sockets, config, count)
     }
 
     /// Shares listening sockets (such as those systemd passed) among `count` workers:
@@ -49,17 +49,22 @@ impl Workers {
     ///
     /// # Errors
     /// If a socket cannot be duplicated or an event loop cannot be created.
-    pub fn from_listeners(
-        listeners: Vec<std::net::TcpListener>,
+    pub fn from_sockets(
+        sockets: Vec<ListeningSocket>,
         config: &Config,
         count: usize,
     ) -> Result<Workers, Failure> {
         let mut servers = Vec::with_capacity(count.max(1));
         for _ in 1..count.max(1) {
-            let duplicates = listeners
+            let duplicates = sockets
                 .iter()
-                .map(std::net::TcpListener::try_clone)
-                .collect::<Result<Vec<_>, _>>()
+                .map(|socket| {
+                    Ok(ListeningSocket {
+                        socket: socket.socket.try_clone()?,
+                        listener: socket.listener,
+                    })
+                })
+                .collect::<io::Result<Vec<_>>>()
                 .map_err(|err| {
                     Failure::new(
                         "cannot share the listening sockets among workers",
@@ -67,9 +72,9 @@ impl Workers {
                         None,
                     )
                 })?;
-            servers.push(Server::from_listeners(duplicates, config.clone())?);
+            servers.push(Server::from_sockets(duplicates, config.clone())?);
         }
-        servers.push(Server::from_listeners(listeners, config.clone())?);
+        servers.push(Server::from_sockets(sockets, config.clone())?);
         let local_addrs = servers[0].local_addrs().to_vec();
         Ok(Workers {
             servers,
@@ -222,11 +227,11 @@ pub struct WorkersView {
 }
 
 impl WorkersView {
-    /// Gives every worker `greeting` for its new connections (see
-    /// [`ServerHandle::replace_greeting`]); a worker that cannot be woken has stopped.
-    pub fn replace_greeting(&self, greeting: Arc<[u8]>) {
+    /// Gives every worker `config` for its new connections (see
+    /// [`ServerHandle::reconfigure`]); a worker that cannot be woken has stopped.
+    pub fn reconfigure(&self, config: Arc<Config>) {
         for handle in &self.handles {
-            let _ = handle.replace_greeting(Arc::clone(&greeting));
+            let _ = handle.reconfigure(Arc::clone(&config));
         }
     }
 
@@ -240,6 +245,7 @@ impl WorkersView {
             sum.accept_paused |= snapshot.accept_paused;
             sum.draining |= snapshot.draining;
             sum.greeting_bytes = snapshot.greeting_bytes;
+            sum.max_connections = sum.max_connections.saturating_add(snapshot.max_connections);
         }
         sum
     }

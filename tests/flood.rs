@@ -106,7 +106,7 @@ fn slow_readers_progress_and_shutdown_finishes_during_a_flood() {
 #[test]
 fn a_flood_on_one_listener_does_not_starve_another() {
     let mut config = default_config();
-    config.listen = vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+    config.listeners[0].addrs = vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
     let mut server = Server::bind(config).unwrap();
     let (flooded, quiet) = (server.local_addrs()[0], server.local_addrs()[1]);
     let flood: Vec<TcpStream> = (0..2 * ACCEPT_BUDGET).map(|_| connect(flooded)).collect();

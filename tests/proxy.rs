@@ -13,9 +13,7 @@ use util::*;
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
 fn proxy_config() -> Config {
-    let mut config = default_config();
-    config.proxy_protocol = true;
-    config
+    default_config().with_proxy_protocol()
 }
 
 /// A v2 header: `command` 1 (PROXY) or 0 (LOCAL), `family` 0x11 (TCP over IPv4) or

@@ -193,8 +193,7 @@ fn load_rejects_empty_and_impossible_runs() {
 
 #[test]
 fn send_proxy_drives_a_server_that_wants_the_proxy_protocol() {
-    let mut config = default_config();
-    config.proxy_protocol = true;
+    let config = default_config().with_proxy_protocol();
     let server = start_server(config);
     let mut opts = options(server.addr, DEFAULT_GREETING);
     // Without the header such a server answers nothing, within its header timeout.

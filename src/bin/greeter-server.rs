@@ -1,25 +1,40 @@
-//! `greeter-server`: parse the flags, set up logging and the fd limit, map signals to
-//! requests, and hand everything else to the library ([`greeter::startup`] checks and
-//! binds, [`greeter::supervisor`] runs).
+//! `greeter-server`: layer the flags, environment and config file, set up logging and
+//! the fd limit, map signals to requests, and hand everything else to the library
+//! ([`greeter::startup`] checks and binds, [`greeter::supervisor`] runs).
 
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use env_logger::{Target, WriteStyle};
 use log::{error, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
-use greeter::config::ServerCli;
+use greeter::config::settings::Environment;
+use greeter::config::{ServerCli, Settings};
 use greeter::log_sink::LogSink;
 use greeter::supervisor::{Request, Supervisor};
-use greeter::{fdlimit, startup, Failure, ServerArgs};
+use greeter::{fdlimit, startup, Failure};
+
+/// The exit code of a bad flag, variable or config file (clap's for a bad flag).
+const USAGE_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = ServerCli::parse();
+    let matches = ServerCli::command().get_matches();
+    let check_only = ServerCli::from_arg_matches(&matches).is_ok_and(|cli| cli.check_config);
+    let settings = match Settings::load(&matches, &Environment::from_process()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("greeter-server: {err}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    if check_only {
+        return check_config(&settings);
+    }
     let log_sink = match start_logging() {
         Ok(sink) => sink,
         Err(err) => {
@@ -33,7 +48,7 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         error!("internal error: {}", info.to_string().replace('\n', " "));
     }));
-    let outcome = serve(cli.server);
+    let outcome = serve(settings);
     // Bounded: a stderr that nobody reads must not keep a stopped server alive.
     log_sink.flush(LOG_FLUSH_TIMEOUT);
     match outcome {
@@ -45,11 +60,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: ServerArgs) -> Result<(), Failure> {
+/// `--check-config`: every start-up check that needs no socket, then the effective
+/// settings on stdout as a config file (exit 0), or the problem on stderr (exit 2).
+fn check_config(settings: &Settings) -> ExitCode {
+    if let Err(err) = settings.to_config() {
+        eprintln!("greeter-server: {err}");
+        return ExitCode::from(USAGE_ERROR);
+    }
+    for warning in settings.warnings() {
+        eprintln!("greeter-server: warning: {warning}");
+    }
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(settings.to_toml().as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("greeter-server: cannot write the configuration to stdout: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(settings: Settings) -> Result<(), Failure> {
     // Before anything is bound or created: every worker and connection needs
     // descriptors, and the usual soft limit (1024) is far below what is allowed.
     let fd_limit = fdlimit::raise_to_hard_limit();
-    let server = startup::prepare(args, fd_limit)?;
+    let server = startup::prepare(settings, fd_limit)?;
     let supervisor = Supervisor::new()?;
     let requests = supervisor.requests();
     // Installed before the listening lines are printed, so that a SIGTERM sent as soon

@@ -7,8 +7,10 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 
+use clap::CommandFactory;
 use clap::Parser;
-use greeter::config::ServerCli;
+use greeter::config::settings::Environment;
+use greeter::config::{ServerCli, Settings};
 use greeter::supervisor::{Request, Requests, Supervisor};
 use greeter::workers::WorkersView;
 use greeter::{fdlimit, startup, Config, Failure, Server, ServerHandle, Snapshot, Totals};
@@ -33,15 +35,14 @@ pub struct TestServer {
 }
 
 /// Starts an in-process server with `config` on 127.0.0.1, port 0.
-pub fn start_server(config: Config) -> TestServer {
-    let config = Config {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        ..config
-    };
+pub fn start_server(mut config: Config) -> TestServer {
+    for listener in &mut config.listeners {
+        listener.addrs = vec!["127.0.0.1:0".parse().unwrap()];
+    }
     start_server_on(config)
 }
 
-/// Starts an in-process server on `config.listen` as given (e.g. `[::1]:0`).
+/// Starts an in-process server on its listeners' addresses as given (e.g. `[::1]:0`).
 pub fn start_server_on(config: Config) -> TestServer {
     let server = Server::bind(config).expect("bind the test server");
     let addr = server.local_addr();
@@ -94,11 +95,23 @@ pub struct Supervised {
 /// Starts `greeter-server --port 0 ARGS` in-process, as the binary would (without
 /// its logging and signals), and waits until it serves.
 pub fn supervise(args: &[&str]) -> Supervised {
-    let argv = ["greeter-server", "--port", "0"]
+    let argv: Vec<&str> = ["--port", "0"]
         .into_iter()
-        .chain(args.iter().copied());
-    let cli = ServerCli::try_parse_from(argv).expect("valid flags");
-    let server = startup::prepare(cli.server, fdlimit::raise_to_hard_limit()).expect("start");
+        .chain(args.iter().copied())
+        .collect();
+    supervise_exactly(&argv)
+}
+
+/// Starts `greeter-server ARGS` in-process (no `--port 0` added: for a config file
+/// with `[[listener]]` tables), with no `GREETER_*` variables, and waits until it
+/// serves.
+pub fn supervise_exactly(args: &[&str]) -> Supervised {
+    let argv = std::iter::once("greeter-server").chain(args.iter().copied());
+    let matches = ServerCli::command()
+        .try_get_matches_from(argv)
+        .expect("valid flags");
+    let settings = Settings::load(&matches, &Environment::default()).expect("valid settings");
+    let server = startup::prepare(settings, fdlimit::raise_to_hard_limit()).expect("start");
     let supervisor = Supervisor::new().expect("a supervisor");
     let requests = supervisor.requests();
     let (serving, started) = mpsc::channel();

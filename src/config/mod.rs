@@ -1,16 +1,26 @@
-//! The server's settings: what `greeter-server`'s flags parse into, checked and loaded
-//! once at start-up so that the event loop never has to re-validate anything.
+//! The server's settings: the checked [`Config`] the loops run with, and how it is
+//! made. [`flags`] defines every setting as a flag, [`keys`] names each in the file
+//! and the environment, [`file`] reads the TOML config file, and [`Settings`] layers
+//! flags over environment over file over defaults, prints the result
+//! (`--check-config`) and turns it into a [`Config`]: checked and loaded once, so that
+//! the event loop never re-validates anything.
+
+pub mod file;
+pub mod flags;
+pub mod keys;
+pub mod settings;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::GreetingArgs;
 pub use crate::cli::DEFAULT_PORT;
 use crate::client::unbracket;
 use crate::error::Failure;
 pub use crate::greeting::{read_greeting_file, DEFAULT_GREETING, MAX_GREETING_BYTES};
+pub use flags::{ServerArgs, ServerCli};
+pub use settings::{Settings, SettingsError, Source};
 
 /// The longest duration any flag takes. Far beyond any useful timeout, and far enough
 /// from the clock's range that adding it to the time now can never overflow.
@@ -101,128 +111,12 @@ pub fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host} has no address (give one, e.g. 127.0.0.1:{port})"))
 }
 
-/// The server's command-line flags, as clap parses them.
-///
-/// Turn them into a [`Config`] with [`ServerArgs::into_config`], which reads the
-/// greeting file.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServerArgs {
-    /// Address or host name to listen on; repeat it for several. A name is listened on
-    /// at every address it resolves to (localhost: what the hosts file gives it,
-    /// usually 127.0.0.1 and ::1). :: alone also takes IPv4; beside an IPv4 address it
-    /// takes IPv6 only
-    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
-    pub host: Vec<String>,
-
-    /// Port to listen on, for every --host; 0 picks a free one (the real port is printed)
-    #[arg(long, default_value_t = DEFAULT_PORT, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u16))]
-    pub port: u16,
-
-    /// The greeting: `--message` or `--message-file`.
-    #[command(flatten)]
-    pub greeting: GreetingArgs,
-
-    /// Connections held at once; the rest wait in the kernel's listen backlog
-    #[arg(long, value_name = "N", default_value_t = 10_000, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections: u32,
-
-    /// Close a peer that has not taken the whole greeting within this time
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
-    pub write_timeout: Duration,
-
-    /// Listen backlog (the kernel caps it at net.core.somaxconn)
-    #[arg(long, value_name = "N", default_value_t = 1024, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
-    pub backlog: u32,
-
-    /// On SIGINT/SIGTERM, wait this long for in-flight greetings before closing them
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
-    pub drain_timeout: Duration,
-
-    /// After the greeting, wait at most this long for a peer that sent data to close
-    /// its side, so that closing never resets the connection under the greeting
-    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
-    pub linger_timeout: Duration,
-
-    /// At most N connections held at once from one client address; more are closed
-    /// at once without the greeting (default: no limit)
-    #[arg(long, value_name = "N", allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_per_ip: Option<u32>,
-
-    /// Event loops, each on its own thread, sharing the listening socket; 0 means one
-    /// per available core. Limits apply per worker
-    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(0..=1024))]
-    pub workers: u32,
-
-    /// Every connection must begin with a PROXY protocol header (v1 or v2, as HAProxy's
-    /// send-proxy sends); its client is the one limits and logs see. The greeting
-    /// waits for the header; a missing or bad one closes the connection
-    #[arg(long)]
-    pub proxy_protocol: bool,
-
-    /// With --proxy-protocol, how long a connection has to send its header
-    #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse_positive_duration)]
-    pub proxy_timeout: Duration,
-
-    /// Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on
-    /// this address and port, e.g. 127.0.0.1:9464 or localhost:9464 (a name: the first
-    /// address it resolves to) (default: off)
-    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_addr)]
-    pub metrics: Option<SocketAddr>,
-
-    /// Log one ACCEPT and one CLOSE line per connection at info level (key=value, for
-    /// fail2ban and the like); without it they are debug lines
-    #[arg(long)]
-    pub log_connections: bool,
-
-    /// Send buffer of every connection (SO_SNDBUF, set once on the listening socket);
-    /// bounds the kernel memory a peer that does not read can hold (default: the
-    /// kernel's autotuning, up to net.ipv4.tcp_wmem's maximum)
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-    pub send_buffer: Option<usize>,
-}
-
-/// Serves a greeting over TCP to every client that connects, then closes.
-///
-/// The greeting is sent the moment a connection is accepted; closing never loses it
-/// to a reset, and the server keeps serving through resets, stalls and floods.
-#[derive(Debug, clap::Parser)]
-#[command(name = "greeter-server", version, after_help = SERVER_AFTER_HELP)]
-pub struct ServerCli {
-    /// The server's flags.
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
-
-/// The part of `--help` below the flags.
-const SERVER_AFTER_HELP: &str = "\
-Prints `listening on ADDR` on stdout once it serves (the real port with --port 0).
-Started by systemd with a socket (LISTEN_FDS), it serves that socket instead.
-
-Signals:
-  SIGINT, SIGTERM  stop accepting, greet what is queued, drain within --drain-timeout,
-                   exit 0 (a second one closes what is in flight at once)
-  SIGHUP           re-read --message-file for new connections (a failed reload
-                   keeps the old greeting)
-  SIGUSR1          log the totals so far
-
-Exit codes: 0 stopped by a signal; 1 a start-up or worker error (one line on
-stderr); 2 a bad flag.
-
-Logs go to stderr; RUST_LOG sets the level (default info; RUST_LOG=debug adds a
-line per connection).";
-
-/// Everything the server needs, checked: the address, the greeting and the limits.
+/// Everything the server needs, checked: the listeners with their greetings, and the
+/// limits.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where to listen, in the order given (at least one address).
-    pub listen: Vec<SocketAddr>,
-    /// The greeting, loaded once and shared by every connection (never copied).
-    pub greeting: Arc<[u8]>,
+    /// What to listen on, in the order given (at least one listener).
+    pub listeners: Vec<ListenerConfig>,
     /// How many connections may be held at once (writing or lingering).
     pub max_connections: usize,
     /// How long a peer has, from accept, to take the whole greeting.
@@ -235,11 +129,9 @@ pub struct Config {
     pub linger_timeout: Duration,
     /// How many connections one client address may hold at once; `None`: no limit.
     pub max_per_ip: Option<u32>,
-    /// `SO_SNDBUF` for the listening socket, inherited by every accepted one; `None`:
+    /// `SO_SNDBUF` for the listening sockets, inherited by every accepted one; `None`:
     /// the kernel's autotuning.
     pub send_buffer: Option<usize>,
-    /// Whether every connection starts with a PROXY protocol header to read first.
-    pub proxy_protocol: bool,
     /// How long a connection has, from accept, to send its PROXY header.
     pub proxy_timeout: Duration,
     /// The level of the per-connection `ACCEPT` and `CLOSE` lines: info with
@@ -247,12 +139,27 @@ pub struct Config {
     pub connection_log_level: log::Level,
 }
 
+/// One listener: its addresses (a host name gives all of its own) and what the
+/// connections it accepts get.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Where to listen, in the order given (at least one address, one port).
+    pub addrs: Vec<SocketAddr>,
+    /// The greeting, loaded once and shared by every connection (never copied).
+    pub greeting: Arc<[u8]>,
+    /// Whether every connection starts with a PROXY protocol header to read first.
+    pub proxy_protocol: bool,
+}
+
 impl Config {
     /// The defaults of `greeter-server`, listening on `listen`.
     pub fn new(listen: SocketAddr) -> Self {
         Config {
-            listen: vec![listen],
-            greeting: Arc::from(DEFAULT_GREETING.as_bytes()),
+            listeners: vec![ListenerConfig {
+                addrs: vec![listen],
+                greeting: Arc::from(DEFAULT_GREETING.as_bytes()),
+                proxy_protocol: false,
+            }],
             max_connections: 10_000,
             write_timeout: Duration::from_secs(30),
             backlog: 1024,
@@ -260,31 +167,51 @@ impl Config {
             linger_timeout: Duration::from_secs(2),
             max_per_ip: None,
             send_buffer: None,
-            proxy_protocol: false,
             proxy_timeout: Duration::from_secs(3),
             connection_log_level: log::Level::Debug,
         }
     }
 
-    /// Replaces the greeting.
+    /// Gives every listener this greeting.
     pub fn with_greeting(mut self, greeting: impl Into<Arc<[u8]>>) -> Self {
-        self.greeting = greeting.into();
+        let greeting = greeting.into();
+        for listener in &mut self.listeners {
+            listener.greeting = Arc::clone(&greeting);
+        }
         self
+    }
+
+    /// Makes every listener expect a PROXY protocol header first.
+    pub fn with_proxy_protocol(mut self) -> Self {
+        for listener in &mut self.listeners {
+            listener.proxy_protocol = true;
+        }
+        self
+    }
+
+    /// Whether any listener expects PROXY protocol headers.
+    pub fn any_proxy_protocol(&self) -> bool {
+        self.listeners
+            .iter()
+            .any(|listener| listener.proxy_protocol)
     }
 }
 
 impl ServerArgs {
-    /// Checks the flags and loads the greeting.
+    /// The config of these flags alone: one listener (every `--host` on `--port`),
+    /// its greeting loaded.
     ///
     /// # Errors
-    /// A [`Failure`] naming the greeting file and the cause when it cannot be
-    /// read, or saying that the greeting is empty.
+    /// A [`Failure`] naming the host that does not resolve, or the greeting file and
+    /// the cause when it cannot be read, or saying that the greeting is empty.
     pub fn into_config(self) -> Result<Config, Failure> {
-        let listen = resolve_hosts(&self.host, self.port)?;
-        let greeting = self.greeting.load()?;
+        let listener = ListenerConfig {
+            addrs: resolve_hosts(&self.host, self.port)?,
+            greeting: self.greeting.load()?,
+            proxy_protocol: self.proxy_protocol,
+        };
         Ok(Config {
-            listen,
-            greeting,
+            listeners: vec![listener],
             max_connections: self.max_connections as usize,
             write_timeout: self.write_timeout,
             backlog: self.backlog as i32,
@@ -292,7 +219,6 @@ impl ServerArgs {
             linger_timeout: self.linger_timeout,
             max_per_ip: self.max_per_ip,
             send_buffer: self.send_buffer,
-            proxy_protocol: self.proxy_protocol,
             proxy_timeout: self.proxy_timeout,
             connection_log_level: if self.log_connections {
                 log::Level::Info
@@ -371,9 +297,14 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_ones() {
         let config = parse(&[]).unwrap().into_config().unwrap();
-        assert_eq!(config.listen, ["127.0.0.1:8080".parse().unwrap()]);
-        assert_eq!(&*config.greeting, b"Hello there! This is the hosted server");
-        assert_eq!(config.greeting.len(), 38);
+        assert_eq!(
+            config.listeners[0].addrs,
+            ["127.0.0.1:8080".parse().unwrap()]
+        );
+        assert_eq!(
+            &*config.listeners[0].greeting,
+            b"Hello there! This is the hosted server"
+        );
         assert_eq!(config.max_connections, 10_000);
         assert_eq!(config.write_timeout, Duration::from_secs(30));
         assert_eq!(config.backlog, 1024);
@@ -394,7 +325,7 @@ mod tests {
             .unwrap()
             .into_config()
             .unwrap();
-        assert_eq!(config.listen, ["[::1]:0".parse().unwrap()]);
+        assert_eq!(config.listeners[0].addrs, ["[::1]:0".parse().unwrap()]);
     }
 
     #[test]
@@ -505,7 +436,7 @@ mod tests {
             .unwrap()
             .into_config()
             .unwrap();
-        assert_eq!(&*config.greeting, "héllo\n".as_bytes());
+        assert_eq!(&*config.listeners[0].greeting, "héllo\n".as_bytes());
     }
 
     #[test]

@@ -1,0 +1,346 @@
+//! The config file (`--config`): TOML, read once per start or reload. Every key is
+//! checked against [`KEYS`] (a misspelt one gets a suggestion), every value against
+//! its TOML type and then the flag's own parser, and every error names the file and
+//! line: `greeter.toml:7: unknown key max-conections (did you mean
+//! max-connections?)`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::config::flags::check_value;
+use crate::config::keys::{self, FileType, Key, KEYS};
+use crate::config::SettingsError;
+
+/// The largest config file read: far beyond any real one, so that a wrong path (a
+/// log, a device) fails at once instead of filling memory.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// A config file, read and checked.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    /// Where it was read from, as given.
+    pub path: PathBuf,
+    /// Its top-level values, in file order.
+    pub top: Vec<FileValue>,
+    /// Its `[[listener]]` tables, in order.
+    pub listeners: Vec<ListenerTable>,
+}
+
+/// One value the file sets, as a flag would take it.
+#[derive(Debug, Clone)]
+pub struct FileValue {
+    /// The key it sets.
+    pub key: &'static Key,
+    /// Its value as flag text: one, or several for `host`.
+    pub values: Vec<String>,
+    /// The line it is on.
+    pub line: usize,
+}
+
+/// One `[[listener]]` table.
+#[derive(Debug, Clone)]
+pub struct ListenerTable {
+    /// The line of its header.
+    pub line: usize,
+    /// The values it sets for itself, in file order.
+    pub values: Vec<FileValue>,
+}
+
+impl ConfigFile {
+    /// Reads and checks the file at `path`. Relative `message-file` paths in it are
+    /// taken relative to the file's directory, as a file in /etc means.
+    ///
+    /// # Errors
+    /// A one-line [`SettingsError`] naming the file (and the line, for what is in it).
+    pub fn read(path: &Path) -> Result<ConfigFile, SettingsError> {
+        let text = read_text(path)?;
+        let at = |offset: usize| Location {
+            path,
+            line: line_of(&text, offset),
+        };
+        let document = DeTable::parse(&text).map_err(|err| {
+            let line = err.span().map_or(1, |span| line_of(&text, span.start));
+            let message = err.message().trim().replace('\n', " ");
+            SettingsError(format!("{}:{line}: {message}", path.display()))
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let mut file = ConfigFile {
+            path: path.to_owned(),
+            top: Vec::new(),
+            listeners: Vec::new(),
+        };
+        for (name, value) in document.get_ref() {
+            let where_ = at(name.span().start);
+            if name.get_ref() == "listener" {
+                file.listeners = listener_tables(value, &at, base)?;
+                continue;
+            }
+            let key = known_key(name.get_ref(), &where_)?;
+            file.top.push(file_value(key, value, &at, base)?);
+        }
+        Ok(file)
+    }
+}
+
+/// Where something is in the file, for its error.
+struct Location<'a> {
+    path: &'a Path,
+    line: usize,
+}
+
+impl Location<'_> {
+    fn error(&self, message: impl std::fmt::Display) -> SettingsError {
+        SettingsError(format!("{}:{}: {message}", self.path.display(), self.line))
+    }
+}
+
+/// The file's text: a regular file of at most [`MAX_FILE_BYTES`], in UTF-8.
+fn read_text(path: &Path) -> Result<String, SettingsError> {
+    let fail = |cause: String| {
+        SettingsError(format!(
+            "cannot read config file {}: {cause}",
+            path.display()
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(|err| {
+        fail(crate::error::describe_io_error(&err) + " (check the --config path)")
+    })?;
+    let metadata = file
+        .metadata()
+        .map_err(|err| fail(crate::error::describe_io_error(&err)))?;
+    if !metadata.is_file() {
+        return Err(fail(
+            "not a regular file (give --config a TOML file)".into(),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| fail(crate::error::describe_io_error(&err)))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(fail("larger than 1MiB: is this the config file?".into()));
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        fail(format!(
+            "not UTF-8 (a TOML file is UTF-8; the first bad byte is at offset {})",
+            err.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The key called `name`, or the error for an unknown one with the likeliest meant.
+fn known_key(name: &str, at: &Location<'_>) -> Result<&'static Key, SettingsError> {
+    keys::find(name).ok_or_else(|| {
+        let names = KEYS.iter().map(|key| key.name).chain(["listener"]);
+        match keys::closest(name, names) {
+            Some(meant) => at.error(format_args!("unknown key {name} (did you mean {meant}?)")),
+            None => at.error(format_args!(
+                "unknown key {name} (the keys are the long flags of greeter-server --help)"
+            )),
+        }
+    })
+}
+
+/// The `[[listener]]` tables.
+fn listener_tables<'p>(
+    value: &Spanned<DeValue<'_>>,
+    at: &impl Fn(usize) -> Location<'p>,
+    base: &Path,
+) -> Result<Vec<ListenerTable>, SettingsError> {
+    let here = at(value.span().start);
+    let DeValue::Array(tables) = value.get_ref() else {
+        return Err(
+            here.error("listener must be [[listener]] tables (double brackets), one per listener")
+        );
+    };
+    let mut listeners = Vec::with_capacity(tables.len());
+    for table in tables {
+        let line = at(table.span().start).line;
+        let DeValue::Table(entries) = table.get_ref() else {
+            return Err(at(table.span().start).error("each listener must be a table"));
+        };
+        let mut values = Vec::with_capacity(entries.len());
+        for (name, value) in entries {
+            let where_ = at(name.span().start);
+            let key = known_key(name.get_ref(), &where_)?;
+            if !key.per_listener {
+                return Err(where_.error(format_args!(
+                    "{} cannot be set per listener (set it at the top level, before the first [[listener]])",
+                    key.name
+                )));
+            }
+            values.push(file_value(key, value, at, base)?);
+        }
+        listeners.push(ListenerTable { line, values });
+    }
+    Ok(listeners)
+}
+
+/// The value of `key`, type-checked and checked by the flag's parser, as flag text.
+fn file_value<'p>(
+    key: &'static Key,
+    value: &Spanned<DeValue<'_>>,
+    at: &impl Fn(usize) -> Location<'p>,
+    base: &Path,
+) -> Result<FileValue, SettingsError> {
+    let here = at(value.span().start);
+    let wrong_type = |expected: &str, example: &str| {
+        here.error(format_args!(
+            "{} must be {expected}, not {} (write {} = {example})",
+            key.name,
+            describe(value.get_ref()),
+            key.name
+        ))
+    };
+    let values = match (key.file_type, value.get_ref()) {
+        (FileType::Boolean, DeValue::Boolean(yes)) => vec![yes.to_string()],
+        (FileType::Boolean, _) => return Err(wrong_type("true or false", "true")),
+        (FileType::Integer | FileType::Size, DeValue::Integer(number)) => {
+            match i128::from_str_radix(number.as_str(), number.radix()) {
+                Ok(number) => vec![number.to_string()],
+                Err(_) => {
+                    return Err(here.error(format_args!("{}: the number is out of range", key.name)))
+                }
+            }
+        }
+        (FileType::Integer, _) => return Err(wrong_type("an integer", "100")),
+        (FileType::Text | FileType::Size | FileType::Hosts, DeValue::String(text)) => {
+            vec![text.to_string()]
+        }
+        (FileType::Size, _) => return Err(wrong_type("a size", "\"64KiB\"")),
+        (FileType::Hosts, DeValue::Array(items)) => {
+            let hosts: Option<Vec<String>> = items
+                .iter()
+                .map(|item| item.get_ref().as_str().map(str::to_owned))
+                .collect();
+            match hosts {
+                Some(hosts) if !hosts.is_empty() => hosts,
+                _ => {
+                    return Err(wrong_type(
+                        "a string or a non-empty array of strings",
+                        "[\"127.0.0.1\", \"::1\"]",
+                    ))
+                }
+            }
+        }
+        (FileType::Hosts, _) => {
+            return Err(wrong_type(
+                "a string or an array of strings",
+                "\"127.0.0.1\"",
+            ))
+        }
+        (FileType::Text, _) => return Err(wrong_type("a string", "\"...\"")),
+    };
+    let mut values = values;
+    if key.file_type != FileType::Boolean {
+        for text in &values {
+            check_value(key.name, text)
+                .map_err(|cause| here.error(format_args!("{}: {cause}", key.name)))?;
+        }
+    }
+    if key.name == "message-file" {
+        values = values
+            .into_iter()
+            .map(|path| base.join(path).display().to_string())
+            .collect();
+    }
+    Ok(FileValue {
+        key,
+        values,
+        line: here.line,
+    })
+}
+
+/// A TOML value's type, for an error message.
+fn describe(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Result<ConfigFile, String> {
+        let path = std::env::temp_dir().join(format!(
+            "greeter-file-{}-{}.toml",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let read = ConfigFile::read(&path)
+            .map_err(|err| err.to_string().replace(&path.display().to_string(), "FILE"));
+        let _ = std::fs::remove_file(&path);
+        read
+    }
+
+    #[test]
+    fn values_become_flag_text() {
+        let file = read(
+            "port = 2222\nhost = [\"127.0.0.1\", \"::1\"]\nsend-buffer = \"64KiB\"\n\
+             log-connections = true\nwrite-timeout = \"1m\"\n",
+        )
+        .unwrap();
+        let values: Vec<(&str, Vec<String>, usize)> = file
+            .top
+            .iter()
+            .map(|value| (value.key.name, value.values.clone(), value.line))
+            .collect();
+        assert!(
+            values.contains(&("port", vec!["2222".into()], 1)),
+            "{values:?}"
+        );
+        assert!(values.contains(&("host", vec!["127.0.0.1".into(), "::1".into()], 2)));
+        assert!(values.contains(&("send-buffer", vec!["64KiB".into()], 3)));
+        assert!(values.contains(&("log-connections", vec!["true".into()], 4)));
+        assert!(values.contains(&("write-timeout", vec!["1m".into()], 5)));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_key() {
+        let cases = [
+            ("port = 1\n\n\nmax-conections = 5\n", "FILE:4: unknown key max-conections (did you mean max-connections?)"),
+            ("max-connections = \"lots\"\n", "FILE:1: max-connections must be an integer, not a string (write max-connections = 100)"),
+            ("\nmax-connections = 0\n", "FILE:2: max-connections: 0 is not in 1..=4294967295"),
+            ("write-timeout = \"soon\"\n", "FILE:1: write-timeout: expected number at 0 (write durations like 250ms, 10s or 1m)"),
+            ("proxy-protocol = \"yes\"\n", "FILE:1: proxy-protocol must be true or false, not a string (write proxy-protocol = true)"),
+            ("port = 99999999999999999999999\n", "FILE:1: "),
+            ("port = \n", "FILE:1: "),
+            ("[[listener]]\nport = 1\nworkers = 2\n", "FILE:3: workers cannot be set per listener"),
+            ("[listener]\nport = 1\n", "FILE:1: listener must be [[listener]] tables"),
+            ("colour = 1\n", "FILE:1: unknown key colour (the keys are the long flags"),
+        ];
+        for (text, expected) in cases {
+            let err = read(text).unwrap_err();
+            assert!(err.starts_with(expected), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn message_files_are_found_beside_the_config_file() {
+        let file = read("message-file = \"banner.txt\"\n").unwrap();
+        let expected = std::env::temp_dir().join("banner.txt");
+        assert_eq!(file.top[0].values, [expected.display().to_string()]);
+    }
+}

@@ -1,0 +1,167 @@
+//! `greeter-server`'s flags, as clap parses them: their names, defaults, help and
+//! value parsers. The config file and the environment take the same names (see
+//! [`crate::config::keys`]) and their values are checked by these same parsers, so a
+//! value means the same wherever it is written.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::{GreetingArgs, DEFAULT_PORT};
+use crate::config::{parse_duration, parse_metrics_addr, parse_positive_duration, parse_size};
+
+/// The server's settings as flags. [`crate::config::Settings`] layers them over the
+/// environment, the config file and the defaults.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Address or host name to listen on; repeat it for several. A name is listened on
+    /// at every address it resolves to (localhost: what the hosts file gives it,
+    /// usually 127.0.0.1 and ::1). :: alone also takes IPv4; beside an IPv4 address it
+    /// takes IPv6 only
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
+    pub host: Vec<String>,
+
+    /// Port to listen on, for every --host; 0 picks a free one (the real port is printed)
+    #[arg(long, default_value_t = DEFAULT_PORT, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u16))]
+    pub port: u16,
+
+    /// The greeting: `--message` or `--message-file`.
+    #[command(flatten)]
+    pub greeting: GreetingArgs,
+
+    /// Connections held at once; the rest wait in the kernel's listen backlog
+    #[arg(long, value_name = "N", default_value_t = 10_000, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Close a peer that has not taken the whole greeting within this time
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Listen backlog (the kernel caps it at net.core.somaxconn)
+    #[arg(long, value_name = "N", default_value_t = 1024, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    pub backlog: u32,
+
+    /// On SIGINT/SIGTERM, wait this long for in-flight greetings before closing them
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// After the greeting, wait at most this long for a peer that sent data to close
+    /// its side, so that closing never resets the connection under the greeting
+    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
+    pub linger_timeout: Duration,
+
+    /// At most N connections held at once from one client address; more are closed
+    /// at once without the greeting (default: no limit)
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_per_ip: Option<u32>,
+
+    /// Event loops, each on its own thread, sharing the listening socket; 0 means one
+    /// per available core. Limits apply per worker
+    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub workers: u32,
+
+    /// Every connection must begin with a PROXY protocol header (v1 or v2, as HAProxy's
+    /// send-proxy sends); its client is the one limits and logs see. The greeting
+    /// waits for the header; a missing or bad one closes the connection
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// With --proxy-protocol, how long a connection has to send its header
+    #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse_positive_duration)]
+    pub proxy_timeout: Duration,
+
+    /// Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on
+    /// this address and port, e.g. 127.0.0.1:9464 or localhost:9464 (a name: the first
+    /// address it resolves to) (default: off)
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_addr)]
+    pub metrics: Option<SocketAddr>,
+
+    /// Log one ACCEPT and one CLOSE line per connection at info level (key=value, for
+    /// fail2ban and the like); without it they are debug lines
+    #[arg(long)]
+    pub log_connections: bool,
+
+    /// Send buffer of every connection (SO_SNDBUF, set once on the listening socket);
+    /// bounds the kernel memory a peer that does not read can hold (default: the
+    /// kernel's autotuning, up to net.ipv4.tcp_wmem's maximum)
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub send_buffer: Option<usize>,
+}
+
+/// Serves a greeting over TCP to every client that connects, then closes.
+///
+/// The greeting is sent the moment a connection is accepted; closing never loses it
+/// to a reset, and the server keeps serving through resets, stalls and floods.
+#[derive(Debug, clap::Parser)]
+#[command(name = "greeter-server", version, after_help = SERVER_AFTER_HELP)]
+pub struct ServerCli {
+    /// Read settings from this TOML file (also GREETER_CONFIG); flags and GREETER_*
+    /// variables override what it sets
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration (flags, environment and --config) without serving:
+    /// print the effective settings as a config file and exit 0, or print the problem
+    /// and exit 2
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// The server's settings.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// The part of `--help` below the flags.
+const SERVER_AFTER_HELP: &str = "\
+Prints `listening on ADDR` on stdout once it serves (the real port with --port 0).
+Started by systemd with a socket (LISTEN_FDS), it serves that socket instead.
+
+Every flag is also a config-file key (max-connections = 100) and an environment
+variable (GREETER_MAX_CONNECTIONS=100): flags win over the environment, which wins
+over the file, which wins over the defaults. [[listener]] tables in the file serve
+several ports, each with its own host, port, message or message-file and
+proxy-protocol.
+
+Signals:
+  SIGINT, SIGTERM  stop accepting, greet what is queued, drain within --drain-timeout,
+                   exit 0 (a second one closes what is in flight at once)
+  SIGHUP           re-read --config (or --message-file) for new connections; settings
+                   that need new sockets or threads wait for a restart (a failed
+                   reload keeps everything as it was)
+  SIGUSR1          log the totals so far
+
+Exit codes: 0 stopped by a signal (or --check-config found no problem); 1 a
+start-up or worker error (one line on stderr); 2 a bad flag, variable or config file.
+
+Logs go to stderr; RUST_LOG sets the level (default info; RUST_LOG=debug adds a
+line per connection).";
+
+/// Checks `text` as the value of `--NAME` with that flag's own parser, so that a value
+/// from the config file or the environment means what it would as a flag.
+///
+/// # Errors
+/// What the parser says is wrong, as a phrase (`0 is not in 1..=4294967295`).
+pub fn check_value(name: &str, text: &str) -> Result<(), String> {
+    use clap::CommandFactory;
+    let flag = format!("--{name}={text}");
+    match ServerCli::command().try_get_matches_from(["greeter-server", flag.as_str()]) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(parse_error_cause(&err)),
+    }
+}
+
+/// What a clap error says is wrong with a value, without clap's framing (`error:`,
+/// the flag, the usage).
+pub fn parse_error_cause(err: &clap::Error) -> String {
+    if let Some(cause) = std::error::Error::source(err) {
+        return cause.to_string();
+    }
+    let text = err.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}

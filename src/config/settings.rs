@@ -1,0 +1,804 @@
+//! The settings in layers: flags over environment (`GREETER_*`) over the config file
+//! over the defaults, each value kept with where it came from. Values are flag text,
+//! checked by the flags' own parsers as they enter ([`check_value`]), so that the
+//! typed [`ServerArgs`] of each listener is the flags' parse of the winning values.
+//!
+//! With `[[listener]]` tables there is one listener per table: its own `host`, `port`,
+//! greeting and `proxy-protocol`, over the top-level values (its defaults). Without,
+//! the top-level values are the one listener.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt::{self, Write as _};
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Parser};
+
+use crate::config::file::ConfigFile;
+use crate::config::flags::{check_value, parse_error_cause, ServerArgs, ServerCli};
+use crate::config::keys::{self, Applies, FileType, Key, KEYS};
+use crate::config::{Config, DEFAULT_GREETING};
+use crate::error::Failure;
+
+/// A problem with the flags, the environment or the config file, as one line (the
+/// program stops with exit code 2, as for a bad flag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError(pub String);
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+impl SettingsError {
+    /// As a [`Failure`], for the callers that stop on those.
+    pub fn into_failure(self) -> Failure {
+        Failure::new(
+            "invalid configuration",
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, self.0),
+            None,
+        )
+    }
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The flag's default.
+    Default,
+    /// The config file.
+    File,
+    /// This environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File => f.write_str("file"),
+            Source::Env(var) => write!(f, "env {var}"),
+            Source::Flag => f.write_str("flag"),
+        }
+    }
+}
+
+/// One setting's value as flag text (several for `host`), and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Value {
+    text: Vec<String>,
+    source: Source,
+    /// Its line in the config file, when it came from there.
+    line: Option<usize>,
+}
+
+/// Values by key name.
+type Values = BTreeMap<&'static str, Value>;
+
+/// The process's `GREETER_*` variables, read once.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    vars: BTreeMap<String, OsString>,
+}
+
+impl Environment {
+    /// The `GREETER_*` variables of this process.
+    pub fn from_process() -> Self {
+        Environment {
+            vars: std::env::vars_os()
+                .filter(|(name, _)| {
+                    name.to_str()
+                        .is_some_and(|name| name.starts_with("GREETER_"))
+                })
+                .filter_map(|(name, value)| Some((name.into_string().ok()?, value)))
+                .collect(),
+        }
+    }
+
+    /// These variables only (for tests and embedding programs).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Environment {
+            vars: pairs
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), OsString::from(value)))
+                .collect(),
+        }
+    }
+}
+
+/// The variable naming the config file, when `--config` does not.
+const CONFIG_VAR: &str = "GREETER_CONFIG";
+
+/// The effective settings: every value with its source, and the listeners.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The command line's values, kept for a reload (which re-reads only the file).
+    flags: Values,
+    /// The environment's values, read once at start-up.
+    env: Values,
+    /// The flags' defaults.
+    defaults: Values,
+    /// The config file, if there is one.
+    config_path: Option<PathBuf>,
+    /// The top-level values (with every default).
+    top: Values,
+    /// Per listener, its `host`, `port`, greeting and `proxy-protocol` (at least one).
+    listeners: Vec<Values>,
+    /// Whether the listeners come from `[[listener]]` tables.
+    from_tables: bool,
+    /// What was ignored but probably meant (a misspelt `GREETER_` variable).
+    warnings: Vec<String>,
+}
+
+impl Settings {
+    /// The settings of a command line (`matches`, from [`ServerCli`]'s command), the
+    /// environment and the config file they name (`--config`, else
+    /// `GREETER_CONFIG`).
+    ///
+    /// # Errors
+    /// The first problem, as one line naming the flag, variable, or file and line.
+    pub fn load(matches: &ArgMatches, env: &Environment) -> Result<Settings, SettingsError> {
+        let (flags, defaults) = command_line(matches)?;
+        let (env_values, warnings) = environment(env)?;
+        let config_path = match matches.get_one::<PathBuf>("config") {
+            Some(path) => Some(path.clone()),
+            None => match env.vars.get(CONFIG_VAR) {
+                Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+                _ => None,
+            },
+        };
+        Settings::layer(flags, env_values, defaults, config_path, warnings)
+    }
+
+    /// The settings again, with the config file read anew (the flags and the
+    /// environment are those of start-up): what SIGHUP applies.
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn reread(&self) -> Result<Settings, SettingsError> {
+        Settings::layer(
+            self.flags.clone(),
+            self.env.clone(),
+            self.defaults.clone(),
+            self.config_path.clone(),
+            Vec::new(),
+        )
+    }
+
+    fn layer(
+        flags: Values,
+        env: Values,
+        defaults: Values,
+        config_path: Option<PathBuf>,
+        warnings: Vec<String>,
+    ) -> Result<Settings, SettingsError> {
+        let file = config_path.as_deref().map(ConfigFile::read).transpose()?;
+        let mut file_top = Values::new();
+        for value in file.iter().flat_map(|file| &file.top) {
+            file_top.insert(value.key.name, from_file(value));
+        }
+        let mut top = Values::new();
+        for key in KEYS {
+            let winner = [&flags, &env, &file_top, &defaults]
+                .into_iter()
+                .find_map(|layer| layer.get(key.name));
+            if let Some(value) = winner {
+                top.insert(key.name, value.clone());
+            }
+        }
+        one_greeting(&mut top, file.as_ref())?;
+        let tables = file.as_ref().map_or(&[][..], |file| &file.listeners[..]);
+        let from_tables = file.as_ref().is_some_and(|file| !file.listeners.is_empty());
+        let listeners = if from_tables {
+            let file = file
+                .as_ref()
+                .map_or_else(PathBuf::new, |file| file.path.clone());
+            refuse_top_level_address(&top, &file)?;
+            tables
+                .iter()
+                .map(|table| listener_values(&top, &defaults, table, &file))
+                .collect::<Result<_, _>>()?
+        } else {
+            vec![per_listener(&top)]
+        };
+        Ok(Settings {
+            flags,
+            env,
+            defaults,
+            config_path,
+            top,
+            listeners,
+            from_tables,
+            warnings,
+        })
+    }
+
+    /// What was ignored but probably meant, one line each, to log at start-up.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The config file, if there is one.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config_path.as_deref()
+    }
+
+    /// The typed flags of listener `index`: the top-level values with its own over
+    /// them.
+    fn args_for(&self, index: usize) -> Result<ServerArgs, SettingsError> {
+        let mut argv = vec!["greeter-server".to_owned()];
+        let own = &self.listeners[index];
+        let inherited = self
+            .top
+            .iter()
+            .filter(|(name, _)| !own.contains_key(*name) && !is_per_listener(name));
+        for (name, value) in own.iter().chain(inherited) {
+            match keys::find(name).map(|key| key.file_type) {
+                Some(FileType::Boolean) => {
+                    if value.text.first().is_some_and(|text| text == "true") {
+                        argv.push(format!("--{name}"));
+                    }
+                }
+                _ => argv.extend(value.text.iter().map(|text| format!("--{name}={text}"))),
+            }
+        }
+        ServerCli::try_parse_from(argv)
+            .map(|cli| cli.server)
+            .map_err(|err| SettingsError(parse_error_cause(&err)))
+    }
+
+    /// The typed top-level flags (those of the first listener, for its own keys):
+    /// for what is not per listener, such as `workers` and `metrics`.
+    ///
+    /// # Errors
+    /// Only if a value that was checked does not parse (a bug).
+    pub fn server_args(&self) -> Result<ServerArgs, SettingsError> {
+        self.args_for(0)
+    }
+
+    /// The checked [`Config`]: every listener's hosts resolved and greeting loaded.
+    ///
+    /// # Errors
+    /// A [`Failure`] naming the host or greeting file that cannot be used.
+    pub fn to_config(&self) -> Result<Config, Failure> {
+        let mut config: Option<Config> = None;
+        for index in 0..self.listeners.len() {
+            let args = self.args_for(index).map_err(SettingsError::into_failure)?;
+            let mut one = args.into_config()?;
+            match &mut config {
+                Some(config) => config.listeners.append(&mut one.listeners),
+                None => config = Some(one),
+            }
+        }
+        config.ok_or_else(|| SettingsError("no listener".into()).into_failure())
+    }
+
+    /// The config a reload hands the running server: `running`, with what a reload
+    /// may change (greetings, limits, timeouts, logging) taken from these settings.
+    /// Listeners are matched by position; one that is new here waits for a restart.
+    ///
+    /// # Errors
+    /// A [`Failure`] naming the greeting file that cannot be used.
+    pub fn reload_into(&self, running: &Config) -> Result<Config, Failure> {
+        let mut next = running.clone();
+        for (index, listener) in next.listeners.iter_mut().enumerate() {
+            if index < self.listeners.len() {
+                let args = self.args_for(index).map_err(SettingsError::into_failure)?;
+                listener.greeting = args.greeting.load()?;
+            }
+        }
+        let limits = self
+            .server_args()
+            .map_err(SettingsError::into_failure)?
+            .into_limits();
+        next.max_connections = limits.max_connections;
+        next.max_per_ip = limits.max_per_ip;
+        next.write_timeout = limits.write_timeout;
+        next.linger_timeout = limits.linger_timeout;
+        next.drain_timeout = limits.drain_timeout;
+        next.proxy_timeout = limits.proxy_timeout;
+        next.connection_log_level = limits.connection_log_level;
+        Ok(next)
+    }
+
+    /// The greeting files a reload re-reads, per listener (`None`: a `message`, or
+    /// the default).
+    pub fn greeting_files(&self) -> Vec<Option<&str>> {
+        self.listeners
+            .iter()
+            .map(|values| {
+                values
+                    .get("message-file")
+                    .and_then(|value| value.text.first())
+                    .map(String::as_str)
+            })
+            .collect()
+    }
+
+    /// One warning for each setting that differs in `newer` but needs new sockets or
+    /// threads, so that a reload cannot apply it.
+    pub fn restart_only_changes(&self, newer: &Settings) -> Vec<String> {
+        let file = newer.config_path.as_deref().map_or_else(
+            || "the configuration".to_owned(),
+            |path| path.display().to_string(),
+        );
+        let text = |values: &Values, name: &str| values.get(name).map(|value| value.text.clone());
+        let mut changes = Vec::new();
+        for key in KEYS.iter().filter(|key| key.applies == Applies::AtRestart) {
+            if !key.per_listener && text(&self.top, key.name) != text(&newer.top, key.name) {
+                changes.push(format!(
+                    "{} changed in {file}; it takes effect at the next restart",
+                    key.name
+                ));
+            }
+        }
+        let tables = self.from_tables || newer.from_tables;
+        for (index, (old, new)) in self.listeners.iter().zip(&newer.listeners).enumerate() {
+            for key in KEYS
+                .iter()
+                .filter(|key| key.per_listener && key.applies == Applies::AtRestart)
+            {
+                if text(old, key.name) != text(new, key.name) {
+                    let which = if tables {
+                        format!("{} of [[listener]] {}", key.name, index + 1)
+                    } else {
+                        key.name.to_owned()
+                    };
+                    changes.push(format!(
+                        "{which} changed in {file}; it takes effect at the next restart"
+                    ));
+                }
+            }
+        }
+        for index in self.listeners.len()..newer.listeners.len() {
+            changes.push(format!(
+                "[[listener]] {} is new in {file}; it takes effect at the next restart",
+                index + 1
+            ));
+        }
+        for index in newer.listeners.len()..self.listeners.len() {
+            changes.push(format!(
+                "[[listener]] {} is gone from {file}; it keeps serving until the next restart",
+                index + 1
+            ));
+        }
+        changes
+    }
+
+    /// The effective settings as a config file: every key with a comment saying where
+    /// its value came from (`# default`, `# file`, `# env GREETER_PORT`, `# flag`).
+    /// Fed back with `--config`, it gives the same settings.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        let from = self
+            .config_path
+            .as_deref()
+            .map(|path| format!(" (config file {})", path.display()))
+            .unwrap_or_default();
+        let _ = writeln!(out, "# greeter-server's effective configuration{from}.");
+        let _ = writeln!(out, "# After each value: where it came from.");
+        for key in KEYS {
+            if self.from_tables && matches!(key.name, "host" | "port") {
+                continue;
+            }
+            write_value(&mut out, key, &self.top);
+        }
+        if self.from_tables {
+            for listener in &self.listeners {
+                let _ = writeln!(out, "\n[[listener]]");
+                for key in KEYS.iter().filter(|key| key.per_listener) {
+                    write_value(&mut out, key, listener);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl ServerArgs {
+    /// The limits these flags set (everything but the listeners).
+    fn into_limits(self) -> Config {
+        let mut config = Config::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.max_connections = self.max_connections as usize;
+        config.max_per_ip = self.max_per_ip;
+        config.write_timeout = self.write_timeout;
+        config.linger_timeout = self.linger_timeout;
+        config.drain_timeout = self.drain_timeout;
+        config.proxy_timeout = self.proxy_timeout;
+        config.connection_log_level = if self.log_connections {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        config
+    }
+}
+
+/// Whether `name` is a key a listener may set for itself.
+fn is_per_listener(name: &str) -> bool {
+    keys::find(name).is_some_and(|key| key.per_listener)
+}
+
+/// The top-level values a listener inherits (all of its keys but `host` and `port`,
+/// which are its own).
+fn per_listener(top: &Values) -> Values {
+    top.iter()
+        .filter(|(name, _)| is_per_listener(name))
+        .map(|(name, value)| (*name, value.clone()))
+        .collect()
+}
+
+/// A file value as a layer's value.
+fn from_file(value: &crate::config::file::FileValue) -> Value {
+    Value {
+        text: value.values.clone(),
+        source: Source::File,
+        line: Some(value.line),
+    }
+}
+
+/// The flags given and the defaults, from clap's matches.
+fn command_line(matches: &ArgMatches) -> Result<(Values, Values), SettingsError> {
+    let (mut flags, mut defaults) = (Values::new(), Values::new());
+    for key in KEYS {
+        let id = key.name.replace('-', "_");
+        let (layer, source) = match matches.value_source(&id) {
+            Some(ValueSource::CommandLine) => (&mut flags, Source::Flag),
+            Some(ValueSource::DefaultValue) => (&mut defaults, Source::Default),
+            _ => continue,
+        };
+        let text = if key.file_type == FileType::Boolean {
+            vec![(source == Source::Flag).to_string()]
+        } else {
+            let raw = matches.get_raw(&id).into_iter().flatten();
+            raw.map(|text| {
+                text.to_str().map(str::to_owned).ok_or_else(|| {
+                    SettingsError(format!("--{} is not UTF-8 (give a UTF-8 value)", key.name))
+                })
+            })
+            .collect::<Result<_, _>>()?
+        };
+        layer.insert(
+            key.name,
+            Value {
+                text,
+                source,
+                line: None,
+            },
+        );
+    }
+    Ok((flags, defaults))
+}
+
+/// The `GREETER_*` variables' values, and a warning for each unknown variable that
+/// looks like a misspelt known one. An empty variable counts as unset; unknown
+/// variables are ignored (a platform may set its own, such as Kubernetes'
+/// `GREETER_SERVICE_HOST`).
+fn environment(env: &Environment) -> Result<(Values, Vec<String>), SettingsError> {
+    let mut values = Values::new();
+    for key in KEYS {
+        let var = keys::env_var(key.name);
+        let Some(raw) = env.vars.get(&var) else {
+            continue;
+        };
+        let text = raw
+            .to_str()
+            .ok_or_else(|| SettingsError(format!("{var} is not UTF-8 (give a UTF-8 value)")))?;
+        if text.is_empty() {
+            continue;
+        }
+        let text = env_value(key, &var, text)?;
+        values.insert(
+            key.name,
+            Value {
+                text,
+                source: Source::Env(var),
+                line: None,
+            },
+        );
+    }
+    let known: Vec<String> = KEYS
+        .iter()
+        .map(|key| keys::env_var(key.name))
+        .chain([CONFIG_VAR.to_owned()])
+        .collect();
+    let warnings = env
+        .vars
+        .keys()
+        .filter(|var| !known.contains(var))
+        .filter_map(|var| {
+            // Compared without the prefix, which every candidate shares.
+            let suffix = |name: &'_ str| name.trim_start_matches("GREETER_").to_owned();
+            let suffixes: Vec<String> = known.iter().map(|name| suffix(name)).collect();
+            let meant = keys::closest(&suffix(var), suffixes.iter().map(String::as_str))?;
+            Some(format!(
+                "ignoring {var}: no such setting (did you mean GREETER_{meant}?)"
+            ))
+        })
+        .collect();
+    Ok((values, warnings))
+}
+
+/// One variable's value as flag text, checked.
+fn env_value(key: &Key, var: &str, text: &str) -> Result<Vec<String>, SettingsError> {
+    match key.file_type {
+        FileType::Boolean => match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(vec!["true".into()]),
+            "false" | "0" | "no" | "off" => Ok(vec!["false".into()]),
+            _ => Err(SettingsError(format!(
+                "{var}={text:?}: write true or false"
+            ))),
+        },
+        file_type => {
+            let texts: Vec<String> = if file_type == FileType::Hosts {
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|host| !host.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            } else {
+                vec![text.to_owned()]
+            };
+            for one in &texts {
+                check_value(key.name, one).map_err(|cause| {
+                    // Kubernetes sets GREETER_PORT=tcp://IP:PORT for a Service named
+                    // greeter in the same namespace.
+                    let hint = if text.starts_with("tcp://") {
+                        " (Kubernetes sets this for a Service named greeter: set enableServiceLinks: false in the pod spec, or name the Service otherwise)"
+                    } else {
+                        ""
+                    };
+                    SettingsError(format!("{var}={text:?}: {cause}{hint}"))
+                })?;
+            }
+            Ok(texts)
+        }
+    }
+}
+
+/// Keeps one greeting: `message` or `message-file`, whichever the higher layer set.
+/// One layer setting both is an error.
+fn one_greeting(top: &mut Values, file: Option<&ConfigFile>) -> Result<(), SettingsError> {
+    let (Some(message), Some(message_file)) = (top.get("message"), top.get("message-file")) else {
+        return Ok(());
+    };
+    let rank = |source: &Source| match source {
+        Source::Default => 0,
+        Source::File => 1,
+        Source::Env(_) => 2,
+        Source::Flag => 3,
+    };
+    let (kept, dropped) = match rank(&message.source).cmp(&rank(&message_file.source)) {
+        std::cmp::Ordering::Greater => ("message", "message-file"),
+        std::cmp::Ordering::Less => ("message-file", "message"),
+        std::cmp::Ordering::Equal => {
+            return Err(SettingsError(match (&message.source, file) {
+                (Source::File, Some(file)) => format!(
+                    "{}:{}: message and message-file are both set (give one)",
+                    file.path.display(),
+                    message.line.max(message_file.line).unwrap_or(1)
+                ),
+                _ => "GREETER_MESSAGE and GREETER_MESSAGE_FILE are both set (give one)".into(),
+            }))
+        }
+    };
+    let _ = kept;
+    top.remove(dropped);
+    Ok(())
+}
+
+/// With `[[listener]]` tables, the top level may not set `host` or `port`: which
+/// listener would they be for?
+fn refuse_top_level_address(top: &Values, file: &std::path::Path) -> Result<(), SettingsError> {
+    for name in ["host", "port"] {
+        let Some(value) = top.get(name) else {
+            continue;
+        };
+        let what = match &value.source {
+            Source::Default => continue,
+            Source::Flag => format!("--{name}"),
+            Source::Env(var) => var.clone(),
+            Source::File => format!(
+                "{}:{}: {name} at the top level",
+                file.display(),
+                value.line.unwrap_or(1)
+            ),
+        };
+        return Err(SettingsError(format!(
+            "{what} cannot be used with the [[listener]] tables of {} (give each listener its {name})",
+            file.display()
+        )));
+    }
+    Ok(())
+}
+
+/// One `[[listener]]` table's values: its own over the top-level ones, its host by
+/// default the flags' default; a port it must give.
+fn listener_values(
+    top: &Values,
+    defaults: &Values,
+    table: &crate::config::file::ListenerTable,
+    file: &std::path::Path,
+) -> Result<Values, SettingsError> {
+    let mut values = per_listener(top);
+    values.remove("port");
+    if let Some(host) = defaults.get("host") {
+        values.insert("host", host.clone());
+    }
+    let own: Values = table
+        .values
+        .iter()
+        .map(|value| (value.key.name, from_file(value)))
+        .collect();
+    let at = |line: usize| format!("{}:{line}", file.display());
+    if own.contains_key("message") || own.contains_key("message-file") {
+        if own.contains_key("message") && own.contains_key("message-file") {
+            return Err(SettingsError(format!(
+                "{}: this [[listener]] sets both message and message-file (give one)",
+                at(table.line)
+            )));
+        }
+        values.remove("message");
+        values.remove("message-file");
+    }
+    values.extend(own);
+    if !values.contains_key("port") {
+        return Err(SettingsError(format!(
+            "{}: this [[listener]] has no port (give it port = N)",
+            at(table.line)
+        )));
+    }
+    Ok(values)
+}
+
+/// `text` as a one-line TOML string, escaped as need be.
+fn toml_string(text: &str) -> String {
+    use toml_writer::ToTomlValue;
+    toml_writer::TomlStringBuilder::new(text)
+        .as_basic()
+        .to_toml_value()
+}
+
+/// `key = value  # source`, or a comment saying it is not set.
+fn write_value(out: &mut String, key: &Key, values: &Values) {
+    let Some(value) = values.get(key.name) else {
+        if key.name == "message" && !values.contains_key("message-file") {
+            let default = toml_string(DEFAULT_GREETING);
+            let _ = writeln!(out, "message = {default}  # default");
+        } else {
+            let _ = writeln!(out, "# {} is not set", key.name);
+        }
+        return;
+    };
+    let string = |text: &String| toml_string(text);
+    let literal = match key.file_type {
+        FileType::Integer | FileType::Boolean => value.text.join(""),
+        FileType::Size
+            if value
+                .text
+                .iter()
+                .all(|text| text.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            value.text.join("")
+        }
+        FileType::Size | FileType::Text => value.text.iter().map(string).collect(),
+        FileType::Hosts => format!(
+            "[{}]",
+            value.text.iter().map(string).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let _ = writeln!(out, "{} = {literal}  # {}", key.name, value.source);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_has_a_key_and_every_key_a_flag() {
+        let command = ServerCli::command();
+        let mut flags: Vec<&str> = command
+            .get_arguments()
+            .filter_map(|arg| arg.get_long())
+            .filter(|long| !matches!(*long, "config" | "check-config" | "help" | "version"))
+            .collect();
+        let mut names: Vec<&str> = KEYS.iter().map(|key| key.name).collect();
+        flags.sort_unstable();
+        names.sort_unstable();
+        assert_eq!(flags, names);
+    }
+
+    fn load(argv: &[&str], env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let matches = ServerCli::command()
+            .try_get_matches_from(std::iter::once("greeter-server").chain(argv.iter().copied()))
+            .unwrap();
+        Settings::load(&matches, &Environment::from_pairs(env.iter().copied()))
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_environment() {
+        let settings = load(&["--port", "1"], &[("GREETER_PORT", "2")]).unwrap();
+        assert_eq!(settings.server_args().unwrap().port, 1);
+        assert_eq!(settings.top["port"].source, Source::Flag);
+        let settings = load(&[], &[("GREETER_PORT", "2")]).unwrap();
+        assert_eq!(settings.server_args().unwrap().port, 2);
+        assert_eq!(
+            settings.top["port"].source,
+            Source::Env("GREETER_PORT".into())
+        );
+    }
+
+    #[test]
+    fn environment_values_are_checked_by_the_flags_parsers() {
+        let err = load(&[], &[("GREETER_MAX_CONNECTIONS", "0")]).unwrap_err();
+        assert_eq!(
+            err.0,
+            "GREETER_MAX_CONNECTIONS=\"0\": 0 is not in 1..=4294967295"
+        );
+        let err = load(&[], &[("GREETER_PORT", "tcp://10.0.0.1:8080")]).unwrap_err();
+        assert!(err.0.contains("enableServiceLinks"), "{err}");
+        let err = load(&[], &[("GREETER_LOG_CONNECTIONS", "maybe")]).unwrap_err();
+        assert_eq!(
+            err.0,
+            "GREETER_LOG_CONNECTIONS=\"maybe\": write true or false"
+        );
+        let err = load(
+            &[],
+            &[("GREETER_MESSAGE", "a"), ("GREETER_MESSAGE_FILE", "/x")],
+        )
+        .unwrap_err();
+        assert!(err.0.contains("both set"), "{err}");
+    }
+
+    #[test]
+    fn hosts_and_booleans_from_the_environment() {
+        let settings = load(
+            &[],
+            &[
+                ("GREETER_HOST", "127.0.0.1, ::1"),
+                ("GREETER_PROXY_PROTOCOL", "1"),
+            ],
+        )
+        .unwrap();
+        let args = settings.server_args().unwrap();
+        assert_eq!(args.host, ["127.0.0.1", "::1"]);
+        assert!(args.proxy_protocol);
+        // Empty is unset.
+        let settings = load(&[], &[("GREETER_PORT", "")]).unwrap();
+        assert_eq!(settings.top["port"].source, Source::Default);
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_warned_about_and_others_are_ignored() {
+        let settings = load(
+            &[],
+            &[
+                ("GREETER_MAX_CONECTIONS", "5"),
+                ("GREETER_SERVICE_HOST", "10.0.0.1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            settings.warnings(),
+            ["ignoring GREETER_MAX_CONECTIONS: no such setting (did you mean GREETER_MAX_CONNECTIONS?)"]
+        );
+    }
+
+    #[test]
+    fn a_message_from_a_higher_layer_replaces_a_message_file() {
+        let settings = load(
+            &["--message", "hi"],
+            &[("GREETER_MESSAGE_FILE", "/nonexistent")],
+        )
+        .unwrap();
+        let config = settings.to_config().unwrap();
+        assert_eq!(&*config.listeners[0].greeting, b"hi");
+    }
+}
