@@ -186,7 +186,7 @@ impl Server {
         // load; capacity that is never touched costs address space, not memory. But
         // never beyond what the open-file limit lets the server hold.
         let capacity = config.max_connections.min(fdlimit::soft_limit());
-        Ok(Server {
+        let server = Server {
             poll,
             pending: vec![false; registered.len()],
             listeners: registered,
@@ -199,7 +199,10 @@ impl Server {
             handle: ServerHandle::new(waker),
             drain_deadline: None,
             totals: Totals::default(),
-        })
+        };
+        // Readers see its greeting and limit before its first round.
+        server.publish();
+        Ok(server)
     }
 
     /// The (first) address the server listens on, with the real port.

@@ -24,8 +24,8 @@ pub struct ServerProcess {
     /// The thread reading stderr, joined once the child has exited (then the text is
     /// complete); `None` until [`ServerProcess::read_stderr`] for an unread stderr.
     stderr_reader: Option<JoinHandle<()>>,
-    /// Its greeting file, if the test made one for it: removed with it.
-    greeting: Option<TempFile>,
+    /// Its greeting or config file, if the test made one for it: removed with it.
+    files: Vec<TempFile>,
     /// The stdout lines after the first `listening on` one.
     stdout: mpsc::Receiver<String>,
 }
@@ -53,14 +53,15 @@ pub fn spawn_server(args: &[&str]) -> ServerProcess {
 /// surroundings. `spawn` waits for its `listening on` line.
 pub struct ServerCommand {
     args: Vec<String>,
-    port: u16,
+    /// `--port`, or none for a config file that names its listeners' ports.
+    port: Option<u16>,
     /// A shell `ulimit` command run first (the server then `exec`s in its place).
     ulimit: Option<String>,
     /// Whether stderr is read from the start (else: a pipe nobody reads until
     /// [`ServerProcess::read_stderr`], a log consumer that stalled).
     read_stderr: bool,
-    /// A greeting file made for this server and removed with it.
-    greeting: Option<TempFile>,
+    /// Greeting and config files made for this server and removed with it.
+    files: Vec<TempFile>,
 }
 
 impl ServerCommand {
@@ -68,17 +69,29 @@ impl ServerCommand {
     pub fn new(args: &[&str]) -> Self {
         ServerCommand {
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),
-            port: 0,
+            port: Some(0),
             ulimit: None,
             read_stderr: true,
-            greeting: None,
+            files: Vec::new(),
         }
     }
 
     /// On `port` instead of 0 (e.g. to restart a server on its port).
     pub fn port(mut self, port: u16) -> Self {
-        self.port = port;
+        self.port = Some(port);
         self
+    }
+
+    /// With `--config` of a file holding `toml` (removed with the server), and no
+    /// `--port`: the file names the ports. Returns the file's path too, to rewrite it.
+    pub fn config(mut self, name: &str, toml: &str) -> (Self, std::path::PathBuf) {
+        let file = temp_file(name, toml.as_bytes());
+        let path = file.to_path_buf();
+        self.args
+            .extend(["--config".to_owned(), file.arg().to_owned()]);
+        self.files.push(file);
+        self.port = None;
+        (self, path)
     }
 
     /// Under `ulimit -n LIMIT` (soft and hard), so that the server cannot raise it.
@@ -99,7 +112,7 @@ impl ServerCommand {
         let file = temp_file(name, greeting);
         self.args
             .extend(["--message-file".to_owned(), file.arg().to_owned()]);
-        self.greeting = Some(file);
+        self.files.push(file);
         self
     }
 
@@ -113,7 +126,7 @@ impl ServerCommand {
     pub fn spawn(self) -> ServerProcess {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         let mut server = spawn_with(self.port, &args, self.ulimit);
-        server.greeting = self.greeting;
+        server.files = self.files;
         if self.read_stderr {
             server.read_stderr();
         }
@@ -121,7 +134,7 @@ impl ServerCommand {
     }
 }
 
-fn spawn_with(port: u16, args: &[&str], ulimit: Option<String>) -> ServerProcess {
+fn spawn_with(port: Option<u16>, args: &[&str], ulimit: Option<String>) -> ServerProcess {
     let mut command = match ulimit {
         Some(ulimit) => {
             let mut command = Command::new("sh");
@@ -133,8 +146,16 @@ fn spawn_with(port: u16, args: &[&str], ulimit: Option<String>) -> ServerProcess
         }
         None => Command::new(binary("greeter-server")),
     };
+    if let Some(port) = port {
+        command.args(["--port", &port.to_string()]);
+    }
+    // Hermetic: no GREETER_* setting of the environment the tests run in.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("GREETER_") {
+            command.env_remove(name);
+        }
+    }
     let mut child = command
-        .args(["--port", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -165,7 +186,7 @@ fn spawn_with(port: u16, args: &[&str], ulimit: Option<String>) -> ServerProcess
         addr,
         stderr,
         stderr_reader: None,
-        greeting: None,
+        files: Vec::new(),
         stdout: listening,
     }
 }
@@ -362,7 +383,23 @@ impl Drop for ServerProcess {
 /// Runs a binary of this package to completion (bounded) and returns its status,
 /// stdout bytes and stderr text.
 pub fn run_binary(name: &str, args: &[&str]) -> (ExitStatus, Vec<u8>, String) {
-    let mut child = Command::new(binary(name))
+    run_binary_with_env(name, args, &[])
+}
+
+/// As [`run_binary`], with these environment variables (and no other `GREETER_*`).
+pub fn run_binary_with_env(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (ExitStatus, Vec<u8>, String) {
+    let mut command = Command::new(binary(name));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("GREETER_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,0 +1,469 @@
+//! The config file, the environment and `--check-config`: which layer wins, what an
+//! error says, that the printed configuration reads back the same, `[[listener]]`
+//! tables each serving their own greeting, and what SIGHUP applies (and what it
+//! leaves for a restart). These drive the real binary, and the whole server
+//! in-process for the reload under load.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use greeter::supervisor::Request;
+use greeter::CloseReason;
+use util::*;
+
+/// `greeter-server ARGS --check-config` with `env`: exit code, stdout, stderr.
+fn check(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let argv: Vec<&str> = args.iter().copied().chain(["--check-config"]).collect();
+    let (status, stdout, stderr) = run_binary_with_env("greeter-server", &argv, env);
+    (status.code(), String::from_utf8(stdout).unwrap(), stderr)
+}
+
+/// The printed configuration as `(section, key) -> (value, source)`; sections are
+/// `top` and `listener N`.
+fn printed(config: &str) -> BTreeMap<(String, String), (String, String)> {
+    let mut section = "top".to_owned();
+    let mut listeners = 0;
+    let mut values = BTreeMap::new();
+    for line in config.lines() {
+        if line == "[[listener]]" {
+            listeners += 1;
+            section = format!("listener {listeners}");
+        } else if let Some((assignment, source)) = line.rsplit_once("  # ") {
+            let (key, value) = assignment.split_once(" = ").expect("key = value");
+            values.insert(
+                (section.clone(), key.to_owned()),
+                (value.to_owned(), source.to_owned()),
+            );
+        }
+    }
+    values
+}
+
+fn value_of(config: &str, key: &str) -> (String, String) {
+    printed(config)
+        .remove(&("top".to_owned(), key.to_owned()))
+        .unwrap_or_else(|| panic!("no {key} in:\n{config}"))
+}
+
+#[test]
+fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
+    let file = temp_file(
+        "layers.toml",
+        b"backlog = 64\nwrite-timeout = \"5s\"\nmax-connections = 100\n",
+    );
+    let env = [("GREETER_BACKLOG", "32"), ("GREETER_WRITE_TIMEOUT", "7s")];
+    let (code, out, err) = check(&["--config", file.arg(), "--backlog", "16"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(value_of(&out, "backlog"), ("16".into(), "flag".into()));
+    assert_eq!(
+        value_of(&out, "write-timeout"),
+        ("\"7s\"".into(), "env GREETER_WRITE_TIMEOUT".into())
+    );
+    assert_eq!(
+        value_of(&out, "max-connections"),
+        ("100".into(), "file".into())
+    );
+    assert_eq!(
+        value_of(&out, "linger-timeout"),
+        ("\"2s\"".into(), "default".into())
+    );
+    // GREETER_CONFIG names the file when --config does not.
+    let (code, out, err) = check(&[], &[("GREETER_CONFIG", file.arg())]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(value_of(&out, "backlog"), ("64".into(), "file".into()));
+}
+
+#[test]
+fn a_bad_file_is_one_line_naming_file_line_and_key_and_exit_2() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "port = 0\n\nmax-conections = 5\n",
+            "FILE:3: unknown key max-conections (did you mean max-connections?)",
+        ),
+        (
+            "max-connections = \"many\"\n",
+            "FILE:1: max-connections must be an integer, not a string (write max-connections = 100)",
+        ),
+        ("\n\nbacklog = 0\n", "FILE:3: backlog: 0 is not in 1..=2147483647"),
+        ("\nport = 65536\n", "FILE:2: port: 65536 is not in 0..=65535"),
+        ("log-connections = 1\n", "FILE:1: log-connections must be true or false, not an integer"),
+        ("message = \"\"\n", "FILE:1: message: "),
+        ("port = = 1\n", "FILE:1: "),
+        ("port = 1\nport = 2\n", "FILE:2: "),
+        ("message = \"a\"\nmessage-file = \"/b\"\n", "FILE:2: message and message-file are both set"),
+        ("[[listener]]\nhost = \"127.0.0.1\"\n", "FILE:1: this [[listener]] has no port"),
+        ("port = 1\n[[listener]]\nport = 2\n", "FILE:1: port at the top level cannot be used with the [[listener]] tables"),
+    ];
+    for (text, expected) in cases {
+        let file = temp_file("bad.toml", text.as_bytes());
+        let expected = format!("greeter-server: {}", expected.replace("FILE", file.arg()));
+        for check_only in [true, false] {
+            let mut args = vec!["--config", file.arg()];
+            if check_only {
+                args.push("--check-config");
+            }
+            let (status, stdout, stderr) = run_binary("greeter-server", &args);
+            assert_eq!(status.code(), Some(2), "{text:?}: {stderr}");
+            assert!(stdout.is_empty(), "{text:?}");
+            assert_eq!(stderr.lines().count(), 1, "{text:?}: {stderr}");
+            assert!(
+                stderr.starts_with(&expected),
+                "{text:?}: expected {expected:?}, got {stderr}"
+            );
+        }
+    }
+    let (status, _, stderr) =
+        run_binary("greeter-server", &["--config", "/nonexistent/greeter.toml"]);
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(
+        stderr,
+        "greeter-server: cannot read config file /nonexistent/greeter.toml: no such file or directory (check the --config path)\n"
+    );
+}
+
+#[test]
+fn check_config_prints_a_config_that_reads_back_the_same() {
+    let greeting = temp_file("check-greeting.txt", b"from a file\n");
+    let text = format!(
+        "max-connections = 500\nlinger-timeout = \"1m\"\nsend-buffer = \"64KiB\"\n\n\
+         [[listener]]\nhost = [\"127.0.0.1\", \"::1\"]\nport = 2222\nmessage = \"SSH-2.0-OpenSSH_9.6\\r\\n\"\n\n\
+         [[listener]]\nport = 2525\nmessage-file = {:?}\n\n\
+         [[listener]]\nport = 8080\nproxy-protocol = true\n",
+        greeting.arg()
+    );
+    let file = temp_file("check.toml", text.as_bytes());
+    let env = [("GREETER_WRITE_TIMEOUT", "9s")];
+    let (code, first, err) = check(&["--config", file.arg(), "--log-connections"], &env);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+    let values = printed(&first);
+    let sources: Vec<&str> = values.values().map(|(_, source)| source.as_str()).collect();
+    for source in ["default", "file", "flag", "env GREETER_WRITE_TIMEOUT"] {
+        assert!(sources.contains(&source), "no {source} in:\n{first}");
+    }
+    let at = |section: &str, key: &str| values[&(section.to_owned(), key.to_owned())].0.clone();
+    assert_eq!(at("listener 1", "message"), "\"SSH-2.0-OpenSSH_9.6\\r\\n\"");
+    assert_eq!(at("listener 1", "host"), "[\"127.0.0.1\", \"::1\"]");
+    assert_eq!(
+        at("listener 2", "message-file"),
+        format!("{:?}", greeting.arg())
+    );
+    assert_eq!(at("listener 3", "proxy-protocol"), "true");
+    assert_eq!(at("top", "send-buffer"), "\"64KiB\"");
+
+    // Fed back alone (no flags, no environment), it gives the same settings.
+    let printed_file = temp_file("check-printed.toml", first.as_bytes());
+    let (code, second, err) = check(&["--config", printed_file.arg()], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let without_sources = |config: &str| {
+        printed(config)
+            .into_iter()
+            .map(|(key, (value, _))| (key, value))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(
+        without_sources(&first),
+        without_sources(&second),
+        "{first}\n---\n{second}"
+    );
+
+    // A check reads the greeting files: a missing one is the error, exit 2.
+    drop(greeting);
+    let (code, out, err) = check(&["--config", file.arg()], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.starts_with("greeter-server: cannot read greeting file"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn the_environment_is_checked_like_the_flags() {
+    let (code, out, err) = check(&[], &[("GREETER_MAX_CONNECTIONS", "0")]);
+    assert_eq!((code, out.as_str()), (Some(2), ""));
+    assert_eq!(
+        err,
+        "greeter-server: GREETER_MAX_CONNECTIONS=\"0\": 0 is not in 1..=4294967295\n"
+    );
+    let (code, _, err) = check(&[], &[("GREETER_MAX_CONECTIONS", "5")]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        err,
+        "greeter-server: warning: ignoring GREETER_MAX_CONECTIONS: no such setting (did you mean GREETER_MAX_CONNECTIONS?)\n"
+    );
+}
+
+#[test]
+fn host_or_port_flags_beside_listener_tables_are_an_error() {
+    let file = temp_file("tables.toml", b"[[listener]]\nport = 0\n");
+    for flag in ["--port", "--host"] {
+        let value = if flag == "--port" { "1" } else { "127.0.0.1" };
+        let (status, _, stderr) =
+            run_binary("greeter-server", &["--config", file.arg(), flag, value]);
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "greeter-server: {flag} cannot be used with the [[listener]] tables of {} (give each listener its {})\n",
+                file.arg(),
+                &flag[2..]
+            )
+        );
+    }
+}
+
+/// Three listeners on port 0: an SSH banner, an SMTP banner, the default greeting.
+const THREE_LISTENERS: &str = "\
+[[listener]]
+port = 0
+message = \"SSH-2.0-OpenSSH_9.6\\r\\n\"
+
+[[listener]]
+port = 0
+message = \"220 mail.example.org ESMTP\\r\\n\"
+
+[[listener]]
+port = 0
+";
+
+#[test]
+fn each_listener_answers_with_its_own_greeting() {
+    let (command, _path) = ServerCommand::new(&[]).config("three.toml", THREE_LISTENERS);
+    let server = command.spawn();
+    let addrs = server.listening_addrs(2);
+    let expected: [&[u8]; 3] = [
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b"220 mail.example.org ESMTP\r\n",
+        DEFAULT_GREETING,
+    ];
+    for round in 0..3 {
+        for (addr, greeting) in addrs.iter().zip(expected) {
+            let mut peer = connect(*addr);
+            let received = read_to_eof(&mut peer).unwrap();
+            assert_same_bytes(&received, greeting);
+            let _ = round;
+        }
+    }
+}
+
+#[test]
+fn proxy_protocol_can_be_set_for_one_listener_alone() {
+    let config = "[[listener]]\nport = 0\nproxy-protocol = true\nmessage = \"proxied\"\n\n\
+                  [[listener]]\nport = 0\nmessage = \"direct\"\n";
+    let (command, _path) = ServerCommand::new(&["--log-connections"]).config("proxy.toml", config);
+    let server = command.spawn();
+    let addrs = server.listening_addrs(1);
+    // With a header: greeted, and the client it names is logged.
+    let mut proxied = connect(addrs[0]);
+    proxied
+        .write_all(b"PROXY TCP4 192.0.2.7 192.0.2.1 4000 80\r\n")
+        .unwrap();
+    assert_same_bytes(&read_to_eof(&mut proxied).unwrap(), b"proxied");
+    server.wait_for_log("ACCEPT peer=192.0.2.7:4000");
+    // Without one, that listener greets nobody...
+    let mut headerless = connect(addrs[0]);
+    headerless.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(read_to_eof(&mut headerless).unwrap_or_default(), b"");
+    // ...while the other greets at once, without one.
+    let mut direct = connect(addrs[1]);
+    assert_same_bytes(&read_to_eof(&mut direct).unwrap(), b"direct");
+}
+
+/// A config of two listeners with these greetings, and `extra` top-level lines.
+fn two_listeners(first: &str, second: &str, extra: &str) -> String {
+    format!(
+        "{extra}linger-timeout = \"1m\"\n\n[[listener]]\nport = 0\nmessage = {first:?}\n\n\
+         [[listener]]\nport = 0\nmessage = {second:?}\n"
+    )
+}
+
+/// Connects to `addr` until `stop`, reading each greeting whole and checking that it is
+/// `old` or `new` (never another listener's); counts what it got.
+fn greet_until(
+    addr: SocketAddr,
+    old: &'static [u8],
+    new: &'static [u8],
+    stop: Arc<AtomicBool>,
+    counts: Arc<[AtomicU64; 2]>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for _ in 0..200_000 {
+            if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                break;
+            }
+            let mut peer = connect_from("127.0.0.2", addr);
+            let received = read_to_eof(&mut peer).expect("a whole greeting");
+            let which = match received.as_slice() {
+                got if got == old => 0,
+                got if got == new => 1,
+                got => panic!("{addr} sent {:?}", String::from_utf8_lossy(got)),
+            };
+            counts[which].fetch_add(1, Ordering::Relaxed);
+        }
+    })
+}
+
+#[test]
+fn a_reload_under_load_switches_every_worker_to_the_new_greetings_and_limits_together() {
+    const OLD: [&[u8]; 2] = [b"first, before", b"second, before"];
+    const NEW: [&[u8]; 2] = [b"first, after the reload", b"second, after the reload"];
+    let text = |greetings: [&[u8]; 2], extra: &str| {
+        let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
+        two_listeners(&text(greetings[0]), &text(greetings[1]), extra)
+    };
+    // A third listener whose greeting outgrows the socket buffers, so that a peer
+    // that does not read stays held.
+    let large = temp_file("reload-load-large", &large_greeting(16 * 1024 * 1024));
+    let held_listener = format!(
+        "\n[[listener]]\nport = 0\nmessage-file = {:?}\n",
+        large.arg()
+    );
+    let text = |greetings: [&[u8]; 2], extra: &str| text(greetings, extra) + &held_listener;
+    let file = temp_file("reload-load.toml", text(OLD, "").as_bytes());
+    let server = supervise_exactly(&["--config", file.arg(), "--workers", "4"]);
+    assert_eq!(server.addrs.len(), 3);
+    wait_until("every worker to publish its limit", || {
+        server.snapshot().max_connections == 4 * 10_000
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts: Vec<Arc<[AtomicU64; 2]>> = (0..2).map(|_| Arc::default()).collect();
+    let load: Vec<_> = (0..2)
+        .map(|index| {
+            greet_until(
+                server.addrs[index],
+                OLD[index],
+                NEW[index],
+                Arc::clone(&stop),
+                Arc::clone(&counts[index]),
+            )
+        })
+        .collect();
+    wait_until("both listeners to greet under load", || {
+        counts
+            .iter()
+            .all(|count| count[0].load(Ordering::Relaxed) > 100)
+    });
+
+    std::fs::write(&file, text(NEW, "max-connections = 9000\nmax-per-ip = 1\n")).unwrap();
+    server.requests.send(Request::Reload);
+    // Every worker publishes the limit it runs with: all four have switched.
+    wait_until("every worker to take the new config", || {
+        server.snapshot().max_connections == 4 * 9000
+    });
+    let switched: Vec<u64> = counts
+        .iter()
+        .map(|count| count[1].load(Ordering::Relaxed))
+        .collect();
+    wait_until("both listeners to greet with the new bytes", || {
+        counts
+            .iter()
+            .zip(&switched)
+            .all(|(count, before)| count[1].load(Ordering::Relaxed) > before + 100)
+    });
+    stop.store(true, Ordering::Relaxed);
+    for thread in load {
+        thread
+            .join()
+            .expect("every greeting was one of its listener's");
+    }
+    for (index, addr) in server.addrs[..2].iter().enumerate() {
+        let mut peer = connect(*addr);
+        assert_same_bytes(&read_to_eof(&mut peer).unwrap(), NEW[index]);
+    }
+
+    // The new --max-per-ip applies too (in each worker): of five connections from
+    // one address that do not read their large greeting, each worker holds one at
+    // most, so at least one is refused.
+    let mut holders = Vec::new();
+    for opened in 1..=5 {
+        holders.push(connect_from("127.0.0.3", server.addrs[2]));
+        wait_until("the connection to be held or refused", || {
+            let snapshot = server.snapshot();
+            snapshot.held as u64 + snapshot.totals.closes(CloseReason::PerIpLimit) == opened
+        });
+    }
+    let snapshot = server.snapshot();
+    assert!(
+        snapshot.held <= 4,
+        "{} held from one address",
+        snapshot.held
+    );
+    assert!(snapshot.totals.closes(CloseReason::PerIpLimit) >= 1);
+    drop(holders);
+    server.stop();
+}
+
+#[test]
+fn a_bad_file_at_reload_changes_nothing() {
+    let config = two_listeners("one", "two", "");
+    let (command, path) = ServerCommand::new(&[]).config("reload-bad.toml", &config);
+    let server = command.spawn();
+    let addrs = server.listening_addrs(1);
+    let broken = format!(
+        "max-conections = 3\n{}",
+        config.replace("\"one\"", "\"changed\"")
+    );
+    std::fs::write(&path, broken).unwrap();
+    server.signal("HUP");
+    server.wait_for_log(&format!(
+        "reload: keeping the old configuration: {}:1: unknown key max-conections (did you mean max-connections?)",
+        path.display()
+    ));
+    for (addr, greeting) in addrs.iter().zip([b"one".as_slice(), b"two"]) {
+        let mut peer = connect(*addr);
+        assert_same_bytes(&read_to_eof(&mut peer).unwrap(), greeting);
+    }
+    // Fixed, it applies.
+    std::fs::write(&path, config.replace("\"one\"", "\"changed\"")).unwrap();
+    server.signal("HUP");
+    server.wait_for_log("reload: configuration reloaded from");
+    let mut peer = connect(addrs[0]);
+    assert_same_bytes(&read_to_eof(&mut peer).unwrap(), b"changed");
+}
+
+#[test]
+fn a_reload_that_changes_the_port_warns_and_keeps_the_old_listener_serving() {
+    let (command, path) =
+        ServerCommand::new(&[]).config("reload-port.toml", "port = 0\nmessage = \"before\"\n");
+    let server = command.spawn();
+    let port = free_port();
+    std::fs::write(
+        &path,
+        format!("port = {port}\nmessage = \"after\"\nbacklog = 10\n"),
+    )
+    .unwrap();
+    server.signal("HUP");
+    let shown = path.display();
+    server.wait_for_log("reload: configuration reloaded from");
+    let log = server.stderr();
+    assert!(
+        log.contains(&format!(
+            "reload: port changed in {shown}; it takes effect at the next restart"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "reload: backlog changed in {shown}; it takes effect at the next restart"
+        )),
+        "{log}"
+    );
+    // The old listener serves on, with the rest of the reload applied.
+    let mut peer = connect(server.addr);
+    assert_same_bytes(&read_to_eof(&mut peer).unwrap(), b"after");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing was bound on the new port"
+    );
+}
