@@ -31,7 +31,9 @@
 //! - [`totals`]: the counters behind the `totals` log line, one per close reason.
 //!
 //! Around it:
-//! - [`config`]: the server's flags and the checked [`Config`] they turn into.
+//! - [`config`]: the settings: every flag ([`config::flags`]), its file key and variable
+//!   ([`config::keys`]), the TOML file ([`config::file`]), the layers and `[[listener]]`
+//!   tables ([`config::settings`]), and the checked [`Config`] they turn into.
 //! - [`cli`]: flag groups the binaries share (the server to talk to, the greeting).
 //! - [`greeting`]: the default greeting; greeting files read once, checked, into their
 //!   shared allocation.
@@ -46,8 +48,8 @@
 //! - [`metrics`]: what `--metrics` serves: Prometheus metrics and `/healthz`, read
 //!   from the snapshots the loops publish; [`metrics_http`]: how, from a small
 //!   readiness loop of its own bounded in clients, time and bytes.
-//! - [`reload`]: SIGHUP: the reload thread re-reads the greeting file and hands it to
-//!   every worker.
+//! - [`reload`]: SIGHUP: the reload thread re-reads the config and greeting files and
+//!   hands every worker the new config.
 //! - [`log_sink`]: the bounded log queue and its writer thread, so that no loop ever
 //!   blocks on stderr.
 //! - [`client`]: the blocking client used by `greeter-client` and the tests.

@@ -161,6 +161,13 @@ fn systemd_the_documented_units_verify() {
     assert!(output.status.success(), "{complaints}");
     assert!(complaints.trim().is_empty(), "{complaints}");
     let service = std::fs::read_to_string("docs/deploy/greeter.service").unwrap();
+    // A broken config file is caught before a start or restart touches the server.
+    assert!(
+        service.contains(
+            "ExecStartPre=/usr/local/bin/greeter-server --config /etc/greeter/greeter.toml --check-config"
+        ),
+        "greeter.service does not check its config first"
+    );
     for hardening in [
         "DynamicUser=yes",
         "NoNewPrivileges=yes",
@@ -194,4 +201,58 @@ fn systemd_two_passed_sockets_are_both_served() {
         );
     }
     lines_until(&activator.stderr, "(socket passed by systemd)");
+}
+
+#[test]
+fn systemd_each_passed_socket_serves_the_greeting_of_its_listener() {
+    let second = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // Written once the first port is known: the server starts at the first connection.
+    let config = temp_file("activation.toml", b"");
+    let activator = activate(&["-l", &second.to_string()], &["--config", config.arg()]);
+    let first: std::net::SocketAddr = format!("127.0.0.1:{}", activator.port).parse().unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nport = {}\nmessage = \"second\"\n\n[[listener]]\nport = {}\nmessage = \"first\"\n",
+            second.port(),
+            first.port()
+        ),
+    )
+    .unwrap();
+    for (addr, greeting) in [(first, b"first"), (second, b"secon"), (first, b"first")] {
+        let mut peer = connect(addr);
+        let received = read_to_eof(&mut peer).unwrap();
+        assert!(received.starts_with(greeting), "from {addr}: {received:?}");
+    }
+    lines_until(&activator.stderr, "(socket passed by systemd)");
+}
+
+#[test]
+fn systemd_a_passed_socket_that_no_listener_names_is_a_clear_error() {
+    let config = temp_file("activation-unnamed.toml", b"");
+    let activator = activate(&[], &["--config", config.arg()]);
+    let other = if activator.port == 1 {
+        2
+    } else {
+        activator.port - 1
+    };
+    std::fs::write(
+        &config,
+        format!("[[listener]]\nport = {other}\n\n[[listener]]\nport = 0\n"),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", activator.port).parse().unwrap();
+    let _peer = connect(addr);
+    let log = lines_until(&activator.stderr, "greeter-server:");
+    assert!(
+        log.contains(&format!(
+            "greeter-server: cannot serve the socket on 127.0.0.1:{} passed by systemd: \
+             no [[listener]] has its address and port",
+            activator.port
+        )),
+        "{log}"
+    );
 }

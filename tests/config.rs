@@ -467,3 +467,44 @@ fn a_reload_that_changes_the_port_warns_and_keeps_the_old_listener_serving() {
         "nothing was bound on the new port"
     );
 }
+
+#[test]
+fn the_shipped_config_and_its_example_check_and_name_every_key() {
+    let shipped = std::fs::read_to_string("docs/deploy/greeter.toml").unwrap();
+    let (code, out, err) = check(&["--config", "docs/deploy/greeter.toml"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(value_of(&out, "workers"), ("0".into(), "file".into()));
+    // The commented [[listener]] example, uncommented, is a valid config too.
+    let example: String = shipped
+        .lines()
+        .skip_while(|line| *line != "# [[listener]]")
+        .filter_map(|line| line.strip_prefix("# ").or((line == "#").then_some("")))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_eq!(example.matches("[[listener]]").count(), 3, "{example}");
+    let example_file = temp_file("shipped-example.toml", example.as_bytes());
+    let (code, out, err) = check(&["--config", example_file.arg()], &[]);
+    assert_eq!(code, Some(0), "{err}\n{example}");
+    assert_eq!(
+        printed(&out)
+            .keys()
+            .filter(|(_, key)| key == "port")
+            .count(),
+        3
+    );
+    // Every key is in the shipped file and in the one table of operations.md.
+    let operations = std::fs::read_to_string("docs/operations.md").unwrap();
+    for key in greeter::config::keys::KEYS {
+        let name = key.name;
+        assert!(
+            shipped.contains(&format!("# {name} = ")) || shipped.contains(&format!("\n{name} = ")),
+            "docs/deploy/greeter.toml lacks {name}"
+        );
+        let variable = greeter::config::keys::env_var(name);
+        assert!(
+            operations.contains(&format!("| `{variable}`"))
+                && operations.contains(&format!("| `{name}`")),
+            "operations.md's settings table lacks {name}"
+        );
+    }
+}

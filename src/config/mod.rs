@@ -1,6 +1,6 @@
 //! The server's settings: the checked [`Config`] the loops run with, and how it is
 //! made. [`flags`] defines every setting as a flag, [`keys`] names each in the file
-//! and the environment, [`file`] reads the TOML config file, and [`Settings`] layers
+//! and the environment, [`file`](mod@file) reads the TOML config file, and [`Settings`] layers
 //! flags over environment over file over defaults, prints the result
 //! (`--check-config`) and turns it into a [`Config`]: checked and loaded once, so that
 //! the event loop never re-validates anything.
