@@ -34,7 +34,8 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
                    greeter-w2: greeter-server --workers 2; greeter-metrics: with
                    --metrics on; greeter-proxy: with --proxy-protocol (its load sends
                    a PROXY v1 header first); greeter-logs: with
-                   --log-connections (its stderr a file). c-policy is the one to
+                   --log-connections (its stderr a file); greeter-config:
+                   --config with three [[listener]] tables, loaded on the first. c-policy is the one to
                    hold greeter to: the same syscalls, nothing else
   --before DIR     also a greeter-server built elsewhere (DIR holds the binary, e.g.
                    a worktree's target/release), as servers greeter-before and
@@ -92,6 +93,21 @@ reference="$root/scripts/reference"
 cc -O2 -o "$work/reference_server" "$reference/epoll_server.c"
 cc -O2 -DCLOSE_POLICY=1 -o "$work/policy_server" "$reference/epoll_server.c"
 
+# greeter-config serves three [[listener]] tables; the load goes to the first, which
+# sends the default greeting (the fast path as configured in production).
+cat >"$work/listeners.toml" <<'TOML'
+[[listener]]
+port = 0
+
+[[listener]]
+port = 0
+message = "SSH-2.0-OpenSSH_9.6\r\n"
+
+[[listener]]
+port = 0
+message = "220 mail.example.org ESMTP\r\n"
+TOML
+
 server_command() {
   case "$1" in
     greeter) echo "$bin/greeter-server --port 0" ;;
@@ -99,6 +115,7 @@ server_command() {
     greeter-metrics) echo "$bin/greeter-server --port 0 --metrics 127.0.0.1:0" ;;
     greeter-proxy) echo "$bin/greeter-server --port 0 --proxy-protocol" ;;
     greeter-logs) echo "$bin/greeter-server --port 0 --log-connections" ;;
+    greeter-config) echo "$bin/greeter-server --config $work/listeners.toml" ;;
     greeter-before) echo "$before_bin/greeter-server --port 0" ;;
     greeter-logs-before) echo "$before_bin/greeter-server --port 0 --log-connections" ;;
     c) echo "$work/reference_server" ;;

@@ -30,12 +30,13 @@ listen_overflows() {
 }
 
 # wait_for_port OUT_FILE PID: prints the port once OUT_FILE has the "listening on"
-# line; prints nothing if PID exits first or 10 s pass.
+# line (the first, with several listeners); prints nothing if PID exits first or 10 s
+# pass.
 wait_for_port() {
   for _ in $(seq 200); do
     grep -q '^listening on ' "$1" 2>/dev/null && break
     kill -0 "$2" 2>/dev/null || break
     sleep 0.05
   done
-  sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$1" 2>/dev/null
+  sed -n 's/^listening on .*:\([0-9]*\)$/\1/p;T;q' "$1" 2>/dev/null
 }

@@ -119,6 +119,23 @@ fn a_bad_file_is_one_line_naming_file_line_and_key_and_exit_2() {
             );
         }
     }
+    // A FIFO nobody writes to is refused at once, not waited on.
+    let fifo = temp_file("config.fifo", b"");
+    std::fs::remove_file(&fifo).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&*fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (status, _, stderr) = run_binary("greeter-server", &["--config", fifo.arg()]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "greeter-server: cannot read config file {}: not a regular file (give --config a TOML file)\n",
+            fifo.arg()
+        )
+    );
     let (status, _, stderr) =
         run_binary("greeter-server", &["--config", "/nonexistent/greeter.toml"]);
     assert_eq!(status.code(), Some(2));

@@ -5,6 +5,7 @@
 //! max-connections?)`.
 
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
@@ -105,9 +106,15 @@ fn read_text(path: &Path) -> Result<String, SettingsError> {
             path.display()
         ))
     };
-    let file = std::fs::File::open(path).map_err(|err| {
-        fail(crate::error::describe_io_error(&err) + " (check the --config path)")
-    })?;
+    // Nonblocking, so that a FIFO without a writer is refused below instead of
+    // blocking the open.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|err| {
+            fail(crate::error::describe_io_error(&err) + " (check the --config path)")
+        })?;
     let metadata = file
         .metadata()
         .map_err(|err| fail(crate::error::describe_io_error(&err)))?;
@@ -282,11 +289,11 @@ mod tests {
     use super::*;
 
     fn read(text: &str) -> Result<ConfigFile, String> {
-        let path = std::env::temp_dir().join(format!(
-            "greeter-file-{}-{}.toml",
-            std::process::id(),
-            text.len()
-        ));
+        // One file per call: tests run in parallel.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("greeter-file-{}-{call}.toml", std::process::id()));
         std::fs::write(&path, text).unwrap();
         let read = ConfigFile::read(&path)
             .map_err(|err| err.to_string().replace(&path.display().to_string(), "FILE"));
@@ -342,5 +349,41 @@ mod tests {
         let file = read("message-file = \"banner.txt\"\n").unwrap();
         let expected = std::env::temp_dir().join("banner.txt");
         assert_eq!(file.top[0].values, [expected.display().to_string()]);
+    }
+
+    #[test]
+    fn no_file_a_user_can_write_panics() {
+        let deep = format!("host = {}{}\n", "[".repeat(5000), "]".repeat(5000));
+        let long_key = format!("{} = 1\n", "k".repeat(100_000));
+        let inputs = [
+            deep.as_str(),
+            long_key.as_str(),
+            "port = {a = 1}\n",
+            "port = 1.5\n",
+            "port = nan\n",
+            "port = 1979-05-27T07:32:00Z\n",
+            "port = -1\n",
+            "port = 0x1F90\n",
+            "send-buffer = -5\n",
+            "send-buffer = 99999999999999999\n",
+            "host = []\n",
+            "host = [1, 2]\n",
+            "listener = [1, 2]\n",
+            "listener = \"x\"\n",
+            "[[listener]]\n[listener.inner]\nport = 1\n",
+            "[[listener]]\nlistener = 1\n",
+            "[port]\n",
+            "message = \"\\u0000\"\n",
+            "\u{feff}port = 1\n",
+            "ключ = 1\n",
+            "=\n",
+            "\"\"\"\n",
+        ];
+        for input in inputs {
+            if let Err(err) = read(input) {
+                assert!(!err.contains('\n'), "{input:?}: {err}");
+            }
+        }
+        assert_eq!(read("port = 0x1F90\n").unwrap().top[0].values, ["8080"]);
     }
 }

@@ -574,9 +574,9 @@ fn one_greeting(top: &mut Values, file: Option<&ConfigFile>) -> Result<(), Setti
         Source::Env(_) => 2,
         Source::Flag => 3,
     };
-    let (kept, dropped) = match rank(&message.source).cmp(&rank(&message_file.source)) {
-        std::cmp::Ordering::Greater => ("message", "message-file"),
-        std::cmp::Ordering::Less => ("message-file", "message"),
+    let dropped = match rank(&message.source).cmp(&rank(&message_file.source)) {
+        std::cmp::Ordering::Greater => "message-file",
+        std::cmp::Ordering::Less => "message",
         std::cmp::Ordering::Equal => {
             return Err(SettingsError(match (&message.source, file) {
                 (Source::File, Some(file)) => format!(
@@ -588,7 +588,6 @@ fn one_greeting(top: &mut Values, file: Option<&ConfigFile>) -> Result<(), Setti
             }))
         }
     };
-    let _ = kept;
     top.remove(dropped);
     Ok(())
 }
