@@ -15,7 +15,8 @@ and prints one line: `instructions=I connections=N per_connection=I/N`. The coun
 includes start-up and shutdown, the same for every build, so compare two builds at
 the same N. One connection at a time makes each connection one loop round, so the
 count repeats to within a fraction of a per cent; with more at once it moves by a
-few per cent with how the connections happen to batch.
+few per cent with how the connections happen to batch. With `-- --config FILE`, no
+--port is added and the load goes to the first listener.
 
 Needs: valgrind (Debian: valgrind).
 USAGE
@@ -41,8 +42,12 @@ source "$(dirname "$0")/lib.sh"
 greeter_setup
 server="${server_bin:-$bin}/greeter-server"
 
+# --port 0, unless a --config names the ports (its [[listener]] tables; the load goes
+# to the first listener printed).
+port_flag=(--port 0)
+for arg in "$@"; do [ "$arg" = --config ] && port_flag=(); done
 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
-  "$server" --port 0 "$@" >"$work/server.out" 2>"$work/server.err" &
+  "$server" ${port_flag[@]+"${port_flag[@]}"} "$@" >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 port=$(wait_for_port "$work/server.out" "$server_pid")
 [ -n "$port" ] || { echo "callgrind.sh: the server did not start under valgrind:" >&2; cat "$work/server.err" >&2; exit 1; }

@@ -210,22 +210,28 @@ impl ServerArgs {
             greeting: self.greeting.load()?,
             proxy_protocol: self.proxy_protocol,
         };
-        Ok(Config {
-            listeners: vec![listener],
-            max_connections: self.max_connections as usize,
-            write_timeout: self.write_timeout,
-            backlog: self.backlog as i32,
-            drain_timeout: self.drain_timeout,
-            linger_timeout: self.linger_timeout,
-            max_per_ip: self.max_per_ip,
-            send_buffer: self.send_buffer,
-            proxy_timeout: self.proxy_timeout,
-            connection_log_level: if self.log_connections {
-                log::Level::Info
-            } else {
-                log::Level::Debug
-            },
-        })
+        let mut config = Config::new(listener.addrs[0]);
+        config.listeners = vec![listener];
+        config.backlog = self.backlog as i32;
+        config.send_buffer = self.send_buffer;
+        self.apply_reloadable(&mut config);
+        Ok(config)
+    }
+
+    /// Sets in `config` what a reload may change besides the greetings: the limits,
+    /// timeouts and logging these flags give.
+    pub fn apply_reloadable(&self, config: &mut Config) {
+        config.max_connections = self.max_connections as usize;
+        config.max_per_ip = self.max_per_ip;
+        config.write_timeout = self.write_timeout;
+        config.linger_timeout = self.linger_timeout;
+        config.drain_timeout = self.drain_timeout;
+        config.proxy_timeout = self.proxy_timeout;
+        config.connection_log_level = if self.log_connections {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
     }
 }
 

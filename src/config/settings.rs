@@ -293,17 +293,9 @@ impl Settings {
                 listener.greeting = args.greeting.load()?;
             }
         }
-        let limits = self
-            .server_args()
+        self.server_args()
             .map_err(SettingsError::into_failure)?
-            .into_limits();
-        next.max_connections = limits.max_connections;
-        next.max_per_ip = limits.max_per_ip;
-        next.write_timeout = limits.write_timeout;
-        next.linger_timeout = limits.linger_timeout;
-        next.drain_timeout = limits.drain_timeout;
-        next.proxy_timeout = limits.proxy_timeout;
-        next.connection_log_level = limits.connection_log_level;
+            .apply_reloadable(&mut next);
         Ok(next)
     }
 
@@ -398,25 +390,6 @@ impl Settings {
             }
         }
         out
-    }
-}
-
-impl ServerArgs {
-    /// The limits these flags set (everything but the listeners).
-    fn into_limits(self) -> Config {
-        let mut config = Config::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-        config.max_connections = self.max_connections as usize;
-        config.max_per_ip = self.max_per_ip;
-        config.write_timeout = self.write_timeout;
-        config.linger_timeout = self.linger_timeout;
-        config.drain_timeout = self.drain_timeout;
-        config.proxy_timeout = self.proxy_timeout;
-        config.connection_log_level = if self.log_connections {
-            log::Level::Info
-        } else {
-            log::Level::Debug
-        };
-        config
     }
 }
 
@@ -799,5 +772,37 @@ mod tests {
         .unwrap();
         let config = settings.to_config().unwrap();
         assert_eq!(&*config.listeners[0].greeting, b"hi");
+    }
+
+    #[test]
+    fn a_reload_takes_every_key_a_reload_applies_and_no_other() {
+        let running = load(&[], &[]).unwrap().to_config().unwrap();
+        let mut argv = Vec::new();
+        for key in KEYS {
+            let value = match (key.applies, key.name) {
+                (Applies::AtRestart, _) | (_, "message-file") => continue,
+                (_, "message") => "changed",
+                (_, "log-connections") => "",
+                (_, name) if name.ends_with("-timeout") => "1s",
+                _ => "5",
+            };
+            argv.push(format!("--{}", key.name));
+            if !value.is_empty() {
+                argv.push(value.to_owned());
+            }
+        }
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let changed = load(&argv, &[]).unwrap();
+        let reloaded = changed.reload_into(&running).unwrap();
+        assert_eq!(
+            format!("{reloaded:?}"),
+            format!("{:?}", changed.to_config().unwrap()),
+            "a reload left out a setting it applies"
+        );
+        // What needs a restart stays as it runs.
+        let restart = load(&["--port", "1", "--backlog", "7"], &[]).unwrap();
+        let reloaded = restart.reload_into(&running).unwrap();
+        assert_eq!(reloaded.listeners[0].addrs, running.listeners[0].addrs);
+        assert_eq!(reloaded.backlog, running.backlog);
     }
 }
