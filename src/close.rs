@@ -37,6 +37,9 @@ pub enum CloseReason {
     ProxyHeader,
     /// A failure on the server's side.
     Error,
+    /// `--allow`/`--deny` turned the client away: sent nothing, or the
+    /// `--deny-message`.
+    Denied,
 }
 
 /// The names of a close reason wherever it is shown.
@@ -54,7 +57,7 @@ pub struct ReasonNames {
 impl CloseReason {
     /// Every reason, with its names: one line per reason, and the totals line, the
     /// `CLOSE` line and the metrics all read it.
-    pub const ALL: [(CloseReason, ReasonNames); 11] = {
+    pub const ALL: [(CloseReason, ReasonNames); 12] = {
         const fn names(
             log: &'static str,
             totals: Option<&'static str>,
@@ -96,6 +99,7 @@ impl CloseReason {
                 names("proxy", Some("proxy"), false),
             ),
             (CloseReason::Error, names("error", Some("error"), false)),
+            (CloseReason::Denied, names("denied", Some("denied"), false)),
         ]
     };
 

@@ -60,6 +60,12 @@ pub(crate) struct Connection {
     accepted_ms: u32,
     /// Where it is in its life.
     phase: Phase,
+    /// Whether `--deny` turned its client away and it is being sent the
+    /// `--deny-message` instead of the greeting (its close then counts as `denied`).
+    denied: bool,
+    /// The index of the listening socket it was accepted on (its policy is checked
+    /// once a PROXY header names the client).
+    listener: u16,
 }
 
 /// The phases of a connection's life.
@@ -149,7 +155,12 @@ impl Connection {
     /// A connection just accepted from `peer`: it waits for its PROXY header first if
     /// `proxy_protocol`, else it is to be greeted.
     #[inline]
-    pub(crate) fn accepted(stream: TcpStream, peer: SocketAddr, proxy_protocol: bool) -> Self {
+    pub(crate) fn accepted(
+        stream: TcpStream,
+        peer: SocketAddr,
+        proxy_protocol: bool,
+        listener: u16,
+    ) -> Self {
         let phase = if proxy_protocol {
             Phase::Header
         } else {
@@ -163,6 +174,8 @@ impl Connection {
             peer,
             accepted_ms: 0,
             phase,
+            denied: false,
+            listener,
         }
     }
 
@@ -307,6 +320,22 @@ impl Connection {
     /// Makes `client`, named by a PROXY header, the connection's peer.
     pub(crate) fn set_peer(&mut self, client: SocketAddr) {
         self.peer = client;
+    }
+
+    /// Marks it as a denied client's, to be sent the deny message.
+    pub(crate) fn deny(&mut self) {
+        self.denied = true;
+    }
+
+    /// The index of the listening socket it was accepted on.
+    pub(crate) fn listener(&self) -> usize {
+        usize::from(self.listener)
+    }
+
+    /// Whether it is a denied client's, being sent the deny message.
+    #[inline]
+    pub(crate) fn is_denied(&self) -> bool {
+        self.denied
     }
 
     /// Where it is in its life.

@@ -21,6 +21,7 @@ use mio::{Registry, Token};
 use slab::Slab;
 use socket2::SockRef;
 
+use crate::access::Policy;
 use crate::close::{log_accept, CloseReason, Closed};
 use crate::config::Config;
 use crate::connection::{Connection, Phase, Step, Timer};
@@ -37,7 +38,8 @@ const DEADLINE_SLACK: usize = 64;
 struct Held {
     conn: Connection,
     /// The greeting it is being sent: the one current when it was accepted, kept
-    /// (shared, never copied) across a reload that swaps the server's.
+    /// (shared, never copied) across a reload that swaps the server's (or the deny
+    /// message, for a denied client).
     greeting: Arc<[u8]>,
     /// Tells this connection apart from a later one that reuses its slab key, so that a
     /// stale deadline never closes the newcomer.
@@ -84,6 +86,9 @@ pub(crate) struct HeldConnections {
     max_connections: usize,
     /// The level of the `ACCEPT` line (info with `--log-connections`).
     log_level: Level,
+    /// Each listening socket's access policy, by its index: a header waiter's client is
+    /// checked against it once its header names it.
+    policies: Vec<Option<Arc<Policy>>>,
     /// Closes of held connections not yet taken by the server; reused.
     closed: Vec<Closed>,
     /// See [`HeldCounts`].
@@ -120,9 +125,15 @@ impl HeldConnections {
             started: Instant::now(),
             max_connections: config.max_connections,
             log_level: config.connection_log_level,
+            policies: Vec::new(),
             closed: Vec::new(),
             counts: HeldCounts::default(),
         }
+    }
+
+    /// Each listening socket's access policy, by its index (at start and reload).
+    pub(crate) fn set_policies(&mut self, policies: Vec<Option<Arc<Policy>>>) {
+        self.policies = policies;
     }
 
     /// A reload's limits, timeouts and logging, for what happens from now on: a new
@@ -206,6 +217,7 @@ impl HeldConnections {
         &mut self,
         mut conn: Connection,
         greeting: &Arc<[u8]>,
+        policy: Option<&Arc<Policy>>,
         now: Instant,
     ) -> Option<Closed> {
         // Without --proxy-protocol the client is known at accept; with it, once the
@@ -214,41 +226,69 @@ impl HeldConnections {
             Phase::Header => match conn.advance(greeting) {
                 Step::Named(client) => {
                     conn.set_peer(client);
-                    self.greet_named(&mut conn, greeting)
+                    self.greet_named(&mut conn, greeting, policy)
                 }
                 step => step,
             },
-            _ => self.greet_named(&mut conn, greeting),
+            _ => self.greet_named(&mut conn, greeting, policy),
         };
-        self.counts.bytes_sent += conn.sent(greeting) as u64;
+        let sending = bytes_for(&conn, greeting, policy);
+        self.counts.bytes_sent += conn.sent(sending) as u64;
         match step {
-            Step::Close(reason) => Some(closed(&conn, greeting, reason)),
+            Step::Close(reason) => Some(closed(&conn, sending, reason)),
             // Only a header names a client, and it is named once.
-            Step::Wait | Step::Named(_) => self.hold(conn, Arc::clone(greeting), now),
+            Step::Wait | Step::Named(_) => self.hold(conn, Arc::clone(sending), now),
         }
     }
 
     /// A fresh connection whose client is known: its `ACCEPT` line, then it is greeted,
-    /// unless its address holds its `--max-per-ip` share.
+    /// unless its address is denied (then it gets the deny message or nothing) or
+    /// holds its `--max-per-ip` share.
     #[inline]
-    fn greet_named(&mut self, conn: &mut Connection, greeting: &[u8]) -> Step {
-        match self.refuse_client(conn.peer(), self.len()) {
-            Some(refused) => Step::Close(refused),
-            None => conn.advance(greeting),
+    fn greet_named(
+        &mut self,
+        conn: &mut Connection,
+        greeting: &[u8],
+        policy: Option<&Arc<Policy>>,
+    ) -> Step {
+        match self.admission(conn.peer(), self.len(), policy) {
+            Admission::Greet => conn.advance(greeting),
+            Admission::Refuse(reason) => Step::Close(reason),
+            Admission::DenyMessage(message) => {
+                conn.deny();
+                conn.advance(message)
+            }
         }
     }
 
     /// Logs the `ACCEPT` line of a connection whose client is now known (`held` were
-    /// held before it), and says why it is refused if the client's address already
-    /// holds its `--max-per-ip` share.
+    /// held before it), and says what it gets: checked against the address lists
+    /// first, then against `--max-per-ip`.
     #[inline]
-    fn refuse_client(&self, client: SocketAddr, held: usize) -> Option<CloseReason> {
+    fn admission<'p>(
+        &self,
+        client: SocketAddr,
+        held: usize,
+        policy: Option<&'p Arc<Policy>>,
+    ) -> Admission<'p> {
         log_accept(client, held, self.max_connections, self.log_level);
+        if let Some(policy) = policy {
+            if !policy.list.admits(client.ip()) {
+                return match &policy.deny_message {
+                    Some(message) => Admission::DenyMessage(message),
+                    None => Admission::Refuse(CloseReason::Denied),
+                };
+            }
+        }
         let admitted = self
             .per_ip
             .as_ref()
             .is_none_or(|limit| limit.admits(client.ip()));
-        (!admitted).then_some(CloseReason::PerIpLimit)
+        if admitted {
+            Admission::Greet
+        } else {
+            Admission::Refuse(CloseReason::PerIpLimit)
+        }
     }
 
     /// Holds a connection that must wait: registers it for what its phase waits for
@@ -322,10 +362,21 @@ impl HeldConnections {
         let socket_peer = self.slab[key].conn.peer();
         self.count_out(Phase::Header, socket_peer.ip());
         self.slab[key].conn.set_peer(client);
-        if let Some(refused) = self.refuse_client(client, self.len() - 1) {
-            // Counted for nothing now, so closed without undoing anything.
-            self.remove(key, refused);
-            return None;
+        // The policy its socket has now (a reload may have replaced it meanwhile).
+        let listener = self.slab[key].conn.listener();
+        let policy = self.policies.get(listener).cloned().flatten();
+        match self.admission(client, self.len() - 1, policy.as_ref()) {
+            Admission::Greet => {}
+            Admission::Refuse(reason) => {
+                // Counted for nothing now, so closed without undoing anything.
+                self.remove(key, reason);
+                return None;
+            }
+            Admission::DenyMessage(message) => {
+                let held = &mut self.slab[key];
+                held.greeting = Arc::clone(message);
+                held.conn.deny();
+            }
         }
         self.count_in(self.slab[key].conn.phase(), client.ip());
         let held = &mut self.slab[key];
@@ -535,10 +586,43 @@ fn max_header_waiters(max_connections: usize) -> usize {
     (max_connections / 4).max(1)
 }
 
+/// What a connection whose client is now known gets.
+enum Admission<'p> {
+    /// The greeting.
+    Greet,
+    /// Nothing: closed at once for this reason.
+    Refuse(CloseReason),
+    /// A denied client: this deny message instead of the greeting.
+    DenyMessage(&'p Arc<[u8]>),
+}
+
+/// What `conn` is being sent: its listener's greeting, or for a denied client the
+/// deny message.
+#[inline]
+fn bytes_for<'a>(
+    conn: &Connection,
+    greeting: &'a Arc<[u8]>,
+    policy: Option<&'a Arc<Policy>>,
+) -> &'a Arc<[u8]> {
+    if conn.is_denied() {
+        if let Some(message) = policy.and_then(|policy| policy.deny_message.as_ref()) {
+            return message;
+        }
+    }
+    greeting
+}
+
 /// The close of `conn`, being sent `greeting`, for `reason`. One closed while its PROXY
-/// header was awaited never had its client named, nor its `ACCEPT` line logged.
+/// header was awaited never had its client named, nor its `ACCEPT` line logged. A
+/// denied client that was sent the deny message counts as `denied`, however that
+/// ended.
 #[inline]
 fn closed(conn: &Connection, greeting: &[u8], reason: CloseReason) -> Closed {
+    let reason = if conn.is_denied() && reason.names().greeted {
+        CloseReason::Denied
+    } else {
+        reason
+    };
     Closed {
         peer: conn.peer(),
         accepted_ms: conn.accepted_ms(),

@@ -23,6 +23,7 @@
 //!   per timer, per-address and header-waiter accounting; it applies each `Step`, and
 //!   advances a fresh connection once (the fast path, never held).
 //! - `proxy` (internal): `--proxy-protocol`: the header that names the real client.
+//! - [`access`]: `--allow`/`--deny`: who is greeted, by longest prefix.
 //! - `socket` (internal): the socket primitives (write, FIN, `TCP_INFO`, discard) and
 //!   the kernel facts they rely on.
 //! - `close` (internal, [`CloseReason`] public): why a connection closed, with its
@@ -63,6 +64,7 @@
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod accept;
+pub mod access;
 pub mod cli;
 pub mod client;
 mod close;

@@ -17,6 +17,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::SockRef;
 
 use crate::accept::{self, AcceptFailure, AcceptGate};
+use crate::access::Policy;
 use crate::close::{log_accept, log_close, CloseReason, Closed};
 use crate::config::Config;
 use crate::connection::Connection;
@@ -106,7 +107,13 @@ struct Listening {
     greeting: Arc<[u8]>,
     /// Whether its connections begin with a PROXY protocol header.
     proxy_protocol: bool,
+    /// Who its listener greets (`--allow`, `--deny`); `None`: everyone.
+    policy: Option<Arc<Policy>>,
 }
+
+/// The most listening sockets one server serves (a connection names its socket in
+/// 16 bits).
+const MAX_LISTENING_SOCKETS: usize = u16::MAX as usize;
 
 /// The size of the first listener's greeting (the one the snapshot reports).
 fn first_greeting_bytes(config: &Config) -> usize {
@@ -172,6 +179,7 @@ impl Server {
                 listener,
                 greeting: Arc::clone(&served.greeting),
                 proxy_protocol: served.proxy_protocol,
+                policy: served.policy.clone(),
             });
         }
         if registered.is_empty() {
@@ -186,7 +194,13 @@ impl Server {
         // load; capacity that is never touched costs address space, not memory. But
         // never beyond what the open-file limit lets the server hold.
         let capacity = config.max_connections.min(fdlimit::soft_limit());
-        let server = Server {
+        if registered.len() > MAX_LISTENING_SOCKETS {
+            return Err(loop_error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("more than {MAX_LISTENING_SOCKETS} listening sockets"),
+            )));
+        }
+        let mut server = Server {
             poll,
             pending: vec![false; registered.len()],
             listeners: registered,
@@ -200,6 +214,7 @@ impl Server {
             drain_deadline: None,
             totals: Totals::default(),
         };
+        server.share_policies();
         // Readers see its greeting and limit before its first round.
         server.publish();
         Ok(server)
@@ -345,6 +360,15 @@ impl Server {
         });
     }
 
+    /// Tells the held connections each socket's access policy, for header waiters.
+    fn share_policies(&mut self) {
+        let policies = self
+            .listeners
+            .iter()
+            .map(|listening| listening.policy.clone());
+        self.held.set_policies(policies.collect());
+    }
+
     /// A reload's config, for new connections: each listener's greeting, the limits,
     /// timeouts and logging. Held connections keep the greeting `Arc` they started
     /// with, and the deadlines already running.
@@ -352,9 +376,11 @@ impl Server {
         for listening in &mut self.listeners {
             if let Some(served) = config.listeners.get(listening.listener) {
                 listening.greeting = Arc::clone(&served.greeting);
+                listening.policy = served.policy.clone();
             }
         }
         self.greeting_bytes = first_greeting_bytes(config);
+        self.share_policies();
         self.held.reconfigure(config);
         self.config = config.clone();
     }
@@ -437,8 +463,10 @@ impl Server {
     fn greet(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize, now: Instant) {
         self.totals.accepted += 1;
         let listening = &self.listeners[listener];
-        let conn = Connection::accepted(stream, peer, listening.proxy_protocol);
-        if let Some(closed) = self.held.admit(conn, &listening.greeting, now) {
+        // Fits: a server has at most MAX_LISTENING_SOCKETS sockets.
+        let conn = Connection::accepted(stream, peer, listening.proxy_protocol, listener as u16);
+        let policy = listening.policy.as_ref();
+        if let Some(closed) = self.held.admit(conn, &listening.greeting, policy, now) {
             let (level, max) = (
                 self.config.connection_log_level,
                 self.config.max_connections,

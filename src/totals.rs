@@ -46,7 +46,7 @@ enum Field {
     AcceptPauses,
 }
 
-const LINE: [Field; 18] = [
+const LINE: [Field; 19] = [
     Field::Accepted,
     Field::Greeted,
     Field::ClosedEarly,
@@ -65,6 +65,7 @@ const LINE: [Field; 18] = [
     Field::Closes(CloseReason::LingerBudget),
     Field::AcceptPauses,
     Field::Closes(CloseReason::ProxyHeader),
+    Field::Closes(CloseReason::Denied),
 ];
 
 impl Totals {
@@ -176,7 +177,7 @@ mod tests {
             totals.to_string(),
             "accepted=5 greeted=3 closed_early=2 reset=1 timeout=1 drain=0 error=0 \
              per_ip=0 bytes=120 accept_errors=0 partial_writes=0 lingered=0 flood=0 \
-             eof=1 linger_timeout=0 linger_budget=0 accept_pauses=0 proxy=0"
+             eof=1 linger_timeout=0 linger_budget=0 accept_pauses=0 proxy=0 denied=0"
         );
     }
 

@@ -258,7 +258,7 @@ fn file_value<'p>(
                 .map_err(|cause| here.error(format_args!("{}: {cause}", key.name)))?;
         }
     }
-    if key.name == "message-file" {
+    if key.name.ends_with("-file") {
         values = values
             .into_iter()
             .map(|path| base.join(path).display().to_string())

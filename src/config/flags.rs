@@ -75,6 +75,34 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse_positive_duration)]
     pub proxy_timeout: Duration,
 
+    /// Greet only clients in this address or CIDR block; repeat it for several. With
+    /// allow entries an address none contains is denied; the most specific entry of
+    /// --allow and --deny decides (a tie: deny). With --proxy-protocol the client is
+    /// the one the header names
+    #[arg(long, value_name = "CIDR", value_parser = crate::access::parse_entry_flag)]
+    pub allow: Vec<String>,
+
+    /// Do not greet clients in this address or CIDR block (closed at once, reason
+    /// denied); repeat it for several
+    #[arg(long, value_name = "CIDR", value_parser = crate::access::parse_entry_flag)]
+    pub deny: Vec<String>,
+
+    /// As --allow, for every entry of this file (one address or CIDR block a line,
+    /// # comments); repeat it for several
+    #[arg(long, value_name = "PATH")]
+    pub allow_file: Vec<PathBuf>,
+
+    /// As --deny, for every entry of this file (one address or CIDR block a line,
+    /// # comments); repeat it for several
+    #[arg(long, value_name = "PATH")]
+    pub deny_file: Vec<PathBuf>,
+
+    /// Send denied clients this text instead of nothing, closed as a greeting is
+    /// (default: nothing)
+    #[arg(long, value_name = "TEXT",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub deny_message: Option<String>,
+
     /// Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on
     /// this address and port, e.g. 127.0.0.1:9464 or localhost:9464 (a name: the first
     /// address it resolves to) (default: off)

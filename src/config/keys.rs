@@ -16,7 +16,8 @@ pub enum FileType {
     Text,
     /// A byte size: an integer, or a string with a unit (`send-buffer = "64KiB"`).
     Size,
-    /// A string, or an array of strings for several (`host = ["127.0.0.1", "::1"]`).
+    /// A string, or an array of strings for several (`host = ["127.0.0.1", "::1"]`,
+    /// `deny = ["192.0.2.0/24"]`).
     Hosts,
 }
 
@@ -70,6 +71,11 @@ pub const KEYS: &[Key] = &[
     listener_key("message", Text, AtReload),
     listener_key("message-file", Text, AtReload),
     listener_key("proxy-protocol", Boolean, AtRestart),
+    listener_key("allow", Hosts, AtReload),
+    listener_key("deny", Hosts, AtReload),
+    listener_key("allow-file", Hosts, AtReload),
+    listener_key("deny-file", Hosts, AtReload),
+    listener_key("deny-message", Text, AtReload),
     key("max-connections", Integer, AtReload),
     key("max-per-ip", Integer, AtReload),
     key("write-timeout", Text, AtReload),

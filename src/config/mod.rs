@@ -15,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::{AccessList, Policy, Sources};
 pub use crate::cli::DEFAULT_PORT;
 use crate::client::unbracket;
 use crate::error::Failure;
@@ -149,6 +150,8 @@ pub struct ListenerConfig {
     pub greeting: Arc<[u8]>,
     /// Whether every connection starts with a PROXY protocol header to read first.
     pub proxy_protocol: bool,
+    /// Who is greeted (`--allow`, `--deny`); `None`: everyone.
+    pub policy: Option<Arc<Policy>>,
 }
 
 impl Config {
@@ -159,6 +162,7 @@ impl Config {
                 addrs: vec![listen],
                 greeting: Arc::from(DEFAULT_GREETING.as_bytes()),
                 proxy_protocol: false,
+                policy: None,
             }],
             max_connections: 10_000,
             write_timeout: Duration::from_secs(30),
@@ -209,6 +213,7 @@ impl ServerArgs {
             addrs: resolve_hosts(&self.host, self.port)?,
             greeting: self.greeting.load()?,
             proxy_protocol: self.proxy_protocol,
+            policy: self.policy()?,
         };
         let mut config = Config::new(listener.addrs[0]);
         config.listeners = vec![listener];
@@ -216,6 +221,30 @@ impl ServerArgs {
         config.send_buffer = self.send_buffer;
         self.apply_reloadable(&mut config);
         Ok(config)
+    }
+
+    /// The access policy these flags give (`None` without entries): the lists read
+    /// and built, the deny message loaded.
+    ///
+    /// # Errors
+    /// A [`Failure`] naming the list file, and its line, that cannot be used.
+    pub fn policy(&self) -> Result<Option<Arc<Policy>>, Failure> {
+        let sources = Sources {
+            allow: &self.allow,
+            deny: &self.deny,
+            allow_files: &self.allow_file,
+            deny_files: &self.deny_file,
+        };
+        if sources.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(Policy {
+            list: AccessList::load(sources)?,
+            deny_message: self
+                .deny_message
+                .as_ref()
+                .map(|text| Arc::from(text.as_bytes())),
+        })))
     }
 
     /// Sets in `config` what a reload may change besides the greetings: the limits,

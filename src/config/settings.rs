@@ -291,6 +291,7 @@ impl Settings {
             if index < self.listeners.len() {
                 let args = self.args_for(index).map_err(SettingsError::into_failure)?;
                 listener.greeting = args.greeting.load()?;
+                listener.policy = args.policy()?;
             }
         }
         self.server_args()
@@ -780,8 +781,10 @@ mod tests {
         let mut argv = Vec::new();
         for key in KEYS {
             let value = match (key.applies, key.name) {
-                (Applies::AtRestart, _) | (_, "message-file") => continue,
-                (_, "message") => "changed",
+                (Applies::AtRestart, _) => continue,
+                (_, name) if name.ends_with("-file") => continue,
+                (_, "message" | "deny-message") => "changed",
+                (_, "allow" | "deny") => "192.0.2.0/24",
                 (_, "log-connections") => "",
                 (_, name) if name.ends_with("-timeout") => "1s",
                 _ => "5",

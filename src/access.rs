@@ -1,0 +1,330 @@
+//! Who is greeted: the `--allow` and `--deny` lists (and their files), matched by
+//! longest prefix. The most specific entry that contains the client's address
+//! decides; an allow and a deny entry of the same block: deny. An address no entry
+//! contains is allowed if there are no allow entries, and denied otherwise. An
+//! IPv4-mapped IPv6 client (`::ffff:192.0.2.1`) is matched as its IPv4 address.
+//!
+//! The table is built once (at start-up, or on the reload thread) into a prefix trie
+//! (`prefix-trie`: about 50 bytes an entry, a lookup in about 100 ns at 500,000
+//! entries), and the loops share it through an `Arc`; looking an address up takes no
+//! lock and allocates nothing.
+
+use std::io::{self, BufRead};
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use prefix_trie::PrefixMap;
+
+use crate::error::Failure;
+
+/// What an entry says of the addresses it contains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    Allow,
+    Deny,
+}
+
+/// The `--allow` and `--deny` entries of one listener, ready to be matched.
+#[derive(Debug, Default)]
+pub struct AccessList {
+    v4: PrefixMap<Ipv4Net, Rule>,
+    v6: PrefixMap<Ipv6Net, Rule>,
+    /// Whether any entry allows: then an address no entry contains is denied.
+    allow_listed: bool,
+}
+
+/// A listener's access policy: its list, and what a denied client is sent.
+#[derive(Debug)]
+pub struct Policy {
+    /// The entries.
+    pub list: AccessList,
+    /// `--deny-message`: sent to a denied client, with the greeting's close policy;
+    /// `None`: a denied client is closed at once, sent nothing.
+    pub deny_message: Option<Arc<[u8]>>,
+}
+
+/// Where a listener's entries come from.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// `--allow` entries.
+    pub allow: &'a [String],
+    /// `--deny` entries.
+    pub deny: &'a [String],
+    /// `--allow-file` files.
+    pub allow_files: &'a [PathBuf],
+    /// `--deny-file` files.
+    pub deny_files: &'a [PathBuf],
+}
+
+impl Sources<'_> {
+    /// Whether there is no entry anywhere (then nobody is refused).
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+            && self.deny.is_empty()
+            && self.allow_files.is_empty()
+            && self.deny_files.is_empty()
+    }
+}
+
+impl AccessList {
+    /// Builds the list from its entries and files: allows first, so that a deny of
+    /// the same block replaces the allow.
+    ///
+    /// # Errors
+    /// A [`Failure`] naming the file and line of an entry that is not an address or
+    /// a CIDR block, or the file that cannot be read.
+    pub fn load(sources: Sources<'_>) -> Result<AccessList, Failure> {
+        let mut list = AccessList::default();
+        for (rule, entries, files, kind) in [
+            (Rule::Allow, sources.allow, sources.allow_files, "allow"),
+            (Rule::Deny, sources.deny, sources.deny_files, "deny"),
+        ] {
+            for entry in entries {
+                // Checked by the flag's parser already.
+                let net = parse_entry(entry).map_err(|err| {
+                    Failure::new(
+                        format!("cannot use --{kind} {entry}"),
+                        io::Error::new(io::ErrorKind::InvalidInput, err),
+                        None,
+                    )
+                })?;
+                list.insert(net, rule);
+            }
+            for path in files {
+                list.load_file(path, rule, kind)?;
+            }
+        }
+        Ok(list)
+    }
+
+    fn insert(&mut self, net: IpNet, rule: Rule) {
+        if rule == Rule::Allow {
+            self.allow_listed = true;
+        }
+        match net {
+            IpNet::V4(net) => {
+                self.v4.insert(net, rule);
+            }
+            IpNet::V6(net) => {
+                self.v6.insert(net, rule);
+            }
+        }
+    }
+
+    /// Adds every entry of the file at `path`: one a line, `#` starts a comment,
+    /// blank lines are skipped.
+    fn load_file(&mut self, path: &Path, rule: Rule, kind: &str) -> Result<(), Failure> {
+        let fail = |err: io::Error, hint| {
+            Failure::new(
+                format!("cannot use {kind} file {}", path.display()),
+                err,
+                Some(hint),
+            )
+        };
+        const CHECK_PATH: &str = "check the path and its permissions";
+        // Nonblocking, so that a FIFO without a writer is refused instead of waited on.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|err| fail(err, CHECK_PATH))?;
+        if !file
+            .metadata()
+            .map_err(|err| fail(err, CHECK_PATH))?
+            .is_file()
+        {
+            let err = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+            return Err(fail(
+                err,
+                "give a file with one address or CIDR block a line",
+            ));
+        }
+        for (index, line) in io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|err| fail(err, CHECK_PATH))?;
+            let entry = line.split('#').next().unwrap_or_default().trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let net = parse_entry(entry).map_err(|err| {
+                let err = io::Error::new(io::ErrorKind::InvalidData, format!("line {}: {err}", index + 1));
+                fail(err, "one address or CIDR block a line, e.g. 192.0.2.0/24 or 2001:db8::/32; # starts a comment")
+            })?;
+            self.insert(net, rule);
+        }
+        Ok(())
+    }
+
+    /// How many entries it holds (an allow and a deny of one block count once).
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a client at `ip` is greeted.
+    #[inline]
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        let rule = match canonical(ip) {
+            IpAddr::V4(ip) => self.v4.get_lpm(&Ipv4Net::from(ip)).map(|(_, rule)| *rule),
+            IpAddr::V6(ip) => self.v6.get_lpm(&Ipv6Net::from(ip)).map(|(_, rule)| *rule),
+        };
+        match rule {
+            Some(rule) => rule == Rule::Allow,
+            None => !self.allow_listed,
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as its IPv4 address; any other as it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Parses an entry: an address (a /32 or /128) or a CIDR block (`192.0.2.0/24`;
+/// host bits are cleared, `192.0.2.7/24` is `192.0.2.0/24`). An IPv4-mapped IPv6
+/// block of at least /96 is its IPv4 block.
+///
+/// # Errors
+/// A phrase saying what the text is not.
+pub fn parse_entry(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net.trunc(),
+        Err(_) => match text.parse::<IpAddr>() {
+            Ok(ip) => IpNet::from(ip),
+            Err(_) => {
+                return Err(format!(
+                    "{text:?} is not an address or a CIDR block (write e.g. 192.0.2.0/24, 2001:db8::/32 or 192.0.2.7)"
+                ))
+            }
+        },
+    };
+    Ok(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        net => net,
+    })
+}
+
+/// [`parse_entry`] as a flag's value parser: the entry's text, checked.
+///
+/// # Errors
+/// As [`parse_entry`].
+pub fn parse_entry_flag(text: &str) -> Result<String, String> {
+    parse_entry(text).map(|_| text.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(allow: &[&str], deny: &[&str]) -> AccessList {
+        let owned = |entries: &[&str]| {
+            entries
+                .iter()
+                .map(|entry| (*entry).to_owned())
+                .collect::<Vec<_>>()
+        };
+        let (allow, deny) = (owned(allow), owned(deny));
+        AccessList::load(Sources {
+            allow: &allow,
+            deny: &deny,
+            allow_files: &[],
+            deny_files: &[],
+        })
+        .unwrap()
+    }
+
+    fn admits(list: &AccessList, ip: &str) -> bool {
+        list.admits(ip.parse().unwrap())
+    }
+
+    #[test]
+    fn the_most_specific_entry_decides() {
+        let list = list(&["10.0.0.0/8", "10.1.2.0/24"], &["10.1.0.0/16", "10.1.2.3"]);
+        assert!(admits(&list, "10.9.9.9"), "in the /8 only");
+        assert!(
+            !admits(&list, "10.1.9.9"),
+            "the /16 deny is more specific than the /8"
+        );
+        assert!(
+            admits(&list, "10.1.2.4"),
+            "the /24 allow beats the /16 deny"
+        );
+        assert!(
+            !admits(&list, "10.1.2.3"),
+            "the /32 deny beats the /24 allow"
+        );
+        assert!(
+            !admits(&list, "192.0.2.1"),
+            "an allow list denies what it does not name"
+        );
+    }
+
+    #[test]
+    fn a_deny_list_alone_allows_the_rest_and_a_tie_denies() {
+        let only_deny = list(&[], &["192.0.2.0/24"]);
+        assert!(!admits(&only_deny, "192.0.2.200"));
+        assert!(admits(&only_deny, "192.0.3.1"));
+        assert!(admits(&only_deny, "2001:db8::1"));
+        let tie = list(&["192.0.2.0/24"], &["192.0.2.0/24"]);
+        assert!(
+            !admits(&tie, "192.0.2.1"),
+            "an allow and a deny of one block: deny"
+        );
+    }
+
+    #[test]
+    fn edges_of_the_address_space() {
+        let everything = list(&[], &["0.0.0.0/0", "::/0"]);
+        assert!(!admits(&everything, "0.0.0.0"));
+        assert!(!admits(&everything, "255.255.255.255"));
+        assert!(!admits(&everything, "::1"));
+        let one = list(&["2001:db8::1/128", "192.0.2.1/32"], &[]);
+        assert!(admits(&one, "2001:db8::1"));
+        assert!(!admits(&one, "2001:db8::2"));
+        assert!(admits(&one, "192.0.2.1"));
+        assert!(!admits(&one, "192.0.2.0"));
+    }
+
+    #[test]
+    fn ipv4_mapped_clients_and_entries_match_ipv4() {
+        let list = list(&[], &["192.0.2.0/24", "::ffff:198.51.100.0/120"]);
+        assert!(!admits(&list, "::ffff:192.0.2.9"), "a mapped client");
+        assert!(!admits(&list, "198.51.100.7"), "a mapped entry");
+        assert!(admits(&list, "::ffff:203.0.113.1"));
+    }
+
+    #[test]
+    fn entries_parse_strictly_and_host_bits_are_cleared() {
+        assert_eq!(
+            parse_entry("192.0.2.7/24").unwrap().to_string(),
+            "192.0.2.0/24"
+        );
+        assert_eq!(
+            parse_entry("2001:db8::1").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0",
+            "::/129",
+            "example.org",
+            "10.0.0.0/8/8",
+        ] {
+            assert!(parse_entry(bad).is_err(), "{bad:?}");
+        }
+    }
+}
