@@ -35,7 +35,8 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
                    --metrics on; greeter-proxy: with --proxy-protocol (its load sends
                    a PROXY v1 header first); greeter-logs: with
                    --log-connections (its stderr a file); greeter-config:
-                   --config with three [[listener]] tables, loaded on the first. c-policy is the one to
+                   --config with three [[listener]] tables, loaded on the first;
+                   greeter-deny: --deny-file of 500,000 entries (none loopback). c-policy is the one to
                    hold greeter to: the same syscalls, nothing else
   --before DIR     also a greeter-server built elsewhere (DIR holds the binary, e.g.
                    a worktree's target/release), as servers greeter-before and
@@ -108,6 +109,9 @@ port = 0
 message = "220 mail.example.org ESMTP\r\n"
 TOML
 
+# greeter-deny: a 500,000-entry deny list that never matches loopback.
+case " $servers " in *" greeter-deny "*) python3 "$root/scripts/deny-list.py" 500000 "$work/deny.list" ;; esac
+
 server_command() {
   case "$1" in
     greeter) echo "$bin/greeter-server --port 0" ;;
@@ -116,6 +120,7 @@ server_command() {
     greeter-proxy) echo "$bin/greeter-server --port 0 --proxy-protocol" ;;
     greeter-logs) echo "$bin/greeter-server --port 0 --log-connections" ;;
     greeter-config) echo "$bin/greeter-server --config $work/listeners.toml" ;;
+    greeter-deny) echo "$bin/greeter-server --port 0 --deny-file $work/deny.list" ;;
     greeter-before) echo "$before_bin/greeter-server --port 0" ;;
     greeter-logs-before) echo "$before_bin/greeter-server --port 0 --log-connections" ;;
     c) echo "$work/reference_server" ;;
