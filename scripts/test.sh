@@ -8,7 +8,7 @@ usage() {
 usage: scripts/test.sh [CARGO TEST ARGS...]
 
 Runs every test: `cargo test` over the workspace (greeter and greeter-load), then
-scripts/load-test.sh, held-rss.sh, compare.sh and callgrind.sh on a small bounded load on
+scripts/load-test.sh, held-rss.sh, access-list.sh, compare.sh and callgrind.sh on a small bounded load on
 127.0.0.1, each checked against what it must print. About 50 seconds on 2 cores
 once built; the first build takes about a minute more.
 
@@ -120,6 +120,9 @@ expect load-test.sh '^completed +5000$' '^errors +0 ' \
 scripts/held-rss.sh 1000 -- --send-buffer 64KiB >"$out"
 expect held-rss.sh '^rss_before_kib=[0-9]+ rss_held_kib=[0-9]+ held=1000 bytes_per_held_connection=[0-9]+$' \
   '^tcp_mem_before_kib=[0-9]+ tcp_mem_held_kib=[0-9]+$'
+
+scripts/access-list.sh -n 20000 >"$out"
+expect access-list.sh '^entries=20000 load_ms=[0-9]+ \(without the list: [0-9]+\) rss_kib=[0-9]+ \(without: [0-9]+\) bytes_per_entry=[0-9]+$'
 
 scripts/compare.sh -n 2000 --repeat 1 --concurrency "1 16" --no-rss --json "$out.json" ${compare_flags[@]+"${compare_flags[@]}"} >"$out"
 # Its figures, checked from its JSON rows rather than from the table's cells.
