@@ -11,7 +11,6 @@
 
 use std::io::{self, BufRead};
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,6 +18,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 
 use crate::error::Failure;
+use crate::files::{not_regular, open_regular, OpenFailure};
 
 /// What an entry says of the addresses it contains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,23 +125,14 @@ impl AccessList {
             )
         };
         const CHECK_PATH: &str = "check the path and its permissions";
-        // Nonblocking, so that a FIFO without a writer is refused instead of waited on.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|err| fail(err, CHECK_PATH))?;
-        if !file
-            .metadata()
-            .map_err(|err| fail(err, CHECK_PATH))?
-            .is_file()
-        {
-            let err = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-            return Err(fail(
-                err,
-                "give a file with one address or CIDR block a line",
-            ));
-        }
+        let file = match open_regular(path) {
+            Ok((file, _)) => file,
+            Err(OpenFailure::Io(err)) => return Err(fail(err, CHECK_PATH)),
+            Err(OpenFailure::NotRegular) => {
+                let hint = "give a file with one address or CIDR block a line";
+                return Err(fail(not_regular(), hint));
+            }
+        };
         for (index, line) in io::BufReader::new(file).lines().enumerate() {
             let line = line.map_err(|err| fail(err, CHECK_PATH))?;
             let entry = line.split('#').next().unwrap_or_default().trim();

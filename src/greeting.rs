@@ -2,11 +2,11 @@
 //! one shared allocation every connection is sent from.
 
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::Failure;
+use crate::files::{not_regular, open_regular, OpenFailure};
 
 /// The greeting sent when none is configured: 38 bytes of UTF-8, no newline.
 pub const DEFAULT_GREETING: &str = "Hello there! This is the hosted server";
@@ -36,19 +36,16 @@ pub fn read_greeting_file(path: &Path) -> Result<Arc<[u8]>, Failure> {
         )
     };
     const CHECK_PATH: &str = "check the --message-file path and its permissions";
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|err| fail(err, CHECK_PATH))?;
-    let before = file.metadata().map_err(|err| fail(err, CHECK_PATH))?;
-    if !before.is_file() {
-        let err = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-        return Err(fail(
-            err,
-            "give --message-file a file, not a device, FIFO or directory",
-        ));
-    }
+    let (mut file, before) = match open_regular(path) {
+        Ok(opened) => opened,
+        Err(OpenFailure::Io(err)) => return Err(fail(err, CHECK_PATH)),
+        Err(OpenFailure::NotRegular) => {
+            return Err(fail(
+                not_regular(),
+                "give --message-file a file, not a device, FIFO or directory",
+            ))
+        }
+    };
     if before.len() > MAX_GREETING_BYTES {
         let err = io::Error::new(io::ErrorKind::InvalidInput, "larger than 1GiB");
         return Err(fail(

@@ -57,6 +57,7 @@
 //! - [`error`]: the one-line [`Failure`] that stops the program, saying what failed
 //!   and how to fix it.
 //! - [`fdlimit`]: raising the open-file limit at start-up.
+//! - `files` (internal): opening the files the server reads, regular files only.
 //!
 //! The binaries in `src/bin/` only parse flags, set up logging and map signals to
 //! supervisor requests, so tests and benchmarks drive the same code in-process. The
@@ -73,6 +74,7 @@ mod connection;
 pub mod deadlines;
 pub mod error;
 pub mod fdlimit;
+mod files;
 pub mod greeting;
 pub mod handle;
 mod held;

@@ -5,7 +5,6 @@
 //! max-connections?)`.
 
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
@@ -14,6 +13,7 @@ use toml::Spanned;
 use crate::config::flags::check_value;
 use crate::config::keys::{self, FileType, Key, KEYS};
 use crate::config::SettingsError;
+use crate::files::{open_regular, OpenFailure};
 
 /// The largest config file read: far beyond any real one, so that a wrong path (a
 /// log, a device) fails at once instead of filling memory.
@@ -106,23 +106,19 @@ fn read_text(path: &Path) -> Result<String, SettingsError> {
             path.display()
         ))
     };
-    // Nonblocking, so that a FIFO without a writer is refused below instead of
-    // blocking the open.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|err| {
-            fail(crate::error::describe_io_error(&err) + " (check the --config path)")
-        })?;
-    let metadata = file
-        .metadata()
-        .map_err(|err| fail(crate::error::describe_io_error(&err)))?;
-    if !metadata.is_file() {
-        return Err(fail(
-            "not a regular file (give --config a TOML file)".into(),
-        ));
-    }
+    let (file, _) = match open_regular(path) {
+        Ok(opened) => opened,
+        Err(OpenFailure::Io(err)) => {
+            return Err(fail(
+                crate::error::describe_io_error(&err) + " (check the --config path)",
+            ))
+        }
+        Err(OpenFailure::NotRegular) => {
+            return Err(fail(
+                "not a regular file (give --config a TOML file)".into(),
+            ))
+        }
+    };
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
