@@ -209,11 +209,21 @@ impl ServerArgs {
     /// A [`Failure`] naming the host that does not resolve, or the greeting file and
     /// the cause when it cannot be read, or saying that the greeting is empty.
     pub fn into_config(self) -> Result<Config, Failure> {
+        let policy = self.policy()?;
+        self.into_config_with(policy)
+    }
+
+    /// As [`ServerArgs::into_config`], with the access policy already built (shared
+    /// by listeners with the same entries).
+    ///
+    /// # Errors
+    /// As [`ServerArgs::into_config`].
+    pub fn into_config_with(self, policy: Option<Arc<Policy>>) -> Result<Config, Failure> {
         let listener = ListenerConfig {
             addrs: resolve_hosts(&self.host, self.port)?,
             greeting: self.greeting.load()?,
             proxy_protocol: self.proxy_protocol,
-            policy: self.policy()?,
+            policy,
         };
         let mut config = Config::new(listener.addrs[0]);
         config.listeners = vec![listener];

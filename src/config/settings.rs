@@ -11,10 +11,12 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::{self, Write as _};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Parser};
 
+use crate::access::Policy;
 use crate::config::file::ConfigFile;
 use crate::config::flags::{check_value, parse_error_cause, ServerArgs, ServerCli};
 use crate::config::keys::{self, Applies, FileType, Key, KEYS};
@@ -268,9 +270,11 @@ impl Settings {
     /// A [`Failure`] naming the host or greeting file that cannot be used.
     pub fn to_config(&self) -> Result<Config, Failure> {
         let mut config: Option<Config> = None;
+        let mut policies = Policies::default();
         for index in 0..self.listeners.len() {
             let args = self.args_for(index).map_err(SettingsError::into_failure)?;
-            let mut one = args.into_config()?;
+            let policy = policies.get(&args)?;
+            let mut one = args.into_config_with(policy)?;
             match &mut config {
                 Some(config) => config.listeners.append(&mut one.listeners),
                 None => config = Some(one),
@@ -287,11 +291,12 @@ impl Settings {
     /// A [`Failure`] naming the greeting file that cannot be used.
     pub fn reload_into(&self, running: &Config) -> Result<Config, Failure> {
         let mut next = running.clone();
+        let mut policies = Policies::default();
         for (index, listener) in next.listeners.iter_mut().enumerate() {
             if index < self.listeners.len() {
                 let args = self.args_for(index).map_err(SettingsError::into_failure)?;
                 listener.greeting = args.greeting.load()?;
-                listener.policy = args.policy()?;
+                listener.policy = policies.get(&args)?;
             }
         }
         self.server_args()
@@ -391,6 +396,42 @@ impl Settings {
             }
         }
         out
+    }
+}
+
+/// The access policies built so far, by their entries: listeners that inherit the
+/// same lists (a 500,000-entry deny file, say) share one table instead of each
+/// reading and building its own.
+#[derive(Default)]
+struct Policies {
+    built: Vec<(AccessEntries, Option<Arc<Policy>>)>,
+}
+
+/// What a policy is built from: allow, deny, allow files, deny files, deny message.
+type AccessEntries = (
+    Vec<String>,
+    Vec<String>,
+    Vec<PathBuf>,
+    Vec<PathBuf>,
+    Option<String>,
+);
+
+impl Policies {
+    /// The policy of `args`: one built before from the same entries, or a new one.
+    fn get(&mut self, args: &ServerArgs) -> Result<Option<Arc<Policy>>, Failure> {
+        let entries = (
+            args.allow.clone(),
+            args.deny.clone(),
+            args.allow_file.clone(),
+            args.deny_file.clone(),
+            args.deny_message.clone(),
+        );
+        if let Some((_, policy)) = self.built.iter().find(|(built, _)| *built == entries) {
+            return Ok(policy.clone());
+        }
+        let policy = args.policy()?;
+        self.built.push((entries, policy.clone()));
+        Ok(policy)
     }
 }
 
@@ -807,5 +848,34 @@ mod tests {
         let reloaded = restart.reload_into(&running).unwrap();
         assert_eq!(reloaded.listeners[0].addrs, running.listeners[0].addrs);
         assert_eq!(reloaded.backlog, running.backlog);
+    }
+
+    #[test]
+    fn listeners_that_inherit_one_list_share_its_table() {
+        let file = std::env::temp_dir().join(format!("greeter-shared-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            "deny = [\"192.0.2.0/24\"]\n[[listener]]\nport = 0\n[[listener]]\nport = 0\n\
+             [[listener]]\nport = 0\ndeny = [\"198.51.100.0/24\"]\n",
+        )
+        .unwrap();
+        let path = file.display().to_string();
+        let config = load(&["--config", &path], &[]).unwrap().to_config();
+        let _ = std::fs::remove_file(&file);
+        let config = config.unwrap();
+        let policy = |index: usize| config.listeners[index].policy.clone().unwrap();
+        assert!(
+            Arc::ptr_eq(&policy(0), &policy(1)),
+            "one table for the same list"
+        );
+        assert!(
+            !Arc::ptr_eq(&policy(0), &policy(2)),
+            "a listener's own list is its own"
+        );
+        assert!(!policy(2).list.admits("198.51.100.1".parse().unwrap()));
+        assert!(
+            policy(2).list.admits("192.0.2.1".parse().unwrap()),
+            "its own list replaces the top one"
+        );
     }
 }
