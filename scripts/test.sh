@@ -124,6 +124,11 @@ expect held-rss.sh '^rss_before_kib=[0-9]+ rss_held_kib=[0-9]+ held=1000 bytes_p
 scripts/access-list.sh -n 20000 >"$out"
 expect access-list.sh '^entries=20000 load_ms=[0-9]+ \(without the list: [0-9]+\) rss_kib=[0-9]+ \(without: [0-9]+\) bytes_per_entry=[0-9]+$'
 
+# A million distinct clients (named by PROXY headers) against the rate table: it
+# exits 1 if the table outgrows its bound or RSS grows once it is full.
+scripts/rate-table.sh >"$out"
+expect rate-table.sh '^sources=1000000 table_size=100000 rss_kib=[0-9]+ .* bytes_per_entry=[0-9]+ bound=100$'
+
 scripts/compare.sh -n 2000 --repeat 1 --concurrency "1 16" --no-rss --json "$out.json" ${compare_flags[@]+"${compare_flags[@]}"} >"$out"
 # Its figures, checked from its JSON rows rather than from the table's cells.
 python3 - "$out.json" "${compare_flags[*]:-}" <<'PY' || { cat "$out" >&2; exit 1; }

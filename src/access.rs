@@ -13,12 +13,14 @@ use std::io::{self, BufRead};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 
 use crate::error::Failure;
 use crate::files::{not_regular, open_regular, OpenFailure};
+use crate::rate::RateTable;
 
 /// What an entry says of the addresses it contains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,14 +38,41 @@ pub struct AccessList {
     allow_listed: bool,
 }
 
-/// A listener's access policy: its list, and what a denied client is sent.
-#[derive(Debug)]
+/// A listener's access policy, checked in this order once its client is known: the
+/// address list, the source's rate, (`--max-per-ip`, a limit of the server's), then
+/// the greet delay.
+#[derive(Debug, Default)]
 pub struct Policy {
-    /// The entries.
+    /// The entries (none: everyone is allowed).
     pub list: AccessList,
     /// `--deny-message`: sent to a denied client, with the greeting's close policy;
     /// `None`: a denied client is closed at once, sent nothing.
     pub deny_message: Option<Arc<[u8]>>,
+    /// `--max-rate-per-ip`: each source's rate, shared by the workers (and kept
+    /// across a reload that keeps its settings).
+    pub rate: Option<Arc<RateTable>>,
+    /// `--greet-delay`: how long the greeting waits after the client is known
+    /// (zero: not at all).
+    pub greet_delay: Duration,
+    /// `--pregreet`: what happens to a client that sends data during the delay.
+    pub pregreet: Pregreet,
+}
+
+/// `--pregreet`: what happens to a client that sends data before its greeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Pregreet {
+    /// Greeted when its delay is over, as any other (logged and counted).
+    #[default]
+    Greet,
+    /// Closed at once without the greeting (reason `pregreet`).
+    Drop,
+}
+
+impl Policy {
+    /// Whether it changes nothing for anyone (then the listener has no policy).
+    pub fn is_open(&self) -> bool {
+        self.list.is_empty() && self.rate.is_none() && self.greet_delay.is_zero()
+    }
 }
 
 /// Where a listener's entries come from.

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use log::{log, log_enabled, Level};
 
+use crate::peer_input::FirstInput;
 use crate::socket::peer_went_away;
 
 /// Why a connection was closed; each is one counter of [`crate::Totals`] and one
@@ -40,6 +41,11 @@ pub enum CloseReason {
     /// `--allow`/`--deny` turned the client away: sent nothing, or the
     /// `--deny-message`.
     Denied,
+    /// The client's source was over its `--max-rate-per-ip`; nothing was sent.
+    Rate,
+    /// `--pregreet drop`: the client sent data during its `--greet-delay`; nothing
+    /// was sent.
+    Pregreet,
 }
 
 /// The names of a close reason wherever it is shown.
@@ -57,7 +63,7 @@ pub struct ReasonNames {
 impl CloseReason {
     /// Every reason, with its names: one line per reason, and the totals line, the
     /// `CLOSE` line and the metrics all read it.
-    pub const ALL: [(CloseReason, ReasonNames); 12] = {
+    pub const ALL: [(CloseReason, ReasonNames); 14] = {
         const fn names(
             log: &'static str,
             totals: Option<&'static str>,
@@ -100,6 +106,11 @@ impl CloseReason {
             ),
             (CloseReason::Error, names("error", Some("error"), false)),
             (CloseReason::Denied, names("denied", Some("denied"), false)),
+            (CloseReason::Rate, names("rate", Some("rate"), false)),
+            (
+                CloseReason::Pregreet,
+                names("pregreet", Some("pregreet"), false),
+            ),
         ]
     };
 
@@ -151,6 +162,12 @@ pub(crate) struct Closed {
     /// Whether its `ACCEPT` line was logged: not yet for a connection closed while
     /// its PROXY header was awaited, whose client was never known.
     pub(crate) announced: bool,
+    /// Bytes read from the peer (0 for every connection closed at once).
+    pub(crate) input: u32,
+    /// The class of the peer's first bytes.
+    pub(crate) first: FirstInput,
+    /// Whether it sent data during its `--greet-delay`.
+    pub(crate) pregreeted: bool,
 }
 
 /// The log target of the per-connection lines (`ACCEPT`, `CLOSE`), fixed so that
@@ -175,10 +192,33 @@ fn write_close_line(closed: &Closed, level: Level, lifetime_ms: u32) {
     log!(
         target: LOG_TARGET,
         level,
-        "CLOSE peer={} bytes={} ms={lifetime_ms} reason={}",
+        "CLOSE peer={} bytes={} ms={lifetime_ms} reason={} input={} first={}",
         closed.peer,
         closed.sent,
-        closed.reason.as_str()
+        closed.reason.as_str(),
+        closed.input,
+        closed.first.as_str()
+    );
+}
+
+/// Logs the `PREGREET` line of a client that sent data during its `--greet-delay`,
+/// at `level` (info with `--log-connections`), just before its `CLOSE` line; its
+/// `action` is what `--pregreet` did with it.
+#[cold]
+#[inline(never)]
+pub(crate) fn log_pregreet(closed: &Closed, level: Level) {
+    let action = if closed.reason == CloseReason::Pregreet {
+        "drop"
+    } else {
+        "greet"
+    };
+    log!(
+        target: LOG_TARGET,
+        level,
+        "PREGREET peer={} input={} first={} action={action}",
+        closed.peer,
+        closed.input,
+        closed.first.as_str()
     );
 }
 

@@ -6,6 +6,8 @@
 //!
 //! ```text
 //!  accept ─► (--proxy-protocol) Header ─ header whole: Named(client) ─┐
+//!                                        (--greet-delay: Delaying, READABLE, until
+//!                                         its deadline; input: a pregreeter)
 //!                │ READABLE; header deadline                           │
 //!                │ garbage, oversized, FIN, timeout: Close(proxy)      ▼
 //!                                                    Writing ─► all written ─► shutdown(Write), TCP_INFO:
@@ -35,6 +37,7 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use crate::close::CloseReason;
+use crate::peer_input::FirstInput;
 use crate::proxy::{take_header, Header};
 use crate::socket::{
     discard_input, shut_down_and_check, write_greeting, AfterGreeting, InputState, TcpProgress,
@@ -66,6 +69,13 @@ pub(crate) struct Connection {
     /// The index of the listening socket it was accepted on (its policy is checked
     /// once a PROXY header names the client).
     listener: u16,
+    /// Whether it sent data during its `--greet-delay`.
+    pregreeted: bool,
+    /// What the peer sent first, once it sent anything.
+    first: FirstInput,
+    /// Bytes read from the peer (and discarded), bounded by [`LINGER_DISCARD_LIMIT`];
+    /// a PROXY header is not input.
+    input: u32,
 }
 
 /// The phases of a connection's life.
@@ -74,10 +84,19 @@ pub(crate) enum Phase {
     /// `--proxy-protocol`: nothing is sent until the PROXY header has come whole; it
     /// stays in the socket (peeked, not read) until then.
     Header,
+    /// `--greet-delay`: the client is known and waits for its greeting; whatever it
+    /// sends meanwhile makes it a pregreeter (read and discarded).
+    Delaying {
+        /// The length of the PROXY header read before (0 without one).
+        header_len: u16,
+        /// `--pregreet drop`: a pregreeter is closed at once, not greeted.
+        drop_pregreeter: bool,
+    },
     /// The greeting is being written; `sent` bytes are out.
     Writing {
-        /// How far into the greeting the peer has been sent.
-        sent: usize,
+        /// How far into the greeting the peer has been sent (a greeting is at most
+        /// 1 GiB: `MAX_GREETING_BYTES`, checked when a server is built).
+        sent: u32,
         /// The length of the PROXY header read before the greeting (0 without one),
         /// so that the header does not count as the peer's input.
         header_len: u16,
@@ -86,16 +105,10 @@ pub(crate) enum Phase {
     /// the kernel for the peer's window. Closing now could turn a late peer byte into
     /// a reset that discards that rest, so the connection is held (reading and
     /// discarding input) until the kernel has sent it all, within the write timeout.
-    Flushing {
-        /// Bytes read and thrown away so far, bounded by [`LINGER_DISCARD_LIMIT`].
-        discarded: usize,
-    },
+    Flushing,
     /// Everything is sent, and the peer sent data: input is read and discarded until
     /// the peer's EOF so that the close is a FIN, not a reset.
-    Lingering {
-        /// Bytes read and thrown away so far, bounded by [`LINGER_DISCARD_LIMIT`].
-        discarded: usize,
-    },
+    Lingering,
 }
 
 /// The fixed-duration deadlines that bound the phases; each has its own queue.
@@ -107,11 +120,13 @@ pub(crate) enum Timer {
     Write = 1,
     /// `--linger-timeout`, from when all was sent: lingering.
     Linger = 2,
+    /// `--greet-delay`, from when the client is known: delaying.
+    Delay = 3,
 }
 
 impl Timer {
     /// Every timer, in queue order.
-    pub(crate) const ALL: [Timer; 3] = [Timer::Header, Timer::Write, Timer::Linger];
+    pub(crate) const ALL: [Timer; 4] = [Timer::Header, Timer::Write, Timer::Linger, Timer::Delay];
 }
 
 impl Phase {
@@ -121,9 +136,9 @@ impl Phase {
     /// last one comes when the peer acknowledges our FIN.
     pub(crate) fn interest(self) -> Interest {
         match self {
-            Phase::Header | Phase::Lingering { .. } => Interest::READABLE,
+            Phase::Header | Phase::Delaying { .. } | Phase::Lingering => Interest::READABLE,
             Phase::Writing { .. } => Interest::WRITABLE,
-            Phase::Flushing { .. } => Interest::READABLE.add(Interest::WRITABLE),
+            Phase::Flushing => Interest::READABLE.add(Interest::WRITABLE),
         }
     }
 
@@ -131,8 +146,9 @@ impl Phase {
     pub(crate) fn timer(self) -> Timer {
         match self {
             Phase::Header => Timer::Header,
-            Phase::Writing { .. } | Phase::Flushing { .. } => Timer::Write,
-            Phase::Lingering { .. } => Timer::Linger,
+            Phase::Delaying { .. } => Timer::Delay,
+            Phase::Writing { .. } | Phase::Flushing => Timer::Write,
+            Phase::Lingering => Timer::Linger,
         }
     }
 }
@@ -176,6 +192,9 @@ impl Connection {
             phase,
             denied: false,
             listener,
+            pregreeted: false,
+            first: FirstInput::None,
+            input: 0,
         }
     }
 
@@ -188,21 +207,40 @@ impl Connection {
     pub(crate) fn advance(&mut self, greeting: &[u8]) -> Step {
         match self.phase {
             Phase::Header => self.take_header(),
-            Phase::Writing {
-                mut sent,
-                header_len,
-            } => {
-                let progress = write_greeting(&mut self.stream, greeting, &mut sent);
-                self.phase = Phase::Writing { sent, header_len };
+            Phase::Writing { sent, header_len } => {
+                let mut written = sent as usize;
+                let progress = write_greeting(&mut self.stream, greeting, &mut written);
+                self.phase = Phase::Writing {
+                    sent: written as u32,
+                    header_len,
+                };
                 match progress {
                     WriteProgress::Complete => self.finish_writing(header_len),
                     WriteProgress::WouldBlock => Step::Wait,
                     WriteProgress::Failed(err) => Step::Close(CloseReason::for_error(&err)),
                 }
             }
-            Phase::Flushing { mut discarded } => {
-                let input = discard_input(&mut self.stream, &mut discarded, LINGER_DISCARD_LIMIT);
-                self.phase = Phase::Flushing { discarded };
+            Phase::Delaying {
+                drop_pregreeter, ..
+            } => {
+                let input = self.read_input();
+                if self.input > 0 {
+                    self.pregreeted = true;
+                    if drop_pregreeter {
+                        return Step::Close(CloseReason::Pregreet);
+                    }
+                }
+                match input {
+                    // A peer that only shut down its side may still read: it is
+                    // greeted when its delay is over (edge-triggered, the EOF is not
+                    // announced again meanwhile).
+                    InputState::Quiet | InputState::Eof => Step::Wait,
+                    InputState::BudgetSpent => Step::Close(CloseReason::Flood),
+                    InputState::Failed(err) => Step::Close(CloseReason::for_error(&err)),
+                }
+            }
+            Phase::Flushing => {
+                let input = self.read_input();
                 match input {
                     InputState::Quiet => self.check_flushed(),
                     // The peer closed its side: a late byte of its own can no longer
@@ -217,9 +255,8 @@ impl Connection {
                     InputState::Failed(err) => Step::Close(CloseReason::for_error(&err)),
                 }
             }
-            Phase::Lingering { mut discarded } => {
-                let input = discard_input(&mut self.stream, &mut discarded, LINGER_DISCARD_LIMIT);
-                self.phase = Phase::Lingering { discarded };
+            Phase::Lingering => {
+                let input = self.read_input();
                 match input {
                     InputState::Quiet => Step::Wait,
                     InputState::Eof => Step::Close(CloseReason::PeerEof),
@@ -231,9 +268,17 @@ impl Connection {
         }
     }
 
-    /// Its phase's deadline has passed: what happens to it.
-    pub(crate) fn on_deadline(&mut self) -> Step {
+    /// Its phase's deadline has passed: what happens to it. `greeting` as for
+    /// [`Connection::advance`] (a delay that ends sends it).
+    pub(crate) fn on_deadline(&mut self, greeting: &[u8]) -> Step {
         match self.phase {
+            Phase::Delaying { header_len, .. } => {
+                self.phase = Phase::Writing {
+                    sent: 0,
+                    header_len,
+                };
+                self.advance(greeting)
+            }
             Phase::Header => {
                 debug!("PROXY_ERROR peer={} error=\"no header in time\"", self.peer);
                 Step::Close(CloseReason::ProxyHeader)
@@ -241,21 +286,34 @@ impl Connection {
             Phase::Writing { .. } => Step::Close(CloseReason::WriteTimeout),
             // Finished, not timed out, if the rest went out since its last event; and
             // newly lingering (its own deadline starts now) if the peer sent data.
-            Phase::Flushing { .. } => match self.check_flushed() {
-                Step::Wait if matches!(self.phase, Phase::Flushing { .. }) => {
+            Phase::Flushing => match self.check_flushed() {
+                Step::Wait if self.phase == Phase::Flushing => {
                     Step::Close(CloseReason::WriteTimeout)
                 }
                 step => step,
             },
-            Phase::Lingering { .. } => Step::Close(CloseReason::LingerTimeout),
+            Phase::Lingering => Step::Close(CloseReason::LingerTimeout),
         }
+    }
+
+    /// Reads and discards what the peer sent, classifying its first bytes.
+    fn read_input(&mut self) -> InputState {
+        let mut read = self.input as usize;
+        let first = &mut self.first;
+        let state = discard_input(&mut self.stream, &mut read, LINGER_DISCARD_LIMIT, |chunk| {
+            if *first == FirstInput::None {
+                *first = FirstInput::classify(chunk);
+            }
+        });
+        self.input = u32::try_from(read).unwrap_or(u32::MAX);
+        state
     }
 
     /// Why it closes when a drain runs out: still taking its greeting, `reason`;
     /// lingering, its linger cut short.
     pub(crate) fn drain_reason(&self, reason: CloseReason) -> CloseReason {
         match self.phase {
-            Phase::Lingering { .. } => CloseReason::LingerTimeout,
+            Phase::Lingering => CloseReason::LingerTimeout,
             _ => reason,
         }
     }
@@ -286,11 +344,11 @@ impl Connection {
         match shut_down_and_check(&self.stream, header_len) {
             AfterGreeting::Close => Step::Close(CloseReason::Greeted),
             AfterGreeting::Flush => {
-                self.phase = Phase::Flushing { discarded: 0 };
+                self.phase = Phase::Flushing;
                 Step::Wait
             }
             AfterGreeting::Linger => {
-                self.phase = Phase::Lingering { discarded: 0 };
+                self.phase = Phase::Lingering;
                 Step::Wait
             }
         }
@@ -299,13 +357,13 @@ impl Connection {
     /// A flushing connection whose input is drained: once the kernel has sent the
     /// whole greeting it closes, or lingers if the peer has sent data.
     fn check_flushed(&mut self) -> Step {
-        let Phase::Flushing { discarded } = self.phase else {
+        if self.phase != Phase::Flushing {
             return Step::Wait;
-        };
+        }
         match TcpProgress::of(&self.stream) {
             Ok(progress) if progress.unsent > 0 => Step::Wait,
-            Ok(_) if discarded > 0 => {
-                self.phase = Phase::Lingering { discarded };
+            Ok(_) if self.input > 0 => {
+                self.phase = Phase::Lingering;
                 Step::Wait
             }
             _ => Step::Close(CloseReason::Greeted),
@@ -325,6 +383,31 @@ impl Connection {
     /// Marks it as a denied client's, to be sent the deny message.
     pub(crate) fn deny(&mut self) {
         self.denied = true;
+    }
+
+    /// Holds back the greeting of a fresh connection for its `--greet-delay`
+    /// (`drop_pregreeter`: `--pregreet drop`).
+    pub(crate) fn delay(&mut self, drop_pregreeter: bool) {
+        if let Phase::Writing {
+            sent: 0,
+            header_len,
+        } = self.phase
+        {
+            self.phase = Phase::Delaying {
+                header_len,
+                drop_pregreeter,
+            };
+        }
+    }
+
+    /// Whether it sent data during its `--greet-delay`.
+    pub(crate) fn pregreeted(&self) -> bool {
+        self.pregreeted
+    }
+
+    /// What the peer sent: how many bytes were read, and the class of the first.
+    pub(crate) fn input(&self) -> (u32, FirstInput) {
+        (self.input, self.first)
     }
 
     /// The index of the listening socket it was accepted on.
@@ -357,9 +440,9 @@ impl Connection {
     #[inline]
     pub(crate) fn sent(&self, greeting: &[u8]) -> usize {
         match self.phase {
-            Phase::Header => 0,
-            Phase::Writing { sent, .. } => sent,
-            Phase::Flushing { .. } | Phase::Lingering { .. } => greeting.len(),
+            Phase::Header | Phase::Delaying { .. } => 0,
+            Phase::Writing { sent, .. } => sent as usize,
+            Phase::Flushing | Phase::Lingering => greeting.len(),
         }
     }
 

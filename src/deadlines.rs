@@ -28,19 +28,30 @@ pub struct Deadline {
     pub serial: u64,
 }
 
-/// Deadlines that all lie the same `duration` after the moment they were pushed.
+/// Deadlines that each lie a fixed duration after the moment they were pushed.
 ///
-/// A reload may change the duration ([`DeadlineQueue::set_duration`]); entries pushed
-/// before keep their time, in a run of their own, so that each run stays sorted.
+/// Most entries share the queue's own duration ([`DeadlineQueue::push`]); a few may
+/// last another fixed duration ([`DeadlineQueue::push_lasting`]: a listener's
+/// `--greet-delay`, the write time left after it), and a reload may change the
+/// queue's own ([`DeadlineQueue::set_duration`]; entries pushed before keep their
+/// time). Each duration has a run of its own, sorted by construction, and the queue's
+/// head is the soonest of the runs' heads: there are only ever a few runs.
 #[derive(Debug)]
 pub struct DeadlineQueue {
-    /// The fixed duration of every entry.
+    /// The queue's own duration: that of `entries`.
     duration: Duration,
-    /// The entries, oldest (soonest) first.
+    /// The entries of `duration`, oldest (soonest) first.
     entries: VecDeque<Deadline>,
-    /// Entries pushed under earlier durations, one sorted run per duration, oldest
-    /// run first; empty but for the timeout of a reload's time.
-    retired: Vec<VecDeque<Deadline>>,
+    /// The entries of other durations, one sorted run per duration (never
+    /// `duration`); a run is dropped once it empties.
+    others: Vec<Run>,
+}
+
+/// The entries of one duration, oldest first.
+#[derive(Debug)]
+struct Run {
+    duration: Duration,
+    entries: VecDeque<Deadline>,
 }
 
 impl DeadlineQueue {
@@ -50,7 +61,7 @@ impl DeadlineQueue {
         DeadlineQueue {
             duration,
             entries: VecDeque::with_capacity(capacity),
-            retired: Vec::new(),
+            others: Vec::new(),
         }
     }
 
@@ -59,19 +70,57 @@ impl DeadlineQueue {
         if duration == self.duration {
             return;
         }
+        let old = Run {
+            duration: self.duration,
+            entries: std::mem::take(&mut self.entries),
+        };
+        if !old.entries.is_empty() {
+            self.others.push(old);
+        }
         self.duration = duration;
-        if !self.entries.is_empty() {
-            let run = std::mem::take(&mut self.entries);
-            self.retired.push(run);
+        // Entries already pushed with the new duration become the queue's own.
+        if let Some(index) = self.others.iter().position(|run| run.duration == duration) {
+            self.entries = self.others.swap_remove(index).entries;
         }
     }
 
-    /// Adds a deadline `duration` after `now` and returns when it expires.
+    /// Adds a deadline of the queue's duration after `now` and returns when it
+    /// expires.
+    #[inline]
     pub fn push(&mut self, now: Instant, key: usize, serial: u64) -> Instant {
         let at = saturating_add(now, self.duration);
-        // Instants from one monotonic clock never go back, so the queue stays sorted.
+        // Instants from one monotonic clock never go back, so the run stays sorted.
         debug_assert!(self.entries.back().is_none_or(|last| last.at <= at));
         self.entries.push_back(Deadline { at, key, serial });
+        at
+    }
+
+    /// Adds a deadline `duration` after `now` (its own run unless it is the queue's
+    /// duration) and returns when it expires.
+    pub fn push_lasting(
+        &mut self,
+        now: Instant,
+        duration: Duration,
+        key: usize,
+        serial: u64,
+    ) -> Instant {
+        if duration == self.duration {
+            return self.push(now, key, serial);
+        }
+        let at = saturating_add(now, duration);
+        let index = match self.others.iter().position(|run| run.duration == duration) {
+            Some(index) => index,
+            None => {
+                self.others.push(Run {
+                    duration,
+                    entries: VecDeque::new(),
+                });
+                self.others.len() - 1
+            }
+        };
+        self.others[index]
+            .entries
+            .push_back(Deadline { at, key, serial });
         at
     }
 
@@ -79,22 +128,22 @@ impl DeadlineQueue {
     #[inline]
     pub fn next(&self) -> Option<Instant> {
         let head = self.entries.front().map(|deadline| deadline.at);
-        if self.retired.is_empty() {
+        if self.others.is_empty() {
             return head;
         }
-        let retired = self
-            .retired
+        let others = self
+            .others
             .iter()
-            .filter_map(|run| run.front())
+            .filter_map(|run| run.entries.front())
             .map(|deadline| deadline.at);
-        retired.chain(head).min()
+        others.chain(head).min()
     }
 
     /// Removes and returns the soonest entry if it has expired by `now`.
     #[inline]
     pub fn pop_expired(&mut self, now: Instant) -> Option<Deadline> {
-        if !self.retired.is_empty() {
-            if let Some(due) = pop_expired_retired(&mut self.retired, now) {
+        if !self.others.is_empty() {
+            if let Some(due) = self.pop_expired_other(now) {
                 return Some(due);
             }
         }
@@ -104,55 +153,72 @@ impl DeadlineQueue {
         }
     }
 
+    /// The soonest expired entry of the other runs, dropping a run that empties.
+    fn pop_expired_other(&mut self, now: Instant) -> Option<Deadline> {
+        let (at, index) = self
+            .others
+            .iter()
+            .enumerate()
+            .filter_map(|(index, run)| run.entries.front().map(|deadline| (deadline.at, index)))
+            .min()?;
+        if at > now {
+            return None;
+        }
+        self.pop_from_other(index)
+    }
+
+    fn pop_from_other(&mut self, index: usize) -> Option<Deadline> {
+        let due = self.others[index].entries.pop_front();
+        if self.others[index].entries.is_empty() {
+            self.others.swap_remove(index);
+        }
+        due
+    }
+
     /// Removes and returns the oldest entry (the first pushed), expired or not.
     pub fn pop_oldest(&mut self) -> Option<Deadline> {
-        while let Some(run) = self.retired.first_mut() {
-            match run.pop_front() {
-                Some(oldest) => return Some(oldest),
-                None => {
-                    self.retired.remove(0);
-                }
+        let pushed = |deadline: &Deadline, duration| deadline.at.checked_sub(duration);
+        let oldest_other = self
+            .others
+            .iter()
+            .enumerate()
+            .filter_map(|(index, run)| {
+                let head = run.entries.front()?;
+                Some((pushed(head, run.duration), index))
+            })
+            .min();
+        let own = self.entries.front().map(|head| pushed(head, self.duration));
+        match (oldest_other, own) {
+            (Some((other, index)), own) if own.is_none_or(|own| other <= own) => {
+                self.pop_from_other(index)
             }
+            _ => self.entries.pop_front(),
         }
-        self.entries.pop_front()
     }
 
     /// Keeps only the entries for which `live` says yes, in order (so still sorted).
     pub fn retain(&mut self, mut live: impl FnMut(&Deadline) -> bool) {
-        for run in &mut self.retired {
-            run.retain(&mut live);
+        for run in &mut self.others {
+            run.entries.retain(&mut live);
         }
-        self.retired.retain(|run| !run.is_empty());
+        self.others.retain(|run| !run.entries.is_empty());
         self.entries.retain(live);
     }
 
     /// How many entries (live or stale) are queued.
     pub fn len(&self) -> usize {
-        self.entries.len() + self.retired.iter().map(VecDeque::len).sum::<usize>()
+        self.entries.len()
+            + self
+                .others
+                .iter()
+                .map(|run| run.entries.len())
+                .sum::<usize>()
     }
 
     /// Whether no entry is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// The soonest expired entry of the retired runs, dropping runs that empty.
-fn pop_expired_retired(retired: &mut Vec<VecDeque<Deadline>>, now: Instant) -> Option<Deadline> {
-    let soonest = retired
-        .iter()
-        .enumerate()
-        .filter_map(|(index, run)| run.front().map(|deadline| (deadline.at, index)))
-        .min()?;
-    let (at, index) = soonest;
-    if at > now {
-        return None;
-    }
-    let due = retired[index].pop_front();
-    if retired[index].is_empty() {
-        retired.remove(index);
-    }
-    due
 }
 
 #[cfg(test)]
@@ -209,5 +275,46 @@ mod tests {
         assert_eq!(queue.pop_expired(later), None);
         assert_eq!(queue.pop_oldest().unwrap().serial, 1);
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn entries_of_other_durations_expire_in_time_order() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut queue = DeadlineQueue::with_capacity(Duration::from_secs(30), 4);
+        queue.push(start, 1, 1);
+        queue.push_lasting(start, ms(100), 2, 2);
+        queue.push_lasting(start + ms(1), ms(500), 3, 3);
+        queue.push_lasting(start + ms(2), ms(100), 4, 4);
+        assert_eq!(queue.len(), 4);
+        assert_eq!(queue.next(), Some(start + ms(100)));
+        let later = start + ms(600);
+        let order: Vec<u64> = std::iter::from_fn(|| queue.pop_expired(later))
+            .map(|due| due.serial)
+            .collect();
+        assert_eq!(order, [2, 4, 3]);
+        assert_eq!(queue.len(), 1, "the queue's own entry is not due");
+        // The oldest by push time, whatever its duration.
+        queue.push_lasting(later, ms(1), 5, 5);
+        assert_eq!(queue.pop_oldest().unwrap().serial, 1);
+        assert_eq!(queue.pop_oldest().unwrap().serial, 5);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_reload_back_to_an_earlier_duration_keeps_one_run_per_duration() {
+        let start = Instant::now();
+        let (long, short) = (Duration::from_secs(10), Duration::from_secs(1));
+        let mut queue = DeadlineQueue::with_capacity(long, 4);
+        queue.push(start, 1, 1);
+        queue.set_duration(short);
+        queue.push(start, 2, 2);
+        queue.set_duration(long);
+        queue.push(start + Duration::from_millis(1), 3, 3);
+        assert_eq!(queue.others.len(), 1);
+        let due: Vec<u64> = std::iter::from_fn(|| queue.pop_expired(start + long * 2))
+            .map(|due| due.serial)
+            .collect();
+        assert_eq!(due, [2, 1, 3]);
     }
 }

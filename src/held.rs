@@ -21,7 +21,7 @@ use mio::{Registry, Token};
 use slab::Slab;
 use socket2::SockRef;
 
-use crate::access::Policy;
+use crate::access::{Policy, Pregreet};
 use crate::close::{log_accept, CloseReason, Closed};
 use crate::config::Config;
 use crate::connection::{Connection, Phase, Step, Timer};
@@ -67,7 +67,9 @@ pub(crate) struct HeldConnections {
     /// Registers held connections with the server's poll (a clone of its registry).
     registry: Registry,
     /// One queue per [`Timer`], indexed by it.
-    deadlines: [DeadlineQueue; 3],
+    deadlines: [DeadlineQueue; 4],
+    /// `--write-timeout`: a greeting after a `--greet-delay` has what the delay left.
+    write_timeout: Duration,
     /// Held connections per client address, when `--max-per-ip` is set.
     per_ip: Option<PerIpLimit>,
     /// Connections waiting for their PROXY header, bounded apart from the greeted
@@ -99,24 +101,19 @@ impl HeldConnections {
     /// No connection held yet; room for `capacity` before anything grows.
     pub(crate) fn new(registry: Registry, config: &Config, capacity: usize) -> Self {
         let queue = |timer| {
-            let (duration, capacity) = match timer {
-                Timer::Header => (
-                    config.proxy_timeout,
-                    if config.any_proxy_protocol() {
-                        capacity
-                    } else {
-                        0
-                    },
-                ),
-                Timer::Write => (config.write_timeout, capacity),
-                Timer::Linger => (config.linger_timeout, capacity),
+            let capacity = match timer {
+                Timer::Header if !config.any_proxy_protocol() => 0,
+                // Delays are few until a listener has one; the queue grows then.
+                Timer::Delay => 0,
+                _ => capacity,
             };
-            DeadlineQueue::with_capacity(duration, capacity)
+            DeadlineQueue::with_capacity(timer_duration(config, timer), capacity)
         };
         HeldConnections {
             slab: Slab::with_capacity(capacity),
             registry,
             deadlines: Timer::ALL.map(queue),
+            write_timeout: config.write_timeout,
             per_ip: config.max_per_ip.map(PerIpLimit::new),
             header_waiters: 0,
             max_header_waiters: max_header_waiters(config.max_connections),
@@ -141,13 +138,9 @@ impl HeldConnections {
     /// keep their time.
     pub(crate) fn reconfigure(&mut self, config: &Config) {
         for timer in Timer::ALL {
-            let duration = match timer {
-                Timer::Header => config.proxy_timeout,
-                Timer::Write => config.write_timeout,
-                Timer::Linger => config.linger_timeout,
-            };
-            self.deadlines[timer as usize].set_duration(duration);
+            self.deadlines[timer as usize].set_duration(timer_duration(config, timer));
         }
+        self.write_timeout = config.write_timeout;
         match (
             config.max_per_ip,
             &mut self.per_ip,
@@ -226,11 +219,11 @@ impl HeldConnections {
             Phase::Header => match conn.advance(greeting) {
                 Step::Named(client) => {
                     conn.set_peer(client);
-                    self.greet_named(&mut conn, greeting, policy)
+                    self.greet_named(&mut conn, greeting, policy, now)
                 }
                 step => step,
             },
-            _ => self.greet_named(&mut conn, greeting, policy),
+            _ => self.greet_named(&mut conn, greeting, policy, now),
         };
         let sending = bytes_for(&conn, greeting, policy);
         self.counts.bytes_sent += conn.sent(sending) as u64;
@@ -241,18 +234,23 @@ impl HeldConnections {
         }
     }
 
-    /// A fresh connection whose client is known: its `ACCEPT` line, then it is greeted,
-    /// unless its address is denied (then it gets the deny message or nothing) or
-    /// holds its `--max-per-ip` share.
+    /// A fresh connection whose client is known: its `ACCEPT` line, then it is greeted
+    /// (at once, or after its greet delay), unless its policy or `--max-per-ip` turns
+    /// it away.
     #[inline]
     fn greet_named(
         &mut self,
         conn: &mut Connection,
         greeting: &[u8],
         policy: Option<&Arc<Policy>>,
+        now: Instant,
     ) -> Step {
-        match self.admission(conn.peer(), self.len(), policy) {
+        match self.admission(conn.peer(), self.len(), policy, now) {
             Admission::Greet => conn.advance(greeting),
+            Admission::Delay(pregreet) => {
+                conn.delay(pregreet == Pregreet::Drop);
+                Step::Wait
+            }
             Admission::Refuse(reason) => Step::Close(reason),
             Admission::DenyMessage(message) => {
                 conn.deny();
@@ -262,32 +260,32 @@ impl HeldConnections {
     }
 
     /// Logs the `ACCEPT` line of a connection whose client is now known (`held` were
-    /// held before it), and says what it gets: checked against the address lists
-    /// first, then against `--max-per-ip`.
+    /// held before it), and says what it gets. The checks, in their documented order:
+    /// the address list, the source's rate, `--max-per-ip`, the greet delay.
     #[inline]
     fn admission<'p>(
         &self,
         client: SocketAddr,
         held: usize,
         policy: Option<&'p Arc<Policy>>,
+        now: Instant,
     ) -> Admission<'p> {
         log_accept(client, held, self.max_connections, self.log_level);
         if let Some(policy) = policy {
-            if !policy.list.admits(client.ip()) {
-                return match &policy.deny_message {
-                    Some(message) => Admission::DenyMessage(message),
-                    None => Admission::Refuse(CloseReason::Denied),
-                };
+            if let Some(refused) = refused_by(policy, client, now) {
+                return refused;
             }
         }
         let admitted = self
             .per_ip
             .as_ref()
             .is_none_or(|limit| limit.admits(client.ip()));
-        if admitted {
-            Admission::Greet
-        } else {
-            Admission::Refuse(CloseReason::PerIpLimit)
+        if !admitted {
+            return Admission::Refuse(CloseReason::PerIpLimit);
+        }
+        match policy {
+            Some(policy) if !policy.greet_delay.is_zero() => Admission::Delay(policy.pregreet),
+            _ => Admission::Greet,
         }
     }
 
@@ -315,7 +313,7 @@ impl HeldConnections {
             );
             // Handed to the kernel already, or not begun: as good as it gets.
             let reason = match phase {
-                Phase::Flushing { .. } | Phase::Lingering { .. } => CloseReason::Greeted,
+                Phase::Flushing | Phase::Lingering => CloseReason::Greeted,
                 _ => CloseReason::Error,
             };
             return Some(closed(&conn, &greeting, reason));
@@ -323,7 +321,7 @@ impl HeldConnections {
         self.count_progress(None, phase);
         let serial = self.next_serial;
         self.next_serial += 1;
-        self.deadlines[phase.timer() as usize].push(now, key, serial);
+        self.push_deadline(conn.listener(), None, phase, now, key, serial);
         conn.set_accepted_ms(self.millis_since_start(now));
         self.count_in(phase, conn.peer().ip());
         self.slab.insert(Held {
@@ -344,7 +342,7 @@ impl HeldConnections {
         let sent_before = held.conn.sent(&held.greeting);
         let mut step = held.conn.advance(&held.greeting);
         if let Step::Named(client) = step {
-            match self.name_client(key, client) {
+            match self.name_client(key, client, now) {
                 Some(next) => step = next,
                 None => return,
             }
@@ -358,15 +356,16 @@ impl HeldConnections {
     /// its socket peer and counts for the client, unless the client's address holds
     /// its share (then it is closed here: `None`); else it is advanced again, toward
     /// its greeting.
-    fn name_client(&mut self, key: usize, client: SocketAddr) -> Option<Step> {
+    fn name_client(&mut self, key: usize, client: SocketAddr, now: Instant) -> Option<Step> {
         let socket_peer = self.slab[key].conn.peer();
         self.count_out(Phase::Header, socket_peer.ip());
         self.slab[key].conn.set_peer(client);
         // The policy its socket has now (a reload may have replaced it meanwhile).
         let listener = self.slab[key].conn.listener();
         let policy = self.policies.get(listener).cloned().flatten();
-        match self.admission(client, self.len() - 1, policy.as_ref()) {
+        match self.admission(client, self.len() - 1, policy.as_ref(), now) {
             Admission::Greet => {}
+            Admission::Delay(pregreet) => self.slab[key].conn.delay(pregreet == Pregreet::Drop),
             Admission::Refuse(reason) => {
                 // Counted for nothing now, so closed without undoing anything.
                 self.remove(key, reason);
@@ -391,8 +390,11 @@ impl HeldConnections {
                 if !is_live(&self.slab, &due, timer) {
                     continue;
                 }
-                let before = self.slab[due.key].conn.phase();
-                let step = self.slab[due.key].conn.on_deadline();
+                let held = &mut self.slab[due.key];
+                let (before, sent_before) = (held.conn.phase(), held.conn.sent(&held.greeting));
+                // A delay that ends writes the greeting.
+                let step = held.conn.on_deadline(&held.greeting);
+                self.counts.bytes_sent += (held.conn.sent(&held.greeting) - sent_before) as u64;
                 self.settle(due.key, before, step, now);
             }
         }
@@ -437,7 +439,8 @@ impl HeldConnections {
     fn rearm(&mut self, key: usize, before: Phase, now: Instant) -> Result<(), CloseReason> {
         let (phase, serial) = (self.slab[key].conn.phase(), self.slab[key].serial);
         if phase.timer() != before.timer() {
-            self.deadlines[phase.timer() as usize].push(now, key, serial);
+            let listener = self.slab[key].conn.listener();
+            self.push_deadline(listener, Some(before), phase, now, key, serial);
         }
         self.count_progress(Some(before), phase);
         let held = &mut self.slab[key];
@@ -507,12 +510,42 @@ impl HeldConnections {
         }
     }
 
+    /// Starts the deadline of a connection of `listener` that has entered `phase`
+    /// from `before` (`None`: just held). It lasts its timer's duration, but a delay lasts its listener's
+    /// `--greet-delay`, and the greeting after it what the delay left of
+    /// `--write-timeout`.
+    fn push_deadline(
+        &mut self,
+        listener: usize,
+        before: Option<Phase>,
+        phase: Phase,
+        now: Instant,
+        key: usize,
+        serial: u64,
+    ) {
+        let queue = phase.timer() as usize;
+        let delay = || {
+            let policy = self.policies.get(listener).and_then(Option::as_ref);
+            policy.map_or(Duration::ZERO, |policy| policy.greet_delay)
+        };
+        let lasting = match (before, phase) {
+            (_, Phase::Delaying { .. }) => delay(),
+            (Some(Phase::Delaying { .. }), Phase::Writing { .. } | Phase::Flushing) => {
+                self.write_timeout.saturating_sub(delay())
+            }
+            _ => {
+                self.deadlines[queue].push(now, key, serial);
+                return;
+            }
+        };
+        self.deadlines[queue].push_lasting(now, lasting, key, serial);
+    }
+
     /// Counts a connection that waits in `phase`, coming from `before` (`None`: just
     /// accepted): a partial write when it starts waiting to write, lingered when it
     /// starts waiting after its whole greeting was written.
     fn count_progress(&mut self, before: Option<Phase>, phase: Phase) {
-        let greeted =
-            |phase: Phase| matches!(phase, Phase::Flushing { .. } | Phase::Lingering { .. });
+        let greeted = |phase: Phase| matches!(phase, Phase::Flushing | Phase::Lingering);
         let writing = |phase: Phase| matches!(phase, Phase::Writing { .. });
         if greeted(phase) && !before.is_some_and(greeted) {
             self.counts.lingered += 1;
@@ -586,10 +619,40 @@ fn max_header_waiters(max_connections: usize) -> usize {
     (max_connections / 4).max(1)
 }
 
+/// The queue duration of `timer` under `config` (a delay's is its listener's, given
+/// with each entry).
+fn timer_duration(config: &Config, timer: Timer) -> Duration {
+    match timer {
+        Timer::Header => config.proxy_timeout,
+        Timer::Write => config.write_timeout,
+        Timer::Linger => config.linger_timeout,
+        Timer::Delay => Duration::ZERO,
+    }
+}
+
+/// What `policy` refuses a client at `client` at `now`, if anything: the address
+/// list first, then the source's rate.
+#[inline]
+fn refused_by<'p>(policy: &'p Policy, client: SocketAddr, now: Instant) -> Option<Admission<'p>> {
+    if !policy.list.admits(client.ip()) {
+        return Some(match &policy.deny_message {
+            Some(message) => Admission::DenyMessage(message),
+            None => Admission::Refuse(CloseReason::Denied),
+        });
+    }
+    let over_rate = policy
+        .rate
+        .as_ref()
+        .is_some_and(|rate| !rate.admits(client.ip(), now));
+    over_rate.then_some(Admission::Refuse(CloseReason::Rate))
+}
+
 /// What a connection whose client is now known gets.
 enum Admission<'p> {
     /// The greeting.
     Greet,
+    /// The greeting after its greet delay; what a pregreeter gets.
+    Delay(Pregreet),
     /// Nothing: closed at once for this reason.
     Refuse(CloseReason),
     /// A denied client: this deny message instead of the greeting.
@@ -623,12 +686,16 @@ fn closed(conn: &Connection, greeting: &[u8], reason: CloseReason) -> Closed {
     } else {
         reason
     };
+    let (input, first) = conn.input();
     Closed {
         peer: conn.peer(),
         accepted_ms: conn.accepted_ms(),
         sent: conn.sent(greeting),
         reason,
         announced: conn.phase() != Phase::Header,
+        input,
+        first,
+        pregreeted: conn.pregreeted(),
     }
 }
 

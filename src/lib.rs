@@ -17,13 +17,16 @@
 //! - [`server`]: the [`Server`]: the loop (`run`/`turn`), accepting, the drain, and
 //!   counting and logging every close.
 //! - `connection` (internal): one connection: its phase (PROXY header, writing,
-//!   flushing, lingering) and the one method that advances it and says what happens
+//!   greet delay, flushing, lingering) and the one method that advances it and says what happens
 //!   next (`Step`).
 //! - `held` (internal): the connections that must wait: the slab, one deadline queue
 //!   per timer, per-address and header-waiter accounting; it applies each `Step`, and
 //!   advances a fresh connection once (the fast path, never held).
 //! - `proxy` (internal): `--proxy-protocol`: the header that names the real client.
-//! - [`access`]: `--allow`/`--deny`: who is greeted, by longest prefix.
+//! - [`access`]: a listener's access policy: `--allow`/`--deny` by longest prefix,
+//!   and what the checks after it need (the rate table, the greet delay).
+//! - [`rate`]: `--max-rate-per-ip`: each source's budget in a bounded LRU table.
+//! - [`peer_input`]: the class of what a peer sent first (`first=` of `CLOSE`).
 //! - `socket` (internal): the socket primitives (write, FIN, `TCP_INFO`, discard) and
 //!   the kernel facts they rely on.
 //! - `close` (internal, [`CloseReason`] public): why a connection closed, with its
@@ -82,8 +85,10 @@ pub mod listener;
 pub mod log_sink;
 pub mod metrics;
 pub mod metrics_http;
+pub mod peer_input;
 mod per_ip;
 mod proxy;
+pub mod rate;
 pub mod reload;
 pub mod server;
 mod socket;

@@ -18,6 +18,7 @@ use prometheus_client::metrics::MetricType;
 
 use crate::close::CloseReason;
 use crate::handle::Snapshot;
+use crate::peer_input::FirstInput;
 use crate::reload::ReloadCounts;
 use crate::workers::WorkersView;
 
@@ -63,6 +64,22 @@ impl Collector for MetricsSource {
         for (reason, count) in outcomes {
             ConstCounter::new(count).encode(family.encode_family(&[("reason", reason)])?)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "greeter_peer_input",
+            "Connections closed, by what the peer sent first (none: nothing that was read).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (first, label) in FirstInput::ALL {
+            let count = totals.peer_input(first);
+            ConstCounter::new(count).encode(family.encode_family(&[("first", label)])?)?;
+        }
+        single(
+            &mut encoder,
+            "greeter_pregreeters",
+            "Clients that sent data during their --greet-delay (dropped or greeted).",
+            ConstCounter::new(totals.pregreeted),
+        )?;
         single(
             &mut encoder,
             "greeter_bytes_sent",

@@ -413,7 +413,7 @@ fn parse_request(head: &[u8]) -> Option<Request> {
 /// Reads and discards input: `Close` at the client's EOF, else `Wait`. No byte
 /// budget: the deadline bounds both the time and, at loopback speeds, the bytes.
 fn discard_until_eof(stream: &mut TcpStream) -> io::Result<Next> {
-    match discard_input(stream, &mut 0, usize::MAX) {
+    match discard_input(stream, &mut 0, usize::MAX, |_| {}) {
         InputState::Eof => Ok(Next::Close),
         InputState::Quiet | InputState::BudgetSpent => Ok(Next::Wait),
         InputState::Failed(err) => Err(err),

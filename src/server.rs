@@ -18,8 +18,8 @@ use socket2::SockRef;
 
 use crate::accept::{self, AcceptFailure, AcceptGate};
 use crate::access::Policy;
-use crate::close::{log_accept, log_close, CloseReason, Closed};
-use crate::config::Config;
+use crate::close::{log_accept, log_close, log_pregreet, CloseReason, Closed};
+use crate::config::{Config, MAX_GREETING_BYTES};
 use crate::connection::Connection;
 use crate::deadlines::saturating_add;
 use crate::error::{describe_io_error, Failure};
@@ -168,6 +168,15 @@ impl Server {
                     format!("a socket names listener {listener}, which the config lacks"),
                 )));
             };
+            if served.greeting.len() as u64 > MAX_GREETING_BYTES {
+                return Err(loop_error(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "a greeting of {} bytes is over 1 GiB",
+                        served.greeting.len()
+                    ),
+                )));
+            }
             socket.set_nonblocking(true).map_err(loop_error)?;
             local_addrs.push(socket.local_addr().map_err(loop_error)?);
             let mut socket = TcpListener::from_std(socket);
@@ -553,7 +562,23 @@ fn record(
     if !closed.announced {
         log_accept(closed.peer, held, max, level);
     }
+    // Only a held connection reads input: the fast path passes one predicted branch.
+    if closed.input > 0 {
+        record_input(totals, closed, level);
+    }
     log_close(closed, level, lifetime_ms);
+}
+
+/// Counts what a peer that sent data sent first, and a pregreeter's `PREGREET` line.
+#[cold]
+fn record_input(totals: &mut Totals, closed: &Closed, level: log::Level) {
+    totals.count_peer_input(closed.first);
+    if closed.pregreeted {
+        totals.pregreeted += 1;
+        if log::log_enabled!(target: crate::close::LOG_TARGET, level) {
+            log_pregreet(closed, level);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -177,17 +177,20 @@ pub(crate) enum InputState {
     Failed(io::Error),
 }
 
-/// Reads and throws away input until EOF, `WouldBlock`, or `*discarded` passes `limit`.
+/// Reads and throws away input until EOF, `WouldBlock`, or `*discarded` passes `limit`;
+/// `seen` is shown each chunk read (the first one classifies the peer).
 pub(crate) fn discard_input(
     input: &mut impl Read,
     discarded: &mut usize,
     limit: usize,
+    mut seen: impl FnMut(&[u8]),
 ) -> InputState {
     let mut scratch = [0u8; 4096];
     loop {
         match input.read(&mut scratch) {
             Ok(0) => return InputState::Eof,
             Ok(n) => {
+                seen(&scratch[..n]);
                 *discarded += n;
                 if *discarded > limit {
                     return InputState::BudgetSpent;
@@ -308,21 +311,21 @@ mod tests {
         let mut discarded = 0;
         let mut socket = Scripted::new(vec![Ok(100), Ok(0)]);
         assert!(matches!(
-            discard_input(&mut socket, &mut discarded, 1000),
+            discard_input(&mut socket, &mut discarded, 1000, |_| {}),
             InputState::Eof
         ));
         assert_eq!(discarded, 100);
 
         let mut socket = Scripted::new(vec![Ok(10), err(io::ErrorKind::WouldBlock)]);
         assert!(matches!(
-            discard_input(&mut socket, &mut discarded, 1000),
+            discard_input(&mut socket, &mut discarded, 1000, |_| {}),
             InputState::Quiet
         ));
         assert_eq!(discarded, 110);
 
         let mut socket = Scripted::new(vec![Ok(4096), Ok(4096), Ok(4096)]);
         assert!(matches!(
-            discard_input(&mut socket, &mut discarded, 5000),
+            discard_input(&mut socket, &mut discarded, 5000, |_| {}),
             InputState::BudgetSpent
         ));
     }

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::close::CloseReason;
+use crate::peer_input::FirstInput;
 
 /// Counters of a server's work, returned by [`crate::Server::run`] and logged at exit
 /// and on SIGUSR1.
@@ -29,6 +30,11 @@ pub struct Totals {
     /// Times accepting paused for lack of descriptors or memory (episodes, not
     /// failed accepts).
     pub accept_pauses: u64,
+    /// Clients that sent data during their `--greet-delay` (dropped or greeted).
+    pub pregreeted: u64,
+    /// Connections whose peer sent data, by the class of its first bytes (indexed by
+    /// [`FirstInput`]; `none` stays 0: it is every other close).
+    peer_input: [u64; FirstInput::COUNT],
 }
 
 /// The `totals` line's fields, in their documented order (an interface: new ones are
@@ -44,9 +50,10 @@ enum Field {
     PartialWrites,
     Lingered,
     AcceptPauses,
+    Pregreeted,
 }
 
-const LINE: [Field; 19] = [
+const LINE: [Field; 22] = [
     Field::Accepted,
     Field::Greeted,
     Field::ClosedEarly,
@@ -66,6 +73,9 @@ const LINE: [Field; 19] = [
     Field::AcceptPauses,
     Field::Closes(CloseReason::ProxyHeader),
     Field::Closes(CloseReason::Denied),
+    Field::Closes(CloseReason::Rate),
+    Field::Closes(CloseReason::Pregreet),
+    Field::Pregreeted,
 ];
 
 impl Totals {
@@ -99,6 +109,23 @@ impl Totals {
         self.closes[reason as usize] += 1;
     }
 
+    /// Connections whose peer's first bytes were of class `first`; for
+    /// [`FirstInput::None`], those whose peer sent nothing that was read.
+    pub fn peer_input(&self, first: FirstInput) -> u64 {
+        match first {
+            FirstInput::None => {
+                let closed = self.greeted() + self.closed_early();
+                closed.saturating_sub(self.peer_input.iter().sum())
+            }
+            first => self.peer_input[first as usize],
+        }
+    }
+
+    /// Counts a connection whose peer sent data first of class `first`.
+    pub(crate) fn count_peer_input(&mut self, first: FirstInput) {
+        self.peer_input[first as usize] += 1;
+    }
+
     /// Adds `other`'s counts to these (to sum the workers' totals).
     pub fn add(&mut self, other: &Totals) {
         self.accepted += other.accepted;
@@ -110,6 +137,10 @@ impl Totals {
         self.partial_writes += other.partial_writes;
         self.lingered += other.lingered;
         self.accept_pauses += other.accept_pauses;
+        self.pregreeted += other.pregreeted;
+        for (mine, theirs) in self.peer_input.iter_mut().zip(other.peer_input) {
+            *mine += theirs;
+        }
     }
 }
 
@@ -128,6 +159,7 @@ impl fmt::Display for Totals {
                 Field::PartialWrites => ("partial_writes", self.partial_writes),
                 Field::Lingered => ("lingered", self.lingered),
                 Field::AcceptPauses => ("accept_pauses", self.accept_pauses),
+                Field::Pregreeted => ("pregreeted", self.pregreeted),
             };
             let separator = if index == 0 { "" } else { " " };
             write!(f, "{separator}{key}={value}")?;
@@ -177,7 +209,8 @@ mod tests {
             totals.to_string(),
             "accepted=5 greeted=3 closed_early=2 reset=1 timeout=1 drain=0 error=0 \
              per_ip=0 bytes=120 accept_errors=0 partial_writes=0 lingered=0 flood=0 \
-             eof=1 linger_timeout=0 linger_budget=0 accept_pauses=0 proxy=0 denied=0"
+             eof=1 linger_timeout=0 linger_budget=0 accept_pauses=0 proxy=0 denied=0 \
+             rate=0 pregreet=0 pregreeted=0"
         );
     }
 

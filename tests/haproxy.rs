@@ -293,7 +293,7 @@ fn haproxy_with_send_proxy_v2_limits_and_logs_each_client_address() {
     let log = backend.wait_for_log(" reason=per-ip");
     assert!(
         log.lines()
-            .any(|line| line.contains("CLOSE peer=127.0.0.2:") && line.ends_with("reason=per-ip")),
+            .any(|line| line.contains("CLOSE peer=127.0.0.2:") && line.contains(" reason=per-ip ")),
         "the refused client is logged by its own address:\n{log}"
     );
     let other = connect_from("127.0.0.3", proxy.frontend);

@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -49,6 +49,10 @@ pub struct LoadOptions {
     /// addresses, as a load balancer would (for a server run with
     /// `--proxy-protocol`).
     pub send_proxy: bool,
+    /// With `send_proxy`, name a different IPv4 client in each header instead
+    /// (10.0.0.0, 10.0.0.1, ...: 16,777,216 before one repeats), as a million clients
+    /// behind a load balancer would be (for rate tables and per-address state).
+    pub distinct_sources: bool,
 }
 
 /// Failed connections, by kind.
@@ -222,7 +226,10 @@ pub fn run(options: &LoadOptions, progress: &AtomicU64) -> io::Result<LoadReport
                     |n: u64| n / threads as u64 + u64::from((index as u64) < n % threads as u64);
                 let connections = share(options.connections as u64) as usize;
                 let total = options.total.map(share);
-                scope.spawn(move || run_worker(options, connections.max(1), total, end, progress))
+                let worker = Worker { index, of: threads };
+                scope.spawn(move || {
+                    run_worker(options, worker, connections.max(1), total, end, progress)
+                })
             })
             .collect();
         workers
@@ -259,6 +266,15 @@ struct Attempt {
     serial: u64,
     /// With `send_proxy`: the header is still to be written (once connected).
     header_pending: bool,
+    /// With `distinct_sources`: the client its header names.
+    proxy_source: Option<Ipv4Addr>,
+}
+
+/// Which of the load's threads a worker is.
+#[derive(Debug, Clone, Copy)]
+struct Worker {
+    index: usize,
+    of: usize,
 }
 
 /// How a connection ended.
@@ -271,6 +287,7 @@ enum Outcome {
 
 fn run_worker(
     options: &LoadOptions,
+    worker: Worker,
     connections: usize,
     total: Option<u64>,
     end: Instant,
@@ -308,12 +325,18 @@ fn run_worker(
             match connected {
                 Ok(stream) => {
                     deadlines.push(now, key, started);
+                    // Threads take turns, so that no two name the same client.
+                    let nth = (started - 1) * worker.of as u64 + worker.index as u64;
+                    let proxy_source = options
+                        .distinct_sources
+                        .then(|| Ipv4Addr::from(0x0a00_0000 + (nth as u32 & 0x00ff_ffff)));
                     in_flight.insert(Attempt {
                         stream,
                         started: now,
                         received: 0,
                         header_pending: options.send_proxy,
                         serial: started,
+                        proxy_source,
                     });
                 }
                 Err(err) => {
@@ -387,14 +410,24 @@ fn send_proxy_header(attempt: &mut Attempt) -> io::Result<()> {
         (_, Err(err)) if err.kind() == io::ErrorKind::NotConnected => return Ok(()),
         (Err(err), _) | (_, Err(err)) => return Err(err),
     };
-    let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
-    let header = format!(
-        "PROXY {family} {} {} {} {}\r\n",
-        source.ip(),
-        destination.ip(),
-        source.port(),
-        destination.port()
-    );
+    let header = match attempt.proxy_source {
+        // A TCP4 header may name an IPv4 client whatever the connection's family.
+        Some(client) => format!(
+            "PROXY TCP4 {client} 192.0.2.1 {} {}\r\n",
+            source.port(),
+            destination.port()
+        ),
+        None => {
+            let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
+            format!(
+                "PROXY {family} {} {} {} {}\r\n",
+                source.ip(),
+                destination.ip(),
+                source.port(),
+                destination.port()
+            )
+        }
+    };
     // A fresh socket's buffer takes a header of at most 107 bytes in one write.
     match attempt.stream.write(header.as_bytes()) {
         Ok(n) if n == header.len() => {

@@ -54,6 +54,11 @@ struct Cli {
     #[arg(long)]
     send_proxy: bool,
 
+    /// With --send-proxy, name a different IPv4 client in every header (10.0.0.0 and
+    /// up), as a million clients behind a load balancer would be
+    #[arg(long, requires = "send_proxy")]
+    distinct_sources: bool,
+
     /// Event-loop threads sharing the connections
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -108,6 +113,7 @@ fn drive(cli: Cli) -> Result<bool, String> {
         timeout: cli.timeout,
         threads: cli.threads as usize,
         send_proxy: cli.send_proxy,
+        distinct_sources: cli.distinct_sources,
     };
     let finished = AtomicU64::new(0);
     let report = std::thread::scope(|scope| {

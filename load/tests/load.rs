@@ -22,6 +22,7 @@ fn options(addr: std::net::SocketAddr, expected: &[u8]) -> LoadOptions {
         timeout: Duration::from_secs(5),
         threads: 2,
         send_proxy: false,
+        distinct_sources: false,
     }
 }
 

@@ -7,8 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::access::Pregreet;
 use crate::cli::{GreetingArgs, DEFAULT_PORT};
 use crate::config::{parse_duration, parse_metrics_addr, parse_positive_duration, parse_size};
+use crate::rate::{parse_rate, Rate};
 
 /// The server's settings as flags. [`crate::config::Settings`] layers them over the
 /// environment, the config file and the defaults.
@@ -102,6 +104,43 @@ pub struct ServerArgs {
     #[arg(long, value_name = "TEXT",
           value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub deny_message: Option<String>,
+
+    /// At most RATE new connections from one source, e.g. 20/s, 600/m or 3600/h, with
+    /// a burst of one second's worth; more are closed at once without the greeting
+    /// (reason rate). A source is an address cut to --rate-prefix-v4/-v6 bits
+    /// (default: no limit)
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub max_rate_per_ip: Option<Rate>,
+
+    /// --max-rate-per-ip counts IPv4 clients by their first BITS bits (32: each
+    /// address is a source)
+    #[arg(long, value_name = "BITS", default_value_t = 32, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub rate_prefix_v4: u8,
+
+    /// --max-rate-per-ip counts IPv6 clients by their first BITS bits (64: one host
+    /// usually owns a /64)
+    #[arg(long, value_name = "BITS", default_value_t = 64, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub rate_prefix_v6: u8,
+
+    /// --max-rate-per-ip remembers at most N sources (about 50 bytes each),
+    /// forgetting the least recently seen first
+    #[arg(long, value_name = "N", default_value_t = 100_000, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    pub rate_table_size: u32,
+
+    /// Hold the greeting this long once the client is known (after its PROXY header
+    /// with --proxy-protocol); a client that sends anything meanwhile is a pregreeter
+    /// (see --pregreet). Shorter than --write-timeout, which it counts against
+    /// (default: 0s, off)
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
+    pub greet_delay: Duration,
+
+    /// What a pregreeter gets: greet (its greeting after the delay; logged and
+    /// counted) or drop (closed at once without it, reason pregreet)
+    #[arg(long, value_name = "ACTION", value_enum, default_value_t = Pregreet::Greet)]
+    pub pregreet: Pregreet,
 
     /// Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on
     /// this address and port, e.g. 127.0.0.1:9464 or localhost:9464 (a name: the first

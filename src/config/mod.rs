@@ -20,6 +20,7 @@ pub use crate::cli::DEFAULT_PORT;
 use crate::client::unbracket;
 use crate::error::Failure;
 pub use crate::greeting::{read_greeting_file, DEFAULT_GREETING, MAX_GREETING_BYTES};
+use crate::rate::{RateSettings, RateTable};
 pub use flags::{ServerArgs, ServerCli};
 pub use settings::{Settings, SettingsError, Source};
 
@@ -209,7 +210,14 @@ impl ServerArgs {
     /// A [`Failure`] naming the host that does not resolve, or the greeting file and
     /// the cause when it cannot be read, or saying that the greeting is empty.
     pub fn into_config(self) -> Result<Config, Failure> {
-        let policy = self.policy()?;
+        self.check_combination().map_err(|cause| {
+            Failure::new(
+                "cannot use these settings",
+                io::Error::new(io::ErrorKind::InvalidInput, cause),
+                None,
+            )
+        })?;
+        let policy = self.policy(None)?;
         self.into_config_with(policy)
     }
 
@@ -233,28 +241,63 @@ impl ServerArgs {
         Ok(config)
     }
 
-    /// The access policy these flags give (`None` without entries): the lists read
-    /// and built, the deny message loaded.
+    /// The access policy these flags give (`None` if it would change nothing): the
+    /// lists read and built, the deny message loaded, a new rate table (unless
+    /// `running` has one of the same settings: a reload keeps what it counted).
     ///
     /// # Errors
     /// A [`Failure`] naming the list file, and its line, that cannot be used.
-    pub fn policy(&self) -> Result<Option<Arc<Policy>>, Failure> {
+    pub fn policy(&self, running: Option<&Policy>) -> Result<Option<Arc<Policy>>, Failure> {
         let sources = Sources {
             allow: &self.allow,
             deny: &self.deny,
             allow_files: &self.allow_file,
             deny_files: &self.deny_file,
         };
-        if sources.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(Arc::new(Policy {
+        let rate = self.rate_settings().map(|settings| {
+            let kept = running
+                .and_then(|policy| policy.rate.as_ref())
+                .filter(|table| *table.settings() == settings);
+            kept.map_or_else(|| Arc::new(RateTable::new(settings)), Arc::clone)
+        });
+        let policy = Policy {
             list: AccessList::load(sources)?,
             deny_message: self
                 .deny_message
                 .as_ref()
                 .map(|text| Arc::from(text.as_bytes())),
-        })))
+            rate,
+            greet_delay: self.greet_delay,
+            pregreet: self.pregreet,
+        };
+        Ok((!policy.is_open()).then(|| Arc::new(policy)))
+    }
+
+    /// What `--max-rate-per-ip`'s table is made of, if it is set.
+    pub fn rate_settings(&self) -> Option<RateSettings> {
+        self.max_rate_per_ip.map(|rate| RateSettings {
+            rate,
+            prefix_v4: self.rate_prefix_v4,
+            prefix_v6: self.rate_prefix_v6,
+            table_size: self.rate_table_size,
+        })
+    }
+
+    /// Checks what no single flag's parser can: that a greet delay leaves time to
+    /// write the greeting.
+    ///
+    /// # Errors
+    /// A phrase saying which values clash and how to fix them.
+    pub fn check_combination(&self) -> Result<(), String> {
+        if !self.greet_delay.is_zero() && self.greet_delay >= self.write_timeout {
+            return Err(format!(
+                "greet-delay {} is not shorter than write-timeout {}, which counts from \
+                 accept (lower greet-delay or raise write-timeout)",
+                humantime::format_duration(self.greet_delay),
+                humantime::format_duration(self.write_timeout)
+            ));
+        }
+        Ok(())
     }
 
     /// Sets in `config` what a reload may change besides the greetings: the limits,

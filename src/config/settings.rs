@@ -12,16 +12,18 @@ use std::ffi::OsString;
 use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Parser};
 
-use crate::access::Policy;
+use crate::access::{Policy, Pregreet};
 use crate::config::file::ConfigFile;
 use crate::config::flags::{check_value, parse_error_cause, ServerArgs, ServerCli};
 use crate::config::keys::{self, Applies, FileType, Key, KEYS};
 use crate::config::{Config, DEFAULT_GREETING};
 use crate::error::Failure;
+use crate::rate::RateSettings;
 
 /// A problem with the flags, the environment or the config file, as one line (the
 /// program stops with exit code 2, as for a bad flag).
@@ -209,7 +211,7 @@ impl Settings {
         } else {
             vec![per_listener(&top)]
         };
-        Ok(Settings {
+        let settings = Settings {
             flags,
             env,
             defaults,
@@ -218,7 +220,19 @@ impl Settings {
             listeners,
             from_tables,
             warnings,
-        })
+        };
+        for index in 0..settings.listeners.len() {
+            let args = settings.args_for(index)?;
+            args.check_combination().map_err(|cause| {
+                let which = if settings.from_tables {
+                    format!(" (in [[listener]] {})", index + 1)
+                } else {
+                    String::new()
+                };
+                SettingsError(format!("{cause}{which}"))
+            })?;
+        }
+        Ok(settings)
     }
 
     /// What was ignored but probably meant, one line each, to log at start-up.
@@ -273,7 +287,7 @@ impl Settings {
         let mut policies = Policies::default();
         for index in 0..self.listeners.len() {
             let args = self.args_for(index).map_err(SettingsError::into_failure)?;
-            let policy = policies.get(&args)?;
+            let policy = policies.get(&args, None)?;
             let mut one = args.into_config_with(policy)?;
             match &mut config {
                 Some(config) => config.listeners.append(&mut one.listeners),
@@ -296,7 +310,7 @@ impl Settings {
             if index < self.listeners.len() {
                 let args = self.args_for(index).map_err(SettingsError::into_failure)?;
                 listener.greeting = args.greeting.load()?;
-                listener.policy = policies.get(&args)?;
+                listener.policy = policies.get(&args, listener.policy.as_deref())?;
             }
         }
         self.server_args()
@@ -399,38 +413,52 @@ impl Settings {
     }
 }
 
-/// The access policies built so far, by their entries: listeners that inherit the
-/// same lists (a 500,000-entry deny file, say) share one table instead of each
-/// reading and building its own.
+/// The access policies built so far, by what they are built from: listeners that
+/// inherit the same lists (a 500,000-entry deny file, say) share one table instead of
+/// each reading and building its own, and one rate table (a source's rate counts
+/// across them).
 #[derive(Default)]
 struct Policies {
-    built: Vec<(AccessEntries, Option<Arc<Policy>>)>,
+    built: Vec<(PolicyInputs, Option<Arc<Policy>>)>,
 }
 
-/// What a policy is built from: allow, deny, allow files, deny files, deny message.
-type AccessEntries = (
-    Vec<String>,
-    Vec<String>,
-    Vec<PathBuf>,
-    Vec<PathBuf>,
-    Option<String>,
-);
+/// What a policy is built from.
+#[derive(PartialEq)]
+struct PolicyInputs {
+    allow: Vec<String>,
+    deny: Vec<String>,
+    allow_files: Vec<PathBuf>,
+    deny_files: Vec<PathBuf>,
+    deny_message: Option<String>,
+    rate: Option<RateSettings>,
+    greet_delay: Duration,
+    pregreet: Pregreet,
+}
 
 impl Policies {
-    /// The policy of `args`: one built before from the same entries, or a new one.
-    fn get(&mut self, args: &ServerArgs) -> Result<Option<Arc<Policy>>, Failure> {
-        let entries = (
-            args.allow.clone(),
-            args.deny.clone(),
-            args.allow_file.clone(),
-            args.deny_file.clone(),
-            args.deny_message.clone(),
-        );
-        if let Some((_, policy)) = self.built.iter().find(|(built, _)| *built == entries) {
+    /// The policy of `args`: one built before from the same inputs, or a new one
+    /// (keeping the rate table of `running`, the policy it replaces, if its settings
+    /// are the same).
+    fn get(
+        &mut self,
+        args: &ServerArgs,
+        running: Option<&Policy>,
+    ) -> Result<Option<Arc<Policy>>, Failure> {
+        let inputs = PolicyInputs {
+            allow: args.allow.clone(),
+            deny: args.deny.clone(),
+            allow_files: args.allow_file.clone(),
+            deny_files: args.deny_file.clone(),
+            deny_message: args.deny_message.clone(),
+            rate: args.rate_settings(),
+            greet_delay: args.greet_delay,
+            pregreet: args.pregreet,
+        };
+        if let Some((_, policy)) = self.built.iter().find(|(built, _)| *built == inputs) {
             return Ok(policy.clone());
         }
-        let policy = args.policy()?;
-        self.built.push((entries, policy.clone()));
+        let policy = args.policy(running)?;
+        self.built.push((inputs, policy.clone()));
         Ok(policy)
     }
 }
@@ -827,6 +855,9 @@ mod tests {
                 (_, "message" | "deny-message") => "changed",
                 (_, "allow" | "deny") => "192.0.2.0/24",
                 (_, "log-connections") => "",
+                (_, "max-rate-per-ip") => "5/s",
+                (_, "greet-delay") => "500ms",
+                (_, "pregreet") => "drop",
                 (_, name) if name.ends_with("-timeout") => "1s",
                 _ => "5",
             };

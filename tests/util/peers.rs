@@ -112,5 +112,6 @@ pub fn load_options(addr: SocketAddr, total: u64) -> greeter_load::LoadOptions {
         timeout: Duration::from_secs(5),
         threads: 1,
         send_proxy: false,
+        distinct_sources: false,
     }
 }

@@ -1,0 +1,175 @@
+//! Clients that speak first: `--greet-delay` holds the greeting, `--pregreet` decides
+//! what a client that sends data meanwhile gets, and every `CLOSE` line says what the
+//! peer sent (`input=`, `first=`), as `greeter_peer_input_total` counts it.
+
+mod util;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use greeter::CloseReason;
+use util::*;
+
+#[test]
+fn a_silent_client_is_greeted_after_the_delay_and_held_meanwhile() {
+    let mut server = spawn_server(&["--greet-delay", "300ms", "--log-connections"]);
+    let started = Instant::now();
+    let mut peer = connect(server.addr);
+    server.wait_for_in_flight(1);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "greeted after {:?}",
+        started.elapsed()
+    );
+    server.wait_for_log("CLOSE peer=");
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("pregreeted=0", STEP_TIMEOUT);
+    let log = server.stderr();
+    let close = log
+        .lines()
+        .find(|line| line.contains("CLOSE peer="))
+        .unwrap();
+    assert!(
+        close.contains(" bytes=38 ") && close.ends_with(" reason=greeted input=0 first=none"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_pregreeter_is_greeted_anyway_by_default_and_logged() {
+    let mut server = spawn_server(&["--greet-delay", "2s", "--log-connections"]);
+    let mut peer = connect(server.addr);
+    peer.write_all(b"EHLO bot.example\r\n").unwrap();
+    // Its greeting waits for the rest of the delay, then comes whole.
+    peer.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
+    server.wait_for_log(" first=other");
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("pregreeted=1", STEP_TIMEOUT);
+    let log = server.stderr();
+    assert!(
+        log.contains("PREGREET peer=127.0.0.1:")
+            && log.contains(" input=18 first=other action=greet"),
+        "{log}"
+    );
+    let close = log
+        .lines()
+        .find(|line| line.contains("CLOSE peer="))
+        .unwrap();
+    assert!(
+        close.contains(" bytes=38 ") && close.ends_with(" input=18 first=other"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_pregreeter_is_dropped_at_once_with_drop() {
+    // The delay is long: the drop must not wait for it.
+    let server = supervise(&["--greet-delay", "20s", "--pregreet", "drop"]);
+    let started = Instant::now();
+    let mut peer = connect(server.addr());
+    peer.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_to_eof(&mut peer).unwrap_or_default(), b"");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // A silent client beside it is held for its delay: not dropped, not greeted yet.
+    let _silent = connect(server.addr());
+    wait_until("the silent client to be held", || {
+        let snapshot = server.snapshot();
+        snapshot.totals.accepted == 2 && snapshot.held == 1
+    });
+    let totals = server.snapshot().totals;
+    assert_eq!(totals.closes(CloseReason::Pregreet), 1, "{totals}");
+    assert_eq!(totals.pregreeted, 1, "{totals}");
+    assert_eq!(totals.greeted(), 0, "{totals}");
+}
+
+#[test]
+fn what_a_peer_sends_first_is_classified_in_the_log_and_the_metrics() {
+    let mut server = spawn_server(&[
+        "--greet-delay",
+        "20s",
+        "--pregreet",
+        "drop",
+        "--log-connections",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let tls_client_hello: &[u8] = &[0x16, 0x03, 0x01, 0x00, 0xf4, 0x01, 0x00, 0x00, 0xf0];
+    let sent: [(&[u8], &str); 6] = [
+        (tls_client_hello, "tls"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "http"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", "ssh"),
+        (b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\n", "proxy"),
+        (b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c", "proxy"),
+        (b"HELO x\r\n", "other"),
+    ];
+    for (bytes, class) in sent {
+        let mut peer = connect(server.addr);
+        peer.write_all(bytes).unwrap();
+        assert_eq!(read_to_eof(&mut peer).unwrap_or_default(), b"", "{class}");
+        let line = format!(" input={} first={class}", bytes.len());
+        server.wait_for_log(&line);
+    }
+    let (status, body) = http_get(metrics_addr(&server), "/metrics");
+    assert_eq!(status, 200);
+    let samples = samples(&body);
+    for (class, count) in [
+        ("tls", 1.0),
+        ("http", 1.0),
+        ("ssh", 1.0),
+        ("proxy", 2.0),
+        ("other", 1.0),
+        ("none", 0.0),
+    ] {
+        let name = format!("greeter_peer_input_total{{first=\"{class}\"}}");
+        assert_eq!(samples.get(&name), Some(&count), "{name}\n{body}");
+    }
+    assert_eq!(
+        samples.get("greeter_pregreeters_total"),
+        Some(&6.0),
+        "{body}"
+    );
+    assert_eq!(
+        samples.get("greeter_connections_closed_total{reason=\"pregreet\"}"),
+        Some(&6.0),
+        "{body}"
+    );
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("pregreet=6 pregreeted=6", STEP_TIMEOUT);
+}
+
+#[test]
+fn input_after_the_greeting_is_classified_too() {
+    let mut server = spawn_server(&["--proxy-protocol", "--log-connections"]);
+    let mut peer = connect(server.addr);
+    // Behind the header, in the same segment: it is there when the greeting is out,
+    // so the connection lingers and reads it (a header is not input).
+    peer.write_all(b"PROXY TCP4 192.0.2.7 192.0.2.1 40000 17\r\nSSH-2.0-scanner\r\n")
+        .unwrap();
+    peer.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
+    let log = server.wait_for_log("CLOSE peer=");
+    assert!(log.contains(" reason=eof input=17 first=ssh"), "{log}");
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("pregreeted=0", STEP_TIMEOUT);
+}
+
+#[test]
+fn a_delay_must_be_shorter_than_the_write_timeout() {
+    let (status, _, stderr) = run_binary(
+        "greeter-server",
+        &["--greet-delay", "30s", "--write-timeout", "30s"],
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("greet-delay 30s is not shorter than write-timeout 30s"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = run_binary("greeter-server", &["--pregreet", "ban"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("[possible values: greet, drop]"),
+        "{stderr}"
+    );
+}
