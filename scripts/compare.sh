@@ -36,7 +36,9 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
                    a PROXY v1 header first); greeter-logs: with
                    --log-connections (its stderr a file); greeter-config:
                    --config with three [[listener]] tables, loaded on the first;
-                   greeter-deny: --deny-file of 500,000 entries (none loopback). c-policy is the one to
+                   greeter-deny: --deny-file of 500,000 entries (none loopback);
+                   greeter-delay: --greet-delay 100ms (every connection held
+                   for the delay: run it at a high concurrency). c-policy is the one to
                    hold greeter to: the same syscalls, nothing else
   --before DIR     also a greeter-server built elsewhere (DIR holds the binary, e.g.
                    a worktree's target/release), as servers greeter-before and
@@ -121,6 +123,7 @@ server_command() {
     greeter-logs) echo "$bin/greeter-server --port 0 --log-connections" ;;
     greeter-config) echo "$bin/greeter-server --config $work/listeners.toml" ;;
     greeter-deny) echo "$bin/greeter-server --port 0 --deny-file $work/deny.list" ;;
+    greeter-delay) echo "$bin/greeter-server --port 0 --greet-delay 100ms" ;;
     greeter-before) echo "$before_bin/greeter-server --port 0" ;;
     greeter-logs-before) echo "$before_bin/greeter-server --port 0 --log-connections" ;;
     c) echo "$work/reference_server" ;;

@@ -156,7 +156,7 @@ pub(crate) struct Closed {
     /// it was held; 0 for one closed at once (its lifetime is taken from the round).
     pub(crate) accepted_ms: u32,
     /// Greeting bytes written to it.
-    pub(crate) sent: usize,
+    pub(crate) sent: u32,
     /// Why it closed.
     pub(crate) reason: CloseReason,
     /// Whether its `ACCEPT` line was logged: not yet for a connection closed while

@@ -690,7 +690,8 @@ fn closed(conn: &Connection, greeting: &[u8], reason: CloseReason) -> Closed {
     Closed {
         peer: conn.peer(),
         accepted_ms: conn.accepted_ms(),
-        sent: conn.sent(greeting),
+        // A greeting is at most 1 GiB (checked when a server is built).
+        sent: conn.sent(greeting) as u32,
         reason,
         announced: conn.phase() != Phase::Header,
         input,

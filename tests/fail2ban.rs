@@ -45,6 +45,89 @@ fn log_of_a_crowded_server(
     server.stderr()
 }
 
+/// The addresses `fail2ban-regex` finds in `log` with the shipped filter (and its
+/// `options`, such as `[mode=aggressive]`), with how often each matched.
+fn matches_of_the_filter(log: &str, options: &str) -> BTreeMap<String, usize> {
+    let log_path = temp_file("fail2ban.log", log.as_bytes());
+    let filter = format!(
+        "{}/docs/deploy/fail2ban/filter.d/greeter.conf{options}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let output = Command::new("fail2ban-regex")
+        .args(["--out", "ip"])
+        .arg(log_path.as_os_str())
+        .arg(filter)
+        .output()
+        .expect("fail2ban-regex is installed (scripts/test.sh installs fail2ban)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut banned = BTreeMap::new();
+    for ip in stdout
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+    {
+        *banned.entry(ip.to_owned()).or_default() += 1;
+    }
+    banned
+}
+
+#[test]
+fn the_filter_finds_rate_denied_and_pregreet_closes_and_pregreeters_in_aggressive_mode() {
+    use std::io::Write;
+    let mut policed = spawn_server(&[
+        "--log-connections",
+        "--max-rate-per-ip",
+        "1/h",
+        "--deny",
+        "127.0.0.4",
+        "--greet-delay",
+        "300ms",
+        "--pregreet",
+        "drop",
+    ]);
+    for source in ["127.0.0.2", "127.0.0.3"] {
+        let mut peer = connect_from(source, policed.addr);
+        assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
+    }
+    for source in ["127.0.0.2", "127.0.0.4"] {
+        let mut refused = connect_from(source, policed.addr);
+        assert_eq!(read_to_eof(&mut refused).unwrap_or_default(), b"");
+    }
+    let mut talker = connect_from("127.0.0.5", policed.addr);
+    talker.write_all(b"EHLO bot\r\n").unwrap();
+    assert_eq!(read_to_eof(&mut talker).unwrap_or_default(), b"");
+    policed.signal("TERM");
+    policed.assert_exits_cleanly_logging("rate=1 pregreet=1 pregreeted=1", STEP_TIMEOUT);
+
+    let mut patient = spawn_server(&["--log-connections", "--greet-delay", "300ms"]);
+    let mut talker = connect_from("127.0.0.6", patient.addr);
+    talker.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    talker.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut talker).unwrap(), DEFAULT_GREETING);
+    patient.signal("TERM");
+    patient.assert_exits_cleanly_logging("pregreeted=1", STEP_TIMEOUT);
+
+    let log = policed.stderr() + &patient.stderr();
+    let turned_away = |more: &[&str]| -> BTreeMap<String, usize> {
+        ["127.0.0.2", "127.0.0.4", "127.0.0.5"]
+            .iter()
+            .chain(more)
+            .map(|ip| (ip.to_string(), 1))
+            .collect()
+    };
+    assert_eq!(matches_of_the_filter(&log, ""), turned_away(&[]), "{log}");
+    assert_eq!(
+        matches_of_the_filter(&log, "[mode=aggressive]"),
+        turned_away(&["127.0.0.6"]),
+        "{log}"
+    );
+}
+
 #[test]
 fn fail2ban_filter_finds_exactly_the_turned_away_clients() {
     let mut log = log_of_a_crowded_server("127.0.0.1", "127.0.0.1", 3, &["127.0.0.2", "127.0.0.3"]);
@@ -58,33 +141,10 @@ fn fail2ban_filter_finds_exactly_the_turned_away_clients() {
         .count();
     assert_eq!((accepts, closes), (4 + 2 + 3, 4 + 2 + 3), "{log}");
 
-    let log_path = temp_file("fail2ban.log", log.as_bytes());
-    let output = Command::new("fail2ban-regex")
-        .args(["--out", "ip"])
-        .arg(log_path.as_os_str())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/docs/deploy/fail2ban/filter.d/greeter.conf"
-        ))
-        .output()
-        .expect("fail2ban-regex is installed (scripts/test.sh installs fail2ban)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut banned: BTreeMap<&str, usize> = BTreeMap::new();
-    for ip in stdout
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-    {
-        *banned.entry(ip).or_default() += 1;
-    }
+    let banned = matches_of_the_filter(&log, "");
     assert_eq!(
         banned,
-        BTreeMap::from([("127.0.0.1", 3), ("::1", 2)]),
+        BTreeMap::from([("127.0.0.1".to_owned(), 3), ("::1".to_owned(), 2)]),
         "matches of the filter in:\n{log}"
     );
 }

@@ -3,6 +3,7 @@
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A file that exists for as long as this value.
 #[derive(Debug)]
@@ -10,10 +11,13 @@ pub struct TempFile {
     path: PathBuf,
 }
 
-/// Writes `bytes` to a fresh file in the target directory.
+/// Writes `bytes` to a fresh file in the target directory (its own, even where
+/// tests running at once ask for the same name).
 pub fn temp_file(name: &str, bytes: &[u8]) -> TempFile {
+    static MADE: AtomicU64 = AtomicU64::new(0);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let path = dir.join(format!("{}-{name}", std::process::id()));
+    let nth = MADE.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{}-{nth}-{name}", std::process::id()));
     std::fs::write(&path, bytes).unwrap();
     TempFile { path }
 }
