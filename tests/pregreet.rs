@@ -173,3 +173,72 @@ fn a_delay_must_be_shorter_than_the_write_timeout() {
         "{stderr}"
     );
 }
+
+#[test]
+fn each_listener_has_its_own_delay_and_a_reload_changes_it() {
+    let config = temp_file(
+        "delays.toml",
+        b"[[listener]]\nport = 0\ngreet-delay = \"20s\"\npregreet = \"drop\"\n\
+          [[listener]]\nport = 0\n",
+    );
+    let server = supervise_exactly(&["--config", config.arg()]);
+    let (delayed, plain) = (server.addrs[0], server.addrs[1]);
+    let talk = |addr| {
+        let mut peer = connect(addr);
+        peer.write_all(b"QUIT\r\n").unwrap();
+        // A dropped client may be gone already.
+        let _ = peer.shutdown(std::net::Shutdown::Write);
+        read_to_eof(&mut peer).unwrap_or_default()
+    };
+    assert_eq!(talk(delayed), b"", "dropped by the first listener");
+    assert_eq!(talk(plain), DEFAULT_GREETING, "no delay on the second");
+
+    std::fs::write(
+        &config,
+        "max-connections = 9000\n[[listener]]\nport = 0\n\
+         [[listener]]\nport = 0\ngreet-delay = \"300ms\"\n",
+    )
+    .unwrap();
+    server.requests.send(greeter::supervisor::Request::Reload);
+    wait_until("the reload", || server.snapshot().max_connections == 9000);
+    assert_eq!(talk(delayed), DEFAULT_GREETING, "no delay any more");
+    let started = Instant::now();
+    let mut silent = connect(plain);
+    assert_eq!(read_to_eof(&mut silent).unwrap(), DEFAULT_GREETING);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let totals = server.stop();
+    assert_eq!(totals.closes(CloseReason::Pregreet), 1, "{totals}");
+}
+
+#[test]
+fn with_proxy_protocol_the_delay_follows_the_header() {
+    let server = supervise(&[
+        "--proxy-protocol",
+        "--greet-delay",
+        "20s",
+        "--pregreet",
+        "drop",
+    ]);
+    // Data behind the header, in the same segment: a pregreeter, named by the header.
+    let mut talker = connect(server.addr());
+    talker
+        .write_all(b"PROXY TCP4 192.0.2.7 192.0.2.1 40000 17\r\nGET / HTTP/1.0\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_to_eof(&mut talker).unwrap_or_default(), b"");
+    // The header alone: the client waits for its greeting.
+    let mut silent = connect(server.addr());
+    silent
+        .write_all(b"PROXY TCP4 192.0.2.8 192.0.2.1 40000 17\r\n")
+        .unwrap();
+    wait_until("the silent client to be delayed", || {
+        let snapshot = server.snapshot();
+        snapshot.totals.accepted == 2 && snapshot.held == 1
+    });
+    let totals = server.snapshot().totals;
+    assert_eq!(totals.closes(CloseReason::Pregreet), 1, "{totals}");
+    assert_eq!(
+        totals.peer_input(greeter::peer_input::FirstInput::Http),
+        1,
+        "{totals}"
+    );
+}
