@@ -230,5 +230,14 @@ pub fn parse_error_cause(err: &clap::Error) -> String {
     }
     let text = err.to_string();
     let first = text.lines().next().unwrap_or_default();
-    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+    let cause = first.strip_prefix("error: ").unwrap_or(first);
+    // A choice's values (`[possible values: greet, drop]`) say how to fix it.
+    match text
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("[possible values:"))
+    {
+        Some(values) => format!("{cause} {values}"),
+        None => cause.to_owned(),
+    }
 }

@@ -786,6 +786,12 @@ mod tests {
         );
         let err = load(&[], &[("GREETER_PORT", "tcp://10.0.0.1:8080")]).unwrap_err();
         assert!(err.0.contains("enableServiceLinks"), "{err}");
+        let err = load(&[], &[("GREETER_PREGREET", "ban")]).unwrap_err();
+        assert_eq!(
+            err.0,
+            "GREETER_PREGREET=\"ban\": invalid value 'ban' for '--pregreet <ACTION>' \
+             [possible values: greet, drop]"
+        );
         let err = load(&[], &[("GREETER_LOG_CONNECTIONS", "maybe")]).unwrap_err();
         assert_eq!(
             err.0,
