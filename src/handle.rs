@@ -2,7 +2,7 @@
 //! what it has done: the supervisor's signal thread, tests, embedding programs.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mio::Waker;
@@ -52,6 +52,10 @@ struct Control {
     /// A reload's config for new connections, handed over by
     /// [`ServerHandle::reconfigure`].
     new_config: Mutex<Option<Arc<Config>>>,
+    /// The watchdog's last ping ([`ServerHandle::ping`]) and the last one the loop
+    /// answered: equal once the loop has run a round since.
+    ping: AtomicU64,
+    pong: AtomicU64,
 }
 
 /// Steers a running server from any thread: shut it down, or read its totals.
@@ -125,6 +129,30 @@ impl ServerHandle {
             Ok(snapshot) => *snapshot,
             // Only a panicking loop can poison it; its last figures are still valid.
             Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// Asks the loop to show that it still runs: it answers `seq` in its next round
+    /// (see [`ServerHandle::answered`]), woken for it if idle.
+    ///
+    /// # Errors
+    /// If the loop cannot be woken (it has stopped).
+    pub fn ping(&self, seq: u64) -> io::Result<()> {
+        self.control.ping.store(seq, Ordering::Release);
+        self.waker.wake()
+    }
+
+    /// Whether the loop has run a round since ping `seq`.
+    pub fn answered(&self, seq: u64) -> bool {
+        self.control.pong.load(Ordering::Acquire) >= seq
+    }
+
+    /// Answers the latest ping (each round; two plain loads when nothing is asked).
+    #[inline]
+    pub(crate) fn answer_ping(&self) {
+        let ping = self.control.ping.load(Ordering::Acquire);
+        if self.control.pong.load(Ordering::Relaxed) != ping {
+            self.control.pong.store(ping, Ordering::Release);
         }
     }
 

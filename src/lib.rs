@@ -85,6 +85,7 @@ pub mod listener;
 pub mod log_sink;
 pub mod metrics;
 pub mod metrics_http;
+pub mod notify;
 pub mod peer_input;
 mod per_ip;
 mod proxy;

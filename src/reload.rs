@@ -149,7 +149,14 @@ impl Reloader {
                 let mut reloader = self;
                 loop {
                     pending.wait_and_take();
-                    reloader.reload(&workers);
+                    // systemd (Type=notify-reload) waits for READY=1 after RELOADING=1.
+                    crate::notify::reloading();
+                    let status = match reloader.reload(&workers) {
+                        Reloaded::Swapped(_) => "reloaded".to_owned(),
+                        Reloaded::Kept(err) => format!("kept the old configuration: {err}"),
+                        Reloaded::NothingToReload => "nothing to reload".to_owned(),
+                    };
+                    crate::notify::reloaded(&status);
                 }
             })
             .map_err(|err| Failure::new("cannot start the reload thread", err, None))?;

@@ -305,6 +305,7 @@ impl Server {
         }
         self.held.expire(now);
         self.record_held_closes();
+        self.handle.answer_ping();
         if let Some(config) = self.handle.take_new_config() {
             self.reconfigure(&config);
         }

@@ -9,12 +9,14 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use log::{error, info};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::error::Failure;
 use crate::metrics::{self, MetricsSource};
+use crate::notify;
 use crate::startup::Prepared;
 use crate::totals::Totals;
 use crate::workers::WorkersView;
@@ -134,16 +136,19 @@ impl Supervisor {
             metrics::announce(addr);
             metrics_addr = Some(addr);
         }
+        let view = running.view();
         on_serving(Serving {
             addrs,
             metrics: metrics_addr,
-            view: running.view(),
+            view: view.clone(),
         });
+        let mut manager = notify::enabled().then(|| ServiceManager::new(&view));
 
         let mut events = Events::with_capacity(8);
         let mut stopping = false;
         while !running.all_stopped() {
-            if let Err(err) = self.poll.poll(&mut events, None) {
+            let timeout = manager.as_ref().map(ServiceManager::next_due);
+            if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -156,6 +161,7 @@ impl Supervisor {
                 match request {
                     Request::Drain if !stopping => {
                         stopping = true;
+                        notify::stopping();
                         running.shutdown();
                     }
                     Request::Drain => {
@@ -174,6 +180,9 @@ impl Supervisor {
                     }
                 }
             }
+            if let Some(manager) = &mut manager {
+                manager.tick(&view);
+            }
             // A worker that stopped on its own failed: take the others down with it.
             if !stopping && running.stopped() > 0 {
                 stopping = true;
@@ -183,5 +192,72 @@ impl Supervisor {
         let totals = running.join()?;
         info!("totals in_flight=0 {totals}");
         Ok(totals)
+    }
+}
+
+/// What the supervisor tells systemd now and then (with `NOTIFY_SOCKET` set): the
+/// status line, and the watchdog's pings while every loop still runs rounds.
+#[derive(Debug)]
+struct ServiceManager {
+    next_status: Instant,
+    watchdog: Option<Watchdog>,
+}
+
+/// `WATCHDOG=1` every `interval`, sent only if every loop answered the last ping.
+#[derive(Debug)]
+struct Watchdog {
+    interval: Duration,
+    next: Instant,
+    /// The last ping asked of the loops.
+    ping: u64,
+}
+
+impl ServiceManager {
+    /// Says `READY=1`, and asks the loops for their first watchdog answer.
+    fn new(view: &WorkersView) -> Self {
+        notify::ready(&view.snapshot());
+        let now = Instant::now();
+        let watchdog = notify::watchdog_interval().map(|interval| {
+            view.ping(1);
+            Watchdog {
+                interval,
+                next: now + interval,
+                ping: 1,
+            }
+        });
+        ServiceManager {
+            next_status: now + notify::STATUS_EVERY,
+            watchdog,
+        }
+    }
+
+    /// How long the supervisor may sleep before something is due.
+    fn next_due(&self) -> Duration {
+        let next = self
+            .watchdog
+            .as_ref()
+            .map_or(self.next_status, |dog| dog.next.min(self.next_status));
+        next.saturating_duration_since(Instant::now())
+    }
+
+    /// Sends what is due: the status line, and a watchdog ping if every loop has run a
+    /// round since the last one (a stuck loop stops the pings, and systemd restarts
+    /// the service).
+    fn tick(&mut self, view: &WorkersView) {
+        let now = Instant::now();
+        if now >= self.next_status {
+            notify::status(&view.snapshot());
+            self.next_status = now + notify::STATUS_EVERY;
+        }
+        if let Some(dog) = &mut self.watchdog {
+            if now >= dog.next {
+                if view.answered(dog.ping) {
+                    notify::watchdog();
+                }
+                dog.ping += 1;
+                view.ping(dog.ping);
+                dog.next = now + dog.interval;
+            }
+        }
     }
 }

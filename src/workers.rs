@@ -235,6 +235,19 @@ impl WorkersView {
         }
     }
 
+    /// Asks every worker to show that its loop still runs (see
+    /// [`ServerHandle::ping`]).
+    pub fn ping(&self, seq: u64) {
+        for handle in &self.handles {
+            let _ = handle.ping(seq);
+        }
+    }
+
+    /// Whether every worker's loop has run a round since ping `seq`.
+    pub fn answered(&self, seq: u64) -> bool {
+        self.handles.iter().all(|handle| handle.answered(seq))
+    }
+
     /// The workers' snapshots, summed (accepting counts as paused if any worker is).
     pub fn snapshot(&self) -> Snapshot {
         let mut sum = Snapshot::default();

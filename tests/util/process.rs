@@ -62,6 +62,8 @@ pub struct ServerCommand {
     read_stderr: bool,
     /// Greeting and config files made for this server and removed with it.
     files: Vec<TempFile>,
+    /// Variables set for it.
+    env: Vec<(String, String)>,
 }
 
 impl ServerCommand {
@@ -73,7 +75,14 @@ impl ServerCommand {
             ulimit: None,
             read_stderr: true,
             files: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// With the variable `name` set to `value`.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     /// On `port` instead of 0 (e.g. to restart a server on its port).
@@ -125,7 +134,7 @@ impl ServerCommand {
     /// Starts it and waits for its `listening on` line.
     pub fn spawn(self) -> ServerProcess {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let mut server = spawn_with(self.port, &args, self.ulimit);
+        let mut server = spawn_with(self.port, &args, self.ulimit, &self.env);
         server.files = self.files;
         if self.read_stderr {
             server.read_stderr();
@@ -134,7 +143,12 @@ impl ServerCommand {
     }
 }
 
-fn spawn_with(port: Option<u16>, args: &[&str], ulimit: Option<String>) -> ServerProcess {
+fn spawn_with(
+    port: Option<u16>,
+    args: &[&str],
+    ulimit: Option<String>,
+    env: &[(String, String)],
+) -> ServerProcess {
     let mut command = match ulimit {
         Some(ulimit) => {
             let mut command = Command::new("sh");
@@ -149,12 +163,18 @@ fn spawn_with(port: Option<u16>, args: &[&str], ulimit: Option<String>) -> Serve
     if let Some(port) = port {
         command.args(["--port", &port.to_string()]);
     }
-    // Hermetic: no GREETER_* setting of the environment the tests run in.
+    // Hermetic: no GREETER_* setting, and no service manager, of the environment the
+    // tests run in.
     for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("GREETER_") {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("GREETER_")
+            || name_text.starts_with("WATCHDOG_")
+            || name_text == "NOTIFY_SOCKET"
+        {
             command.env_remove(name);
         }
     }
+    command.envs(env.iter().map(|(name, value)| (name, value)));
     let mut child = command
         .args(args)
         .stdin(Stdio::null())
