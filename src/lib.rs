@@ -88,6 +88,7 @@ pub mod metrics_http;
 pub mod notify;
 pub mod peer_input;
 mod per_ip;
+pub mod pid_file;
 mod proxy;
 pub mod rate;
 pub mod reload;
@@ -96,6 +97,7 @@ mod socket;
 pub mod startup;
 pub mod supervisor;
 pub mod totals;
+pub mod upgrade;
 pub mod workers;
 
 pub use close::{CloseReason, ReasonNames};

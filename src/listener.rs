@@ -52,17 +52,38 @@ pub fn listen_config(config: &Config) -> Result<Vec<ListeningSocket>, Failure> {
     Ok(sockets)
 }
 
-/// Assigns sockets that systemd passed to the listeners of `config`: all to the one
-/// listener, or each to the listener whose address and port it has.
+/// Sockets passed by the `LISTEN_FDS` protocol: by systemd, or by the process this
+/// one upgrades (see [`crate::upgrade`]), which names each (`LISTEN_FDNAMES`).
+#[derive(Debug, Default)]
+pub struct PassedSockets {
+    /// The listening sockets, each with the listener index its name gives
+    /// (`listener-N`), if it has one.
+    pub listeners: Vec<(std::net::TcpListener, Option<usize>)>,
+    /// The one named `metrics`: the metrics endpoint's listener.
+    pub metrics: Option<std::net::TcpListener>,
+    /// Whether they came from an upgrading process (an `upgrade-report` was passed
+    /// beside them), not from systemd.
+    pub from_upgrade: bool,
+}
+
+/// The `LISTEN_FDNAMES` name of the listening socket of listener `index`, as an
+/// upgrade passes it on.
+pub fn listener_fd_name(index: usize) -> String {
+    format!("listener-{index}")
+}
+
+/// Assigns passed sockets to the listeners of `config`: one named for a listener to
+/// it, else all to the one listener, or each to the listener whose address and port
+/// it has.
 ///
 /// # Errors
 /// A [`Failure`] naming a socket that no listener names.
 pub fn assign_passed(
-    sockets: Vec<std::net::TcpListener>,
+    sockets: Vec<(std::net::TcpListener, Option<usize>)>,
     config: &Config,
 ) -> Result<Vec<ListeningSocket>, Failure> {
     let mut assigned = Vec::with_capacity(sockets.len());
-    for socket in sockets {
+    for (socket, named) in sockets {
         let local = socket.local_addr().map_err(|err| {
             Failure::new(
                 "cannot read the address of a socket systemd passed",
@@ -70,8 +91,9 @@ pub fn assign_passed(
                 None,
             )
         })?;
-        let listener = match config.listeners.len() {
-            1 => Some(0),
+        let listener = match (named, config.listeners.len()) {
+            (Some(index), count) if index < count => Some(index),
+            (_, 1) => Some(0),
             _ => config.listeners.iter().position(|listener| {
                 listener.addrs.iter().any(|addr| {
                     addr.port() == local.port()
@@ -292,13 +314,20 @@ const HINT: &str = "each ListenStream= of the .socket unit must be a TCP address
 /// # Errors
 /// A [`Failure`] naming the descriptor when one passed is not a listening TCP
 /// socket.
-pub fn from_systemd() -> Result<Option<Vec<std::net::TcpListener>>, Failure> {
+pub fn from_systemd() -> Result<Option<PassedSockets>, Failure> {
     let mut passed = ListenFd::from_env();
     if passed.len() == 0 {
         return Ok(None);
     }
-    let mut listeners = Vec::with_capacity(passed.len());
+    let names = fd_names();
+    let mut sockets = PassedSockets::default();
     for index in 0..passed.len() {
+        let name = names.get(index).map(String::as_str).unwrap_or_default();
+        if name == crate::upgrade::REPORT_FD_NAME {
+            // Taken already, by the binary's first step.
+            sockets.from_upgrade = true;
+            continue;
+        }
         let fail = |err| {
             Failure::new(
                 format!(
@@ -320,7 +349,27 @@ pub fn from_systemd() -> Result<Option<Vec<std::net::TcpListener>>, Failure> {
                 "it is a TCP socket but not a listening one",
             )));
         }
-        listeners.push(listener);
+        if name == METRICS_FD_NAME {
+            sockets.metrics = Some(listener);
+        } else {
+            let named = name
+                .strip_prefix("listener-")
+                .and_then(|index| index.parse().ok());
+            sockets.listeners.push((listener, named));
+        }
     }
-    Ok(Some(listeners))
+    if sockets.listeners.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(sockets))
+}
+
+/// The `LISTEN_FDNAMES` name of the metrics endpoint's listening socket.
+pub const METRICS_FD_NAME: &str = "metrics";
+
+/// The names of the passed descriptors (`LISTEN_FDNAMES`, colon-separated), in order.
+pub fn fd_names() -> Vec<String> {
+    std::env::var("LISTEN_FDNAMES")
+        .map(|names| names.split(':').map(str::to_owned).collect())
+        .unwrap_or_default()
 }

@@ -82,6 +82,19 @@ impl MetricsServer {
         self.listener.local_addr()
     }
 
+    /// Serves a listening socket that was passed on (by an upgrading process).
+    pub fn from_listener(listener: std::net::TcpListener) -> Self {
+        MetricsServer { listener }
+    }
+
+    /// A duplicate of its listening socket, for an upgrade to hand on.
+    ///
+    /// # Errors
+    /// If the descriptor cannot be duplicated.
+    pub fn try_clone_listener(&self) -> io::Result<std::net::TcpListener> {
+        self.listener.try_clone()
+    }
+
     /// Serves on a thread of its own until the process ends.
     ///
     /// # Errors

@@ -54,9 +54,12 @@ pub fn status_line(snapshot: &Snapshot) -> String {
     )
 }
 
-/// It serves.
+/// It serves. `MAINPID=` names this process: after an upgrade it is the new main
+/// process (the unit needs `NotifyAccess=all` for systemd to take it from a process
+/// it did not start).
 pub fn ready(snapshot: &Snapshot) {
     send(&[
+        NotifyState::MainPid(std::process::id()),
         NotifyState::Ready,
         NotifyState::Status(&status_line(snapshot)),
     ]);

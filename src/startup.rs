@@ -5,6 +5,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use log::{info, warn};
 
@@ -14,6 +16,7 @@ use crate::fdlimit::FdLimit;
 use crate::listener;
 use crate::metrics_http::MetricsServer;
 use crate::reload::Reloader;
+use crate::upgrade::Handover;
 use crate::workers::Workers;
 
 /// A server ready to run: bound, checked and announced in the log.
@@ -25,6 +28,12 @@ pub struct Prepared {
     pub reloader: Reloader,
     /// The metrics listener, with `--metrics`.
     pub metrics: Option<MetricsServer>,
+    /// Duplicates of the listening sockets, for an upgrade to hand on.
+    pub handover: Handover,
+    /// `--upgrade-timeout`.
+    pub upgrade_timeout: Duration,
+    /// `--pid-file`.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Checks `settings` (resolving hosts, reading greeting files), binds (or takes
@@ -43,21 +52,39 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
         n => n as usize,
     };
     let config = settings.to_config()?;
-    let (workers, source) = match listener::from_systemd()? {
-        Some(sockets) => (
-            Workers::from_sockets(
-                listener::assign_passed(sockets, &config)?,
-                &config,
-                worker_count,
-            )?,
-            "socket passed by systemd",
+    let (sockets, passed_metrics, source) = match listener::from_systemd()? {
+        Some(passed) => (
+            listener::assign_passed(passed.listeners, &config)?,
+            passed.metrics,
+            if passed.from_upgrade {
+                "socket handed over by an upgrade"
+            } else {
+                "socket passed by systemd"
+            },
         ),
-        None => (Workers::bind(&config, worker_count)?, "bound"),
+        None => (listener::listen_config(&config)?, None, "bound"),
     };
-    let metrics = match args.metrics {
-        Some(addr) => Some(MetricsServer::bind(addr)?),
-        None => None,
+    let dup_fail = |err| {
+        Failure::new(
+            "cannot keep the listening sockets for an upgrade",
+            err,
+            None,
+        )
     };
+    let mut handover = Handover::default();
+    for socket in &sockets {
+        let copy = socket.socket.try_clone().map_err(dup_fail)?;
+        handover.listeners.push((copy, socket.listener));
+    }
+    let workers = Workers::from_sockets(sockets, &config, worker_count)?;
+    let metrics = match (args.metrics, passed_metrics) {
+        (Some(_), Some(passed)) => Some(MetricsServer::from_listener(passed)),
+        (Some(addr), None) => Some(MetricsServer::bind(addr)?),
+        (None, _) => None,
+    };
+    if let Some(metrics) = &metrics {
+        handover.metrics = Some(metrics.try_clone_listener().map_err(dup_fail)?);
+    }
     for warning in settings.warnings() {
         warn!("{warning}");
     }
@@ -77,6 +104,9 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
         workers,
         reloader,
         metrics,
+        handover,
+        upgrade_timeout: args.upgrade_timeout,
+        pid_file: args.pid_file,
     })
 }
 

@@ -8,10 +8,11 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use log::{error, info};
+use log::{error, info, warn};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::error::Failure;
@@ -19,6 +20,7 @@ use crate::metrics::{self, MetricsSource};
 use crate::notify;
 use crate::startup::Prepared;
 use crate::totals::Totals;
+use crate::upgrade::{Outcome, UpgradeCommand, Upgrader};
 use crate::workers::WorkersView;
 
 /// What the supervisor can be asked to do.
@@ -33,11 +35,17 @@ pub enum Request {
     Reload,
     /// Log the `totals` line so far (SIGUSR1).
     LogTotals,
+    /// Start the binary again, hand it the listening sockets, and drain once it
+    /// serves (SIGUSR2).
+    Upgrade,
 }
 
 /// The one waker of the supervisor's poll (mio allows one per poll): woken by a
 /// request and by a worker thread that ends; each wake-up looks at both.
 const WAKE: Token = Token(0);
+
+/// The report channel of an upgrade under way.
+const UPGRADE_REPORT: Token = Token(1);
 
 /// What is serving once [`Supervisor::run`] has started everything.
 #[derive(Debug)]
@@ -85,6 +93,11 @@ impl Requests {
 pub struct Supervisor {
     poll: Poll,
     requests: Requests,
+    /// What SIGUSR2 starts, if this process can upgrade (the binary; not an
+    /// embedding program or a test).
+    upgrade: Option<UpgradeCommand>,
+    /// Set once an upgrade's new process serves: this one drains and hands over.
+    handed_over: Arc<AtomicBool>,
 }
 
 impl Supervisor {
@@ -102,7 +115,19 @@ impl Supervisor {
                 queue: Arc::default(),
                 waker,
             },
+            upgrade: None,
+            handed_over: Arc::default(),
         })
+    }
+
+    /// Lets [`Request::Upgrade`] start `command`.
+    pub fn enable_upgrades(&mut self, command: UpgradeCommand) {
+        self.upgrade = Some(command);
+    }
+
+    /// Whether an upgrade's new process took over (set before the drain that follows).
+    pub fn handed_over(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.handed_over)
     }
 
     /// Where to send requests.
@@ -137,17 +162,28 @@ impl Supervisor {
             metrics_addr = Some(addr);
         }
         let view = running.view();
+        let mut manager = notify::enabled().then(|| ServiceManager::new(&view));
         on_serving(Serving {
             addrs,
             metrics: metrics_addr,
             view: view.clone(),
         });
-        let mut manager = notify::enabled().then(|| ServiceManager::new(&view));
+        let mut upgrader = self
+            .upgrade
+            .take()
+            .map(|command| Upgrader::new(command, server.handover, server.upgrade_timeout));
 
         let mut events = Events::with_capacity(8);
         let mut stopping = false;
         while !running.all_stopped() {
-            let timeout = manager.as_ref().map(ServiceManager::next_due);
+            let upgrade_due = upgrader
+                .as_ref()
+                .and_then(Upgrader::deadline)
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout = [manager.as_ref().map(ServiceManager::next_due), upgrade_due]
+                .into_iter()
+                .flatten()
+                .min();
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -158,6 +194,11 @@ impl Supervisor {
                 break;
             }
             for request in self.requests.take() {
+                if matches!(request, Request::Drain | Request::StopNow) {
+                    if let Some(upgrader) = &mut upgrader {
+                        upgrader.release_sockets();
+                    }
+                }
                 match request {
                     Request::Drain if !stopping => {
                         stopping = true;
@@ -178,6 +219,36 @@ impl Supervisor {
                         let snapshot = running.snapshot();
                         info!("totals in_flight={} {}", snapshot.held, snapshot.totals);
                     }
+                    Request::Upgrade => self.start_upgrade(upgrader.as_mut(), stopping),
+                }
+            }
+            if let Some(upgrader) = &mut upgrader {
+                let reported = events.iter().any(|event| event.token() == UPGRADE_REPORT);
+                let registry = self.poll.registry();
+                let outcome = match reported {
+                    true => upgrader.on_report(registry),
+                    false => None,
+                }
+                .or_else(|| upgrader.on_time(Instant::now(), registry));
+                match outcome {
+                    Some(Outcome::Serving(pid)) if !stopping => {
+                        info!("upgrade: the new process (pid {pid}) serves; draining this one");
+                        // Not STOPPING=1, and no more STATUS= or WATCHDOG=1 from here:
+                        // the service goes on, in the new process.
+                        manager = None;
+                        self.handed_over.store(true, Ordering::SeqCst);
+                        stopping = true;
+                        upgrader.release_sockets();
+                        running.shutdown();
+                    }
+                    Some(Outcome::Serving(pid)) => {
+                        info!("upgrade: the new process (pid {pid}) serves; this one was stopping already");
+                        self.handed_over.store(true, Ordering::SeqCst);
+                    }
+                    Some(Outcome::Failed(why)) => {
+                        warn!("upgrade: keeping this process: {why}");
+                    }
+                    None => {}
                 }
             }
             if let Some(manager) = &mut manager {
@@ -192,6 +263,32 @@ impl Supervisor {
         let totals = running.join()?;
         info!("totals in_flight=0 {totals}");
         Ok(totals)
+    }
+}
+
+impl Supervisor {
+    /// SIGUSR2: starts the new process, unless one is under way, the server is
+    /// stopping, or this process cannot upgrade.
+    fn start_upgrade(&self, upgrader: Option<&mut Upgrader>, stopping: bool) {
+        let Some(upgrader) = upgrader else {
+            warn!("upgrade: not available in this process (only greeter-server upgrades); ignoring it");
+            return;
+        };
+        if stopping {
+            info!("upgrade: this process is stopping; ignoring SIGUSR2");
+            return;
+        }
+        if let Some(pid) = upgrader.in_progress() {
+            info!("upgrade: one is under way (pid {pid}); ignoring SIGUSR2");
+            return;
+        }
+        let exe = upgrader.exe().display().to_string();
+        match upgrader.start(self.poll.registry(), UPGRADE_REPORT) {
+            Ok(pid) => {
+                info!("upgrade: started {exe} (pid {pid}); handing it the listening sockets")
+            }
+            Err(err) => warn!("upgrade: keeping this process: cannot start {exe}: {err}"),
+        }
     }
 }
 

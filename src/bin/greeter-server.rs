@@ -5,30 +5,53 @@
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
 use env_logger::{Target, WriteStyle};
 use log::{error, warn};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 use greeter::config::settings::Environment;
 use greeter::config::{ServerCli, Settings};
 use greeter::log_sink::LogSink;
 use greeter::supervisor::{Request, Supervisor};
-use greeter::{fdlimit, startup, Failure};
+use greeter::upgrade::{Report, UpgradeCommand};
+use greeter::{fdlimit, pid_file, startup, Failure};
 
 /// The exit code of a bad flag, variable or config file (clap's for a bad flag).
 const USAGE_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
-    let matches = ServerCli::command().get_matches();
+    // First: the descriptor an upgrading process passed, before anything else could
+    // take or close it.
+    let mut report = Report::take();
+    let matches = match ServerCli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(err) => {
+            // A bad flag (not --help or --version): the process upgrading to this one
+            // quotes the line.
+            if err.use_stderr() {
+                if let Some(report) = report.take() {
+                    let text = err.to_string();
+                    let first = text.lines().next().unwrap_or_default();
+                    let line = first.strip_prefix("error: ").unwrap_or(first);
+                    report.failed(&format!("greeter-server: {line}"));
+                }
+            }
+            err.exit()
+        }
+    };
     let check_only = ServerCli::from_arg_matches(&matches).is_ok_and(|cli| cli.check_config);
     let settings = match Settings::load(&matches, &Environment::from_process()) {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("greeter-server: {err}");
+            if let Some(report) = report.take() {
+                report.failed(&format!("greeter-server: {err}"));
+            }
             return ExitCode::from(USAGE_ERROR);
         }
     };
@@ -48,13 +71,16 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         error!("internal error: {}", info.to_string().replace('\n', " "));
     }));
-    let outcome = serve(settings);
+    let outcome = serve(settings, &mut report);
     // Bounded: a stderr that nobody reads must not keep a stopped server alive.
     log_sink.flush(LOG_FLUSH_TIMEOUT);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("greeter-server: {err}");
+            if let Some(report) = report.take() {
+                report.failed(&format!("greeter-server: {err}"));
+            }
             ExitCode::FAILURE
         }
     }
@@ -83,17 +109,24 @@ fn check_config(settings: &Settings) -> ExitCode {
     }
 }
 
-fn serve(settings: Settings) -> Result<(), Failure> {
+fn serve(settings: Settings, report: &mut Option<Report>) -> Result<(), Failure> {
+    // Read before anything could replace the file: an upgrade starts what is there
+    // then.
+    let upgrade = UpgradeCommand::of_this_process()
+        .map_err(|err| Failure::new("cannot read the path of the running binary", err, None))?;
     // Before anything is bound or created: every worker and connection needs
     // descriptors, and the usual soft limit (1024) is far below what is allowed.
     let fd_limit = fdlimit::raise_to_hard_limit();
     let server = startup::prepare(settings, fd_limit)?;
-    let supervisor = Supervisor::new()?;
+    let pid_file = server.pid_file.clone();
+    let mut supervisor = Supervisor::new()?;
+    supervisor.enable_upgrades(upgrade);
+    let handed_over = supervisor.handed_over();
     let requests = supervisor.requests();
     // Installed before the listening lines are printed, so that a SIGTERM sent as soon
     // as they are seen is handled; the handlers only queue a request.
     let fail = |err| Failure::new("cannot install signal handlers", err, None);
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(fail)?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]).map_err(fail)?;
     std::thread::Builder::new()
         .name("greeter-signals".to_owned())
         .spawn(move || {
@@ -101,12 +134,31 @@ fn serve(settings: Settings) -> Result<(), Failure> {
                 requests.send(match signal {
                     SIGHUP => Request::Reload,
                     SIGUSR1 => Request::LogTotals,
+                    SIGUSR2 => Request::Upgrade,
                     _ => Request::Drain,
                 });
             }
         })
         .map_err(fail)?;
-    supervisor.run(server, |serving| announce(&serving.addrs))?;
+    let mut wrote_pid_file = false;
+    let served = supervisor.run(server, |serving| {
+        announce(&serving.addrs);
+        if let Some(path) = &pid_file {
+            match pid_file::write(path) {
+                Ok(()) => wrote_pid_file = true,
+                Err(err) => warn!("pid file: cannot write {}: {err}", path.display()),
+            }
+        }
+        // Last: the process that started this one drains once it reads this.
+        if let Some(report) = report.take() {
+            report.ready();
+        }
+    });
+    // The file names the process that took over, if one did.
+    if let Some(path) = pid_file.filter(|_| wrote_pid_file && !handed_over.load(Ordering::SeqCst)) {
+        pid_file::remove_if_ours(&path);
+    }
+    served?;
     Ok(())
 }
 

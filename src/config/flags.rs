@@ -153,6 +153,16 @@ pub struct ServerArgs {
     #[arg(long)]
     pub log_connections: bool,
 
+    /// On SIGUSR2, how long the new binary has to report that it serves before it is
+    /// stopped and this process goes on serving
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_positive_duration)]
+    pub upgrade_timeout: Duration,
+
+    /// Write the server's pid to this file once it serves (atomically; rewritten by
+    /// the new process after an upgrade; removed at exit by the process it names)
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+
     /// Send buffer of every connection (SO_SNDBUF, set once on the listening socket);
     /// bounds the kernel memory a peer that does not read can hold (default: the
     /// kernel's autotuning, up to net.ipv4.tcp_wmem's maximum)
@@ -201,6 +211,8 @@ Signals:
                    that need new sockets or threads wait for a restart (a failed
                    reload keeps everything as it was)
   SIGUSR1          log the totals so far
+  SIGUSR2          upgrade: start the binary again with the listening sockets, and
+                   drain once it serves (a new binary that fails changes nothing)
 
 Exit codes: 0 stopped by a signal (or --check-config found no problem); 1 a
 start-up or worker error (one line on stderr); 2 a bad flag, variable or config file.

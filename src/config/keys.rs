@@ -93,6 +93,8 @@ pub const KEYS: &[Key] = &[
     key("send-buffer", Size, AtRestart),
     key("workers", Integer, AtRestart),
     key("metrics", Text, AtRestart),
+    key("upgrade-timeout", Text, AtRestart),
+    key("pid-file", Text, AtRestart),
 ];
 
 /// The key named `name`, if there is one.

@@ -311,6 +311,17 @@ impl ServerProcess {
         status
     }
 
+    /// Waits for the child to exit, but not for its stderr to close: a process it
+    /// started (an upgrade) may hold it on.
+    pub fn wait_exit_only(&mut self, timeout: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        wait_for(
+            timeout,
+            || "the server to exit".to_owned(),
+            || child.try_wait().expect("wait for server"),
+        )
+    }
+
     /// Waits for the child to exit, asserts exit code 0 and that stderr holds `line`.
     #[track_caller]
     pub fn assert_exits_cleanly_logging(&mut self, line: &str, timeout: Duration) {

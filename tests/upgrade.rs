@@ -1,0 +1,375 @@
+//! SIGUSR2: the running server starts its binary again, hands it the listening
+//! sockets and drains once the new process serves. Every old process ends with exit
+//! 0, and no connection is refused or reset meanwhile. This binary makes itself the
+//! subreaper of what it starts (only this test binary: prctl applies to the whole
+//! process), so that it can wait for every generation, not only the first.
+
+mod util;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicU64;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use util::*;
+
+/// Makes this test process the reaper of its orphaned descendants: a server started
+/// by an upgrade is reparented here when the one that started it exits.
+fn become_subreaper() {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes a plain integer and touches no memory.
+    let done = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(done, 0, "prctl(PR_SET_CHILD_SUBREAPER)");
+}
+
+/// Sends `signal` (a name: USR2, TERM) to `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -s {signal} {pid}");
+}
+
+/// Waits until descendant `pid` (reparented here) has exited; returns its exit code.
+fn wait_for_exit(pid: u32) -> i32 {
+    let mut status = 0;
+    wait_for(
+        STEP_TIMEOUT,
+        || format!("pid {pid} to exit"),
+        || {
+            // SAFETY: waitpid writes only the status integer it is given.
+            let reaped = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+            (reaped == pid as i32).then_some(())
+        },
+    );
+    assert!(libc::WIFEXITED(status), "pid {pid} was killed: {status}");
+    libc::WEXITSTATUS(status)
+}
+
+/// The pid the pid file names.
+fn pid_in(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Ends a server generation this test started through an upgrade, if the test fails
+/// before it does.
+struct Generation(u32);
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        // Gone already when the test passed.
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", &self.0.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// SIGUSR2 to `old`; returns the new process's pid once the pid file names it and the
+/// old one has exited 0.
+fn upgrade(old: u32, pid_file: &Path, first: Option<&mut ServerProcess>) -> u32 {
+    signal(old, "USR2");
+    let new = wait_for(
+        STEP_TIMEOUT,
+        || "the new process to write the pid file".to_owned(),
+        || pid_in(pid_file).filter(|&pid| pid != old),
+    );
+    let code = match first {
+        Some(server) => server.wait_exit_only(STEP_TIMEOUT).code().unwrap_or(-1),
+        None => wait_for_exit(old),
+    };
+    assert_eq!(code, 0, "the old process {old} exits 0");
+    new
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{name}", std::process::id()))
+}
+
+#[test]
+fn five_upgrades_under_load_lose_no_connection() {
+    become_subreaper();
+    let pid_file = temp_path("five.pid");
+    let mut server = spawn_server(&["--pid-file", pid_file.to_str().unwrap()]);
+    let addr = server.addr;
+    let progress = AtomicU64::new(0);
+    let mut options = load_options(addr, u64::MAX);
+    options.connections = 64;
+    options.total = None;
+    options.duration = Duration::from_secs(20);
+    let (report, generations) = thread::scope(|scope| {
+        let load = scope.spawn(|| greeter_load::run(&options, &progress).unwrap());
+        wait_until("the load to run", || {
+            progress.load(std::sync::atomic::Ordering::Relaxed) > 1000
+        });
+        let mut pid = pid_in(&pid_file).expect("the pid file once serving");
+        assert_eq!(pid, server.pid());
+        let mut generations = Vec::new();
+        let mut switches = Vec::new();
+        for round in 0..5 {
+            let started = Instant::now();
+            pid = upgrade(pid, &pid_file, (round == 0).then_some(&mut server));
+            switches.push(started.elapsed());
+            generations.push(Generation(pid));
+        }
+        eprintln!("SIGUSR2 to the old process's exit: {switches:?}");
+        (load.join().unwrap(), generations)
+    });
+    let last = generations.last().unwrap().0;
+    let latency = report.latency();
+    eprintln!(
+        "{} connections, {} errors, latency p99 {} us, max {} us",
+        report.completed,
+        report.errors.total(),
+        latency.p99,
+        latency.max
+    );
+    assert_eq!(report.errors.total(), 0, "{:?}", report.errors);
+    assert!(report.completed > 1000, "{}", report.completed);
+    let log = server.stderr();
+    assert_eq!(
+        log.matches("upgrade: the new process (pid ").count(),
+        5,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("(socket handed over by an upgrade)").count(),
+        5,
+        "{log}"
+    );
+    signal(last, "TERM");
+    assert_eq!(wait_for_exit(last), 0);
+    assert!(!pid_file.exists(), "the last process removes its pid file");
+}
+
+#[test]
+fn slow_readers_of_a_large_greeting_get_it_whole_from_the_old_process() {
+    become_subreaper();
+    let pid_file = temp_path("slow.pid");
+    let greeting = large_greeting(16 * 1024 * 1024);
+    let mut server = ServerCommand::new(&["--pid-file", pid_file.to_str().unwrap()])
+        .greeting("upgrade-large", &greeting)
+        .spawn();
+    let readers: Vec<_> = (0..3).map(|_| connect(server.addr)).collect();
+    server.wait_for_in_flight(3);
+    let old = server.pid();
+    signal(old, "USR2");
+    let new = wait_for(
+        STEP_TIMEOUT,
+        || "the new process to write the pid file".to_owned(),
+        || pid_in(&pid_file).filter(|&pid| pid != old),
+    );
+    let _new = Generation(new);
+    server.wait_for_log("upgrade: the new process (pid");
+    // The old process drains: it still writes to its held peers.
+    assert_each_peer_receives(readers, &greeting);
+    assert_eq!(server.wait_exit_only(STEP_TIMEOUT).code(), Some(0));
+    // The new one serves the same port.
+    let mut peer = connect(server.addr);
+    assert_same_bytes(&read_to_eof(&mut peer).unwrap(), &greeting);
+    signal(new, "TERM");
+    assert_eq!(wait_for_exit(new), 0);
+}
+
+/// A copy of greeter-server at a path of its own, which a test may replace.
+fn own_copy(name: &str) -> PathBuf {
+    let path = temp_path(name);
+    std::fs::copy(binary("greeter-server"), &path).unwrap();
+    path
+}
+
+/// Replaces the file at `path` as a package manager would (a new file renamed over).
+fn replace_with_script(path: &Path, script: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, script).unwrap();
+    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
+#[test]
+fn a_new_binary_that_fails_leaves_the_old_one_serving() {
+    become_subreaper();
+    let exe = own_copy("greeter-failing");
+    let mut child = Command::new(&exe)
+        .args(["--port", "0", "--upgrade-timeout", "1s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let line = stdout.recv_timeout(STEP_TIMEOUT).unwrap();
+    let addr: std::net::SocketAddr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
+    let pid = child.id();
+    let next_line_with = |needle: &str| loop {
+        let line = stderr
+            .recv_timeout(STEP_TIMEOUT)
+            .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    };
+
+    // Exits 1 at once.
+    replace_with_script(&exe, "#!/bin/sh\necho 'broken on purpose' >&2\nexit 1\n");
+    signal(pid, "USR2");
+    let warning = next_line_with("upgrade: keeping this process");
+    assert!(
+        warning.contains("exited with exit status: 1 before it served"),
+        "{warning}"
+    );
+    assert_eq!(read_to_eof(&mut connect(addr)).unwrap(), DEFAULT_GREETING);
+
+    // Never reports: stopped after --upgrade-timeout; a second SIGUSR2 meanwhile is
+    // ignored.
+    replace_with_script(&exe, "#!/bin/sh\nexec sleep 30\n");
+    signal(pid, "USR2");
+    next_line_with("upgrade: started");
+    signal(pid, "USR2");
+    next_line_with("upgrade: one is under way (pid");
+    let warning = next_line_with("upgrade: keeping this process");
+    assert!(
+        warning.contains("did not report that it serves within 1s; stopped it"),
+        "{warning}"
+    );
+    assert_eq!(read_to_eof(&mut connect(addr)).unwrap(), DEFAULT_GREETING);
+
+    // greeter itself, refusing its arguments: its one-line error is quoted.
+    replace_with_script(
+        &exe,
+        &format!(
+            "#!/bin/sh\nexec {} \"$@\" --max-connections 0\n",
+            binary("greeter-server")
+        ),
+    );
+    signal(pid, "USR2");
+    let warning = next_line_with("upgrade: keeping this process");
+    assert!(
+        warning.contains("exited with exit status: 2: greeter-server: invalid value '0' for '--max-connections <N>'"),
+        "{warning}"
+    );
+    assert_eq!(read_to_eof(&mut connect(addr)).unwrap(), DEFAULT_GREETING);
+    signal(pid, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let _ = std::fs::remove_file(&exe);
+}
+
+#[test]
+fn workers_listeners_proxy_protocol_and_metrics_are_all_handed_on() {
+    become_subreaper();
+    let pid_file = temp_path("many.pid");
+    let (command, _config) = ServerCommand::new(&[
+        "--workers",
+        "2",
+        "--metrics",
+        "127.0.0.1:0",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+    ])
+    .config(
+        "upgrade-many.toml",
+        "[[listener]]\nport = 0\n[[listener]]\nport = 0\nproxy-protocol = true\n\
+         message = \"behind a balancer\"\n",
+    );
+    let mut server = command.spawn();
+    let plain = server.addr;
+    let proxied = server.listening_addrs(1)[1];
+    let metrics = metrics_addr(&server);
+    let greeted_behind_a_balancer = || {
+        let mut peer = connect(proxied);
+        std::io::Write::write_all(&mut peer, b"PROXY TCP4 192.0.2.7 192.0.2.1 40000 17\r\n")
+            .unwrap();
+        read_to_eof(&mut peer).unwrap()
+    };
+    assert_eq!(read_to_eof(&mut connect(plain)).unwrap(), DEFAULT_GREETING);
+    assert_eq!(greeted_behind_a_balancer(), b"behind a balancer");
+    let old = server.pid();
+    let new = upgrade(old, &pid_file, Some(&mut server));
+    let _new = Generation(new);
+    assert_eq!(read_to_eof(&mut connect(plain)).unwrap(), DEFAULT_GREETING);
+    assert_eq!(greeted_behind_a_balancer(), b"behind a balancer");
+    // The same metrics socket, answered by the new process (the old one has exited),
+    // its counters from zero: the two connections since.
+    wait_until("the new process's metrics", || {
+        let (status, body) = http_get(metrics, "/metrics");
+        status == 200 && samples(&body).get("greeter_connections_accepted_total") == Some(&2.0)
+    });
+    let log = server.stderr();
+    assert!(log.contains("workers=2"), "{log}");
+    signal(new, "TERM");
+    assert_eq!(wait_for_exit(new), 0);
+}
+
+#[test]
+fn the_new_process_tells_systemd_it_is_the_main_process() {
+    use std::os::unix::net::UnixDatagram;
+    become_subreaper();
+    let notify_path = std::env::temp_dir().join(format!("greeter-{}-up.sock", std::process::id()));
+    let _ = std::fs::remove_file(&notify_path);
+    let manager = UnixDatagram::bind(&notify_path).unwrap();
+    manager.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    let next = || {
+        let mut buffer = [0u8; 1024];
+        let len = manager.recv(&mut buffer).expect("a notify datagram");
+        String::from_utf8_lossy(&buffer[..len]).into_owned()
+    };
+    let pid_file = temp_path("notify.pid");
+    let mut server = ServerCommand::new(&["--pid-file", pid_file.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", notify_path.to_str().unwrap())
+        .spawn();
+    let old = server.pid();
+    assert!(next().starts_with(&format!("MAINPID={old}\nREADY=1\n")));
+    let new = upgrade(old, &pid_file, Some(&mut server));
+    let _new = Generation(new);
+    // The new process's READY, and nothing from the old one (no STOPPING=1: the
+    // service goes on).
+    assert!(next().starts_with(&format!("MAINPID={new}\nREADY=1\n")));
+    signal(new, "TERM");
+    assert_eq!(next(), "STOPPING=1\nSTATUS=draining\n");
+    assert_eq!(wait_for_exit(new), 0);
+    let _ = std::fs::remove_file(&notify_path);
+}
+
+#[test]
+fn systemd_an_activated_server_hands_its_inherited_socket_on() {
+    become_subreaper();
+    let pid_file = temp_path("activated.pid");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut activator = Command::new("systemd-socket-activate")
+        .args(["-l", &format!("127.0.0.1:{port}"), binary("greeter-server")])
+        .args(["--pid-file", pid_file.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate is installed (scripts/test.sh installs systemd)");
+    let stderr = lines_of(activator.stderr.take().unwrap());
+    let listening = stderr.recv_timeout(STEP_TIMEOUT).unwrap();
+    assert!(listening.starts_with("Listening on"), "{listening}");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The first connection starts greeter-server in the activator's place.
+    assert_eq!(read_to_eof(&mut connect(addr)).unwrap(), DEFAULT_GREETING);
+    let old = wait_for(
+        STEP_TIMEOUT,
+        || "the pid file".to_owned(),
+        || pid_in(&pid_file),
+    );
+    assert_eq!(old, activator.id());
+    signal(old, "USR2");
+    let new = wait_for(
+        STEP_TIMEOUT,
+        || "the new process to write the pid file".to_owned(),
+        || pid_in(&pid_file).filter(|&pid| pid != old),
+    );
+    let _new = Generation(new);
+    assert_eq!(activator.wait().unwrap().code(), Some(0));
+    assert_eq!(read_to_eof(&mut connect(addr)).unwrap(), DEFAULT_GREETING);
+    signal(new, "TERM");
+    assert_eq!(wait_for_exit(new), 0);
+}
