@@ -18,13 +18,14 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use prometheus_client::registry::Registry;
 use slab::Slab;
 
@@ -50,6 +51,27 @@ const MAX_HEADERS: usize = 32;
 pub const LINGER: Duration = Duration::from_millis(500);
 
 const LISTENER: Token = Token(usize::MAX);
+
+/// Wakes the loop to stop accepting ([`MetricsStop::stop_accepting`]).
+const STOP: Token = Token(usize::MAX - 1);
+
+/// Tells a running endpoint to stop accepting, answer the scrapes it has, and end:
+/// after an upgrade's handover, so that no scrape in flight is cut off by this
+/// process's exit (the new process serves the same socket).
+#[derive(Debug, Clone)]
+pub struct MetricsStop {
+    asked: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl MetricsStop {
+    /// Asks the endpoint to stop accepting and end once its clients are answered
+    /// (each within its 2 s).
+    pub fn stop_accepting(&self) {
+        self.asked.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
 
 /// The metrics listener, bound at start-up so that a bad address is a start-up error.
 #[derive(Debug)]
@@ -99,11 +121,15 @@ impl MetricsServer {
     ///
     /// # Errors
     /// If the loop or its thread cannot be started.
-    pub fn spawn(self, source: MetricsSource) -> Result<JoinHandle<()>, Failure> {
+    pub fn spawn(self, source: MetricsSource) -> Result<(JoinHandle<()>, MetricsStop), Failure> {
         let fail = |err| Failure::new("cannot start the metrics endpoint", err, None);
         self.listener.set_nonblocking(true).map_err(fail)?;
         let mut listener = TcpListener::from_std(self.listener);
         let poll = Poll::new().map_err(fail)?;
+        let stop = MetricsStop {
+            asked: Arc::default(),
+            waker: Arc::new(Waker::new(poll.registry(), STOP).map_err(fail)?),
+        };
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(fail)?;
@@ -118,11 +144,14 @@ impl MetricsServer {
             source,
             spare: File::open("/dev/null").ok(),
             retry_accept_at: None,
+            stop: Arc::clone(&stop.asked),
+            accepting: true,
         };
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("greeter-metrics".to_owned())
             .spawn(move || endpoint.run())
-            .map_err(fail)
+            .map_err(fail)?;
+        Ok((thread, stop))
     }
 }
 
@@ -140,6 +169,10 @@ struct Endpoint {
     spare: Option<File>,
     /// Set when accepting stopped for lack of descriptors: when to try again.
     retry_accept_at: Option<Instant>,
+    /// Set by [`MetricsStop::stop_accepting`].
+    stop: Arc<AtomicBool>,
+    /// Cleared once it stopped accepting.
+    accepting: bool,
 }
 
 /// One metrics connection.
@@ -191,9 +224,18 @@ impl Endpoint {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_all(),
+                    LISTENER if self.accepting => self.accept_all(),
+                    LISTENER | STOP => {}
                     Token(key) => self.advance(key),
                 }
+            }
+            if self.accepting && self.stop.load(Ordering::SeqCst) {
+                self.accepting = false;
+                self.retry_accept_at = None;
+                let _ = self.poll.registry().deregister(&mut self.listener);
+            }
+            if !self.accepting && self.clients.is_empty() {
+                return;
             }
             let now = Instant::now();
             let expired: Vec<usize> = self

@@ -150,14 +150,15 @@ impl Supervisor {
         let reload_counts = server.reloader.counts();
         let reloads = server.reloader.spawn(running.view())?;
         let mut metrics_addr = None;
+        let mut metrics_endpoint = None;
         if let Some(endpoint) = server.metrics {
             let addr = endpoint
                 .local_addr()
                 .map_err(|err| Failure::new("cannot start the metrics endpoint", err, None))?;
-            endpoint.spawn(MetricsSource {
+            metrics_endpoint = Some(endpoint.spawn(MetricsSource {
                 workers: running.view(),
                 reloads: reload_counts,
-            })?;
+            })?);
             metrics::announce(addr);
             metrics_addr = Some(addr);
         }
@@ -239,6 +240,9 @@ impl Supervisor {
                         self.handed_over.store(true, Ordering::SeqCst);
                         stopping = true;
                         upgrader.release_sockets();
+                        if let Some((_, stop)) = &metrics_endpoint {
+                            stop.stop_accepting();
+                        }
                         running.shutdown();
                     }
                     Some(Outcome::Serving(pid)) => {
@@ -261,6 +265,13 @@ impl Supervisor {
             }
         }
         let totals = running.join()?;
+        // After a handover, the scrapes this process took are answered before it
+        // exits (each within its 2 s); the new process takes the rest.
+        if self.handed_over.load(Ordering::SeqCst) {
+            if let Some((thread, _)) = metrics_endpoint {
+                let _ = thread.join();
+            }
+        }
         info!("totals in_flight=0 {totals}");
         Ok(totals)
     }

@@ -92,15 +92,32 @@ fn temp_path(name: &str) -> PathBuf {
 fn five_upgrades_under_load_lose_no_connection() {
     become_subreaper();
     let pid_file = temp_path("five.pid");
-    let mut server = spawn_server(&["--pid-file", pid_file.to_str().unwrap()]);
+    let mut server = spawn_server(&[
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
     let addr = server.addr;
+    let metrics = metrics_addr(&server);
     let progress = AtomicU64::new(0);
+    let upgrading = std::sync::atomic::AtomicBool::new(true);
     let mut options = load_options(addr, u64::MAX);
     options.connections = 64;
     options.total = None;
     options.duration = Duration::from_secs(20);
     let (report, generations) = thread::scope(|scope| {
         let load = scope.spawn(|| greeter_load::run(&options, &progress).unwrap());
+        // Scrapes all along: every one is answered, by the old process or the new.
+        let scrapes = scope.spawn(|| {
+            let mut answered = 0;
+            while upgrading.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _) = http_get(metrics, "/metrics");
+                assert_eq!(status, 200, "a scrape during an upgrade");
+                answered += 1;
+            }
+            answered
+        });
         wait_until("the load to run", || {
             progress.load(std::sync::atomic::Ordering::Relaxed) > 1000
         });
@@ -115,6 +132,9 @@ fn five_upgrades_under_load_lose_no_connection() {
             generations.push(Generation(pid));
         }
         eprintln!("SIGUSR2 to the old process's exit: {switches:?}");
+        upgrading.store(false, std::sync::atomic::Ordering::Relaxed);
+        let answered = scrapes.join().expect("every scrape answered");
+        assert!(answered > 5, "{answered} scrapes");
         (load.join().unwrap(), generations)
     });
     let last = generations.last().unwrap().0;
