@@ -67,15 +67,20 @@ impl Drop for Generation {
     }
 }
 
-/// SIGUSR2 to `old`; returns the new process's pid once the pid file names it and the
-/// old one has exited 0.
-fn upgrade(old: u32, pid_file: &Path, first: Option<&mut ServerProcess>) -> u32 {
+/// SIGUSR2 to `old`; returns the new process's pid once the pid file names it.
+fn ask_for_upgrade(old: u32, pid_file: &Path) -> u32 {
     signal(old, "USR2");
-    let new = wait_for(
+    wait_for(
         STEP_TIMEOUT,
         || "the new process to write the pid file".to_owned(),
         || pid_in(pid_file).filter(|&pid| pid != old),
-    );
+    )
+}
+
+/// SIGUSR2 to `old`; returns the new process's pid once the pid file names it and the
+/// old one has exited 0.
+fn upgrade(old: u32, pid_file: &Path, first: Option<&mut ServerProcess>) -> u32 {
+    let new = ask_for_upgrade(old, pid_file);
     let code = match first {
         Some(server) => server.wait_exit_only(STEP_TIMEOUT).code().unwrap_or(-1),
         None => wait_for_exit(old),
@@ -175,12 +180,7 @@ fn slow_readers_of_a_large_greeting_get_it_whole_from_the_old_process() {
     let readers: Vec<_> = (0..3).map(|_| connect(server.addr)).collect();
     server.wait_for_in_flight(3);
     let old = server.pid();
-    signal(old, "USR2");
-    let new = wait_for(
-        STEP_TIMEOUT,
-        || "the new process to write the pid file".to_owned(),
-        || pid_in(&pid_file).filter(|&pid| pid != old),
-    );
+    let new = ask_for_upgrade(old, &pid_file);
     let _new = Generation(new);
     server.wait_for_log("upgrade: the new process (pid");
     // The old process drains: it still writes to its held peers.
@@ -381,12 +381,7 @@ fn systemd_an_activated_server_hands_its_inherited_socket_on() {
         || pid_in(&pid_file),
     );
     assert_eq!(old, activator.id());
-    signal(old, "USR2");
-    let new = wait_for(
-        STEP_TIMEOUT,
-        || "the new process to write the pid file".to_owned(),
-        || pid_in(&pid_file).filter(|&pid| pid != old),
-    );
+    let new = ask_for_upgrade(old, &pid_file);
     let _new = Generation(new);
     assert_eq!(activator.wait().unwrap().code(), Some(0));
     assert_eq!(read_to_eof(&mut connect(addr)).unwrap(), DEFAULT_GREETING);
