@@ -587,6 +587,24 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    /// The watchdog's ping is answered only by a loop that runs a round: a stuck loop
+    /// stops the pings (the supervisor sends WATCHDOG=1 only for answered ones).
+    #[test]
+    fn a_ping_is_answered_by_the_next_round_only() {
+        let mut server = Server::bind(Config::new("127.0.0.1:0".parse().unwrap())).unwrap();
+        let handle = server.handle();
+        handle.ping(1).unwrap();
+        assert!(!handle.answered(1), "no round has run since the ping");
+        let mut events = Events::with_capacity(8);
+        // The ping woke the loop: this round returns at once and answers it.
+        server
+            .turn(&mut events, Some(Duration::from_secs(30)))
+            .unwrap();
+        assert!(handle.answered(1));
+        handle.ping(2).unwrap();
+        assert!(!handle.answered(2));
+    }
+
     /// Connections that finish long before their deadlines leave entries behind; the
     /// queues must stay bounded by what is held, not grow with rate x timeout.
     #[test]
