@@ -15,7 +15,8 @@ once built; the first build takes about a minute more.
 Some tests drive system tools: haproxy (tests named haproxy_*), systemd's
 systemd-socket-activate and systemd-analyze (systemd_*), fail2ban's fail2ban-regex
 (fail2ban_*), strace (compare.sh's syscall counts), valgrind (callgrind.sh), kill (procps), and the Python
-package prometheus-client, whose parser checks the metrics (prometheus_*). Run as
+package prometheus-client, whose parsers check the metrics (prometheus_*), and
+promtool (Debian's prometheus; promtool_*). Run as
 root, this script installs the missing Debian packages with apt-get and the Python
 package with pip. Run by another user, it says which are missing, runs everything else,
 and lists what it could not run in its summary.
@@ -38,6 +39,7 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
 command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   apt-get update -qq
@@ -68,6 +70,7 @@ for package in ${missing[@]+"${missing[@]}"}; do
     strace) compare_flags+=(--no-strace); not_run+=("compare.sh's syscall counts (needs strace)") ;;
     fail2ban) skip+=(--skip fail2ban_); not_run+=("tests fail2ban_* (needs fail2ban-regex)") ;;
     prometheus-client) skip+=(--skip prometheus_); not_run+=("tests prometheus_* (needs the Python package prometheus-client)") ;;
+    prometheus) skip+=(--skip promtool_); not_run+=("tests promtool_* (needs promtool: Debian's prometheus)") ;;
     valgrind) with_callgrind=0; not_run+=("callgrind.sh (needs valgrind)") ;;
     procps) echo "test.sh: kill (procps) is missing; the tests signal servers with it: apt-get install procps" >&2; exit 1 ;;
   esac

@@ -84,6 +84,7 @@ mod held;
 pub mod listener;
 pub mod log_sink;
 pub mod metrics;
+pub mod metrics_format;
 pub mod metrics_http;
 pub mod notify;
 pub mod peer_input;

@@ -32,6 +32,7 @@ use slab::Slab;
 use crate::accept::{self, AcceptFailure, ACCEPT_RETRY_DELAY};
 use crate::error::{describe_io_error, Failure};
 use crate::metrics::{health, MetricsSource};
+use crate::metrics_format::{to_text_0_0_4, wants_openmetrics, OPENMETRICS, TEXT_0_0_4};
 use crate::socket::{discard_input, write_greeting, InputState, WriteProgress};
 
 /// The most metrics connections held at once.
@@ -197,8 +198,13 @@ enum ClientPhase {
 /// What a request asks for, once its head is read.
 #[derive(Debug, PartialEq, Eq)]
 enum Request {
-    /// `GET` (or `HEAD`, `head_only`) of `path`, its query string left out.
-    Get { path: String, head_only: bool },
+    /// `GET` (or `HEAD`, `head_only`) of `path`, its query string left out;
+    /// `openmetrics` when its `Accept` asks for OpenMetrics.
+    Get {
+        path: String,
+        head_only: bool,
+        openmetrics: bool,
+    },
     /// A request answered with an error status and closed.
     Refused(&'static str, &'static str),
 }
@@ -355,15 +361,23 @@ impl Endpoint {
 
     /// The whole HTTP response to `request`.
     fn respond(&self, request: &Request) -> Vec<u8> {
-        let (path, head_only) = match request {
-            Request::Get { path, head_only } => (path.as_str(), *head_only),
+        let (path, head_only, openmetrics) = match request {
+            Request::Get {
+                path,
+                head_only,
+                openmetrics,
+            } => (path.as_str(), *head_only, *openmetrics),
             Request::Refused(status, body) => return response(status, TEXT, body, false),
         };
         match path {
             "/metrics" => {
                 let mut body = String::new();
                 match prometheus_client::encoding::text::encode(&mut body, &self.registry) {
-                    Ok(()) => response("200 OK", OPENMETRICS, &body, head_only),
+                    Ok(()) if openmetrics => response("200 OK", OPENMETRICS, &body, head_only),
+                    Ok(()) => {
+                        let text = to_text_0_0_4(&body);
+                        response("200 OK", TEXT_0_0_4, &text, head_only)
+                    }
                     Err(_) => {
                         warn!("metrics: encoding failed");
                         response("500 Internal Server Error", TEXT, "error\n", head_only)
@@ -447,14 +461,20 @@ fn parse_request(head: &[u8]) -> Option<Request> {
             // A query string (Prometheus's `params:`) does not change what is served.
             let path = request.path.unwrap_or("");
             let path = path.split('?').next().unwrap_or(path).to_owned();
+            let openmetrics = request.headers.iter().any(|header| {
+                header.name.eq_ignore_ascii_case("accept")
+                    && std::str::from_utf8(header.value).is_ok_and(wants_openmetrics)
+            });
             Some(match method {
                 "GET" => Request::Get {
                     path,
                     head_only: false,
+                    openmetrics,
                 },
                 "HEAD" => Request::Get {
                     path,
                     head_only: true,
+                    openmetrics,
                 },
                 _ => Request::Refused("405 Method Not Allowed", "only GET and HEAD\n"),
             })
@@ -476,7 +496,6 @@ fn discard_until_eof(stream: &mut TcpStream) -> io::Result<Next> {
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A whole response (HTTP/1.1, `Connection: close`); without its body for `HEAD`.
 fn response(status: &str, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
@@ -500,6 +519,7 @@ mod tests {
         Some(Request::Get {
             path: path.to_owned(),
             head_only,
+            openmetrics: false,
         })
     }
 
@@ -517,6 +537,14 @@ mod tests {
         assert_eq!(
             parse("GET /metrics?module=x&y=1 HTTP/1.1\r\n\r\n"),
             get("/metrics", false)
+        );
+        assert_eq!(
+            parse("GET /metrics HTTP/1.1\r\naccept: application/openmetrics-text; version=1.0.0\r\n\r\n"),
+            Some(Request::Get {
+                path: "/metrics".to_owned(),
+                head_only: false,
+                openmetrics: true,
+            })
         );
         assert_eq!(parse("GET /metrics HTTP/1.1\r\nHost: x\r\n"), None);
         assert!(matches!(

@@ -100,40 +100,53 @@ fn a_scrape_during_a_load_run_and_after_it_matches_the_totals_line() {
     );
 }
 
-#[test]
-fn prometheus_exposition_parses_with_the_prometheus_parser() {
-    let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
-    let mut peer = connect(server.addr);
-    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
-    let (_, body) = http_get(metrics_addr(&server), "/metrics");
-    // The Prometheus project's Python client parses OpenMetrics strictly.
-    let mut parser = Command::new("python3")
+/// What the Prometheus project's Python client parses of `body` with `parser`
+/// (`openmetrics.parser` or `parser`, the 0.0.4 one): a line per sample.
+fn parsed_by(parser: &str, body: &str) -> String {
+    let mut python = Command::new("python3")
         .args([
             "-c",
-            "import sys\n\
-             from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
-             for family in text_string_to_metric_families(sys.stdin.read()):\n\
-             \x20   for sample in family.samples:\n\
-             \x20       print(family.type, sample.name, dict(sorted(sample.labels.items())), sample.value)\n",
+            &format!(
+                "import sys\n\
+                 from prometheus_client.{parser} import text_string_to_metric_families\n\
+                 for family in text_string_to_metric_families(sys.stdin.read()):\n\
+                 \x20   for sample in family.samples:\n\
+                 \x20       print(family.type, sample.name, dict(sorted(sample.labels.items())), sample.value)\n"
+            ),
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3");
-    parser
+    python
         .stdin
         .take()
         .unwrap()
         .write_all(body.as_bytes())
         .unwrap();
-    let output = parser.wait_with_output().unwrap();
-    let parsed = String::from_utf8_lossy(&output.stdout);
+    let output = python.wait_with_output().unwrap();
     assert!(
         output.status.success(),
-        "the parser refused it (scripts/test.sh installs prometheus-client): {}\n{body}",
+        "{parser} refused it (scripts/test.sh installs prometheus-client): {}\n{body}",
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+const PROMETHEUS_ACCEPT: &str = "Accept: application/openmetrics-text;version=1.0.0,\
+    application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n";
+
+#[test]
+fn prometheus_exposition_parses_in_both_formats_with_the_prometheus_parsers() {
+    let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
+    let mut peer = connect(server.addr);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
+    let metrics = metrics_addr(&server);
+    // What Prometheus asks for: OpenMetrics, parsed strictly.
+    let (_, openmetrics) = http_get_with(metrics, "/metrics", PROMETHEUS_ACCEPT);
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    let parsed = parsed_by("openmetrics.parser", &openmetrics);
     for expected in [
         "counter greeter_connections_accepted_total {} 1\n",
         "counter greeter_connections_closed_total {'reason': 'greeted'} 1\n",
@@ -142,6 +155,47 @@ fn prometheus_exposition_parses_with_the_prometheus_parser() {
     ] {
         assert!(parsed.contains(expected), "no {expected:?} in:\n{parsed}");
     }
+    // Anything else: the classic text format 0.0.4.
+    let (_, text) = http_get(metrics, "/metrics");
+    assert!(!text.contains("# EOF"), "{text}");
+    let parsed = parsed_by("parser", &text);
+    for expected in [
+        "counter greeter_connections_accepted_total {} 1\n",
+        "counter greeter_connections_closed_total {'reason': 'greeted'} 1\n",
+        "gauge greeter_connections_held {} 0\n",
+        "gauge greeter_build_info {'version': ",
+    ] {
+        assert!(parsed.contains(expected), "no {expected:?} in:\n{parsed}");
+    }
+}
+
+#[test]
+fn promtool_checks_the_text_format_without_a_warning() {
+    let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
+    let mut peer = connect(server.addr);
+    assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
+    let (_, text) = http_get(metrics_addr(&server), "/metrics");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/test.sh installs Debian's prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{said}\n{text}");
+    assert_eq!(said.trim(), "", "promtool's warnings on:\n{text}");
 }
 
 #[test]

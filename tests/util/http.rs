@@ -15,8 +15,17 @@ pub fn metrics_addr(server: &ServerProcess) -> SocketAddr {
 
 /// `GET path` over a fresh connection: the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_get_with(addr, path, "")
+}
+
+/// `GET path` with the extra header lines `headers` (each ending in CRLF).
+pub fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
     let mut stream = connect(addr);
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: greeter\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: greeter\r\n{headers}\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response[9..12].parse().unwrap();

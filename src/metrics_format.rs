@@ -1,0 +1,98 @@
+//! The two exposition formats `/metrics` speaks, chosen as the official Go client
+//! chooses: OpenMetrics when the scraper's `Accept` names
+//! `application/openmetrics-text` (Prometheus itself does), the classic text format
+//! 0.0.4 otherwise (`curl`, `promtool check metrics`, older tools).
+//!
+//! `prometheus-client` encodes OpenMetrics only, so the classic form is derived from
+//! its output, line by line: what differs for the families greeter has is where the
+//! counter's `_total` and the info's `_info` suffix go (0.0.4 names a family by its
+//! samples), that 0.0.4 has no `info` type (a gauge of 1, as the Go client does),
+//! no `# UNIT` and no `# EOF`.
+
+/// The content type of each format.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic text format's content type.
+pub const TEXT_0_0_4: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether an `Accept` header value asks for OpenMetrics.
+pub fn wants_openmetrics(accept: &str) -> bool {
+    accept
+        .split(',')
+        .filter_map(|range| range.split(';').next())
+        .any(|media| {
+            media
+                .trim()
+                .eq_ignore_ascii_case("application/openmetrics-text")
+        })
+}
+
+/// The classic text format 0.0.4 of an OpenMetrics exposition.
+pub fn to_text_0_0_4(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // A family's HELP comes before its TYPE, which says what suffix its name takes.
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (suffix, kind) = match kind {
+                "counter" => ("_total", "counter"),
+                "info" => ("_info", "gauge"),
+                "gauge" | "histogram" | "summary" => ("", kind),
+                _ => ("", "untyped"),
+            };
+            if let Some((helped, text)) = help.take().filter(|(helped, _)| *helped == name) {
+                out.push_str(&format!("# HELP {helped}{suffix} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name}{suffix} {kind}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_header_chooses_the_format() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_openmetrics(prometheus));
+        assert!(!wants_openmetrics("*/*"));
+        assert!(!wants_openmetrics("text/plain"));
+        assert!(!wants_openmetrics(""));
+    }
+
+    #[test]
+    fn counters_and_infos_are_named_by_their_samples_and_eof_goes() {
+        let openmetrics = "# HELP greeter_connections_accepted Connections accepted.\n\
+            # TYPE greeter_connections_accepted counter\n\
+            greeter_connections_accepted_total 3\n\
+            # HELP greeter_connections_held Held now.\n\
+            # TYPE greeter_connections_held gauge\n\
+            greeter_connections_held 1\n\
+            # HELP greeter_build The running version.\n\
+            # TYPE greeter_build info\n\
+            greeter_build_info{version=\"0.1.0\"} 1\n\
+            # EOF\n";
+        assert_eq!(
+            to_text_0_0_4(openmetrics),
+            "# HELP greeter_connections_accepted_total Connections accepted.\n\
+             # TYPE greeter_connections_accepted_total counter\n\
+             greeter_connections_accepted_total 3\n\
+             # HELP greeter_connections_held Held now.\n\
+             # TYPE greeter_connections_held gauge\n\
+             greeter_connections_held 1\n\
+             # HELP greeter_build_info The running version.\n\
+             # TYPE greeter_build_info gauge\n\
+             greeter_build_info{version=\"0.1.0\"} 1\n"
+        );
+    }
+}
