@@ -20,6 +20,7 @@ use crate::close::CloseReason;
 use crate::handle::Snapshot;
 use crate::peer_input::FirstInput;
 use crate::reload::ReloadCounts;
+use crate::totals::LIFETIME_BOUNDS;
 use crate::workers::WorkersView;
 
 /// Where the numbers come from: the workers' published snapshots and the reload
@@ -30,6 +31,52 @@ pub struct MetricsSource {
     pub workers: WorkersView,
     /// Reloads by outcome.
     pub reloads: Arc<ReloadCounts>,
+    /// How many of [`LIFETIME_BOUNDS`] the lifetime histogram shows: up to the first
+    /// that covers the longest a held connection can live (fixed at start-up, so
+    /// that the buckets never change under a running Prometheus).
+    pub lifetime_buckets: usize,
+}
+
+impl MetricsSource {
+    /// The number of [`LIFETIME_BOUNDS`] that reach `longest` (at least one).
+    pub fn lifetime_buckets_for(longest: std::time::Duration) -> usize {
+        let covering = LIFETIME_BOUNDS
+            .iter()
+            .position(|&bound| bound >= longest.as_secs_f64())
+            .unwrap_or(LIFETIME_BOUNDS.len() - 1);
+        covering + 1
+    }
+}
+
+/// The held-lifetime histogram as it was published: per-bucket counts, folded into
+/// `shown` buckets and +Inf.
+struct LifetimeHistogram<'a> {
+    counts: &'a [u64],
+    sum_ms: u64,
+    shown: usize,
+}
+
+impl EncodeMetric for LifetimeHistogram<'_> {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let shown = self.shown.min(LIFETIME_BOUNDS.len());
+        let mut buckets: Vec<(f64, u64)> = LIFETIME_BOUNDS[..shown]
+            .iter()
+            .zip(self.counts)
+            .map(|(&bound, &count)| (bound, count))
+            .collect();
+        buckets.push((f64::MAX, self.counts[shown..].iter().sum()));
+        let count = self.counts.iter().sum();
+        let sum = self.sum_ms as f64 / 1000.0;
+        encoder
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 impl Collector for MetricsSource {
@@ -74,6 +121,17 @@ impl Collector for MetricsSource {
             let count = totals.peer_input(first);
             ConstCounter::new(count).encode(family.encode_family(&[("first", label)])?)?;
         }
+        let (counts, sum_ms) = totals.held_lifetimes();
+        single(
+            &mut encoder,
+            "greeter_held_connection_seconds",
+            "Lifetimes of held connections, from accept to close (those greeted at once are not held, and not counted).",
+            LifetimeHistogram {
+                counts,
+                sum_ms,
+                shown: self.lifetime_buckets,
+            },
+        )?;
         single(
             &mut encoder,
             "greeter_pregreeters",

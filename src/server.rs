@@ -537,12 +537,13 @@ impl Server {
             self.config.connection_log_level,
             self.config.max_connections,
         );
+        // One clock read for the batch: the histogram wants every held lifetime.
+        let now_ms = Instant::now().duration_since(started).as_millis() as u32;
         for closed in self.held.take_closed() {
-            let lifetime = || {
-                let now_ms = Instant::now().duration_since(started).as_millis() as u32;
-                now_ms.wrapping_sub(closed.accepted_ms)
-            };
-            record(&mut self.totals, &closed, held, max, level, lifetime);
+            let lifetime = now_ms.wrapping_sub(closed.accepted_ms);
+            // A connection closed while its PROXY header was awaited was held too.
+            self.totals.observe_held_lifetime(lifetime);
+            record(&mut self.totals, &closed, held, max, level, || lifetime);
         }
         self.gate.descriptor_freed();
     }

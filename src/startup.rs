@@ -34,6 +34,8 @@ pub struct Prepared {
     pub upgrade_timeout: Duration,
     /// `--pid-file`.
     pub pid_file: Option<PathBuf>,
+    /// The longest a held connection can live (header, write and linger timeouts).
+    pub longest_held: Duration,
 }
 
 /// Checks `settings` (resolving hosts, reading greeting files), binds (or takes
@@ -92,6 +94,7 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
         info!("config: {}", path.display());
     }
     log_serving(&config, &workers, source);
+    let longest_held = config.proxy_timeout + config.write_timeout + config.linger_timeout;
     let reloader = Reloader::new(settings, config);
     match fd_limit {
         Ok(limit) => info!(
@@ -107,6 +110,7 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
         handover,
         upgrade_timeout: args.upgrade_timeout,
         pid_file: args.pid_file,
+        longest_held,
     })
 }
 

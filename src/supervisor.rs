@@ -158,6 +158,7 @@ impl Supervisor {
             metrics_endpoint = Some(endpoint.spawn(MetricsSource {
                 workers: running.view(),
                 reloads: reload_counts,
+                lifetime_buckets: MetricsSource::lifetime_buckets_for(server.longest_held),
             })?);
             metrics::announce(addr);
             metrics_addr = Some(addr);

@@ -35,7 +35,20 @@ pub struct Totals {
     /// Connections whose peer sent data, by the class of its first bytes (indexed by
     /// [`FirstInput`]; `none` stays 0: it is every other close).
     peer_input: [u64; FirstInput::COUNT],
+    /// Held connections by lifetime, from accept to close: one count per
+    /// [`LIFETIME_BOUNDS`] bucket (not cumulative), the last beyond them all.
+    held_lifetimes: [u64; LIFETIME_BOUNDS.len() + 1],
+    /// The sum of those lifetimes, in milliseconds.
+    held_lifetime_ms: u64,
 }
+
+/// The upper bounds, in seconds, of the held-lifetime histogram's buckets: 1 ms to
+/// 500 s in steps of 1, 2.5 and 5 (the metric stops at the one that covers the
+/// longest timeout).
+pub const LIFETIME_BOUNDS: [f64; 18] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0,
+    100.0, 250.0, 500.0,
+];
 
 /// The `totals` line's fields, in their documented order (an interface: new ones are
 /// only ever appended).
@@ -121,6 +134,23 @@ impl Totals {
         }
     }
 
+    /// Counts a held connection that lived `ms` milliseconds.
+    pub(crate) fn observe_held_lifetime(&mut self, ms: u32) {
+        let seconds = f64::from(ms) / 1000.0;
+        let bucket = LIFETIME_BOUNDS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(LIFETIME_BOUNDS.len());
+        self.held_lifetimes[bucket] += 1;
+        self.held_lifetime_ms += u64::from(ms);
+    }
+
+    /// Held connections by lifetime (per bucket of [`LIFETIME_BOUNDS`], the last
+    /// beyond them) and the sum of their lifetimes in milliseconds.
+    pub fn held_lifetimes(&self) -> (&[u64], u64) {
+        (&self.held_lifetimes, self.held_lifetime_ms)
+    }
+
     /// Counts a connection whose peer sent data first of class `first`.
     pub(crate) fn count_peer_input(&mut self, first: FirstInput) {
         self.peer_input[first as usize] += 1;
@@ -141,6 +171,10 @@ impl Totals {
         for (mine, theirs) in self.peer_input.iter_mut().zip(other.peer_input) {
             *mine += theirs;
         }
+        for (mine, theirs) in self.held_lifetimes.iter_mut().zip(other.held_lifetimes) {
+            *mine += theirs;
+        }
+        self.held_lifetime_ms += other.held_lifetime_ms;
     }
 }
 

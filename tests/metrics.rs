@@ -352,3 +352,53 @@ fn an_error_response_survives_input_the_server_did_not_read() {
         assert!(response.starts_with("HTTP/1.1 405 "), "{response}");
     }
 }
+
+#[test]
+fn held_connections_lifetimes_make_a_histogram_and_the_fast_path_is_not_in_it() {
+    let large = temp_file("histogram-large", &large_greeting(16 * 1024 * 1024));
+    let (command, _config) = ServerCommand::new(&["--metrics", "127.0.0.1:0"]).config(
+        "histogram.toml",
+        &format!(
+            "[[listener]]\nport = 0\n[[listener]]\nport = 0\nmessage-file = \"{}\"\n",
+            large.arg()
+        ),
+    );
+    let server = command.spawn();
+    let addrs = server.listening_addrs(1);
+    // Greeted at once: not held, not observed.
+    assert_eq!(
+        read_to_eof(&mut connect(addrs[0])).unwrap(),
+        DEFAULT_GREETING
+    );
+    // 16 MiB cannot go in one write: held until it is all out.
+    assert_eq!(
+        read_to_eof(&mut connect(addrs[1])).unwrap().len(),
+        16 * 1024 * 1024
+    );
+    let metrics = metrics_addr(&server);
+    let mut scraped = BTreeMap::new();
+    wait_until("the held close to be published", || {
+        scraped = samples(&http_get(metrics, "/metrics").1);
+        scraped.get("greeter_connections_accepted_total") == Some(&2.0)
+            && scraped.get("greeter_held_connection_seconds_count") == Some(&1.0)
+    });
+    // Buckets from 1 ms up to the one that covers the longest life (3 s header + 30 s
+    // write + 2 s linger timeouts: 50 s), then +Inf.
+    assert!(
+        scraped.contains_key("greeter_held_connection_seconds_bucket{le=\"0.001\"}"),
+        "{scraped:?}"
+    );
+    assert!(
+        scraped.contains_key("greeter_held_connection_seconds_bucket{le=\"50.0\"}"),
+        "{scraped:?}"
+    );
+    assert!(
+        !scraped.contains_key("greeter_held_connection_seconds_bucket{le=\"100.0\"}"),
+        "{scraped:?}"
+    );
+    assert_eq!(
+        scraped.get("greeter_held_connection_seconds_bucket{le=\"+Inf\"}"),
+        Some(&1.0)
+    );
+    assert!(scraped["greeter_held_connection_seconds_sum"] < 35.0);
+}
