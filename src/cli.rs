@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::client::unbracket;
+use crate::config::{parse_positive_duration, parse_size};
 use crate::error::Failure;
 use crate::greeting::{read_greeting_file, DEFAULT_GREETING};
 
@@ -71,4 +73,24 @@ impl GreetingArgs {
         }
         Ok(greeting)
     }
+}
+
+/// Fetches a greeter server's greeting and prints it exactly as received.
+///
+/// Connects, reads until the server closes the connection, and writes the bytes to
+/// stdout. Exits 1 with one line saying what failed if no whole greeting arrived.
+#[derive(Debug, clap::Parser)]
+#[command(name = "greeter-client", version)]
+pub struct ClientCli {
+    /// The server.
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Limit for connecting, and for each read
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+
+    /// Cut off a server that sends more than this many bytes
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub max_bytes: usize,
 }

@@ -12,6 +12,8 @@
 //! that drive load use it.
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod cli;
+
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};

@@ -10,64 +10,9 @@ use std::time::Duration;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use greeter::cli::{GreetingArgs, TargetArgs};
-use greeter::config::parse_positive_duration;
 use greeter::error::describe_io_error;
+use greeter_load::cli::LoadCli as Cli;
 use greeter_load::{self as load, LoadOptions};
-
-/// Drives a greeter server with many concurrent connections and checks every byte.
-///
-/// Connections are nonblocking, on mio loops; each must receive exactly the greeting
-/// and a clean EOF. Reports connections/s and connect-to-EOF latency percentiles, and
-/// exits 1 if any connection failed.
-#[derive(Parser)]
-#[command(name = "greeter-load", version)]
-struct Cli {
-    #[command(flatten)]
-    target: TargetArgs,
-
-    /// Connections in flight at once
-    #[arg(short = 'c', long, value_name = "C", default_value_t = 64,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    connections: u32,
-
-    /// Stop after N connections (whichever of N and DUR comes first)
-    #[arg(short = 'n', long, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..))]
-    total: Option<u64>,
-
-    /// Stop after this long (whichever of N and DUR comes first)
-    #[arg(short = 'd', long, value_name = "DUR", default_value = "10s",
-          value_parser = parse_positive_duration)]
-    duration: Duration,
-
-    /// The greeting every connection must receive, byte for byte
-    #[command(flatten)]
-    greeting: GreetingArgs,
-
-    /// Per connection, from connect to EOF
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_positive_duration)]
-    timeout: Duration,
-
-    /// Begin every connection with a PROXY protocol v1 header (its own addresses), for
-    /// a server run with --proxy-protocol
-    #[arg(long)]
-    send_proxy: bool,
-
-    /// With --send-proxy, name a different IPv4 client in every header (10.0.0.0 and
-    /// up), as a million clients behind a load balancer would be
-    #[arg(long, requires = "send_proxy")]
-    distinct_sources: bool,
-
-    /// Event-loop threads sharing the connections
-    #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    threads: u32,
-
-    /// Print one JSON object on stdout instead of the table
-    #[arg(long)]
-    json: bool,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

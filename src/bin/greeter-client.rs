@@ -2,32 +2,11 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 
-use greeter::cli::TargetArgs;
+use greeter::cli::ClientCli as Cli;
 use greeter::client::{fetch_greeting, ClientOptions};
-use greeter::config::{parse_positive_duration, parse_size};
-
-/// Fetches a greeter server's greeting and prints it exactly as received.
-///
-/// Connects, reads until the server closes the connection, and writes the bytes to
-/// stdout. Exits 1 with one line saying what failed if no whole greeting arrived.
-#[derive(Parser)]
-#[command(name = "greeter-client", version)]
-struct Cli {
-    #[command(flatten)]
-    target: TargetArgs,
-
-    /// Limit for connecting, and for each read
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_positive_duration)]
-    timeout: Duration,
-
-    /// Cut off a server that sends more than this many bytes
-    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size)]
-    max_bytes: usize,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1,0 +1,209 @@
+//! `cargo run -p xtask -- generate`: writes greeter's man pages (`docs/man/`) and
+//! shell completions (`docs/completions/`) from the clap definitions the binaries
+//! parse with, so that they cannot drift from `--help`. A test fails when what is
+//! shipped differs from what would be generated now.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Command, CommandFactory};
+use clap_complete::Shell;
+use roff::{bold, italic, roman, Roff};
+
+use greeter::cli::ClientCli;
+use greeter::config::keys::{Applies, FileType, KEYS};
+use greeter::config::ServerCli;
+use greeter_load::cli::LoadCli;
+
+fn main() -> ExitCode {
+    let root = workspace_root();
+    match std::env::args().nth(1).as_deref() {
+        Some("generate") => {
+            for (path, bytes) in generated() {
+                let path = root.join(path);
+                let written = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(&path, bytes));
+                if let Err(err) = written {
+                    eprintln!("xtask: cannot write {}: {err}", path.display());
+                    return ExitCode::FAILURE;
+                }
+                println!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("usage: cargo run -p xtask -- generate   (man pages and completions)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The repository's root (this crate is `xtask/` in it).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Every generated file: its path in the repository and its bytes.
+fn generated() -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for command in commands() {
+        let name = command.get_name().to_owned();
+        let mut page = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = clap_mangen::Man::new(command.clone())
+            .date("2026-12-02")
+            .render(&mut page);
+        files.push((PathBuf::from(format!("docs/man/{name}.1")), page));
+        for (shell, file) in [
+            (Shell::Bash, format!("{name}.bash")),
+            (Shell::Zsh, format!("_{name}")),
+            (Shell::Fish, format!("{name}.fish")),
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command.clone(), &name, &mut script);
+            files.push((PathBuf::from(format!("docs/completions/{file}")), script));
+        }
+    }
+    files.push((
+        PathBuf::from("docs/man/greeter.toml.5"),
+        config_page().into_bytes(),
+    ));
+    files
+}
+
+/// The three binaries' command lines.
+fn commands() -> [Command; 3] {
+    [
+        ServerCli::command(),
+        ClientCli::command(),
+        LoadCli::command(),
+    ]
+}
+
+/// greeter.toml(5): every key of the config file, with its flag's help and default,
+/// from the same table `--check-config` and the reload use.
+fn config_page() -> String {
+    let server = ServerCli::command();
+    let mut page = Roff::new();
+    page.control(
+        "TH",
+        ["GREETER.TOML", "5", "2026-12-02", env!("CARGO_PKG_VERSION")],
+    )
+    .control("SH", ["NAME"])
+    .text([roman(
+        "greeter.toml - the configuration file of greeter-server",
+    )])
+    .control("SH", ["SYNOPSIS"])
+    .text([
+        bold("/etc/greeter/greeter.toml"),
+        roman(" (given with "),
+        bold("--config"),
+        roman(" or GREETER_CONFIG)"),
+    ])
+    .control("SH", ["DESCRIPTION"])
+    .text([roman(
+        "A TOML file whose keys are greeter-server's long flags without the dashes, with \
+             values as the flags write them (durations as strings, \"30s\"; sizes as integers \
+             or strings, \"64KiB\"; lists as arrays). Flags win over GREETER_* environment \
+             variables, which win over the file, which wins over the defaults. \
+             [[listener]] tables serve several ports: each may set the keys marked per \
+             listener for itself. greeter-server --check-config prints the effective \
+             settings in this form, each value with where it came from. SIGHUP re-reads the \
+             file: keys marked reload apply to new connections, the others wait for a \
+             restart (with a warning). Paths of *-file keys are relative to the file's \
+             directory.",
+    )])
+    .control("SH", ["KEYS"]);
+    for key in KEYS {
+        let arg = server
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(key.name));
+        let help = arg
+            .and_then(|arg| arg.get_long_help().or(arg.get_help()))
+            .map(|help| help.to_string().replace('\n', " "))
+            .unwrap_or_default();
+        let default: Vec<String> = arg
+            .map(|arg| {
+                arg.get_default_values()
+                    .iter()
+                    .map(|value| value.to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let kind = match key.file_type {
+            FileType::Integer => "integer",
+            FileType::Boolean => "boolean",
+            FileType::Text => "string",
+            FileType::Size => "size",
+            FileType::Hosts => "string or array of strings",
+        };
+        let mut facts = vec![kind.to_owned()];
+        if !default.is_empty() {
+            facts.push(format!("default {}", default.join(", ")));
+        }
+        facts.push(
+            match key.applies {
+                Applies::AtReload => "reload",
+                Applies::AtRestart => "restart",
+            }
+            .to_owned(),
+        );
+        if key.per_listener {
+            facts.push("per listener".to_owned());
+        }
+        page.control("TP", [] as [&str; 0])
+            .text([
+                bold(key.name),
+                roman(" ("),
+                italic(facts.join("; ")),
+                roman(")"),
+            ])
+            .text([roman(help)]);
+    }
+    page.control("SH", ["EXAMPLE"])
+        .control("nf", [] as [&str; 0])
+        .text([roman(
+            "max-connections = 20000\nwrite-timeout = \"10s\"\ndeny-file = \"deny.list\"\n\n[[listener]]\nport = 22\nmessage = \"SSH-2.0-OpenSSH_9.6\\r\\n\"\n\n[[listener]]\nport = 25\nmessage-file = \"smtp-banner.txt\"\nproxy-protocol = true",
+        )])
+        .control("fi", [] as [&str; 0])
+        .control("SH", ["SEE ALSO"])
+        .text([bold("greeter-server"), roman("(1), "), bold("greeter-client"), roman("(1), "), bold("greeter-load"), roman("(1)")]);
+    page.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_man_pages_and_completions_are_what_the_cli_generates() {
+        let root = workspace_root();
+        let mut stale = Vec::new();
+        for (path, bytes) in generated() {
+            if std::fs::read(root.join(&path)).ok().as_deref() != Some(&bytes[..]) {
+                stale.push(path.display().to_string());
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "{} differ from the CLI: run cargo run -p xtask -- generate and commit them",
+            stale.join(", ")
+        );
+    }
+
+    #[test]
+    fn the_config_page_has_every_key() {
+        let page = config_page();
+        for key in KEYS {
+            assert!(
+                page.contains(&format!("\\fB{}\\fR", key.name.replace('-', "\\-"))),
+                "{}",
+                key.name
+            );
+        }
+    }
+}
