@@ -34,7 +34,8 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
                    greeter-w2: greeter-server --workers 2; greeter-metrics: with
                    --metrics on; greeter-proxy: with --proxy-protocol (its load sends
                    a PROXY v1 header first); greeter-logs: with
-                   --log-connections (its stderr a file); greeter-config:
+                   --log-connections (its stderr a file); greeter-logs-json:
+                   the same with --log-format json; greeter-config:
                    --config with three [[listener]] tables, loaded on the first;
                    greeter-deny: --deny-file of 500,000 entries (none loopback);
                    greeter-delay: --greet-delay 100ms (every connection held
@@ -121,6 +122,7 @@ server_command() {
     greeter-metrics) echo "$bin/greeter-server --port 0 --metrics 127.0.0.1:0" ;;
     greeter-proxy) echo "$bin/greeter-server --port 0 --proxy-protocol" ;;
     greeter-logs) echo "$bin/greeter-server --port 0 --log-connections" ;;
+    greeter-logs-json) echo "$bin/greeter-server --port 0 --log-connections --log-format json" ;;
     greeter-config) echo "$bin/greeter-server --config $work/listeners.toml" ;;
     greeter-deny) echo "$bin/greeter-server --port 0 --deny-file $work/deny.list" ;;
     greeter-delay) echo "$bin/greeter-server --port 0 --greet-delay 100ms" ;;

@@ -189,9 +189,17 @@ pub(crate) fn log_close(closed: &Closed, level: Level, lifetime_ms: impl FnOnce(
 #[cold]
 #[inline(never)]
 fn write_close_line(closed: &Closed, level: Level, lifetime_ms: u32) {
+    // The fields again as key-values, for --log-format json (the text is the same).
     log!(
         target: LOG_TARGET,
         level,
+        event = "CLOSE",
+        peer:% = closed.peer,
+        bytes = closed.sent,
+        ms = lifetime_ms,
+        reason = closed.reason.as_str(),
+        input = closed.input,
+        first = closed.first.as_str();
         "CLOSE peer={} bytes={} ms={lifetime_ms} reason={} input={} first={}",
         closed.peer,
         closed.sent,
@@ -215,6 +223,11 @@ pub(crate) fn log_pregreet(closed: &Closed, level: Level) {
     log!(
         target: LOG_TARGET,
         level,
+        event = "PREGREET",
+        peer:% = closed.peer,
+        input = closed.input,
+        first = closed.first.as_str(),
+        action = action;
         "PREGREET peer={} input={} first={} action={action}",
         closed.peer,
         closed.input,
@@ -234,7 +247,15 @@ pub(crate) fn log_accept(peer: SocketAddr, held: usize, max: usize, level: Level
 #[cold]
 #[inline(never)]
 fn write_accept_line(peer: SocketAddr, held: usize, max: usize, level: Level) {
-    log!(target: LOG_TARGET, level, "ACCEPT peer={peer} held={held}/{max}");
+    log!(
+        target: LOG_TARGET,
+        level,
+        event = "ACCEPT",
+        peer:% = peer,
+        held = held,
+        max = max;
+        "ACCEPT peer={peer} held={held}/{max}"
+    );
 }
 
 #[cfg(test)]

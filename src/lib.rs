@@ -82,6 +82,7 @@ pub mod greeting;
 pub mod handle;
 mod held;
 pub mod listener;
+pub mod log_format;
 pub mod log_sink;
 pub mod metrics;
 pub mod metrics_format;

@@ -195,3 +195,79 @@ fn connections_closed_while_their_proxy_header_is_awaited_log_accept_then_close(
         assert_eq!(lines, ["ACCEPT", "CLOSE"], "{peer}:\n{log}");
     }
 }
+
+/// Every stderr line of a short run with `args`: start, one greeting, one talker
+/// turned away by a rate, the totals.
+fn log_of_a_run(args: &[&str]) -> String {
+    let mut all = vec!["--log-connections", "--max-rate-per-ip", "1/h"];
+    all.extend_from_slice(args);
+    let mut server = spawn_server(&all);
+    assert_eq!(
+        read_to_eof(&mut connect(server.addr)).unwrap(),
+        DEFAULT_GREETING
+    );
+    assert_eq!(
+        read_to_eof(&mut connect(server.addr)).unwrap_or_default(),
+        b""
+    );
+    server.wait_for_log("reason=rate");
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("totals in_flight=0 accepted=2", STEP_TIMEOUT);
+    server.stderr()
+}
+
+#[test]
+fn every_line_of_a_run_parses_in_each_log_format() {
+    let text = log_of_a_run(&[]);
+    for line in text.lines() {
+        let (head, _) = line.split_once("] ").unwrap_or_else(|| panic!("{line:?}"));
+        let mut parts = head.trim_start_matches('[').split_whitespace();
+        let (ts, level, target) = (parts.next(), parts.next(), parts.next());
+        assert!(
+            ts.is_some_and(|ts| ts.ends_with('Z') && ts.len() == 20),
+            "{line:?}"
+        );
+        assert!(
+            matches!(level, Some("INFO" | "WARN" | "ERROR" | "DEBUG")),
+            "{line:?}"
+        );
+        assert!(
+            target.is_some_and(|target| target.starts_with("greeter")),
+            "{line:?}"
+        );
+    }
+    assert!(text.contains(" reason=rate input=0 first=none\n"), "{text}");
+
+    let json = log_of_a_run(&["--log-format", "json"]);
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line:?}")))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        text.lines().count(),
+        "the same lines in both:\n{json}"
+    );
+    for line in &lines {
+        for key in ["ts", "level", "target", "msg"] {
+            assert!(line[key].is_string(), "{key} in {line}");
+        }
+    }
+    let closes: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|line| line["event"] == "CLOSE")
+        .collect();
+    assert_eq!(closes.len(), 2, "{json}");
+    assert_eq!(closes[0]["bytes"], 38);
+    assert_eq!(closes[0]["reason"], "greeted");
+    assert_eq!(closes[1]["reason"], "rate");
+    assert_eq!(closes[1]["input"], 0);
+    assert_eq!(closes[1]["first"], "none");
+    assert!(closes[1]["peer"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    assert!(closes[1]["ms"].is_u64());
+    let accept = lines.iter().find(|line| line["event"] == "ACCEPT").unwrap();
+    assert_eq!(accept["max"], 10000);
+}

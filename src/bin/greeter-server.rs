@@ -16,6 +16,7 @@ use signal_hook::iterator::Signals;
 
 use greeter::config::settings::Environment;
 use greeter::config::{ServerCli, Settings};
+use greeter::log_format::{self, LogFormat};
 use greeter::log_sink::LogSink;
 use greeter::supervisor::{Request, Supervisor};
 use greeter::upgrade::{Report, UpgradeCommand};
@@ -58,7 +59,11 @@ fn main() -> ExitCode {
     if check_only {
         return check_config(&settings);
     }
-    let log_sink = match start_logging() {
+    let log_format = settings
+        .server_args()
+        .map(|args| args.log_format)
+        .unwrap_or_default();
+    let log_sink = match start_logging(log_format) {
         Ok(sink) => sink,
         Err(err) => {
             eprintln!("greeter-server: cannot start the log writer thread: {err}");
@@ -168,17 +173,25 @@ const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Logs through `env_logger` (level info, `RUST_LOG` overrides) into the bounded
 /// queue of [`LogSink`], whose thread writes to stderr: no loop ever blocks on a log
 /// line. Colours only when stderr is a terminal, as `env_logger` does by itself.
-fn start_logging() -> io::Result<LogSink> {
+fn start_logging(format: LogFormat) -> io::Result<LogSink> {
     let (sink, queue) = LogSink::start(io::stderr())?;
-    let style = if io::stderr().is_terminal() {
+    let style = if io::stderr().is_terminal() && format == LogFormat::Text {
         WriteStyle::Always
     } else {
         WriteStyle::Never
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    builder
         .target(Target::Pipe(Box::new(queue)))
-        .write_style(style)
-        .init();
+        .write_style(style);
+    if format == LogFormat::Json {
+        builder.format(|out, record| {
+            let timestamp = out.timestamp();
+            log_format::write_json(out, &timestamp, record)
+        });
+    }
+    builder.init();
     Ok(sink)
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::access::Pregreet;
 use crate::cli::{GreetingArgs, DEFAULT_PORT};
 use crate::config::{parse_duration, parse_metrics_addr, parse_positive_duration, parse_size};
+use crate::log_format::LogFormat;
 use crate::rate::{parse_rate, Rate};
 
 /// The server's settings as flags. [`crate::config::Settings`] layers them over the
@@ -162,6 +163,11 @@ pub struct ServerArgs {
     /// the new process after an upgrade; removed at exit by the process it names)
     #[arg(long, value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
+
+    /// How log lines are written: text (as documented) or json (one object a line:
+    /// ts, level, target, msg, and the connection lines' fields as typed keys)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Send buffer of every connection (SO_SNDBUF, set once on the listening socket);
     /// bounds the kernel memory a peer that does not read can hold (default: the

@@ -89,6 +89,7 @@ pub const KEYS: &[Key] = &[
     key("drain-timeout", Text, AtReload),
     key("proxy-timeout", Text, AtReload),
     key("log-connections", Boolean, AtReload),
+    key("log-format", Text, AtRestart),
     key("backlog", Integer, AtRestart),
     key("send-buffer", Size, AtRestart),
     key("workers", Integer, AtRestart),
