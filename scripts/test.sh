@@ -14,7 +14,8 @@ once built; the first build takes about a minute more.
 
 Some tests drive system tools: haproxy (tests named haproxy_*), systemd's
 systemd-socket-activate and systemd-analyze (systemd_*), fail2ban's fail2ban-regex
-(fail2ban_*), strace (compare.sh's syscall counts), valgrind (callgrind.sh), kill (procps), and the Python
+(fail2ban_*), strace (compare.sh's syscall counts), valgrind (callgrind.sh), kill
+(procps), dpkg-dev, lintian and cargo-deb (deb.sh, as root only), and the Python
 package prometheus-client, whose parsers check the metrics (prometheus_*), and
 promtool (Debian's prometheus; promtool_*). Run as
 root, this script installs the missing Debian packages with apt-get and the Python
@@ -40,11 +41,23 @@ command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
 command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# The package test (scripts/deb.sh) installs a package: root only.
+with_deb=0
+if [ "$(id -u)" -eq 0 ]; then
+  with_deb=1
+  command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
+  command -v man >/dev/null 2>&1 || missing+=(man-db)
+  command -v lintian >/dev/null 2>&1 || missing+=(lintian)
+fi
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   missing=()
+fi
+if [ "$with_deb" = 1 ] && ! cargo deb --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-deb from crates.io"
+  cargo install -q --locked cargo-deb >/dev/null 2>&1 || { echo "test.sh: cannot install cargo-deb" >&2; exit 1; }
 fi
 # The Prometheus project's Python client parses the metrics exposition in a test
 # (from PyPI for the python3 on PATH; a user install when not root).
@@ -152,5 +165,12 @@ echo "test.sh: compare.sh ok"
 if [ "$with_callgrind" = 1 ]; then
   scripts/callgrind.sh -n 300 >"$out"
   expect callgrind.sh '^instructions=[0-9]+ connections=300 per_connection=[0-9]+$'
+fi
+if [ "$with_deb" = 1 ]; then
+  scripts/deb.sh >"$out"
+  cat "$out"
+  expect deb.sh '^deb ok: greeter_[0-9.]+-1_amd64\.deb$'
+else
+  not_run+=("deb.sh: the package's build, lintian, install and purge (needs root)")
 fi
 summary

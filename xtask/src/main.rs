@@ -1,7 +1,10 @@
 //! `cargo run -p xtask -- generate`: writes greeter's man pages (`docs/man/`) and
 //! shell completions (`docs/completions/`) from the clap definitions the binaries
-//! parse with, so that they cannot drift from `--help`. A test fails when what is
-//! shipped differs from what would be generated now.
+//! parse with, so that they cannot drift from `--help`, and the Debian package's
+//! variants of the deployment files (`docs/deploy/debian/`: the units with /usr/bin
+//! paths, the jail disabled, the config file with every key commented at its
+//! default). A test fails when what is shipped differs from what would be generated
+//! now.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,7 +75,108 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
         PathBuf::from("docs/man/greeter.toml.5"),
         config_page().into_bytes(),
     ));
+    let root = workspace_root();
+    let shipped = |path: &str| std::fs::read_to_string(root.join(path)).unwrap_or_default();
+    let installed_paths = |unit: String| {
+        unit.replace("/usr/local/bin/", "/usr/bin/")
+            .replace("/usr/local/share/doc/", "/usr/share/doc/")
+            .replace(
+                "# Install: see \"systemd socket activation\" in docs/operations.md (it installs\n\
+                 # greeter-server, greeter-client and the operations.md that Documentation= names),\n\
+                 # then: systemctl enable --now greeter.socket greeter.service\n",
+                "# Installed by the greeter package, neither enabled nor started:\n\
+                 #   systemctl enable --now greeter.socket greeter.service\n",
+            )
+    };
+    for unit in ["greeter.service", "greeter.socket"] {
+        files.push((
+            PathBuf::from(format!("docs/deploy/debian/{unit}")),
+            installed_paths(shipped(&format!("docs/deploy/{unit}"))).into_bytes(),
+        ));
+    }
+    let jail = shipped("docs/deploy/fail2ban/jail.d/greeter.local").replace(
+        "enabled      = true",
+        "# Disabled as installed: set true (and add --log-connections to the unit) to use it.\n\
+         enabled      = false",
+    );
+    files.push((
+        PathBuf::from("docs/deploy/debian/jail.local"),
+        jail.into_bytes(),
+    ));
+    files.push((
+        PathBuf::from("docs/deploy/debian/greeter.toml"),
+        default_config().into_bytes(),
+    ));
     files
+}
+
+/// /etc/greeter/greeter.toml as the package installs it: every key, commented out,
+/// at its default, with its flag's help.
+fn default_config() -> String {
+    let server = ServerCli::command();
+    let mut out = String::from(
+        "# greeter-server's configuration (greeter.toml(5)). Every key is shown commented\n\
+         # out at its default: uncomment and change what you need, check with\n\
+         #   greeter-server --config /etc/greeter/greeter.toml --check-config\n\
+         # and apply with systemctl reload greeter (keys marked [restart]: restart).\n\
+         # Under socket activation (greeter.socket, port 17) host and port are not used.\n",
+    );
+    for key in KEYS {
+        let arg = server
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(key.name));
+        let help = arg
+            .and_then(|arg| arg.get_help())
+            .map(|help| help.to_string().replace('\n', " "))
+            .unwrap_or_default();
+        let default: Vec<String> = arg
+            .map(|arg| {
+                arg.get_default_values()
+                    .iter()
+                    .map(|value| value.to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let restart = if key.applies == Applies::AtRestart {
+            " [restart]"
+        } else {
+            ""
+        };
+        out.push('\n');
+        for line in wrap(&format!("{help}{restart}"), 78) {
+            out.push_str(&format!("# {line}\n"));
+        }
+        let value = match (key.file_type, default.first()) {
+            (FileType::Boolean, _) => "false".to_owned(),
+            (FileType::Integer, Some(value)) => value.clone(),
+            (FileType::Hosts, Some(value)) => format!("[\"{value}\"]"),
+            (_, Some(value)) => format!("\"{value}\""),
+            (_, None) => {
+                out.push_str(&format!("# {} =   (unset by default)\n", key.name));
+                continue;
+            }
+        };
+        out.push_str(&format!("# {} = {value}\n", key.name));
+    }
+    out
+}
+
+/// `text` cut into lines of at most `width` characters, at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let length = lines.last().map_or(0, String::len);
+        if length > 0 && length + 1 + word.len() > width {
+            lines.push(String::new());
+        }
+        if let Some(line) = lines.last_mut() {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
 }
 
 /// The three binaries' command lines.
@@ -193,6 +297,35 @@ mod tests {
             "{} differ from the CLI: run cargo run -p xtask -- generate and commit them",
             stale.join(", ")
         );
+    }
+
+    #[test]
+    fn the_packaged_config_uncommented_is_every_default() {
+        use greeter::config::settings::Environment;
+        use greeter::config::Settings;
+        let uncommented: String = default_config()
+            .lines()
+            .filter(|line| !line.ends_with("(unset by default)"))
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| {
+                KEYS.iter()
+                    .any(|key| line.starts_with(&format!("{} = ", key.name)))
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let path =
+            std::env::temp_dir().join(format!("greeter-defaults-{}.toml", std::process::id()));
+        std::fs::write(&path, &uncommented).unwrap();
+        let load = |argv: &[&str]| {
+            let matches = ServerCli::command()
+                .try_get_matches_from(std::iter::once("greeter-server").chain(argv.iter().copied()))
+                .unwrap();
+            let settings = Settings::load(&matches, &Environment::default()).unwrap();
+            format!("{:?}", settings.server_args().unwrap())
+        };
+        let with_file = load(&["--config", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(with_file, load(&[]), "{uncommented}");
     }
 
     #[test]
