@@ -50,6 +50,7 @@ for binary in greeter-server greeter-client greeter-load; do
   "/usr/bin/$binary" --version | grep -q "^$binary [0-9]" || fail "$binary --version"
 done
 [ -f /usr/share/bash-completion/completions/greeter-server ] || fail "no bash completion"
+[ -f /usr/share/doc/greeter/examples/grafana-greeter.json ] || fail "no dashboard"
 systemctl is-enabled greeter.socket >/dev/null 2>&1 && fail "the package enabled greeter.socket"
 
 /usr/bin/greeter-server --port 0 >"$work/out" 2>"$work/err" &

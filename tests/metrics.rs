@@ -402,3 +402,66 @@ fn held_connections_lifetimes_make_a_histogram_and_the_fast_path_is_not_in_it() 
     );
     assert!(scraped["greeter_held_connection_seconds_sum"] < 35.0);
 }
+
+/// The `greeter_*` names that `text` uses.
+fn metric_names_in(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("greeter_") {
+        let name: String = rest[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[start + name.len()..];
+        // `greeter_*` in a comment is no name.
+        if name.len() > "greeter_".len() {
+            names.insert(name);
+        }
+    }
+    names
+}
+
+#[test]
+fn promtool_checks_the_alert_rules_and_the_dashboard_and_rules_name_real_metrics() {
+    let rules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/deploy/prometheus/greeter-alerts.yml"
+    );
+    let output = Command::new("promtool")
+        .args(["check", "rules", rules])
+        .output()
+        .expect("promtool is installed (scripts/test.sh installs Debian's prometheus)");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/deploy/grafana/greeter.json"
+    ))
+    .unwrap();
+    let parsed: serde_json::Value =
+        serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(parsed["panels"]
+        .as_array()
+        .is_some_and(|panels| panels.len() >= 8));
+
+    let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
+    let (_, exposition) = http_get(metrics_addr(&server), "/metrics");
+    let exported: std::collections::BTreeSet<String> = exposition
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| line.split(['{', ' ']).next().unwrap_or_default().to_owned())
+        .collect();
+    let used = metric_names_in(&dashboard)
+        .into_iter()
+        .chain(metric_names_in(&std::fs::read_to_string(rules).unwrap()));
+    for name in used {
+        assert!(
+            exported.contains(&name),
+            "{name} is not in /metrics:\n{exposition}"
+        );
+    }
+}
