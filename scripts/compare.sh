@@ -22,8 +22,9 @@ server CPU per connection.
 For each server and each concurrency: connections/s, p99 and max latency, errors,
 server CPU microseconds per connection (user+sys from /proc/PID/stat), listen-queue
 overflows (TcpExtListenOverflows delta from /proc/net/netstat), greeter-load's share
-of user CPU, and syscalls per connection (strace -c -f, in a separate run of 10000
-connections, since strace slows the server down).
+of user CPU, and syscalls and wake-ups (`epoll_wait` returns, all threads) per
+connection (strace -c -f, in a separate run of 10000 connections, since strace slows
+the server down).
 Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
 
   -n N             connections per measured run (default 100000; runs at
@@ -31,9 +32,13 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
   --repeat R       rounds of every measurement (default 3)
   --concurrency L  concurrency levels (default "1 64 512")
   --servers L      servers to compare (default "greeter c-policy c python"); also
-                   greeter-w2: greeter-server --workers 2; greeter-metrics: with
+                   greeter-wN: greeter-server --workers N (greeter-w2,
+                   greeter-w64, ...); greeter-metrics: with
                    --metrics on; greeter-proxy: with --proxy-protocol (its load sends
-                   a PROXY v1 header first); greeter-logs: with
+                   a PROXY v1 header first); greeter-proxy-v2: the same with v2
+                   headers; c-proxy: the C server with greeter's close policy that
+                   takes each v1 header with one recv (and defers accepts, as
+                   greeter's PROXY listeners do); greeter-logs: with
                    --log-connections (its stderr a file); greeter-logs-json:
                    the same with --log-format json; greeter-config:
                    --config with three [[listener]] tables, loaded on the first;
@@ -42,8 +47,9 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
                    for the delay: run it at a high concurrency). c-policy is the one to
                    hold greeter to: the same syscalls, nothing else
   --before DIR     also a greeter-server built elsewhere (DIR holds the binary, e.g.
-                   a worktree's target/release), as servers greeter-before and
-                   greeter-logs-before: before and after a change in one run
+                   a worktree's target/release), as servers greeter-before,
+                   greeter-logs-before, greeter-proxy-before and greeter-wN-before:
+                   before and after a change in one run
   --no-pin         do not pin (to compare --workers 1 and 2 on both cores)
   --json FILE      also write the table's rows to FILE as JSON, one object a line
                    (server, concurrent, connections, errors, cpu_us_per_connection,
@@ -96,6 +102,7 @@ greeter_setup
 reference="$root/scripts/reference"
 cc -O2 -o "$work/reference_server" "$reference/epoll_server.c"
 cc -O2 -DCLOSE_POLICY=1 -o "$work/policy_server" "$reference/epoll_server.c"
+cc -O2 -DCLOSE_POLICY=1 -DPROXY_HEADER=1 -o "$work/proxy_server" "$reference/epoll_server.c"
 
 # greeter-config serves three [[listener]] tables; the load goes to the first, which
 # sends the default greeting (the fast path as configured in production).
@@ -118,18 +125,21 @@ case " $servers " in *" greeter-deny "*) python3 "$root/scripts/deny-list.py" 50
 server_command() {
   case "$1" in
     greeter) echo "$bin/greeter-server --port 0" ;;
-    greeter-w2) echo "$bin/greeter-server --port 0 --workers 2" ;;
+    greeter-w[0-9]*-before) local n=${1#greeter-w}; echo "$before_bin/greeter-server --port 0 --workers ${n%-before}" ;;
+    greeter-w[0-9]*) echo "$bin/greeter-server --port 0 --workers ${1#greeter-w}" ;;
     greeter-metrics) echo "$bin/greeter-server --port 0 --metrics 127.0.0.1:0" ;;
-    greeter-proxy) echo "$bin/greeter-server --port 0 --proxy-protocol" ;;
+    greeter-proxy|greeter-proxy-v2) echo "$bin/greeter-server --port 0 --proxy-protocol" ;;
     greeter-logs) echo "$bin/greeter-server --port 0 --log-connections" ;;
     greeter-logs-json) echo "$bin/greeter-server --port 0 --log-connections --log-format json" ;;
     greeter-config) echo "$bin/greeter-server --config $work/listeners.toml" ;;
     greeter-deny) echo "$bin/greeter-server --port 0 --deny-file $work/deny.list" ;;
     greeter-delay) echo "$bin/greeter-server --port 0 --greet-delay 100ms" ;;
     greeter-before) echo "$before_bin/greeter-server --port 0" ;;
+    greeter-proxy-before) echo "$before_bin/greeter-server --port 0 --proxy-protocol" ;;
     greeter-logs-before) echo "$before_bin/greeter-server --port 0 --log-connections" ;;
     c) echo "$work/reference_server" ;;
     c-policy) echo "$work/policy_server" ;;
+    c-proxy) echo "$work/proxy_server" ;;
     python) echo "python3 $reference/tutorial_server.py" ;;
   esac
 }
@@ -137,7 +147,8 @@ server_command() {
 # load_flags NAME: what greeter-load needs for that server.
 load_flags() {
   case "$1" in
-    greeter-proxy) echo "--send-proxy" ;;
+    greeter-proxy|greeter-proxy-before|c-proxy) echo "--send-proxy v1" ;;
+    greeter-proxy-v2) echo "--send-proxy v2" ;;
   esac
 }
 

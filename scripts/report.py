@@ -25,18 +25,23 @@ def run_row(report_path, time_path, name, c, before, after, hz, overflows):
 
 
 def syscalls_row(report_path, strace_path, name, c):
-    """System calls per completed connection from `strace -c -f`'s summary."""
+    """System calls per completed connection from `strace -c -f`'s summary, and the
+    wake-ups (`epoll_wait` returns, over every thread) per connection."""
     completed = max(json.load(open(report_path))["completed"], 1)
-    # "% time, seconds, usecs/call, calls, [errors,] total": calls is the fourth field.
-    total = next(line.split() for line in open(strace_path) if line.rstrip().endswith("total"))
-    return f"{name}\t{c}\t{int(total[3]) / completed:.2f}"
+    # "% time, seconds, usecs/call, calls, [errors,] NAME": calls is the fourth field.
+    rows = [line.split() for line in open(strace_path)]
+    calls = lambda last: sum(int(r[3]) for r in rows if len(r) > 4 and r[-1] == last)
+    total = next(r for r in rows if r and r[-1] == "total")
+    return f"{name}\t{c}\t{int(total[3]) / completed:.2f}\t{calls('epoll_wait') / completed:.2f}"
 
 
 def medians(results, syscalls, servers, levels):
     """One summary per server and concurrency: medians over the rounds, the worst max
     latency, errors and overflows summed, the spread of server CPU."""
     rows = [line.rstrip("\n").split("\t") for line in open(results) if line.strip()]
-    calls = {(s, c): float(v) for s, c, v in (line.split() for line in open(syscalls) if line.strip())}
+    counted = [line.split() for line in open(syscalls) if line.strip()]
+    calls = {(r[0], r[1]): float(r[2]) for r in counted}
+    wakeups = {(r[0], r[1]): float(r[3]) for r in counted}
     out = []
     for server in servers.split():
         for level in levels.split():
@@ -56,6 +61,7 @@ def medians(results, syscalls, servers, levels):
                 "listen_overflows": int(sum(col(8))),
                 "load_user_cpu_percent": statistics.median(col(9)),
                 "syscalls_per_connection": calls.get((server, level)),
+                "wakeups_per_connection": wakeups.get((server, level)),
             })
     return out
 
@@ -68,17 +74,19 @@ def table(results, syscalls, servers, levels, json_path=None):
             for summary in summaries:
                 out.write(json.dumps(summary) + "\n")
     out = ["| server | concurrent | connections per run | conn/s | p99 ms | max ms | errors "
-           "| server CPU µs/conn (min-max) | listen overflows | load user CPU % | syscalls/conn |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| server CPU µs/conn (min-max) | listen overflows | load user CPU % | syscalls/conn "
+           "| wake-ups/conn |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in summaries:
-        calls = m["syscalls_per_connection"]
+        calls, wakeups = m["syscalls_per_connection"], m["wakeups_per_connection"]
         out.append(
             f"| {m['server']} | {m['concurrent']} | {m['connections']} "
             f"| {m['connections_per_s']:.0f} | {m['p99_ms']:.2f} "
             f"| {m['max_ms']:.2f} | {m['errors']} "
             f"| {m['cpu_us_per_connection']:.2f} ({m['cpu_us_min']:.2f}-{m['cpu_us_max']:.2f}) "
             f"| {m['listen_overflows']} | {m['load_user_cpu_percent']:.1f} "
-            f"| {'-' if calls is None else f'{calls:.2f}'} |")
+            f"| {'-' if calls is None else f'{calls:.2f}'} "
+            f"| {'-' if wakeups is None else f'{wakeups:.2f}'} |")
     return "\n".join(out)
 
 

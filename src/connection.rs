@@ -38,7 +38,7 @@ use mio::Interest;
 
 use crate::close::CloseReason;
 use crate::peer_input::FirstInput;
-use crate::proxy::{take_header, Header};
+use crate::proxy::{read_header, Header, PartialHeader};
 use crate::socket::{
     discard_input, shut_down_and_check, write_greeting, AfterGreeting, InputState, TcpProgress,
     WriteProgress,
@@ -63,26 +63,40 @@ pub(crate) struct Connection {
     accepted_ms: u32,
     /// Where it is in its life.
     phase: Phase,
-    /// Whether `--deny` turned its client away and it is being sent the
-    /// `--deny-message` instead of the greeting (its close then counts as `denied`).
-    denied: bool,
+    /// Whether `--deny` turned its client away or it spoke during its greet delay:
+    /// what its close reports.
+    standing: Standing,
     /// The index of the listening socket it was accepted on (its policy is checked
     /// once a PROXY header names the client).
     listener: u16,
-    /// Whether it sent data during its `--greet-delay`.
-    pregreeted: bool,
     /// What the peer sent first, once it sent anything.
     first: FirstInput,
     /// Bytes read from the peer (and discarded), bounded by [`LINGER_DISCARD_LIMIT`];
     /// a PROXY header is not input.
     input: u32,
+    /// The start of a PROXY header that came in pieces, kept until the rest comes
+    /// (`None` on every other connection: a header read whole needs no buffer).
+    partial_header: Option<Box<PartialHeader>>,
+}
+
+/// What sets a connection apart from an ordinary one. A connection is at most one of
+/// these (a denied client is never delayed), so one byte holds both facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Greeted, or on its way to it.
+    Ordinary,
+    /// `--deny` turned its client away: it is sent the `--deny-message` instead of
+    /// the greeting, and its close counts as `denied`.
+    Denied,
+    /// It sent data during its `--greet-delay`.
+    Pregreeted,
 }
 
 /// The phases of a connection's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
-    /// `--proxy-protocol`: nothing is sent until the PROXY header has come whole; it
-    /// stays in the socket (peeked, not read) until then.
+    /// `--proxy-protocol`: nothing is sent until the PROXY header has come whole (a
+    /// header read in pieces is kept meanwhile).
     Header,
     /// `--greet-delay`: the client is known and waits for its greeting; whatever it
     /// sends meanwhile makes it a pregreeter (read and discarded).
@@ -190,11 +204,11 @@ impl Connection {
             peer,
             accepted_ms: 0,
             phase,
-            denied: false,
+            standing: Standing::Ordinary,
             listener,
-            pregreeted: false,
             first: FirstInput::None,
             input: 0,
+            partial_header: None,
         }
     }
 
@@ -225,7 +239,7 @@ impl Connection {
             } => {
                 let input = self.read_input();
                 if self.input > 0 {
-                    self.pregreeted = true;
+                    self.standing = Standing::Pregreeted;
                     if drop_pregreeter {
                         return Step::Close(CloseReason::Pregreet);
                     }
@@ -318,9 +332,17 @@ impl Connection {
         }
     }
 
-    /// Takes the PROXY header if it has come whole.
+    /// Takes the PROXY header if it has come whole (with one read, usually), and
+    /// counts what came after it as the client's input.
     fn take_header(&mut self) -> Step {
-        match take_header(&mut self.stream) {
+        let (input, first) = (&mut self.input, &mut self.first);
+        let header = read_header(&mut self.stream, &mut self.partial_header, |after| {
+            if !after.is_empty() {
+                *first = FirstInput::classify(after);
+                *input = after.len() as u32;
+            }
+        });
+        match header {
             Ok(Header::Incomplete) => Step::Wait,
             Ok(Header::Complete { len, client }) => {
                 self.phase = Phase::Writing {
@@ -382,12 +404,13 @@ impl Connection {
 
     /// Marks it as a denied client's, to be sent the deny message.
     pub(crate) fn deny(&mut self) {
-        self.denied = true;
+        self.standing = Standing::Denied;
     }
 
     /// Holds back the greeting of a fresh connection for its `--greet-delay`
-    /// (`drop_pregreeter`: `--pregreet drop`).
-    pub(crate) fn delay(&mut self, drop_pregreeter: bool) {
+    /// (`drop_pregreeter`: `--pregreet drop`). Input that came with its PROXY header
+    /// was sent before the greeting: it makes the client a pregreeter at once.
+    pub(crate) fn delay(&mut self, drop_pregreeter: bool) -> Step {
         if let Phase::Writing {
             sent: 0,
             header_len,
@@ -398,11 +421,18 @@ impl Connection {
                 drop_pregreeter,
             };
         }
+        if self.input > 0 {
+            self.standing = Standing::Pregreeted;
+            if drop_pregreeter {
+                return Step::Close(CloseReason::Pregreet);
+            }
+        }
+        Step::Wait
     }
 
     /// Whether it sent data during its `--greet-delay`.
     pub(crate) fn pregreeted(&self) -> bool {
-        self.pregreeted
+        self.standing == Standing::Pregreeted
     }
 
     /// What the peer sent: how many bytes were read, and the class of the first.
@@ -418,7 +448,7 @@ impl Connection {
     /// Whether it is a denied client's, being sent the deny message.
     #[inline]
     pub(crate) fn is_denied(&self) -> bool {
-        self.denied
+        self.standing == Standing::Denied
     }
 
     /// Where it is in its life.

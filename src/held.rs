@@ -247,10 +247,7 @@ impl HeldConnections {
     ) -> Step {
         match self.admission(conn.peer(), self.len(), policy, now) {
             Admission::Greet => conn.advance(greeting),
-            Admission::Delay(pregreet) => {
-                conn.delay(pregreet == Pregreet::Drop);
-                Step::Wait
-            }
+            Admission::Delay(pregreet) => conn.delay(pregreet == Pregreet::Drop),
             Admission::Refuse(reason) => Step::Close(reason),
             Admission::DenyMessage(message) => {
                 conn.deny();
@@ -365,7 +362,10 @@ impl HeldConnections {
         let policy = self.policies.get(listener).cloned().flatten();
         match self.admission(client, self.len() - 1, policy.as_ref(), now) {
             Admission::Greet => {}
-            Admission::Delay(pregreet) => self.slab[key].conn.delay(pregreet == Pregreet::Drop),
+            Admission::Delay(pregreet) => {
+                // Advanced below, where input that came with the header counts.
+                let _ = self.slab[key].conn.delay(pregreet == Pregreet::Drop);
+            }
             Admission::Refuse(reason) => {
                 // Counted for nothing now, so closed without undoing anything.
                 self.remove(key, reason);
@@ -709,11 +709,16 @@ mod tests {
     fn held_connection_state_stays_small() {
         // Every held connection pays for this, a slab entry's tag and one 32-byte
         // deadline entry; the budget for user-space memory per held connection is
-        // 128 bytes. (mio's stream is 4 bytes in release builds, 16 with debug
-        // assertions, so it is counted at 4.)
-        let own_fields = std::mem::size_of::<Held>() - std::mem::size_of::<TcpStream>();
-        let per_held = 4 + own_fields + 8 + std::mem::size_of::<Deadline>();
-        assert!(per_held <= 128, "a held connection costs {per_held} bytes");
+        // 128 bytes, and `Held` may take 88 of them. mio's stream is 4 bytes in
+        // release builds and 16 with debug assertions, which also pad `Connection`
+        // by 4 more: so 88 + 16 bytes here.
+        let held = std::mem::size_of::<Held>();
+        let budget = if cfg!(debug_assertions) { 88 + 16 } else { 88 };
+        assert!(held <= budget, "a held connection's state is {held} bytes");
         assert_eq!(std::mem::size_of::<Deadline>(), 32);
+        assert_eq!(
+            std::mem::size_of::<TcpStream>(),
+            if cfg!(debug_assertions) { 16 } else { 4 }
+        );
     }
 }

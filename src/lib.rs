@@ -48,6 +48,8 @@
 //!   totals.
 //! - [`workers`]: [`Workers`]: one server per thread (`--workers`) on one shared
 //!   listening socket; a running handle to stop them and sum their totals.
+//! - `wake_one` (internal): the shared listening socket registered with
+//!   `EPOLLEXCLUSIVE`, so that an arrival wakes one worker, not all.
 //! - `per_ip` (internal): the `--max-per-ip` accounting.
 //! - [`metrics`]: what `--metrics` serves: Prometheus metrics and `/healthz`, read
 //!   from the snapshots the loops publish; [`metrics_http`]: how, from a small
@@ -100,6 +102,7 @@ pub mod startup;
 pub mod supervisor;
 pub mod totals;
 pub mod upgrade;
+mod wake_one;
 pub mod workers;
 
 pub use close::{CloseReason, ReasonNames};

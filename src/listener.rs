@@ -10,6 +10,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
 
 use listenfd::ListenFd;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -304,6 +305,41 @@ fn listen_with(
     socket.bind(&addr.into()).map_err(fail)?;
     socket.listen(backlog).map_err(fail)?;
     Ok(socket.into())
+}
+
+/// How long the kernel keeps a new connection on a PROXY listener to itself, waiting
+/// for its first bytes, before it is accepted anyway (`TCP_DEFER_ACCEPT`, in seconds:
+/// the kernel rounds it up to its SYN-ACK retransmissions, about 1 s).
+const DEFER_ACCEPT_SECONDS: libc::c_int = 1;
+
+/// Sets `TCP_DEFER_ACCEPT` on a listening socket whose connections begin with a
+/// PROXY header (as nginx's `deferred` and HAProxy's `defer-accept` do): the kernel
+/// hands a connection to `accept` only once its first bytes (the header, from a load
+/// balancer) are there, so it is greeted by one `recv` and a `write` instead of being
+/// held until its header comes. A client that sends nothing is still accepted, about
+/// a second later, and `--proxy-timeout` runs from then; a half-open scan never
+/// reaches the server. Best effort: on failure connections are accepted at once, as
+/// before, and the header waited for.
+pub(crate) fn defer_accept(socket: &impl AsFd) {
+    let fd = socket.as_fd().as_raw_fd();
+    let seconds = DEFER_ACCEPT_SECONDS;
+    // SAFETY: `fd` is a live descriptor borrowed for this call, and the option value
+    // is a c_int the kernel only reads, of exactly the length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&seconds as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        log::debug!(
+            "cannot set TCP_DEFER_ACCEPT on a PROXY listener: {}",
+            io::Error::last_os_error()
+        );
+    }
 }
 
 const HINT: &str = "each ListenStream= of the .socket unit must be a TCP address";

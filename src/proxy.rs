@@ -3,10 +3,13 @@
 //! real client. The server must not speak first and must not guess whether a header
 //! is there: it reads the header, then greets.
 //!
-//! The header is peeked (`MSG_PEEK`) and only taken from the socket once complete, so
-//! a header that arrives in pieces costs no buffer per connection: the kernel keeps
-//! the bytes until the rest is there. Whatever follows the header stays in the socket
-//! as input, and the lingering close treats it like any other.
+//! The header is taken with one `recv` of up to [`MAX_HEADER_BYTES`]: on the common
+//! path (a load balancer sends its header in one segment, and `TCP_DEFER_ACCEPT` on
+//! the listener lets the connection be accepted only once it has come) that one call
+//! is all the header costs. What the same `recv` brought after the header is the
+//! client's input, handed on as such (it is counted and classified, and the lingering
+//! close waits for the client's EOF as for any input). A header that arrives in pieces
+//! is kept in a [`PartialHeader`], allocated only then, until the rest comes.
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -14,8 +17,6 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 use ppp::v2::{self, Command};
 use ppp::{v1, HeaderResult, PartialResult};
-
-use crate::socket::TcpProgress;
 
 /// The longest header accepted. A v1 header is at most 107 bytes; a v2 header is 16
 /// plus what it announces (addresses and TLVs; the specification asks receivers to
@@ -113,37 +114,70 @@ fn v1_ends_in_an_empty_field(bytes: &[u8]) -> bool {
         && !bytes.windows(2).any(|pair| pair == b"\r\n")
 }
 
-/// Looks at what has arrived and, once a whole header is there, takes exactly the
-/// header from the socket (what follows stays there as input).
+/// The start of a PROXY header that has not come whole yet: what was read of it.
+/// Boxed and kept by its connection only while it waits for the rest.
+#[derive(Debug)]
+pub(crate) struct PartialHeader {
+    /// The bytes read so far; `len` of them are valid.
+    bytes: [u8; MAX_HEADER_BYTES],
+    /// How many bytes were read so far.
+    len: usize,
+}
+
+/// Reads what has arrived of the PROXY header: with what a connection waiting for it
+/// read before (`partial`, which holds the start of a header that came in pieces),
+/// until a whole header is there, the socket has nothing more, or the header cannot
+/// be one. Once whole, `after_header` gets what the same reads brought after it (the
+/// client's input, possibly empty) and `partial` is dropped. Reads until the socket
+/// would block: the poll is edge-triggered.
 ///
 /// # Errors
 /// If the socket fails (a reset, typically).
-pub(crate) fn take_header(stream: &mut TcpStream) -> io::Result<Header> {
-    let mut buffer = [0u8; MAX_HEADER_BYTES];
-    let peeked = loop {
-        match stream.peek(&mut buffer) {
-            Ok(0) => return Ok(Header::Invalid("closed before its header")),
-            Ok(n) => break n,
+pub(crate) fn read_header(
+    stream: &mut TcpStream,
+    partial: &mut Option<Box<PartialHeader>>,
+    after_header: impl FnOnce(&[u8]),
+) -> io::Result<Header> {
+    let mut on_stack = [0u8; MAX_HEADER_BYTES];
+    let (buffer, mut len) = match partial.as_deref_mut() {
+        Some(PartialHeader { bytes, len }) => (bytes, *len),
+        None => (&mut on_stack, 0),
+    };
+    let header = loop {
+        match stream.read(&mut buffer[len..]) {
+            Ok(0) => break Header::Invalid("closed before its header"),
+            Ok(n) => {
+                len += n;
+                match inspect(&buffer[..len], len == MAX_HEADER_BYTES) {
+                    Header::Incomplete => continue,
+                    header => break header,
+                }
+            }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Header::Incomplete),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break Header::Incomplete,
             Err(err) => return Err(err),
         }
     };
-    let header = inspect(&buffer[..peeked], peeked == buffer.len());
-    if header == Header::Incomplete && TcpProgress::of(stream).is_ok_and(|tcp| tcp.peer_closed) {
-        // A partial header and then the peer's FIN: the rest can never come.
-        return Ok(Header::Invalid("closed before its header"));
-    }
-    if let Header::Complete { len, .. } = header {
-        let mut taken = 0;
-        while taken < len {
-            match stream.read(&mut buffer[taken..len]) {
-                Ok(0) => return Ok(Header::Invalid("closed before its header")),
-                Ok(n) => taken += n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(err),
+    match header {
+        Header::Incomplete if len > 0 => match partial.as_deref_mut() {
+            // The reads above appended to it.
+            Some(kept) => kept.len = len,
+            None => {
+                let mut kept = Box::new(PartialHeader {
+                    bytes: [0; MAX_HEADER_BYTES],
+                    len,
+                });
+                kept.bytes[..len].copy_from_slice(&on_stack[..len]);
+                *partial = Some(kept);
             }
+        },
+        Header::Complete {
+            len: header_len, ..
+        } => {
+            after_header(&buffer[header_len..len]);
+            *partial = None;
         }
+        _ => {}
     }
     Ok(header)
 }

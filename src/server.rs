@@ -8,12 +8,13 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use socket2::SockRef;
 
 use crate::accept::{self, AcceptFailure, AcceptGate};
@@ -26,9 +27,10 @@ use crate::error::{describe_io_error, Failure};
 use crate::fdlimit;
 use crate::handle::{ServerHandle, Snapshot, StopRequest};
 use crate::held::HeldConnections;
-use crate::listener::{listen_config, ListeningSocket};
+use crate::listener::{defer_accept, listen_config, ListeningSocket};
 use crate::socket::would_block;
 use crate::totals::Totals;
+use crate::wake_one;
 
 /// Reserved tokens sit at the top of the range: the waker, then the listeners downward
 /// (listener `i` is `usize::MAX - 1 - i`); connections use their slab key, which is
@@ -179,9 +181,12 @@ impl Server {
             }
             socket.set_nonblocking(true).map_err(loop_error)?;
             local_addrs.push(socket.local_addr().map_err(loop_error)?);
-            let mut socket = TcpListener::from_std(socket);
-            poll.registry()
-                .register(&mut socket, listener_token(index), Interest::READABLE)
+            if served.proxy_protocol {
+                defer_accept(&socket);
+            }
+            let socket = TcpListener::from_std(socket);
+            // One worker woken per arrival when several share the socket.
+            wake_one::register(poll.registry(), socket.as_raw_fd(), listener_token(index))
                 .map_err(loop_error)?;
             registered.push(Listening {
                 socket,
@@ -505,10 +510,10 @@ impl Server {
             let queued_at_most = (self.config.backlog.max(0) as usize + 1) * self.listeners.len();
             self.accept_queued(now, queued_at_most, usize::MAX);
         }
-        for mut listening in self.listeners.drain(..) {
+        for listening in self.listeners.drain(..) {
             // Deregistered first: another worker may hold a duplicate of the socket,
             // which keeps it open (and in this poll) after this drop.
-            let _ = self.poll.registry().deregister(&mut listening.socket);
+            let _ = wake_one::deregister(self.poll.registry(), listening.socket.as_raw_fd());
         }
         self.gate.close();
         self.drain_deadline = Some(saturating_add(now, self.config.drain_timeout));

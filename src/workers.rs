@@ -6,8 +6,11 @@
 //! The workers share one listening socket (bound here, or passed by systemd): every
 //! worker registers a duplicate of it, and whichever accepts first gets the
 //! connection. There is one accept queue, so a busy worker never has connections
-//! waiting for it while another idles. `SO_REUSEPORT` is not used: it would let a
-//! second server on the same address start and silently take half the connections.
+//! waiting for it while another idles. Each worker registers it with
+//! `EPOLLEXCLUSIVE` (`wake_one.rs`), so an arrival wakes one idle worker rather than
+//! all of them: more workers than cores do not multiply the wake-ups. `SO_REUSEPORT`
+//! is not used: it would let a second server on the same address start and silently
+//! take half the connections, and each worker's queue would wait for that worker.
 
 use std::io;
 use std::net::SocketAddr;

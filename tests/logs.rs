@@ -166,7 +166,8 @@ fn connections_closed_while_their_proxy_header_is_awaited_log_accept_then_close(
         "--proxy-timeout",
         "300ms",
     ]);
-    // Held first (no byte at accept), then: garbage, half a header and EOF, nothing.
+    // Held first (a PROXY listener defers the accept of a silent connection for
+    // about a second, then accepts it), then: garbage, half a header and EOF, nothing.
     let mut garbage = connect(server.addr);
     server.wait_for_in_flight(1);
     garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
@@ -176,6 +177,9 @@ fn connections_closed_while_their_proxy_header_is_awaited_log_accept_then_close(
     half.shutdown(std::net::Shutdown::Write).unwrap();
     let silent = connect(server.addr);
     let peers = [&garbage, &half, &silent].map(|peer| peer.local_addr().unwrap());
+    // The silent one: accepted once its accept is no longer deferred, closed at its
+    // --proxy-timeout.
+    server.wait_for_log(&format!("CLOSE peer={} ", peers[2]));
     server.wait_for_in_flight(0);
     server.signal("TERM");
     server.assert_exits_cleanly_logging("accepted=3 greeted=0 closed_early=3", STEP_TIMEOUT);

@@ -6,8 +6,9 @@ complete -c greeter-load -s d -l duration -d 'Stop after this long (whichever of
 complete -c greeter-load -l message -d 'The greeting: exactly these bytes (UTF-8), no newline added [default: "Hello there! This is the hosted server"]' -r
 complete -c greeter-load -l message-file -d 'The greeting is this file\'s bytes (any bytes; a regular file of at most 1GiB, read once)' -r -F
 complete -c greeter-load -l timeout -d 'Per connection, from connect to EOF' -r
+complete -c greeter-load -l send-proxy -d 'Begin every connection with a PROXY protocol header (its own addresses), v1 (text, the default) or v2 (binary), for a server run with --proxy-protocol' -r -f -a "v1\t'The text header (HAProxy\'s send-proxy)'
+v2\t'The binary header (HAProxy\'s send-proxy-v2, cloud load balancers)'"
 complete -c greeter-load -l threads -d 'Event-loop threads sharing the connections' -r
-complete -c greeter-load -l send-proxy -d 'Begin every connection with a PROXY protocol v1 header (its own addresses), for a server run with --proxy-protocol'
 complete -c greeter-load -l distinct-sources -d 'With --send-proxy, name a different IPv4 client in every header (10.0.0.0 and up), as a million clients behind a load balancer would be'
 complete -c greeter-load -l json -d 'Print one JSON object on stdout instead of the table'
 complete -c greeter-load -s h -l help -d 'Print help (see more with \'--help\')'

@@ -6,6 +6,8 @@ use std::time::Duration;
 use greeter::cli::{GreetingArgs, TargetArgs};
 use greeter::config::parse_positive_duration;
 
+pub use crate::ProxyVersion;
+
 /// Drives a greeter server with many concurrent connections and checks every byte.
 ///
 /// Connections are nonblocking, on mio loops; each must receive exactly the greeting
@@ -41,10 +43,10 @@ pub struct LoadCli {
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_positive_duration)]
     pub timeout: Duration,
 
-    /// Begin every connection with a PROXY protocol v1 header (its own addresses), for
-    /// a server run with --proxy-protocol
-    #[arg(long)]
-    pub send_proxy: bool,
+    /// Begin every connection with a PROXY protocol header (its own addresses), v1
+    /// (text, the default) or v2 (binary), for a server run with --proxy-protocol
+    #[arg(long, value_name = "VERSION", num_args = 0..=1, default_missing_value = "v1")]
+    pub send_proxy: Option<ProxyVersion>,
 
     /// With --send-proxy, name a different IPv4 client in every header (10.0.0.0 and
     /// up), as a million clients behind a load balancer would be

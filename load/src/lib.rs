@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use ppp::v2;
 use serde::Serialize;
 use slab::Slab;
 
@@ -47,14 +48,23 @@ pub struct LoadOptions {
     pub timeout: Duration,
     /// Event loops (threads) sharing the work.
     pub threads: usize,
-    /// Begin every connection with a PROXY protocol v1 header naming its own
-    /// addresses, as a load balancer would (for a server run with
+    /// Begin every connection with a PROXY protocol header of this version naming
+    /// its own addresses, as a load balancer would (for a server run with
     /// `--proxy-protocol`).
-    pub send_proxy: bool,
+    pub send_proxy: Option<ProxyVersion>,
     /// With `send_proxy`, name a different IPv4 client in each header instead
     /// (10.0.0.0, 10.0.0.1, ...: 16,777,216 before one repeats), as a million clients
     /// behind a load balancer would be (for rate tables and per-address state).
     pub distinct_sources: bool,
+}
+
+/// The PROXY protocol header a connection begins with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyVersion {
+    /// The text header (HAProxy's send-proxy)
+    V1,
+    /// The binary header (HAProxy's send-proxy-v2, cloud load balancers)
+    V2,
 }
 
 /// Failed connections, by kind.
@@ -266,8 +276,8 @@ struct Attempt {
     /// Bytes received and found equal to the expected greeting so far.
     received: usize,
     serial: u64,
-    /// With `send_proxy`: the header is still to be written (once connected).
-    header_pending: bool,
+    /// With `send_proxy`: the header still to be written (once connected).
+    header_pending: Option<ProxyVersion>,
     /// With `distinct_sources`: the client its header names.
     proxy_source: Option<Ipv4Addr>,
 }
@@ -314,7 +324,7 @@ fn run_worker(
             let key = in_flight.vacant_key();
             // With a header to send, the first writable event says the connect is
             // done; that one event is all it costs.
-            let interest = if options.send_proxy {
+            let interest = if options.send_proxy.is_some() {
                 Interest::READABLE | Interest::WRITABLE
             } else {
                 Interest::READABLE
@@ -401,25 +411,27 @@ fn run_worker(
     Ok(report)
 }
 
-/// Writes the PROXY v1 header once the connection is up (a no-op before, and after).
+/// Writes the PROXY header once the connection is up (a no-op before, and after).
 fn send_proxy_header(attempt: &mut Attempt) -> io::Result<()> {
-    if !attempt.header_pending {
+    let Some(version) = attempt.header_pending else {
         return Ok(());
-    }
+    };
     let (source, destination) = match (attempt.stream.local_addr(), attempt.stream.peer_addr()) {
         (Ok(source), Ok(destination)) => (source, destination),
         // Not connected yet: a later event will say so.
         (_, Err(err)) if err.kind() == io::ErrorKind::NotConnected => return Ok(()),
         (Err(err), _) | (_, Err(err)) => return Err(err),
     };
-    let header = match attempt.proxy_source {
-        // A TCP4 header may name an IPv4 client whatever the connection's family.
-        Some(client) => format!(
-            "PROXY TCP4 {client} 192.0.2.1 {} {}\r\n",
-            source.port(),
-            destination.port()
+    // With distinct sources an IPv4 client, whatever the connection's family.
+    let (source, destination) = match attempt.proxy_source {
+        Some(client) => (
+            SocketAddr::from((client, source.port())),
+            SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), destination.port())),
         ),
-        None => {
+        None => (source, destination),
+    };
+    let header = match version {
+        ProxyVersion::V1 => {
             let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
             format!(
                 "PROXY {family} {} {} {} {}\r\n",
@@ -428,12 +440,19 @@ fn send_proxy_header(attempt: &mut Attempt) -> io::Result<()> {
                 source.port(),
                 destination.port()
             )
+            .into_bytes()
         }
+        ProxyVersion::V2 => v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Proxy,
+            v2::Protocol::Stream,
+            (source, destination),
+        )
+        .build()?,
     };
-    // A fresh socket's buffer takes a header of at most 107 bytes in one write.
-    match attempt.stream.write(header.as_bytes()) {
+    // A fresh socket's buffer takes a header (at most 107 bytes, 52 in v2) in one write.
+    match attempt.stream.write(&header) {
         Ok(n) if n == header.len() => {
-            attempt.header_pending = false;
+            attempt.header_pending = None;
             Ok(())
         }
         Ok(_) => Err(io::Error::new(

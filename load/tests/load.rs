@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use greeter::CloseReason;
-use greeter_load::{self as load, LoadOptions};
+use greeter_load::{self as load, LoadOptions, ProxyVersion};
 use util::*;
 
 fn options(addr: std::net::SocketAddr, expected: &[u8]) -> LoadOptions {
@@ -21,7 +21,7 @@ fn options(addr: std::net::SocketAddr, expected: &[u8]) -> LoadOptions {
         expected: Arc::from(expected),
         timeout: Duration::from_secs(5),
         threads: 2,
-        send_proxy: false,
+        send_proxy: None,
         distinct_sources: false,
     }
 }
@@ -193,23 +193,25 @@ fn load_rejects_empty_and_impossible_runs() {
 }
 
 #[test]
-fn send_proxy_drives_a_server_that_wants_the_proxy_protocol() {
-    let config = default_config().with_proxy_protocol();
-    let server = start_server(config);
-    let mut opts = options(server.addr, DEFAULT_GREETING);
-    // Without the header such a server answers nothing, within its header timeout.
-    opts.total = Some(500);
-    opts.send_proxy = true;
-    let report = load::run(&opts, &AtomicU64::new(0)).unwrap();
-    assert_eq!(
-        (report.completed, report.errors.total()),
-        (500, 0),
-        "{report}"
-    );
-    let totals = server.stop();
-    assert_eq!(
-        (totals.greeted(), totals.closes(CloseReason::ProxyHeader)),
-        (500, 0),
-        "{totals}"
-    );
+fn send_proxy_drives_a_server_that_wants_the_proxy_protocol_with_v1_and_v2() {
+    for version in [ProxyVersion::V1, ProxyVersion::V2] {
+        let config = default_config().with_proxy_protocol();
+        let server = start_server(config);
+        let mut opts = options(server.addr, DEFAULT_GREETING);
+        // Without the header such a server answers nothing, within its header timeout.
+        opts.total = Some(500);
+        opts.send_proxy = Some(version);
+        let report = load::run(&opts, &AtomicU64::new(0)).unwrap();
+        assert_eq!(
+            (report.completed, report.errors.total()),
+            (500, 0),
+            "{version:?}: {report}"
+        );
+        let totals = server.stop();
+        assert_eq!(
+            (totals.greeted(), totals.closes(CloseReason::ProxyHeader)),
+            (500, 0),
+            "{version:?}: {totals}"
+        );
+    }
 }

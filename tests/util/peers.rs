@@ -111,7 +111,7 @@ pub fn load_options(addr: SocketAddr, total: u64) -> greeter_load::LoadOptions {
         expected: Arc::from(DEFAULT_GREETING),
         timeout: Duration::from_secs(5),
         threads: 1,
-        send_proxy: false,
+        send_proxy: None,
         distinct_sources: false,
     }
 }
