@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Poll, Token, Waker};
 use socket2::SockRef;
@@ -96,6 +96,13 @@ pub struct Server {
     totals: Totals,
     /// The size of the first listener's greeting, for the snapshot.
     greeting_bytes: usize,
+    /// Whether other workers serve the same listening sockets: then a loop at its
+    /// `--max-connections` takes its listeners out of its poll (see
+    /// [`Server::step_out_while_full`]).
+    shares_listeners: bool,
+    /// Whether the listeners are in this loop's poll (they leave it while a loop that
+    /// shares them is full, and for good at a drain).
+    listening: bool,
 }
 
 /// A listening socket with what the connections it accepts get.
@@ -227,6 +234,8 @@ impl Server {
             handle: ServerHandle::new(waker),
             drain_deadline: None,
             totals: Totals::default(),
+            shares_listeners: false,
+            listening: true,
         };
         server.share_policies();
         // Readers see its greeting and limit before its first round.
@@ -250,6 +259,13 @@ impl Server {
         self.config.send_buffer?;
         let listening = self.listeners.first()?;
         SockRef::from(&listening.socket).send_buffer_size().ok()
+    }
+
+    /// Tells the server that other loops serve the same listening sockets
+    /// ([`crate::Workers`] does): it then leaves their wake-ups to the others while it
+    /// is at its `--max-connections`.
+    pub fn share_listeners(&mut self) {
+        self.shares_listeners = true;
     }
 
     /// A handle that shuts the server down or reads its totals from another thread.
@@ -327,6 +343,9 @@ impl Server {
             // Header waiters closed to make room for newer ones.
             self.record_held_closes();
         }
+        if self.shares_listeners {
+            self.step_out_while_full();
+        }
         let finished = match self.drain_deadline {
             Some(drain_deadline) => {
                 if stop == StopRequest::Now || now >= drain_deadline {
@@ -361,6 +380,40 @@ impl Server {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// A loop that shares its listeners takes them out of its poll while it is at its
+    /// `--max-connections`, and puts them back once it has room. An arrival wakes one
+    /// waiting loop (`EPOLLEXCLUSIVE`): a full loop that stayed registered could take
+    /// every wake-up and leave the connections in the backlog while other loops have
+    /// room (nginx steps out the same way). Putting a listener back reports what is
+    /// already queued; the two `epoll_ctl`s happen only when the loop fills or frees.
+    fn step_out_while_full(&mut self) {
+        let has_room = self.held.len() < self.config.max_connections;
+        if has_room == self.listening || self.drain_deadline.is_some() {
+            return;
+        }
+        let registry = self.poll.registry();
+        for (index, listening) in self.listeners.iter().enumerate() {
+            let fd = listening.socket.as_raw_fd();
+            let changed = if has_room {
+                wake_one::register(registry, fd, listener_token(index))
+            } else {
+                wake_one::deregister(registry, fd)
+            };
+            if let Err(err) = changed {
+                warn!(
+                    "cannot {} a shared listener: {}",
+                    if has_room {
+                        "resume listening on"
+                    } else {
+                        "step out of"
+                    },
+                    describe_io_error(&err)
+                );
+            }
+        }
+        self.listening = has_room;
     }
 
     /// Makes this round's figures visible to [`ServerHandle::snapshot`].
@@ -513,8 +566,11 @@ impl Server {
         for listening in self.listeners.drain(..) {
             // Deregistered first: another worker may hold a duplicate of the socket,
             // which keeps it open (and in this poll) after this drop.
-            let _ = wake_one::deregister(self.poll.registry(), listening.socket.as_raw_fd());
+            if self.listening {
+                let _ = wake_one::deregister(self.poll.registry(), listening.socket.as_raw_fd());
+            }
         }
+        self.listening = false;
         self.gate.close();
         self.drain_deadline = Some(saturating_add(now, self.config.drain_timeout));
         if self.held.is_empty() {

@@ -78,6 +78,9 @@ impl Workers {
             servers.push(Server::from_sockets(duplicates, config.clone())?);
         }
         servers.push(Server::from_sockets(sockets, config.clone())?);
+        if servers.len() > 1 {
+            servers.iter_mut().for_each(Server::share_listeners);
+        }
         let local_addrs = servers[0].local_addrs().to_vec();
         Ok(Workers {
             servers,

@@ -31,6 +31,32 @@ fn two_workers_greet_exactly_and_sum_their_totals() {
     );
 }
 
+/// An arrival wakes one waiting worker (`EPOLLEXCLUSIVE`): a worker at its
+/// `--max-connections` must step out of the listener's wake-ups, or it would take them
+/// and leave new connections in the backlog while the other worker has room.
+#[test]
+fn a_full_worker_leaves_new_connections_to_the_other() {
+    let greeting = large_greeting(8 * 1024 * 1024);
+    let server = ServerCommand::new(&[
+        "--workers",
+        "2",
+        "--max-connections",
+        "1",
+        "--write-timeout",
+        "60s",
+    ])
+    .greeting("workers-full", &greeting)
+    .spawn();
+    // Never reads: it fills one worker for the write timeout.
+    let _stalled = connect(server.addr);
+    server.wait_for_in_flight(1);
+    for _ in 0..3 {
+        let mut peer = connect(server.addr);
+        let received = read_to_eof(&mut peer).expect("the other worker greets it");
+        assert_same_bytes(&received, &greeting);
+    }
+}
+
 #[test]
 fn two_workers_give_peers_that_send_first_the_whole_greeting() {
     let server = spawn_server(&["--workers", "2"]);
