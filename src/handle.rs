@@ -74,6 +74,11 @@ impl ServerHandle {
         }
     }
 
+    /// Wakes the loop for a round (to look at shared state another loop changed).
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        self.waker.wake()
+    }
+
     /// Stops accepting, lets in-flight greetings finish within the drain timeout, then
     /// makes [`crate::Server::run`] return.
     ///

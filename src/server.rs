@@ -30,7 +30,7 @@ use crate::held::HeldConnections;
 use crate::listener::{defer_accept, listen_config, ListeningSocket};
 use crate::socket::would_block;
 use crate::totals::Totals;
-use crate::wake_one;
+use crate::wake_one::{self, AcceptSet};
 
 /// Reserved tokens sit at the top of the range: the waker, then the listeners downward
 /// (listener `i` is `usize::MAX - 1 - i`); connections use their slab key, which is
@@ -96,13 +96,23 @@ pub struct Server {
     totals: Totals,
     /// The size of the first listener's greeting, for the snapshot.
     greeting_bytes: usize,
-    /// Whether other workers serve the same listening sockets: then a loop at its
-    /// `--max-connections` takes its listeners out of its poll (see
-    /// [`Server::step_out_while_full`]).
-    shares_listeners: bool,
+    /// Its place among workers that serve the same listening sockets (`None`: it
+    /// serves them alone); see [`Server::follow_accept_set`].
+    sharing: Option<Sharing>,
     /// Whether the listeners are in this loop's poll (they leave it while a loop that
     /// shares them is full, and for good at a drain).
     listening: bool,
+}
+
+/// A loop's place among workers that share listening sockets.
+#[derive(Debug)]
+struct Sharing {
+    /// Which of the workers take wake-ups now.
+    set: Arc<AcceptSet>,
+    /// Whether this loop stands by (listens only while an accepting loop is full).
+    standby: bool,
+    /// Whether this accepting loop is counted as full in the set.
+    counted_full: bool,
 }
 
 /// A listening socket with what the connections it accepts get.
@@ -234,7 +244,7 @@ impl Server {
             handle: ServerHandle::new(waker),
             drain_deadline: None,
             totals: Totals::default(),
-            shares_listeners: false,
+            sharing: None,
             listening: true,
         };
         server.share_policies();
@@ -262,10 +272,16 @@ impl Server {
     }
 
     /// Tells the server that other loops serve the same listening sockets
-    /// ([`crate::Workers`] does): it then leaves their wake-ups to the others while it
-    /// is at its `--max-connections`.
-    pub fn share_listeners(&mut self) {
-        self.shares_listeners = true;
+    /// ([`crate::Workers`] does), and that it is worker `index` of `set`: it takes
+    /// wake-ups from them only as the set says.
+    pub(crate) fn share_listeners(&mut self, set: &Arc<AcceptSet>, index: usize) {
+        let standby = set.is_standby(index);
+        self.sharing = Some(Sharing {
+            set: Arc::clone(set),
+            standby,
+            counted_full: false,
+        });
+        self.follow_accept_set();
     }
 
     /// A handle that shuts the server down or reads its totals from another thread.
@@ -343,8 +359,8 @@ impl Server {
             // Header waiters closed to make room for newer ones.
             self.record_held_closes();
         }
-        if self.shares_listeners {
-            self.step_out_while_full();
+        if self.sharing.is_some() {
+            self.follow_accept_set();
         }
         let finished = match self.drain_deadline {
             Some(drain_deadline) => {
@@ -382,21 +398,34 @@ impl Server {
         }
     }
 
-    /// A loop that shares its listeners takes them out of its poll while it is at its
-    /// `--max-connections`, and puts them back once it has room. An arrival wakes one
-    /// waiting loop (`EPOLLEXCLUSIVE`): a full loop that stayed registered could take
-    /// every wake-up and leave the connections in the backlog while other loops have
-    /// room (nginx steps out the same way). Putting a listener back reports what is
-    /// already queued; the two `epoll_ctl`s happen only when the loop fills or frees.
-    fn step_out_while_full(&mut self) {
+    /// A loop that shares its listeners keeps them in its poll only while it should
+    /// take their wake-ups: while it has room (below its `--max-connections`), and,
+    /// for a standby, while one of the accepting loops is full (`wake_one.rs` says
+    /// why). An arrival wakes one waiting loop (`EPOLLEXCLUSIVE`), so a full loop that
+    /// stayed registered could take every wake-up and leave the connections in the
+    /// backlog while others have room (nginx steps out the same way). Putting a
+    /// listener back reports what is already queued; the `epoll_ctl`s happen only when
+    /// a loop fills or frees.
+    fn follow_accept_set(&mut self) {
+        let Some(sharing) = self.sharing.as_mut() else {
+            return;
+        };
+        if self.drain_deadline.is_some() {
+            return;
+        }
         let has_room = self.held.len() < self.config.max_connections;
-        if has_room == self.listening || self.drain_deadline.is_some() {
+        if !sharing.standby && sharing.counted_full == has_room {
+            sharing.counted_full = !has_room;
+            sharing.set.accepting_worker_full(!has_room);
+        }
+        let listen = has_room && sharing.set.should_listen(sharing.standby);
+        if listen == self.listening {
             return;
         }
         let registry = self.poll.registry();
         for (index, listening) in self.listeners.iter().enumerate() {
             let fd = listening.socket.as_raw_fd();
-            let changed = if has_room {
+            let changed = if listen {
                 wake_one::register(registry, fd, listener_token(index))
             } else {
                 wake_one::deregister(registry, fd)
@@ -404,7 +433,7 @@ impl Server {
             if let Err(err) = changed {
                 warn!(
                     "cannot {} a shared listener: {}",
-                    if has_room {
+                    if listen {
                         "resume listening on"
                     } else {
                         "step out of"
@@ -413,7 +442,7 @@ impl Server {
                 );
             }
         }
-        self.listening = has_room;
+        self.listening = listen;
     }
 
     /// Makes this round's figures visible to [`ServerHandle::snapshot`].

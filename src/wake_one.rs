@@ -1,4 +1,5 @@
-//! Registering a listening socket so that a new connection wakes one worker, not all.
+//! Which workers a new connection wakes: one, not all, and only as many as there are
+//! cores.
 //!
 //! The workers share one listening socket (one accept queue: `workers.rs` says why),
 //! each registering it with its own poll. Registered the usual way, every arrival
@@ -7,6 +8,14 @@
 //! `EPOLLEXCLUSIVE` (Linux 4.5) makes the kernel wake only one poll that is waiting
 //! (polls that are busy still get the event queued, cheaply, and take it on their
 //! next round, so no arrival can be missed).
+//!
+//! One wake-up per arrival is not enough when there are more workers than cores: the
+//! kernel wakes the first worker *waiting* in `epoll_wait`, so while the first ones
+//! are busy it wakes later ones, and a third runnable loop on 2 cores only adds
+//! context switches (`--workers 64` served 73% of one worker's rate). So at most one
+//! worker per core takes wake-ups (the [`AcceptSet`]); the others stand by, and step
+//! in only while one of the accepting workers is full (at its `--max-connections`),
+//! so that no connection waits in the backlog while some worker has room.
 //!
 //! mio has no flag for it, so this module goes beneath mio in one place: it adds and
 //! removes the listener with `epoll_ctl` on the poll's own epoll descriptor, with the
@@ -17,8 +26,66 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use mio::{Registry, Token};
+
+use crate::handle::ServerHandle;
+
+/// The workers that share listening sockets: how many take wake-ups, and how the
+/// others are told to step in.
+#[derive(Debug)]
+pub(crate) struct AcceptSet {
+    /// How many workers take wake-ups while none is full: one per core.
+    accepting: usize,
+    /// How many of those are full now; while any is, the standby workers listen too.
+    full: AtomicUsize,
+    /// The standby workers, woken when an accepting worker fills (set once, after
+    /// every worker is built).
+    standbys: OnceLock<Vec<ServerHandle>>,
+}
+
+impl AcceptSet {
+    /// A set in which the first `accepting` workers (at least one) take wake-ups.
+    pub(crate) fn new(accepting: usize) -> Self {
+        AcceptSet {
+            accepting: accepting.max(1),
+            full: AtomicUsize::new(0),
+            standbys: OnceLock::new(),
+        }
+    }
+
+    /// Whether worker `index` stands by rather than accepting.
+    pub(crate) fn is_standby(&self, index: usize) -> bool {
+        index >= self.accepting
+    }
+
+    /// The standby workers' handles, to wake them (once).
+    pub(crate) fn set_standbys(&self, standbys: Vec<ServerHandle>) {
+        let _ = self.standbys.set(standbys);
+    }
+
+    /// Whether a worker with room should listen: an accepting one always, a standby
+    /// while an accepting one is full.
+    pub(crate) fn should_listen(&self, standby: bool) -> bool {
+        !standby || self.full.load(Ordering::Relaxed) > 0
+    }
+
+    /// An accepting worker filled (`true`) or has room again (`false`). Standbys are
+    /// woken when one fills, so that they listen; they stop at their next round once
+    /// none is full.
+    pub(crate) fn accepting_worker_full(&self, full: bool) {
+        if full {
+            self.full.fetch_add(1, Ordering::Relaxed);
+            for standby in self.standbys.get().into_iter().flatten() {
+                let _ = standby.wake();
+            }
+        } else {
+            self.full.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Adds the listening socket `fd` to `registry`'s poll as `token`: readable,
 /// edge-triggered, and waking one waiting poll per arrival. On a kernel without

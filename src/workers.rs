@@ -6,9 +6,10 @@
 //! The workers share one listening socket (bound here, or passed by systemd): every
 //! worker registers a duplicate of it, and whichever accepts first gets the
 //! connection. There is one accept queue, so a busy worker never has connections
-//! waiting for it while another idles. Each worker registers it with
-//! `EPOLLEXCLUSIVE` (`wake_one.rs`), so an arrival wakes one idle worker rather than
-//! all of them: more workers than cores do not multiply the wake-ups. `SO_REUSEPORT`
+//! waiting for it while another idles. Workers register it with `EPOLLEXCLUSIVE`, so
+//! an arrival wakes one waiting worker rather than all of them, and only one worker
+//! per core takes wake-ups while none is full (`wake_one.rs`): more workers than
+//! cores do not multiply the wake-ups or the context switches. `SO_REUSEPORT`
 //! is not used: it would let a second server on the same address start and silently
 //! take half the connections, and each worker's queue would wait for that worker.
 
@@ -26,6 +27,7 @@ use crate::handle::{ServerHandle, Snapshot};
 use crate::listener::{listen_config, ListeningSocket};
 use crate::server::Server;
 use crate::totals::Totals;
+use crate::wake_one::AcceptSet;
 
 /// One or more bound servers, ready to run.
 #[derive(Debug)]
@@ -79,7 +81,17 @@ impl Workers {
         }
         servers.push(Server::from_sockets(sockets, config.clone())?);
         if servers.len() > 1 {
-            servers.iter_mut().for_each(Server::share_listeners);
+            // One accepting worker per core; the rest stand by (wake_one.rs).
+            let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+            let set = Arc::new(AcceptSet::new(cores));
+            for (index, server) in servers.iter_mut().enumerate() {
+                server.share_listeners(&set, index);
+            }
+            let standbys = servers
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| set.is_standby(*index));
+            set.set_standbys(standbys.map(|(_, server)| server.handle()).collect());
         }
         let local_addrs = servers[0].local_addrs().to_vec();
         Ok(Workers {

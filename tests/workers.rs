@@ -57,6 +57,36 @@ fn a_full_worker_leaves_new_connections_to_the_other() {
     }
 }
 
+/// One worker per core takes wake-ups; the others stand by and take connections only
+/// while the accepting ones are full.
+#[test]
+fn standby_workers_step_in_while_the_accepting_ones_are_full() {
+    let cores = thread::available_parallelism().map_or(1, |cores| cores.get());
+    let workers = (cores + 1).to_string();
+    let greeting = large_greeting(8 * 1024 * 1024);
+    let server = ServerCommand::new(&[
+        "--workers",
+        &workers,
+        "--max-connections",
+        "1",
+        "--write-timeout",
+        "60s",
+    ])
+    .greeting("workers-standby", &greeting)
+    .spawn();
+    // One peer that never reads fills each accepting worker, in turn.
+    let _stalled: Vec<_> = (1..=cores)
+        .map(|held| {
+            let peer = connect(server.addr);
+            server.wait_for_in_flight(held);
+            peer
+        })
+        .collect();
+    let mut peer = connect(server.addr);
+    let received = read_to_eof(&mut peer).expect("the standby worker greets it");
+    assert_same_bytes(&received, &greeting);
+}
+
 #[test]
 fn two_workers_give_peers_that_send_first_the_whole_greeting() {
     let server = spawn_server(&["--workers", "2"]);
