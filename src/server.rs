@@ -359,9 +359,7 @@ impl Server {
             // Header waiters closed to make room for newer ones.
             self.record_held_closes();
         }
-        if self.sharing.is_some() {
-            self.follow_accept_set();
-        }
+        self.follow_accept_set();
         let finished = match self.drain_deadline {
             Some(drain_deadline) => {
                 if stop == StopRequest::Now || now >= drain_deadline {
@@ -694,6 +692,35 @@ mod tests {
         assert!(handle.answered(1));
         handle.ping(2).unwrap();
         assert!(!handle.answered(2));
+    }
+
+    /// A PROXY listener defers accepts until data has come (`TCP_DEFER_ACCEPT`), so
+    /// that a header sent with the connection is read at accept; a plain one does not
+    /// (its clients wait for the server to speak).
+    #[test]
+    fn only_proxy_listeners_defer_accepts() {
+        let deferred = |config: Config| {
+            let server = Server::bind(config).unwrap();
+            let socket = &server.listeners[0].socket;
+            let mut seconds: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: the listener's descriptor is live for the call; `seconds` and
+            // `len` describe a writable c_int.
+            let rc = unsafe {
+                libc::getsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_DEFER_ACCEPT,
+                    (&mut seconds as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(rc, 0);
+            seconds
+        };
+        let plain = Config::new("127.0.0.1:0".parse().unwrap());
+        assert_eq!(deferred(plain.clone()), 0);
+        assert!(deferred(plain.with_proxy_protocol()) >= 1);
     }
 
     /// Connections that finish long before their deadlines leave entries behind; the

@@ -105,6 +105,27 @@ fn a_header_split_across_segments_is_waited_for() {
     assert_eq!(totals.greeted(), 1, "{totals}");
 }
 
+/// A header sent right after the handshake is taken by the one read at accept (the
+/// listener also defers accepts until data has come: `server.rs` tests that), so no
+/// connection waits in the slab for it.
+#[test]
+fn headers_sent_with_the_connection_are_taken_at_accept_without_holding_it() {
+    let server = start_server(proxy_config());
+    for _ in 0..50 {
+        let mut peer = connect(server.addr);
+        peer.write_all(b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 17\r\n")
+            .unwrap();
+        assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
+    }
+    let totals = server.stop();
+    let (held_lifetimes, _) = totals.held_lifetimes();
+    assert_eq!(
+        (totals.greeted(), held_lifetimes.iter().sum::<u64>()),
+        (50, 0),
+        "{totals}"
+    );
+}
+
 #[test]
 fn data_after_the_header_is_input_like_any_other() {
     let server = start_server(proxy_config());
