@@ -93,6 +93,15 @@ fn temp_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{name}", std::process::id()))
 }
 
+/// Clears the flag that keeps a scraping thread going when dropped.
+struct StopScrapes<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopScrapes<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn five_upgrades_under_load_lose_no_connection() {
     become_subreaper();
@@ -123,6 +132,9 @@ fn five_upgrades_under_load_lose_no_connection() {
             }
             answered
         });
+        // Ends the scrapes however this closure ends: a failed step panics here, and
+        // the scope joins the scraping thread before the panic goes on.
+        let _stop_scrapes = StopScrapes(&upgrading);
         wait_until("the load to run", || {
             progress.load(std::sync::atomic::Ordering::Relaxed) > 1000
         });
