@@ -119,9 +119,11 @@ fn headers_sent_with_the_connection_are_taken_at_accept_without_holding_it() {
     }
     let totals = server.stop();
     let (held_lifetimes, _) = totals.held_lifetimes();
+    // Held only after the greeting, if at all (a loaded machine can leave part of
+    // it unsent when it is checked): never for the header.
     assert_eq!(
         (totals.greeted(), held_lifetimes.iter().sum::<u64>()),
-        (50, 0),
+        (50, totals.lingered),
         "{totals}"
     );
 }
