@@ -366,10 +366,12 @@ fn held_connections_lifetimes_make_a_histogram_and_the_fast_path_is_not_in_it() 
     let server = command.spawn();
     let addrs = server.listening_addrs(1);
     // Greeted at once: not held, not observed.
-    assert_eq!(
-        read_to_eof(&mut connect(addrs[0])).unwrap(),
-        DEFAULT_GREETING
-    );
+    for _ in 0..50 {
+        assert_eq!(
+            read_to_eof(&mut connect(addrs[0])).unwrap(),
+            DEFAULT_GREETING
+        );
+    }
     // 16 MiB cannot go in one write: held until it is all out.
     assert_eq!(
         read_to_eof(&mut connect(addrs[1])).unwrap().len(),
@@ -383,31 +385,29 @@ fn held_connections_lifetimes_make_a_histogram_and_the_fast_path_is_not_in_it() 
         || {
             *scraped.borrow_mut() = samples(&http_get(metrics, "/metrics").1);
             let scraped = scraped.borrow();
-            (scraped.get("greeter_connections_accepted_total") == Some(&2.0)
+            (scraped.get("greeter_connections_accepted_total") == Some(&51.0)
                 && scraped.get("greeter_connections_held") == Some(&0.0))
             .then_some(())
         },
     );
     let scraped = scraped.into_inner();
-    // Exactly the held connections are observed: the large greeting's, and the small
-    // one's only if the kernel had not sent it all when it was checked (a loaded
-    // machine can delay a loopback send), which `lingered` counts.
+    // Only held connections are observed: the large greeting's, and a small one's
+    // only if the kernel had not sent it all when it was checked (a loaded machine
+    // can delay a loopback send), which `lingered` counts. Were the fast path
+    // observed, all 51 would be.
     server.signal("USR1");
-    let totals = server.wait_for_log("totals in_flight=0 accepted=2 ");
+    let totals = server.wait_for_log("totals in_flight=0 accepted=51 ");
     let lingered: f64 = totals
         .rsplit(" lingered=")
         .next()
         .and_then(|rest| rest.split(' ').next())
         .and_then(|count| count.parse().ok())
         .expect("a lingered= count");
-    assert!(lingered >= 1.0, "{totals}");
-    assert_eq!(
-        scraped.get("greeter_held_connection_seconds_count"),
-        Some(&lingered),
-        "{scraped:?}"
+    let observed = scraped["greeter_held_connection_seconds_count"];
+    assert!(
+        (1.0..=1.0 + lingered).contains(&observed),
+        "{observed} observed, {lingered} lingered: {scraped:?}"
     );
-    // Buckets from 1 ms up to the one that covers the longest life (3 s header + 30 s
-    // write + 2 s linger timeouts: 50 s), then +Inf.
     assert!(
         scraped.contains_key("greeter_held_connection_seconds_bucket{le=\"0.001\"}"),
         "{scraped:?}"
@@ -422,7 +422,7 @@ fn held_connections_lifetimes_make_a_histogram_and_the_fast_path_is_not_in_it() 
     );
     assert_eq!(
         scraped.get("greeter_held_connection_seconds_bucket{le=\"+Inf\"}"),
-        Some(&lingered)
+        Some(&observed)
     );
     assert!(scraped["greeter_held_connection_seconds_sum"] < 35.0);
 }
