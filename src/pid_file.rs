@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 pub fn write(path: &Path) -> io::Result<()> {
     let pid = std::process::id();
     let temporary = temporary_beside(path, pid);
-    let written = std::fs::File::create(&temporary).and_then(|mut file| {
-        writeln!(file, "{pid}")?;
-        file.sync_all()
-    });
+    // No fsync: readers need the rename's atomicity, not durability (a pid file is
+    // stale after a crash anyway), and an fsync behind a busy disk held up the
+    // supervisor's start for seconds, with the signals it answers.
+    let written = std::fs::File::create(&temporary).and_then(|mut file| writeln!(file, "{pid}"));
     match written.and_then(|()| std::fs::rename(&temporary, path)) {
         Ok(()) => Ok(()),
         Err(err) => {

@@ -138,7 +138,11 @@ fn five_upgrades_under_load_lose_no_connection() {
         wait_until("the load to run", || {
             progress.load(std::sync::atomic::Ordering::Relaxed) > 1000
         });
-        let mut pid = pid_in(&pid_file).expect("the pid file once serving");
+        let mut pid = wait_for(
+            STEP_TIMEOUT,
+            || "the pid file once serving".to_owned(),
+            || pid_in(&pid_file),
+        );
         assert_eq!(pid, server.pid());
         let mut generations = Vec::new();
         let mut switches = Vec::new();
