@@ -359,7 +359,10 @@ impl Server {
             // Header waiters closed to make room for newer ones.
             self.record_held_closes();
         }
-        self.follow_accept_set();
+        // Checked here so that a loop that serves its listeners alone pays no call.
+        if self.sharing.is_some() {
+            self.follow_accept_set();
+        }
         let finished = match self.drain_deadline {
             Some(drain_deadline) => {
                 if stop == StopRequest::Now || now >= drain_deadline {
