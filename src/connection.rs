@@ -238,11 +238,8 @@ impl Connection {
                 drop_pregreeter, ..
             } => {
                 let input = self.read_input();
-                if self.input > 0 {
-                    self.standing = Standing::Pregreeted;
-                    if drop_pregreeter {
-                        return Step::Close(CloseReason::Pregreet);
-                    }
+                if let Some(dropped) = self.pregreeting(drop_pregreeter) {
+                    return dropped;
                 }
                 match input {
                     // A peer that only shut down its side may still read: it is
@@ -421,13 +418,17 @@ impl Connection {
                 drop_pregreeter,
             };
         }
-        if self.input > 0 {
-            self.standing = Standing::Pregreeted;
-            if drop_pregreeter {
-                return Step::Close(CloseReason::Pregreet);
-            }
+        self.pregreeting(drop_pregreeter).unwrap_or(Step::Wait)
+    }
+
+    /// A client that has sent input while its greeting is held back is a pregreeter;
+    /// with `--pregreet drop` (`drop_pregreeter`) it is closed: that close.
+    fn pregreeting(&mut self, drop_pregreeter: bool) -> Option<Step> {
+        if self.input == 0 {
+            return None;
         }
-        Step::Wait
+        self.standing = Standing::Pregreeted;
+        drop_pregreeter.then_some(Step::Close(CloseReason::Pregreet))
     }
 
     /// Whether it sent data during its `--greet-delay`.
