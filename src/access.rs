@@ -20,6 +20,7 @@ use prefix_trie::PrefixMap;
 
 use crate::error::Failure;
 use crate::files::{not_regular, open_regular, OpenFailure};
+use crate::greeting::Greeting;
 use crate::rate::RateTable;
 
 /// What an entry says of the addresses it contains.
@@ -47,7 +48,7 @@ pub struct Policy {
     pub list: AccessList,
     /// `--deny-message`: sent to a denied client, with the greeting's close policy;
     /// `None`: a denied client is closed at once, sent nothing.
-    pub deny_message: Option<Arc<[u8]>>,
+    pub deny_message: Option<Greeting>,
     /// `--max-rate-per-ip`: each source's rate, shared by the workers (and kept
     /// across a reload that keeps its settings).
     pub rate: Option<Arc<RateTable>>,

@@ -3,13 +3,12 @@
 //! (`greeter-server`, `greeter-load`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::unbracket;
 use crate::config::{parse_positive_duration, parse_size};
 use crate::error::Failure;
-use crate::greeting::{read_greeting_file, DEFAULT_GREETING};
+use crate::greeting::{read_greeting_file, Greeting, DEFAULT_GREETING};
 
 /// The port both the server and the client use by default.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -54,11 +53,11 @@ impl GreetingArgs {
     /// # Errors
     /// A [`Failure`] naming the file and the cause when it cannot be read, or
     /// saying that the greeting is empty.
-    pub fn load(&self) -> Result<Arc<[u8]>, Failure> {
-        let greeting: Arc<[u8]> = match (&self.message_file, &self.message) {
+    pub fn load(&self) -> Result<Greeting, Failure> {
+        let greeting = match (&self.message_file, &self.message) {
             (Some(path), _) => read_greeting_file(path)?,
-            (None, Some(text)) => Arc::from(text.as_bytes()),
-            (None, None) => Arc::from(DEFAULT_GREETING.as_bytes()),
+            (None, Some(text)) => Greeting::from(text.as_str()),
+            (None, None) => Greeting::from(DEFAULT_GREETING),
         };
         if greeting.is_empty() {
             let what = match &self.message_file {

@@ -37,6 +37,7 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use crate::close::CloseReason;
+use crate::peer_addr::PeerAddr;
 use crate::peer_input::FirstInput;
 use crate::proxy::{read_header, Header, PartialHeader};
 use crate::socket::{
@@ -55,7 +56,7 @@ pub(crate) struct Connection {
     /// The socket, nonblocking (registered with the poll only while held).
     stream: TcpStream,
     /// The client: the socket's peer, or the one its PROXY header named.
-    peer: SocketAddr,
+    peer: PeerAddr,
     /// When it was accepted, in milliseconds since the server started (wrapping), for
     /// the `ms=` field of the `CLOSE` log line; 4 bytes instead of an `Instant`'s 16,
     /// since every held connection pays for it. Set when it is held: a connection
@@ -201,7 +202,7 @@ impl Connection {
         };
         Connection {
             stream,
-            peer,
+            peer: PeerAddr::from(peer),
             accepted_ms: 0,
             phase,
             standing: Standing::Ordinary,
@@ -291,7 +292,10 @@ impl Connection {
                 self.advance(greeting)
             }
             Phase::Header => {
-                debug!("PROXY_ERROR peer={} error=\"no header in time\"", self.peer);
+                debug!(
+                    "PROXY_ERROR peer={} error=\"no header in time\"",
+                    self.peer()
+                );
                 Step::Close(CloseReason::ProxyHeader)
             }
             Phase::Writing { .. } => Step::Close(CloseReason::WriteTimeout),
@@ -347,10 +351,10 @@ impl Connection {
                     header_len: len as u16,
                 };
                 // LOCAL and UNKNOWN: served as the socket's peer.
-                Step::Named(client.unwrap_or(self.peer))
+                Step::Named(client.unwrap_or(self.peer()))
             }
             Ok(Header::Invalid(why)) => {
-                debug!("PROXY_ERROR peer={} error=\"{why}\"", self.peer);
+                debug!("PROXY_ERROR peer={} error=\"{why}\"", self.peer());
                 Step::Close(CloseReason::ProxyHeader)
             }
             Err(err) => Step::Close(CloseReason::for_error(&err)),
@@ -390,13 +394,14 @@ impl Connection {
     }
 
     /// The client: the socket's peer, until a PROXY header names another.
+    #[inline]
     pub(crate) fn peer(&self) -> SocketAddr {
-        self.peer
+        SocketAddr::from(self.peer)
     }
 
     /// Makes `client`, named by a PROXY header, the connection's peer.
     pub(crate) fn set_peer(&mut self, client: SocketAddr) {
-        self.peer = client;
+        self.peer = PeerAddr::from(client);
     }
 
     /// Marks it as a denied client's, to be sent the deny message.

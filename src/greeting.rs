@@ -1,7 +1,9 @@
-//! The greeting: the default one, and reading a greeting file once, checked, into the
-//! one shared allocation every connection is sent from.
+//! The greeting: the bytes every connection is sent from (shared, never copied), the
+//! default one, and reading a greeting file once, checked, into them.
 
+use std::fmt;
 use std::io::{self, Read};
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,6 +15,48 @@ pub const DEFAULT_GREETING: &str = "Hello there! This is the hosted server";
 
 /// The largest greeting file read: a greeting is held in memory once and sent whole.
 pub const MAX_GREETING_BYTES: u64 = 1 << 30;
+
+/// Bytes sent to connections (a greeting, or a deny message), shared by all of them.
+///
+/// One word wide where an `Arc<[u8]>` takes two: every held connection keeps one, and
+/// a held connection's size is what many thousands of them cost. (Reading the bytes
+/// takes one more pointer than an `Arc<[u8]>` would.)
+#[derive(Clone, PartialEq, Eq)]
+pub struct Greeting(Arc<Box<[u8]>>);
+
+impl Deref for Greeting {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Greeting {
+    fn from(bytes: Vec<u8>) -> Self {
+        Greeting(Arc::new(bytes.into_boxed_slice()))
+    }
+}
+
+impl From<&[u8]> for Greeting {
+    fn from(bytes: &[u8]) -> Self {
+        Greeting::from(bytes.to_vec())
+    }
+}
+
+impl From<&str> for Greeting {
+    fn from(text: &str) -> Self {
+        Greeting::from(text.as_bytes())
+    }
+}
+
+impl fmt::Debug for Greeting {
+    /// Its length: a greeting may be a gigabyte.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Greeting({} bytes)", self.len())
+    }
+}
 
 /// Reads a greeting file once, at the size it has when opened, straight into the
 /// shared allocation every connection will use (no second copy: a 1 GiB greeting
@@ -27,7 +71,7 @@ pub const MAX_GREETING_BYTES: u64 = 1 << 30;
 ///
 /// # Errors
 /// A [`Failure`] naming the path and the cause.
-pub fn read_greeting_file(path: &Path) -> Result<Arc<[u8]>, Failure> {
+pub fn read_greeting_file(path: &Path) -> Result<Greeting, Failure> {
     let fail = |err: io::Error, hint| {
         Failure::new(
             format!("cannot read greeting file {}", path.display()),
@@ -61,9 +105,9 @@ pub fn read_greeting_file(path: &Path) -> Result<Arc<[u8]>, Failure> {
     })
 }
 
-/// Reads `file`, whose metadata at open was `before`, whole into one shared
-/// allocation, and checks that it did not change meanwhile.
-fn read_unchanged(file: &mut std::fs::File, before: &std::fs::Metadata) -> io::Result<Arc<[u8]>> {
+/// Reads `file`, whose metadata at open was `before`, whole into one allocation, and
+/// checks that it did not change meanwhile.
+fn read_unchanged(file: &mut std::fs::File, before: &std::fs::Metadata) -> io::Result<Greeting> {
     let changed = |what: &str| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -71,24 +115,14 @@ fn read_unchanged(file: &mut std::fs::File, before: &std::fs::Metadata) -> io::R
         )
     };
     let len = usize::try_from(before.len()).map_err(|_| changed("is too large"))?;
-    // Allocated once at its final size, zeroed, then filled in place by the read.
-    let mut greeting = Arc::<[u8]>::new_uninit_slice(len);
-    let Some(uninit) = Arc::get_mut(&mut greeting) else {
-        return Err(io::Error::other("a fresh greeting buffer was shared"));
-    };
-    // SAFETY: `uninit` is this allocation's only reference and spans exactly `len`
-    // one-byte elements, so writing `len` zero bytes stays inside it (one memset,
-    // where zeroing element by element costs seconds per GiB in debug builds).
-    unsafe { uninit.as_mut_ptr().write_bytes(0, len) };
-    // SAFETY: every byte was initialised (to zero) just above.
-    let mut greeting = unsafe { greeting.assume_init() };
-    let Some(buffer) = Arc::get_mut(&mut greeting) else {
-        return Err(io::Error::other("a fresh greeting buffer was shared"));
-    };
-    file.read_exact(buffer).map_err(|err| match err.kind() {
-        io::ErrorKind::UnexpectedEof => changed("shrank"),
-        _ => err,
-    })?;
+    // Allocated once at its final size (zeroed pages come from the kernel, not from a
+    // memset), then filled in place by the read.
+    let mut greeting = vec![0u8; len];
+    file.read_exact(&mut greeting)
+        .map_err(|err| match err.kind() {
+            io::ErrorKind::UnexpectedEof => changed("shrank"),
+            _ => err,
+        })?;
     if file.read(&mut [0u8; 1])? > 0 {
         return Err(changed("grew"));
     }
@@ -96,7 +130,7 @@ fn read_unchanged(file: &mut std::fs::File, before: &std::fs::Metadata) -> io::R
     if after.len() != before.len() || after.modified().ok() != before.modified().ok() {
         return Err(changed("changed"));
     }
-    Ok(greeting)
+    Ok(Greeting::from(greeting))
 }
 
 #[cfg(test)]

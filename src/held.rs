@@ -25,8 +25,9 @@ use crate::access::{Policy, Pregreet};
 use crate::close::{log_accept, CloseReason, Closed};
 use crate::config::Config;
 use crate::connection::{Connection, Phase, Step, Timer};
-use crate::deadlines::{Deadline, DeadlineQueue};
+use crate::deadlines::{saturating_add, Deadline, DeadlineQueue};
 use crate::error::describe_io_error;
+use crate::greeting::Greeting;
 use crate::per_ip::PerIpLimit;
 
 /// Stale deadline entries tolerated beyond twice the held connections before a queue
@@ -40,7 +41,7 @@ struct Held {
     /// The greeting it is being sent: the one current when it was accepted, kept
     /// (shared, never copied) across a reload that swaps the server's (or the deny
     /// message, for a denied client).
-    greeting: Arc<[u8]>,
+    greeting: Greeting,
     /// Tells this connection apart from a later one that reuses its slab key, so that a
     /// stale deadline never closes the newcomer.
     serial: u64,
@@ -200,7 +201,15 @@ impl HeldConnections {
 
     /// The soonest deadline, if any (it may be stale: the loop then wakes for nothing).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.iter().filter_map(DeadlineQueue::next).min()
+        // The clock is read only when something is queued: never on the fast path.
+        let mut queued = self.deadlines.iter().filter(|queue| !queue.is_empty());
+        let first = queued.next()?;
+        let now = Instant::now();
+        let soonest = queued
+            .chain(Some(first))
+            .filter_map(|queue| queue.next(now))
+            .min()?;
+        Some(saturating_add(now, soonest))
     }
 
     /// A connection just accepted: advanced at once (the fast path), and held only if
@@ -209,7 +218,7 @@ impl HeldConnections {
     pub(crate) fn admit(
         &mut self,
         mut conn: Connection,
-        greeting: &Arc<[u8]>,
+        greeting: &Greeting,
         policy: Option<&Arc<Policy>>,
         now: Instant,
     ) -> Option<Closed> {
@@ -230,7 +239,7 @@ impl HeldConnections {
         match step {
             Step::Close(reason) => Some(closed(&conn, sending, reason)),
             // Only a header names a client, and it is named once.
-            Step::Wait | Step::Named(_) => self.hold(conn, Arc::clone(sending), now),
+            Step::Wait | Step::Named(_) => self.hold(conn, sending.clone(), now),
         }
     }
 
@@ -292,9 +301,9 @@ impl HeldConnections {
     /// Holds a connection that must wait: registers it for what its phase waits for
     /// and starts its phase's deadline. A header waiter may first need room; one that
     /// cannot be held is closed (and handed back).
-    fn hold(&mut self, mut conn: Connection, greeting: Arc<[u8]>, now: Instant) -> Option<Closed> {
+    fn hold(&mut self, mut conn: Connection, greeting: Greeting, now: Instant) -> Option<Closed> {
         let phase = conn.phase();
-        if phase == Phase::Header && !self.make_room_for_header_waiter(conn.peer().ip()) {
+        if phase == Phase::Header && !self.make_room_for_header_waiter(conn.peer().ip(), now) {
             debug!(
                 "PROXY_ERROR peer={} error=\"its address has --max-per-ip connections waiting for their header\"",
                 conn.peer()
@@ -376,7 +385,7 @@ impl HeldConnections {
             }
             Admission::DenyMessage(message) => {
                 let held = &mut self.slab[key];
-                held.greeting = Arc::clone(message);
+                held.greeting = message.clone();
                 held.conn.deny();
             }
         }
@@ -393,12 +402,12 @@ impl HeldConnections {
                 if !is_live(&self.slab, &due, timer) {
                     continue;
                 }
-                let held = &mut self.slab[due.key];
+                let held = &mut self.slab[due.key()];
                 let (before, sent_before) = (held.conn.phase(), held.conn.sent(&held.greeting));
                 // A delay that ends writes the greeting.
                 let step = held.conn.on_deadline(&held.greeting);
                 self.counts.bytes_sent += (held.conn.sent(&held.greeting) - sent_before) as u64;
-                self.settle(due.key, before, step, now);
+                self.settle(due.key(), before, step, now);
             }
         }
     }
@@ -565,7 +574,7 @@ impl HeldConnections {
     /// a header normally comes within milliseconds, so the oldest is the one least
     /// likely ever to send one, and a flood of header-less connections only ever
     /// pushes out its own.
-    fn make_room_for_header_waiter(&mut self, ip: IpAddr) -> bool {
+    fn make_room_for_header_waiter(&mut self, ip: IpAddr, now: Instant) -> bool {
         if !self
             .header_waiters_per_peer
             .as_ref()
@@ -574,15 +583,15 @@ impl HeldConnections {
             return false;
         }
         while self.header_waiters >= self.max_header_waiters {
-            let Some(oldest) = self.deadlines[Timer::Header as usize].pop_oldest() else {
+            let Some(oldest) = self.deadlines[Timer::Header as usize].pop_oldest(now) else {
                 break;
             };
             if is_live(&self.slab, &oldest, Timer::Header) {
                 debug!(
                     "PROXY_ERROR peer={} error=\"closed for a newer connection: too many wait for their header\"",
-                    self.slab[oldest.key].conn.peer()
+                    self.slab[oldest.key()].conn.peer()
                 );
-                self.close(oldest.key, CloseReason::ProxyHeader);
+                self.close(oldest.key(), CloseReason::ProxyHeader);
             }
         }
         true
@@ -611,7 +620,7 @@ impl HeldConnections {
 /// Whether `deadline` still belongs to a held connection in a phase `timer` bounds:
 /// not to one that closed, moved on, or whose key has a new holder.
 fn is_live(slab: &Slab<Held>, deadline: &Deadline, timer: Timer) -> bool {
-    slab.get(deadline.key)
+    slab.get(deadline.key())
         .is_some_and(|held| held.serial == deadline.serial && held.conn.phase().timer() == timer)
 }
 
@@ -659,7 +668,7 @@ enum Admission<'p> {
     /// Nothing: closed at once for this reason.
     Refuse(CloseReason),
     /// A denied client: this deny message instead of the greeting.
-    DenyMessage(&'p Arc<[u8]>),
+    DenyMessage(&'p Greeting),
 }
 
 /// What `conn` is being sent: its listener's greeting, or for a denied client the
@@ -667,9 +676,9 @@ enum Admission<'p> {
 #[inline]
 fn bytes_for<'a>(
     conn: &Connection,
-    greeting: &'a Arc<[u8]>,
+    greeting: &'a Greeting,
     policy: Option<&'a Arc<Policy>>,
-) -> &'a Arc<[u8]> {
+) -> &'a Greeting {
     if conn.is_denied() {
         if let Some(message) = policy.and_then(|policy| policy.deny_message.as_ref()) {
             return message;
@@ -710,15 +719,15 @@ mod tests {
 
     #[test]
     fn held_connection_state_stays_small() {
-        // Every held connection pays for this, a slab entry's tag and one 32-byte
-        // deadline entry; the budget for user-space memory per held connection is
-        // 128 bytes, and `Held` may take 88 of them. mio's stream is 4 bytes in
-        // release builds and 16 with debug assertions, which also pad `Connection`
-        // by 4 more: so 88 + 16 bytes here.
+        // Every held connection pays for this (in its slab entry, which has no tag of
+        // its own: the greeting's pointer cannot be null) and for one 16-byte deadline
+        // entry; the budget for user-space memory per held connection is 95 bytes,
+        // and `Held` may take 72 of them. mio's stream is 4 bytes in release builds
+        // and 16 with debug assertions: so 72 + 16 bytes there.
         let held = std::mem::size_of::<Held>();
-        let budget = if cfg!(debug_assertions) { 88 + 16 } else { 88 };
+        let budget = if cfg!(debug_assertions) { 72 + 16 } else { 72 };
         assert!(held <= budget, "a held connection's state is {held} bytes");
-        assert_eq!(std::mem::size_of::<Deadline>(), 32);
+        assert_eq!(std::mem::size_of::<Deadline>(), 16);
         assert_eq!(
             std::mem::size_of::<TcpStream>(),
             if cfg!(debug_assertions) { 16 } else { 4 }

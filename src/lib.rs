@@ -18,7 +18,8 @@
 //!   counting and logging every close.
 //! - `connection` (internal): one connection: its phase (PROXY header, writing,
 //!   greet delay, flushing, lingering) and the one method that advances it and says what happens
-//!   next (`Step`).
+//!   next (`Step`); `peer_addr` (internal): the client's address in the 24 bytes a
+//!   held connection keeps.
 //! - `held` (internal): the connections that must wait: the slab, one deadline queue
 //!   per timer, per-address and header-waiter accounting; it applies each `Step`, and
 //!   advances a fresh connection once (the fast path, never held).
@@ -39,8 +40,9 @@
 //!   ([`config::keys`]), the TOML file ([`config::file`]), the layers and `[[listener]]`
 //!   tables ([`config::settings`]), and the checked [`Config`] they turn into.
 //! - [`cli`]: flag groups the binaries share (the server to talk to, the greeting).
-//! - [`greeting`]: the default greeting; greeting files read once, checked, into their
-//!   shared allocation.
+//! - [`greeting`]: [`greeting::Greeting`], the bytes every connection is sent from
+//!   (shared, one word to hold); the default greeting; greeting files read once,
+//!   checked.
 //! - [`startup`]: the checks, the binding and the start-up lines before serving.
 //! - [`supervisor`]: runs the workers, the reload thread and the metrics until every
 //!   worker stops, answering requests (drain, stop now, reload, log totals).
@@ -90,6 +92,7 @@ pub mod metrics;
 pub mod metrics_format;
 pub mod metrics_http;
 pub mod notify;
+mod peer_addr;
 pub mod peer_input;
 mod per_ip;
 pub mod pid_file;

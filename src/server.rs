@@ -25,6 +25,7 @@ use crate::connection::Connection;
 use crate::deadlines::saturating_add;
 use crate::error::{describe_io_error, Failure};
 use crate::fdlimit;
+use crate::greeting::Greeting;
 use crate::handle::{ServerHandle, Snapshot, StopRequest};
 use crate::held::HeldConnections;
 use crate::listener::{defer_accept, listen_config, ListeningSocket};
@@ -123,7 +124,7 @@ struct Listening {
     /// Its listener's index in [`Config::listeners`], to find its greeting at a reload.
     listener: usize,
     /// The greeting its connections are sent (loaded once, shared, never copied).
-    greeting: Arc<[u8]>,
+    greeting: Greeting,
     /// Whether its connections begin with a PROXY protocol header.
     proxy_protocol: bool,
     /// Who its listener greets (`--allow`, `--deny`); `None`: everyone.
@@ -208,7 +209,7 @@ impl Server {
             registered.push(Listening {
                 socket,
                 listener,
-                greeting: Arc::clone(&served.greeting),
+                greeting: served.greeting.clone(),
                 proxy_protocol: served.proxy_protocol,
                 policy: served.policy.clone(),
             });
@@ -473,7 +474,7 @@ impl Server {
     fn reconfigure(&mut self, config: &Config) {
         for listening in &mut self.listeners {
             if let Some(served) = config.listeners.get(listening.listener) {
-                listening.greeting = Arc::clone(&served.greeting);
+                listening.greeting = served.greeting.clone();
                 listening.policy = served.policy.clone();
             }
         }

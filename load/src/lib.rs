@@ -18,7 +18,6 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,6 +29,7 @@ use serde::Serialize;
 use slab::Slab;
 
 use greeter::deadlines::DeadlineQueue;
+use greeter::greeting::Greeting;
 
 /// What a load run does.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub struct LoadOptions {
     /// Stop starting connections after this long.
     pub duration: Duration,
     /// What every connection must receive, byte for byte, before EOF.
-    pub expected: Arc<[u8]>,
+    pub expected: Greeting,
     /// Per connection, from connect to EOF.
     pub timeout: Duration,
     /// Event loops (threads) sharing the work.
@@ -362,9 +362,7 @@ fn run_worker(
         }
         // Only a timeout needs a wake-up without an event: until `end` every free slot
         // was filled above, and after it nothing new starts.
-        let timeout = deadlines
-            .next()
-            .map(|at| at.saturating_duration_since(Instant::now()));
+        let timeout = deadlines.next(Instant::now());
         if let Err(err) = poll.poll(&mut events, timeout) {
             if err.kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -399,10 +397,10 @@ fn run_worker(
         let now = Instant::now();
         while let Some(due) = deadlines.pop_expired(now) {
             if in_flight
-                .get(due.key)
+                .get(due.key())
                 .is_some_and(|a| a.serial == due.serial)
             {
-                in_flight.remove(due.key);
+                in_flight.remove(due.key());
                 report.errors.timed_out += 1;
                 progress.fetch_add(1, Ordering::Relaxed);
             }

@@ -5,9 +5,9 @@ mod util;
 
 use std::net::TcpListener;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Duration;
 
+use greeter::greeting::Greeting;
 use greeter::CloseReason;
 use greeter_load::{self as load, LoadOptions, ProxyVersion};
 use util::*;
@@ -18,7 +18,7 @@ fn options(addr: std::net::SocketAddr, expected: &[u8]) -> LoadOptions {
         connections: 16,
         total: Some(2_000),
         duration: Duration::from_secs(30),
-        expected: Arc::from(expected),
+        expected: Greeting::from(expected),
         timeout: Duration::from_secs(5),
         threads: 2,
         send_proxy: None,

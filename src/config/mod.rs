@@ -19,7 +19,7 @@ use crate::access::{AccessList, Policy, Sources};
 pub use crate::cli::DEFAULT_PORT;
 use crate::client::unbracket;
 use crate::error::Failure;
-pub use crate::greeting::{read_greeting_file, DEFAULT_GREETING, MAX_GREETING_BYTES};
+pub use crate::greeting::{read_greeting_file, Greeting, DEFAULT_GREETING, MAX_GREETING_BYTES};
 use crate::rate::{RateSettings, RateTable};
 pub use flags::{ServerArgs, ServerCli};
 pub use settings::{Settings, SettingsError, Source};
@@ -148,7 +148,7 @@ pub struct ListenerConfig {
     /// Where to listen, in the order given (at least one address, one port).
     pub addrs: Vec<SocketAddr>,
     /// The greeting, loaded once and shared by every connection (never copied).
-    pub greeting: Arc<[u8]>,
+    pub greeting: Greeting,
     /// Whether every connection starts with a PROXY protocol header to read first.
     pub proxy_protocol: bool,
     /// Who is greeted (`--allow`, `--deny`); `None`: everyone.
@@ -161,7 +161,7 @@ impl Config {
         Config {
             listeners: vec![ListenerConfig {
                 addrs: vec![listen],
-                greeting: Arc::from(DEFAULT_GREETING.as_bytes()),
+                greeting: Greeting::from(DEFAULT_GREETING),
                 proxy_protocol: false,
                 policy: None,
             }],
@@ -178,10 +178,10 @@ impl Config {
     }
 
     /// Gives every listener this greeting.
-    pub fn with_greeting(mut self, greeting: impl Into<Arc<[u8]>>) -> Self {
+    pub fn with_greeting(mut self, greeting: impl Into<Greeting>) -> Self {
         let greeting = greeting.into();
         for listener in &mut self.listeners {
-            listener.greeting = Arc::clone(&greeting);
+            listener.greeting = greeting.clone();
         }
         self
     }
@@ -265,7 +265,7 @@ impl ServerArgs {
             deny_message: self
                 .deny_message
                 .as_ref()
-                .map(|text| Arc::from(text.as_bytes())),
+                .map(|text| Greeting::from(text.as_str())),
             rate,
             greet_delay: self.greet_delay,
             pregreet: self.pregreet,

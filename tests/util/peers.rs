@@ -3,9 +3,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
+
+use greeter::greeting::Greeting;
 
 use super::{DEFAULT_GREETING, STEP_TIMEOUT};
 
@@ -108,7 +109,7 @@ pub fn load_options(addr: SocketAddr, total: u64) -> greeter_load::LoadOptions {
         connections: 16,
         total: Some(total),
         duration: Duration::from_secs(30),
-        expected: Arc::from(DEFAULT_GREETING),
+        expected: Greeting::from(DEFAULT_GREETING),
         timeout: Duration::from_secs(5),
         threads: 1,
         send_proxy: None,
