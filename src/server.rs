@@ -31,7 +31,7 @@ use crate::held::HeldConnections;
 use crate::listener::{defer_accept, listen_config, ListeningSocket};
 use crate::socket::would_block;
 use crate::totals::Totals;
-use crate::wake_one::{self, AcceptSet};
+use crate::wake_one::{self, AcceptSet, Role};
 
 /// Reserved tokens sit at the top of the range: the waker, then the listeners downward
 /// (listener `i` is `usize::MAX - 1 - i`); connections use their slab key, which is
@@ -110,11 +110,20 @@ pub struct Server {
 struct Sharing {
     /// Which of the workers take wake-ups now.
     set: Arc<AcceptSet>,
-    /// Whether this loop stands by (listens only while an accepting loop is full).
-    standby: bool,
+    /// Its index among the workers, for the log.
+    index: usize,
+    /// When it listens (`wake_one.rs`).
+    role: Role,
     /// Whether this accepting loop is counted as full in the set.
     counted_full: bool,
+    /// While this accepting loop is counted as behind: until when, unless it falls
+    /// behind again.
+    behind_until: Option<Instant>,
 }
+
+/// How long an accepting loop stays counted as behind after its last round that found
+/// its backlog deep: helpers do not come and go with every round.
+const BEHIND_HOLD: Duration = Duration::from_secs(1);
 
 /// A listening socket with what the connections it accepts get.
 #[derive(Debug)]
@@ -276,13 +285,14 @@ impl Server {
     /// ([`crate::Workers`] does), and that it is worker `index` of `set`: it takes
     /// wake-ups from them only as the set says.
     pub(crate) fn share_listeners(&mut self, set: &Arc<AcceptSet>, index: usize) {
-        let standby = set.is_standby(index);
         self.sharing = Some(Sharing {
             set: Arc::clone(set),
-            standby,
+            index,
+            role: set.role(index),
             counted_full: false,
+            behind_until: None,
         });
-        self.follow_accept_set();
+        self.follow_accept_set(0, Instant::now());
     }
 
     /// A handle that shuts the server down or reads its totals from another thread.
@@ -355,14 +365,15 @@ impl Server {
         // connection only once every event of this batch, which named the old holder,
         // has been handled.
         let has_room = self.held.len() < self.config.max_connections;
+        let mut accepted = 0;
         if !self.listeners.is_empty() && self.gate.should_accept(listener_readable, has_room, now) {
-            self.accept_queued(now, ACCEPT_BUDGET, self.config.max_connections);
+            accepted = self.accept_queued(now, ACCEPT_BUDGET, self.config.max_connections);
             // Header waiters closed to make room for newer ones.
             self.record_held_closes();
         }
         // Checked here so that a loop that serves its listeners alone pays no call.
         if self.sharing.is_some() {
-            self.follow_accept_set();
+            self.follow_accept_set(accepted, now);
         }
         let finished = match self.drain_deadline {
             Some(drain_deadline) => {
@@ -401,14 +412,15 @@ impl Server {
     }
 
     /// A loop that shares its listeners keeps them in its poll only while it should
-    /// take their wake-ups: while it has room (below its `--max-connections`), and,
-    /// for a standby, while one of the accepting loops is full (`wake_one.rs` says
-    /// why). An arrival wakes one waiting loop (`EPOLLEXCLUSIVE`), so a full loop that
-    /// stayed registered could take every wake-up and leave the connections in the
-    /// backlog while others have room (nginx steps out the same way). Putting a
-    /// listener back reports what is already queued; the `epoll_ctl`s happen only when
-    /// a loop fills or frees.
-    fn follow_accept_set(&mut self) {
+    /// take their wake-ups: while it has room (below its `--max-connections`), and as
+    /// its role says (`wake_one.rs` says why): the first always, a helper while an
+    /// accepting loop is behind or full, a reserve while one is full. An arrival wakes
+    /// one waiting loop (`EPOLLEXCLUSIVE`), so a full loop that stayed registered
+    /// could take every wake-up and leave the connections in the backlog while others
+    /// have room (nginx steps out the same way). Putting a listener back reports what
+    /// is already queued; the `epoll_ctl`s happen only when a loop's part changes.
+    /// `accepted`: how many connections this round accepted.
+    fn follow_accept_set(&mut self, accepted: usize, now: Instant) {
         let Some(sharing) = self.sharing.as_mut() else {
             return;
         };
@@ -416,14 +428,22 @@ impl Server {
             return;
         }
         let has_room = self.held.len() < self.config.max_connections;
-        if !sharing.standby && sharing.counted_full == has_room {
-            sharing.counted_full = !has_room;
-            sharing.set.accepting_worker_full(!has_room);
+        if sharing.role != Role::Reserve {
+            if sharing.counted_full == has_room {
+                sharing.counted_full = !has_room;
+                sharing.set.accepting_worker_full(!has_room);
+            }
+            follow_backlog(sharing, accepted, behind_at(self.config.backlog), now);
         }
-        let listen = has_room && sharing.set.should_listen(sharing.standby);
+        let listen = has_room && sharing.set.should_listen(sharing.role);
         if listen == self.listening {
             return;
         }
+        debug!(
+            "worker {} {} the shared listeners",
+            sharing.index,
+            if listen { "listens on" } else { "steps out of" }
+        );
         let registry = self.poll.registry();
         for (index, listening) in self.listeners.iter().enumerate() {
             let fd = listening.socket.as_raw_fd();
@@ -488,13 +508,14 @@ impl Server {
     /// different one each time and giving each an equal share of `budget`, until
     /// every backlog is empty (edge triggering announces them only once), the budget
     /// is spent, `cap` connections are held, or accepting fails for lack of resources.
-    fn accept_queued(&mut self, now: Instant, budget: usize, cap: usize) {
+    fn accept_queued(&mut self, now: Instant, budget: usize, cap: usize) -> usize {
         if !self.gate.is_ready() {
             // After a pause, the cap or a spent budget no event announces what is
             // queued: every listener may hold some.
             self.pending.fill(true);
         }
         let ready = self.pending.iter().filter(|&&pending| pending).count();
+        let mut accepted = 0;
         let share = budget.div_ceil(ready.max(1));
         let count = self.listeners.len();
         // A compare, not `%`: a division costs tens of cycles on every round.
@@ -508,10 +529,10 @@ impl Server {
             if !self.pending[index] {
                 continue;
             }
-            match self.accept_from(index, now, share, cap) {
+            match self.accept_from(index, now, share, cap, &mut accepted) {
                 Some(drained) => self.pending[index] = !drained,
                 // At capacity or paused: the gate says so; the rest stay pending.
-                None => return,
+                None => return accepted,
             }
         }
         if self.pending.iter().any(|&pending| pending) {
@@ -519,17 +540,19 @@ impl Server {
         } else {
             self.gate.drained(now);
         }
+        accepted
     }
 
-    /// Accepts up to `share` connections from listener `index`: `Some(true)` once its
-    /// backlog is empty, `Some(false)` when the share ran out first, `None` when
-    /// accepting must stop (the cap, or a pause).
+    /// Accepts up to `share` connections from listener `index`, counting them in
+    /// `accepted`: `Some(true)` once its backlog is empty, `Some(false)` when the share
+    /// ran out first, `None` when accepting must stop (the cap, or a pause).
     fn accept_from(
         &mut self,
         index: usize,
         now: Instant,
         share: usize,
         cap: usize,
+        accepted: &mut usize,
     ) -> Option<bool> {
         for _ in 0..share {
             if self.held.len() >= cap {
@@ -538,7 +561,10 @@ impl Server {
                 return None;
             }
             match self.listeners[index].socket.accept() {
-                Ok((stream, peer)) => self.greet(stream, peer, index, now),
+                Ok((stream, peer)) => {
+                    *accepted += 1;
+                    self.greet(stream, peer, index, now);
+                }
                 Err(err) if would_block(&err) => return Some(true),
                 Err(err) => match accept::classify(&err) {
                     AcceptFailure::PerConnection => {
@@ -672,6 +698,32 @@ fn record_input(totals: &mut Totals, closed: &Closed, level: log::Level) {
         if log::log_enabled!(target: crate::close::LOG_TARGET, level) {
             log_pregreet(closed, level);
         }
+    }
+}
+
+/// How many connections one round of an accepting loop must find waiting for the loop
+/// to count as behind: a quarter of the listen backlog (so helpers step in well
+/// before it overflows), and no more than a round's accept budget.
+fn behind_at(backlog: i32) -> usize {
+    (usize::try_from(backlog).unwrap_or(0) / 4).clamp(1, ACCEPT_BUDGET)
+}
+
+/// Counts an accepting loop as behind in its set from a round that accepted
+/// `behind_at` connections or more, until a round after [`BEHIND_HOLD`] without one.
+fn follow_backlog(sharing: &mut Sharing, accepted: usize, behind_at: usize, now: Instant) {
+    if accepted >= behind_at {
+        if sharing.behind_until.is_none() {
+            debug!(
+                "worker {} is behind ({accepted} connections in one round): helpers step in",
+                sharing.index
+            );
+            sharing.set.accepting_worker_behind(true);
+        }
+        sharing.behind_until = Some(now + BEHIND_HOLD);
+    } else if sharing.behind_until.is_some_and(|until| now >= until) {
+        debug!("worker {} caught up", sharing.index);
+        sharing.behind_until = None;
+        sharing.set.accepting_worker_behind(false);
     }
 }
 

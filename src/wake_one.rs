@@ -12,10 +12,18 @@
 //! One wake-up per arrival is not enough when there are more workers than cores: the
 //! kernel wakes the first worker *waiting* in `epoll_wait`, so while the first ones
 //! are busy it wakes later ones, and a third runnable loop on 2 cores only adds
-//! context switches (`--workers 64` served 73% of one worker's rate). So at most one
-//! worker per core takes wake-ups (the [`AcceptSet`]); the others stand by, and step
-//! in only while one of the accepting workers is full (at its `--max-connections`),
-//! so that no connection waits in the backlog while some worker has room.
+//! context switches (`--workers 64` served 73% of one worker's rate). Even one per
+//! core costs: two accepting loops on 2 cores that a local client also uses cost 1.06-
+//! 1.08x one loop's CPU a connection, each hand-over a wake-up and the socket's
+//! state crossing cores. So the [`AcceptSet`] gives the workers roles:
+//! - the **first** worker always takes wake-ups;
+//! - **helpers** (the next ones, up to one worker per core) step in while an
+//!   accepting worker falls behind: one of its rounds found a quarter of the backlog
+//!   (up to the round's accept budget) waiting, and for a second after its last such
+//!   round;
+//! - **reserves** (the rest) step in only while an accepting worker is full (at its
+//!   `--max-connections`), so that no connection waits in the backlog while some
+//!   worker has room; so do helpers.
 //!
 //! mio has no flag for it, so this module goes beneath mio in one place: it adds and
 //! removes the listener with `epoll_ctl` on the poll's own epoll descriptor, with the
@@ -33,56 +41,97 @@ use mio::{Registry, Token};
 
 use crate::handle::ServerHandle;
 
-/// The workers that share listening sockets: how many take wake-ups, and how the
-/// others are told to step in.
+/// A worker's part in taking the wake-ups of the shared listening sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Always listens.
+    First,
+    /// Listens while an accepting worker is behind or full.
+    Helper,
+    /// Listens while an accepting worker is full.
+    Reserve,
+}
+
+/// The workers that share listening sockets: which take wake-ups, and how the others
+/// are told to step in.
 #[derive(Debug)]
 pub(crate) struct AcceptSet {
-    /// How many workers take wake-ups while none is full: one per core.
-    accepting: usize,
-    /// How many of those are full now; while any is, the standby workers listen too.
+    /// The first worker and the helpers: one worker per core.
+    per_core: usize,
+    /// How many accepting workers are full now.
     full: AtomicUsize,
-    /// The standby workers, woken when an accepting worker fills (set once, after
-    /// every worker is built).
-    standbys: OnceLock<Vec<ServerHandle>>,
+    /// How many accepting workers are behind now.
+    behind: AtomicUsize,
+    /// Every worker's handle but the first's, by index - 1, to wake them (set once,
+    /// after every worker is built).
+    others: OnceLock<Vec<ServerHandle>>,
 }
 
 impl AcceptSet {
-    /// A set in which the first `accepting` workers (at least one) take wake-ups.
-    pub(crate) fn new(accepting: usize) -> Self {
+    /// A set for a host with `cores` cores (at least one).
+    pub(crate) fn new(cores: usize) -> Self {
         AcceptSet {
-            accepting: accepting.max(1),
+            per_core: cores.max(1),
             full: AtomicUsize::new(0),
-            standbys: OnceLock::new(),
+            behind: AtomicUsize::new(0),
+            others: OnceLock::new(),
         }
     }
 
-    /// Whether worker `index` stands by rather than accepting.
-    pub(crate) fn is_standby(&self, index: usize) -> bool {
-        index >= self.accepting
+    /// Worker `index`'s role.
+    pub(crate) fn role(&self, index: usize) -> Role {
+        match index {
+            0 => Role::First,
+            index if index < self.per_core => Role::Helper,
+            _ => Role::Reserve,
+        }
     }
 
-    /// The standby workers' handles, to wake them (once).
-    pub(crate) fn set_standbys(&self, standbys: Vec<ServerHandle>) {
-        let _ = self.standbys.set(standbys);
+    /// The handles of every worker but the first, in order, to wake them (once).
+    pub(crate) fn set_others(&self, others: Vec<ServerHandle>) {
+        let _ = self.others.set(others);
     }
 
-    /// Whether a worker with room should listen: an accepting one always, a standby
-    /// while an accepting one is full.
-    pub(crate) fn should_listen(&self, standby: bool) -> bool {
-        !standby || self.full.load(Ordering::Relaxed) > 0
+    /// Whether a worker of `role` that has room should listen now.
+    pub(crate) fn should_listen(&self, role: Role) -> bool {
+        let full = || self.full.load(Ordering::Relaxed) > 0;
+        match role {
+            Role::First => true,
+            Role::Helper => full() || self.behind.load(Ordering::Relaxed) > 0,
+            Role::Reserve => full(),
+        }
     }
 
-    /// An accepting worker filled (`true`) or has room again (`false`). Standbys are
-    /// woken when one fills, so that they listen; they stop at their next round once
-    /// none is full.
+    /// An accepting worker filled (`true`) or has room again (`false`). Helpers and
+    /// reserves are woken when one fills, so that they listen; they stop at their
+    /// next round once none is full.
     pub(crate) fn accepting_worker_full(&self, full: bool) {
         if full {
             self.full.fetch_add(1, Ordering::Relaxed);
-            for standby in self.standbys.get().into_iter().flatten() {
-                let _ = standby.wake();
-            }
+            self.wake(|_| true);
         } else {
             self.full.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An accepting worker fell behind (`true`) or caught up (`false`). Helpers are
+    /// woken when one falls behind.
+    pub(crate) fn accepting_worker_behind(&self, behind: bool) {
+        if behind {
+            self.behind.fetch_add(1, Ordering::Relaxed);
+            self.wake(|role| role == Role::Helper);
+        } else {
+            self.behind.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Wakes the workers (but the first) whose role `wanted` says.
+    fn wake(&self, wanted: impl Fn(Role) -> bool) {
+        let others = self.others.get().into_iter().flatten();
+        for (index, other) in (1..).zip(others) {
+            if wanted(self.role(index)) {
+                let _ = other.wake();
+            }
         }
     }
 }
@@ -152,6 +201,29 @@ mod tests {
 
     /// Two polls share a listener added here: an arrival reaches a poll under the
     /// listener's token, as a mio registration would, and removal stops the events.
+    #[test]
+    fn roles_follow_the_cores_and_listen_as_the_set_says() {
+        let set = AcceptSet::new(2);
+        assert_eq!(
+            [set.role(0), set.role(1), set.role(2), set.role(63)],
+            [Role::First, Role::Helper, Role::Reserve, Role::Reserve]
+        );
+        let listening = |set: &AcceptSet| {
+            [Role::First, Role::Helper, Role::Reserve].map(|role| set.should_listen(role))
+        };
+        assert_eq!(listening(&set), [true, false, false]);
+        set.accepting_worker_behind(true);
+        assert_eq!(listening(&set), [true, true, false]);
+        set.accepting_worker_full(true);
+        assert_eq!(listening(&set), [true, true, true]);
+        set.accepting_worker_behind(false);
+        assert_eq!(listening(&set), [true, true, true], "still full");
+        set.accepting_worker_full(false);
+        assert_eq!(listening(&set), [true, false, false]);
+        // One core: no helper.
+        assert_eq!(AcceptSet::new(1).role(1), Role::Reserve);
+    }
+
     #[test]
     fn a_listener_added_here_reads_back_through_mio_and_is_removed_here() {
         let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -7,9 +7,10 @@
 //! worker registers a duplicate of it, and whichever accepts first gets the
 //! connection. There is one accept queue, so a busy worker never has connections
 //! waiting for it while another idles. Workers register it with `EPOLLEXCLUSIVE`, so
-//! an arrival wakes one waiting worker rather than all of them, and only one worker
-//! per core takes wake-ups while none is full (`wake_one.rs`): more workers than
-//! cores do not multiply the wake-ups or the context switches. `SO_REUSEPORT`
+//! an arrival wakes one waiting worker rather than all of them, and the first worker
+//! takes wake-ups alone while it keeps up, up to one per core while it is behind, the
+//! rest only while one is full (`wake_one.rs`): more workers than cores do not
+//! multiply the wake-ups or the context switches. `SO_REUSEPORT`
 //! is not used: it would let a second server on the same address start and silently
 //! take half the connections, and each worker's queue would wait for that worker.
 
@@ -81,17 +82,14 @@ impl Workers {
         }
         servers.push(Server::from_sockets(sockets, config.clone())?);
         if servers.len() > 1 {
-            // One accepting worker per core; the rest stand by (wake_one.rs).
+            // The first worker accepts; helpers (up to one per core) step in while an
+            // accepting one is behind, the rest while one is full (wake_one.rs).
             let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
             let set = Arc::new(AcceptSet::new(cores));
             for (index, server) in servers.iter_mut().enumerate() {
                 server.share_listeners(&set, index);
             }
-            let standbys = servers
-                .iter()
-                .enumerate()
-                .filter(|(index, _)| set.is_standby(*index));
-            set.set_standbys(standbys.map(|(_, server)| server.handle()).collect());
+            set.set_others(servers.iter().skip(1).map(Server::handle).collect());
         }
         let local_addrs = servers[0].local_addrs().to_vec();
         Ok(Workers {

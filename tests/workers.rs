@@ -87,6 +87,40 @@ fn standby_workers_step_in_while_the_accepting_ones_are_full() {
     assert_same_bytes(&received, &greeting);
 }
 
+/// The first worker takes the wake-ups alone until one of its rounds finds a deep
+/// backlog (a quarter of `--backlog`); then a helper (one per core beyond the first)
+/// steps in, and a second later, with the backlog shallow again, the first counts as
+/// caught up.
+#[test]
+fn a_helper_steps_in_when_the_first_worker_falls_behind() {
+    let cores = thread::available_parallelism().map_or(1, |cores| cores.get());
+    let server = ServerCommand::new(&["--workers", "2", "--backlog", "64"])
+        .env("RUST_LOG", "greeter::server=debug")
+        .spawn();
+    // Stopped, the server cannot accept: the kernel completes the handshakes and
+    // queues them, and its first round after SIGCONT finds them all (16 make it
+    // behind).
+    server.signal("STOP");
+    let peers: Vec<_> = (0..40).map(|_| connect(server.addr)).collect();
+    server.signal("CONT");
+    server.wait_for_log("worker 0 is behind (40 connections in one round)");
+    if cores > 1 {
+        server.wait_for_log("worker 1 listens on the shared listeners");
+    }
+    assert_each_peer_receives(peers, DEFAULT_GREETING);
+    // Caught up once a round a second later finds a shallow backlog.
+    let quiet_since = Instant::now();
+    while !server.stderr().contains("worker 0 caught up") {
+        let mut peer = connect(server.addr);
+        assert_same_bytes(&read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
+        assert!(
+            quiet_since.elapsed() < STEP_TIMEOUT,
+            "worker 0 never caught up"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn two_workers_give_peers_that_send_first_the_whole_greeting() {
     let server = spawn_server(&["--workers", "2"]);
