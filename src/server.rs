@@ -365,15 +365,16 @@ impl Server {
         // connection only once every event of this batch, which named the old holder,
         // has been handled.
         let has_room = self.held.len() < self.config.max_connections;
-        let mut accepted = 0;
+        let accepted_before = self.totals.accepted;
         if !self.listeners.is_empty() && self.gate.should_accept(listener_readable, has_room, now) {
-            accepted = self.accept_queued(now, ACCEPT_BUDGET, self.config.max_connections);
+            self.accept_queued(now, ACCEPT_BUDGET, self.config.max_connections);
             // Header waiters closed to make room for newer ones.
             self.record_held_closes();
         }
         // Checked here so that a loop that serves its listeners alone pays no call.
         if self.sharing.is_some() {
-            self.follow_accept_set(accepted, now);
+            let accepted = self.totals.accepted - accepted_before;
+            self.follow_accept_set(accepted as usize, now);
         }
         let finished = match self.drain_deadline {
             Some(drain_deadline) => {
@@ -508,14 +509,13 @@ impl Server {
     /// different one each time and giving each an equal share of `budget`, until
     /// every backlog is empty (edge triggering announces them only once), the budget
     /// is spent, `cap` connections are held, or accepting fails for lack of resources.
-    fn accept_queued(&mut self, now: Instant, budget: usize, cap: usize) -> usize {
+    fn accept_queued(&mut self, now: Instant, budget: usize, cap: usize) {
         if !self.gate.is_ready() {
             // After a pause, the cap or a spent budget no event announces what is
             // queued: every listener may hold some.
             self.pending.fill(true);
         }
         let ready = self.pending.iter().filter(|&&pending| pending).count();
-        let mut accepted = 0;
         let share = budget.div_ceil(ready.max(1));
         let count = self.listeners.len();
         // A compare, not `%`: a division costs tens of cycles on every round.
@@ -529,10 +529,10 @@ impl Server {
             if !self.pending[index] {
                 continue;
             }
-            match self.accept_from(index, now, share, cap, &mut accepted) {
+            match self.accept_from(index, now, share, cap) {
                 Some(drained) => self.pending[index] = !drained,
                 // At capacity or paused: the gate says so; the rest stay pending.
-                None => return accepted,
+                None => return,
             }
         }
         if self.pending.iter().any(|&pending| pending) {
@@ -540,19 +540,17 @@ impl Server {
         } else {
             self.gate.drained(now);
         }
-        accepted
     }
 
-    /// Accepts up to `share` connections from listener `index`, counting them in
-    /// `accepted`: `Some(true)` once its backlog is empty, `Some(false)` when the share
-    /// ran out first, `None` when accepting must stop (the cap, or a pause).
+    /// Accepts up to `share` connections from listener `index`: `Some(true)` once its
+    /// backlog is empty, `Some(false)` when the share ran out first, `None` when
+    /// accepting must stop (the cap, or a pause).
     fn accept_from(
         &mut self,
         index: usize,
         now: Instant,
         share: usize,
         cap: usize,
-        accepted: &mut usize,
     ) -> Option<bool> {
         for _ in 0..share {
             if self.held.len() >= cap {
@@ -561,10 +559,7 @@ impl Server {
                 return None;
             }
             match self.listeners[index].socket.accept() {
-                Ok((stream, peer)) => {
-                    *accepted += 1;
-                    self.greet(stream, peer, index, now);
-                }
+                Ok((stream, peer)) => self.greet(stream, peer, index, now),
                 Err(err) if would_block(&err) => return Some(true),
                 Err(err) => match accept::classify(&err) {
                     AcceptFailure::PerConnection => {
