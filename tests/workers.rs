@@ -57,8 +57,9 @@ fn a_full_worker_leaves_new_connections_to_the_other() {
     }
 }
 
-/// One worker per core takes wake-ups; the others stand by and take connections only
-/// while the accepting ones are full.
+/// The first worker takes wake-ups alone while it keeps up; once it is full the
+/// helpers (up to one per core) and the reserves (the rest) step in, and a reserve
+/// still greets when every worker up to one per core is full.
 #[test]
 fn standby_workers_step_in_while_the_accepting_ones_are_full() {
     let cores = thread::available_parallelism().map_or(1, |cores| cores.get());
@@ -74,7 +75,7 @@ fn standby_workers_step_in_while_the_accepting_ones_are_full() {
     ])
     .greeting("workers-standby", &greeting)
     .spawn();
-    // One peer that never reads fills each accepting worker, in turn.
+    // One peer that never reads fills a worker, in turn: the first, then the helpers.
     let _stalled: Vec<_> = (1..=cores)
         .map(|held| {
             let peer = connect(server.addr);
