@@ -22,9 +22,11 @@ pub fn saturating_add(now: Instant, duration: Duration) -> Instant {
     now.checked_add(duration.min(CENTURY)).unwrap_or(now)
 }
 
-/// The resolution of the push times kept in the entries.
-const TICK: Duration = Duration::from_millis(10);
-const TICKS_PER_SECOND: u64 = 100;
+/// The resolution of the push times kept in the entries: 10 ms, a whole fraction of
+/// a second.
+const TICK_NANOS: u32 = 10_000_000;
+const TICK: Duration = Duration::from_nanos(TICK_NANOS as u64);
+const TICKS_PER_SECOND: u64 = 1_000_000_000 / TICK_NANOS as u64;
 
 /// The longest a queue's entries last: a longer duration (only a [`crate::Config`]
 /// built in code can have one; the flags stop at 365 days) is taken as this. Well
@@ -138,12 +140,13 @@ impl DeadlineQueue {
     #[inline]
     fn clock(&self, now: Instant) -> Clock {
         let since = now.saturating_duration_since(self.epoch);
-        let whole = since.as_secs() * TICKS_PER_SECOND + u64::from(since.subsec_millis() / 10);
+        let subsec = since.subsec_nanos();
+        let whole = since.as_secs() * TICKS_PER_SECOND + u64::from(subsec / TICK_NANOS);
         Clock {
             // Wrapping: only differences of ticks less than MAX_QUEUE_DURATION apart
             // are ever taken.
             tick: whole as u32,
-            into_tick: Duration::from_nanos(u64::from(since.subsec_nanos() % 10_000_000)),
+            into_tick: Duration::from_nanos(u64::from(subsec % TICK_NANOS)),
         }
     }
 
