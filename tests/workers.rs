@@ -3,6 +3,7 @@
 
 mod util;
 
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -88,6 +89,21 @@ fn standby_workers_step_in_while_the_accepting_ones_are_full() {
     assert_same_bytes(&received, &greeting);
 }
 
+/// Whether every thread of process `pid` is stopped (state `T` in its stat line).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            // The state follows the command name's closing parenthesis.
+            .is_ok_and(|stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+            })
+    })
+}
+
 /// The first worker takes the wake-ups alone until one of its rounds finds a deep
 /// backlog (a quarter of `--backlog`); then a helper (one per core beyond the first)
 /// steps in, and a second later, with the backlog shallow again, the first counts as
@@ -100,9 +116,21 @@ fn a_helper_steps_in_when_the_first_worker_falls_behind() {
         .spawn();
     // Stopped, the server cannot accept: the kernel completes the handshakes and
     // queues them, and its first round after SIGCONT finds them all (16 make it
-    // behind).
+    // behind). A signal stops the threads a moment after it is sent.
     server.signal("STOP");
+    wait_until("every thread of the server stopped", || {
+        all_threads_stopped(server.pid())
+    });
     let peers: Vec<_> = (0..40).map(|_| connect(server.addr)).collect();
+    // A client's connect returns before the server's side has taken its last ACK:
+    // wait until all 40 are in the accept queue.
+    let (SocketAddr::V4(listener), unconnected) = (server.addr, "0.0.0.0:0".parse().unwrap())
+    else {
+        panic!("the server listens on IPv4 loopback");
+    };
+    wait_until("40 connections in the accept queue", || {
+        tcp_queues(listener, unconnected).is_some_and(|(_, queued)| queued == 40)
+    });
     server.signal("CONT");
     server.wait_for_log("worker 0 is behind (40 connections in one round)");
     if cores > 1 {

@@ -30,7 +30,8 @@ pub fn open_fds_of(pid: u32) -> usize {
 
 /// The send and receive queues (bytes not yet acknowledged, bytes not yet read) of
 /// the IPv4 TCP socket bound to `local` and connected to `remote`, from
-/// `/proc/net/tcp`, if there is one.
+/// `/proc/net/tcp`, if there is one. For a listening socket (`remote` 0.0.0.0:0) the
+/// receive queue is how many connections wait in its accept queue.
 pub fn tcp_queues(
     local: std::net::SocketAddrV4,
     remote: std::net::SocketAddrV4,
