@@ -194,7 +194,7 @@ impl DeadlineQueue {
     /// is any (it may be stale).
     #[inline]
     pub fn next(&self, now: Instant) -> Option<Duration> {
-        if self.entries.is_empty() && self.others.is_empty() {
+        if self.is_empty() {
             return None;
         }
         let clock = self.clock(now);
@@ -214,7 +214,7 @@ impl DeadlineQueue {
     #[inline]
     pub fn pop_expired(&mut self, now: Instant) -> Option<Deadline> {
         // Asked on every round of the loop: an empty queue does not read the clock.
-        if self.entries.is_empty() && self.others.is_empty() {
+        if self.is_empty() {
             return None;
         }
         let clock = self.clock(now);
@@ -291,9 +291,9 @@ impl DeadlineQueue {
                 .sum::<usize>()
     }
 
-    /// Whether no entry is queued.
+    /// Whether no entry is queued (an emptied run is dropped, so no run is left).
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.entries.is_empty() && self.others.is_empty()
     }
 }
 

@@ -202,11 +202,13 @@ impl HeldConnections {
     /// The soonest deadline, if any (it may be stale: the loop then wakes for nothing).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         // The clock is read only when something is queued: never on the fast path.
-        let mut queued = self.deadlines.iter().filter(|queue| !queue.is_empty());
-        let first = queued.next()?;
+        if self.deadlines.iter().all(DeadlineQueue::is_empty) {
+            return None;
+        }
         let now = Instant::now();
-        let soonest = queued
-            .chain(Some(first))
+        let soonest = self
+            .deadlines
+            .iter()
             .filter_map(|queue| queue.next(now))
             .min()?;
         Some(saturating_add(now, soonest))
@@ -721,9 +723,10 @@ mod tests {
     fn held_connection_state_stays_small() {
         // Every held connection pays for this (its slab entry is no larger: the
         // vacant/occupied tag fits in a value `Held` never takes, as
-        // scripts/held-rss.sh's 88 bytes show) and for one 16-byte deadline entry; the budget for user-space memory per held connection is 95 bytes,
-        // and `Held` may take 72 of them. mio's stream is 4 bytes in release builds
-        // and 16 with debug assertions: so 72 + 16 bytes there.
+        // scripts/held-rss.sh's 88 bytes show) and for one 16-byte deadline entry;
+        // the budget for user-space memory per held connection is 95 bytes, and
+        // `Held` may take 72 of them. mio's stream is 4 bytes in release builds and
+        // 16 with debug assertions: so 72 + 16 bytes there.
         let held = std::mem::size_of::<Held>();
         let budget = if cfg!(debug_assertions) { 72 + 16 } else { 72 };
         assert!(held <= budget, "a held connection's state is {held} bytes");
