@@ -31,16 +31,9 @@ pub struct ListeningSocket {
 /// Binds every listener of `config`, in order, each as [`listen_all`] does.
 ///
 /// # Errors
-/// As [`listen_all`]; and before binding anything, if two listeners name the same
-/// address and port, or overlap (see [`listen_all`]).
+/// As [`listen_all`]; and before binding anything, as [`check_addresses`].
 pub fn listen_config(config: &Config) -> Result<Vec<ListeningSocket>, Failure> {
-    let fixed: Vec<SocketAddr> = config
-        .listeners
-        .iter()
-        .flat_map(|listener| listener.addrs.iter().copied())
-        .filter(|addr| addr.port() != 0)
-        .collect();
-    refuse_overlaps(&fixed)?;
+    check_addresses(config)?;
     let mut sockets = Vec::new();
     for (index, listener) in config.listeners.iter().enumerate() {
         for socket in listen_all(&listener.addrs, config.backlog, config.send_buffer)? {
@@ -51,6 +44,27 @@ pub fn listen_config(config: &Config) -> Result<Vec<ListeningSocket>, Failure> {
         }
     }
     Ok(sockets)
+}
+
+/// Refuses, with no socket yet (start-up and `--check-config` run it), addresses of
+/// `config` that cannot all be listened on: two listeners naming the same address and
+/// port, or overlapping (a wildcard and an address of its family on one port), and the
+/// same within one listener (see [`listen_all`]). Port 0 differs between listeners.
+///
+/// # Errors
+/// A [`Failure`] naming the address and the fix.
+pub fn check_addresses(config: &Config) -> Result<(), Failure> {
+    let fixed: Vec<SocketAddr> = config
+        .listeners
+        .iter()
+        .flat_map(|listener| listener.addrs.iter().copied())
+        .filter(|addr| addr.port() != 0)
+        .collect();
+    refuse_overlaps(&fixed)?;
+    for listener in &config.listeners {
+        refuse_overlaps(&listener.addrs)?;
+    }
+    Ok(())
 }
 
 /// Sockets passed by the `LISTEN_FDS` protocol: by systemd, or by the process this

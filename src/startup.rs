@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use log::{info, warn};
 
-use crate::config::{Config, Settings};
+use crate::config::{Config, ServerArgs, Settings};
 use crate::error::Failure;
 use crate::fdlimit::FdLimit;
 use crate::listener;
@@ -38,7 +38,31 @@ pub struct Prepared {
     pub longest_held: Duration,
 }
 
-/// Checks `settings` (resolving hosts, reading greeting files), binds (or takes
+/// What [`check`] found: the settings checked into a [`Config`].
+#[derive(Debug)]
+pub struct Checked {
+    /// The typed top-level settings (`workers`, `metrics`, `pid-file`, ...).
+    pub args: ServerArgs,
+    /// Every listener with its hosts resolved, greeting and lists loaded.
+    pub config: Config,
+}
+
+/// Every start-up check that needs no socket, in one place so that `--check-config`
+/// runs exactly what a start runs: the values parsed, host names resolved, greeting
+/// and list files read, and the listeners' addresses refused if two would clash.
+///
+/// # Errors
+/// The first [`Failure`].
+pub fn check(settings: &Settings) -> Result<Checked, Failure> {
+    let args = settings
+        .server_args()
+        .map_err(crate::config::SettingsError::into_failure)?;
+    let config = settings.to_config()?;
+    listener::check_addresses(&config)?;
+    Ok(Checked { args, config })
+}
+
+/// Checks `settings` as [`check`] does, binds (or takes
 /// systemd's sockets), binds the metrics listener and logs the start-up lines,
 /// including what raising the fd limit gave (`fd_limit`, raised by the caller before
 /// anything was created).
@@ -46,14 +70,11 @@ pub struct Prepared {
 /// # Errors
 /// The first [`Failure`]; nothing is logged before it.
 pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prepared, Failure> {
-    let args = settings
-        .server_args()
-        .map_err(crate::config::SettingsError::into_failure)?;
+    let Checked { args, config } = check(&settings)?;
     let worker_count = match args.workers {
         0 => std::thread::available_parallelism().map_or(1, |cores| cores.get()),
         n => n as usize,
     };
-    let config = settings.to_config()?;
     let (sockets, passed_metrics, source) = match listener::from_systemd()? {
         Some(passed) => (
             listener::assign_passed(passed.listeners, &config)?,

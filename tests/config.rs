@@ -525,3 +525,215 @@ fn the_shipped_config_and_its_example_check_and_name_every_key() {
         );
     }
 }
+
+/// The lines of a printed configuration that are settings, each without the comment
+/// after its value (`# flag` reads back as `# file`).
+fn setting_lines(config: &str) -> Vec<&str> {
+    config
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            line.rsplit_once("  # ")
+                .map_or(line, |(setting, _)| setting)
+        })
+        .collect()
+}
+
+/// `--check-config ARGS` with `env` in `cwd`: the printed configuration (exit 0).
+#[track_caller]
+fn check_in(cwd: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let argv: Vec<&str> = args.iter().copied().chain(["--check-config"]).collect();
+    let (status, stdout, stderr) = run_binary_in("greeter-server", &argv, env, Some(cwd));
+    assert_eq!(status.code(), Some(0), "{args:?} {env:?}: {stderr}");
+    String::from_utf8(stdout).unwrap()
+}
+
+/// Feeds `printed` back as `--config`, from another directory, and again: the
+/// settings stay the same and the second round is byte for byte the first. Returns
+/// the keys it sets.
+fn assert_fixed_point(printed: &str) -> Vec<(String, String)> {
+    let elsewhere = temp_dir("fed-back");
+    let file = elsewhere.write("printed #1.toml", printed.as_bytes());
+    let again = check_in(&elsewhere, &["--config", "printed #1.toml"], &[]);
+    assert_eq!(
+        setting_lines(printed),
+        setting_lines(&again),
+        "fed back, it reads differently:\n{printed}\n---\n{again}"
+    );
+    std::fs::write(&file, &again).unwrap();
+    let third = check_in(
+        std::path::Path::new("/"),
+        &["--config", file.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(again, third, "not a fixed point");
+    let mut section = "top".to_owned();
+    let mut set = Vec::new();
+    for line in setting_lines(printed) {
+        if line.starts_with('[') {
+            section = line.to_owned();
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            set.push((section.clone(), key.to_owned()));
+        }
+    }
+    set
+}
+
+#[test]
+fn check_config_prints_what_runs_and_reads_back_byte_for_byte_from_any_directory() {
+    let dir = temp_dir("fixed-point");
+    let at = |relative: &str| format!("{}/{relative}", dir.display());
+    dir.write("greeting #1.txt", "ünïcödé # greeting\n".as_bytes());
+    dir.write("lists/allow list.txt", b"127.0.0.0/8\n");
+    dir.write("lists/deny.txt", b"192.0.2.0/24\n");
+    // Every key from a flag, the environment or the file, each written awkwardly:
+    // zero-padded or signed numbers, escapes, unicode, `#` in strings, relative
+    // paths (the file's relative to its directory, the others' to the current one).
+    dir.write(
+        "conf/greeter.toml",
+        b"deny-file = [\"../lists/./deny.txt\", \"..//lists/../lists/deny.txt\"]\n\
+          deny = [\"198.51.100.0/24\", \"2001:DB8::/32\"]\n\
+          send-buffer = \"065536\"\n\
+          rate-table-size = 0x10\n\
+          drain-timeout = \"010s\"\n\
+          proxy-timeout = \"03s\"  # a comment\n\
+          message-file = \"../greeting #1.txt\"  # replaced by --message\n",
+    );
+    let flags = [
+        "--config=conf/greeter.toml",
+        "--port=0100",
+        "--host=127.0.0.1",
+        "--host=[::1]",
+        "--message=tab\t \"quoted\" back\\slash # not a comment  # nor this \u{1}ünïcödé ☃\r\n",
+        "--max-connections=0100",
+        "--pid-file=./run//greeter.pid",
+        "--rate-prefix-v6=+048",
+        "--backlog=0128",
+        "--workers=00",
+        "--deny-message=550 no # really\n",
+        "--log-connections",
+        "--greet-delay=0250ms",
+        "--write-timeout=1m 30s",
+    ];
+    let env = [
+        ("GREETER_MAX_PER_IP", "007"),
+        ("GREETER_RATE_PREFIX_V4", "024"),
+        ("GREETER_PROXY_PROTOCOL", "Yes"),
+        ("GREETER_ALLOW", " 127.0.0.0/8 ,, ::1 "),
+        ("GREETER_ALLOW_FILE", "lists/../lists/allow list.txt"),
+        ("GREETER_MAX_RATE_PER_IP", "20/s"),
+        ("GREETER_PREGREET", "drop"),
+        ("GREETER_LINGER_TIMEOUT", "02s"),
+        ("GREETER_LOG_FORMAT", "json"),
+        ("GREETER_METRICS", "127.0.0.1:9464"),
+        ("GREETER_UPGRADE_TIMEOUT", "10s"),
+    ];
+    let first = check_in(&dir, &flags, &env);
+    for (key, value) in [
+        ("port", "100".to_owned()),
+        ("max-connections", "100".to_owned()),
+        ("backlog", "128".to_owned()),
+        ("send-buffer", "65536".to_owned()),
+        ("workers", "0".to_owned()),
+        ("max-per-ip", "7".to_owned()),
+        ("rate-prefix-v6", "48".to_owned()),
+        ("allow-file", format!("[{:?}]", at("lists/allow list.txt"))),
+        ("deny-file", format!("[{0:?}, {0:?}]", at("lists/deny.txt"))),
+        ("pid-file", format!("{:?}", at("run/greeter.pid"))),
+    ] {
+        assert_eq!(value_of(&first, key).0, value, "{key} in:\n{first}");
+    }
+    let mut set = assert_fixed_point(&first);
+
+    // [[listener]] tables, their paths relative to the file, named by a relative
+    // --config.
+    dir.write(
+        "conf/tables.toml",
+        b"message-file = \"./../greeting #1.txt\"\n\
+          max-connections = 0o144\n\
+          [[listener]]\n\
+          host = [\"127.0.0.1\", \"[::1]\"]\n\
+          port = 0\n\
+          message = \"nul \\u0000 del \\u007F \\u00e9 \\U0001F600 # x \\\"q\\\" \\\\ \\r\\n\"\n\
+          deny = \"192.0.2.0/24\"\n\
+          [[listener]]\n\
+          host = \"127.0.0.1\"\n\
+          port = +1_025\n\
+          proxy-protocol = true\n\
+          allow-file = [\"../lists/allow list.txt\"]\n\
+          deny-file = \"./../lists/deny.txt\"\n\
+          rate-prefix-v4 = 0b11000\n",
+    );
+    let tables = check_in(&dir, &["--config", "conf/tables.toml"], &[]);
+    let values = printed(&tables);
+    let value = |section: &str, key: &str| values[&(section.to_owned(), key.to_owned())].0.clone();
+    assert_eq!(
+        value("top", "message-file"),
+        format!("{:?}", at("greeting #1.txt"))
+    );
+    assert_eq!(value("listener 2", "port"), "1025");
+    assert_eq!(
+        value("listener 2", "deny-file"),
+        format!("[{:?}]", at("lists/deny.txt"))
+    );
+    set.extend(assert_fixed_point(&tables));
+
+    // The walk covers every key.
+    for key in greeter::config::keys::KEYS {
+        assert!(
+            set.iter().any(|(_, name)| name == key.name),
+            "give {} an awkward value in this test",
+            key.name
+        );
+    }
+}
+
+#[test]
+fn a_variable_that_names_no_value_is_refused_at_start_and_by_check_config() {
+    for (var, value) in [("GREETER_HOST", ","), ("GREETER_DENY_FILE", " , ")] {
+        // A start that got past it fails anyway on the missing greeting, never serves.
+        for check_only in [true, false] {
+            let mut args = vec!["--port", "0", "--message-file", "/nonexistent/greeting"];
+            if check_only {
+                args.push("--check-config");
+            }
+            let (status, stdout, stderr) =
+                run_binary_with_env("greeter-server", &args, &[(var, value)]);
+            assert_eq!(status.code(), Some(2), "{var}: {stderr}");
+            assert!(stdout.is_empty());
+            assert_eq!(
+                stderr,
+                format!(
+                    "greeter-server: {var}={value:?} names nothing between its commas (give one \
+                     value or several separated by commas, or leave {var} empty to unset it)\n"
+                )
+            );
+        }
+    }
+}
+
+#[test]
+fn check_config_refuses_listeners_that_the_start_would_refuse() {
+    let port = free_port();
+    let same =
+        format!("[[listener]]\nport = {port}\n\n[[listener]]\nport = {port}\nmessage = \"b\"\n");
+    let file = temp_file("same-port.toml", same.as_bytes());
+    let expected = format!(
+        "greeter-server: cannot listen on 127.0.0.1:{port}: two listeners name it \
+         (give each [[listener]] its own host and port)\n"
+    );
+    let (code, out, err) = check(&["--config", file.arg()], &[]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (Some(2), "", expected.as_str())
+    );
+    let (status, _, err) = run_binary("greeter-server", &["--config", file.arg()]);
+    assert_eq!((status.code(), err.as_str()), (Some(1), expected.as_str()));
+    // Within one listener too: a wildcard beside an address of its family.
+    let (code, _, err) = check(
+        &["--host", "0.0.0.0", "--host", "127.0.0.1", "--port", "0"],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("it overlaps 0.0.0.0:0"), "{err}");
+}

@@ -94,7 +94,7 @@ fn main() -> ExitCode {
 /// `--check-config`: every start-up check that needs no socket, then the effective
 /// settings on stdout as a config file (exit 0), or the problem on stderr (exit 2).
 fn check_config(settings: &Settings) -> ExitCode {
-    if let Err(err) = settings.to_config() {
+    if let Err(err) = startup::check(settings) {
         eprintln!("greeter-server: {err}");
         return ExitCode::from(USAGE_ERROR);
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::config::canonical_value;
 use crate::config::flags::check_value;
 use crate::config::keys::{self, FileType, Key, KEYS};
 use crate::config::SettingsError;
@@ -51,8 +52,9 @@ pub struct ListenerTable {
 }
 
 impl ConfigFile {
-    /// Reads and checks the file at `path`. Relative `message-file` paths in it are
-    /// taken relative to the file's directory, as a file in /etc means.
+    /// Reads and checks the file at `path`. Relative paths in it (`message-file`,
+    /// `deny-file`, ...) are taken relative to the file's directory, as a file in /etc
+    /// means, and every path is made absolute and normalised.
     ///
     /// # Errors
     /// A one-line [`SettingsError`] naming the file (and the line, for what is in it).
@@ -249,16 +251,14 @@ fn file_value<'p>(
     };
     let mut values = values;
     if key.file_type != FileType::Boolean {
-        for text in &values {
-            check_value(key.name, text)
-                .map_err(|cause| here.error(format_args!("{}: {cause}", key.name)))?;
-        }
-    }
-    if key.name.ends_with("-file") {
         values = values
-            .into_iter()
-            .map(|path| base.join(path).display().to_string())
-            .collect();
+            .iter()
+            .map(|text| {
+                check_value(key.name, text)
+                    .and_then(|()| canonical_value(key, text, base))
+                    .map_err(|cause| here.error(format_args!("{}: {cause}", key.name)))
+            })
+            .collect::<Result<_, _>>()?;
     }
     Ok(FileValue {
         key,

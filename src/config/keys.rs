@@ -98,6 +98,15 @@ pub const KEYS: &[Key] = &[
     key("pid-file", Text, AtRestart),
 ];
 
+impl Key {
+    /// Whether its value names a file (`message-file`, `pid-file`, ...): taken
+    /// relative to the config file's directory when written there, made absolute and
+    /// normalised wherever it comes from.
+    pub fn is_path(&self) -> bool {
+        self.name.ends_with("-file")
+    }
+}
+
 /// The key named `name`, if there is one.
 pub fn find(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|key| key.name == name)

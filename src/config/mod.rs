@@ -12,12 +12,14 @@ pub mod settings;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::access::{AccessList, Policy, Sources};
 pub use crate::cli::DEFAULT_PORT;
 use crate::client::unbracket;
+use crate::config::keys::{FileType, Key};
 use crate::error::Failure;
 pub use crate::greeting::{read_greeting_file, Greeting, DEFAULT_GREETING, MAX_GREETING_BYTES};
 use crate::rate::{RateSettings, RateTable};
@@ -79,6 +81,66 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         Some(bytes) if bytes <= 1 << 30 => Ok(bytes as usize),
         _ => Err("sizes above 1GiB are not supported".to_owned()),
     }
+}
+
+/// A checked value of `key` in the one form the server runs with and `--check-config`
+/// prints, wherever it was written: an integer in decimal (`0100`, `+100`: `100`), a
+/// path absolute and normalised (relative to `relative_to`, itself relative to the
+/// current directory; see [`normalise_path`]); anything else as it is.
+///
+/// # Errors
+/// A phrase saying why a path cannot be used: it is empty, the current directory
+/// cannot be read, or the absolute path is not UTF-8.
+pub fn canonical_value(key: &Key, text: &str, relative_to: &Path) -> Result<String, String> {
+    let all_digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let integer =
+        key.file_type == FileType::Integer || (key.file_type == FileType::Size && all_digits);
+    if integer {
+        // Checked by the flag's parser already, so it parses; kept as it is if not.
+        return Ok(text
+            .parse::<i128>()
+            .map_or_else(|_| text.to_owned(), |n| n.to_string()));
+    }
+    if !key.is_path() {
+        return Ok(text.to_owned());
+    }
+    if text.is_empty() {
+        return Err("the path is empty (give a file's path)".to_owned());
+    }
+    let mut joined = relative_to.join(text);
+    if joined.is_relative() {
+        let here = std::env::current_dir().map_err(|err| {
+            format!(
+                "cannot make {text} absolute: cannot read the current directory: {} (give an absolute path)",
+                crate::error::describe_io_error(&err)
+            )
+        })?;
+        joined = here.join(joined);
+    }
+    normalise_path(&joined)
+        .into_os_string()
+        .into_string()
+        .map_err(|_| format!("the absolute path of {text} is not UTF-8 (give an absolute path)"))
+}
+
+/// `path` normalised lexically, as the file need not exist: `.` and repeated or
+/// trailing `/` dropped, each `..` taking off the component before it (never above
+/// the root). Symbolic links are not followed, so `link/..` is the directory that holds
+/// `link`, here and when the server opens the path (it opens this one).
+pub fn normalise_path(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::Prefix(_) | Component::RootDir | Component::Normal(_) => {
+                normal.push(component);
+            }
+        }
+    }
+    normal
 }
 
 /// Parses `--metrics`: an address with its port (`127.0.0.1:9464`, `[::1]:9464`), or a
@@ -369,6 +431,7 @@ pub fn resolve_hosts(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, Fai
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::keys;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -452,6 +515,32 @@ mod tests {
         }
         let args = parse(&["--send-buffer", "64KiB"]).unwrap();
         assert_eq!(args.into_config().unwrap().send_buffer, Some(65536));
+    }
+
+    #[test]
+    fn values_take_one_form_wherever_they_are_written() {
+        let key = |name| keys::find(name).unwrap();
+        let here = Path::new("/etc/greeter");
+        let canonical = |name, text| canonical_value(key(name), text, here);
+        assert_eq!(canonical("max-connections", "0100"), Ok("100".into()));
+        assert_eq!(canonical("rate-prefix-v6", "+048"), Ok("48".into()));
+        assert_eq!(canonical("send-buffer", "065536"), Ok("65536".into()));
+        assert_eq!(canonical("send-buffer", "064KiB"), Ok("064KiB".into()));
+        assert_eq!(canonical("write-timeout", "030s"), Ok("030s".into()));
+        assert_eq!(
+            canonical("deny-file", "./lists//../deny.list"),
+            Ok("/etc/greeter/deny.list".into())
+        );
+        assert_eq!(
+            canonical("pid-file", "/run/./x/../../../greeter.pid"),
+            Ok("/greeter.pid".into())
+        );
+        assert!(canonical("message-file", "").unwrap_err().contains("empty"));
+        let relative = canonical_value(key("allow-file"), "a/./b", Path::new("")).unwrap();
+        assert_eq!(
+            Path::new(&relative),
+            std::env::current_dir().unwrap().join("a/b")
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::{self, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use crate::access::{Policy, Pregreet};
 use crate::config::file::ConfigFile;
 use crate::config::flags::{check_value, parse_error_cause, ServerArgs, ServerCli};
 use crate::config::keys::{self, Applies, FileType, Key, KEYS};
-use crate::config::{Config, DEFAULT_GREETING};
+use crate::config::{canonical_value, normalise_path, Config, DEFAULT_GREETING};
 use crate::error::Failure;
 use crate::rate::RateSettings;
 
@@ -391,7 +391,15 @@ impl Settings {
         let from = self
             .config_path
             .as_deref()
-            .map(|path| format!(" (config file {})", path.display()))
+            .map(|path| {
+                // Absolute, as every path printed: the same from any directory.
+                let shown = std::env::current_dir()
+                    .map_or_else(|_| path.to_owned(), |here| normalise_path(&here.join(path)));
+                format!(
+                    " (config file {})",
+                    comment_text(&shown.display().to_string())
+                )
+            })
             .unwrap_or_default();
         let _ = writeln!(out, "# greeter-server's effective configuration{from}.");
         let _ = writeln!(out, "# After each value: where it came from.");
@@ -501,9 +509,11 @@ fn command_line(matches: &ArgMatches) -> Result<(Values, Values), SettingsError>
         } else {
             let raw = matches.get_raw(&id).into_iter().flatten();
             raw.map(|text| {
-                text.to_str().map(str::to_owned).ok_or_else(|| {
+                let text = text.to_str().ok_or_else(|| {
                     SettingsError(format!("--{} is not UTF-8 (give a UTF-8 value)", key.name))
-                })
+                })?;
+                canonical_value(key, text, Path::new(""))
+                    .map_err(|cause| SettingsError(format!("--{}: {cause}", key.name)))
             })
             .collect::<Result<_, _>>()?
         };
@@ -588,6 +598,14 @@ fn env_value(key: &Key, var: &str, text: &str) -> Result<Vec<String>, SettingsEr
             } else {
                 vec![text.to_owned()]
             };
+            if texts.is_empty() {
+                // Not unset (that is an empty variable), and not a list the file could
+                // write: the server would run with the default instead.
+                return Err(SettingsError(format!(
+                    "{var}={text:?} names nothing between its commas (give one value or \
+                     several separated by commas, or leave {var} empty to unset it)"
+                )));
+            }
             for one in &texts {
                 check_value(key.name, one).map_err(|cause| {
                     // Kubernetes sets GREETER_PORT=tcp://IP:PORT for a Service named
@@ -600,7 +618,13 @@ fn env_value(key: &Key, var: &str, text: &str) -> Result<Vec<String>, SettingsEr
                     SettingsError(format!("{var}={text:?}: {cause}{hint}"))
                 })?;
             }
-            Ok(texts)
+            texts
+                .iter()
+                .map(|one| {
+                    canonical_value(key, one, Path::new(""))
+                        .map_err(|cause| SettingsError(format!("{var}={text:?}: {cause}")))
+                })
+                .collect()
         }
     }
 }
@@ -705,6 +729,20 @@ fn toml_string(text: &str) -> String {
     toml_writer::TomlStringBuilder::new(text)
         .as_basic()
         .to_toml_value()
+}
+
+/// `text` fit for a comment: a control character (a newline would end the comment
+/// and start a line of garbage) escaped.
+fn comment_text(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
 }
 
 /// `key = value  # source`, or a comment saying it is not set.
@@ -818,9 +856,17 @@ mod tests {
         let args = settings.server_args().unwrap();
         assert_eq!(args.host, ["127.0.0.1", "::1"]);
         assert!(args.proxy_protocol);
-        // Empty is unset.
+        // Empty is unset; commas with nothing between them are refused (not printed as
+        // an empty list that would not read back, while the default is served).
         let settings = load(&[], &[("GREETER_PORT", "")]).unwrap();
         assert_eq!(settings.top["port"].source, Source::Default);
+        for (var, value) in [("GREETER_HOST", ","), ("GREETER_DENY", " , ,")] {
+            let err = load(&[], &[(var, value)]).unwrap_err();
+            assert!(
+                err.0.starts_with(&format!("{var}={value:?} names nothing")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

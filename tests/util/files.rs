@@ -48,3 +48,41 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// A directory that exists, with all it holds, for as long as this value.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+/// Makes a fresh directory in the target directory (its own, as [`temp_file`]).
+pub fn temp_dir(name: &str) -> TempDir {
+    // A fresh name, whose file is removed at once.
+    let path = temp_file(name, b"").to_path_buf();
+    std::fs::create_dir(&path).unwrap();
+    TempDir { path }
+}
+
+impl TempDir {
+    /// Writes `bytes` to `relative` in the directory (making its parents), returning
+    /// the file's path.
+    pub fn write(&self, relative: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.path.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+impl Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

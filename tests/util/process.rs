@@ -430,7 +430,20 @@ pub fn run_binary_with_env(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (ExitStatus, Vec<u8>, String) {
+    run_binary_in(name, args, env, None)
+}
+
+/// As [`run_binary_with_env`], in the directory `cwd` when one is given.
+pub fn run_binary_in(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    cwd: Option<&std::path::Path>,
+) -> (ExitStatus, Vec<u8>, String) {
     let mut command = Command::new(binary(name));
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("GREETER_") {
             command.env_remove(name);
