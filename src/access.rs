@@ -21,7 +21,7 @@ use prefix_trie::PrefixMap;
 use crate::error::Failure;
 use crate::files::{not_regular, open_regular, OpenFailure};
 use crate::greeting::Greeting;
-use crate::rate::RateTable;
+use crate::rate::{RateSettings, RateTable};
 
 /// What an entry says of the addresses it contains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +44,9 @@ pub struct AccessList {
 /// the greet delay.
 #[derive(Debug, Default)]
 pub struct Policy {
-    /// The entries (none: everyone is allowed).
-    pub list: AccessList,
+    /// The entries (none: everyone is allowed); listeners that name the same lists
+    /// share one table (a 500,000-entry deny file is read and held once).
+    pub list: Arc<AccessList>,
     /// `--deny-message`: sent to a denied client, with the greeting's close policy;
     /// `None`: a denied client is closed at once, sent nothing.
     pub deny_message: Option<Greeting>,
@@ -73,6 +74,15 @@ impl Policy {
     /// Whether it changes nothing for anyone (then the listener has no policy).
     pub fn is_open(&self) -> bool {
         self.list.is_empty() && self.rate.is_none() && self.greet_delay.is_zero()
+    }
+
+    /// Its rate table, if it has one made of `settings` (a reload keeps what it
+    /// counted when the settings stay).
+    pub fn rate_table_if(&self, settings: &RateSettings) -> Option<Arc<RateTable>> {
+        self.rate
+            .as_ref()
+            .filter(|table| table.settings() == settings)
+            .cloned()
     }
 }
 

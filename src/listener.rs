@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use listenfd::ListenFd;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::config::Config;
+use crate::config::{Config, ListenerId};
 use crate::error::Failure;
 
 /// A listening socket and the listener it serves (its index in
@@ -71,9 +71,8 @@ pub fn check_addresses(config: &Config) -> Result<(), Failure> {
 /// one upgrades (see [`crate::upgrade`]), which names each (`LISTEN_FDNAMES`).
 #[derive(Debug, Default)]
 pub struct PassedSockets {
-    /// The listening sockets, each with the listener index its name gives
-    /// (`listener-N`), if it has one.
-    pub listeners: Vec<(std::net::TcpListener, Option<usize>)>,
+    /// The listening sockets, each with its name (empty if it has none).
+    pub listeners: Vec<(std::net::TcpListener, String)>,
     /// The one named `metrics`: the metrics endpoint's listener.
     pub metrics: Option<std::net::TcpListener>,
     /// Whether they came from an upgrading process (an `upgrade-report` was passed
@@ -81,46 +80,88 @@ pub struct PassedSockets {
     pub from_upgrade: bool,
 }
 
-/// The `LISTEN_FDNAMES` name of the listening socket of listener `index`, as an
-/// upgrade passes it on.
-pub fn listener_fd_name(index: usize) -> String {
-    format!("listener-{index}")
+/// The `LISTEN_FDNAMES` name an upgrade hands the sockets of listener `id` on with:
+/// its name; for a port-0 listener its place among those of its hosts
+/// (`port0-N`: its port was picked at bind, so no table names it); else
+/// `listener` (its table names its address and port).
+pub fn fd_name(id: &ListenerId) -> String {
+    match (&id.name, id.port) {
+        (Some(name), _) => name.clone(),
+        (None, 0) => format!("{PORT_ZERO_FD_PREFIX}{}", id.nth),
+        (None, _) => "listener".to_owned(),
+    }
 }
 
-/// Assigns passed sockets to the listeners of `config`: one named for a listener to
-/// it, else all to the one listener, or each to the listener whose address and port
-/// it has.
+/// How [`fd_name`] names the sockets of port-0 listeners.
+pub const PORT_ZERO_FD_PREFIX: &str = "port0-";
+
+/// Assigns passed sockets to the listeners of `config`, each to the listener it is
+/// (never by position): the one whose `name` is the socket's name (systemd's
+/// `FileDescriptorName=`, or an upgrade's), else the one whose address and port it
+/// has, else (a port-0 listener handed over by an upgrade) the port-0 listener of its
+/// host at the place its name gives. Sockets from systemd that none of these finds go
+/// to the one listener of a config that has one.
 ///
 /// # Errors
-/// A [`Failure`] naming a socket that no listener names.
+/// A [`Failure`] naming a socket that no listener is.
 pub fn assign_passed(
-    sockets: Vec<(std::net::TcpListener, Option<usize>)>,
+    sockets: Vec<(std::net::TcpListener, String)>,
     config: &Config,
+    from_upgrade: bool,
 ) -> Result<Vec<ListeningSocket>, Failure> {
+    let from = if from_upgrade {
+        "handed over by the upgrade"
+    } else {
+        "passed by systemd"
+    };
     let mut assigned = Vec::with_capacity(sockets.len());
-    for (socket, named) in sockets {
+    for (socket, name) in sockets {
         let local = socket.local_addr().map_err(|err| {
             Failure::new(
-                "cannot read the address of a socket systemd passed",
+                format!("cannot read the address of a socket {from}"),
                 err,
                 None,
             )
         })?;
-        let listener = match (named, config.listeners.len()) {
-            (Some(index), count) if index < count => Some(index),
-            (_, 1) => Some(0),
-            _ => config.listeners.iter().position(|listener| {
-                listener.addrs.iter().any(|addr| {
-                    addr.port() == local.port()
-                        && (addr.ip() == local.ip() || addr.ip().is_unspecified())
-                })
-            }),
+        let has = |addr: &SocketAddr, port: u16| {
+            addr.port() == port && (addr.ip() == local.ip() || addr.ip().is_unspecified())
         };
+        let listeners = &config.listeners;
+        let named = listeners
+            .iter()
+            .position(|listener| listener.id.name.as_deref() == Some(name.as_str()));
+        let by_address = || {
+            listeners
+                .iter()
+                .position(|listener| listener.addrs.iter().any(|addr| has(addr, local.port())))
+        };
+        let port_zero = || {
+            let nth: usize = name.strip_prefix(PORT_ZERO_FD_PREFIX)?.parse().ok()?;
+            listeners.iter().position(|listener| {
+                listener.id.name.is_none()
+                    && listener.id.port == 0
+                    && listener.id.nth == nth
+                    && listener.addrs.iter().any(|addr| has(addr, 0))
+            })
+        };
+        let only = || (!from_upgrade && listeners.len() == 1).then_some(0);
+        let listener = named
+            .or_else(by_address)
+            .or_else(port_zero)
+            .or_else(only);
         let Some(listener) = listener else {
+            let hint = if from_upgrade {
+                "its table is gone or names another host or port: restore it, or restart to apply that"
+            } else {
+                "give each ListenStream= of the .socket unit a [[listener]] with its host and port, or FileDescriptorName= and a listener of that name"
+            };
             return Err(Failure::new(
-                format!("cannot serve the socket on {local} passed by systemd"),
-                io::Error::new(io::ErrorKind::InvalidInput, "no [[listener]] has its address and port"),
-                Some("give each ListenStream= of the .socket unit a [[listener]] with its host and port"),
+                format!("cannot serve the socket on {local} {from}"),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "no listener has its name, or its address and port",
+                ),
+                Some(hint),
             ));
         };
         assigned.push(ListeningSocket { socket, listener });
@@ -402,10 +443,7 @@ pub fn from_systemd() -> Result<Option<PassedSockets>, Failure> {
         if name == METRICS_FD_NAME {
             sockets.metrics = Some(listener);
         } else {
-            let named = name
-                .strip_prefix("listener-")
-                .and_then(|index| index.parse().ok());
-            sockets.listeners.push((listener, named));
+            sockets.listeners.push((listener, name.to_owned()));
         }
     }
     if sockets.listeners.is_empty() {

@@ -76,15 +76,38 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
         n => n as usize,
     };
     let (sockets, passed_metrics, source) = match listener::from_systemd()? {
-        Some(passed) => (
-            listener::assign_passed(passed.listeners, &config)?,
-            passed.metrics,
-            if passed.from_upgrade {
+        Some(passed) => {
+            let mut sockets =
+                listener::assign_passed(passed.listeners, &config, passed.from_upgrade)?;
+            let unserved = (0..config.listeners.len())
+                .filter(|&index| !sockets.iter().any(|socket| socket.listener == index));
+            for index in unserved.collect::<Vec<_>>() {
+                let listener = &config.listeners[index];
+                if passed.from_upgrade {
+                    // New in this config: an upgrade is a restart for it.
+                    let bound = listener::listen_all(
+                        &listener.addrs,
+                        config.backlog,
+                        config.send_buffer,
+                    )?;
+                    sockets.extend(bound.into_iter().map(|socket| listener::ListeningSocket {
+                        socket,
+                        listener: index,
+                    }));
+                } else {
+                    warn!(
+                        "the listener {} has no socket from systemd and is not served (give it a ListenStream= in the .socket unit)",
+                        listener.id.describe()
+                    );
+                }
+            }
+            let source = if passed.from_upgrade {
                 "socket handed over by an upgrade"
             } else {
                 "socket passed by systemd"
-            },
-        ),
+            };
+            (sockets, passed.metrics, source)
+        }
         None => (listener::listen_config(&config)?, None, "bound"),
     };
     let dup_fail = |err| {
@@ -97,7 +120,8 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
     let mut handover = Handover::default();
     for socket in &sockets {
         let copy = socket.socket.try_clone().map_err(dup_fail)?;
-        handover.listeners.push((copy, socket.listener));
+        let name = listener::fd_name(&config.listeners[socket.listener].id);
+        handover.listeners.push((copy, name));
     }
     let workers = Workers::from_sockets(sockets, &config, worker_count)?;
     let metrics = match (args.metrics, passed_metrics) {

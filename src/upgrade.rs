@@ -3,7 +3,8 @@
 //! The running process starts the file at the path it was started from, with the same
 //! arguments and environment, and hands it its listening sockets (and the metrics
 //! endpoint's) by the `LISTEN_FDS` protocol greeter already serves systemd's sockets
-//! by: each at fd 3 and up, named in `LISTEN_FDNAMES` (`listener-N`, `metrics`), with
+//! by: each at fd 3 and up, named in `LISTEN_FDNAMES` (`metrics`, and for a listening
+//! socket what tells which listener it is: `crate::listener::fd_name`), with
 //! `LISTEN_PID` naming the new process (a `/bin/sh -c '... exec'` sets it to its own
 //! pid, which the exec keeps). One more descriptor, named `upgrade-report`, is one end
 //! of a socket pair: the new process writes `ready` on it once it serves, or
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use command_fds::{CommandFdExt, FdMapping};
 use mio::{Interest, Registry, Token};
 
-use crate::listener::{fd_names, listener_fd_name, METRICS_FD_NAME};
+use crate::listener::{fd_names, METRICS_FD_NAME};
 
 /// The `LISTEN_FDNAMES` name of the report channel.
 pub const REPORT_FD_NAME: &str = "upgrade-report";
@@ -78,8 +79,9 @@ impl Report {
 /// The sockets an upgrade hands on: duplicates, kept while this process lives.
 #[derive(Debug, Default)]
 pub struct Handover {
-    /// Each listening socket with the index of its listener.
-    pub listeners: Vec<(std::net::TcpListener, usize)>,
+    /// Each listening socket with the name it is handed on with, which tells the new
+    /// process which of its listeners it is ([`crate::listener::fd_name`]).
+    pub listeners: Vec<(std::net::TcpListener, String)>,
     /// The metrics endpoint's listening socket, with `--metrics`.
     pub metrics: Option<std::net::TcpListener>,
 }
@@ -177,9 +179,9 @@ impl Upgrader {
         ours.set_nonblocking(true)?;
         let mut mappings = Vec::new();
         let mut names = Vec::new();
-        for (socket, listener) in &self.handover.listeners {
+        for (socket, name) in &self.handover.listeners {
             mappings.push(OwnedFd::from(socket.try_clone()?));
-            names.push(listener_fd_name(*listener));
+            names.push(name.clone());
         }
         if let Some(metrics) = &self.handover.metrics {
             mappings.push(OwnedFd::from(metrics.try_clone()?));

@@ -404,3 +404,80 @@ fn systemd_an_activated_server_hands_its_inherited_socket_on() {
     signal(new, "TERM");
     assert_eq!(wait_for_exit(new), 0);
 }
+
+/// Three listeners: A denies loopback with a deny message, B (on another address)
+/// and C (named) greet. `round` marks every greeting so each step is told apart;
+/// `order` is the order of the tables in the file, `with_a` whether A's is there.
+fn three_listeners(round: u32, order: &str, with_a: bool) -> String {
+    let mut toml = String::new();
+    for table in order.chars() {
+        match table {
+            'a' if with_a => toml.push_str(&format!(
+                "[[listener]]\nhost = \"127.0.0.1\"\nport = 0\ndeny = [\"127.0.0.0/8\"]\n\
+                 deny-message = \"denied on A{round}\"\n\n"
+            )),
+            'b' => toml.push_str(&format!(
+                "[[listener]]\nhost = \"127.0.0.2\"\nport = 0\nmessage = \"B{round}\"\n\n"
+            )),
+            'c' => toml.push_str(&format!(
+                "[[listener]]\nname = \"c\"\nhost = \"127.0.0.1\"\nport = 0\nmessage = \"C{round}\"\n\n"
+            )),
+            _ => {}
+        }
+    }
+    toml
+}
+
+/// What each of the sockets A, B and C sends a new client.
+fn answers(addrs: &[std::net::SocketAddr]) -> Vec<String> {
+    addrs
+        .iter()
+        .map(|&addr| String::from_utf8_lossy(&read_to_eof(&mut connect(addr)).unwrap()).into_owned())
+        .collect()
+}
+
+#[test]
+fn each_port_keeps_its_own_policy_across_reordered_reloads_and_upgrades() {
+    become_subreaper();
+    let pid_file = temp_path("order.pid");
+    let (command, config) = ServerCommand::new(&["--pid-file", pid_file.to_str().unwrap()])
+        .config("order.toml", &three_listeners(1, "abc", true));
+    let mut server = command.spawn();
+    let addrs = server.listening_addrs(2);
+    assert_eq!(answers(&addrs), ["denied on A1", "B1", "C1"]);
+
+    let reloads = |count: usize| {
+        let text = || server.stderr();
+        wait_for(
+            STEP_TIMEOUT,
+            || format!("{count} reloads in:\n{}", text()),
+            || (text().matches("reload: configuration reloaded").count() >= count).then_some(()),
+        )
+    };
+    // Reordered: each socket keeps the table that names its address, or its name.
+    std::fs::write(&config, three_listeners(2, "cba", true)).unwrap();
+    server.signal("HUP");
+    reloads(1);
+    assert_eq!(answers(&addrs), ["denied on A2", "B2", "C2"]);
+
+    // A's table gone: its socket keeps its last settings, with a warning.
+    std::fs::write(&config, three_listeners(3, "cb", false)).unwrap();
+    server.signal("HUP");
+    reloads(2);
+    assert_eq!(answers(&addrs), ["denied on A2", "B3", "C3"]);
+    let log = server.stderr();
+    assert!(
+        log.contains("the listener on 127.0.0.1:0 is gone from"),
+        "{log}"
+    );
+
+    // An upgrade to a config in yet another order: the new process takes each socket
+    // for the listener it is.
+    std::fs::write(&config, three_listeners(4, "bca", true)).unwrap();
+    let old = server.pid();
+    let new = upgrade(old, &pid_file, Some(&mut server));
+    let _new = Generation(new);
+    assert_eq!(answers(&addrs), ["denied on A4", "B4", "C4"]);
+    signal(new, "TERM");
+    assert_eq!(wait_for_exit(new), 0);
+}

@@ -29,6 +29,12 @@ pub struct ServerArgs {
           value_parser = clap::value_parser!(u16))]
     pub port: u16,
 
+    /// A name for the listener (letters, digits, '.', '_' and '-', at most 64): a
+    /// reload and an upgrade match it to its sockets by this name, and systemd's
+    /// sockets by FileDescriptorName= (default: matched by host and port)
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    pub name: Option<String>,
+
     /// The greeting: `--message` or `--message-file`.
     #[command(flatten)]
     pub greeting: GreetingArgs,
@@ -130,6 +136,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = 100_000, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
     pub rate_table_size: u32,
+
+    /// Listeners with the same rate group share one --max-rate-per-ip table (a
+    /// source's connections to any of them count together; their rate settings must be
+    /// the same) (default: each listener counts its own sources)
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    pub rate_group: Option<String>,
 
     /// Hold the greeting this long once the client is known (after its PROXY header
     /// with --proxy-protocol); a client that sends anything meanwhile is a pregreeter
@@ -258,4 +270,31 @@ pub fn parse_error_cause(err: &clap::Error) -> String {
         Some(values) => format!("{cause} {values}"),
         None => cause.to_owned(),
     }
+}
+
+/// The most bytes a listener's or rate group's name may have.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// Parses a listener's or rate group's name: what a `LISTEN_FDNAMES` entry may hold.
+///
+/// # Errors
+/// A phrase fit for clap's usage error saying what is wrong.
+pub fn parse_name(text: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    // The names an upgrade gives other sockets (crate::listener::fd_name).
+    let reserved = matches!(text, "listener" | "metrics" | "upgrade-report")
+        || text.starts_with(crate::listener::PORT_ZERO_FD_PREFIX);
+    if reserved {
+        return Err(format!(
+            "{text:?} is a name greeter gives sockets of its own (choose another)"
+        ));
+    }
+    if text.is_empty() || text.len() > MAX_NAME_BYTES || !text.chars().all(allowed) {
+        // Quoted (escaped) and cut: the text may be anything a user typed.
+        let shown: String = text.chars().take(MAX_NAME_BYTES + 1).collect();
+        return Err(format!(
+            "{shown:?} is not a name (1 to {MAX_NAME_BYTES} letters, digits, '.', '_' or '-')"
+        ));
+    }
+    Ok(text.to_owned())
 }

@@ -68,6 +68,7 @@ use FileType::{Boolean, Hosts, Integer, Size, Text};
 pub const KEYS: &[Key] = &[
     listener_key("host", Hosts, AtRestart),
     listener_key("port", Integer, AtRestart),
+    listener_key("name", Text, AtRestart),
     listener_key("message", Text, AtReload),
     listener_key("message-file", Text, AtReload),
     listener_key("proxy-protocol", Boolean, AtRestart),
@@ -80,6 +81,7 @@ pub const KEYS: &[Key] = &[
     listener_key("rate-prefix-v4", Integer, AtReload),
     listener_key("rate-prefix-v6", Integer, AtReload),
     listener_key("rate-table-size", Integer, AtReload),
+    listener_key("rate-group", Text, AtReload),
     listener_key("greet-delay", Text, AtReload),
     listener_key("pregreet", Text, AtReload),
     key("max-connections", Integer, AtReload),

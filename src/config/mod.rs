@@ -8,6 +8,7 @@
 pub mod file;
 pub mod flags;
 pub mod keys;
+pub mod listener_id;
 pub mod settings;
 
 use std::io;
@@ -24,6 +25,7 @@ use crate::error::Failure;
 pub use crate::greeting::{read_greeting_file, Greeting, DEFAULT_GREETING, MAX_GREETING_BYTES};
 use crate::rate::{RateSettings, RateTable};
 pub use flags::{ServerArgs, ServerCli};
+pub use listener_id::ListenerId;
 pub use settings::{Settings, SettingsError, Source};
 
 /// The longest duration any flag takes. Far beyond any useful timeout, and far enough
@@ -207,6 +209,9 @@ pub struct Config {
 /// connections it accepts get.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
+    /// Which listener it is, across reloads and upgrades (its name, or its hosts and
+    /// port): how a new config's table is matched to the sockets that serve it.
+    pub id: ListenerId,
     /// Where to listen, in the order given (at least one address, one port).
     pub addrs: Vec<SocketAddr>,
     /// The greeting, loaded once and shared by every connection (never copied).
@@ -222,6 +227,7 @@ impl Config {
     pub fn new(listen: SocketAddr) -> Self {
         Config {
             listeners: vec![ListenerConfig {
+                id: ListenerId::new(None, &[listen.ip().to_string()], listen.port()),
                 addrs: vec![listen],
                 greeting: Greeting::from(DEFAULT_GREETING),
                 proxy_protocol: false,
@@ -290,6 +296,7 @@ impl ServerArgs {
     /// As [`ServerArgs::into_config`].
     pub fn into_config_with(self, policy: Option<Arc<Policy>>) -> Result<Config, Failure> {
         let listener = ListenerConfig {
+            id: ListenerId::new(self.name.clone(), &self.host, self.port),
             addrs: resolve_hosts(&self.host, self.port)?,
             greeting: self.greeting.load()?,
             proxy_protocol: self.proxy_protocol,
@@ -310,20 +317,38 @@ impl ServerArgs {
     /// # Errors
     /// A [`Failure`] naming the list file, and its line, that cannot be used.
     pub fn policy(&self, running: Option<&Policy>) -> Result<Option<Arc<Policy>>, Failure> {
-        let sources = Sources {
+        let list = Arc::new(self.access_list()?);
+        let rate = self.rate_settings().map(|settings| {
+            running
+                .and_then(|policy| policy.rate_table_if(&settings))
+                .unwrap_or_else(|| Arc::new(RateTable::new(settings)))
+        });
+        Ok(self.policy_with(list, rate))
+    }
+
+    /// The access lists these flags name (`--allow`, `--deny` and their files), read
+    /// and built.
+    ///
+    /// # Errors
+    /// A [`Failure`] naming the list file, and its line, that cannot be used.
+    pub fn access_list(&self) -> Result<AccessList, Failure> {
+        AccessList::load(Sources {
             allow: &self.allow,
             deny: &self.deny,
             allow_files: &self.allow_file,
             deny_files: &self.deny_file,
-        };
-        let rate = self.rate_settings().map(|settings| {
-            let kept = running
-                .and_then(|policy| policy.rate.as_ref())
-                .filter(|table| *table.settings() == settings);
-            kept.map_or_else(|| Arc::new(RateTable::new(settings)), Arc::clone)
-        });
+        })
+    }
+
+    /// The access policy of these flags with its list and rate table already built
+    /// (`None` if it would change nothing).
+    pub fn policy_with(
+        &self,
+        list: Arc<AccessList>,
+        rate: Option<Arc<RateTable>>,
+    ) -> Option<Arc<Policy>> {
         let policy = Policy {
-            list: AccessList::load(sources)?,
+            list,
             deny_message: self
                 .deny_message
                 .as_ref()
@@ -332,7 +357,7 @@ impl ServerArgs {
             greet_delay: self.greet_delay,
             pregreet: self.pregreet,
         };
-        Ok((!policy.is_open()).then(|| Arc::new(policy)))
+        (!policy.is_open()).then(|| Arc::new(policy))
     }
 
     /// What `--max-rate-per-ip`'s table is made of, if it is set.

@@ -12,18 +12,18 @@ use std::ffi::OsString;
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Parser};
 
-use crate::access::{Policy, Pregreet};
+use crate::access::{AccessList, Policy};
 use crate::config::file::ConfigFile;
 use crate::config::flags::{check_value, parse_error_cause, ServerArgs, ServerCli};
 use crate::config::keys::{self, Applies, FileType, Key, KEYS};
+use crate::config::listener_id::{self, ListenerId};
 use crate::config::{canonical_value, normalise_path, Config, DEFAULT_GREETING};
 use crate::error::Failure;
-use crate::rate::RateSettings;
+use crate::rate::RateTable;
 
 /// A problem with the flags, the environment or the config file, as one line (the
 /// program stops with exit code 2, as for a bad flag).
@@ -221,16 +221,22 @@ impl Settings {
             from_tables,
             warnings,
         };
+        let mut checked: Vec<ServerArgs> = Vec::with_capacity(settings.listeners.len());
         for index in 0..settings.listeners.len() {
             let args = settings.args_for(index)?;
-            args.check_combination().map_err(|cause| {
-                let which = if settings.from_tables {
+            let which = || {
+                if settings.from_tables {
                     format!(" (in [[listener]] {})", index + 1)
                 } else {
                     String::new()
-                };
-                SettingsError(format!("{cause}{which}"))
-            })?;
+                }
+            };
+            args.check_combination()
+                .map_err(|cause| SettingsError(format!("{cause}{}", which())))?;
+            if let Some(cause) = checked.iter().find_map(|earlier| clash(earlier, &args)) {
+                return Err(SettingsError(format!("{cause}{}", which())));
+            }
+            checked.push(args);
         }
         Ok(settings)
     }
@@ -285,10 +291,11 @@ impl Settings {
     pub fn to_config(&self) -> Result<Config, Failure> {
         let mut config: Option<Config> = None;
         let mut policies = Policies::default();
-        for index in 0..self.listeners.len() {
+        for (index, id) in self.listener_ids().into_iter().enumerate() {
             let args = self.args_for(index).map_err(SettingsError::into_failure)?;
             let policy = policies.get(&args, None)?;
             let mut one = args.into_config_with(policy)?;
+            one.listeners[0].id = id;
             match &mut config {
                 Some(config) => config.listeners.append(&mut one.listeners),
                 None => config = Some(one),
@@ -297,21 +304,56 @@ impl Settings {
         config.ok_or_else(|| SettingsError("no listener".into()).into_failure())
     }
 
+    /// Which listener each of these settings' listeners is, in order (see
+    /// [`ListenerId`]).
+    fn listener_ids(&self) -> Vec<ListenerId> {
+        let first = |values: &Values, name: &str| {
+            values
+                .get(name)
+                .and_then(|value| value.text.first())
+                .cloned()
+        };
+        let hosts: Vec<Vec<String>> = self
+            .listeners
+            .iter()
+            .map(|values| values.get("host").map(|value| value.text.clone()).unwrap_or_default())
+            .collect();
+        listener_id::ids(self.listeners.iter().zip(&hosts).map(|(values, hosts)| {
+            // Checked by the port's parser as it entered.
+            let port = first(values, "port").and_then(|port| port.parse().ok());
+            (first(values, "name"), &hosts[..], port.unwrap_or(0))
+        }))
+    }
+
     /// The config a reload hands the running server: `running`, with what a reload
-    /// may change (greetings, limits, timeouts, logging) taken from these settings.
-    /// Listeners are matched by position; one that is new here waits for a restart.
+    /// may change (greetings, policies, limits, timeouts, logging) taken from these
+    /// settings. Each running listener takes the table that is the same listener (by
+    /// name, else by hosts and port: [`ListenerId`]), never the one at its position;
+    /// one whose table is gone keeps its last settings, and a new table waits for a
+    /// restart ([`Settings::restart_only_changes`] names both).
     ///
     /// # Errors
-    /// A [`Failure`] naming the greeting file that cannot be used.
+    /// A [`Failure`] naming the greeting or list file that cannot be used, or two
+    /// tables that are one running listener.
     pub fn reload_into(&self, running: &Config) -> Result<Config, Failure> {
         let mut next = running.clone();
+        let ids = self.listener_ids();
         let mut policies = Policies::default();
-        for (index, listener) in next.listeners.iter_mut().enumerate() {
-            if index < self.listeners.len() {
-                let args = self.args_for(index).map_err(SettingsError::into_failure)?;
-                listener.greeting = args.greeting.load()?;
-                listener.policy = policies.get(&args, listener.policy.as_deref())?;
+        for listener in &mut next.listeners {
+            let mut same = ids.iter().enumerate().filter(|(_, id)| id.matches(&listener.id));
+            let Some((index, _)) = same.next() else {
+                continue;
+            };
+            if same.next().is_some() {
+                return Err(SettingsError(format!(
+                    "two [[listener]] tables are the running listener {} (give each its own name, or host and port)",
+                    listener.id.describe()
+                ))
+                .into_failure());
             }
+            let args = self.args_for(index).map_err(SettingsError::into_failure)?;
+            listener.greeting = args.greeting.load()?;
+            listener.policy = policies.get(&args, listener.policy.as_deref())?;
         }
         self.server_args()
             .map_err(SettingsError::into_failure)?
@@ -350,34 +392,36 @@ impl Settings {
                 ));
             }
         }
-        let tables = self.from_tables || newer.from_tables;
-        for (index, (old, new)) in self.listeners.iter().zip(&newer.listeners).enumerate() {
+        let (ids, newer_ids) = (self.listener_ids(), newer.listener_ids());
+        for (old, id) in self.listeners.iter().zip(&ids) {
+            let Some(new) = newer_ids
+                .iter()
+                .position(|newer_id| newer_id.matches(id))
+                .map(|index| &newer.listeners[index])
+            else {
+                changes.push(format!(
+                    "the listener {} is gone from {file}; its sockets keep its last settings until the next restart",
+                    id.describe()
+                ));
+                continue;
+            };
             for key in KEYS
                 .iter()
                 .filter(|key| key.per_listener && key.applies == Applies::AtRestart)
             {
                 if text(old, key.name) != text(new, key.name) {
-                    let which = if tables {
-                        format!("{} of [[listener]] {}", key.name, index + 1)
-                    } else {
-                        key.name.to_owned()
-                    };
                     changes.push(format!(
-                        "{which} changed in {file}; it takes effect at the next restart"
+                        "{} of the listener {} changed in {file}; it takes effect at the next restart",
+                        key.name,
+                        id.describe()
                     ));
                 }
             }
         }
-        for index in self.listeners.len()..newer.listeners.len() {
+        for id in newer_ids.iter().filter(|new| !ids.iter().any(|id| id.matches(new))) {
             changes.push(format!(
-                "[[listener]] {} is new in {file}; it takes effect at the next restart",
-                index + 1
-            ));
-        }
-        for index in newer.listeners.len()..self.listeners.len() {
-            changes.push(format!(
-                "[[listener]] {} is gone from {file}; it keeps serving until the next restart",
-                index + 1
+                "the listener {} is new in {file}; it takes effect at the next restart",
+                id.describe()
             ));
         }
         changes
@@ -421,53 +465,91 @@ impl Settings {
     }
 }
 
-/// The access policies built so far, by what they are built from: listeners that
-/// inherit the same lists (a 500,000-entry deny file, say) share one table instead of
-/// each reading and building its own, and one rate table (a source's rate counts
-/// across them).
+/// The parts of access policies built so far that listeners share: the lists, by
+/// what they are built from (listeners that inherit the same lists, a 500,000-entry
+/// deny file say, share one table instead of each reading and building its own), and
+/// the rate table of each `rate-group`. Any other rate table is its listener's own: a
+/// source's rate on one port says nothing of its rate on another.
 #[derive(Default)]
 struct Policies {
-    built: Vec<(PolicyInputs, Option<Arc<Policy>>)>,
+    lists: Vec<(ListInputs, Arc<AccessList>)>,
+    rate_groups: Vec<(String, Arc<RateTable>)>,
 }
 
-/// What a policy is built from.
+/// What an access list is built from.
 #[derive(PartialEq)]
-struct PolicyInputs {
+struct ListInputs {
     allow: Vec<String>,
     deny: Vec<String>,
     allow_files: Vec<PathBuf>,
     deny_files: Vec<PathBuf>,
-    deny_message: Option<String>,
-    rate: Option<RateSettings>,
-    greet_delay: Duration,
-    pregreet: Pregreet,
 }
 
 impl Policies {
-    /// The policy of `args`: one built before from the same inputs, or a new one
-    /// (keeping the rate table of `running`, the policy it replaces, if its settings
-    /// are the same).
+    /// The policy of `args`: its lists shared with listeners that name the same, its
+    /// rate table its group's, else the one of `running` (the policy it replaces, at a
+    /// reload) if its settings are the same, else a new one.
     fn get(
         &mut self,
         args: &ServerArgs,
         running: Option<&Policy>,
     ) -> Result<Option<Arc<Policy>>, Failure> {
-        let inputs = PolicyInputs {
+        let inputs = ListInputs {
             allow: args.allow.clone(),
             deny: args.deny.clone(),
             allow_files: args.allow_file.clone(),
             deny_files: args.deny_file.clone(),
-            deny_message: args.deny_message.clone(),
-            rate: args.rate_settings(),
-            greet_delay: args.greet_delay,
-            pregreet: args.pregreet,
         };
-        if let Some((_, policy)) = self.built.iter().find(|(built, _)| *built == inputs) {
-            return Ok(policy.clone());
+        let list = match self.lists.iter().find(|(built, _)| *built == inputs) {
+            Some((_, list)) => Arc::clone(list),
+            None => {
+                let list = Arc::new(args.access_list()?);
+                self.lists.push((inputs, Arc::clone(&list)));
+                list
+            }
+        };
+        let rate = args.rate_settings().map(|settings| {
+            let group = args.rate_group.as_ref().and_then(|group| {
+                let found = self.rate_groups.iter().find(|(name, _)| name == group);
+                found.map(|(_, table)| Arc::clone(table))
+            });
+            // A group's listeners have the same settings (checked with the settings).
+            group.unwrap_or_else(|| {
+                let table = running
+                    .and_then(|policy| policy.rate_table_if(&settings))
+                    .unwrap_or_else(|| Arc::new(RateTable::new(settings)));
+                if let Some(group) = &args.rate_group {
+                    self.rate_groups.push((group.clone(), Arc::clone(&table)));
+                }
+                table
+            })
+        });
+        Ok(args.policy_with(list, rate))
+    }
+}
+
+/// What makes listener `later` impossible beside listener `earlier`, if anything: the
+/// same name (names identify listeners), or the same rate group with other rate
+/// settings (a group shares one table).
+fn clash(earlier: &ServerArgs, later: &ServerArgs) -> Option<String> {
+    if let (Some(name), Some(other)) = (&earlier.name, &later.name) {
+        if name == other {
+            return Some(format!(
+                "two listeners are named {name:?} (a name identifies one listener: give each its own)"
+            ));
         }
-        let policy = args.policy(running)?;
-        self.built.push((inputs, policy.clone()));
-        Ok(policy)
+    }
+    match (&earlier.rate_group, &later.rate_group) {
+        (Some(group), Some(other))
+            if group == other && earlier.rate_settings() != later.rate_settings() =>
+        {
+            Some(format!(
+                "the listeners of rate group {group:?} have different rate settings (they share one \
+                 table: give them the same max-rate-per-ip, rate-prefix-v4, rate-prefix-v6 and \
+                 rate-table-size)"
+            ))
+        }
+        _ => None,
     }
 }
 
