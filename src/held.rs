@@ -29,6 +29,7 @@ use crate::deadlines::{saturating_add, Deadline, DeadlineQueue};
 use crate::error::describe_io_error;
 use crate::greeting::Greeting;
 use crate::per_ip::PerIpLimit;
+use crate::served::{self, Served};
 
 /// Stale deadline entries tolerated beyond twice the held connections before a queue
 /// is compacted (so that a server holding nothing does not compact on every close).
@@ -89,9 +90,11 @@ pub(crate) struct HeldConnections {
     max_connections: usize,
     /// The level of the `ACCEPT` line (info with `--log-connections`).
     log_level: Level,
-    /// Each listening socket's access policy, by its index: a header waiter's client is
-    /// checked against it once its header names it.
-    policies: Vec<Option<Arc<Policy>>>,
+    /// What each listener's connections get (its greeting and access policy), by the
+    /// listener's index in the config: the loop's one copy, rebuilt whole from each
+    /// config. A header waiter's client is checked against it once its header names
+    /// it, with the policy current then.
+    served: Vec<Served>,
     /// Closes of held connections not yet taken by the server; reused.
     closed: Vec<Closed>,
     /// See [`HeldCounts`].
@@ -123,21 +126,17 @@ impl HeldConnections {
             started: Instant::now(),
             max_connections: config.max_connections,
             log_level: config.connection_log_level,
-            policies: Vec::new(),
+            served: served::table(config),
             closed: Vec::new(),
             counts: HeldCounts::default(),
         }
     }
 
-    /// Each listening socket's access policy, by its index (at start and reload).
-    pub(crate) fn set_policies(&mut self, policies: Vec<Option<Arc<Policy>>>) {
-        self.policies = policies;
-    }
-
-    /// A reload's limits, timeouts and logging, for what happens from now on: a new
-    /// `--max-per-ip` counts the connections already held, deadlines already running
-    /// keep their time.
+    /// A reload's greetings, policies, limits, timeouts and logging, for what happens
+    /// from now on: a new `--max-per-ip` counts the connections already held,
+    /// deadlines already running keep their time.
     pub(crate) fn reconfigure(&mut self, config: &Config) {
+        self.served = served::table(config);
         for timer in Timer::ALL {
             self.deadlines[timer as usize].set_duration(timer_duration(config, timer));
         }
@@ -217,13 +216,9 @@ impl HeldConnections {
     /// A connection just accepted: advanced at once (the fast path), and held only if
     /// it must wait. Returns its close if it finished (or was refused) at once.
     #[inline]
-    pub(crate) fn admit(
-        &mut self,
-        mut conn: Connection,
-        greeting: &Greeting,
-        policy: Option<&Arc<Policy>>,
-        now: Instant,
-    ) -> Option<Closed> {
+    pub(crate) fn admit(&mut self, mut conn: Connection, now: Instant) -> Option<Closed> {
+        let served = &self.served[conn.listener()];
+        let (greeting, policy) = (&served.greeting, served.policy.as_ref());
         // Without --proxy-protocol the client is known at accept; with it, once the
         // header names it.
         let step = match conn.phase() {
@@ -250,7 +245,7 @@ impl HeldConnections {
     /// it away.
     #[inline]
     fn greet_named(
-        &mut self,
+        &self,
         conn: &mut Connection,
         greeting: &[u8],
         policy: Option<&Arc<Policy>>,
@@ -371,9 +366,9 @@ impl HeldConnections {
         let socket_peer = self.slab[key].conn.peer();
         self.count_out(Phase::Header, socket_peer.ip());
         self.slab[key].conn.set_peer(client);
-        // The policy its socket has now (a reload may have replaced it meanwhile).
+        // The policy its listener has now (a reload may have replaced it meanwhile).
         let listener = self.slab[key].conn.listener();
-        let policy = self.policies.get(listener).cloned().flatten();
+        let policy = self.served[listener].policy.clone();
         match self.admission(client, self.len() - 1, policy.as_ref(), now) {
             Admission::Greet => {}
             Admission::Delay(pregreet) => {
@@ -539,7 +534,7 @@ impl HeldConnections {
     ) {
         let queue = phase.timer() as usize;
         let delay = || {
-            let policy = self.policies.get(listener).and_then(Option::as_ref);
+            let policy = self.served[listener].policy.as_ref();
             policy.map_or(Duration::ZERO, |policy| policy.greet_delay)
         };
         let lasting = match (before, phase) {

@@ -99,6 +99,7 @@ pub mod pid_file;
 mod proxy;
 pub mod rate;
 pub mod reload;
+mod served;
 pub mod server;
 mod socket;
 pub mod startup;

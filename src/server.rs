@@ -18,14 +18,12 @@ use mio::{Events, Poll, Token, Waker};
 use socket2::SockRef;
 
 use crate::accept::{self, AcceptFailure, AcceptGate};
-use crate::access::Policy;
 use crate::close::{log_accept, log_close, log_pregreet, CloseReason, Closed};
 use crate::config::{Config, MAX_GREETING_BYTES};
 use crate::connection::Connection;
 use crate::deadlines::saturating_add;
 use crate::error::{describe_io_error, Failure};
 use crate::fdlimit;
-use crate::greeting::Greeting;
 use crate::handle::{ServerHandle, Snapshot, StopRequest};
 use crate::held::HeldConnections;
 use crate::listener::{defer_accept, listen_config, ListeningSocket};
@@ -130,14 +128,11 @@ const BEHIND_HOLD: Duration = Duration::from_secs(1);
 struct Listening {
     /// The socket.
     socket: TcpListener,
-    /// Its listener's index in [`Config::listeners`], to find its greeting at a reload.
-    listener: usize,
-    /// The greeting its connections are sent (loaded once, shared, never copied).
-    greeting: Greeting,
+    /// Its listener's index in [`Config::listeners`]: what its connections get is
+    /// that listener's entry in the loop's one table (`served.rs`).
+    listener: u16,
     /// Whether its connections begin with a PROXY protocol header.
     proxy_protocol: bool,
-    /// Who its listener greets (`--allow`, `--deny`); `None`: everyone.
-    policy: Option<Arc<Policy>>,
 }
 
 /// The most listening sockets one server serves (a connection names its socket in
@@ -217,10 +212,10 @@ impl Server {
                 .map_err(loop_error)?;
             registered.push(Listening {
                 socket,
-                listener,
-                greeting: served.greeting.clone(),
+                // Fits: checked against MAX_LISTENING_SOCKETS below, and a config has
+                // no more listeners than sockets.
+                listener: listener as u16,
                 proxy_protocol: served.proxy_protocol,
-                policy: served.policy.clone(),
             });
         }
         if registered.is_empty() {
@@ -241,7 +236,7 @@ impl Server {
                 format!("more than {MAX_LISTENING_SOCKETS} listening sockets"),
             )));
         }
-        let mut server = Server {
+        let server = Server {
             poll,
             pending: vec![false; registered.len()],
             listeners: registered,
@@ -257,7 +252,6 @@ impl Server {
             sharing: None,
             listening: true,
         };
-        server.share_policies();
         // Readers see its greeting and limit before its first round.
         server.publish();
         Ok(server)
@@ -480,27 +474,12 @@ impl Server {
         });
     }
 
-    /// Tells the held connections each socket's access policy, for header waiters.
-    fn share_policies(&mut self) {
-        let policies = self
-            .listeners
-            .iter()
-            .map(|listening| listening.policy.clone());
-        self.held.set_policies(policies.collect());
-    }
-
-    /// A reload's config, for new connections: each listener's greeting, the limits,
-    /// timeouts and logging. Held connections keep the greeting `Arc` they started
-    /// with, and the deadlines already running.
+    /// A reload's config, for new connections: each listener's greeting and policy
+    /// (header waiters named from now on are checked against the new policy), the
+    /// limits, timeouts and logging. Held connections keep the greeting `Arc` they
+    /// started with, and the deadlines already running.
     fn reconfigure(&mut self, config: &Config) {
-        for listening in &mut self.listeners {
-            if let Some(served) = config.listeners.get(listening.listener) {
-                listening.greeting = served.greeting.clone();
-                listening.policy = served.policy.clone();
-            }
-        }
         self.greeting_bytes = first_greeting_bytes(config);
-        self.share_policies();
         self.held.reconfigure(config);
         self.config = config.clone();
     }
@@ -583,10 +562,8 @@ impl Server {
     fn greet(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize, now: Instant) {
         self.totals.accepted += 1;
         let listening = &self.listeners[listener];
-        // Fits: a server has at most MAX_LISTENING_SOCKETS sockets.
-        let conn = Connection::accepted(stream, peer, listening.proxy_protocol, listener as u16);
-        let policy = listening.policy.as_ref();
-        if let Some(closed) = self.held.admit(conn, &listening.greeting, policy, now) {
+        let conn = Connection::accepted(stream, peer, listening.proxy_protocol, listening.listener);
+        if let Some(closed) = self.held.admit(conn, now) {
             let (level, max) = (
                 self.config.connection_log_level,
                 self.config.max_connections,
