@@ -52,3 +52,32 @@ fn a_reload_during_a_drain_still_denies_a_client_named_late() {
         "{totals}"
     );
 }
+
+/// Two listeners with `max-rate-per-ip = "1/h"`; `group` puts both in one rate group.
+fn rated_pair(group: Option<&str>) -> String {
+    let group = group.map_or_else(String::new, |name| format!("rate-group = \"{name}\"\n"));
+    format!(
+        "max-rate-per-ip = \"1/h\"\n[[listener]]\nport = 0\n{group}\n[[listener]]\nport = 0\n{group}"
+    )
+}
+
+/// What a new client of `addr` is sent.
+fn answer(addr: std::net::SocketAddr) -> Vec<u8> {
+    read_to_eof(&mut connect(addr)).unwrap_or_default()
+}
+
+#[test]
+fn each_listener_counts_its_own_sources_unless_they_share_a_rate_group() {
+    let own = temp_file("own-rates.toml", rated_pair(None).as_bytes());
+    let server = supervise_exactly(&["--config", own.arg()]);
+    let (a, b) = (server.addrs[0], server.addrs[1]);
+    assert_eq!(answer(a), DEFAULT_GREETING);
+    assert_eq!(answer(b), DEFAULT_GREETING, "A's count refused B's first client");
+    assert_eq!(answer(a), b"", "the second within the hour is refused");
+    drop(server);
+
+    let shared = temp_file("shared-rates.toml", rated_pair(Some("loopback")).as_bytes());
+    let server = supervise_exactly(&["--config", shared.arg()]);
+    assert_eq!(answer(server.addrs[0]), DEFAULT_GREETING);
+    assert_eq!(answer(server.addrs[1]), b"", "a group counts its sources together");
+}

@@ -1030,11 +1030,11 @@ mod tests {
         let config = config.unwrap();
         let policy = |index: usize| config.listeners[index].policy.clone().unwrap();
         assert!(
-            Arc::ptr_eq(&policy(0), &policy(1)),
+            Arc::ptr_eq(&policy(0).list, &policy(1).list),
             "one table for the same list"
         );
         assert!(
-            !Arc::ptr_eq(&policy(0), &policy(2)),
+            !Arc::ptr_eq(&policy(0).list, &policy(2).list),
             "a listener's own list is its own"
         );
         assert!(!policy(2).list.admits("198.51.100.1".parse().unwrap()));
