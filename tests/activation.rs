@@ -231,6 +231,30 @@ fn systemd_each_passed_socket_serves_the_greeting_of_its_listener() {
 }
 
 #[test]
+fn systemd_sockets_named_by_file_descriptor_name_serve_the_listener_of_that_name() {
+    let second = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // The sockets are passed in the order -l gives them: the second, then the first.
+    let config = temp_file(
+        "activation-named.toml",
+        b"[[listener]]\nname = \"first\"\nport = 0\nmessage = \"first\"\n\n\
+          [[listener]]\nname = \"second\"\nport = 0\nmessage = \"second\"\n",
+    );
+    let activator = activate(
+        &["--fdname=second:first", "-l", &second.to_string()],
+        &["--config", config.arg()],
+    );
+    let first: std::net::SocketAddr = format!("127.0.0.1:{}", activator.port).parse().unwrap();
+    for (addr, greeting) in [(first, &b"first"[..]), (second, b"second"), (first, b"first")] {
+        let mut peer = connect(addr);
+        assert_eq!(read_to_eof(&mut peer).unwrap(), greeting, "from {addr}");
+    }
+    lines_until(&activator.stderr, "(socket passed by systemd)");
+}
+
+#[test]
 fn systemd_a_passed_socket_that_no_listener_names_is_a_clear_error() {
     let config = temp_file("activation-unnamed.toml", b"");
     let activator = activate(&[], &["--config", config.arg()]);
@@ -250,7 +274,7 @@ fn systemd_a_passed_socket_that_no_listener_names_is_a_clear_error() {
     assert!(
         log.contains(&format!(
             "greeter-server: cannot serve the socket on 127.0.0.1:{} passed by systemd: \
-             no [[listener]] has its address and port",
+             no listener has its name, or its address and port",
             activator.port
         )),
         "{log}"
