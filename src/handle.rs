@@ -97,7 +97,9 @@ impl ServerHandle {
         self.raise(StopRequest::Now)
     }
 
-    /// Makes `config`'s greetings (per listener, by position), limits, timeouts and
+    /// Makes `config`'s greetings and policies (per listener, by its index in
+    /// [`Config::listeners`], which a reload keeps: see
+    /// [`crate::config::Settings::reload_into`]), limits, timeouts and
     /// logging the ones new connections get, from the loop's next round on, all at
     /// once; a connection already held finishes with the greeting it started with.
     /// What needs new sockets (addresses, backlog, send buffer, PROXY or not) is not

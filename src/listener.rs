@@ -145,10 +145,7 @@ pub fn assign_passed(
             })
         };
         let only = || (!from_upgrade && listeners.len() == 1).then_some(0);
-        let listener = named
-            .or_else(by_address)
-            .or_else(port_zero)
-            .or_else(only);
+        let listener = named.or_else(by_address).or_else(port_zero).or_else(only);
         let Some(listener) = listener else {
             let hint = if from_upgrade {
                 "its table is gone or names another host or port: restore it, or restart to apply that"

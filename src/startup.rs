@@ -85,11 +85,8 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
                 let listener = &config.listeners[index];
                 if passed.from_upgrade {
                     // New in this config: an upgrade is a restart for it.
-                    let bound = listener::listen_all(
-                        &listener.addrs,
-                        config.backlog,
-                        config.send_buffer,
-                    )?;
+                    let bound =
+                        listener::listen_all(&listener.addrs, config.backlog, config.send_buffer)?;
                     sockets.extend(bound.into_iter().map(|socket| listener::ListeningSocket {
                         socket,
                         listener: index,

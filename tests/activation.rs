@@ -247,7 +247,11 @@ fn systemd_sockets_named_by_file_descriptor_name_serve_the_listener_of_that_name
         &["--config", config.arg()],
     );
     let first: std::net::SocketAddr = format!("127.0.0.1:{}", activator.port).parse().unwrap();
-    for (addr, greeting) in [(first, &b"first"[..]), (second, b"second"), (first, b"first")] {
+    for (addr, greeting) in [
+        (first, &b"first"[..]),
+        (second, b"second"),
+        (first, b"first"),
+    ] {
         let mut peer = connect(addr);
         assert_eq!(read_to_eof(&mut peer).unwrap(), greeting, "from {addr}");
     }

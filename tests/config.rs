@@ -654,6 +654,8 @@ fn check_config_prints_what_runs_and_reads_back_byte_for_byte_from_any_directory
           [[listener]]\n\
           host = [\"127.0.0.1\", \"[::1]\"]\n\
           port = 0\n\
+          name = \"ssh.Port-22_b\"  # a # comment\n\
+          rate-group = \"ssh.Port-22_b\"\n\
           message = \"nul \\u0000 del \\u007F \\u00e9 \\U0001F600 # x \\\"q\\\" \\\\ \\r\\n\"\n\
           deny = \"192.0.2.0/24\"\n\
           [[listener]]\n\

@@ -72,12 +72,20 @@ fn each_listener_counts_its_own_sources_unless_they_share_a_rate_group() {
     let server = supervise_exactly(&["--config", own.arg()]);
     let (a, b) = (server.addrs[0], server.addrs[1]);
     assert_eq!(answer(a), DEFAULT_GREETING);
-    assert_eq!(answer(b), DEFAULT_GREETING, "A's count refused B's first client");
+    assert_eq!(
+        answer(b),
+        DEFAULT_GREETING,
+        "A's count refused B's first client"
+    );
     assert_eq!(answer(a), b"", "the second within the hour is refused");
     drop(server);
 
     let shared = temp_file("shared-rates.toml", rated_pair(Some("loopback")).as_bytes());
     let server = supervise_exactly(&["--config", shared.arg()]);
     assert_eq!(answer(server.addrs[0]), DEFAULT_GREETING);
-    assert_eq!(answer(server.addrs[1]), b"", "a group counts its sources together");
+    assert_eq!(
+        answer(server.addrs[1]),
+        b"",
+        "a group counts its sources together"
+    );
 }

@@ -432,7 +432,9 @@ fn three_listeners(round: u32, order: &str, with_a: bool) -> String {
 fn answers(addrs: &[std::net::SocketAddr]) -> Vec<String> {
     addrs
         .iter()
-        .map(|&addr| String::from_utf8_lossy(&read_to_eof(&mut connect(addr)).unwrap()).into_owned())
+        .map(|&addr| {
+            String::from_utf8_lossy(&read_to_eof(&mut connect(addr)).unwrap()).into_owned()
+        })
         .collect()
 }
 

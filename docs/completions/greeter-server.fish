@@ -1,6 +1,7 @@
 complete -c greeter-server -l config -d 'Read settings from this TOML file (also GREETER_CONFIG); flags and GREETER_* variables override what it sets' -r -F
 complete -c greeter-server -l host -d 'Address or host name to listen on; repeat it for several. A name is listened on at every address it resolves to (localhost: what the hosts file gives it, usually 127.0.0.1 and ::1). :: alone also takes IPv4; beside an IPv4 address it takes IPv6 only' -r
 complete -c greeter-server -l port -d 'Port to listen on, for every --host; 0 picks a free one (the real port is printed)' -r
+complete -c greeter-server -l name -d 'A name for the listener (letters, digits, \'.\', \'_\' and \'-\', at most 64): a reload and an upgrade match it to its sockets by this name, and systemd\'s sockets by FileDescriptorName= (default: matched by host and port)' -r
 complete -c greeter-server -l message -d 'The greeting: exactly these bytes (UTF-8), no newline added [default: "Hello there! This is the hosted server"]' -r
 complete -c greeter-server -l message-file -d 'The greeting is this file\'s bytes (any bytes; a regular file of at most 1GiB, read once)' -r -F
 complete -c greeter-server -l max-connections -d 'Connections held at once; the rest wait in the kernel\'s listen backlog' -r
@@ -20,6 +21,7 @@ complete -c greeter-server -l max-rate-per-ip -d 'At most RATE new connections f
 complete -c greeter-server -l rate-prefix-v4 -d '--max-rate-per-ip counts IPv4 clients by their first BITS bits (32: each address is a source)' -r
 complete -c greeter-server -l rate-prefix-v6 -d '--max-rate-per-ip counts IPv6 clients by their first BITS bits (64: one host usually owns a /64)' -r
 complete -c greeter-server -l rate-table-size -d '--max-rate-per-ip remembers at most N sources (about 50 bytes each), forgetting the least recently seen first' -r
+complete -c greeter-server -l rate-group -d 'Listeners with the same rate group share one --max-rate-per-ip table (a source\'s connections to any of them count together; their rate settings must be the same) (default: each listener counts its own sources)' -r
 complete -c greeter-server -l greet-delay -d 'Hold the greeting this long once the client is known (after its PROXY header with --proxy-protocol); a client that sends anything meanwhile is a pregreeter (see --pregreet). Shorter than --write-timeout, which it counts against (default: 0s, off)' -r
 complete -c greeter-server -l pregreet -d 'What a pregreeter gets: greet (its greeting after the delay; logged and counted) or drop (closed at once without it, reason pregreet)' -r -f -a "greet\t'Greeted when its delay is over, as any other (logged and counted)'
 drop\t'Closed at once without the greeting (reason `pregreet`)'"

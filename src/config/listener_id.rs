@@ -92,6 +92,38 @@ pub fn ids<'a>(
     ids
 }
 
+/// For each running listener (by its id, in `running`), the place in `tables` of the
+/// table that is the same listener, or `None` where its table is gone. Where each side
+/// has one listener and neither is named, they are the one listener (its host or port
+/// may change only at a restart, and no other port's policy exists to confuse).
+///
+/// # Errors
+/// A phrase naming a running listener that two tables are.
+pub fn match_tables(
+    running: &[ListenerId],
+    tables: &[ListenerId],
+) -> Result<Vec<Option<usize>>, String> {
+    if let ([only], [table]) = (running, tables) {
+        if only.name.is_none() && table.name.is_none() {
+            return Ok(vec![Some(0)]);
+        }
+    }
+    running
+        .iter()
+        .map(|id| {
+            let mut same = (0..tables.len()).filter(|&index| tables[index].matches(id));
+            let first = same.next();
+            match same.next() {
+                Some(_) => Err(format!(
+                    "two [[listener]] tables are the running listener {} (give each its own name, or host and port)",
+                    id.describe()
+                )),
+                None => Ok(first),
+            }
+        })
+        .collect()
+}
+
 /// A host as an id holds it: an address in its canonical form (`[::0]` and `::` are
 /// one host), a name as written.
 fn canonical_host(host: &str) -> String {
@@ -111,7 +143,11 @@ mod tests {
 
     #[test]
     fn hosts_and_port_identify_a_listener_whatever_their_spelling_and_order() {
-        assert!(id(None, &["::1", "127.0.0.1"], 22).matches(&id(None, &["127.0.0.1", "[::1]"], 22)));
+        assert!(id(None, &["::1", "127.0.0.1"], 22).matches(&id(
+            None,
+            &["127.0.0.1", "[::1]"],
+            22
+        )));
         assert!(!id(None, &["127.0.0.1"], 22).matches(&id(None, &["127.0.0.1"], 23)));
         assert!(!id(None, &["127.0.0.1"], 22).matches(&id(None, &["127.0.0.2"], 22)));
     }
@@ -120,7 +156,26 @@ mod tests {
     fn a_name_alone_identifies_a_named_listener() {
         assert!(id(Some("ssh"), &["127.0.0.1"], 22).matches(&id(Some("ssh"), &["::"], 2222)));
         assert!(!id(Some("ssh"), &["127.0.0.1"], 22).matches(&id(None, &["127.0.0.1"], 22)));
-        assert!(!id(Some("ssh"), &["127.0.0.1"], 22).matches(&id(Some("smtp"), &["127.0.0.1"], 22)));
+        assert!(!id(Some("ssh"), &["127.0.0.1"], 22).matches(&id(
+            Some("smtp"),
+            &["127.0.0.1"],
+            22
+        )));
+    }
+
+    #[test]
+    fn tables_are_matched_by_id_whatever_their_order_and_one_listener_is_always_itself() {
+        let a = id(None, &["127.0.0.1"], 22);
+        let b = id(None, &["127.0.0.1"], 25);
+        let c = id(Some("c"), &["127.0.0.1"], 0);
+        let running = [a.clone(), b.clone(), c.clone()];
+        let matched = match_tables(&running, &[c.clone(), a.clone()]).unwrap();
+        assert_eq!(matched, [Some(1), None, Some(0)]);
+        let (a, b, c) = ([a], [b], [c]);
+        // The one unnamed listener is itself, whatever its port now.
+        assert_eq!(match_tables(&a, &b).unwrap(), [Some(0)]);
+        assert_eq!(match_tables(&a, &c).unwrap(), [None]);
+        assert!(match_tables(&a, &[a[0].clone(), a[0].clone()]).is_err());
     }
 
     #[test]

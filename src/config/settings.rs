@@ -316,7 +316,12 @@ impl Settings {
         let hosts: Vec<Vec<String>> = self
             .listeners
             .iter()
-            .map(|values| values.get("host").map(|value| value.text.clone()).unwrap_or_default())
+            .map(|values| {
+                values
+                    .get("host")
+                    .map(|value| value.text.clone())
+                    .unwrap_or_default()
+            })
             .collect();
         listener_id::ids(self.listeners.iter().zip(&hosts).map(|(values, hosts)| {
             // Checked by the port's parser as it entered.
@@ -337,20 +342,13 @@ impl Settings {
     /// tables that are one running listener.
     pub fn reload_into(&self, running: &Config) -> Result<Config, Failure> {
         let mut next = running.clone();
-        let ids = self.listener_ids();
+        let running_ids: Vec<ListenerId> = running.listeners.iter().map(|l| l.id.clone()).collect();
+        let matched = listener_id::match_tables(&running_ids, &self.listener_ids())
+            .map_err(|cause| SettingsError(cause).into_failure())?;
         let mut policies = Policies::default();
-        for listener in &mut next.listeners {
-            let mut same = ids.iter().enumerate().filter(|(_, id)| id.matches(&listener.id));
-            let Some((index, _)) = same.next() else {
-                continue;
-            };
-            if same.next().is_some() {
-                return Err(SettingsError(format!(
-                    "two [[listener]] tables are the running listener {} (give each its own name, or host and port)",
-                    listener.id.describe()
-                ))
-                .into_failure());
-            }
+        for (listener, table) in next.listeners.iter_mut().zip(matched) {
+            // Gone: it keeps its last settings.
+            let Some(index) = table else { continue };
             let args = self.args_for(index).map_err(SettingsError::into_failure)?;
             listener.greeting = args.greeting.load()?;
             listener.policy = policies.get(&args, listener.policy.as_deref())?;
@@ -393,12 +391,17 @@ impl Settings {
             }
         }
         let (ids, newer_ids) = (self.listener_ids(), newer.listener_ids());
-        for (old, id) in self.listeners.iter().zip(&ids) {
-            let Some(new) = newer_ids
-                .iter()
-                .position(|newer_id| newer_id.matches(id))
-                .map(|index| &newer.listeners[index])
-            else {
+        // Two tables that are one listener fail the reload itself (reload_into).
+        let matched = listener_id::match_tables(&ids, &newer_ids).unwrap_or_default();
+        let which = |key: &str, id: &ListenerId| {
+            if self.from_tables || newer.from_tables {
+                format!("{key} of the listener {}", id.describe())
+            } else {
+                key.to_owned()
+            }
+        };
+        for ((old, id), table) in self.listeners.iter().zip(&ids).zip(&matched) {
+            let Some(new) = table.map(|index| &newer.listeners[index]) else {
                 changes.push(format!(
                     "the listener {} is gone from {file}; its sockets keep its last settings until the next restart",
                     id.describe()
@@ -411,18 +414,19 @@ impl Settings {
             {
                 if text(old, key.name) != text(new, key.name) {
                     changes.push(format!(
-                        "{} of the listener {} changed in {file}; it takes effect at the next restart",
-                        key.name,
-                        id.describe()
+                        "{} changed in {file}; it takes effect at the next restart",
+                        which(key.name, id)
                     ));
                 }
             }
         }
-        for id in newer_ids.iter().filter(|new| !ids.iter().any(|id| id.matches(new))) {
-            changes.push(format!(
-                "the listener {} is new in {file}; it takes effect at the next restart",
-                id.describe()
-            ));
+        for (index, id) in newer_ids.iter().enumerate() {
+            if !matched.contains(&Some(index)) {
+                changes.push(format!(
+                    "the listener {} is new in {file}; it takes effect at the next restart",
+                    id.describe()
+                ));
+            }
         }
         changes
     }
