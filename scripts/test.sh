@@ -8,7 +8,7 @@ usage() {
 usage: scripts/test.sh [CARGO TEST ARGS...]
 
 Runs every test: `cargo test` over the workspace (greeter and greeter-load), then
-scripts/load-test.sh, held-rss.sh, access-list.sh, compare.sh and callgrind.sh on a small bounded load on
+scripts/load-test.sh, held-rss.sh, reload-latency.sh, access-list.sh, compare.sh and callgrind.sh on a small bounded load on
 127.0.0.1, each checked against what it must print. About 50 seconds on 2 cores
 once built; the first build takes about a minute more.
 
@@ -132,6 +132,11 @@ expect load-test.sh '^completed +5000$' '^errors +0 ' \
 scripts/held-rss.sh 1000 -- --send-buffer 64KiB >"$out"
 expect held-rss.sh '^rss_before_kib=[0-9]+ rss_held_kib=[0-9]+ held=1000 bytes_per_held_connection=[0-9]+$' \
   '^tcp_mem_before_kib=[0-9]+ tcp_mem_held_kib=[0-9]+$'
+
+scripts/reload-latency.sh -n 2000 -c 8 -d 1 --every 0.2 >"$out"
+expect reload-latency.sh '^phase=before connections=[1-9][0-9]* .* errors=0$' \
+  '^phase=during connections=[1-9][0-9]* .* errors=0$' '^phase=after connections=[1-9][0-9]* .* errors=0$' \
+  '^reloads=[1-9][0-9]*$'
 
 scripts/access-list.sh -n 20000 >"$out"
 expect access-list.sh '^entries=20000 load_ms=[0-9]+ \(without the list: [0-9]+\) rss_kib=[0-9]+ \(without: [0-9]+\) bytes_per_entry=[0-9]+$'
