@@ -9,7 +9,8 @@
 //! entries), and the loops share it through an `Arc`; looking an address up takes no
 //! lock and allocates nothing.
 
-use std::io::{self, BufRead};
+use std::fs::{File, Metadata};
+use std::io::{self, BufRead, Read};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,10 +19,19 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 
-use crate::error::Failure;
-use crate::files::{not_regular, open_regular, OpenFailure};
+use crate::error::{quote, quote_start, Failure};
+use crate::files::{check_unchanged, not_regular, open_regular, OpenFailure};
 use crate::greeting::Greeting;
 use crate::rate::{RateSettings, RateTable};
+
+/// The longest line a list file may have, without its newline: an entry is at most
+/// 43 bytes (an IPv6 CIDR block) and a comment a sentence. A longer line is not a list
+/// (a one-line JSON blocklist, a binary file given by mistake), and reading it whole
+/// would hold all of it.
+pub const MAX_LINE_BYTES: usize = 4096;
+
+/// A UTF-8 byte-order mark, which some Windows editors write at the start of a file.
+const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
 
 /// What an entry says of the addresses it contains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,8 +164,7 @@ impl AccessList {
         }
     }
 
-    /// Adds every entry of the file at `path`: one a line, `#` starts a comment,
-    /// blank lines are skipped.
+    /// Adds every entry of the file at `path` (see [`AccessList::read_list`]).
     fn load_file(&mut self, path: &Path, rule: Rule, kind: &str) -> Result<(), Failure> {
         let fail = |err: io::Error, hint| {
             Failure::new(
@@ -164,28 +173,87 @@ impl AccessList {
                 Some(hint),
             )
         };
-        const CHECK_PATH: &str = "check the path and its permissions";
-        let file = match open_regular(path) {
-            Ok((file, _)) => file,
-            Err(OpenFailure::Io(err)) => return Err(fail(err, CHECK_PATH)),
+        let (file, before) = match open_regular(path) {
+            Ok(opened) => opened,
+            Err(OpenFailure::Io(err)) => {
+                return Err(fail(err, "check the path and its permissions"))
+            }
             Err(OpenFailure::NotRegular) => {
                 let hint = "give a file with one address or CIDR block a line";
                 return Err(fail(not_regular(), hint));
             }
         };
-        for (index, line) in io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|err| fail(err, CHECK_PATH))?;
-            let entry = line.split('#').next().unwrap_or_default().trim();
+        self.read_list(&file, &before, rule)
+            .map_err(|(err, hint)| fail(err, hint))
+    }
+
+    /// Adds every entry of `file`, whose metadata at open was `before`: one a line,
+    /// `#` starts a comment, blank lines are skipped, a UTF-8 byte-order mark at the
+    /// start is skipped (as the TOML config's is). Read as a stream: reading holds
+    /// the table and one line of at most [`MAX_LINE_BYTES`], whatever the file
+    /// holds. A file that changed while it was read is refused, as a greeting file is.
+    ///
+    /// On error: what is wrong (with the line number for a bad line), and the hint.
+    fn read_list(
+        &mut self,
+        file: &File,
+        before: &Metadata,
+        rule: Rule,
+    ) -> Result<(), (io::Error, &'static str)> {
+        let mut reader = io::BufReader::new(file);
+        // One buffer for every line; a line longer than the limit is never held whole.
+        let mut line = Vec::with_capacity(MAX_LINE_BYTES + 1);
+        let mut read: u64 = 0;
+        let mut number = 0usize;
+        loop {
+            line.clear();
+            let len = (&mut reader)
+                .take(MAX_LINE_BYTES as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(|err| (err, "check that the file can be read"))?;
+            if len == 0 {
+                break;
+            }
+            read += len as u64;
+            number += 1;
+            let bad_line = |cause: String| {
+                let err = io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("line {number}: {cause}"),
+                );
+                (err, "one address or CIDR block a line, e.g. 192.0.2.0/24 or 2001:db8::/32; # starts a comment")
+            };
+            let mut text = match line.strip_suffix(b"\n") {
+                Some(text) => text,
+                None if len > MAX_LINE_BYTES => {
+                    return Err(bad_line(format!(
+                        "longer than {MAX_LINE_BYTES} bytes, starting {}",
+                        quote_start(&line).0
+                    )))
+                }
+                None => &line[..],
+            };
+            if number == 1 {
+                text = text.strip_prefix(BYTE_ORDER_MARK).unwrap_or(text);
+            }
+            let text = std::str::from_utf8(text).map_err(|err| {
+                bad_line(format!(
+                    "not UTF-8 (at byte {} of the line): {}",
+                    err.valid_up_to() + 1,
+                    quote(text)
+                ))
+            })?;
+            let entry = text.split('#').next().unwrap_or_default().trim();
             if entry.is_empty() {
                 continue;
             }
-            let net = parse_entry(entry).map_err(|err| {
-                let err = io::Error::new(io::ErrorKind::InvalidData, format!("line {}: {err}", index + 1));
-                fail(err, "one address or CIDR block a line, e.g. 192.0.2.0/24 or 2001:db8::/32; # starts a comment")
-            })?;
+            let net = parse_entry(entry).map_err(bad_line)?;
             self.insert(net, rule);
         }
-        Ok(())
+        check_unchanged(file, before, read).map_err(|err| {
+            let hint = "write the new list to another file in the same directory, then rename it over this one";
+            (err, hint)
+        })
     }
 
     /// How many entries it holds (an allow and a deny of one block count once).
@@ -234,7 +302,8 @@ pub fn parse_entry(text: &str) -> Result<IpNet, String> {
             Ok(ip) => IpNet::from(ip),
             Err(_) => {
                 return Err(format!(
-                    "{text:?} is not an address or a CIDR block (write e.g. 192.0.2.0/24, 2001:db8::/32 or 192.0.2.7)"
+                    "{} is not an address or a CIDR block (write e.g. 192.0.2.0/24, 2001:db8::/32 or 192.0.2.7)",
+                    quote(text.as_bytes())
                 ))
             }
         },
@@ -357,5 +426,72 @@ mod tests {
         ] {
             assert!(parse_entry(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// The list a deny file holding `bytes` makes, or the one-line error.
+    fn deny_file(name: &str, bytes: &[u8]) -> Result<AccessList, String> {
+        let path =
+            std::env::temp_dir().join(format!("greeter-access-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let loaded = AccessList::load(Sources {
+            allow: &[],
+            deny: &[],
+            allow_files: &[],
+            deny_files: &[path.clone()],
+        });
+        let _ = std::fs::remove_file(&path);
+        loaded.map_err(|err| err.to_string().replace(&path.display().to_string(), "FILE"))
+    }
+
+    #[test]
+    fn a_long_line_is_refused_quoting_its_start_only() {
+        // A one-line JSON blocklist of 8 MiB: refused at its first 4 KiB.
+        let mut json = b"192.0.2.1\n{\"deny\": [\"\x01".to_vec();
+        json.resize(8 << 20, b'x');
+        let err = deny_file("json", &json).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "cannot use deny file FILE: line 2: longer than {MAX_LINE_BYTES} bytes, starting \"{{\\\"deny\\\": [\\\"\\u{{1}}xxx"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("xxx\"... (one address"), "{err}");
+        assert!(err.len() < 400, "{} bytes: {err}", err.len());
+        // At the limit, a line is read (and judged on what it says).
+        let mut longest = vec![b' '; MAX_LINE_BYTES - 9];
+        longest.extend_from_slice(b"192.0.2.1\n");
+        let list = deny_file("longest", &longest).unwrap();
+        assert!(!admits(&list, "192.0.2.1"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_a_bad_byte_is_named_by_its_line() {
+        let list = deny_file("bom", b"\xEF\xBB\xBF192.0.2.1\n198.51.100.0/24\n").unwrap();
+        assert!(!admits(&list, "192.0.2.1"));
+        assert!(!admits(&list, "198.51.100.7"));
+        let err = deny_file("binary", b"192.0.2.1\n# latin-1: \xe9\n").unwrap_err();
+        assert_eq!(
+            err,
+            "cannot use deny file FILE: line 2: not UTF-8 (at byte 12 of the line): \"# latin-1: \\xe9\" \
+             (one address or CIDR block a line, e.g. 192.0.2.0/24 or 2001:db8::/32; # starts a comment)"
+        );
+        // A mark anywhere but the start is no entry.
+        assert!(deny_file("late-bom", b"192.0.2.1\n\xEF\xBB\xBF192.0.2.2\n").is_err());
+    }
+
+    #[test]
+    fn a_list_that_changes_while_it_is_read_is_refused() {
+        let path = std::env::temp_dir().join(format!("greeter-access-{}-grew", std::process::id()));
+        std::fs::write(&path, b"192.0.2.1\n").unwrap();
+        let file = File::open(&path).unwrap();
+        let before = file.metadata().unwrap();
+        // Rewritten in place after it was opened, as `cat >` does.
+        std::fs::write(&path, b"192.0.2.1\n192.0.2.2\n").unwrap();
+        let (err, hint) = AccessList::default()
+            .read_list(&file, &before, Rule::Deny)
+            .unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(err.to_string(), "it grew while being read");
+        assert!(hint.contains("rename"), "{hint}");
     }
 }

@@ -37,8 +37,9 @@ impl TargetArgs {
 pub struct GreetingArgs {
     /// The greeting: exactly these bytes (UTF-8), no newline added [default: "Hello
     /// there! This is the hosted server"]
-    #[arg(long, value_name = "TEXT", conflicts_with = "message_file",
-          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    // An empty one is let through, to be refused with greeter's one-line error
+    // (`GreetingArgs::load`, and the server's settings), not clap's usage text.
+    #[arg(long, value_name = "TEXT", conflicts_with = "message_file")]
     pub message: Option<String>,
 
     /// The greeting is this file's bytes (any bytes; a regular file of at most 1GiB,

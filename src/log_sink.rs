@@ -2,7 +2,9 @@
 //! loop and no signal thread ever blocks on a log write. A stderr that nobody reads
 //! (a full pipe, a stalled journald) costs lines, never service: when the queue is
 //! full a line is dropped and counted, and once the writer catches up it says how
-//! many with one warning, `log: dropped N lines (stderr was not being read)`.
+//! many with one warning, `log: dropped N lines (stderr was not being read)`. A line
+//! longer than [`MAX_LINE_BYTES`] is cut, with a marker, rather than dropped: its
+//! length says nothing about the reader.
 //!
 //! `env_logger` still formats and filters (`RUST_LOG` works as before); only its sink
 //! is this queue ([`QueueWriter`], given to `env_logger` as its pipe target). The
@@ -19,6 +21,13 @@ use std::time::{Duration, Instant};
 /// The most bytes queued before lines are dropped: about ten thousand lines, several
 /// seconds of `--log-connections` at full rate.
 pub const QUEUE_BYTES: usize = 1 << 20;
+
+/// The longest line queued as it is; a longer one is cut to this many bytes, ending
+/// with a marker that says how long it was (`... [log line cut: N bytes]`), never
+/// dropped whole. Far below [`QUEUE_BYTES`], so that a long line fits unless the
+/// reader really is behind: a line of nearly the queue's size would fit only into an
+/// empty queue.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// How long the writer lets lines gather after it is woken, before it takes them: a
 /// wake-up and a `write` then serve every line of a busy moment instead of one each
@@ -82,6 +91,14 @@ impl Write for QueueWriter {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
         // env_logger hands over one whole formatted record per call (`write_all` of
         // its buffer), so one call is one line.
+        let len = line.len();
+        let cut;
+        let line = if len > MAX_LINE_BYTES {
+            cut = cut_line(line);
+            &cut[..]
+        } else {
+            line
+        };
         let mut state = self.queue.lock();
         if state.buffer.len() + line.len() <= QUEUE_BYTES {
             let was_empty = state.buffer.is_empty();
@@ -94,12 +111,29 @@ impl Write for QueueWriter {
             state.unreported += 1;
             DROPPED.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(line.len())
+        Ok(len)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// `line` cut to [`MAX_LINE_BYTES`] (at the start of a character), ending with the
+/// marker and the newline.
+fn cut_line(line: &[u8]) -> Vec<u8> {
+    let marker = format!(" ... [log line cut: {} bytes]\n", line.len());
+    let mut keep = MAX_LINE_BYTES - marker.len();
+    // Not inside a UTF-8 character: at most 3 continuation bytes to step back over.
+    for _ in 0..3 {
+        if line[keep] & 0xC0 == 0x80 {
+            keep -= 1;
+        }
+    }
+    let mut cut = Vec::with_capacity(keep + marker.len());
+    cut.extend_from_slice(&line[..keep]);
+    cut.extend_from_slice(marker.as_bytes());
+    cut
 }
 
 /// The writer thread's side, to wait for it at exit.
@@ -245,5 +279,35 @@ mod tests {
         let out: Vec<u8> = output.try_iter().flatten().collect();
         assert_eq!(out.len() as u64 + dropped * 1000, (lines * 1000) as u64);
         assert!(out.iter().all(|&byte| byte == b'x'));
+    }
+
+    #[test]
+    fn a_line_too_long_for_the_queue_is_cut_not_dropped() {
+        let (open, gate) = mpsc::channel();
+        drop(open);
+        let (written, output) = mpsc::channel();
+        let (sink, mut queue) = LogSink::start(Gate {
+            open: gate,
+            written,
+        })
+        .unwrap();
+        // Longer than the whole queue, as a warning quoting a multi-megabyte line was.
+        let mut line = "\u{e9}".repeat(QUEUE_BYTES).into_bytes();
+        line.push(b'\n');
+        queue.write_all(&line).unwrap();
+        queue.write_all(b"the next line\n").unwrap();
+        assert!(sink.flush(Duration::from_secs(20)));
+        let out: Vec<u8> = output.try_iter().flatten().collect();
+        let text = String::from_utf8(out).expect("cut at a character");
+        let (first, rest) = text.split_once('\n').unwrap();
+        assert!(first.len() <= MAX_LINE_BYTES, "{}", first.len());
+        assert!(first.starts_with("\u{e9}\u{e9}"));
+        assert!(
+            first.ends_with(&format!(" ... [log line cut: {} bytes]", line.len())),
+            "{}",
+            &first[first.len() - 60..]
+        );
+        assert_eq!(rest, "the next line\n", "nothing dropped, nothing reported");
+        assert_eq!(queue.queue.lock().unreported, 0);
     }
 }

@@ -51,7 +51,12 @@ impl Rate {
 /// # Errors
 /// A phrase fit for clap's usage error saying what is wrong.
 pub fn parse_rate(text: &str) -> Result<Rate, String> {
-    let usage = || format!("{text:?} is not a rate (write it as 20/s, 600/m or 3600/h)");
+    let usage = || {
+        format!(
+            "{} is not a rate (write it as 20/s, 600/m or 3600/h)",
+            crate::error::quote(text.as_bytes())
+        )
+    };
     let (count, unit) = text.trim().split_once('/').ok_or_else(usage)?;
     let count: u32 = count.trim().parse().map_err(|_| usage())?;
     let per = match unit.trim() {

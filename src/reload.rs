@@ -1,8 +1,9 @@
 //! SIGHUP: read the settings again (the config file with `--config`, and every
-//! greeting file) with the checks of start-up, and hand every worker what a reload
-//! may change, all at once. A failed reload changes nothing; it never stops the
-//! server. What needs new sockets or threads is named in a warning and waits for a
-//! restart.
+//! greeting and address-list file, however it was named) with the checks of start-up,
+//! and hand every worker what a reload may change, all at once. A failed reload
+//! changes nothing; it never stops the server; neither does a config file that sets no
+//! key when the running one set some (most likely caught being rewritten in place).
+//! What needs new sockets or threads is named in a warning and waits for a restart.
 //!
 //! The files are read on a thread of its own ([`Reloader::spawn`]): a 1 GiB greeting
 //! takes seconds to read, and the signal thread must stay free for SIGTERM and
@@ -38,6 +39,9 @@ pub struct Reloader {
     running: Config,
     /// The outcomes so far.
     counts: Arc<ReloadCounts>,
+    /// Whether the running configuration came from a config file that set keys: then
+    /// a file that sets none is one caught being rewritten, not meant.
+    running_file_has_keys: bool,
 }
 
 /// The outcome of one reload.
@@ -56,6 +60,7 @@ impl Reloader {
     /// A reloader for a server started with `settings`, running `running`.
     pub fn new(settings: Settings, running: Config) -> Self {
         Reloader {
+            running_file_has_keys: settings.file_has_keys(),
             settings,
             running,
             counts: Arc::default(),
@@ -76,7 +81,13 @@ impl Reloader {
             .config_path()
             .map(|path| path.display().to_string());
         let greeting_files = self.settings.greeting_files();
-        if config_file.is_none() && greeting_files.iter().all(Option::is_none) {
+        // Without --config these are the files the flags and variables named; with it,
+        // the file may name others, and is read anyway.
+        let list_files = self.settings.list_files().join(", ");
+        if config_file.is_none()
+            && greeting_files.iter().all(Option::is_none)
+            && list_files.is_empty()
+        {
             info!(
                 "reload: nothing to reload (the greeting comes from --message or is the default)"
             );
@@ -87,6 +98,12 @@ impl Reloader {
             .reread()
             .map_err(|err| err.to_string())
             .and_then(|newer| {
+                if self.running_file_has_keys && !newer.file_has_keys() {
+                    return Err(format!(
+                        "{} has no keys (it is empty or only comments), but the running configuration came from it with keys: a file being rewritten in place reads so (write it to another file in the same directory, then rename it over this one; to run on every default, restart)",
+                        config_file.as_deref().unwrap_or_default()
+                    ));
+                }
                 let config = newer
                     .reload_into(&self.running)
                     .map_err(|err| err.to_string())?;
@@ -96,13 +113,15 @@ impl Reloader {
             Ok(reread) => reread,
             Err(err) => {
                 self.counts.failed.fetch_add(1, Ordering::Relaxed);
-                match config_file {
-                    Some(_) => warn!("reload: keeping the old configuration: {err}"),
-                    None => warn!("reload: keeping the old greeting: {err}"),
+                if config_file.is_none() && list_files.is_empty() {
+                    warn!("reload: keeping the old greeting: {err}");
+                } else {
+                    warn!("reload: keeping the old configuration: {err}");
                 }
                 return Reloaded::Kept(err);
             }
         };
+        self.running_file_has_keys = newer.file_has_keys();
         for change in self.settings.restart_only_changes(&newer) {
             warn!("reload: {change}");
         }
@@ -115,7 +134,7 @@ impl Reloader {
         workers.reconfigure(Arc::clone(&config));
         self.running = Config::clone(&config);
         self.counts.ok.fetch_add(1, Ordering::Relaxed);
-        match (config_file, greeting_files.first()) {
+        match (&config_file, greeting_files.first()) {
             (Some(path), _) => info!(
                 "reload: configuration reloaded from {path}: listeners={} greeting_bytes={}",
                 bytes.len(),
@@ -128,7 +147,16 @@ impl Reloader {
             (None, Some(Some(path))) => {
                 info!("reload: greeting reloaded from {path}: {} bytes", bytes[0]);
             }
+            (None, _) if !list_files.is_empty() => {}
             (None, _) => info!("reload: greetings reloaded"),
+        }
+        if config_file.is_none() && !list_files.is_empty() {
+            let entries = config
+                .listeners
+                .first()
+                .and_then(|listener| listener.policy.as_deref())
+                .map_or(0, |policy| policy.list.len());
+            info!("reload: address lists reloaded from {list_files}: entries={entries}");
         }
         Reloaded::Swapped(bytes.first().copied().unwrap_or(0))
     }

@@ -94,7 +94,7 @@ fn a_bad_file_is_one_line_naming_file_line_and_key_and_exit_2() {
         ("\n\nbacklog = 0\n", "FILE:3: backlog: 0 is not in 1..=2147483647"),
         ("\nport = 65536\n", "FILE:2: port: 65536 is not in 0..=65535"),
         ("log-connections = 1\n", "FILE:1: log-connections must be true or false, not an integer"),
-        ("message = \"\"\n", "FILE:1: message: "),
+        ("message = \"\"\n", "FILE:1: message: the greeting is empty (give a non-empty greeting)"),
         ("port = = 1\n", "FILE:1: "),
         ("port = 1\nport = 2\n", "FILE:2: "),
         ("message = \"a\"\nmessage-file = \"/b\"\n", "FILE:2: message and message-file are both set"),

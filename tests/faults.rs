@@ -143,10 +143,6 @@ fn mistakes_new_users_make_are_usage_errors_that_say_what_to_write() {
         (&["--max-connections", "-1"][..], "-1 is not in 1..="),
         (&["--port", "-1"], "-1 is not in 0..=65535"),
         (
-            &["--message", ""],
-            "a value is required for '--message <TEXT>'",
-        ),
-        (
             &["--metrics", "127.0.0.1"],
             "127.0.0.1 has no port: write ADDRESS:PORT",
         ),
@@ -159,6 +155,25 @@ fn mistakes_new_users_make_are_usage_errors_that_say_what_to_write() {
         assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stdout.is_empty(), "{args:?}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_empty_message_is_refused_in_one_greeter_line() {
+    for (args, says) in [
+        (
+            &["--message", ""][..],
+            "greeter-server: cannot use --message: the greeting is empty (give a non-empty greeting)\n",
+        ),
+        (
+            &["--deny-message=", "--check-config"],
+            "greeter-server: cannot use --deny-message: the deny message is empty (give a text, or leave it out to send nothing)\n",
+        ),
+    ] {
+        let (status, stdout, stderr) = run_binary("greeter-server", args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}");
+        assert_eq!(stderr, says, "{args:?}");
     }
 }
 

@@ -4,7 +4,7 @@
 //! line: `greeter.toml:7: unknown key max-conections (did you mean
 //! max-connections?)`.
 
-use std::io::Read;
+use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
@@ -14,7 +14,7 @@ use crate::config::canonical_value;
 use crate::config::flags::check_value;
 use crate::config::keys::{self, FileType, Key, KEYS};
 use crate::config::SettingsError;
-use crate::files::{open_regular, OpenFailure};
+use crate::files::{open_regular, read_unchanged, OpenFailure};
 
 /// The largest config file read: far beyond any real one, so that a wrong path (a
 /// log, a device) fails at once instead of filling memory.
@@ -102,37 +102,57 @@ impl Location<'_> {
 
 /// The file's text: a regular file of at most [`MAX_FILE_BYTES`], in UTF-8.
 fn read_text(path: &Path) -> Result<String, SettingsError> {
-    let fail = |cause: String| {
-        SettingsError(format!(
-            "cannot read config file {}: {cause}",
-            path.display()
-        ))
-    };
-    let (file, _) = match open_regular(path) {
+    let (mut file, before) = match open_regular(path) {
         Ok(opened) => opened,
         Err(OpenFailure::Io(err)) => {
-            return Err(fail(
+            return Err(cannot_read(
+                path,
                 crate::error::describe_io_error(&err) + " (check the --config path)",
             ))
         }
         Err(OpenFailure::NotRegular) => {
-            return Err(fail(
+            return Err(cannot_read(
+                path,
                 "not a regular file (give --config a TOML file)".into(),
             ))
         }
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|err| fail(crate::error::describe_io_error(&err)))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(fail("larger than 1MiB: is this the config file?".into()));
+    text_of(path, &mut file, &before)
+}
+
+/// `cannot read config file PATH: CAUSE`.
+fn cannot_read(path: &Path, cause: String) -> SettingsError {
+    SettingsError(format!(
+        "cannot read config file {}: {cause}",
+        path.display()
+    ))
+}
+
+/// The text of `file` (the config file at `path`, whose metadata at open was
+/// `before`), refused if it changed while it was read: a reload during a rewrite in
+/// place must not install half a file (the greeting files' guard).
+fn text_of(path: &Path, file: &mut File, before: &Metadata) -> Result<String, SettingsError> {
+    if before.len() > MAX_FILE_BYTES {
+        return Err(cannot_read(
+            path,
+            "larger than 1MiB: is this the config file?".into(),
+        ));
     }
+    let bytes = read_unchanged(file, before).map_err(|err| {
+        cannot_read(
+            path,
+            crate::error::describe_io_error(&err)
+                + " (write the new file in the same directory, then rename it over this one)",
+        )
+    })?;
     String::from_utf8(bytes).map_err(|err| {
-        fail(format!(
-            "not UTF-8 (a TOML file is UTF-8; the first bad byte is at offset {})",
-            err.utf8_error().valid_up_to()
-        ))
+        cannot_read(
+            path,
+            format!(
+                "not UTF-8 (a TOML file is UTF-8; the first bad byte is at offset {})",
+                err.utf8_error().valid_up_to()
+            ),
+        )
     })
 }
 
@@ -150,10 +170,11 @@ fn line_of(text: &str, offset: usize) -> usize {
 fn known_key(name: &str, at: &Location<'_>) -> Result<&'static Key, SettingsError> {
     keys::find(name).ok_or_else(|| {
         let names = KEYS.iter().map(|key| key.name).chain(["listener"]);
+        let shown = crate::error::bare_or_quoted(name);
         match keys::closest(name, names) {
-            Some(meant) => at.error(format_args!("unknown key {name} (did you mean {meant}?)")),
+            Some(meant) => at.error(format_args!("unknown key {shown} (did you mean {meant}?)")),
             None => at.error(format_args!(
-                "unknown key {name} (the keys are the long flags of greeter-server --help)"
+                "unknown key {shown} (the keys are the long flags of greeter-server --help)"
             )),
         }
     })
@@ -381,5 +402,58 @@ mod tests {
             }
         }
         assert_eq!(read("port = 0x1F90\n").unwrap().top[0].values, ["8080"]);
+    }
+
+    #[test]
+    fn a_file_that_changes_while_it_is_read_is_refused() {
+        let path =
+            std::env::temp_dir().join(format!("greeter-file-{}-grew.toml", std::process::id()));
+        std::fs::write(&path, "port = 2222\n").unwrap();
+        let (mut file, before) = open_regular(&path).map_err(|_| ()).unwrap();
+        // Rewritten in place after it was opened, as `cat >` or a config tool does.
+        std::fs::write(&path, "port = 2222\ndeny = [\"192.0.2.0/24\"]\n").unwrap();
+        let read = text_of(&path, &mut file, &before);
+        let _ = std::fs::remove_file(&path);
+        let err = read.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "cannot read config file {}: it grew while being read (write the new file in the same directory, then rename it over this one)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn an_error_quotes_at_most_the_start_of_a_long_value() {
+        let long = "x".repeat(5_000);
+        let inputs = [
+            format!("{long} = 1\n"),
+            format!("log-format = \"{long}\"\n"),
+            format!("pregreet = \"a\\nb{long}\"\n"),
+            format!("send-buffer = \"{long}\"\n"),
+            format!("max-rate-per-ip = \"{long}\"\n"),
+            format!("metrics = \"{long}\"\n"),
+            format!("deny = \"{long}\"\n"),
+            format!("port = \"{long}\"\n"),
+            format!("\"{long}\" = 1\n"),
+            format!("port = 1\n{long}\n"),
+        ];
+        for input in &inputs {
+            let err = read(input).unwrap_err();
+            assert!(
+                err.len() < 400 && !err.contains('\n'),
+                "{} bytes: {}",
+                err.len(),
+                &err[..err.len().min(400)]
+            );
+        }
+        assert_eq!(
+            read(&inputs[0]).unwrap_err(),
+            format!(
+                "FILE:1: unknown key \"{}\"... (5000 bytes) (the keys are the long flags of greeter-server --help)",
+                "x".repeat(100)
+            )
+        );
     }
 }

@@ -108,8 +108,7 @@ pub struct ServerArgs {
 
     /// Send denied clients this text instead of nothing, closed as a greeting is
     /// (default: nothing)
-    #[arg(long, value_name = "TEXT",
-          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(long, value_name = "TEXT")]
     pub deny_message: Option<String>,
 
     /// At most RATE new connections from one source, e.g. 20/s, 600/m or 3600/h, with
@@ -245,10 +244,26 @@ line per connection).";
 /// What the parser says is wrong, as a phrase (`0 is not in 1..=4294967295`).
 pub fn check_value(name: &str, text: &str) -> Result<(), String> {
     use clap::CommandFactory;
+    if let Some(cause) = empty_value(name, text) {
+        return Err(cause.to_owned());
+    }
     let flag = format!("--{name}={text}");
     match ServerCli::command().try_get_matches_from(["greeter-server", flag.as_str()]) {
         Ok(_) => Ok(()),
         Err(err) => Err(parse_error_cause(&err)),
+    }
+}
+
+/// What is wrong with `text` as the value of `--NAME` if it is empty and may not be
+/// (`--message`, `--deny-message`). clap lets an empty value through for those, so
+/// that the error is greeter's one line rather than clap's usage text.
+pub fn empty_value(name: &str, text: &str) -> Option<&'static str> {
+    match (name, text) {
+        ("message", "") => Some("the greeting is empty (give a non-empty greeting)"),
+        ("deny-message", "") => {
+            Some("the deny message is empty (give a text, or leave it out to send nothing)")
+        }
+        _ => None,
     }
 }
 
@@ -258,7 +273,16 @@ pub fn parse_error_cause(err: &clap::Error) -> String {
     if let Some(cause) = std::error::Error::source(err) {
         return cause.to_string();
     }
-    let text = err.to_string();
+    let mut text = err.to_string();
+    // clap quotes a bad value whole: cut and escape it as every greeter error does.
+    if let Some(clap::error::ContextValue::String(value)) =
+        err.get(clap::error::ContextKind::InvalidValue)
+    {
+        let shown = crate::error::bare_or_quoted(value);
+        if shown != value.as_str() {
+            text = text.replacen(&format!("'{value}'"), &shown, 1);
+        }
+    }
     let first = text.lines().next().unwrap_or_default();
     let cause = first.strip_prefix("error: ").unwrap_or(first);
     // A choice's values (`[possible values: greet, drop]`) say how to fix it.

@@ -21,7 +21,7 @@ use crate::access::{AccessList, Policy, Sources};
 pub use crate::cli::DEFAULT_PORT;
 use crate::client::unbracket;
 use crate::config::keys::{FileType, Key};
-use crate::error::Failure;
+use crate::error::{bare_or_quoted, quote, Failure};
 pub use crate::greeting::{read_greeting_file, Greeting, DEFAULT_GREETING, MAX_GREETING_BYTES};
 use crate::rate::{RateSettings, RateTable};
 pub use flags::{ServerArgs, ServerCli};
@@ -66,7 +66,12 @@ pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
 /// Returns a message fit for clap's usage error when `text` is not such a size or is
 /// larger than 1 GiB.
 pub fn parse_size(text: &str) -> Result<usize, String> {
-    let usage = || format!("{text:?} is not a size (write sizes like 65536, 64KiB or 4MiB)");
+    let usage = || {
+        format!(
+            "{} is not a size (write sizes like 65536, 64KiB or 4MiB)",
+            quote(text.as_bytes())
+        )
+    };
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
@@ -157,24 +162,34 @@ pub fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
     }
     if unbracket(text).parse::<IpAddr>().is_ok() {
         return Err(format!(
-            "{text} has no port: write ADDRESS:PORT, e.g. 127.0.0.1:9464"
+            "{} has no port: write ADDRESS:PORT, e.g. 127.0.0.1:9464",
+            bare_or_quoted(text)
         ));
     }
     let Some((host, port)) = text.rsplit_once(':') else {
         return Err(format!(
-            "{text} has no port: write HOST:PORT, e.g. 127.0.0.1:9464 or localhost:9464"
+            "{} has no port: write HOST:PORT, e.g. 127.0.0.1:9464 or localhost:9464",
+            bare_or_quoted(text)
         ));
     };
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("{port:?} is not a port (write HOST:PORT, e.g. localhost:9464)"))?;
-    let resolved = (unbracket(host), port).to_socket_addrs().map_err(|err| {
-        format!("cannot resolve {host}: {err} (give an address, e.g. 127.0.0.1:{port})")
+    let port: u16 = port.parse().map_err(|_| {
+        format!(
+            "{} is not a port (write HOST:PORT, e.g. localhost:9464)",
+            quote(port.as_bytes())
+        )
     })?;
-    resolved
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("{host} has no address (give one, e.g. 127.0.0.1:{port})"))
+    let resolved = (unbracket(host), port).to_socket_addrs().map_err(|err| {
+        format!(
+            "cannot resolve {}: {err} (give an address, e.g. 127.0.0.1:{port})",
+            bare_or_quoted(host)
+        )
+    })?;
+    resolved.into_iter().next().ok_or_else(|| {
+        format!(
+            "{} has no address (give one, e.g. 127.0.0.1:{port})",
+            bare_or_quoted(host)
+        )
+    })
 }
 
 /// Everything the server needs, checked: the listeners with their greetings, and the
@@ -621,9 +636,17 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_message_is_a_usage_error() {
-        let err = parse(&["--message", ""]).err().unwrap();
-        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue, "{err}");
+    fn an_empty_message_is_refused_in_greeters_words() {
+        // clap lets it through, for the settings (a usage error, exit 2) or the
+        // greeting's load to refuse in one line.
+        let err = parse(&["--message", ""])
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot use --message: the greeting is empty (give a non-empty greeting)"
+        );
     }
 
     #[test]

@@ -18,11 +18,11 @@ use clap::{ArgMatches, Parser};
 
 use crate::access::{AccessList, Policy};
 use crate::config::file::ConfigFile;
-use crate::config::flags::{check_value, parse_error_cause, ServerArgs, ServerCli};
+use crate::config::flags::{check_value, empty_value, parse_error_cause, ServerArgs, ServerCli};
 use crate::config::keys::{self, Applies, FileType, Key, KEYS};
 use crate::config::listener_id::{self, ListenerId};
 use crate::config::{canonical_value, normalise_path, Config, DEFAULT_GREETING};
-use crate::error::Failure;
+use crate::error::{quote, Failure};
 use crate::rate::RateTable;
 
 /// A problem with the flags, the environment or the config file, as one line (the
@@ -138,6 +138,9 @@ pub struct Settings {
     from_tables: bool,
     /// What was ignored but probably meant (a misspelt `GREETER_` variable).
     warnings: Vec<String>,
+    /// Whether the config file set any key (a file that is empty or only comments
+    /// sets none; so does a file caught being rewritten in place).
+    file_has_keys: bool,
 }
 
 impl Settings {
@@ -183,6 +186,9 @@ impl Settings {
         warnings: Vec<String>,
     ) -> Result<Settings, SettingsError> {
         let file = config_path.as_deref().map(ConfigFile::read).transpose()?;
+        let file_has_keys = file
+            .as_ref()
+            .is_some_and(|file| !file.top.is_empty() || !file.listeners.is_empty());
         let mut file_top = Values::new();
         for value in file.iter().flat_map(|file| &file.top) {
             file_top.insert(value.key.name, from_file(value));
@@ -220,6 +226,7 @@ impl Settings {
             listeners,
             from_tables,
             warnings,
+            file_has_keys,
         };
         let mut checked: Vec<ServerArgs> = Vec::with_capacity(settings.listeners.len());
         for index in 0..settings.listeners.len() {
@@ -371,6 +378,27 @@ impl Settings {
                     .map(String::as_str)
             })
             .collect()
+    }
+
+    /// Whether the config file set any key (`false` without one).
+    pub fn file_has_keys(&self) -> bool {
+        self.file_has_keys
+    }
+
+    /// The address-list files (`allow-file`, `deny-file`) a reload re-reads, of every
+    /// listener, each once, however they were named (flag, variable or file).
+    pub fn list_files(&self) -> Vec<&str> {
+        let mut files: Vec<&str> = Vec::new();
+        for values in &self.listeners {
+            for name in ["allow-file", "deny-file"] {
+                for path in values.get(name).into_iter().flat_map(|value| &value.text) {
+                    if !files.contains(&path.as_str()) {
+                        files.push(path);
+                    }
+                }
+            }
+        }
+        files
     }
 
     /// One warning for each setting that differs in `newer` but needs new sockets or
@@ -603,6 +631,9 @@ fn command_line(matches: &ArgMatches) -> Result<(Values, Values), SettingsError>
             })
             .collect::<Result<_, _>>()?
         };
+        if let Some(cause) = text.iter().find_map(|text| empty_value(key.name, text)) {
+            return Err(SettingsError(format!("cannot use --{}: {cause}", key.name)));
+        }
         layer.insert(
             key.name,
             Value {
@@ -671,7 +702,8 @@ fn env_value(key: &Key, var: &str, text: &str) -> Result<Vec<String>, SettingsEr
             "true" | "1" | "yes" | "on" => Ok(vec!["true".into()]),
             "false" | "0" | "no" | "off" => Ok(vec!["false".into()]),
             _ => Err(SettingsError(format!(
-                "{var}={text:?}: write true or false"
+                "{var}={}: write true or false",
+                quote(text.as_bytes())
             ))),
         },
         file_type => {
@@ -688,8 +720,9 @@ fn env_value(key: &Key, var: &str, text: &str) -> Result<Vec<String>, SettingsEr
                 // Not unset (that is an empty variable), and not a list the file could
                 // write: the server would run with the default instead.
                 return Err(SettingsError(format!(
-                    "{var}={text:?} names nothing between its commas (give one value or \
-                     several separated by commas, or leave {var} empty to unset it)"
+                    "{var}={} names nothing between its commas (give one value or \
+                     several separated by commas, or leave {var} empty to unset it)",
+                    quote(text.as_bytes())
                 )));
             }
             for one in &texts {
@@ -701,14 +734,15 @@ fn env_value(key: &Key, var: &str, text: &str) -> Result<Vec<String>, SettingsEr
                     } else {
                         ""
                     };
-                    SettingsError(format!("{var}={text:?}: {cause}{hint}"))
+                    SettingsError(format!("{var}={}: {cause}{hint}", quote(text.as_bytes())))
                 })?;
             }
             texts
                 .iter()
                 .map(|one| {
-                    canonical_value(key, one, Path::new(""))
-                        .map_err(|cause| SettingsError(format!("{var}={text:?}: {cause}")))
+                    canonical_value(key, one, Path::new("")).map_err(|cause| {
+                        SettingsError(format!("{var}={}: {cause}", quote(text.as_bytes())))
+                    })
                 })
                 .collect()
         }
