@@ -128,6 +128,38 @@ fn list_files_take_comments_and_blank_lines_and_a_bad_line_is_named() {
 }
 
 #[test]
+fn list_files_take_a_byte_order_mark_and_a_bad_or_long_line_is_named_briefly() {
+    let bom = temp_file("bom.list", b"\xEF\xBB\xBF127.0.0.2\n");
+    let server = supervise(&["--deny-file", bom.arg()]);
+    assert_eq!(received_from("127.0.0.2", server.addr()), b"");
+    server.stop();
+
+    // A binary file named by mistake: its line, and no word of permissions.
+    let binary = temp_file("binary.list", b"127.0.0.2\n\x7fELF\x02\x01\x01\x00\xff\xfe\n");
+    let line = assert_startup_error(
+        &["--port", "0", "--deny-file", binary.arg()],
+        &format!(
+            "greeter-server: cannot use deny file {}: line 2: not UTF-8 (at byte 9 of the line): \"\\u{{7f}}ELF",
+            binary.arg()
+        ),
+    );
+    assert!(!line.contains("permission"), "{line}");
+
+    // A one-line JSON blocklist: its first 100 bytes, escaped.
+    let mut json = b"{\"deny\": [\"192.0.2.1\", ".to_vec();
+    json.resize(8 << 20, b'x');
+    let long = temp_file("blocklist.json", &json);
+    let line = assert_startup_error(
+        &["--port", "0", "--deny-file", long.arg()],
+        &format!(
+            "greeter-server: cannot use deny file {}: line 1: longer than 4096 bytes, starting \"{{\\\"deny\\\": [\\\"192.0.2.1\\\", xxx",
+            long.arg()
+        ),
+    );
+    assert!(line.len() < 400 + long.arg().len(), "{line}");
+}
+
+#[test]
 fn a_reload_of_the_list_under_load_loses_no_greeting_and_applies_to_new_connections() {
     let config = temp_file("access-reload.toml", b"deny = [\"127.0.0.9\"]\n");
     let server = supervise(&["--config", config.arg(), "--workers", "2"]);

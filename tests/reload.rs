@@ -125,3 +125,109 @@ fn a_large_reload_is_read_once_off_the_signal_thread() {
         "peak memory grew {grown_kib} KiB for a {size_kib} KiB greeting"
     );
 }
+
+/// What a client from `source` receives from `addr` (nothing, if refused).
+fn received_from(source: &str, addr: std::net::SocketAddr) -> Vec<u8> {
+    let mut peer = connect_from(source, addr);
+    read_to_eof(&mut peer).unwrap_or_default()
+}
+
+/// Replaces the file at `path` as the documentation says to: a new file in the same
+/// directory, renamed over it.
+fn replace_by_rename(path: &std::path::Path, bytes: &[u8]) {
+    let new = path.with_extension("new");
+    std::fs::write(&new, bytes).unwrap();
+    std::fs::rename(&new, path).unwrap();
+}
+
+/// The reload counter's value for `result`.
+fn reloads(metrics: std::net::SocketAddr, result: &str) -> u64 {
+    let (_, body) = http_get(metrics, "/metrics");
+    samples(&body)[&format!("greeter_greeting_reloads_total{{result=\"{result}\"}}")] as u64
+}
+
+#[test]
+fn a_config_file_caught_without_keys_changes_nothing_and_counts_as_failed() {
+    let (command, path) = ServerCommand::new(&["--metrics", "127.0.0.1:0"]).config(
+        "reload-emptied.toml",
+        "port = 0\ndeny = [\"127.0.0.2\"]\nmessage = \"keyed\"\n",
+    );
+    let server = command.spawn();
+    let metrics = metrics_addr(&server);
+    assert_eq!(received_from("127.0.0.2", server.addr), b"");
+    assert_eq!(received_from("127.0.0.3", server.addr), b"keyed");
+
+    // Truncated by `cat >` or `cp`, caught before the new text is in.
+    std::fs::write(&path, b"").unwrap();
+    server.signal("HUP");
+    server.wait_for_log(&format!(
+        "reload: keeping the old configuration: {} has no keys (it is empty or only comments), \
+         but the running configuration came from it with keys",
+        path.display()
+    ));
+    std::fs::write(&path, b"# written by a config tool\n\n   \n").unwrap();
+    server.signal("HUP");
+    wait_until("the second refusal", || {
+        server.stderr().matches(" has no keys ").count() == 2
+    });
+    assert_eq!(received_from("127.0.0.2", server.addr), b"", "the list stays");
+    assert_eq!(received_from("127.0.0.3", server.addr), b"keyed");
+    assert_eq!((reloads(metrics, "failed"), reloads(metrics, "ok")), (2, 0));
+
+    // A file that says something is taken, however little it says.
+    replace_by_rename(&path, b"port = 0\nmessage = \"new\"\n");
+    server.signal("HUP");
+    server.wait_for_log("reload: configuration reloaded from");
+    assert_eq!(received_from("127.0.0.2", server.addr), b"new");
+    assert_eq!((reloads(metrics, "failed"), reloads(metrics, "ok")), (2, 1));
+}
+
+#[test]
+fn sighup_rereads_list_files_named_by_flags_and_variables() {
+    let deny = temp_file("reload-deny.list", b"127.0.0.2\n");
+    let allow = temp_file("reload-allow.list", b"127.0.0.0/8\n");
+    let server = ServerCommand::new(&["--deny-file", deny.arg(), "--message", "hi"])
+        .env("GREETER_ALLOW_FILE", allow.arg())
+        .spawn();
+    assert_eq!(received_from("127.0.0.2", server.addr), b"");
+    assert_eq!(received_from("127.0.0.3", server.addr), b"hi");
+    assert_eq!(received_from("127.0.0.4", server.addr), b"hi");
+
+    replace_by_rename(&deny, b"127.0.0.3\n");
+    replace_by_rename(&allow, b"127.0.0.2\n127.0.0.3\n");
+    server.signal("HUP");
+    server.wait_for_log(&format!(
+        "reload: address lists reloaded from {}, {}: entries=2",
+        allow.display(),
+        deny.display()
+    ));
+    assert_eq!(received_from("127.0.0.2", server.addr), b"hi");
+    assert_eq!(received_from("127.0.0.3", server.addr), b"", "the new deny file");
+    assert_eq!(received_from("127.0.0.4", server.addr), b"", "the new allow file");
+    assert!(!server.stderr().contains("nothing to reload"));
+}
+
+#[test]
+fn a_list_with_a_huge_line_is_refused_in_one_short_line_without_reading_it_whole() {
+    let list = temp_file("reload-huge-line.list", b"127.0.0.2\n");
+    let server = spawn_server(&["--deny-file", list.arg()]);
+    let before = peak_rss_kib(&server);
+    // A 16 MiB one-line JSON blocklist, named by mistake.
+    let mut json = b"{\"deny\": [\"127.0.0.3\", ".to_vec();
+    json.resize(16 << 20, b'x');
+    json.push(b'\n');
+    replace_by_rename(&list, &json);
+    server.signal("HUP");
+    let log = server.wait_for_log(&format!(
+        "reload: keeping the old configuration: cannot use deny file {}: line 1: longer than 4096 bytes, \
+         starting \"{{\\\"deny\\\": [\\\"127.0.0.3\\\", xxx",
+        list.display()
+    ));
+    let warning = log.lines().find(|line| line.contains("longer than")).unwrap();
+    assert!(warning.len() < 500, "{} bytes: {warning}", warning.len());
+    assert!(!log.contains("log: dropped"), "{log}");
+    // One line of at most 4 KiB is held, not the file.
+    let grown_kib = peak_rss_kib(&server) - before;
+    assert!(grown_kib < 4096, "peak memory grew {grown_kib} KiB");
+    assert_eq!(received_from("127.0.0.2", server.addr), b"", "the old list stays");
+}
