@@ -437,7 +437,7 @@ mod tests {
             allow: &[],
             deny: &[],
             allow_files: &[],
-            deny_files: &[path.clone()],
+            deny_files: std::slice::from_ref(&path),
         });
         let _ = std::fs::remove_file(&path);
         loaded.map_err(|err| err.to_string().replace(&path.display().to_string(), "FILE"))

@@ -290,7 +290,7 @@ mod tests {
 
     #[test]
     fn a_full_table_stays_within_its_documented_bytes_per_entry() {
-        // docs/operations.md: about 87 bytes an entry, at most 100 (a churning
+        // docs/operations.md: about 88 bytes an entry, at most 100 (a churning
         // shard's map doubles its buckets once, and never again).
         let table = table("1/h", 100_000);
         let now = Instant::now();

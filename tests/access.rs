@@ -135,7 +135,10 @@ fn list_files_take_a_byte_order_mark_and_a_bad_or_long_line_is_named_briefly() {
     server.stop();
 
     // A binary file named by mistake: its line, and no word of permissions.
-    let binary = temp_file("binary.list", b"127.0.0.2\n\x7fELF\x02\x01\x01\x00\xff\xfe\n");
+    let binary = temp_file(
+        "binary.list",
+        b"127.0.0.2\n\x7fELF\x02\x01\x01\x00\xff\xfe\n",
+    );
     let line = assert_startup_error(
         &["--port", "0", "--deny-file", binary.arg()],
         &format!(

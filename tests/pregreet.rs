@@ -242,3 +242,38 @@ fn with_proxy_protocol_the_delay_follows_the_header() {
         "{totals}"
     );
 }
+
+#[test]
+fn a_pregreeter_that_floods_during_its_delay_is_closed_as_flood_with_nothing_sent() {
+    // As docs/operations.md defines it: past 256 KiB during the delay, reset at once,
+    // reason=flood bytes=0 (a `flood` with bytes=0 is one that never got its greeting).
+    let mut server = spawn_server(&["--greet-delay", "20s", "--log-connections"]);
+    let mut peer = connect(server.addr);
+    let chunk = vec![b'x'; 64 * 1024];
+    let started = Instant::now();
+    // The writes fail once the server has reset the connection.
+    for _ in 0..16 {
+        if peer.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    assert_eq!(read_to_eof(&mut peer).unwrap_or_default(), b"");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "waited for the delay"
+    );
+    let log = server.wait_for_log(" reason=flood ");
+    let close = log
+        .lines()
+        .find(|line| line.contains("CLOSE peer="))
+        .unwrap();
+    assert!(
+        close.contains(" bytes=0 ")
+            && close.contains(" reason=flood input=")
+            && close.ends_with(" first=other"),
+        "{log}"
+    );
+    assert!(log.contains(" first=other action=greet"), "{log}");
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("flood=1", STEP_TIMEOUT);
+}

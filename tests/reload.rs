@@ -170,7 +170,11 @@ fn a_config_file_caught_without_keys_changes_nothing_and_counts_as_failed() {
     wait_until("the second refusal", || {
         server.stderr().matches(" has no keys ").count() == 2
     });
-    assert_eq!(received_from("127.0.0.2", server.addr), b"", "the list stays");
+    assert_eq!(
+        received_from("127.0.0.2", server.addr),
+        b"",
+        "the list stays"
+    );
     assert_eq!(received_from("127.0.0.3", server.addr), b"keyed");
     assert_eq!((reloads(metrics, "failed"), reloads(metrics, "ok")), (2, 0));
 
@@ -202,8 +206,16 @@ fn sighup_rereads_list_files_named_by_flags_and_variables() {
         deny.display()
     ));
     assert_eq!(received_from("127.0.0.2", server.addr), b"hi");
-    assert_eq!(received_from("127.0.0.3", server.addr), b"", "the new deny file");
-    assert_eq!(received_from("127.0.0.4", server.addr), b"", "the new allow file");
+    assert_eq!(
+        received_from("127.0.0.3", server.addr),
+        b"",
+        "the new deny file"
+    );
+    assert_eq!(
+        received_from("127.0.0.4", server.addr),
+        b"",
+        "the new allow file"
+    );
     assert!(!server.stderr().contains("nothing to reload"));
 }
 
@@ -223,11 +235,18 @@ fn a_list_with_a_huge_line_is_refused_in_one_short_line_without_reading_it_whole
          starting \"{{\\\"deny\\\": [\\\"127.0.0.3\\\", xxx",
         list.display()
     ));
-    let warning = log.lines().find(|line| line.contains("longer than")).unwrap();
+    let warning = log
+        .lines()
+        .find(|line| line.contains("longer than"))
+        .unwrap();
     assert!(warning.len() < 500, "{} bytes: {warning}", warning.len());
     assert!(!log.contains("log: dropped"), "{log}");
     // One line of at most 4 KiB is held, not the file.
     let grown_kib = peak_rss_kib(&server) - before;
     assert!(grown_kib < 4096, "peak memory grew {grown_kib} KiB");
-    assert_eq!(received_from("127.0.0.2", server.addr), b"", "the old list stays");
+    assert_eq!(
+        received_from("127.0.0.2", server.addr),
+        b"",
+        "the old list stays"
+    );
 }

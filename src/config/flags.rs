@@ -130,7 +130,7 @@ pub struct ServerArgs {
           value_parser = clap::value_parser!(u8).range(0..=128))]
     pub rate_prefix_v6: u8,
 
-    /// --max-rate-per-ip remembers at most N sources (about 50 bytes each),
+    /// --max-rate-per-ip remembers at most N sources (about 88 bytes each, measured),
     /// forgetting the least recently seen first
     #[arg(long, value_name = "N", default_value_t = 100_000, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
@@ -224,9 +224,12 @@ proxy-protocol.
 Signals:
   SIGINT, SIGTERM  stop accepting, greet what is queued, drain within --drain-timeout,
                    exit 0 (a second one closes what is in flight at once)
-  SIGHUP           re-read --config (or --message-file) for new connections; settings
-                   that need new sockets or threads wait for a restart (a failed
-                   reload keeps everything as it was)
+  SIGHUP           re-read --config (or --message-file and the --allow-file and
+                   --deny-file lists) for new connections; settings that need new
+                   sockets or threads wait for a restart (a failed reload keeps
+                   everything as it was). Write the files by rename (a new file
+                   in the same directory, then mv): a file caught being rewritten
+                   in place can be read half-written
   SIGUSR1          log the totals so far
   SIGUSR2          upgrade: start the binary again with the listening sockets, and
                    drain once it serves (a new binary that fails changes nothing)

@@ -119,6 +119,8 @@ fn default_config() -> String {
          # out at its default: uncomment and change what you need, check with\n\
          #   greeter-server --config /etc/greeter/greeter.toml --check-config\n\
          # and apply with systemctl reload greeter (keys marked [restart]: restart).\n\
+         # Write changes by rename: edit a copy in /etc/greeter, then mv it over this\n\
+         # file (a file rewritten in place can be read half-written by a reload).\n\
          # Under socket activation (greeter.socket, port 17) host and port are not used.\n",
     );
     for key in KEYS {
@@ -219,7 +221,13 @@ fn config_page() -> String {
              settings in this form, each value with where it came from. SIGHUP re-reads the \
              file: keys marked reload apply to new connections, the others wait for a \
              restart (with a warning). Paths of *-file keys are relative to the file's \
-             directory.",
+             directory. Write the file (and the greeting and list files it names) by \
+             rename: write a new file in the same directory, then mv it over the old one. \
+             A reload reads each file once; one rewritten in place (cp onto it, a shell \
+             redirection, many editors) is truncated first and can be read empty or cut. \
+             A file that changes while it is read, or a file with no keys where the \
+             running configuration had some, is refused and changes nothing; a file cut \
+             at a line boundary cannot always be told from a shorter one.",
     )])
     .control("SH", ["KEYS"]);
     for key in KEYS {
@@ -338,5 +346,36 @@ mod tests {
                 key.name
             );
         }
+    }
+
+    #[test]
+    fn a_rate_table_entry_costs_one_figure_everywhere() {
+        // The figure `scripts/rate-table.sh` measures (bytes_per_entry), as --help
+        // (and so greeter.toml(5)), the README and operations.md give it.
+        let root = workspace_root();
+        let figure = |text: &str, before: &str| {
+            let at = text.find(before).unwrap_or_else(|| panic!("{before:?}"));
+            let rest = &text[at + before.len()..];
+            let start = rest.find("about ").expect("about N bytes") + 6;
+            rest[start..]
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let help = ServerCli::command()
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some("rate-table-size"))
+            .and_then(|arg| arg.get_help())
+            .map(|help| help.to_string())
+            .unwrap();
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let operations = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+        let figures = [
+            figure(&help, "remembers at most N sources"),
+            figure(&readme, "| `--rate-table-size N` |"),
+            figure(&operations, "forgotten source that returns"),
+        ];
+        assert!(figures.iter().all(|one| *one == figures[0]), "{figures:?}");
     }
 }
