@@ -429,13 +429,15 @@ pub fn resolve_hosts(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, Fai
     let mut addrs: Vec<SocketAddr> = Vec::new();
     for host in hosts {
         let name = unbracket(host);
+        // As the error names it: a config file's value may be anything.
+        let shown = bare_or_quoted(host);
         let resolved: Vec<SocketAddr> = match name.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) => (name, port)
                 .to_socket_addrs()
                 .map_err(|err| {
                     Failure::new(
-                        format!("cannot resolve --host {host}"),
+                        format!("cannot resolve --host {shown}"),
                         err,
                         Some("give a name this host can resolve, or an address"),
                     )
@@ -444,7 +446,7 @@ pub fn resolve_hosts(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, Fai
         };
         if resolved.is_empty() {
             return Err(Failure::new(
-                format!("cannot resolve --host {host}"),
+                format!("cannot resolve --host {shown}"),
                 io::Error::new(io::ErrorKind::NotFound, "it has no IPv4 or IPv6 address"),
                 Some("give a name this host can resolve, or an address"),
             ));
