@@ -99,8 +99,8 @@ pub const PORT_ZERO_FD_PREFIX: &str = "port0-";
 /// (never by position): the one whose `name` is the socket's name (systemd's
 /// `FileDescriptorName=`, or an upgrade's), else the one whose address and port it
 /// has, else (a port-0 listener handed over by an upgrade) the port-0 listener of its
-/// host at the place its name gives. Sockets from systemd that none of these finds go
-/// to the one listener of a config that has one.
+/// host at the place its name gives. Sockets that none of these finds go to the one
+/// listener of a config that has one unnamed listener.
 ///
 /// # Errors
 /// A [`Failure`] naming a socket that no listener is.
@@ -144,7 +144,9 @@ pub fn assign_passed(
                     && listener.addrs.iter().any(|addr| has(addr, 0))
             })
         };
-        let only = || (!from_upgrade && listeners.len() == 1).then_some(0);
+        // The one unnamed listener of a config is every socket's (its host or port
+        // changes only at a restart: a reload says the same).
+        let only = || (listeners.len() == 1 && listeners[0].id.name.is_none()).then_some(0);
         let listener = named.or_else(by_address).or_else(port_zero).or_else(only);
         let Some(listener) = listener else {
             let hint = if from_upgrade {
