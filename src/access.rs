@@ -47,6 +47,9 @@ pub struct AccessList {
     v6: PrefixMap<Ipv6Net, Rule>,
     /// Whether any entry allows: then an address no entry contains is denied.
     allow_listed: bool,
+    /// The list files that gave it entries: at a reload, one of them found empty is a
+    /// file caught while it is rewritten (see [`AccessList::reload`]).
+    files_with_entries: Vec<PathBuf>,
 }
 
 /// A listener's access policy, checked in this order once its client is known: the
@@ -127,6 +130,20 @@ impl AccessList {
     /// A [`Failure`] naming the file and line of an entry that is not an address or
     /// a CIDR block, or the file that cannot be read.
     pub fn load(sources: Sources<'_>) -> Result<AccessList, Failure> {
+        AccessList::reload(sources, None)
+    }
+
+    /// As [`AccessList::load`], replacing `running`: a list file that is empty (0
+    /// bytes) now but gave `running` entries is refused, since `cp`, `cat >` and most
+    /// editors empty a file before they write it, and a reload in that moment would
+    /// drop every entry. (A list emptied on purpose keeps a comment line.)
+    ///
+    /// # Errors
+    /// As [`AccessList::load`], and a [`Failure`] naming such a file.
+    pub fn reload(
+        sources: Sources<'_>,
+        running: Option<&AccessList>,
+    ) -> Result<AccessList, Failure> {
         let mut list = AccessList::default();
         for (rule, entries, files, kind) in [
             (Rule::Allow, sources.allow, sources.allow_files, "allow"),
@@ -144,7 +161,10 @@ impl AccessList {
                 list.insert(net, rule);
             }
             for path in files {
-                list.load_file(path, rule, kind)?;
+                let had_entries = running.is_some_and(|running| {
+                    running.files_with_entries.iter().any(|had| had == path)
+                });
+                list.load_file(path, rule, kind, had_entries)?;
             }
         }
         Ok(list)
@@ -164,8 +184,15 @@ impl AccessList {
         }
     }
 
-    /// Adds every entry of the file at `path` (see [`AccessList::read_list`]).
-    fn load_file(&mut self, path: &Path, rule: Rule, kind: &str) -> Result<(), Failure> {
+    /// Adds every entry of the file at `path` (see [`AccessList::read_list`]); one
+    /// that `had_entries` at the last load must not be empty.
+    fn load_file(
+        &mut self,
+        path: &Path,
+        rule: Rule,
+        kind: &str,
+        had_entries: bool,
+    ) -> Result<(), Failure> {
         let fail = |err: io::Error, hint| {
             Failure::new(
                 format!("cannot use {kind} file {}", path.display()),
@@ -183,8 +210,23 @@ impl AccessList {
                 return Err(fail(not_regular(), hint));
             }
         };
+        if had_entries && before.len() == 0 {
+            let err = io::Error::new(
+                io::ErrorKind::InvalidData,
+                "it is empty, while the running list has entries from it (a file caught while it is rewritten?)",
+            );
+            return Err(fail(
+                err,
+                "write the new list to another file in the same directory, then rename it over this one; to empty a list, leave a comment line in it",
+            ));
+        }
+        let before_entries = self.len();
         self.read_list(&file, &before, rule)
-            .map_err(|(err, hint)| fail(err, hint))
+            .map_err(|(err, hint)| fail(err, hint))?;
+        if self.len() > before_entries {
+            self.files_with_entries.push(path.to_owned());
+        }
+        Ok(())
     }
 
     /// Adds every entry of `file`, whose metadata at open was `before`: one a line,

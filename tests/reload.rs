@@ -250,3 +250,27 @@ fn a_list_with_a_huge_line_is_refused_in_one_short_line_without_reading_it_whole
         "the old list stays"
     );
 }
+
+/// `cp`, `cat >` and editors empty a file before they write it: a reload in that
+/// moment finds a list file empty that gave entries, and keeps the old list rather
+/// than drop every entry. A list emptied on purpose (a comment line left) applies.
+#[test]
+fn a_list_file_caught_empty_while_rewritten_keeps_the_old_list() {
+    let deny = temp_file("reload-emptied.list", b"127.0.0.2\n");
+    let server = spawn_server(&["--deny-file", deny.arg(), "--message", "hi"]);
+    assert_eq!(received_from("127.0.0.2", server.addr), b"");
+
+    std::fs::write(&deny, b"").unwrap();
+    server.signal("HUP");
+    server.wait_for_log(&format!(
+        "reload: keeping the old configuration: cannot use deny file {}: it is empty, while \
+         the running list has entries from it",
+        deny.display()
+    ));
+    assert_eq!(received_from("127.0.0.2", server.addr), b"", "still denied");
+
+    replace_by_rename(&deny, b"# nobody denied for now\n");
+    server.signal("HUP");
+    server.wait_for_log("reload: address lists reloaded from");
+    assert_eq!(received_from("127.0.0.2", server.addr), b"hi");
+}

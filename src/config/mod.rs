@@ -332,7 +332,7 @@ impl ServerArgs {
     /// # Errors
     /// A [`Failure`] naming the list file, and its line, that cannot be used.
     pub fn policy(&self, running: Option<&Policy>) -> Result<Option<Arc<Policy>>, Failure> {
-        let list = Arc::new(self.access_list()?);
+        let list = Arc::new(self.access_list(running.map(|policy| &*policy.list))?);
         let rate = self.rate_settings().map(|settings| {
             running
                 .and_then(|policy| policy.rate_table_if(&settings))
@@ -342,17 +342,20 @@ impl ServerArgs {
     }
 
     /// The access lists these flags name (`--allow`, `--deny` and their files), read
-    /// and built.
+    /// and built, replacing `running` at a reload (see [`AccessList::reload`]).
     ///
     /// # Errors
     /// A [`Failure`] naming the list file, and its line, that cannot be used.
-    pub fn access_list(&self) -> Result<AccessList, Failure> {
-        AccessList::load(Sources {
-            allow: &self.allow,
-            deny: &self.deny,
-            allow_files: &self.allow_file,
-            deny_files: &self.deny_file,
-        })
+    pub fn access_list(&self, running: Option<&AccessList>) -> Result<AccessList, Failure> {
+        AccessList::reload(
+            Sources {
+                allow: &self.allow,
+                deny: &self.deny,
+                allow_files: &self.allow_file,
+                deny_files: &self.deny_file,
+            },
+            running,
+        )
     }
 
     /// The access policy of these flags with its list and rate table already built

@@ -535,7 +535,7 @@ impl Policies {
         let list = match self.lists.iter().find(|(built, _)| *built == inputs) {
             Some((_, list)) => Arc::clone(list),
             None => {
-                let list = Arc::new(args.access_list()?);
+                let list = Arc::new(args.access_list(running.map(|policy| &*policy.list))?);
                 self.lists.push((inputs, Arc::clone(&list)));
                 list
             }
