@@ -1,8 +1,8 @@
 //! `--pid-file PATH`: the serving process's pid, written atomically (a temporary file
 //! beside it, then a rename) once it serves, so that a reader never sees a half
-//! written or empty file; after an upgrade the new process writes it again. At exit
-//! it is removed only by the process it names: one that handed over leaves it to the
-//! new one.
+//! written or empty file; at an upgrade's handover the old process writes the new
+//! one's pid and the new process writes it again. At exit it is removed only by the
+//! process it names: one that handed over leaves it to the new one.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -12,8 +12,19 @@ use std::path::{Path, PathBuf};
 /// # Errors
 /// If the temporary file cannot be written or renamed over `path`.
 pub fn write(path: &Path) -> io::Result<()> {
-    let pid = std::process::id();
-    let temporary = temporary_beside(path, pid);
+    write_pid(path, std::process::id())
+}
+
+/// Writes `pid` to `path`, atomically: this process's, or, at an upgrade's handover,
+/// the new process's (written by both, so that the file names it from the moment the
+/// old one drains).
+///
+/// # Errors
+/// If the temporary file cannot be written or renamed over `path`.
+pub fn write_pid(path: &Path, pid: u32) -> io::Result<()> {
+    // Named after the writer: the old and the new process of an upgrade may write at
+    // once.
+    let temporary = temporary_beside(path, std::process::id());
     // No fsync: readers need the rename's atomicity, not durability (a pid file is
     // stale after a crash anyway), and an fsync behind a busy disk held up the
     // supervisor's start for seconds, with the signals it answers.

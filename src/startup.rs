@@ -32,6 +32,9 @@ pub struct Prepared {
     pub handover: Handover,
     /// `--upgrade-timeout`.
     pub upgrade_timeout: Duration,
+    /// `--drain-timeout`: also what a new process of an upgrade that is stopped has
+    /// before it is killed.
+    pub drain_timeout: Duration,
     /// `--pid-file`.
     pub pid_file: Option<PathBuf>,
     /// The longest a held connection can live (header, write and linger timeouts).
@@ -137,6 +140,7 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
     }
     log_serving(&config, &workers, source);
     let longest_held = config.proxy_timeout + config.write_timeout + config.linger_timeout;
+    let drain_timeout = config.drain_timeout;
     let reloader = Reloader::new(settings, config);
     match fd_limit {
         Ok(limit) => info!(
@@ -151,6 +155,7 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
         metrics,
         handover,
         upgrade_timeout: args.upgrade_timeout,
+        drain_timeout,
         pid_file: args.pid_file,
         longest_held,
     })

@@ -5,10 +5,14 @@
 //!
 //! A second drain request closes what is still in flight at once; a worker that stops
 //! on its own has failed, and the others are shut down with it.
+//!
+//! It also owns what says that this process serves, in this order: the report to a
+//! process upgrading to this one (first: it cannot block), `--pid-file`, systemd's
+//! `READY=1`, then the caller's `on_serving` (the binary prints its listening lines).
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,9 +22,10 @@ use mio::{Events, Poll, Token, Waker};
 use crate::error::Failure;
 use crate::metrics::{self, MetricsSource};
 use crate::notify;
+use crate::pid_file;
 use crate::startup::Prepared;
 use crate::totals::Totals;
-use crate::upgrade::{Outcome, UpgradeCommand, Upgrader};
+use crate::upgrade::{Outcome, Report, UpgradeCommand, Upgrader};
 use crate::workers::WorkersView;
 
 /// What the supervisor can be asked to do.
@@ -96,8 +101,8 @@ pub struct Supervisor {
     /// What SIGUSR2 starts, if this process can upgrade (the binary; not an
     /// embedding program or a test).
     upgrade: Option<UpgradeCommand>,
-    /// Set once an upgrade's new process serves: this one drains and hands over.
-    handed_over: Arc<AtomicBool>,
+    /// The report channel of the process that is upgrading to this one, if one is.
+    report: Option<Report>,
 }
 
 impl Supervisor {
@@ -116,7 +121,7 @@ impl Supervisor {
                 waker,
             },
             upgrade: None,
-            handed_over: Arc::default(),
+            report: None,
         })
     }
 
@@ -125,9 +130,10 @@ impl Supervisor {
         self.upgrade = Some(command);
     }
 
-    /// Whether an upgrade's new process took over (set before the drain that follows).
-    pub fn handed_over(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.handed_over)
+    /// Tells the process upgrading to this one how the start went: `ready` as soon as
+    /// the workers run, before anything that can block, or why it failed.
+    pub fn report_to(&mut self, report: Report) {
+        self.report = Some(report);
     }
 
     /// Where to send requests.
@@ -135,8 +141,10 @@ impl Supervisor {
         self.requests.clone()
     }
 
-    /// Starts everything `server` holds, calls `on_serving` once it all runs, then
-    /// answers requests until every worker has stopped; returns their summed totals.
+    /// Starts everything `server` holds, says that it serves (see the module's
+    /// documentation for the order), calls `on_serving`, then answers requests until
+    /// every worker has stopped and no new process of an upgrade is on its way out;
+    /// returns the workers' summed totals.
     ///
     /// # Errors
     /// If a thread cannot be started, or a worker failed.
@@ -145,24 +153,46 @@ impl Supervisor {
         server: Prepared,
         on_serving: impl FnOnce(Serving),
     ) -> Result<Totals, Failure> {
+        let mut report = self.report.take();
         let addrs = server.workers.local_addrs().to_vec();
-        let running = server.workers.spawn(Arc::clone(&self.requests.waker))?;
+        let running = server
+            .workers
+            .spawn(Arc::clone(&self.requests.waker))
+            .map_err(|err| report_failure(&mut report, err))?;
         let reload_counts = server.reloader.counts();
-        let reloads = server.reloader.spawn(running.view())?;
+        let reloads = server
+            .reloader
+            .spawn(running.view())
+            .map_err(|err| report_failure(&mut report, err))?;
         let mut metrics_addr = None;
         let mut metrics_endpoint = None;
         if let Some(endpoint) = server.metrics {
             let addr = endpoint
                 .local_addr()
-                .map_err(|err| Failure::new("cannot start the metrics endpoint", err, None))?;
-            metrics_endpoint = Some(endpoint.spawn(MetricsSource {
-                workers: running.view(),
-                reloads: reload_counts,
-                lifetime_buckets: MetricsSource::lifetime_buckets_for(server.longest_held),
-            })?);
+                .map_err(|err| Failure::new("cannot start the metrics endpoint", err, None))
+                .map_err(|err| report_failure(&mut report, err))?;
+            metrics_endpoint = Some(
+                endpoint
+                    .spawn(MetricsSource {
+                        workers: running.view(),
+                        reloads: reload_counts,
+                        lifetime_buckets: MetricsSource::lifetime_buckets_for(server.longest_held),
+                    })
+                    .map_err(|err| report_failure(&mut report, err))?,
+            );
             metrics::announce(addr);
             metrics_addr = Some(addr);
         }
+        // First, as soon as the workers run: the process upgrading to this one waits
+        // for it (and stops this one if it does not come in time), so nothing that can
+        // block (a disk, systemd's socket, a stdout nobody reads) comes before it.
+        if let Some(report) = report.take() {
+            report.ready();
+        }
+        let pid_file = server.pid_file;
+        let wrote_pid_file = pid_file
+            .as_deref()
+            .is_some_and(|path| write_pid_file(path, std::process::id()));
         let view = running.view();
         let mut manager = notify::enabled().then(|| ServiceManager::new(&view));
         on_serving(Serving {
@@ -170,17 +200,31 @@ impl Supervisor {
             metrics: metrics_addr,
             view: view.clone(),
         });
-        let mut upgrader = self
-            .upgrade
-            .take()
-            .map(|command| Upgrader::new(command, server.handover, server.upgrade_timeout));
+        let mut upgrader = self.upgrade.take().map(|command| {
+            Upgrader::new(
+                command,
+                server.handover,
+                server.upgrade_timeout,
+                server.drain_timeout,
+            )
+        });
 
         let mut events = Events::with_capacity(8);
+        // This process no longer accepts (a stop, a handover or a failed worker).
         let mut stopping = false;
-        while !running.all_stopped() {
+        // It was asked to stop (SIGTERM, SIGINT), at least once.
+        let mut stop_asked = false;
+        // An upgrade's new process serves: the pid file and the service are its own.
+        let mut handed_over = false;
+        let upgrading = |upgrader: &Option<Upgrader>| {
+            upgrader.as_ref().and_then(Upgrader::in_progress).is_some()
+        };
+        // A new process that does not serve is waited for: this one never exits
+        // leaving it behind.
+        while !running.all_stopped() || upgrading(&upgrader) {
             let upgrade_due = upgrader
                 .as_ref()
-                .and_then(Upgrader::deadline)
+                .and_then(Upgrader::next_due)
                 .map(|at| at.saturating_duration_since(Instant::now()));
             let timeout = [manager.as_ref().map(ServiceManager::next_due), upgrade_due]
                 .into_iter()
@@ -195,23 +239,38 @@ impl Supervisor {
                 running.stop_now();
                 break;
             }
+            let was_upgrading = upgrading(&upgrader);
             for request in self.requests.take() {
                 if matches!(request, Request::Drain | Request::StopNow) {
                     if let Some(upgrader) = &mut upgrader {
                         upgrader.release_sockets();
+                        // A stop during an upgrade stops the new process too, and this
+                        // one exits once it is gone: one that is not yet serving is
+                        // asked to stop with SIGTERM (it drains what it accepted) rather
+                        // than left to come up on its own.
+                        if let Some(pid) = upgrader.stop(stop_asked, self.poll.registry()) {
+                            info!("upgrade: stopping the new process (pid {pid}) too, as this one is stopping");
+                        }
                     }
                 }
                 match request {
-                    Request::Drain if !stopping => {
-                        stopping = true;
-                        notify::stopping();
-                        running.shutdown();
+                    Request::Drain if !stop_asked => {
+                        stop_asked = true;
+                        // Already draining (after a handover, or for a failed worker),
+                        // the drain goes on: under systemd a stop sends SIGTERM to
+                        // every process of the service, the old one of an upgrade too.
+                        if !stopping {
+                            stopping = true;
+                            notify::stopping();
+                            running.shutdown();
+                        }
                     }
                     Request::Drain => {
                         info!("shutdown: second stop signal, closing in-flight connections now");
                         running.stop_now();
                     }
                     Request::StopNow => {
+                        stop_asked = true;
                         stopping = true;
                         running.stop_now();
                     }
@@ -233,27 +292,40 @@ impl Supervisor {
                 }
                 .or_else(|| upgrader.on_time(Instant::now(), registry));
                 match outcome {
-                    Some(Outcome::Serving(pid)) if !stopping => {
-                        info!("upgrade: the new process (pid {pid}) serves; draining this one");
-                        // Not STOPPING=1, and no more STATUS= or WATCHDOG=1 from here:
-                        // the service goes on, in the new process.
-                        manager = None;
-                        self.handed_over.store(true, Ordering::SeqCst);
-                        stopping = true;
-                        upgrader.release_sockets();
-                        if let Some((_, stop)) = &metrics_endpoint {
-                            stop.stop_accepting();
-                        }
-                        running.shutdown();
-                    }
                     Some(Outcome::Serving(pid)) => {
-                        info!("upgrade: the new process (pid {pid}) serves; this one was stopping already");
-                        self.handed_over.store(true, Ordering::SeqCst);
+                        handed_over = true;
+                        // Named from now on, before the new process gets to it.
+                        if let Some(path) = pid_file.as_deref().filter(|_| wrote_pid_file) {
+                            write_pid_file(path, pid);
+                        }
+                        if stopping {
+                            info!("upgrade: the new process (pid {pid}) serves; this one was stopping already");
+                        } else {
+                            info!("upgrade: the new process (pid {pid}) serves; draining this one");
+                            // Not STOPPING=1, and no more STATUS= or WATCHDOG=1 from
+                            // here: the service goes on, in the new process.
+                            manager = None;
+                            stopping = true;
+                            upgrader.release_sockets();
+                            if let Some((_, stop)) = &metrics_endpoint {
+                                stop.stop_accepting();
+                            }
+                            running.shutdown();
+                        }
                     }
                     Some(Outcome::Failed(why)) => {
                         warn!("upgrade: keeping this process: {why}");
                     }
+                    Some(Outcome::Stopped(line)) => info!("upgrade: {line}"),
+                    Some(Outcome::Killed(line)) => warn!("upgrade: {line}"),
                     None => {}
+                }
+                // A new process that did not serve may have written the pid file
+                // before it ended (and removed it): it names this one again.
+                if was_upgrading && upgrader.in_progress().is_none() && !handed_over {
+                    if let Some(path) = pid_file.as_deref().filter(|_| wrote_pid_file) {
+                        write_pid_file(path, std::process::id());
+                    }
                 }
             }
             if let Some(manager) = &mut manager {
@@ -265,16 +337,45 @@ impl Supervisor {
                 running.shutdown();
             }
         }
-        let totals = running.join()?;
+        let joined = running.join();
         // After a handover, the scrapes this process took are answered before it
         // exits (each within its 2 s); the new process takes the rest.
-        if self.handed_over.load(Ordering::SeqCst) {
+        if handed_over {
             if let Some((thread, _)) = metrics_endpoint {
                 let _ = thread.join();
             }
         }
+        // The file names the process that took over, if one did.
+        if let Some(path) = pid_file
+            .as_deref()
+            .filter(|_| wrote_pid_file && !handed_over)
+        {
+            pid_file::remove_if_ours(path);
+        }
+        let totals = joined?;
         info!("totals in_flight=0 {totals}");
         Ok(totals)
+    }
+}
+
+/// Tells the process upgrading to this one, if one is, why this one failed before it
+/// served; returns the failure.
+fn report_failure(report: &mut Option<Report>, failure: Failure) -> Failure {
+    if let Some(report) = report.take() {
+        report.failed(&failure);
+    }
+    failure
+}
+
+/// Writes `pid` to the pid file at `path`; whether it did (a failure is a warning: the
+/// server serves on).
+fn write_pid_file(path: &Path, pid: u32) -> bool {
+    match pid_file::write_pid(path, pid) {
+        Ok(()) => true,
+        Err(err) => {
+            warn!("pid file: cannot write {}: {err}", path.display());
+            false
+        }
     }
 }
 

@@ -7,18 +7,26 @@
 //! socket what tells which listener it is: `crate::listener::fd_name`), with
 //! `LISTEN_PID` naming the new process (a `/bin/sh -c '... exec'` sets it to its own
 //! pid, which the exec keeps). One more descriptor, named `upgrade-report`, is one end
-//! of a socket pair: the new process writes `ready` on it once it serves, or
-//! `failed: LINE` with its one-line error. Until then the old process serves as
-//! before; on `ready` it drains as on SIGTERM. The listening sockets are the same
-//! sockets in both processes, so connections queued in the backlog meanwhile are
-//! accepted by whichever accepts first, and none is refused.
+//! of a socket pair: the new process writes `ready` on it as soon as its workers run,
+//! before anything that can block (the pid file, systemd, stdout), or `failed: LINE`
+//! with its one-line error. Until then the old process serves as before; on `ready`
+//! it drains as on SIGTERM. The listening sockets are the same sockets in both
+//! processes, so connections queued in the backlog meanwhile are accepted by
+//! whichever accepts first, and none is refused.
+//!
+//! A new process that does not serve is never killed outright, since it may hold
+//! connections it accepted: it gets SIGTERM (a greeter drains), and SIGKILL only if it
+//! is still there `--drain-timeout` (and a second) later. That is how one that does
+//! not report within `--upgrade-timeout` ends, and one whose old process is asked to
+//! stop: a stop during an upgrade stops the new process too, and the old process
+//! exits only once it is gone, so that a stop never leaves a second server behind.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
@@ -70,9 +78,11 @@ impl Report {
         let _ = self.channel.write_all(b"ready\n");
     }
 
-    /// Says why this process stopped before it served.
-    pub fn failed(mut self, line: &str) {
-        let _ = writeln!(self.channel, "failed: {}", line.replace('\n', " "));
+    /// Says why this process stopped before it served: `greeter-server: ERROR`, the
+    /// line it printed on stderr.
+    pub fn failed(mut self, error: &dyn std::fmt::Display) {
+        let line = format!("greeter-server: {error}").replace('\n', " ");
+        let _ = writeln!(self.channel, "failed: {line}");
     }
 }
 
@@ -109,52 +119,118 @@ impl UpgradeCommand {
     }
 }
 
-/// How an upgrade ended.
+/// What became of an upgrade under way, for the supervisor to act on and log.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The new process (this pid) serves: this one drains and exits.
     Serving(u32),
-    /// The new process failed; this one goes on serving. Why, in one line.
+    /// The new process failed or did not report in time; this one goes on serving.
+    /// Why, in one line (`upgrade: keeping this process: WHY`).
     Failed(String),
+    /// A new process that was asked to stop has exited: how, in one line
+    /// (`upgrade: LINE`).
+    Stopped(String),
+    /// A new process that was asked to stop was still there `--drain-timeout` (and a
+    /// second) later and was killed: one line (`upgrade: LINE`, a warning).
+    Killed(String),
 }
 
-/// The old process's side: starts the new one and waits for its report.
+/// How long a new process that reported failure (or closed its channel) has to exit
+/// on its own before it is sent SIGTERM.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// What a new process that was sent SIGTERM has beyond `--drain-timeout` before
+/// SIGKILL: its drain ends at the drain timeout, then it joins its threads and logs
+/// its totals.
+const KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// How often a new process on its way out is looked at (a `waitpid` with `WNOHANG`).
+const REAP_EVERY: Duration = Duration::from_millis(10);
+
+/// The old process's side: starts the new one, waits for its report, and stops it if
+/// it does not serve.
 #[derive(Debug)]
 pub struct Upgrader {
     command: UpgradeCommand,
     handover: Handover,
     timeout: Duration,
+    drain_timeout: Duration,
     pending: Option<Pending>,
 }
 
-/// An upgrade under way.
+/// An upgrade under way: the new process, from its start until it serves or is gone.
 #[derive(Debug)]
 struct Pending {
     child: Child,
-    report: mio::net::UnixStream,
-    received: Vec<u8>,
-    deadline: Instant,
+    state: State,
+}
+
+/// Where a new process is.
+#[derive(Debug)]
+enum State {
+    /// Started: its report is awaited until `deadline`.
+    Starting {
+        /// This end of the report channel.
+        report: mio::net::UnixStream,
+        /// What it has written so far.
+        received: Vec<u8>,
+        /// When it has not reported in time.
+        deadline: Instant,
+    },
+    /// Not serving, and waited for until it has exited.
+    Ending {
+        /// Why it ends.
+        why: Ending,
+        /// When it is sent SIGTERM if it has not exited by then (`None` once sent).
+        term_at: Option<Instant>,
+        /// When it is sent SIGKILL if it has not exited by then (set with SIGTERM).
+        kill_at: Option<Instant>,
+        /// Whether it was sent SIGKILL.
+        killed: bool,
+    },
+}
+
+/// Why a new process ends.
+#[derive(Debug)]
+enum Ending {
+    /// It reported failure (its line) or closed its channel without a word (`None`):
+    /// it exits by itself.
+    Failed(Option<String>),
+    /// It did not report within `--upgrade-timeout`, or this process was asked to
+    /// stop: it was sent SIGTERM.
+    Stopped,
 }
 
 impl Upgrader {
-    /// Upgrades to `command`, handing on `handover`, waiting `timeout` for the report.
-    pub fn new(command: UpgradeCommand, handover: Handover, timeout: Duration) -> Self {
+    /// Upgrades to `command`, handing on `handover`, waiting `timeout` for the report;
+    /// a new process sent SIGTERM has `drain_timeout` (and a second) before SIGKILL.
+    pub fn new(
+        command: UpgradeCommand,
+        handover: Handover,
+        timeout: Duration,
+        drain_timeout: Duration,
+    ) -> Self {
         Upgrader {
             command,
             handover,
             timeout,
+            drain_timeout,
             pending: None,
         }
     }
 
-    /// The pid of the new process while an upgrade is under way.
+    /// The pid of the new process while an upgrade is under way: from its start until
+    /// it serves or, if it does not, until it has exited.
     pub fn in_progress(&self) -> Option<u32> {
         self.pending.as_ref().map(|pending| pending.child.id())
     }
 
-    /// When the one under way times out.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.pending.as_ref().map(|pending| pending.deadline)
+    /// When [`Upgrader::on_time`] has something to do next.
+    pub fn next_due(&self) -> Option<Instant> {
+        match &self.pending.as_ref()?.state {
+            State::Starting { deadline, .. } => Some(*deadline),
+            State::Ending { .. } => Some(Instant::now() + REAP_EVERY),
+        }
     }
 
     /// Closes its duplicates of the listening sockets, once this process stops
@@ -216,9 +292,11 @@ impl Upgrader {
         let pid = child.id();
         self.pending = Some(Pending {
             child,
-            report,
-            received: Vec::new(),
-            deadline: Instant::now() + self.timeout,
+            state: State::Starting {
+                report,
+                received: Vec::new(),
+                deadline: Instant::now() + self.timeout,
+            },
         });
         Ok(pid)
     }
@@ -226,90 +304,188 @@ impl Upgrader {
     /// Reads the report channel after an event on it: the outcome once there is one.
     pub fn on_report(&mut self, registry: &Registry) -> Option<Outcome> {
         let pending = self.pending.as_mut()?;
+        let State::Starting {
+            report, received, ..
+        } = &mut pending.state
+        else {
+            return None;
+        };
         let mut chunk = [0u8; 512];
         let ended = loop {
-            match pending.report.read(&mut chunk) {
+            match report.read(&mut chunk) {
                 Ok(0) => break true,
-                Ok(n) => pending.received.extend_from_slice(&chunk[..n]),
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break false,
                 Err(_) => break true,
             }
         };
-        let line = pending
-            .received
+        let line = received
             .iter()
             .position(|&byte| byte == b'\n')
-            .map(|end| String::from_utf8_lossy(&pending.received[..end]).into_owned());
-        let outcome = match line.as_deref() {
-            Some("ready") => Outcome::Serving(pending.child.id()),
-            Some(line) => {
-                let why = line.strip_prefix("failed: ").unwrap_or(line).to_owned();
-                let status = reap(&mut pending.child);
-                Outcome::Failed(format!(
-                    "the new process (pid {}) {}: {why}",
-                    pending.child.id(),
-                    describe(status)
-                ))
+            .map(|end| String::from_utf8_lossy(&received[..end]).into_owned());
+        let why = match line.as_deref() {
+            Some("ready") => {
+                let pid = pending.child.id();
+                if let Some(mut pending) = self.pending.take() {
+                    pending.close_report(registry);
+                    // A new process that serves goes on without us: it is not waited
+                    // for.
+                }
+                return Some(Outcome::Serving(pid));
             }
-            None if ended => {
-                let status = reap(&mut pending.child);
-                Outcome::Failed(format!(
-                    "the new process (pid {}) {} before it served (its log says why)",
-                    pending.child.id(),
-                    describe(status)
-                ))
-            }
+            Some(line) => Some(line.strip_prefix("failed: ").unwrap_or(line).to_owned()),
+            None if ended => None,
             None => return None,
         };
-        self.finish(registry);
-        Some(outcome)
+        pending.close_report(registry);
+        pending.state = State::Ending {
+            why: Ending::Failed(why),
+            term_at: Some(Instant::now() + EXIT_GRACE),
+            kill_at: None,
+            killed: false,
+        };
+        // Logged once it has exited, with its exit status.
+        self.on_time(Instant::now(), registry)
     }
 
-    /// The outcome if the one under way has run out of time by `now`: it is stopped.
+    /// What is due by `now`: a new process that has not reported within
+    /// `--upgrade-timeout` is sent SIGTERM; one on its way out is reaped (the outcome
+    /// then says how it ended), sent SIGTERM or SIGKILL when its time is up.
     pub fn on_time(&mut self, now: Instant, registry: &Registry) -> Option<Outcome> {
+        let drain_timeout = self.drain_timeout;
         let pending = self.pending.as_mut()?;
-        if now < pending.deadline {
-            return None;
+        match &mut pending.state {
+            State::Starting { deadline, .. } => {
+                if now < *deadline {
+                    return None;
+                }
+                pending.stop(registry, now, drain_timeout);
+                Some(Outcome::Failed(format!(
+                    "the new process (pid {}) did not report that it serves within {}; \
+                     stopping it",
+                    pending.child.id(),
+                    humantime::format_duration(self.timeout)
+                )))
+            }
+            State::Ending {
+                why,
+                term_at,
+                kill_at,
+                killed,
+            } => {
+                let pid = pending.child.id();
+                match pending.child.try_wait() {
+                    Ok(Some(status)) => {
+                        let outcome = match (why, *killed) {
+                            (Ending::Failed(Some(line)), _) => Outcome::Failed(format!(
+                                "the new process (pid {pid}) exited with {status}: {line}"
+                            )),
+                            (Ending::Failed(None), _) => Outcome::Failed(format!(
+                                "the new process (pid {pid}) exited with {status} before it \
+                                 served (its log says why)"
+                            )),
+                            (Ending::Stopped, false) => Outcome::Stopped(format!(
+                                "the new process (pid {pid}) has stopped: {status}"
+                            )),
+                            (Ending::Stopped, true) => Outcome::Killed(format!(
+                                "the new process (pid {pid}) had not stopped {} after \
+                                 SIGTERM; killed it",
+                                humantime::format_duration(drain_timeout + KILL_GRACE)
+                            )),
+                        };
+                        self.pending = None;
+                        Some(outcome)
+                    }
+                    Ok(None) => {
+                        if term_at.is_some_and(|at| now >= at) {
+                            *term_at = None;
+                            *kill_at = Some(now + drain_timeout + KILL_GRACE);
+                            terminate(&pending.child);
+                        } else if kill_at.is_some_and(|at| now >= at) {
+                            *kill_at = None;
+                            *killed = true;
+                            let _ = pending.child.kill();
+                        }
+                        None
+                    }
+                    // Not ours to wait for any more (it cannot be: we started it).
+                    Err(_) => {
+                        self.pending = None;
+                        None
+                    }
+                }
+            }
         }
-        let _ = pending.child.kill();
-        let _ = pending.child.wait();
-        let outcome = Outcome::Failed(format!(
-            "the new process (pid {}) did not report that it serves within {}; stopped it",
-            pending.child.id(),
-            humantime::format_duration(self.timeout)
-        ));
-        self.finish(registry);
-        Some(outcome)
     }
 
-    fn finish(&mut self, registry: &Registry) {
-        if let Some(mut pending) = self.pending.take() {
-            let _ = registry.deregister(&mut pending.report);
-            // A new process that serves goes on without us: it is not waited for.
-        }
-    }
-}
-
-/// Waits for a child that has reported failure (or closed its channel) to exit: it
-/// is on its way out, but a second at most, then it is stopped.
-fn reap(child: &mut Child) -> Option<ExitStatus> {
-    let until = Instant::now() + Duration::from_secs(1);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
-            _ => {
-                let _ = child.kill();
-                return child.wait().ok();
+    /// This process is asked to stop (`again`: not for the first time). A new process
+    /// that has not reported is stopped too (SIGTERM: it drains); a stop asked again
+    /// is passed on to one being stopped (a second SIGTERM closes what it holds at
+    /// once). Returns the pid of a new process this stop has stopped.
+    pub fn stop(&mut self, again: bool, registry: &Registry) -> Option<u32> {
+        let drain_timeout = self.drain_timeout;
+        let pending = self.pending.as_mut()?;
+        match &pending.state {
+            State::Starting { .. } => {
+                pending.stop(registry, Instant::now(), drain_timeout);
+                Some(pending.child.id())
+            }
+            State::Ending { term_at, .. } => {
+                // One that failed by itself is stopped now; one already sent SIGTERM
+                // gets the second only when this process got its second.
+                if term_at.is_some() || again {
+                    pending.stop(registry, Instant::now(), drain_timeout);
+                }
+                None
             }
         }
     }
 }
 
-fn describe(status: Option<ExitStatus>) -> String {
-    match status {
-        Some(status) => format!("exited with {status}"),
-        None => "exited".to_owned(),
+impl Pending {
+    /// Sends SIGTERM, unless it has exited, and gives it `drain_timeout` (and a
+    /// second) before SIGKILL; its report is not read any more.
+    fn stop(&mut self, registry: &Registry, now: Instant, drain_timeout: Duration) {
+        self.close_report(registry);
+        // One that has exited is not signalled (its pid may be reused once it is
+        // reaped); the next look reports it.
+        if let Ok(None) = self.child.try_wait() {
+            terminate(&self.child);
+        }
+        let why = match &self.state {
+            State::Ending {
+                why: Ending::Failed(line),
+                ..
+            } => Ending::Failed(line.clone()),
+            _ => Ending::Stopped,
+        };
+        self.state = State::Ending {
+            why,
+            term_at: None,
+            kill_at: Some(now + drain_timeout + KILL_GRACE),
+            killed: false,
+        };
+    }
+
+    /// Deregisters the report channel, if it is still read: it closes when the state
+    /// that holds it is replaced.
+    fn close_report(&mut self, registry: &Registry) {
+        if let State::Starting { report, .. } = &mut self.state {
+            let _ = registry.deregister(report);
+        }
+    }
+}
+
+/// Sends SIGTERM to `child`, which has not been reaped.
+fn terminate(child: &Child) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: kill(2) takes two integers and touches no memory. The pid is our child's,
+    // and it has not been reaped (the callers saw `try_wait` return `None`, and only
+    // `try_wait` reaps it here), so it cannot name another process.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
     }
 }

@@ -224,52 +224,216 @@ fn replace_with_script(path: &Path, script: &str) {
     std::fs::rename(&next, path).unwrap();
 }
 
+/// A greeter-server started from its own copy of the binary, so that an upgrade starts
+/// whatever the test then puts at that path; its stderr read line by line (a process
+/// it starts writes there too).
+struct FromCopy {
+    exe: PathBuf,
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    stderr: std::sync::mpsc::Receiver<String>,
+    /// The stderr lines read so far.
+    read: std::cell::RefCell<Vec<String>>,
+}
+
+impl FromCopy {
+    /// Copies the binary to a path named after `name` and starts it there with
+    /// `--port 0 ARGS`; returns once it prints its `listening on` line.
+    fn start(name: &str, args: &[&str]) -> Self {
+        let exe = own_copy(name);
+        let mut child = Command::new(&exe)
+            .args(["--port", "0"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let line = stdout.recv_timeout(STEP_TIMEOUT).unwrap();
+        let addr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
+        FromCopy {
+            exe,
+            child,
+            addr,
+            stderr,
+            read: Default::default(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next stderr line that contains one of `needles`.
+    #[track_caller]
+    fn next_line_with_any(&self, needles: &[&str]) -> String {
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(STEP_TIMEOUT)
+                .unwrap_or_else(|_| panic!("no log line with any of {needles:?}"));
+            self.read.borrow_mut().push(line.clone());
+            if needles.iter().any(|needle| line.contains(needle)) {
+                return line;
+            }
+        }
+    }
+
+    #[track_caller]
+    fn next_line_with(&self, needle: &str) -> String {
+        self.next_line_with_any(&[needle])
+    }
+
+    /// Whether a line read so far contains `needle`.
+    fn has_read(&self, needle: &str) -> bool {
+        self.read.borrow().iter().any(|line| line.contains(needle))
+    }
+
+    /// SIGUSR2; returns the new process's pid from the `upgrade: started` line.
+    #[track_caller]
+    fn ask_for_upgrade(&self) -> u32 {
+        signal(self.pid(), "USR2");
+        let line = self.next_line_with("upgrade: started ");
+        line.rsplit_once("(pid ")
+            .and_then(|(_, rest)| rest.split(')').next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {line:?}"))
+    }
+
+    /// Waits for it to exit; its exit code.
+    #[track_caller]
+    fn exit_code(&mut self) -> Option<i32> {
+        let child = &mut self.child;
+        wait_for(
+            STEP_TIMEOUT,
+            || "the old process to exit".to_owned(),
+            || child.try_wait().unwrap(),
+        )
+        .code()
+    }
+}
+
+impl Drop for FromCopy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.exe);
+    }
+}
+
+/// A FIFO of its own (a test removes it at its end).
+fn fifo(name: &str) -> PathBuf {
+    let path = temp_path(name);
+    let _ = std::fs::remove_file(&path);
+    let made = Command::new("mkfifo").arg(&path).status().unwrap();
+    assert!(made.success(), "mkfifo {}", path.display());
+    path
+}
+
+/// The FIFO opened for writing without waiting: fails (ENXIO) unless a process has it
+/// open for reading.
+fn open_for_writing(fifo: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(fifo)
+}
+
+/// A script for the server's path: it waits until the test opens the FIFO `go`, then
+/// becomes the real greeter-server with the arguments it was given, and `redirect`.
+fn wrapper_waiting_on(go: &Path, redirect: &str) -> String {
+    format!(
+        "#!/bin/sh\n: <'{}'\nexec '{}' \"$@\" {redirect}\n",
+        go.display(),
+        binary("greeter-server")
+    )
+}
+
+/// Lets the wrapper waiting on `go` go on, once it waits there.
+fn release(go: &Path) {
+    wait_for(
+        STEP_TIMEOUT,
+        || format!("the wrapper to wait on {}", go.display()),
+        || open_for_writing(go).ok(),
+    );
+}
+
+/// Whether process `pid` exists (a zombie included).
+fn exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether every thread of `pid` is stopped (SIGSTOP has taken effect).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name's closing parenthesis.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        })
+    })
+}
+
 #[test]
 fn a_new_binary_that_fails_leaves_the_old_one_serving() {
     become_subreaper();
-    let exe = own_copy("greeter-failing");
-    let mut child = Command::new(&exe)
-        .args(["--port", "0", "--upgrade-timeout", "1s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = lines_of(child.stderr.take().unwrap());
-    let stdout = lines_of(child.stdout.take().unwrap());
-    let line = stdout.recv_timeout(STEP_TIMEOUT).unwrap();
-    let addr: std::net::SocketAddr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
-    let pid = child.id();
-    let next_line_with = |needle: &str| loop {
-        let line = stderr
-            .recv_timeout(STEP_TIMEOUT)
-            .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
-        if line.contains(needle) {
-            return line;
-        }
-    };
+    let mut server = FromCopy::start(
+        "greeter-failing",
+        &["--upgrade-timeout", "1s", "--drain-timeout", "1s"],
+    );
+    let (exe, addr, pid) = (server.exe.clone(), server.addr, server.pid());
 
     // Exits 1 at once.
     replace_with_script(&exe, "#!/bin/sh\necho 'broken on purpose' >&2\nexit 1\n");
     signal(pid, "USR2");
-    let warning = next_line_with("upgrade: keeping this process");
+    let warning = server.next_line_with("upgrade: keeping this process");
     assert!(
         warning.contains("exited with exit status: 1 before it served"),
         "{warning}"
     );
     assert_eq!(read_to_eof(&mut connect(addr)).unwrap(), DEFAULT_GREETING);
 
-    // Never reports: stopped after --upgrade-timeout; a second SIGUSR2 meanwhile is
-    // ignored.
-    replace_with_script(&exe, "#!/bin/sh\nexec sleep 30\n");
+    // Never reports: after --upgrade-timeout it is asked to stop with SIGTERM (a
+    // greeter drains then), not killed; a second SIGUSR2 meanwhile is ignored.
+    replace_with_script(
+        &exe,
+        "#!/bin/sh\ntrap 'echo \"wrapper: stopped by SIGTERM\" >&2; kill $!; exit 0' TERM\n\
+         sleep 30 &\nwait $!\n",
+    );
+    let new = server.ask_for_upgrade();
     signal(pid, "USR2");
-    next_line_with("upgrade: started");
-    signal(pid, "USR2");
-    next_line_with("upgrade: one is under way (pid");
-    let warning = next_line_with("upgrade: keeping this process");
+    server.next_line_with("upgrade: one is under way (pid");
+    let warning = server.next_line_with("upgrade: keeping this process");
     assert!(
-        warning.contains("did not report that it serves within 1s; stopped it"),
+        warning.contains(&format!(
+            "the new process (pid {new}) did not report that it serves within 1s; stopping it"
+        )),
         "{warning}"
     );
+    let stopped = server.next_line_with(&format!("upgrade: the new process (pid {new}) "));
+    assert!(stopped.contains("has stopped: exit status: 0"), "{stopped}");
+    // Its line and the warning are written by two processes: either may come first.
+    assert!(server.has_read("wrapper: stopped by SIGTERM"));
+    assert_eq!(read_to_eof(&mut connect(addr)).unwrap(), DEFAULT_GREETING);
+
+    // Ignores SIGTERM: killed once --drain-timeout (and a second) has passed since.
+    replace_with_script(&exe, "#!/bin/sh\ntrap '' TERM\nexec sleep 30\n");
+    let new = server.ask_for_upgrade();
+    server.next_line_with("upgrade: keeping this process");
+    let asked_to_stop = Instant::now();
+    let killed = server.next_line_with(&format!("upgrade: the new process (pid {new}) "));
+    assert!(
+        killed.contains("had not stopped 2s after SIGTERM; killed it"),
+        "{killed}"
+    );
+    assert!(asked_to_stop.elapsed() >= Duration::from_millis(1900));
+    assert!(!exists(new), "the killed process is reaped");
     assert_eq!(read_to_eof(&mut connect(addr)).unwrap(), DEFAULT_GREETING);
 
     // greeter itself, refusing its arguments: its one-line error is quoted.
@@ -281,15 +445,128 @@ fn a_new_binary_that_fails_leaves_the_old_one_serving() {
         ),
     );
     signal(pid, "USR2");
-    let warning = next_line_with("upgrade: keeping this process");
+    let warning = server.next_line_with("upgrade: keeping this process");
     assert!(
         warning.contains("exited with exit status: 2: greeter-server: invalid value '0' for '--max-connections <N>'"),
         "{warning}"
     );
     assert_eq!(read_to_eof(&mut connect(addr)).unwrap(), DEFAULT_GREETING);
     signal(pid, "TERM");
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    let _ = std::fs::remove_file(&exe);
+    assert_eq!(server.exit_code(), Some(0));
+}
+
+/// SIGUSR2, then SIGTERM to the pid the pid file names before the new process runs
+/// (issue 29, item 9a): the old process stops the new one too and exits only once it
+/// is gone; nothing serves the port and no pid file is left.
+#[test]
+fn a_stop_during_an_upgrade_stops_the_new_process_too() {
+    become_subreaper();
+    let pid_file = temp_path("stopped.pid");
+    let go = fifo("stopped.go");
+    let mut old = FromCopy::start(
+        "greeter-stopped",
+        &["--pid-file", pid_file.to_str().unwrap()],
+    );
+    let named = wait_for(
+        STEP_TIMEOUT,
+        || "the pid file".to_owned(),
+        || pid_in(&pid_file),
+    );
+    assert_eq!(named, old.pid());
+    replace_with_script(&old.exe, &wrapper_waiting_on(&go, ""));
+    let new = old.ask_for_upgrade();
+    let _new = Generation(new);
+    signal(pid_in(&pid_file).unwrap(), "TERM");
+    assert_eq!(old.exit_code(), Some(0));
+    assert!(
+        !exists(new),
+        "the new process (pid {new}) outlived the old one that was stopped"
+    );
+    assert!(
+        open_for_writing(&go).is_err(),
+        "nothing waits to become a server any more"
+    );
+    assert!(
+        std::net::TcpStream::connect(old.addr).is_err(),
+        "nothing serves the port"
+    );
+    assert!(!pid_file.exists(), "the pid file is removed");
+    old.next_line_with(&format!(
+        "upgrade: stopping the new process (pid {new}) too"
+    ));
+    let _ = std::fs::remove_file(&go);
+}
+
+/// The new process's stdout is a full pipe (issue 29, item 9b): it reports that it
+/// serves before it prints, so the old one hands over instead of killing it, and the
+/// clients it accepted get their whole greeting from it. The old process is stopped
+/// (SIGSTOP) while they connect, so that the new one accepts them all.
+#[test]
+fn a_new_process_blocked_on_stdout_keeps_the_clients_it_accepted() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    become_subreaper();
+    let pid_file = temp_path("blocked.pid");
+    let go = fifo("blocked.go");
+    let stdout = fifo("blocked.out");
+    let greeting = large_greeting(16 * 1024 * 1024);
+    let greeting_file = temp_file("upgrade-blocked", &greeting);
+    let mut old = FromCopy::start(
+        "greeter-blocked",
+        &[
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "--message-file",
+            greeting_file.arg(),
+        ],
+    );
+    // Held open for reading and writing here (so the new process's open does not wait
+    // for a reader) and filled: the new process's first print blocks.
+    let mut full = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&stdout)
+        .unwrap();
+    while full.write(&[b'x'; 4096]).is_ok() {}
+    replace_with_script(
+        &old.exe,
+        &wrapper_waiting_on(&go, &format!(">'{}'", stdout.display())),
+    );
+    let new = old.ask_for_upgrade();
+    let _new = Generation(new);
+    signal(old.pid(), "STOP");
+    wait_until("the old process to stop", || all_threads_stopped(old.pid()));
+    release(&go);
+    let mut peers: Vec<_> = (0..3).map(|_| connect(old.addr)).collect();
+    for peer in &mut peers {
+        let mut first = [0u8; 1];
+        peer.read_exact(&mut first).unwrap();
+        assert_eq!(first[0], greeting[0]);
+    }
+    signal(old.pid(), "CONT");
+    let decision = old.next_line_with_any(&[
+        "upgrade: the new process (pid",
+        "upgrade: keeping this process",
+    ]);
+    assert_each_peer_receives(peers, &greeting[1..]);
+    assert!(
+        decision.contains(&format!("the new process (pid {new}) serves")),
+        "{decision}"
+    );
+    assert_eq!(old.exit_code(), Some(0));
+    assert_eq!(
+        pid_in(&pid_file),
+        Some(new),
+        "the pid file names the new process"
+    );
+    // Its stdout still full, it answers SIGTERM.
+    signal(new, "TERM");
+    assert_eq!(wait_for_exit(new), 0);
+    assert!(!pid_file.exists(), "the pid file is removed");
+    drop(full);
+    let _ = std::fs::remove_file(&go);
+    let _ = std::fs::remove_file(&stdout);
 }
 
 #[test]

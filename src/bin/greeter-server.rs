@@ -5,7 +5,6 @@
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
@@ -20,7 +19,7 @@ use greeter::log_format::{self, LogFormat};
 use greeter::log_sink::LogSink;
 use greeter::supervisor::{Request, Supervisor};
 use greeter::upgrade::{Report, UpgradeCommand};
-use greeter::{fdlimit, pid_file, startup, Failure};
+use greeter::{fdlimit, startup, Failure};
 
 /// The exit code of a bad flag, variable or config file (clap's for a bad flag).
 const USAGE_ERROR: u8 = 2;
@@ -39,7 +38,7 @@ fn main() -> ExitCode {
                     let text = err.to_string();
                     let first = text.lines().next().unwrap_or_default();
                     let line = first.strip_prefix("error: ").unwrap_or(first);
-                    report.failed(&format!("greeter-server: {line}"));
+                    report.failed(&line);
                 }
             }
             err.exit()
@@ -51,7 +50,7 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("greeter-server: {err}");
             if let Some(report) = report.take() {
-                report.failed(&format!("greeter-server: {err}"));
+                report.failed(&err);
             }
             return ExitCode::from(USAGE_ERROR);
         }
@@ -83,8 +82,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("greeter-server: {err}");
+            // A failure before the supervisor took the report (which then says it).
             if let Some(report) = report.take() {
-                report.failed(&format!("greeter-server: {err}"));
+                report.failed(&err);
             }
             ExitCode::FAILURE
         }
@@ -123,10 +123,12 @@ fn serve(settings: Settings, report: &mut Option<Report>) -> Result<(), Failure>
     // descriptors, and the usual soft limit (1024) is far below what is allowed.
     let fd_limit = fdlimit::raise_to_hard_limit();
     let server = startup::prepare(settings, fd_limit)?;
-    let pid_file = server.pid_file.clone();
     let mut supervisor = Supervisor::new()?;
     supervisor.enable_upgrades(upgrade);
-    let handed_over = supervisor.handed_over();
+    // The supervisor says `ready` as soon as the workers run, or why it failed first.
+    if let Some(report) = report.take() {
+        supervisor.report_to(report);
+    }
     let requests = supervisor.requests();
     // Installed before the listening lines are printed, so that a SIGTERM sent as soon
     // as they are seen is handled; the handlers only queue a request.
@@ -145,25 +147,8 @@ fn serve(settings: Settings, report: &mut Option<Report>) -> Result<(), Failure>
             }
         })
         .map_err(fail)?;
-    let mut wrote_pid_file = false;
-    let served = supervisor.run(server, |serving| {
-        announce(&serving.addrs);
-        if let Some(path) = &pid_file {
-            match pid_file::write(path) {
-                Ok(()) => wrote_pid_file = true,
-                Err(err) => warn!("pid file: cannot write {}: {err}", path.display()),
-            }
-        }
-        // Last: the process that started this one drains once it reads this.
-        if let Some(report) = report.take() {
-            report.ready();
-        }
-    });
-    // The file names the process that took over, if one did.
-    if let Some(path) = pid_file.filter(|_| wrote_pid_file && !handed_over.load(Ordering::SeqCst)) {
-        pid_file::remove_if_ours(&path);
-    }
-    served?;
+    // The supervisor writes --pid-file (and removes it at exit unless it handed over).
+    supervisor.run(server, |serving| announce(serving.addrs))?;
     Ok(())
 }
 
@@ -196,14 +181,25 @@ fn start_logging(format: LogFormat) -> io::Result<LogSink> {
 }
 
 /// Prints one `listening on ADDR` line per listener, in the order given, and nothing
-/// else on stdout, for scripts that start the server on --port 0.
-fn announce(addrs: &[SocketAddr]) {
-    let mut stdout = std::io::stdout().lock();
-    let announced = addrs
-        .iter()
-        .try_for_each(|addr| writeln!(stdout, "listening on {addr}"))
-        .and_then(|()| stdout.flush());
-    if let Err(err) = announced {
-        warn!("cannot write the listening lines to stdout: {err}");
+/// else on stdout, for scripts that start the server on --port 0. On a thread of its
+/// own: a stdout nobody reads blocks the print, and must not block the supervisor
+/// thread that answers signals.
+fn announce(addrs: Vec<SocketAddr>) {
+    let print = |addrs: &[SocketAddr]| {
+        let mut stdout = std::io::stdout().lock();
+        let announced = addrs
+            .iter()
+            .try_for_each(|addr| writeln!(stdout, "listening on {addr}"))
+            .and_then(|()| stdout.flush());
+        if let Err(err) = announced {
+            warn!("cannot write the listening lines to stdout: {err}");
+        }
+    };
+    let on_thread = addrs.clone();
+    let spawned = std::thread::Builder::new()
+        .name("greeter-stdout".to_owned())
+        .spawn(move || print(&on_thread));
+    if spawned.is_err() {
+        print(&addrs);
     }
 }
