@@ -26,7 +26,7 @@ complete -c greeter-server -l greet-delay -d 'Hold the greeting this long once t
 complete -c greeter-server -l pregreet -d 'What a pregreeter gets: greet (its greeting after the delay; logged and counted) or drop (closed at once without it, reason pregreet)' -r -f -a "greet\t'Greeted when its delay is over, as any other (logged and counted)'
 drop\t'Closed at once without the greeting (reason `pregreet`)'"
 complete -c greeter-server -l metrics -d 'Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on this address and port, e.g. 127.0.0.1:9464 or localhost:9464 (a name: the first address it resolves to) (default: off)' -r
-complete -c greeter-server -l upgrade-timeout -d 'On SIGUSR2, how long the new binary has to report that it serves before it is stopped and this process goes on serving' -r
+complete -c greeter-server -l upgrade-timeout -d 'On SIGUSR2, how long the new binary has to report that it serves before it is stopped (SIGTERM, SIGKILL --drain-timeout later) and this process goes on serving' -r
 complete -c greeter-server -l pid-file -d 'Write the server\'s pid to this file once it serves (atomically; rewritten by the new process after an upgrade; removed at exit by the process it names)' -r -F
 complete -c greeter-server -l log-format -d 'How log lines are written: text (as documented) or json (one object a line: ts, level, target, msg, and the connection lines\' fields as typed keys)' -r -f -a "text\t'`[2026-12-02T10:56:20Z INFO  greeter::connection] CLOSE peer=...`'
 json\t'`{"ts":"2026-12-02T10:56:20Z","level":"INFO","target":"...","msg":"...",...}`'"

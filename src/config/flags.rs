@@ -166,7 +166,8 @@ pub struct ServerArgs {
     pub log_connections: bool,
 
     /// On SIGUSR2, how long the new binary has to report that it serves before it is
-    /// stopped and this process goes on serving
+    /// stopped (SIGTERM, SIGKILL --drain-timeout later) and this process goes on
+    /// serving
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_positive_duration)]
     pub upgrade_timeout: Duration,
 
