@@ -380,6 +380,28 @@ fn all_threads_stopped(pid: u32) -> bool {
     })
 }
 
+/// Stops the old process (SIGSTOP), lets the wrapper waiting on `go` become the new
+/// server, and connects `count` clients, each of which has read the first byte of
+/// `greeting`: all of them accepted by the new process. The old one stays stopped.
+fn clients_of_the_new_process(
+    old: &FromCopy,
+    go: &Path,
+    count: usize,
+    greeting: &[u8],
+) -> Vec<std::net::TcpStream> {
+    use std::io::Read;
+    signal(old.pid(), "STOP");
+    wait_until("the old process to stop", || all_threads_stopped(old.pid()));
+    release(go);
+    let mut peers: Vec<_> = (0..count).map(|_| connect(old.addr)).collect();
+    for peer in &mut peers {
+        let mut first = [0u8; 1];
+        peer.read_exact(&mut first).unwrap();
+        assert_eq!(first[0], greeting[0]);
+    }
+    peers
+}
+
 #[test]
 fn a_new_binary_that_fails_leaves_the_old_one_serving() {
     become_subreaper();
@@ -503,7 +525,7 @@ fn a_stop_during_an_upgrade_stops_the_new_process_too() {
 /// (SIGSTOP) while they connect, so that the new one accepts them all.
 #[test]
 fn a_new_process_blocked_on_stdout_keeps_the_clients_it_accepted() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     become_subreaper();
     let pid_file = temp_path("blocked.pid");
@@ -535,15 +557,7 @@ fn a_new_process_blocked_on_stdout_keeps_the_clients_it_accepted() {
     );
     let new = old.ask_for_upgrade();
     let _new = Generation(new);
-    signal(old.pid(), "STOP");
-    wait_until("the old process to stop", || all_threads_stopped(old.pid()));
-    release(&go);
-    let mut peers: Vec<_> = (0..3).map(|_| connect(old.addr)).collect();
-    for peer in &mut peers {
-        let mut first = [0u8; 1];
-        peer.read_exact(&mut first).unwrap();
-        assert_eq!(first[0], greeting[0]);
-    }
+    let peers = clients_of_the_new_process(&old, &go, 3, &greeting);
     signal(old.pid(), "CONT");
     let decision = old.next_line_with_any(&[
         "upgrade: the new process (pid",
@@ -759,4 +773,55 @@ fn each_port_keeps_its_own_policy_across_reordered_reloads_and_upgrades() {
     assert_eq!(answers(&addrs), ["denied on A4", "B4", "C4"]);
     signal(new, "TERM");
     assert_eq!(wait_for_exit(new), 0);
+}
+
+/// A new greeter that accepted clients but does not report within --upgrade-timeout
+/// (the wrapper gives it /dev/null for the report channel and keeps the channel open
+/// at fd 9, silent) is stopped with SIGTERM: it drains, and its clients get their
+/// whole greeting. The old process is stopped (SIGSTOP) while they connect, so that
+/// the new one accepts them all.
+#[test]
+fn a_new_process_that_does_not_report_in_time_drains_what_it_accepted() {
+    become_subreaper();
+    let go = fifo("silent.go");
+    let greeting = large_greeting(16 * 1024 * 1024);
+    let greeting_file = temp_file("upgrade-silent", &greeting);
+    let mut old = FromCopy::start(
+        "greeter-silent",
+        &[
+            "--upgrade-timeout",
+            "1s",
+            "--message-file",
+            greeting_file.arg(),
+        ],
+    );
+    // The report channel is the last passed descriptor: fd 3 + LISTEN_FDS - 1.
+    let script = format!(
+        "#!/bin/sh\n: <'{}'\nreport=$((LISTEN_FDS + 2))\n\
+         eval \"exec '{}' \\\"\\$@\\\" 9<&$report $report>/dev/null\"\n",
+        go.display(),
+        binary("greeter-server")
+    );
+    replace_with_script(&old.exe, &script);
+    let new = old.ask_for_upgrade();
+    let _new = Generation(new);
+    let peers = clients_of_the_new_process(&old, &go, 3, &greeting);
+    signal(old.pid(), "CONT");
+    let warning = old.next_line_with("upgrade: keeping this process");
+    assert!(
+        warning.contains(&format!(
+            "the new process (pid {new}) did not report that it serves within 1s"
+        )),
+        "{warning}"
+    );
+    assert_each_peer_receives(peers, &greeting[1..]);
+    let stopped = old.next_line_with(&format!("upgrade: the new process (pid {new}) "));
+    assert!(stopped.contains("has stopped: exit status: 0"), "{stopped}");
+    assert!(!exists(new), "the stopped process is reaped");
+    // The old one still serves.
+    let mut peer = connect(old.addr);
+    assert_same_bytes(&read_to_eof(&mut peer).unwrap(), &greeting);
+    signal(old.pid(), "TERM");
+    assert_eq!(old.exit_code(), Some(0));
+    let _ = std::fs::remove_file(&go);
 }
