@@ -43,6 +43,12 @@ pub enum Request {
     /// Start the binary again, hand it the listening sockets, and drain once it
     /// serves (SIGUSR2).
     Upgrade,
+    /// The process that was upgrading to this one stops it (SIGTERM from it: that
+    /// upgrade was stopped, or this one did not report in time): drain as on
+    /// SIGTERM, but it is not a stop signal, so that a stop signal that also comes
+    /// (under systemd, `KillMode=control-group` sends one to every process of the
+    /// service) is the first, not a second that would close what is in flight.
+    Withdraw,
 }
 
 /// The one waker of the supervisor's poll (mio allows one per poll): woken by a
@@ -241,14 +247,17 @@ impl Supervisor {
             }
             let was_upgrading = upgrading(&upgrader);
             for request in self.requests.take() {
-                if matches!(request, Request::Drain | Request::StopNow) {
+                if matches!(
+                    request,
+                    Request::Drain | Request::StopNow | Request::Withdraw
+                ) {
                     if let Some(upgrader) = &mut upgrader {
                         upgrader.release_sockets();
                         // A stop during an upgrade stops the new process too, and this
                         // one exits once it is gone: one that is not yet serving is
                         // asked to stop with SIGTERM (it drains what it accepted) rather
                         // than left to come up on its own.
-                        if let Some(pid) = upgrader.stop(stop_asked, self.poll.registry()) {
+                        if let Some(pid) = upgrader.stop(self.poll.registry()) {
                             info!("upgrade: stopping the new process (pid {pid}) too, as this one is stopping");
                         }
                     }
@@ -274,6 +283,13 @@ impl Supervisor {
                         stopping = true;
                         running.stop_now();
                     }
+                    // Not STOPPING=1: this process may never have been the service's
+                    // main process, and the one that withdraws it tells systemd itself.
+                    Request::Withdraw if !stopping => {
+                        stopping = true;
+                        running.shutdown();
+                    }
+                    Request::Withdraw => {}
                     // The file is read on the reload thread: this one stays free.
                     Request::Reload => reloads.request(),
                     Request::LogTotals => {
@@ -321,10 +337,14 @@ impl Supervisor {
                     None => {}
                 }
                 // A new process that did not serve may have written the pid file
-                // before it ended (and removed it): it names this one again.
+                // (and removed it) or told systemd it is the main process, if it
+                // reported just as it was stopped: both name this one again.
                 if was_upgrading && upgrader.in_progress().is_none() && !handed_over {
                     if let Some(path) = pid_file.as_deref().filter(|_| wrote_pid_file) {
                         write_pid_file(path, std::process::id());
+                    }
+                    if manager.is_some() && !stopping {
+                        notify::ready(&view.snapshot());
                     }
                 }
             }

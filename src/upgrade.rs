@@ -15,8 +15,10 @@
 //! whichever accepts first, and none is refused.
 //!
 //! A new process that does not serve is never killed outright, since it may hold
-//! connections it accepted: it gets SIGTERM (a greeter drains), and SIGKILL only if it
-//! is still there `--drain-timeout` (and a second) later. That is how one that does
+//! connections it accepted: it gets SIGTERM (a greeter drains; one from the process
+//! that started it does not count as a stop signal, see
+//! [`Request::Withdraw`](crate::supervisor::Request::Withdraw)), and SIGKILL only if
+//! it is still there `--drain-timeout` (and a second) later. That is how one that does
 //! not report within `--upgrade-timeout` ends, and one whose old process is asked to
 //! stop: a stop during an upgrade stops the new process too, and the old process
 //! exits only once it is gone, so that a stop never leaves a second server behind.
@@ -419,11 +421,12 @@ impl Upgrader {
         }
     }
 
-    /// This process is asked to stop (`again`: not for the first time). A new process
-    /// that has not reported is stopped too (SIGTERM: it drains); a stop asked again
-    /// is passed on to one being stopped (a second SIGTERM closes what it holds at
-    /// once). Returns the pid of a new process this stop has stopped.
-    pub fn stop(&mut self, again: bool, registry: &Registry) -> Option<u32> {
+    /// This process is asked to stop. A new process that has not reported is stopped
+    /// too (SIGTERM: it drains what it accepted), as is one that failed and has not
+    /// exited yet; one already sent SIGTERM is not sent another (a greeter takes a
+    /// second stop signal as "close what is in flight now"). Returns the pid of a new
+    /// process this stop has stopped.
+    pub fn stop(&mut self, registry: &Registry) -> Option<u32> {
         let drain_timeout = self.drain_timeout;
         let pending = self.pending.as_mut()?;
         match &pending.state {
@@ -431,14 +434,13 @@ impl Upgrader {
                 pending.stop(registry, Instant::now(), drain_timeout);
                 Some(pending.child.id())
             }
-            State::Ending { term_at, .. } => {
-                // One that failed by itself is stopped now; one already sent SIGTERM
-                // gets the second only when this process got its second.
-                if term_at.is_some() || again {
-                    pending.stop(registry, Instant::now(), drain_timeout);
-                }
+            State::Ending {
+                term_at: Some(_), ..
+            } => {
+                pending.stop(registry, Instant::now(), drain_timeout);
                 None
             }
+            State::Ending { .. } => None,
         }
     }
 }

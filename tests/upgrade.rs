@@ -778,8 +778,11 @@ fn each_port_keeps_its_own_policy_across_reordered_reloads_and_upgrades() {
 /// A new greeter that accepted clients but does not report within --upgrade-timeout
 /// (the wrapper gives it /dev/null for the report channel and keeps the channel open
 /// at fd 9, silent) is stopped with SIGTERM: it drains, and its clients get their
-/// whole greeting. The old process is stopped (SIGSTOP) while they connect, so that
-/// the new one accepts them all.
+/// whole greeting, also when a SIGTERM from elsewhere follows (systemd's
+/// `KillMode=control-group` sends one to every process of the service): the one from
+/// the process that started it is not counted as a first stop signal, so this one is
+/// not a second. The old process is stopped (SIGSTOP) while they connect, so that the
+/// new one accepts them all.
 #[test]
 fn a_new_process_that_does_not_report_in_time_drains_what_it_accepted() {
     become_subreaper();
@@ -814,10 +817,17 @@ fn a_new_process_that_does_not_report_in_time_drains_what_it_accepted() {
         )),
         "{warning}"
     );
+    // The new process drains (the old one is not draining), then gets another SIGTERM.
+    old.next_line_with("shutdown: stopped accepting; waiting up to");
+    signal(new, "TERM");
     assert_each_peer_receives(peers, &greeting[1..]);
     let stopped = old.next_line_with(&format!("upgrade: the new process (pid {new}) "));
     assert!(stopped.contains("has stopped: exit status: 0"), "{stopped}");
     assert!(!exists(new), "the stopped process is reaped");
+    assert!(
+        !old.has_read("second stop signal"),
+        "the new process's drain was cut short"
+    );
     // The old one still serves.
     let mut peer = connect(old.addr);
     assert_same_bytes(&read_to_eof(&mut peer).unwrap(), &greeting);

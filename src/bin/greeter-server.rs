@@ -11,7 +11,8 @@ use clap::{CommandFactory, FromArgMatches};
 use env_logger::{Target, WriteStyle};
 use log::{error, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
-use signal_hook::iterator::Signals;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::iterator::SignalsInfo;
 
 use greeter::config::settings::Environment;
 use greeter::config::{ServerCli, Settings};
@@ -28,6 +29,9 @@ fn main() -> ExitCode {
     // First: the descriptor an upgrading process passed, before anything else could
     // take or close it.
     let mut report = Report::take();
+    // The process upgrading to this one, which started it (the `/bin/sh -c` that set
+    // LISTEN_PID exec'd into this one): read now, before it may exit.
+    let upgrader = report.as_ref().map(|_| std::os::unix::process::parent_id());
     let matches = match ServerCli::command().try_get_matches() {
         Ok(matches) => matches,
         Err(err) => {
@@ -75,7 +79,7 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         error!("internal error: {}", info.to_string().replace('\n', " "));
     }));
-    let outcome = serve(settings, &mut report);
+    let outcome = serve(settings, &mut report, upgrader);
     // Bounded: a stderr that nobody reads must not keep a stopped server alive.
     log_sink.flush(LOG_FLUSH_TIMEOUT);
     match outcome {
@@ -114,7 +118,12 @@ fn check_config(settings: &Settings) -> ExitCode {
     }
 }
 
-fn serve(settings: Settings, report: &mut Option<Report>) -> Result<(), Failure> {
+/// Serves; `upgrader` is the pid of the process upgrading to this one, if one is.
+fn serve(
+    settings: Settings,
+    report: &mut Option<Report>,
+    upgrader: Option<u32>,
+) -> Result<(), Failure> {
     // Read before anything could replace the file: an upgrade starts what is there
     // then.
     let upgrade = UpgradeCommand::of_this_process()
@@ -133,15 +142,21 @@ fn serve(settings: Settings, report: &mut Option<Report>) -> Result<(), Failure>
     // Installed before the listening lines are printed, so that a SIGTERM sent as soon
     // as they are seen is handled; the handlers only queue a request.
     let fail = |err| Failure::new("cannot install signal handlers", err, None);
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]).map_err(fail)?;
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])
+        .map_err(fail)?;
     std::thread::Builder::new()
         .name("greeter-signals".to_owned())
         .spawn(move || {
             for signal in signals.forever() {
-                requests.send(match signal {
+                let sender = signal
+                    .process
+                    .and_then(|process| u32::try_from(process.pid).ok());
+                requests.send(match signal.signal {
                     SIGHUP => Request::Reload,
                     SIGUSR1 => Request::LogTotals,
                     SIGUSR2 => Request::Upgrade,
+                    // The upgrade to this process was stopped or timed out.
+                    SIGTERM if sender.is_some() && sender == upgrader => Request::Withdraw,
                     _ => Request::Drain,
                 });
             }
