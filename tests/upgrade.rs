@@ -286,6 +286,19 @@ impl FromCopy {
         self.next_line_with_any(&[needle])
     }
 
+    /// A line read so far, or else the next one, that contains `needle`: for lines of
+    /// two processes, which may come in either order.
+    #[track_caller]
+    fn line_with(&self, needle: &str) -> String {
+        let seen = self
+            .read
+            .borrow()
+            .iter()
+            .find(|line| line.contains(needle))
+            .cloned();
+        seen.unwrap_or_else(|| self.next_line_with(needle))
+    }
+
     /// Whether a line read so far contains `needle`.
     fn has_read(&self, needle: &str) -> bool {
         self.read.borrow().iter().any(|line| line.contains(needle))
@@ -819,7 +832,7 @@ fn a_new_process_that_does_not_report_in_time_drains_what_it_accepted() {
         "{warning}"
     );
     // The new process drains (the old one is not draining), then gets another SIGTERM.
-    old.next_line_with("shutdown: stopped accepting; waiting up to");
+    old.line_with("shutdown: stopped accepting; waiting up to");
     signal(new, "TERM");
     assert_each_peer_receives(peers, &greeting[1..]);
     let stopped = old.next_line_with(&format!("upgrade: the new process (pid {new}) "));
