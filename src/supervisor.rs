@@ -3,8 +3,9 @@
 //! now, reload, log the totals) that any thread can send through [`Requests`]. The
 //! binary maps signals to requests; tests send them directly.
 //!
-//! A second drain request closes what is still in flight at once; a worker that stops
-//! on its own has failed, and the others are shut down with it.
+//! A second drain request closes what is still in flight at once (a first one that
+//! finds the process draining already, after a handover, lets the drain go on); a
+//! worker that stops on its own has failed, and the others are shut down with it.
 //!
 //! It also owns what says that this process serves, in this order: the report to a
 //! process upgrading to this one (first: it cannot block), `--pid-file`, systemd's
