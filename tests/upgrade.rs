@@ -801,11 +801,14 @@ fn each_port_keeps_its_own_policy_across_reordered_reloads_and_upgrades() {
 fn a_new_process_that_does_not_report_in_time_drains_what_it_accepted() {
     become_subreaper();
     let go = fifo("silent.go");
+    let pid_file = temp_path("silent.pid");
     let greeting = large_greeting(16 * 1024 * 1024);
     let greeting_file = temp_file("upgrade-silent", &greeting);
     let mut old = FromCopy::start(
         "greeter-silent",
         &[
+            "--pid-file",
+            pid_file.to_str().unwrap(),
             "--upgrade-timeout",
             "1s",
             "--message-file",
@@ -842,10 +845,14 @@ fn a_new_process_that_does_not_report_in_time_drains_what_it_accepted() {
         !old.has_read("second stop signal"),
         "the new process's drain was cut short"
     );
+    // The new process wrote the pid file once it had reported (to no one) and
+    // removed it at exit: it names the old process again.
+    assert_eq!(pid_in(&pid_file), Some(old.pid()));
     // The old one still serves.
     let mut peer = connect(old.addr);
     assert_same_bytes(&read_to_eof(&mut peer).unwrap(), &greeting);
     signal(old.pid(), "TERM");
     assert_eq!(old.exit_code(), Some(0));
+    assert!(!pid_file.exists(), "the pid file is removed");
     let _ = std::fs::remove_file(&go);
 }
