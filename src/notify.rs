@@ -5,7 +5,18 @@
 //! `WATCHDOG_USEC` while every event loop still answers. Without `NOTIFY_SOCKET`
 //! nothing is sent. The datagrams go out from the supervisor and the reload thread,
 //! never from an event loop (a send to a stalled manager may block).
+//!
+//! `NOTIFY_SOCKET` is read as sd_notify(3) says: a path, or with a leading `@` a name
+//! in Linux's abstract namespace (no file to share).
+//! The sd-notify crate connects by path only, so the datagram is sent here, to an
+//! address std builds for either form; the crate still formats the states and reads
+//! the watchdog's variables.
 
+use std::ffi::OsStr;
+use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -34,10 +45,40 @@ pub fn watchdog_interval() -> Option<Duration> {
 
 /// Sends `states` if the manager listens; a failure is logged once.
 fn send(states: &[NotifyState<'_>]) {
-    if let Err(err) = sd_notify::notify(states) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(err) = send_to(&socket, states) {
         if !WARNED.swap(true, Ordering::Relaxed) {
             warn!("notify: cannot tell the service manager ({err}); going on without it");
         }
+    }
+}
+
+/// Sends `states` as one datagram, a `KEY=value` line each, to the manager at
+/// `socket` (`NOTIFY_SOCKET`'s value).
+fn send_to(socket: &OsStr, states: &[NotifyState<'_>]) -> io::Result<()> {
+    let datagram: String = states.iter().map(|state| format!("{state}\n")).collect();
+    let manager = manager_address(socket)?;
+    UnixDatagram::unbound()?.send_to_addr(datagram.as_bytes(), &manager)?;
+    Ok(())
+}
+
+/// The address `NOTIFY_SOCKET` names: a leading `@` stands for the abstract
+/// namespace's leading NUL (as systemd writes it), anything else is a path.
+fn manager_address(socket: &OsStr) -> io::Result<SocketAddr> {
+    let bytes = socket.as_bytes();
+    let vsock = [&b"vsock:"[..], b"vsock-stream:", b"vsock-dgram:"];
+    if vsock.iter().any(|prefix| bytes.starts_with(prefix)) {
+        // sd_notify(3)'s third form, for a manager outside a VM.
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "an AF_VSOCK address, which greeter does not speak (a path or an @name only)",
+        ));
+    }
+    match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(socket),
     }
 }
 
@@ -91,4 +132,29 @@ pub fn status(snapshot: &Snapshot) {
 /// Every event loop answered since the last ping.
 pub fn watchdog() {
     send(&[NotifyState::Watchdog]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_socket_is_a_path_or_an_abstract_name() {
+        let abstract_name = manager_address(OsStr::new("@greeter/notify")).unwrap();
+        assert_eq!(
+            abstract_name.as_abstract_name(),
+            Some(&b"greeter/notify"[..])
+        );
+        assert_eq!(abstract_name.as_pathname(), None);
+        let path = manager_address(OsStr::new("/run/systemd/notify")).unwrap();
+        assert_eq!(
+            path.as_pathname(),
+            Some(std::path::Path::new("/run/systemd/notify"))
+        );
+        let vsock = manager_address(OsStr::new("vsock:2:1234")).unwrap_err();
+        assert!(vsock.to_string().contains("AF_VSOCK"), "{vsock}");
+        // Longer than a socket address holds: an error, not a cut name.
+        let long = format!("@{}", "x".repeat(200));
+        assert!(manager_address(OsStr::new(&long)).is_err());
+    }
 }

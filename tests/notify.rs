@@ -4,16 +4,19 @@
 
 mod util;
 
-use std::os::unix::net::UnixDatagram;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use util::*;
 
-/// A service manager's notify socket, removed on drop.
+/// A service manager's notify socket (a file, removed on drop, or an abstract name).
 struct Manager {
     socket: UnixDatagram,
-    path: PathBuf,
+    /// `NOTIFY_SOCKET`'s value for it.
+    notify_socket: String,
+    path: Option<PathBuf>,
 }
 
 impl Manager {
@@ -23,11 +26,30 @@ impl Manager {
         let _ = std::fs::remove_file(&path);
         let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
         socket.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
-        Manager { socket, path }
+        let notify_socket = path.to_str().unwrap().to_owned();
+        Manager {
+            socket,
+            notify_socket,
+            path: Some(path),
+        }
+    }
+
+    /// A socket in Linux's abstract namespace, `@name` in `NOTIFY_SOCKET` (as
+    /// systemd's own tests and some container managers use it): no file at all.
+    fn abstract_named(name: &str) -> Self {
+        let name = format!("greeter-{}-{name}", std::process::id());
+        let address = SocketAddr::from_abstract_name(&name).unwrap();
+        let socket = UnixDatagram::bind_addr(&address).expect("bind the abstract notify socket");
+        socket.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+        Manager {
+            socket,
+            notify_socket: format!("@{name}"),
+            path: None,
+        }
     }
 
     fn path(&self) -> &str {
-        self.path.to_str().unwrap()
+        &self.notify_socket
     }
 
     /// The next datagram, as text.
@@ -58,7 +80,9 @@ impl Manager {
 
 impl Drop for Manager {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -119,4 +143,32 @@ fn without_a_watchdog_asked_for_no_pings_are_sent() {
     // The next datagram is the stop: no ping came between.
     assert_eq!(manager.next(), "STOPPING=1\nSTATUS=draining\n");
     server.assert_exits_cleanly_logging("totals in_flight=0", STEP_TIMEOUT);
+}
+
+#[test]
+fn an_abstract_notify_socket_hears_ready_reload_and_stop() {
+    let manager = Manager::abstract_named("abstract");
+    let mut server = ServerCommand::new(&[])
+        .env("NOTIFY_SOCKET", manager.path())
+        .spawn();
+    assert_eq!(
+        manager.next(),
+        format!(
+            "MAINPID={}\nREADY=1\nSTATUS=serving: held=0 accepted=0 greeting_bytes=38\n",
+            server.pid()
+        )
+    );
+    server.signal("HUP");
+    assert!(manager
+        .wait_for("RELOADING=1\n")
+        .contains("MONOTONIC_USEC="));
+    manager.wait_for("READY=1\n");
+    server.signal("TERM");
+    assert_eq!(
+        manager.wait_for("STOPPING=1\n"),
+        "STOPPING=1\nSTATUS=draining\n"
+    );
+    server.assert_exits_cleanly_logging("totals in_flight=0", STEP_TIMEOUT);
+    let stderr = server.stderr();
+    assert!(!stderr.contains("notify:"), "{stderr}");
 }
