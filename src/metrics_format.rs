@@ -1,7 +1,7 @@
 //! The two exposition formats `/metrics` speaks, chosen as the official Go client
-//! chooses: OpenMetrics when the scraper's `Accept` names
-//! `application/openmetrics-text` (Prometheus itself does), the classic text format
-//! 0.0.4 otherwise (`curl`, `promtool check metrics`, older tools).
+//! chooses ([`negotiate`]): OpenMetrics when the scraper's `Accept` prefers it
+//! (Prometheus does), the classic text format 0.0.4 otherwise (`curl`,
+//! `promtool check metrics`, older tools).
 //!
 //! `prometheus-client` encodes OpenMetrics only, so the classic form is derived from
 //! its output, line by line: what differs for the families greeter has is where the
@@ -9,21 +9,27 @@
 //! samples), that 0.0.4 has no `info` type (a gauge of 1, as the Go client does),
 //! no `# UNIT` and no `# EOF`.
 
-/// The content type of each format.
+pub mod negotiate;
+
+pub use negotiate::{negotiate, Format};
+
+/// OpenMetrics' content type, as the Go client labels it when asked for 1.0.0.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// OpenMetrics' content type when asked for 0.0.1 or no version (the same text: the
+/// Go client labels it so).
+pub const OPENMETRICS_0_0_1: &str = "application/openmetrics-text; version=0.0.1; charset=utf-8";
 /// The classic text format's content type.
 pub const TEXT_0_0_4: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Whether an `Accept` header value asks for OpenMetrics.
-pub fn wants_openmetrics(accept: &str) -> bool {
-    accept
-        .split(',')
-        .filter_map(|range| range.split(';').next())
-        .any(|media| {
-            media
-                .trim()
-                .eq_ignore_ascii_case("application/openmetrics-text")
-        })
+impl Format {
+    /// The `Content-Type` of a response in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => TEXT_0_0_4,
+            Format::OpenMetrics0_0_1 => OPENMETRICS_0_0_1,
+            Format::OpenMetrics1_0_0 => OPENMETRICS,
+        }
+    }
 }
 
 /// The classic text format 0.0.4 of an OpenMetrics exposition.
@@ -60,15 +66,6 @@ pub fn to_text_0_0_4(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_accept_header_chooses_the_format() {
-        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert!(wants_openmetrics(prometheus));
-        assert!(!wants_openmetrics("*/*"));
-        assert!(!wants_openmetrics("text/plain"));
-        assert!(!wants_openmetrics(""));
-    }
 
     #[test]
     fn counters_and_infos_are_named_by_their_samples_and_eof_goes() {

@@ -32,7 +32,7 @@ use slab::Slab;
 use crate::accept::{self, AcceptFailure, ACCEPT_RETRY_DELAY};
 use crate::error::{describe_io_error, Failure};
 use crate::metrics::{health, MetricsSource};
-use crate::metrics_format::{to_text_0_0_4, wants_openmetrics, OPENMETRICS, TEXT_0_0_4};
+use crate::metrics_format::{negotiate, to_text_0_0_4, Format};
 use crate::socket::{discard_input, write_greeting, InputState, WriteProgress};
 
 /// The most metrics connections held at once.
@@ -198,12 +198,12 @@ enum ClientPhase {
 /// What a request asks for, once its head is read.
 #[derive(Debug, PartialEq, Eq)]
 enum Request {
-    /// `GET` (or `HEAD`, `head_only`) of `path`, its query string left out;
-    /// `openmetrics` when its `Accept` asks for OpenMetrics.
+    /// `GET` (or `HEAD`, `head_only`) of `path`, its query string left out; `format`
+    /// is what its `Accept` negotiates.
     Get {
         path: String,
         head_only: bool,
-        openmetrics: bool,
+        format: Format,
     },
     /// A request answered with an error status and closed.
     Refused(&'static str, &'static str),
@@ -361,23 +361,23 @@ impl Endpoint {
 
     /// The whole HTTP response to `request`.
     fn respond(&self, request: &Request) -> Vec<u8> {
-        let (path, head_only, openmetrics) = match request {
+        let (path, head_only, format) = match request {
             Request::Get {
                 path,
                 head_only,
-                openmetrics,
-            } => (path.as_str(), *head_only, *openmetrics),
+                format,
+            } => (path.as_str(), *head_only, *format),
             Request::Refused(status, body) => return response(status, TEXT, body, false),
         };
         match path {
             "/metrics" => {
                 let mut body = String::new();
                 match prometheus_client::encoding::text::encode(&mut body, &self.registry) {
-                    Ok(()) if openmetrics => response("200 OK", OPENMETRICS, &body, head_only),
-                    Ok(()) => {
+                    Ok(()) if format == Format::Text => {
                         let text = to_text_0_0_4(&body);
-                        response("200 OK", TEXT_0_0_4, &text, head_only)
+                        response("200 OK", format.content_type(), &text, head_only)
                     }
+                    Ok(()) => response("200 OK", format.content_type(), &body, head_only),
                     Err(_) => {
                         warn!("metrics: encoding failed");
                         response("500 Internal Server Error", TEXT, "error\n", head_only)
@@ -433,11 +433,15 @@ impl Client {
 }
 
 /// Reads what has arrived of a request head; once it is whole (or cannot be), what it
-/// asks for.
+/// asks for. It holds at most one byte more than [`MAX_REQUEST_BYTES`], enough to
+/// tell that a head is too long.
 fn read_request(stream: &mut TcpStream, head: &mut Vec<u8>) -> io::Result<Next> {
     let mut chunk = [0u8; 1024];
     loop {
-        match stream.read(&mut chunk) {
+        // Up to one byte past the limit (never 0, which would read as EOF): by then
+        // parse_request has answered.
+        let room = (MAX_REQUEST_BYTES.saturating_sub(head.len()) + 1).min(chunk.len());
+        match stream.read(&mut chunk[..room]) {
             Ok(0) => return Ok(Next::Close),
             Ok(n) => head.extend_from_slice(&chunk[..n]),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -450,31 +454,36 @@ fn read_request(stream: &mut TcpStream, head: &mut Vec<u8>) -> io::Result<Next> 
     }
 }
 
-/// What a request head asks for, or `None` while it is not whole yet.
+/// What a request head asks for, or `None` while it is not whole yet. Only its first
+/// [`MAX_REQUEST_BYTES`] are parsed: a head not whole within them is too long however
+/// the bytes arrived (in one read or many).
 fn parse_request(head: &[u8]) -> Option<Request> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let too_large = Request::Refused("431 Request Header Fields Too Large", "too large\n");
-    match request.parse(head) {
+    match request.parse(&head[..head.len().min(MAX_REQUEST_BYTES)]) {
         Ok(httparse::Status::Complete(_)) => {
             let method = request.method.unwrap_or("");
             // A query string (Prometheus's `params:`) does not change what is served.
             let path = request.path.unwrap_or("");
             let path = path.split('?').next().unwrap_or(path).to_owned();
-            let openmetrics = request.headers.iter().any(|header| {
-                header.name.eq_ignore_ascii_case("accept")
-                    && std::str::from_utf8(header.value).is_ok_and(wants_openmetrics)
-            });
+            // The first `Accept` only, as Go's `Header.Get` reads it.
+            let accept = request
+                .headers
+                .iter()
+                .find(|header| header.name.eq_ignore_ascii_case("accept"))
+                .map(|header| header.value);
+            let format = negotiate(accept);
             Some(match method {
                 "GET" => Request::Get {
                     path,
                     head_only: false,
-                    openmetrics,
+                    format,
                 },
                 "HEAD" => Request::Get {
                     path,
                     head_only: true,
-                    openmetrics,
+                    format,
                 },
                 _ => Request::Refused("405 Method Not Allowed", "only GET and HEAD\n"),
             })
@@ -519,7 +528,7 @@ mod tests {
         Some(Request::Get {
             path: path.to_owned(),
             head_only,
-            openmetrics: false,
+            format: Format::Text,
         })
     }
 
@@ -543,7 +552,7 @@ mod tests {
             Some(Request::Get {
                 path: "/metrics".to_owned(),
                 head_only: false,
-                openmetrics: true,
+                format: Format::OpenMetrics1_0_0,
             })
         );
         assert_eq!(parse("GET /metrics HTTP/1.1\r\nHost: x\r\n"), None);
@@ -565,6 +574,22 @@ mod tests {
             parse(&long),
             Some(Request::Refused("431 Request Header Fields Too Large", _))
         ));
+        // Whole heads, read at once: 8 KiB is served, a byte more is not.
+        let head_of = |length: usize| {
+            let start = "GET /metrics HTTP/1.1\r\nX: ";
+            let padding = "y".repeat(length - start.len() - 4);
+            format!("{start}{padding}\r\n\r\n")
+        };
+        assert_eq!(parse(&head_of(MAX_REQUEST_BYTES)), get("/metrics", false));
+        assert!(matches!(
+            parse(&head_of(MAX_REQUEST_BYTES + 1)),
+            Some(Request::Refused("431 Request Header Fields Too Large", _))
+        ));
+        // The first Accept decides, as in Go.
+        assert_eq!(
+            parse("GET /metrics HTTP/1.1\r\nAccept: text/plain\r\naccept: application/openmetrics-text\r\n\r\n"),
+            get("/metrics", false)
+        );
     }
 
     #[test]

@@ -337,6 +337,78 @@ fn head_query_strings_and_header_limits_are_answered_as_http_says() {
 }
 
 #[test]
+fn accept_is_negotiated_as_the_go_client_does() {
+    let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    let text = "text/plain; version=0.0.4; charset=utf-8";
+    let openmetrics_1 = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    let openmetrics_0 = "application/openmetrics-text; version=0.0.1; charset=utf-8";
+    for (accept_lines, expected) in [
+        // q order is honoured, and an unknown OpenMetrics version is passed over.
+        (
+            "Accept: application/openmetrics-text;q=0, text/plain;q=1\r\n",
+            text,
+        ),
+        (
+            "Accept: text/plain;q=0.9, application/openmetrics-text;q=0.5\r\n",
+            text,
+        ),
+        (
+            "Accept: application/openmetrics-text; version=9.9.9\r\n",
+            text,
+        ),
+        (PROMETHEUS_ACCEPT, openmetrics_1),
+        // Equal q: the header's order. No version: 0.0.1, labelled so.
+        (
+            "Accept: application/openmetrics-text, text/plain\r\n",
+            openmetrics_0,
+        ),
+        ("Accept: */*\r\n", text),
+        ("", text),
+        // Only the first Accept header counts.
+        (
+            "Accept: text/plain\r\nAccept: application/openmetrics-text\r\n",
+            text,
+        ),
+    ] {
+        let response = http_exchange(
+            metrics,
+            format!("GET /metrics HTTP/1.1\r\nHost: greeter\r\n{accept_lines}\r\n").as_bytes(),
+        );
+        assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+        assert_eq!(
+            response_header(&response, "Content-Type"),
+            Some(expected),
+            "for {accept_lines:?}"
+        );
+        assert_eq!(
+            response.ends_with("# EOF\n"),
+            expected != text,
+            "{response}"
+        );
+    }
+}
+
+#[test]
+fn a_request_head_over_8_kib_is_refused_however_it_arrives() {
+    let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
+    let head_of = |length: usize| {
+        let start = "GET /metrics HTTP/1.1\r\nX-Padding: ";
+        format!("{start}{}\r\n\r\n", "y".repeat(length - start.len() - 4))
+    };
+    // Each in one write, so the server may read it whole.
+    for (length, status) in [(8 * 1024, "200"), (8 * 1024 + 1, "431"), (9 * 1024, "431")] {
+        let response = http_exchange(metrics, head_of(length).as_bytes());
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status} ")),
+            "a {length}-byte head: {}",
+            response.lines().next().unwrap_or_default()
+        );
+    }
+}
+
+#[test]
 fn an_error_response_survives_input_the_server_did_not_read() {
     let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
     let metrics = metrics_addr(&server);

@@ -33,6 +33,22 @@ pub fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, Strin
     (status, body)
 }
 
+/// Sends `request` as it is over a fresh connection: the whole response, as text.
+pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = connect(addr);
+    stream.write_all(request).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// The value of a response's header `name` (as written: greeter writes each once).
+pub fn response_header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    let head = &response[..response.find("\r\n\r\n")?];
+    head.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(": "))
+}
+
 /// The samples of an exposition, `name{labels}` to value (a test's reading, not a
 /// validation: `prometheus_exposition_parses_with_the_prometheus_parser` does that).
 pub fn samples(exposition: &str) -> BTreeMap<String, f64> {
