@@ -364,6 +364,8 @@ fn accept_is_negotiated_as_the_go_client_does() {
             openmetrics_0,
         ),
         ("Accept: */*\r\n", text),
+        // q=0 is never chosen, even with nothing else acceptable.
+        ("Accept: application/openmetrics-text;q=0\r\n", text),
         ("", text),
         // Only the first Accept header counts.
         (
