@@ -22,6 +22,7 @@ use prefix_trie::PrefixMap;
 use crate::error::{quote, quote_start, Failure};
 use crate::files::{check_unchanged, not_regular, open_regular, OpenFailure};
 use crate::greeting::Greeting;
+use crate::pass::{PassSettings, PassTable};
 use crate::rate::{RateSettings, RateTable};
 
 /// The longest line a list file may have, without its newline: an entry is at most
@@ -54,7 +55,8 @@ pub struct AccessList {
 
 /// A listener's access policy, checked in this order once its client is known: the
 /// address list, the source's rate, (`--max-per-ip`, a limit of the server's), then
-/// the greet delay.
+/// the greet delay (a passed source skips it; `--max-delayed`, a limit of the
+/// server's, bounds it).
 #[derive(Debug, Default)]
 pub struct Policy {
     /// The entries (none: everyone is allowed); listeners that name the same lists
@@ -71,6 +73,10 @@ pub struct Policy {
     pub greet_delay: Duration,
     /// `--pregreet`: what happens to a client that sends data during the delay.
     pub pregreet: Pregreet,
+    /// The sources that waited out the delay silently, greeted at once for
+    /// `--pass-ttl` (`None`: no delay, or `--pass-ttl 0s`); shared by the workers and
+    /// kept across a reload that keeps its settings, as the rate table is.
+    pub pass: Option<Arc<PassTable>>,
 }
 
 /// `--pregreet`: what happens to a client that sends data before its greeting.
@@ -93,6 +99,15 @@ impl Policy {
     /// counted when the settings stay).
     pub fn rate_table_if(&self, settings: &RateSettings) -> Option<Arc<RateTable>> {
         self.rate
+            .as_ref()
+            .filter(|table| table.settings() == settings)
+            .cloned()
+    }
+
+    /// Its pass table, if it has one made of `settings` (a reload keeps who passed
+    /// when the settings stay).
+    pub fn pass_table_if(&self, settings: &PassSettings) -> Option<Arc<PassTable>> {
+        self.pass
             .as_ref()
             .filter(|table| table.settings() == settings)
             .cloned()

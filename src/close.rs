@@ -46,6 +46,9 @@ pub enum CloseReason {
     /// `--pregreet drop`: the client sent data during its `--greet-delay`; nothing
     /// was sent.
     Pregreet,
+    /// The client would have been delayed, but `--max-delayed` connections already
+    /// were; nothing was sent (postscreen's 421 "all server ports are busy").
+    DelayFull,
 }
 
 /// The names of a close reason wherever it is shown.
@@ -63,7 +66,7 @@ pub struct ReasonNames {
 impl CloseReason {
     /// Every reason, with its names: one line per reason, and the totals line, the
     /// `CLOSE` line and the metrics all read it.
-    pub const ALL: [(CloseReason, ReasonNames); 14] = {
+    pub const ALL: [(CloseReason, ReasonNames); 15] = {
         const fn names(
             log: &'static str,
             totals: Option<&'static str>,
@@ -110,6 +113,10 @@ impl CloseReason {
             (
                 CloseReason::Pregreet,
                 names("pregreet", Some("pregreet"), false),
+            ),
+            (
+                CloseReason::DelayFull,
+                names("delay-full", Some("delay_full"), false),
             ),
         ]
     };

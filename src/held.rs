@@ -12,6 +12,7 @@
 //! one deadline in its timer's queue, found again by the connection's serial number: a
 //! stale entry (its connection closed or moved on) is skipped or compacted away.
 
+use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,6 +60,8 @@ pub(crate) struct HeldCounts {
     /// Connections held after their whole greeting was written (flushing or
     /// lingering).
     pub(crate) lingered: u64,
+    /// Clients greeted without their greet delay: their source had passed.
+    pub(crate) passed: u64,
 }
 
 /// The held connections of one server.
@@ -88,6 +91,14 @@ pub(crate) struct HeldConnections {
     started: Instant,
     /// `--max-connections`, for the `ACCEPT` line.
     max_connections: usize,
+    /// Connections in their greet delay (held, but not counted against
+    /// `--max-connections`: [`HeldConnections::counted`]).
+    delayed: usize,
+    /// `--max-delayed`: the most that may be in their greet delay at once.
+    max_delayed: usize,
+    /// Clients greeted at once because their source had passed (counted where the
+    /// decision is made, which borrows the listener's policy from `self`).
+    passed: Cell<u64>,
     /// The level of the `ACCEPT` line (info with `--log-connections`).
     log_level: Level,
     /// What each listener's connections get (its greeting and access policy), by the
@@ -125,6 +136,9 @@ impl HeldConnections {
             next_serial: 0,
             started: Instant::now(),
             max_connections: config.max_connections,
+            delayed: 0,
+            max_delayed: config.max_delayed,
+            passed: Cell::new(0),
             log_level: config.connection_log_level,
             served: served::table(config),
             closed: Vec::new(),
@@ -169,12 +183,20 @@ impl HeldConnections {
         }
         self.max_header_waiters = max_header_waiters(config.max_connections);
         self.max_connections = config.max_connections;
+        self.max_delayed = config.max_delayed;
         self.log_level = config.connection_log_level;
     }
 
     /// How many connections are held.
     pub(crate) fn len(&self) -> usize {
         self.slab.len()
+    }
+
+    /// How many connections are held against `--max-connections`: all but those in
+    /// their greet delay, which have `--max-delayed` to themselves.
+    #[inline]
+    pub(crate) fn counted(&self) -> usize {
+        self.slab.len() - self.delayed
     }
 
     /// Whether nothing is held.
@@ -184,7 +206,10 @@ impl HeldConnections {
 
     /// What happened to connections on their way through here so far.
     pub(crate) fn counts(&self) -> HeldCounts {
-        self.counts
+        HeldCounts {
+            passed: self.passed.get(),
+            ..self.counts
+        }
     }
 
     /// When the server started: the epoch of [`HeldConnections::millis_since_start`].
@@ -251,7 +276,7 @@ impl HeldConnections {
         policy: Option<&Arc<Policy>>,
         now: Instant,
     ) -> Step {
-        match self.admission(conn.peer(), self.len(), policy, now) {
+        match self.admission(conn.peer(), self.counted(), policy, now) {
             Admission::Greet => conn.advance(greeting),
             Admission::Delay(pregreet) => conn.delay(pregreet == Pregreet::Drop),
             Admission::Refuse(reason) => Step::Close(reason),
@@ -263,8 +288,10 @@ impl HeldConnections {
     }
 
     /// Logs the `ACCEPT` line of a connection whose client is now known (`held` were
-    /// held before it), and says what it gets. The checks, in their documented order:
-    /// the address list, the source's rate, `--max-per-ip`, the greet delay.
+    /// held against `--max-connections` before it), and says what it gets. The
+    /// checks, in their documented order: the address list, the source's rate,
+    /// `--max-per-ip`, the greet delay (skipped by a passed source, bounded by
+    /// `--max-delayed`).
     // Always inlined: on the fast path the compiler then drops the checks a
     // listener without a policy never makes (it stopped inlining it on its own once
     // `greet_named` grew).
@@ -290,9 +317,32 @@ impl HeldConnections {
             return Admission::Refuse(CloseReason::PerIpLimit);
         }
         match policy {
-            Some(policy) if !policy.greet_delay.is_zero() => Admission::Delay(policy.pregreet),
+            Some(policy) if !policy.greet_delay.is_zero() => {
+                self.delay_admission(policy, client.ip(), now)
+            }
             _ => Admission::Greet,
         }
+    }
+
+    /// What a client at `ip` of a listener with a greet delay gets: its greeting at
+    /// once if its source passed, else the delay if fewer than `--max-delayed` wait
+    /// theirs, else nothing (postscreen's pre-queue limit): a flood of silent
+    /// clients fills the delay's slots, never the greeting's.
+    // Not inlined: the fast path of a listener without a delay never calls it.
+    #[inline(never)]
+    fn delay_admission(&self, policy: &Policy, ip: IpAddr, now: Instant) -> Admission<'static> {
+        if policy
+            .pass
+            .as_ref()
+            .is_some_and(|pass| pass.passes(ip, now))
+        {
+            self.passed.set(self.passed.get() + 1);
+            return Admission::Greet;
+        }
+        if self.delayed >= self.max_delayed {
+            return Admission::Refuse(CloseReason::DelayFull);
+        }
+        Admission::Delay(policy.pregreet)
     }
 
     /// Holds a connection that must wait: registers it for what its phase waits for
@@ -369,7 +419,7 @@ impl HeldConnections {
         // The policy its listener has now (a reload may have replaced it meanwhile).
         let listener = self.slab[key].conn.listener();
         let policy = self.served[listener].policy.clone();
-        match self.admission(client, self.len() - 1, policy.as_ref(), now) {
+        match self.admission(client, self.counted() - 1, policy.as_ref(), now) {
             Admission::Greet => {}
             Admission::Delay(pregreet) => {
                 // Advanced below, where input that came with the header counts.
@@ -398,6 +448,9 @@ impl HeldConnections {
             while let Some(due) = self.deadlines[timer as usize].pop_expired(now) {
                 if !is_live(&self.slab, &due, timer) {
                     continue;
+                }
+                if timer == Timer::Delay {
+                    self.pass(due.key(), now);
                 }
                 let held = &mut self.slab[due.key()];
                 let (before, sent_before) = (held.conn.phase(), held.conn.sent(&held.greeting));
@@ -430,8 +483,25 @@ impl HeldConnections {
         !self.closed.is_empty()
     }
 
+    /// Held connection `key` waited out its greet delay: unless it talked meanwhile,
+    /// its source passes (its listener's table now: a reload may have replaced it).
+    fn pass(&self, key: usize, now: Instant) {
+        let conn = &self.slab[key].conn;
+        if conn.pregreeted() {
+            return;
+        }
+        let policy = self.served[conn.listener()].policy.as_ref();
+        if let Some(pass) = policy.and_then(|policy| policy.pass.as_ref()) {
+            pass.pass(conn.peer().ip(), now);
+        }
+    }
+
     /// Applies the step a held connection took from phase `before`.
     fn settle(&mut self, key: usize, before: Phase, step: Step, now: Instant) {
+        // Out of its delay (to its greeting, or closed from it): its slot is free.
+        if is_delaying(before) && !is_delaying(self.slab[key].conn.phase()) {
+            self.delayed -= 1;
+        }
         let reason = match step {
             Step::Close(reason) => reason,
             // A named client was advanced again before this.
@@ -497,6 +567,9 @@ impl HeldConnections {
     /// Counts a connection that is now held in `phase` from `ip`: a header waiter for
     /// its socket peer, any other for its client address.
     fn count_in(&mut self, phase: Phase, ip: IpAddr) {
+        if is_delaying(phase) {
+            self.delayed += 1;
+        }
         if phase == Phase::Header {
             self.header_waiters += 1;
             if let Some(per_peer) = &mut self.header_waiters_per_peer {
@@ -509,6 +582,9 @@ impl HeldConnections {
 
     /// Undoes [`HeldConnections::count_in`] for a connection that leaves `phase`.
     fn count_out(&mut self, phase: Phase, ip: IpAddr) {
+        if is_delaying(phase) {
+            self.delayed -= 1;
+        }
         if phase == Phase::Header {
             self.header_waiters -= 1;
             if let Some(per_peer) = &mut self.header_waiters_per_peer {
@@ -619,6 +695,11 @@ impl HeldConnections {
 fn is_live(slab: &Slab<Held>, deadline: &Deadline, timer: Timer) -> bool {
     slab.get(deadline.key())
         .is_some_and(|held| held.serial == deadline.serial && held.conn.phase().timer() == timer)
+}
+
+/// Whether `phase` is a greet delay's.
+fn is_delaying(phase: Phase) -> bool {
+    matches!(phase, Phase::Delaying { .. })
 }
 
 /// The most connections that may wait for their PROXY header at once: a quarter of

@@ -27,6 +27,8 @@
 //! - [`access`]: a listener's access policy: `--allow`/`--deny` by longest prefix,
 //!   and what the checks after it need (the rate table, the greet delay).
 //! - [`rate`]: `--max-rate-per-ip`: each source's budget in a bounded LRU table.
+//! - [`pass`]: the greet delay's pass table: sources that waited it out silently
+//!   are greeted at once for `--pass-ttl`.
 //! - [`peer_input`]: the class of what a peer sent first (`first=` of `CLOSE`).
 //! - `socket` (internal): the socket primitives (write, FIN, `TCP_INFO`, discard) and
 //!   the kernel facts they rely on.
@@ -92,6 +94,7 @@ pub mod metrics;
 pub mod metrics_format;
 pub mod metrics_http;
 pub mod notify;
+pub mod pass;
 mod peer_addr;
 pub mod peer_input;
 mod per_ip;

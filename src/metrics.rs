@@ -140,6 +140,12 @@ impl Collector for MetricsSource {
         )?;
         single(
             &mut encoder,
+            "greeter_greet_delay_passes",
+            "Clients greeted at once, without their --greet-delay: their source had waited it out silently within --pass-ttl.",
+            ConstCounter::new(totals.passed),
+        )?;
+        single(
+            &mut encoder,
             "greeter_bytes_sent",
             "Greeting bytes written.",
             ConstCounter::new(totals.bytes_sent),

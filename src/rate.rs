@@ -13,7 +13,8 @@
 //!
 //! The table is shared by the workers of a listener, so that a source's rate is the
 //! same whichever worker accepts it: it is cut into shards, each behind its own
-//! mutex, held only for one map lookup.
+//! mutex, held only for one map lookup. The greet delay's pass table (`pass.rs`)
+//! keeps its sources the same way, in a `SourceMap` keyed by `source_key`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Mutex, PoisonError};
@@ -89,7 +90,65 @@ pub struct RateSettings {
 
 /// A source: its address cut to its prefix, as two halves (a `u128` would be aligned
 /// to 16 bytes, and every entry padded to match).
-type SourceKey = (u64, u64);
+pub(crate) type SourceKey = (u64, u64);
+
+/// The source `ip` belongs to: its address cut to `prefix_v4` or `prefix_v6` bits, an
+/// IPv4 one (or an IPv4-mapped IPv6 one) as its IPv4-mapped form.
+pub(crate) fn source_key(ip: IpAddr, prefix_v4: u8, prefix_v6: u8) -> SourceKey {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let bits = match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4) & prefix_mask_u32(prefix_v4);
+            u128::from(Ipv4Addr::from(bits).to_ipv6_mapped())
+        }
+        IpAddr::V6(v6) => u128::from(v6) & prefix_mask_u128(prefix_v6),
+    };
+    ((bits >> 64) as u64, bits as u64)
+}
+
+/// A value for each of at most `size` sources, the least recently seen forgotten
+/// first: the rate table's and the greet delay's pass table's map. Shared by the
+/// workers, so cut into shards, each behind its own mutex, held only for one lookup.
+pub(crate) struct SourceMap<V> {
+    shards: Box<[Mutex<LruMap<SourceKey, V, ByLength>>]>,
+}
+
+impl<V> SourceMap<V> {
+    /// An empty map (it allocates as sources come, up to its bound).
+    pub(crate) fn new(size: u32) -> Self {
+        let per_shard = size.div_ceil(SHARDS as u32).max(1);
+        let shards = (0..SHARDS)
+            .map(|_| Mutex::new(LruMap::new(ByLength::new(per_shard))))
+            .collect();
+        SourceMap { shards }
+    }
+
+    /// Runs `look` on the shard that holds `key`, locked.
+    #[inline]
+    pub(crate) fn with_shard<R>(
+        &self,
+        key: SourceKey,
+        look: impl FnOnce(&mut LruMap<SourceKey, V, ByLength>) -> R,
+    ) -> R {
+        look(&mut lock(&self.shards[shard_of(key)]))
+    }
+
+    /// How many sources it remembers now.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
+    }
+
+    /// The bytes its shards have allocated.
+    pub(crate) fn memory_usage(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).memory_usage())
+            .sum()
+    }
+}
 
 /// Each source's budget, remembered for at most `table_size` sources.
 pub struct RateTable {
@@ -102,7 +161,7 @@ pub struct RateTable {
     epoch: Instant,
     /// Source key to its theoretical arrival time (GCRA's TAT), in nanoseconds since
     /// `epoch`: the time by which the source's last admitted connection is paid for.
-    shards: Box<[Mutex<LruMap<SourceKey, u64, ByLength>>]>,
+    sources: SourceMap<u64>,
 }
 
 impl RateTable {
@@ -110,16 +169,12 @@ impl RateTable {
     pub fn new(settings: RateSettings) -> Self {
         let interval_ns = (settings.rate.interval().as_nanos() as u64).max(1);
         let tolerance_ns = interval_ns.saturating_mul(u64::from(settings.rate.burst() - 1));
-        let per_shard = settings.table_size.div_ceil(SHARDS as u32).max(1);
-        let shards = (0..SHARDS)
-            .map(|_| Mutex::new(LruMap::new(ByLength::new(per_shard))))
-            .collect();
         RateTable {
             settings,
             interval_ns,
             tolerance_ns,
             epoch: Instant::now(),
-            shards,
+            sources: SourceMap::new(settings.table_size),
         }
     }
 
@@ -131,44 +186,26 @@ impl RateTable {
     /// Whether a connection from `ip` at `now` is within its source's rate; if so it
     /// is counted. Either way the source becomes the most recently seen.
     pub fn admits(&self, ip: IpAddr, now: Instant) -> bool {
-        let key = self.source_key(ip);
+        let key = source_key(ip, self.settings.prefix_v4, self.settings.prefix_v6);
         let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
-        let mut shard = self.shards[shard_of(key)]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // A source seen for the first time starts with its whole burst; with the table
-        // full, the least recently seen source makes room.
-        let Some(paid_until) = shard.get_or_insert(key, || now_ns) else {
-            return true;
-        };
-        let scheduled = (*paid_until).max(now_ns);
-        if scheduled - now_ns > self.tolerance_ns {
-            return false;
-        }
-        *paid_until = scheduled + self.interval_ns;
-        true
-    }
-
-    /// The source `ip` belongs to: its address cut to the prefix of its family, an
-    /// IPv4 one (or an IPv4-mapped IPv6 one) as its IPv4-mapped form.
-    fn source_key(&self, ip: IpAddr) -> SourceKey {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        let bits = match ip {
-            IpAddr::V4(v4) => {
-                let bits = u32::from(v4) & prefix_mask_u32(self.settings.prefix_v4);
-                u128::from(Ipv4Addr::from(bits).to_ipv6_mapped())
+        self.sources.with_shard(key, |shard| {
+            // A source seen for the first time starts with its whole burst; with the
+            // table full, the least recently seen source makes room.
+            let Some(paid_until) = shard.get_or_insert(key, || now_ns) else {
+                return true;
+            };
+            let scheduled = (*paid_until).max(now_ns);
+            if scheduled - now_ns > self.tolerance_ns {
+                return false;
             }
-            IpAddr::V6(v6) => u128::from(v6) & prefix_mask_u128(self.settings.prefix_v6),
-        };
-        ((bits >> 64) as u64, bits as u64)
+            *paid_until = scheduled + self.interval_ns;
+            true
+        })
     }
 
     /// How many sources it remembers now.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).len()).sum()
+        self.sources.len()
     }
 
     /// Whether it remembers no source.
@@ -178,10 +215,7 @@ impl RateTable {
 
     /// The bytes its maps have allocated.
     pub fn memory_usage(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| lock(shard).memory_usage())
-            .sum()
+        self.sources.memory_usage()
     }
 }
 

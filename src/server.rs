@@ -301,6 +301,7 @@ impl Server {
         totals.bytes_sent = held.bytes_sent;
         totals.partial_writes = held.partial_writes;
         totals.lingered = held.lingered;
+        totals.passed = held.passed;
         totals
     }
 
@@ -357,8 +358,9 @@ impl Server {
         }
         // The listener goes last: a key freed by a close above can be reused by a new
         // connection only once every event of this batch, which named the old holder,
-        // has been handled.
-        let has_room = self.held.len() < self.config.max_connections;
+        // has been handled. Connections in their greet delay have --max-delayed to
+        // themselves: a silent flood never keeps the listener from being read.
+        let has_room = self.held.counted() < self.config.max_connections;
         let accepted_before = self.totals.accepted;
         if !self.listeners.is_empty() && self.gate.should_accept(listener_readable, has_room, now) {
             self.accept_queued(now, ACCEPT_BUDGET, self.config.max_connections);
@@ -422,7 +424,7 @@ impl Server {
         if self.drain_deadline.is_some() {
             return;
         }
-        let has_room = self.held.len() < self.config.max_connections;
+        let has_room = self.held.counted() < self.config.max_connections;
         if sharing.role != Role::Reserve {
             if sharing.counted_full == has_room {
                 sharing.counted_full = !has_room;
@@ -532,7 +534,7 @@ impl Server {
         cap: usize,
     ) -> Option<bool> {
         for _ in 0..share {
-            if self.held.len() >= cap {
+            if self.held.counted() >= cap {
                 // Leave the rest in the kernel's backlog until a slot frees.
                 self.gate.at_capacity();
                 return None;
@@ -573,7 +575,7 @@ impl Server {
             record(
                 &mut self.totals,
                 &closed,
-                self.held.len(),
+                self.held.counted(),
                 max,
                 level,
                 lifetime,
@@ -622,7 +624,7 @@ impl Server {
     }
 
     fn record_each_held_close(&mut self) {
-        let (held, started) = (self.held.len(), self.held.started());
+        let (held, started) = (self.held.counted(), self.held.started());
         let (level, max) = (
             self.config.connection_log_level,
             self.config.max_connections,

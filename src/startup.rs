@@ -141,7 +141,6 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
     log_serving(&config, &workers, source);
     let longest_held = config.proxy_timeout + config.write_timeout + config.linger_timeout;
     let drain_timeout = config.drain_timeout;
-    let reloader = Reloader::new(settings, config);
     match fd_limit {
         Ok(limit) => info!(
             "fd limit: soft={} hard={} (was soft={})",
@@ -149,6 +148,8 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
         ),
         Err(err) => warn!("fd limit: cannot raise the open-file limit: {err}"),
     }
+    warn_if_descriptors_short(&config, workers.len());
+    let reloader = Reloader::new(settings, config);
     Ok(Prepared {
         workers,
         reloader,
@@ -159,6 +160,33 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
         pid_file: args.pid_file,
         longest_held,
     })
+}
+
+/// A warning when the workers could hold more connections than the open-file limit
+/// allows: each holds up to `--max-connections`, plus `--max-delayed` (those in a
+/// greet delay, counted apart) when a listener delays. Beyond the limit, accepting
+/// pauses (`accept_pauses`) until a descriptor frees.
+fn warn_if_descriptors_short(config: &Config, workers: usize) {
+    let delays = config.listeners.iter().any(|listener| {
+        listener
+            .policy
+            .as_ref()
+            .is_some_and(|policy| !policy.greet_delay.is_zero())
+    });
+    let per_worker = config.max_connections + if delays { config.max_delayed } else { 0 };
+    let wanted = per_worker.saturating_mul(workers);
+    let soft = crate::fdlimit::soft_limit();
+    if wanted > soft {
+        let delayed = if delays {
+            format!(" + max-delayed {}", config.max_delayed)
+        } else {
+            String::new()
+        };
+        warn!(
+            "fd limit: {workers} workers x (max-connections {}{delayed}) = {wanted} connections              is above the open-file limit {soft}: accepting pauses when it runs out              (raise LimitNOFILE= or ulimit -n, or lower the limits)",
+            config.max_connections
+        );
+    }
 }
 
 /// The `serving` line, and a warning for each limit the kernel capped.

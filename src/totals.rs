@@ -32,6 +32,9 @@ pub struct Totals {
     pub accept_pauses: u64,
     /// Clients that sent data during their `--greet-delay` (dropped or greeted).
     pub pregreeted: u64,
+    /// Clients greeted at once, without their `--greet-delay`, because their source
+    /// had waited it out silently within `--pass-ttl`.
+    pub passed: u64,
     /// Connections whose peer sent data, by the class of its first bytes (indexed by
     /// [`FirstInput`]; `none` stays 0: it is every other close).
     peer_input: [u64; FirstInput::COUNT],
@@ -64,9 +67,10 @@ enum Field {
     Lingered,
     AcceptPauses,
     Pregreeted,
+    Passed,
 }
 
-const LINE: [Field; 22] = [
+const LINE: [Field; 24] = [
     Field::Accepted,
     Field::Greeted,
     Field::ClosedEarly,
@@ -89,6 +93,8 @@ const LINE: [Field; 22] = [
     Field::Closes(CloseReason::Rate),
     Field::Closes(CloseReason::Pregreet),
     Field::Pregreeted,
+    Field::Closes(CloseReason::DelayFull),
+    Field::Passed,
 ];
 
 impl Totals {
@@ -168,6 +174,7 @@ impl Totals {
         self.lingered += other.lingered;
         self.accept_pauses += other.accept_pauses;
         self.pregreeted += other.pregreeted;
+        self.passed += other.passed;
         for (mine, theirs) in self.peer_input.iter_mut().zip(other.peer_input) {
             *mine += theirs;
         }
@@ -194,6 +201,7 @@ impl fmt::Display for Totals {
                 Field::Lingered => ("lingered", self.lingered),
                 Field::AcceptPauses => ("accept_pauses", self.accept_pauses),
                 Field::Pregreeted => ("pregreeted", self.pregreeted),
+                Field::Passed => ("passed", self.passed),
             };
             let separator = if index == 0 { "" } else { " " };
             write!(f, "{separator}{key}={value}")?;
@@ -244,7 +252,7 @@ mod tests {
             "accepted=5 greeted=3 closed_early=2 reset=1 timeout=1 drain=0 error=0 \
              per_ip=0 bytes=120 accept_errors=0 partial_writes=0 lingered=0 flood=0 \
              eof=1 linger_timeout=0 linger_budget=0 accept_pauses=0 proxy=0 denied=0 \
-             rate=0 pregreet=0 pregreeted=0"
+             rate=0 pregreet=0 pregreeted=0 delay_full=0 passed=0"
         );
     }
 

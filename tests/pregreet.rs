@@ -277,3 +277,72 @@ fn a_pregreeter_that_floods_during_its_delay_is_closed_as_flood_with_nothing_sen
     server.signal("TERM");
     server.assert_exits_cleanly_logging("flood=1", STEP_TIMEOUT);
 }
+
+#[test]
+fn silent_clients_are_delayed_under_their_own_cap_and_take_no_greeting_slot() {
+    // Two greeting slots and three delay slots: a silent flood on the delayed
+    // listener fills the delay slots, not the greeting slots, so the plain listener's
+    // client is greeted at once; the flood's fourth client is closed at once.
+    let (command, _) = ServerCommand::new(&[
+        "--max-connections",
+        "2",
+        "--max-delayed",
+        "3",
+        "--drain-timeout",
+        "100ms",
+        "--log-connections",
+    ])
+    .config(
+        "delay-cap.toml",
+        "[[listener]]\nport = 0\ngreet-delay = \"20s\"\n[[listener]]\nport = 0\n",
+    );
+    let mut server = command.spawn();
+    let addrs = server.listening_addrs(1);
+    let (delayed, plain) = (addrs[0], addrs[1]);
+    let _silent: Vec<_> = (0..3).map(|_| connect(delayed)).collect();
+    server.wait_for_in_flight(3);
+    let mut turned_away = connect(delayed);
+    assert_eq!(read_to_eof(&mut turned_away).unwrap_or_default(), b"");
+    let log = server.wait_for_log("reason=delay-full");
+    let close = log
+        .lines()
+        .find(|line| line.contains("reason=delay-full"))
+        .unwrap();
+    assert!(
+        close.contains(" bytes=0 ") && close.ends_with(" reason=delay-full input=0 first=none"),
+        "{log}"
+    );
+    for _ in 0..3 {
+        let mut greeted = connect(plain);
+        assert_eq!(read_to_eof(&mut greeted).unwrap(), DEFAULT_GREETING);
+    }
+    server.wait_for_in_flight(3);
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging(" delay_full=1", STEP_TIMEOUT);
+}
+
+#[test]
+fn a_client_that_waited_out_its_delay_silently_is_greeted_at_once_next_time() {
+    let server = supervise(&["--greet-delay", "300ms"]);
+    // A pregreeter waits out its delay too (--pregreet greet), but is not passed.
+    let mut talker = connect(server.addr());
+    talker.write_all(b"EHLO bot.example\r\n").unwrap();
+    talker.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut talker).unwrap(), DEFAULT_GREETING);
+    // So its address is delayed again; silent this time, it is passed.
+    let mut silent = connect(server.addr());
+    assert_eq!(read_to_eof(&mut silent).unwrap(), DEFAULT_GREETING);
+    // Passed: greeted at once, on the fast path, so never held.
+    let mut again = connect(server.addr());
+    assert_eq!(read_to_eof(&mut again).unwrap(), DEFAULT_GREETING);
+    wait_until("three closes", || server.snapshot().totals.greeted() == 3);
+    let totals = server.stop();
+    let (lifetimes, _) = totals.held_lifetimes();
+    assert_eq!(
+        lifetimes.iter().sum::<u64>(),
+        2,
+        "only the first two were held: {totals}"
+    );
+    assert_eq!(totals.passed, 1, "{totals}");
+    assert_eq!(totals.pregreeted, 1, "{totals}");
+}

@@ -39,10 +39,18 @@ pub struct ServerArgs {
     #[command(flatten)]
     pub greeting: GreetingArgs,
 
-    /// Connections held at once; the rest wait in the kernel's listen backlog
+    /// Connections held at once, besides those in a --greet-delay (see
+    /// --max-delayed); the rest wait in the kernel's listen backlog
     #[arg(long, value_name = "N", default_value_t = 10_000, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+
+    /// Connections held in their --greet-delay at once, apart from --max-connections;
+    /// a client that would be delayed beyond it is closed at once without the
+    /// greeting (reason delay-full) (default: --max-connections)
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_delayed: Option<u32>,
 
     /// Close a peer that has not taken the whole greeting within this time
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
@@ -153,6 +161,18 @@ pub struct ServerArgs {
     /// counted) or drop (closed at once without it, reason pregreet)
     #[arg(long, value_name = "ACTION", value_enum, default_value_t = Pregreet::Greet)]
     pub pregreet: Pregreet,
+
+    /// A client that waited out its --greet-delay without sending anything is greeted
+    /// at once for this long after (its source, cut to --rate-prefix-v4/-v6 bits);
+    /// 0s: every connection is delayed
+    #[arg(long, value_name = "DUR", default_value = "24h", value_parser = parse_duration)]
+    pub pass_ttl: Duration,
+
+    /// --pass-ttl remembers at most N sources (as a --rate-table-size entry each),
+    /// forgetting the least recently seen first
+    #[arg(long, value_name = "N", default_value_t = 100_000, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    pub pass_table_size: u32,
 
     /// Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on
     /// this address and port, e.g. 127.0.0.1:9464 or localhost:9464 (a name: the first

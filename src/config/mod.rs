@@ -23,6 +23,7 @@ use crate::client::unbracket;
 use crate::config::keys::{FileType, Key};
 use crate::error::{bare_or_quoted, quote, Failure};
 pub use crate::greeting::{read_greeting_file, Greeting, DEFAULT_GREETING, MAX_GREETING_BYTES};
+use crate::pass::{PassSettings, PassTable};
 use crate::rate::{RateSettings, RateTable};
 pub use flags::{ServerArgs, ServerCli};
 pub use listener_id::ListenerId;
@@ -198,8 +199,13 @@ pub fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
 pub struct Config {
     /// What to listen on, in the order given (at least one listener).
     pub listeners: Vec<ListenerConfig>,
-    /// How many connections may be held at once (writing or lingering).
+    /// How many connections may be held at once (writing or lingering), besides the
+    /// delayed ones.
     pub max_connections: usize,
+    /// How many connections may wait out their `--greet-delay` at once (not counted
+    /// in `max_connections`); a client that would be delayed beyond it is closed at
+    /// once (`delay-full`).
+    pub max_delayed: usize,
     /// How long a peer has, from accept, to take the whole greeting.
     pub write_timeout: Duration,
     /// The listen backlog passed to `listen(2)`.
@@ -249,6 +255,7 @@ impl Config {
                 policy: None,
             }],
             max_connections: 10_000,
+            max_delayed: 10_000,
             write_timeout: Duration::from_secs(30),
             backlog: 1024,
             drain_timeout: Duration::from_secs(10),
@@ -326,8 +333,9 @@ impl ServerArgs {
     }
 
     /// The access policy these flags give (`None` if it would change nothing): the
-    /// lists read and built, the deny message loaded, a new rate table (unless
-    /// `running` has one of the same settings: a reload keeps what it counted).
+    /// lists read and built, the deny message loaded, a new rate table and pass table
+    /// (unless `running` has one of the same settings: a reload keeps what it
+    /// counted and who passed).
     ///
     /// # Errors
     /// A [`Failure`] naming the list file, and its line, that cannot be used.
@@ -338,7 +346,18 @@ impl ServerArgs {
                 .and_then(|policy| policy.rate_table_if(&settings))
                 .unwrap_or_else(|| Arc::new(RateTable::new(settings)))
         });
-        Ok(self.policy_with(list, rate))
+        Ok(self.policy_with(list, rate, self.pass_table(running)))
+    }
+
+    /// The greet delay's pass table these flags give, if any: the one of `running`
+    /// (the policy it replaces, at a reload) if its settings are the same, so that a
+    /// reload keeps who passed; else a new one. Each listener has its own.
+    pub fn pass_table(&self, running: Option<&Policy>) -> Option<Arc<PassTable>> {
+        self.pass_settings().map(|settings| {
+            running
+                .and_then(|policy| policy.pass_table_if(&settings))
+                .unwrap_or_else(|| Arc::new(PassTable::new(settings)))
+        })
     }
 
     /// The access lists these flags name (`--allow`, `--deny` and their files), read
@@ -358,12 +377,13 @@ impl ServerArgs {
         )
     }
 
-    /// The access policy of these flags with its list and rate table already built
-    /// (`None` if it would change nothing).
+    /// The access policy of these flags with its list, rate table and pass table
+    /// already built (`None` if it would change nothing).
     pub fn policy_with(
         &self,
         list: Arc<AccessList>,
         rate: Option<Arc<RateTable>>,
+        pass: Option<Arc<PassTable>>,
     ) -> Option<Arc<Policy>> {
         let policy = Policy {
             list,
@@ -374,6 +394,7 @@ impl ServerArgs {
             rate,
             greet_delay: self.greet_delay,
             pregreet: self.pregreet,
+            pass,
         };
         (!policy.is_open()).then(|| Arc::new(policy))
     }
@@ -385,6 +406,18 @@ impl ServerArgs {
             prefix_v4: self.rate_prefix_v4,
             prefix_v6: self.rate_prefix_v6,
             table_size: self.rate_table_size,
+        })
+    }
+
+    /// What the greet delay's pass table is made of, if there is one: with a
+    /// `--greet-delay` and a `--pass-ttl` above zero.
+    pub fn pass_settings(&self) -> Option<PassSettings> {
+        let delayed = !self.greet_delay.is_zero() && !self.pass_ttl.is_zero();
+        delayed.then_some(PassSettings {
+            ttl: self.pass_ttl,
+            prefix_v4: self.rate_prefix_v4,
+            prefix_v6: self.rate_prefix_v6,
+            table_size: self.pass_table_size,
         })
     }
 
@@ -409,6 +442,9 @@ impl ServerArgs {
     /// timeouts and logging these flags give.
     pub fn apply_reloadable(&self, config: &mut Config) {
         config.max_connections = self.max_connections as usize;
+        // As postscreen's pre-queue limit defaults to the process limit of the
+        // smtpd processes it hands clients to.
+        config.max_delayed = self.max_delayed.unwrap_or(self.max_connections) as usize;
         config.max_per_ip = self.max_per_ip;
         config.write_timeout = self.write_timeout;
         config.linger_timeout = self.linger_timeout;
@@ -658,6 +694,49 @@ mod tests {
     fn zero_limits_are_rejected() {
         assert!(parse(&["--max-connections", "0"]).is_err());
         assert!(parse(&["--backlog", "0"]).is_err());
+        assert!(parse(&["--max-delayed", "0"]).is_err());
+        assert!(parse(&["--pass-table-size", "0"]).is_err());
+    }
+
+    #[test]
+    fn max_delayed_defaults_to_max_connections() {
+        let config = parse(&["--max-connections", "300"]).unwrap().into_config();
+        assert_eq!(config.unwrap().max_delayed, 300);
+        let config = parse(&["--max-connections", "300", "--max-delayed", "40"]).unwrap();
+        assert_eq!(config.into_config().unwrap().max_delayed, 40);
+    }
+
+    #[test]
+    fn the_pass_table_comes_with_a_delay_and_a_reload_keeps_it_if_unchanged() {
+        let policy =
+            |argv: &[&str], running: Option<&Policy>| parse(argv).unwrap().policy(running).unwrap();
+        assert!(policy(&["--deny", "192.0.2.0/24"], None)
+            .unwrap()
+            .pass
+            .is_none());
+        assert!(policy(&["--greet-delay", "1s", "--pass-ttl", "0s"], None)
+            .unwrap()
+            .pass
+            .is_none());
+        let running = policy(&["--greet-delay", "1s"], None).unwrap();
+        let kept = policy(
+            &["--greet-delay", "2s", "--pregreet", "drop"],
+            Some(&running),
+        );
+        let (old, new) = (
+            running.pass.as_ref().unwrap(),
+            kept.unwrap().pass.clone().unwrap(),
+        );
+        assert!(Arc::ptr_eq(old, &new), "same pass settings: the same table");
+        for changed in [
+            ["--pass-ttl", "1h"],
+            ["--pass-table-size", "5"],
+            ["--rate-prefix-v4", "24"],
+        ] {
+            let argv = [&["--greet-delay", "1s"][..], &changed[..]].concat();
+            let new = policy(&argv, Some(&running)).unwrap().pass.clone().unwrap();
+            assert!(!Arc::ptr_eq(old, &new), "{changed:?}: a new table");
+        }
     }
 
     #[test]

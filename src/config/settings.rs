@@ -520,7 +520,8 @@ struct ListInputs {
 impl Policies {
     /// The policy of `args`: its lists shared with listeners that name the same, its
     /// rate table its group's, else the one of `running` (the policy it replaces, at a
-    /// reload) if its settings are the same, else a new one.
+    /// reload) if its settings are the same, else a new one; its pass table its own,
+    /// kept from `running` in the same way.
     fn get(
         &mut self,
         args: &ServerArgs,
@@ -556,7 +557,7 @@ impl Policies {
                 table
             })
         });
-        Ok(args.policy_with(list, rate))
+        Ok(args.policy_with(list, rate, args.pass_table(running)))
     }
 }
 
@@ -1029,6 +1030,7 @@ mod tests {
                 (_, "log-connections") => "",
                 (_, "max-rate-per-ip") => "5/s",
                 (_, "greet-delay") => "500ms",
+                (_, "pass-ttl") => "1h",
                 (_, "pregreet") => "drop",
                 (_, name) if name.ends_with("-timeout") => "1s",
                 _ => "5",
