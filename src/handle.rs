@@ -15,8 +15,12 @@ use crate::totals::Totals;
 pub struct Snapshot {
     /// What the server has done so far.
     pub totals: Totals,
-    /// Connections held right now (writing, flushing or lingering).
+    /// Connections held right now (in a greet delay, writing, flushing or
+    /// lingering).
     pub held: usize,
+    /// Of those, the ones in their greet delay (held under `--max-delayed`, not
+    /// against `--max-connections`).
+    pub delayed: usize,
     /// Whether accepting is paused for lack of descriptors or memory.
     pub accept_paused: bool,
     /// Whether a shutdown has begun (the listener is closed).

@@ -171,8 +171,14 @@ impl Collector for MetricsSource {
         single(
             &mut encoder,
             "greeter_connections_held",
-            "Connections held now (being written, flushed or lingering).",
+            "Connections held now (in a greet delay, being written, flushed or lingering).",
             ConstGauge::new(saturate(snapshot.held)),
+        )?;
+        single(
+            &mut encoder,
+            "greeter_connections_delayed",
+            "Of the connections held, those in their --greet-delay (held under --max-delayed, not against --max-connections).",
+            ConstGauge::new(saturate(snapshot.delayed)),
         )?;
         single(
             &mut encoder,

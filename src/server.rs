@@ -469,6 +469,7 @@ impl Server {
         self.handle.publish(Snapshot {
             totals: self.totals(),
             held: self.held.len(),
+            delayed: self.held.len() - self.held.counted(),
             accept_paused: self.gate.retry_at().is_some(),
             draining: self.drain_deadline.is_some(),
             greeting_bytes: self.greeting_bytes,

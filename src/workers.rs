@@ -271,6 +271,7 @@ impl WorkersView {
             let snapshot = handle.snapshot();
             sum.totals.add(&snapshot.totals);
             sum.held += snapshot.held;
+            sum.delayed += snapshot.delayed;
             sum.accept_paused |= snapshot.accept_paused;
             sum.draining |= snapshot.draining;
             sum.greeting_bytes = snapshot.greeting_bytes;

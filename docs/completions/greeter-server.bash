@@ -57,6 +57,10 @@ _greeter__server() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-delayed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --write-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -131,6 +135,14 @@ _greeter__server() {
                     ;;
                 --pregreet)
                     COMPREPLY=($(compgen -W "greet drop" -- "${cur}"))
+                    return 0
+                    ;;
+                --pass-ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pass-table-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --metrics)

@@ -4,7 +4,8 @@ complete -c greeter-server -l port -d 'Port to listen on, for every --host; 0 pi
 complete -c greeter-server -l name -d 'A name for the listener (letters, digits, \'.\', \'_\' and \'-\', at most 64): a reload and an upgrade match it to its sockets by this name, and systemd\'s sockets by FileDescriptorName= (default: matched by host and port)' -r
 complete -c greeter-server -l message -d 'The greeting: exactly these bytes (UTF-8), no newline added [default: "Hello there! This is the hosted server"]' -r
 complete -c greeter-server -l message-file -d 'The greeting is this file\'s bytes (any bytes; a regular file of at most 1GiB, read once)' -r -F
-complete -c greeter-server -l max-connections -d 'Connections held at once; the rest wait in the kernel\'s listen backlog' -r
+complete -c greeter-server -l max-connections -d 'Connections held at once, besides those in a --greet-delay (see --max-delayed); the rest wait in the kernel\'s listen backlog' -r
+complete -c greeter-server -l max-delayed -d 'Connections held in their --greet-delay at once, apart from --max-connections; a client that would be delayed beyond it is closed at once without the greeting (reason delay-full) (default: --max-connections)' -r
 complete -c greeter-server -l write-timeout -d 'Close a peer that has not taken the whole greeting within this time' -r
 complete -c greeter-server -l backlog -d 'Listen backlog (the kernel caps it at net.core.somaxconn)' -r
 complete -c greeter-server -l drain-timeout -d 'On SIGINT/SIGTERM, wait this long for in-flight greetings before closing them' -r
@@ -25,6 +26,8 @@ complete -c greeter-server -l rate-group -d 'Listeners with the same rate group 
 complete -c greeter-server -l greet-delay -d 'Hold the greeting this long once the client is known (after its PROXY header with --proxy-protocol); a client that sends anything meanwhile is a pregreeter (see --pregreet). Shorter than --write-timeout, which it counts against (default: 0s, off)' -r
 complete -c greeter-server -l pregreet -d 'What a pregreeter gets: greet (its greeting after the delay; logged and counted) or drop (closed at once without it, reason pregreet)' -r -f -a "greet\t'Greeted when its delay is over, as any other (logged and counted)'
 drop\t'Closed at once without the greeting (reason `pregreet`)'"
+complete -c greeter-server -l pass-ttl -d 'A client that waited out its --greet-delay without sending anything is greeted at once for this long after (its source, cut to --rate-prefix-v4/-v6 bits); 0s: every connection is delayed' -r
+complete -c greeter-server -l pass-table-size -d '--pass-ttl remembers at most N sources (as a --rate-table-size entry each), forgetting the least recently seen first' -r
 complete -c greeter-server -l metrics -d 'Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on this address and port, e.g. 127.0.0.1:9464 or localhost:9464 (a name: the first address it resolves to) (default: off)' -r
 complete -c greeter-server -l upgrade-timeout -d 'On SIGUSR2, how long the new binary has to report that it serves before it is stopped (SIGTERM, SIGKILL --drain-timeout later) and this process goes on serving' -r
 complete -c greeter-server -l pid-file -d 'Write the server\'s pid to this file once it serves (atomically; rewritten by the new process after an upgrade; removed at exit by the process it names)' -r -F
