@@ -8,8 +8,8 @@ usage() {
 usage: scripts/test.sh [CARGO TEST ARGS...]
 
 Runs every test: `cargo test` over the workspace (greeter and greeter-load), then
-scripts/load-test.sh, held-rss.sh, reload-latency.sh, access-list.sh, compare.sh and callgrind.sh on a small bounded load on
-127.0.0.1, each checked against what it must print. About 50 seconds on 2 cores
+scripts/load-test.sh, held-rss.sh, reload-latency.sh, access-list.sh, rate-table.sh,
+greet-delay-flood.sh, compare.sh and callgrind.sh on a small bounded load on 127.0.0.1, each checked against what it must print. About 50 seconds on 2 cores
 once built; the first build takes about a minute more.
 
 Some tests drive system tools: haproxy (tests named haproxy_*), systemd's
@@ -145,6 +145,15 @@ expect access-list.sh '^entries=20000 load_ms=[0-9]+ \(without the list: [0-9]+\
 # exits 1 if the table outgrows its bound or RSS grows once it is full.
 scripts/rate-table.sh >"$out"
 expect rate-table.sh '^sources=1000000 table_size=100000 rss_kib=[0-9]+ .* bytes_per_entry=[0-9]+ bound=100$'
+
+# A silent flood on a delayed listener: the passed client and the plain listener's
+# are greeted throughout (errors=0), the passed one without its delay (passed=).
+scripts/greet-delay-flood.sh --flood 40 --max-connections 8 --delay 500ms --duration 4 >"$out"
+expect greet-delay-flood.sh \
+  '^legit_delayed_listener completed=[1-9][0-9]* errors=0 p50_ms=' \
+  '^legit_plain_listener completed=[1-9][0-9]* errors=0 p50_ms=' \
+  '^flood completed=[0-9]+ errors=[0-9]+$' \
+  '^server: totals .* delay_full=[0-9]+ passed=[1-9][0-9]*$'
 
 scripts/compare.sh -n 2000 --repeat 1 --concurrency "1 16" --no-rss --json "$out.json" \
   --servers "greeter c-policy c python greeter-proxy-v2 c-proxy greeter-w4" \
