@@ -9,8 +9,9 @@ usage: scripts/test.sh [CARGO TEST ARGS...]
 
 Runs every test: `cargo test` over the workspace (greeter and greeter-load), then
 scripts/load-test.sh, held-rss.sh, reload-latency.sh, access-list.sh, rate-table.sh,
-greet-delay-flood.sh, compare.sh and callgrind.sh on a small bounded load on 127.0.0.1, each checked against what it must print. About 50 seconds on 2 cores
-once built; the first build takes about a minute more.
+greet-delay-flood.sh, compare.sh and callgrind.sh on a small bounded load on
+127.0.0.1, each checked against what it must print. About 50 seconds on 2 cores once
+built; the first build takes about a minute more.
 
 Some tests drive system tools: haproxy (tests named haproxy_*), systemd's
 systemd-socket-activate and systemd-analyze (systemd_*), fail2ban's fail2ban-regex

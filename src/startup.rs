@@ -183,7 +183,9 @@ fn warn_if_descriptors_short(config: &Config, workers: usize) {
             String::new()
         };
         warn!(
-            "fd limit: {workers} workers x (max-connections {}{delayed}) = {wanted} connections              is above the open-file limit {soft}: accepting pauses when it runs out              (raise LimitNOFILE= or ulimit -n, or lower the limits)",
+            "fd limit: {wanted} connections (workers {workers} x (max-connections {}{delayed})) \
+             may be held, above the open-file limit {soft}: accepting pauses when it runs \
+             out (raise LimitNOFILE= or ulimit -n, or lower the limits)",
             config.max_connections
         );
     }

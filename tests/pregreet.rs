@@ -346,3 +346,23 @@ fn a_client_that_waited_out_its_delay_silently_is_greeted_at_once_next_time() {
     assert_eq!(totals.passed, 1, "{totals}");
     assert_eq!(totals.pregreeted, 1, "{totals}");
 }
+
+#[test]
+fn a_start_up_warning_says_when_the_delayed_and_the_greeted_outnumber_the_fd_limit() {
+    let mut server = ServerCommand::new(&[
+        "--greet-delay",
+        "1s",
+        "--max-connections",
+        "40",
+        "--max-delayed",
+        "30",
+    ])
+    .fd_limit(64)
+    .spawn();
+    server.wait_for_log(
+        "fd limit: 70 connections (workers 1 x (max-connections 40 + max-delayed 30)) \
+         may be held, above the open-file limit 64: accepting pauses",
+    );
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("totals in_flight=0", STEP_TIMEOUT);
+}
