@@ -595,6 +595,7 @@ fn check_config_prints_what_runs_and_reads_back_byte_for_byte_from_any_directory
           deny = [\"198.51.100.0/24\", \"2001:DB8::/32\"]\n\
           send-buffer = \"065536\"\n\
           rate-table-size = 0x10\n\
+          pass-table-size = 0o17\n\
           drain-timeout = \"010s\"\n\
           proxy-timeout = \"03s\"  # a comment\n\
           message-file = \"../greeting #1.txt\"  # replaced by --message\n",
@@ -606,6 +607,7 @@ fn check_config_prints_what_runs_and_reads_back_byte_for_byte_from_any_directory
         "--host=[::1]",
         "--message=tab\t \"quoted\" back\\slash # not a comment  # nor this \u{1}ünïcödé ☃\r\n",
         "--max-connections=0100",
+        "--max-delayed=+030",
         "--pid-file=./run//greeter.pid",
         "--rate-prefix-v6=+048",
         "--backlog=0128",
@@ -623,6 +625,7 @@ fn check_config_prints_what_runs_and_reads_back_byte_for_byte_from_any_directory
         ("GREETER_ALLOW_FILE", "lists/../lists/allow list.txt"),
         ("GREETER_MAX_RATE_PER_IP", "20/s"),
         ("GREETER_PREGREET", "drop"),
+        ("GREETER_PASS_TTL", "012h"),
         ("GREETER_LINGER_TIMEOUT", "02s"),
         ("GREETER_LOG_FORMAT", "json"),
         ("GREETER_METRICS", "127.0.0.1:9464"),
@@ -632,6 +635,8 @@ fn check_config_prints_what_runs_and_reads_back_byte_for_byte_from_any_directory
     for (key, value) in [
         ("port", "100".to_owned()),
         ("max-connections", "100".to_owned()),
+        ("max-delayed", "30".to_owned()),
+        ("pass-table-size", "15".to_owned()),
         ("backlog", "128".to_owned()),
         ("send-buffer", "65536".to_owned()),
         ("workers", "0".to_owned()),
