@@ -143,6 +143,13 @@ fn prometheus_exposition_parses_in_both_formats_with_the_prometheus_parsers() {
     let mut peer = connect(server.addr);
     assert_eq!(read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
     let metrics = metrics_addr(&server);
+    // The loop publishes its counts at the end of the round that closed the
+    // connection, which may come after the client's EOF.
+    wait_until("the greeting to be counted", || {
+        http_get(metrics, "/metrics")
+            .1
+            .contains("\ngreeter_connections_accepted_total 1\n")
+    });
     // What Prometheus asks for: OpenMetrics, parsed strictly.
     let (_, openmetrics) = http_get_with(metrics, "/metrics", PROMETHEUS_ACCEPT);
     assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
