@@ -25,6 +25,9 @@ pub struct Snapshot {
     pub accept_paused: bool,
     /// Whether a shutdown has begun (the listener is closed).
     pub draining: bool,
+    /// Whether a stop was asked and `--shutdown-delay` runs: still accepting, but
+    /// `/healthz` answers 503 so that load balancers stop sending.
+    pub stopping: bool,
     /// The size of the greeting new connections of the first listener get.
     pub greeting_bytes: usize,
     /// The connection limit (`--max-connections`) in force.
@@ -60,6 +63,9 @@ struct Control {
     /// answered: equal once the loop has run a round since.
     ping: AtomicU64,
     pong: AtomicU64,
+    /// Set once the loop's thread has ended: it answers no ping, and is not waited
+    /// for (a loop that finished its drain is not stuck).
+    ended: AtomicBool,
 }
 
 /// Steers a running server from any thread: shut it down, or read its totals.
@@ -156,6 +162,16 @@ impl ServerHandle {
     /// Whether the loop has run a round since ping `seq`.
     pub fn answered(&self, seq: u64) -> bool {
         self.control.pong.load(Ordering::Acquire) >= seq
+    }
+
+    /// Whether the loop's thread has ended (see [`ServerHandle::mark_ended`]).
+    pub fn ended(&self) -> bool {
+        self.control.ended.load(Ordering::Acquire)
+    }
+
+    /// Records that the loop's thread has ended, however it ended.
+    pub(crate) fn mark_ended(&self) {
+        self.control.ended.store(true, Ordering::Release);
     }
 
     /// Answers the latest ping (each round; two plain loads when nothing is asked).

@@ -235,10 +235,12 @@ fn saturate(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// What `/healthz` says: ok while accepting, else why not.
+/// What `/healthz` says: ok while accepting and not stopping, else why not.
 pub fn health(snapshot: &Snapshot) -> Result<(), &'static str> {
     if snapshot.draining {
         Err("draining")
+    } else if snapshot.stopping {
+        Err("stopping")
     } else if snapshot.accept_paused {
         Err("paused")
     } else {

@@ -393,6 +393,12 @@ impl Endpoint {
                     head_only,
                 ),
             },
+            // Only a stuck loop fails it: paused, stopping or draining, it still
+            // answers, so that a liveness probe never restarts a replica for those.
+            "/livez" => match self.source.workers.live() {
+                true => response("200 OK", TEXT, "ok\n", head_only),
+                false => response("503 Service Unavailable", TEXT, "stuck\n", head_only),
+            },
             _ => response("404 Not Found", TEXT, "not found\n", head_only),
         }
     }

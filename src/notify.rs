@@ -86,6 +86,8 @@ fn manager_address(socket: &OsStr) -> io::Result<SocketAddr> {
 pub fn status_line(snapshot: &Snapshot) -> String {
     let state = if snapshot.draining {
         "draining"
+    } else if snapshot.stopping {
+        "stopping"
     } else {
         "serving"
     };
@@ -122,6 +124,21 @@ pub fn reloaded(status: &str) {
 /// A drain begins.
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("draining")]);
+}
+
+/// A stop was asked: the service is stopping, but greets on for `delay` (the
+/// shutdown delay) before the drain.
+pub fn stopping_after(delay: Duration) {
+    let status = format!(
+        "stopping: greeting on for {} before the drain",
+        humantime::format_duration(delay)
+    );
+    send(&[NotifyState::Stopping, NotifyState::Status(&status)]);
+}
+
+/// The drain begins after the shutdown delay (`STOPPING=1` was sent at its start).
+pub fn draining() {
+    send(&[NotifyState::Status("draining")]);
 }
 
 /// The status now.

@@ -472,6 +472,7 @@ impl Server {
             delayed: self.held.len() - self.held.counted(),
             accept_paused: self.gate.retry_at().is_some(),
             draining: self.drain_deadline.is_some(),
+            stopping: false,
             greeting_bytes: self.greeting_bytes,
             max_connections: self.config.max_connections,
         });

@@ -35,6 +35,9 @@ pub struct Prepared {
     /// `--drain-timeout`: also what a new process of an upgrade that is stopped has
     /// before it is killed.
     pub drain_timeout: Duration,
+    /// `--shutdown-delay`: how long a stop signal lets the workers greet on, with
+    /// `/healthz` answering 503, before the drain.
+    pub shutdown_delay: Duration,
     /// `--pid-file`.
     pub pid_file: Option<PathBuf>,
     /// The longest a held connection can live (header, write and linger timeouts).
@@ -135,6 +138,9 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
     for warning in settings.warnings() {
         warn!("{warning}");
     }
+    if let Some(warning) = shutdown_delay_warning(&args) {
+        warn!("{warning}");
+    }
     if let Some(path) = settings.config_path() {
         info!("config: {}", path.display());
     }
@@ -157,6 +163,7 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
         handover,
         upgrade_timeout: args.upgrade_timeout,
         drain_timeout,
+        shutdown_delay: args.shutdown_delay,
         pid_file: args.pid_file,
         longest_held,
     })
@@ -189,6 +196,19 @@ fn warn_if_descriptors_short(config: &Config, workers: usize) {
             config.max_connections
         );
     }
+}
+
+/// The warning for a `--shutdown-delay` that nothing could see: without `--metrics`
+/// there is no `/healthz` to answer 503, so a load balancer learns of the stop only
+/// when the drain closes the listener; the delay then only makes the stop slower.
+pub fn shutdown_delay_warning(args: &ServerArgs) -> Option<String> {
+    (!args.shutdown_delay.is_zero() && args.metrics.is_none()).then(|| {
+        format!(
+            "shutdown delay {} without --metrics: no /healthz can say that the server is stopping \
+             (add --metrics for the load balancer's health check, or drop --shutdown-delay)",
+            humantime::format_duration(args.shutdown_delay)
+        )
+    })
 }
 
 /// The `serving` line, and a warning for each limit the kernel capped.

@@ -6,6 +6,11 @@
 //! A second drain request closes what is still in flight at once (a first one that
 //! finds the process draining already, after a handover, lets the drain go on); a
 //! worker that stops on its own has failed, and the others are shut down with it.
+//! With `--shutdown-delay`, a first drain request only says that the process is
+//! stopping (`/healthz` answers 503, `STOPPING=1`) while the workers greet on for the
+//! delay; a second one ends the delay, a third closes what is in flight.
+//!
+//! With `--metrics` it also pings every loop each [`LIVENESS_EVERY`] for `/livez`.
 //!
 //! It also owns what says that this process serves, in this order: the report to a
 //! process upgrading to this one (first: it cannot block), `--pid-file`, systemd's
@@ -33,7 +38,9 @@ use crate::workers::WorkersView;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
     /// Stop accepting and drain within `--drain-timeout` (SIGINT, SIGTERM); asked a
-    /// second time, close what is in flight at once.
+    /// second time, close what is in flight at once. With `--shutdown-delay`, the
+    /// first only announces the stop and greets on for the delay; the second starts
+    /// the drain, the third closes what is in flight.
     Drain,
     /// Close what is in flight at once.
     StopNow,
@@ -58,6 +65,10 @@ const WAKE: Token = Token(0);
 
 /// The report channel of an upgrade under way.
 const UPGRADE_REPORT: Token = Token(1);
+
+/// How often the loops are pinged for `/livez`: a loop that has not run a round for
+/// this long (when the next ping is due) turns it 503.
+pub const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What is serving once [`Supervisor::run`] has started everything.
 #[derive(Debug)]
@@ -201,7 +212,14 @@ impl Supervisor {
             .as_deref()
             .is_some_and(|path| write_pid_file(path, std::process::id()));
         let view = running.view();
-        let mut manager = notify::enabled().then(|| ServiceManager::new(&view));
+        let mut pings = Pings::default();
+        let mut manager = notify::enabled().then(|| ServiceManager::new(&view, &mut pings));
+        let mut liveness = metrics_endpoint
+            .is_some()
+            .then(|| Liveness::new(&view, &mut pings));
+        let shutdown_delay = server.shutdown_delay;
+        // While a stop waits out the shutdown delay: when the drain starts.
+        let mut delay_ends: Option<Instant> = None;
         on_serving(Serving {
             addrs,
             metrics: metrics_addr,
@@ -233,10 +251,15 @@ impl Supervisor {
                 .as_ref()
                 .and_then(Upgrader::next_due)
                 .map(|at| at.saturating_duration_since(Instant::now()));
-            let timeout = [manager.as_ref().map(ServiceManager::next_due), upgrade_due]
-                .into_iter()
-                .flatten()
-                .min();
+            let timeout = [
+                manager.as_ref().map(ServiceManager::next_due),
+                liveness.as_ref().map(Liveness::next_due),
+                delay_ends.map(|at| at.saturating_duration_since(Instant::now())),
+                upgrade_due,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -269,17 +292,38 @@ impl Supervisor {
                         // Already draining (after a handover, or for a failed worker),
                         // the drain goes on: under systemd a stop sends SIGTERM to
                         // every process of the service, the old one of an upgrade too.
-                        if !stopping {
+                        if stopping {
+                        } else if shutdown_delay.is_zero() {
                             stopping = true;
                             notify::stopping();
                             running.shutdown();
+                        } else {
+                            // Still accepting: a load balancer that has not yet seen
+                            // /healthz's 503 may send more.
+                            delay_ends = Some(Instant::now() + shutdown_delay);
+                            view.announce_stopping();
+                            notify::stopping_after(shutdown_delay);
+                            info!(
+                                "shutdown: stop signal; /healthz answers 503, greeting on for {} before the drain (a second stop signal drains now)",
+                                humantime::format_duration(shutdown_delay)
+                            );
                         }
+                    }
+                    Request::Drain if delay_ends.is_some() => {
+                        delay_ends = None;
+                        info!(
+                            "shutdown: second stop signal, ending the shutdown delay; draining now"
+                        );
+                        stopping = true;
+                        notify::draining();
+                        running.shutdown();
                     }
                     Request::Drain => {
                         info!("shutdown: second stop signal, closing in-flight connections now");
                         running.stop_now();
                     }
                     Request::StopNow => {
+                        delay_ends = None;
                         stop_asked = true;
                         stopping = true;
                         running.stop_now();
@@ -287,6 +331,7 @@ impl Supervisor {
                     // Not STOPPING=1: this process may never have been the service's
                     // main process, and the one that withdraws it tells systemd itself.
                     Request::Withdraw if !stopping => {
+                        delay_ends = None;
                         stopping = true;
                         running.shutdown();
                     }
@@ -297,7 +342,9 @@ impl Supervisor {
                         let snapshot = running.snapshot();
                         info!("totals in_flight={} {}", snapshot.held, snapshot.totals);
                     }
-                    Request::Upgrade => self.start_upgrade(upgrader.as_mut(), stopping),
+                    Request::Upgrade => {
+                        self.start_upgrade(upgrader.as_mut(), stopping || delay_ends.is_some())
+                    }
                 }
             }
             if let Some(upgrader) = &mut upgrader {
@@ -349,8 +396,21 @@ impl Supervisor {
                     }
                 }
             }
+            if delay_ends.is_some_and(|at| Instant::now() >= at) {
+                delay_ends = None;
+                // Already stopping if a worker failed meanwhile.
+                if !stopping {
+                    info!("shutdown: the shutdown delay is over; draining");
+                    stopping = true;
+                    notify::draining();
+                    running.shutdown();
+                }
+            }
             if let Some(manager) = &mut manager {
-                manager.tick(&view);
+                manager.tick(&view, &mut pings);
+            }
+            if let Some(liveness) = &mut liveness {
+                liveness.tick(&view, &mut pings);
             }
             // A worker that stopped on its own failed: take the others down with it.
             if !stopping && running.stopped() > 0 {
@@ -443,18 +503,65 @@ struct Watchdog {
     ping: u64,
 }
 
+/// The numbers of the pings sent to the loops, from one counter: the watchdog and
+/// `/livez` ping on their own schedules, and a loop answers the latest ping, which
+/// answers every earlier one too ([`WorkersView::answered`] is `>=`).
+#[derive(Debug, Default)]
+struct Pings {
+    last: u64,
+}
+
+impl Pings {
+    /// Asks every loop to answer a new ping; returns its number.
+    fn send(&mut self, view: &WorkersView) -> u64 {
+        self.last += 1;
+        view.ping(self.last);
+        self.last
+    }
+}
+
+/// `/livez`'s verdict, renewed every [`LIVENESS_EVERY`]: whether every loop still
+/// running answered the ping sent at the last renewal.
+#[derive(Debug)]
+struct Liveness {
+    next: Instant,
+    /// The ping the next verdict checks.
+    ping: u64,
+}
+
+impl Liveness {
+    fn new(view: &WorkersView, pings: &mut Pings) -> Self {
+        Liveness {
+            next: Instant::now() + LIVENESS_EVERY,
+            ping: pings.send(view),
+        }
+    }
+
+    /// How long the supervisor may sleep before the next verdict.
+    fn next_due(&self) -> Duration {
+        self.next.saturating_duration_since(Instant::now())
+    }
+
+    /// Renews the verdict if it is due, and sends the next ping.
+    fn tick(&mut self, view: &WorkersView, pings: &mut Pings) {
+        let now = Instant::now();
+        if now >= self.next {
+            view.set_live(view.running_answered(self.ping));
+            self.ping = pings.send(view);
+            self.next = now + LIVENESS_EVERY;
+        }
+    }
+}
+
 impl ServiceManager {
     /// Says `READY=1`, and asks the loops for their first watchdog answer.
-    fn new(view: &WorkersView) -> Self {
+    fn new(view: &WorkersView, pings: &mut Pings) -> Self {
         notify::ready(&view.snapshot());
         let now = Instant::now();
-        let watchdog = notify::watchdog_interval().map(|interval| {
-            view.ping(1);
-            Watchdog {
-                interval,
-                next: now + interval,
-                ping: 1,
-            }
+        let watchdog = notify::watchdog_interval().map(|interval| Watchdog {
+            interval,
+            next: now + interval,
+            ping: pings.send(view),
         });
         ServiceManager {
             next_status: now + notify::STATUS_EVERY,
@@ -474,7 +581,7 @@ impl ServiceManager {
     /// Sends what is due: the status line, and a watchdog ping if every loop has run a
     /// round since the last one (a stuck loop stops the pings, and systemd restarts
     /// the service).
-    fn tick(&mut self, view: &WorkersView) {
+    fn tick(&mut self, view: &WorkersView, pings: &mut Pings) {
         let now = Instant::now();
         if now >= self.next_status {
             notify::status(&view.snapshot());
@@ -485,8 +592,7 @@ impl ServiceManager {
                 if view.answered(dog.ping) {
                     notify::watchdog();
                 }
-                dog.ping += 1;
-                view.ping(dog.ping);
+                dog.ping = pings.send(view);
                 dog.next = now + dog.interval;
             }
         }

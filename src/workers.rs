@@ -16,7 +16,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -130,6 +130,7 @@ impl Workers {
         let mut threads: Vec<JoinHandle<io::Result<Totals>>> = Vec::new();
         for (index, server) in self.servers.into_iter().enumerate() {
             let exit_report = ExitReport {
+                handle: server.handle(),
                 stopped: Arc::clone(&stopped),
                 waker: Arc::clone(&on_exit),
             };
@@ -154,6 +155,7 @@ impl Workers {
         }
         Ok(RunningWorkers {
             handles,
+            published: Arc::default(),
             threads,
             stopped,
             _on_exit: on_exit,
@@ -167,6 +169,8 @@ impl Workers {
 pub struct RunningWorkers {
     /// One per worker, to stop it or read its snapshot.
     handles: Vec<ServerHandle>,
+    /// What the supervisor publishes beside the workers' snapshots.
+    published: Arc<Published>,
     /// The worker threads, joined at the end.
     threads: Vec<JoinHandle<io::Result<Totals>>>,
     /// How many worker threads have ended.
@@ -192,6 +196,7 @@ impl RunningWorkers {
     pub fn view(&self) -> WorkersView {
         WorkersView {
             handles: self.handles.clone(),
+            published: Arc::clone(&self.published),
         }
     }
 
@@ -240,6 +245,27 @@ impl RunningWorkers {
 pub struct WorkersView {
     /// One per worker.
     handles: Vec<ServerHandle>,
+    /// What the supervisor publishes beside them.
+    published: Arc<Published>,
+}
+
+/// What the supervisor publishes about the workers as a whole, for the metrics
+/// thread's `/healthz` and `/livez`.
+#[derive(Debug)]
+struct Published {
+    /// A stop was asked and the shutdown delay runs.
+    stopping: AtomicBool,
+    /// Every loop still running answered the last liveness ping in time.
+    live: AtomicBool,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Published {
+            stopping: AtomicBool::new(false),
+            live: AtomicBool::new(true),
+        }
+    }
 }
 
 impl WorkersView {
@@ -264,6 +290,31 @@ impl WorkersView {
         self.handles.iter().all(|handle| handle.answered(seq))
     }
 
+    /// Whether every worker's loop whose thread still runs has run a round since
+    /// ping `seq` (one that ended, its drain done, is not stuck).
+    pub fn running_answered(&self, seq: u64) -> bool {
+        self.handles
+            .iter()
+            .all(|handle| handle.answered(seq) || handle.ended())
+    }
+
+    /// Says that a stop was asked: `/healthz` answers 503 `stopping` from now on,
+    /// while the loops still accept (the shutdown delay).
+    pub fn announce_stopping(&self) {
+        self.published.stopping.store(true, Ordering::Release);
+    }
+
+    /// Records the supervisor's liveness verdict (see [`WorkersView::live`]).
+    pub fn set_live(&self, live: bool) {
+        self.published.live.store(live, Ordering::Release);
+    }
+
+    /// Whether every running loop answered the supervisor's last liveness ping in
+    /// time: what `/livez` says.
+    pub fn live(&self) -> bool {
+        self.published.live.load(Ordering::Acquire)
+    }
+
     /// The workers' snapshots, summed (accepting counts as paused if any worker is).
     pub fn snapshot(&self) -> Snapshot {
         let mut sum = Snapshot::default();
@@ -274,15 +325,19 @@ impl WorkersView {
             sum.delayed += snapshot.delayed;
             sum.accept_paused |= snapshot.accept_paused;
             sum.draining |= snapshot.draining;
+            sum.stopping |= snapshot.stopping;
             sum.greeting_bytes = snapshot.greeting_bytes;
             sum.max_connections = sum.max_connections.saturating_add(snapshot.max_connections);
         }
+        sum.stopping |= self.published.stopping.load(Ordering::Acquire);
         sum
     }
 }
 
 /// Tells the supervisor that a worker thread has ended, however it ended.
 struct ExitReport {
+    /// The worker's handle, marked ended first.
+    handle: ServerHandle,
     /// Worker threads that have ended. Counted before the wake: a thread is not
     /// `is_finished()` yet when it wakes the supervisor, and waiting on that would
     /// miss the last wake.
@@ -293,6 +348,7 @@ struct ExitReport {
 
 impl Drop for ExitReport {
     fn drop(&mut self) {
+        self.handle.mark_ended();
         self.stopped.fetch_add(1, Ordering::SeqCst);
         // Best effort: if the wake fails, so will the supervisor's poll.
         let _ = self.waker.wake();

@@ -9,6 +9,7 @@ complete -c greeter-server -l max-delayed -d 'Connections held in their --greet-
 complete -c greeter-server -l write-timeout -d 'Close a peer that has not taken the whole greeting within this time' -r
 complete -c greeter-server -l backlog -d 'Listen backlog (the kernel caps it at net.core.somaxconn)' -r
 complete -c greeter-server -l drain-timeout -d 'On SIGINT/SIGTERM, wait this long for in-flight greetings before closing them' -r
+complete -c greeter-server -l shutdown-delay -d 'On SIGINT/SIGTERM, first greet on for this long with /healthz answering 503 (stopping), so that load balancers stop sending new connections, then drain; a second signal ends the delay at once (default: 0s, off)' -r
 complete -c greeter-server -l linger-timeout -d 'After the greeting, wait at most this long for a peer that sent data to close its side, so that closing never resets the connection under the greeting' -r
 complete -c greeter-server -l max-per-ip -d 'At most N connections held at once from one client address; more are closed at once without the greeting (default: no limit)' -r
 complete -c greeter-server -l workers -d 'Event loops, each on its own thread, sharing the listening socket; 0 means one per available core. Limits apply per worker' -r

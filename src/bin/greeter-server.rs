@@ -98,11 +98,17 @@ fn main() -> ExitCode {
 /// `--check-config`: every start-up check that needs no socket, then the effective
 /// settings on stdout as a config file (exit 0), or the problem on stderr (exit 2).
 fn check_config(settings: &Settings) -> ExitCode {
-    if let Err(err) = startup::check(settings) {
-        eprintln!("greeter-server: {err}");
-        return ExitCode::from(USAGE_ERROR);
-    }
+    let checked = match startup::check(settings) {
+        Ok(checked) => checked,
+        Err(err) => {
+            eprintln!("greeter-server: {err}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
     for warning in settings.warnings() {
+        eprintln!("greeter-server: warning: {warning}");
+    }
+    if let Some(warning) = startup::shutdown_delay_warning(&checked.args) {
         eprintln!("greeter-server: warning: {warning}");
     }
     let mut stdout = io::stdout().lock();

@@ -65,6 +65,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// On SIGINT/SIGTERM, first greet on for this long with /healthz answering 503
+    /// (stopping), so that load balancers stop sending new connections, then drain; a
+    /// second signal ends the delay at once (default: 0s, off)
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
     /// After the greeting, wait at most this long for a peer that sent data to close
     /// its side, so that closing never resets the connection under the greeting
     #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
@@ -244,7 +250,10 @@ proxy-protocol.
 
 Signals:
   SIGINT, SIGTERM  stop accepting, greet what is queued, drain within --drain-timeout,
-                   exit 0 (a second one closes what is in flight at once)
+                   exit 0 (a second one closes what is in flight at once); with
+                   --shutdown-delay, first greet on for that long with /healthz
+                   answering 503 (a second signal ends the delay, a third closes
+                   what is in flight)
   SIGHUP           re-read --config (or --message-file and the --allow-file and
                    --deny-file lists) for new connections; settings that need new
                    sockets or threads wait for a restart (a failed reload keeps

@@ -92,6 +92,7 @@ pub const KEYS: &[Key] = &[
     key("write-timeout", Text, AtReload),
     key("linger-timeout", Text, AtReload),
     key("drain-timeout", Text, AtReload),
+    key("shutdown-delay", Text, AtRestart),
     key("proxy-timeout", Text, AtReload),
     key("log-connections", Boolean, AtReload),
     key("log-format", Text, AtRestart),
