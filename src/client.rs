@@ -2,7 +2,7 @@
 //! Used by `greeter-client` and by the tests.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -43,6 +43,13 @@ pub enum ClientError {
         /// Why it failed (refused, timed out, ...).
         source: io::Error,
     },
+    /// What the client sends first (a PROXY header) could not be sent.
+    Write {
+        /// The server's address.
+        addr: SocketAddr,
+        /// What the write returned.
+        source: io::Error,
+    },
     /// The connection failed before EOF.
     Read {
         /// The server's address.
@@ -76,6 +83,9 @@ impl fmt::Display for ClientError {
             }
             ClientError::Connect { addr, source } => {
                 write!(f, "cannot connect to {addr}: {}", describe_io_error(source))
+            }
+            ClientError::Write { addr, source } => {
+                write!(f, "cannot send to {addr}: {}", describe_io_error(source))
             }
             ClientError::Read {
                 addr,
@@ -115,6 +125,7 @@ impl std::error::Error for ClientError {
         match self {
             ClientError::Resolve { source, .. }
             | ClientError::Connect { source, .. }
+            | ClientError::Write { source, .. }
             | ClientError::Read { source, .. } => Some(source),
             ClientError::Empty { .. } | ClientError::TooLarge { .. } => None,
         }
@@ -162,6 +173,27 @@ pub fn fetch_greeting(
             "no addresses found",
         ))
     }))
+}
+
+/// Connects to `addr`, sends `preamble` (a PROXY header, or nothing), then reads
+/// until EOF as [`read_greeting`] does.
+///
+/// # Errors
+/// A [`ClientError`] when the connect or the send fails, or as [`read_greeting`].
+pub fn fetch_greeting_from(
+    addr: SocketAddr,
+    preamble: &[u8],
+    options: &ClientOptions,
+) -> Result<Vec<u8>, ClientError> {
+    let mut stream = TcpStream::connect_timeout(&addr, options.timeout)
+        .map_err(|source| ClientError::Connect { addr, source })?;
+    if !preamble.is_empty() {
+        stream
+            .set_write_timeout(Some(options.timeout))
+            .and_then(|()| stream.write_all(preamble))
+            .map_err(|source| ClientError::Write { addr, source })?;
+    }
+    read_greeting(stream, addr, options)
 }
 
 /// `[::1]` as `::1`: the resolver takes IPv6 addresses without their brackets.

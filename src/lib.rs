@@ -86,6 +86,7 @@ pub mod fdlimit;
 mod files;
 pub mod greeting;
 pub mod handle;
+pub mod health_check;
 mod held;
 pub mod listener;
 pub mod log_format;

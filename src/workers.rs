@@ -376,7 +376,10 @@ mod tests {
         let stopped = Arc::new(AtomicUsize::new(0));
         // As the supervisor does, keep the waker alive: closing its eventfd would
         // drop a wake that was not polled yet.
+        let worker_poll = Poll::new().unwrap();
+        let handle = ServerHandle::new(Waker::new(worker_poll.registry(), Token(0)).unwrap());
         let report = ExitReport {
+            handle: handle.clone(),
             stopped: Arc::clone(&stopped),
             waker: Arc::clone(&waker),
         };
@@ -389,6 +392,8 @@ mod tests {
             .unwrap();
         assert!(events.iter().any(|event| event.token() == WORKER_EXITED));
         assert_eq!(stopped.load(Ordering::SeqCst), 1);
+        // Not waited for by /livez: it will never answer a ping.
+        assert!(handle.ended());
         assert!(worker.join().is_err());
     }
 }

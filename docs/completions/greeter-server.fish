@@ -36,6 +36,7 @@ complete -c greeter-server -l log-format -d 'How log lines are written: text (as
 json\t'`{"ts":"2026-12-02T10:56:20Z","level":"INFO","target":"...","msg":"...",...}`'"
 complete -c greeter-server -l send-buffer -d 'Send buffer of every connection (SO_SNDBUF, set once on the listening socket); bounds the kernel memory a peer that does not read can hold (default: the kernel\'s autotuning, up to net.ipv4.tcp_wmem\'s maximum)' -r
 complete -c greeter-server -l check-config -d 'Check the configuration (flags, environment and --config) without serving: print the effective settings as a config file and exit 0, or print the problem and exit 2'
+complete -c greeter-server -l health-check -d 'Check that the server these settings describe greets, for a container\'s HEALTHCHECK: connect to the first listener (through loopback for 0.0.0.0 or ::), send a PROXY header if it takes one, and compare what arrives with its greeting; exit 0 if it is exactly that, 1 (one line on stderr) if not, 2 for a bad configuration'
 complete -c greeter-server -l proxy-protocol -d 'Every connection must begin with a PROXY protocol header (v1 or v2, as HAProxy\'s send-proxy sends); its client is the one limits and logs see. The greeting waits for the header; a missing or bad one closes the connection'
 complete -c greeter-server -l log-connections -d 'Log one ACCEPT and one CLOSE line per connection at info level (key=value, for fail2ban and the like); without it they are debug lines'
 complete -c greeter-server -s h -l help -d 'Print help (see more with \'--help\')'

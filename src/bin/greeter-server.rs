@@ -20,7 +20,7 @@ use greeter::log_format::{self, LogFormat};
 use greeter::log_sink::LogSink;
 use greeter::supervisor::{Request, Supervisor};
 use greeter::upgrade::{Report, UpgradeCommand};
-use greeter::{fdlimit, startup, Failure};
+use greeter::{fdlimit, health_check, startup, Failure};
 
 /// The exit code of a bad flag, variable or config file (clap's for a bad flag).
 const USAGE_ERROR: u8 = 2;
@@ -48,7 +48,9 @@ fn main() -> ExitCode {
             err.exit()
         }
     };
-    let check_only = ServerCli::from_arg_matches(&matches).is_ok_and(|cli| cli.check_config);
+    let cli = ServerCli::from_arg_matches(&matches).ok();
+    let check_only = cli.as_ref().is_some_and(|cli| cli.check_config);
+    let health_check = cli.as_ref().is_some_and(|cli| cli.health_check);
     let settings = match Settings::load(&matches, &Environment::from_process()) {
         Ok(settings) => settings,
         Err(err) => {
@@ -61,6 +63,9 @@ fn main() -> ExitCode {
     };
     if check_only {
         return check_config(&settings);
+    }
+    if health_check {
+        return check_health(&settings);
     }
     let log_format = settings
         .server_args()
@@ -119,6 +124,28 @@ fn check_config(settings: &Settings) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("greeter-server: cannot write the configuration to stdout: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--health-check`: whether the server these settings describe greets (exit 0),
+/// or not (exit 1, one line on stderr); exit 2 for a bad configuration.
+fn check_health(settings: &Settings) -> ExitCode {
+    let checked = match startup::check(settings) {
+        Ok(checked) => checked,
+        Err(err) => {
+            eprintln!("greeter-server: {err}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    match health_check::check(&checked.config) {
+        Ok(addr) => {
+            println!("greeter-server: healthy: {addr} sent the greeting");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("greeter-server: unhealthy: {why}");
             ExitCode::FAILURE
         }
     }

@@ -232,6 +232,14 @@ pub struct ServerCli {
     #[arg(long)]
     pub check_config: bool,
 
+    /// Check that the server these settings describe greets, for a container's
+    /// HEALTHCHECK: connect to the first listener (through loopback for 0.0.0.0 or
+    /// ::), send a PROXY header if it takes one, and compare what arrives with its
+    /// greeting; exit 0 if it is exactly that, 1 (one line on stderr) if not, 2 for a
+    /// bad configuration
+    #[arg(long, conflicts_with = "check_config")]
+    pub health_check: bool,
+
     /// The server's settings.
     #[command(flatten)]
     pub server: ServerArgs,
