@@ -476,6 +476,10 @@ impl Supervisor {
             info!("upgrade: one is under way (pid {pid}); ignoring SIGUSR2");
             return;
         }
+        if let Some(why) = upgrader.refusal() {
+            warn!("upgrade: refused: {why}");
+            return;
+        }
         let exe = upgrader.exe().display().to_string();
         match upgrader.start(self.poll.registry(), UPGRADE_REPORT) {
             Ok(pid) => {

@@ -27,7 +27,7 @@ use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -105,6 +105,25 @@ pub struct UpgradeCommand {
     pub exe: PathBuf,
     /// Its arguments, without the program name.
     pub args: Vec<OsString>,
+    /// The shell it is started through ([`SHELL`]; another only in tests).
+    pub shell: PathBuf,
+}
+
+/// The shell a new binary is started through: `sh -c '... exec'` sets `LISTEN_PID` to
+/// its own pid, which the exec keeps.
+pub const SHELL: &str = "/bin/sh";
+
+/// Why no upgrade can start here, if none can: `shell` is missing, as in an image
+/// built `FROM scratch`, where a container is upgraded by replacing it.
+pub fn refusal(shell: &Path) -> Option<String> {
+    match std::fs::metadata(shell) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Some(format!(
+            "{} is missing (in a container, replace the container instead)",
+            shell.display()
+        )),
+        // Anything else is the start's to report.
+        _ => None,
+    }
 }
 
 impl UpgradeCommand {
@@ -117,6 +136,7 @@ impl UpgradeCommand {
         Ok(UpgradeCommand {
             exe: std::env::current_exe()?,
             args: std::env::args_os().skip(1).collect(),
+            shell: PathBuf::from(SHELL),
         })
     }
 }
@@ -247,6 +267,11 @@ impl Upgrader {
         &self.command.exe
     }
 
+    /// Why it cannot start the binary here, if it cannot (see [`refusal`]).
+    pub fn refusal(&self) -> Option<String> {
+        refusal(&self.command.shell)
+    }
+
     /// Starts the new process and registers its report channel as `token`; returns
     /// its pid.
     ///
@@ -276,7 +301,7 @@ impl Upgrader {
                 child_fd,
             })
             .collect();
-        let mut command = Command::new("/bin/sh");
+        let mut command = Command::new(&self.command.shell);
         command
             .arg("-c")
             .arg(EXEC_WITH_OWN_PID)
@@ -489,5 +514,20 @@ fn terminate(child: &Child) {
     // `try_wait` reaps it here), so it cannot name another process.
     unsafe {
         libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upgrade_without_its_shell_is_refused_in_one_line() {
+        assert_eq!(
+            refusal(Path::new("/nonexistent/bin/sh")).as_deref(),
+            Some("/nonexistent/bin/sh is missing (in a container, replace the container instead)")
+        );
+        // Present here: refused only where it is missing.
+        assert_eq!(refusal(Path::new(SHELL)), None);
     }
 }
