@@ -291,9 +291,12 @@ impl Supervisor {
                         stop_asked = true;
                         // Already draining (after a handover, or for a failed worker),
                         // the drain goes on: under systemd a stop sends SIGTERM to
-                        // every process of the service, the old one of an upgrade too.
+                        // every process of the service, the old one of an upgrade too
+                        // (which does not wait out the shutdown delay either).
                         if stopping {
-                        } else if shutdown_delay.is_zero() {
+                            continue;
+                        }
+                        if shutdown_delay.is_zero() {
                             stopping = true;
                             notify::stopping();
                             running.shutdown();

@@ -209,6 +209,35 @@ fn slow_readers_of_a_large_greeting_get_it_whole_from_the_old_process() {
     assert_eq!(wait_for_exit(new), 0);
 }
 
+/// The old process of an upgrade drains as soon as the new one serves: it does not
+/// wait out `--shutdown-delay` (the new process serves the same sockets on).
+#[test]
+fn the_old_process_of_an_upgrade_does_not_wait_for_the_shutdown_delay() {
+    become_subreaper();
+    let pid_file = temp_path("delay.pid");
+    let mut server = ServerCommand::new(&[
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+        "--shutdown-delay",
+        "1h",
+    ])
+    .spawn();
+    let old = server.pid();
+    // Within STEP_TIMEOUT, far below the delay.
+    let new = upgrade(old, &pid_file, Some(&mut server));
+    let _new = Generation(new);
+    let mut peer = connect(server.addr);
+    assert_same_bytes(&read_to_eof(&mut peer).unwrap(), DEFAULT_GREETING);
+    // The new process has the delay (its log is the old one's stderr): a second
+    // SIGTERM ends it.
+    signal(new, "TERM");
+    server.wait_for_log("shutdown: stop signal; /healthz answers 503");
+    signal(new, "TERM");
+    assert_eq!(wait_for_exit(new), 0);
+}
+
 /// A copy of greeter-server at a path of its own, which a test may replace.
 fn own_copy(name: &str) -> PathBuf {
     let path = temp_path(name);
