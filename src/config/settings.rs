@@ -908,7 +908,12 @@ mod tests {
         let mut flags: Vec<&str> = command
             .get_arguments()
             .filter_map(|arg| arg.get_long())
-            .filter(|long| !matches!(*long, "config" | "check-config" | "help" | "version"))
+            .filter(|long| {
+                !matches!(
+                    *long,
+                    "config" | "check-config" | "health-check" | "help" | "version"
+                )
+            })
             .collect();
         let mut names: Vec<&str> = KEYS.iter().map(|key| key.name).collect();
         flags.sort_unstable();
