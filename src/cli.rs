@@ -20,8 +20,9 @@ pub struct TargetArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
 
-    /// Server port
-    #[arg(long, default_value_t = DEFAULT_PORT)]
+    /// Server port (1 to 65535)
+    #[arg(long, default_value_t = DEFAULT_PORT, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
 }
 
@@ -87,7 +88,8 @@ pub struct ClientCli {
     pub target: TargetArgs,
 
     /// Limit for connecting, and for each read
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_positive_duration)]
+    #[arg(long, value_name = "DUR", default_value = "10s", allow_hyphen_values = true,
+          value_parser = parse_positive_duration)]
     pub timeout: Duration,
 
     /// Cut off a server that sends more than this many bytes

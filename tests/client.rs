@@ -134,6 +134,22 @@ fn client_fails_when_the_server_closes_without_sending_anything() {
 }
 
 #[test]
+fn client_refuses_port_0_as_a_usage_error_worded_as_the_servers() {
+    for port in ["0", "-1", "65536"] {
+        let (status, _, stderr) = run_binary("greeter-client", &["--port", port]);
+        assert_eq!(status.code(), Some(2), "--port {port}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "error: invalid value '{port}' for '--port <PORT>': "
+            )),
+            "--port {port}: {stderr}"
+        );
+    }
+    let (_, _, stderr) = run_binary("greeter-client", &["--port", "0"]);
+    assert!(stderr.contains("0 is not in 1..=65535"), "{stderr}");
+}
+
+#[test]
 fn client_rejects_a_zero_timeout() {
     let (status, _, stderr) = run_binary("greeter-client", &["--timeout", "0s"]);
     assert_eq!(status.code(), Some(2), "{stderr}");

@@ -744,3 +744,60 @@ fn check_config_refuses_listeners_that_the_start_would_refuse() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("it overlaps 0.0.0.0:0"), "{err}");
 }
+
+#[test]
+fn every_duration_flag_refuses_a_negative_duration_in_greeters_words() {
+    use clap::CommandFactory;
+    let commands = [
+        greeter::config::ServerCli::command(),
+        greeter::cli::ClientCli::command(),
+        greeter_load::cli::LoadCli::command(),
+    ];
+    let mut checked = Vec::new();
+    for command in commands {
+        let name = command.get_name().to_owned();
+        let durations: Vec<String> = command
+            .get_arguments()
+            .filter(|arg| arg.get_value_names().is_some_and(|names| names == ["DUR"]))
+            .filter_map(|arg| arg.get_long().map(str::to_owned))
+            .collect();
+        for flag in durations {
+            let argv = [name.as_str(), &format!("--{flag}"), "-1s"];
+            let err = command.clone().try_get_matches_from(argv).unwrap_err();
+            let text = err.to_string();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{argv:?}: {text}"
+            );
+            assert!(
+                text.lines().next().unwrap().ends_with(
+                    "\"-1s\" is negative: a duration is 0 or more \
+                     (write durations like 250ms, 10s or 1m)"
+                ),
+                "{argv:?}: {text}"
+            );
+            checked.push(format!("{name} --{flag}"));
+        }
+    }
+    // Every binary has some: a renamed value name would skip them silently.
+    for binary in ["greeter-server", "greeter-client", "greeter-load"] {
+        assert!(checked.iter().any(|c| c.starts_with(binary)), "{checked:?}");
+    }
+    // The binary itself: exit 2, the same wording; a flag where a value should be
+    // still says what is missing.
+    let (status, _, stderr) = run_binary("greeter-server", &["--linger-timeout", "-1s"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "error: invalid value '-1s' for '--linger-timeout <DUR>': \"-1s\" is negative"
+        ),
+        "{stderr}"
+    );
+    let (status, _, stderr) = run_binary("greeter-server", &["--write-timeout", "--check-config"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("a duration is missing: --check-config is a flag"),
+        "{stderr}"
+    );
+}

@@ -21,17 +21,20 @@ pub struct LoadCli {
     pub target: TargetArgs,
 
     /// Connections in flight at once
-    #[arg(short = 'c', long, value_name = "C", default_value_t = 64,
+    #[arg(short = 'c', long, value_name = "C", default_value_t = 64, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub connections: u32,
 
     /// Stop after N connections (whichever of N and DUR comes first)
     #[arg(short = 'n', long, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          allow_negative_numbers = true,
+          // 1..=MAX, not 1..: clap words an open u64 range `1..18446744073709551615`.
+          value_parser = clap::value_parser!(u64).range(1..=u64::MAX))]
     pub total: Option<u64>,
 
     /// Stop after this long (whichever of N and DUR comes first)
     #[arg(short = 'd', long, value_name = "DUR", default_value = "10s",
+          allow_hyphen_values = true,
           value_parser = parse_positive_duration)]
     pub duration: Duration,
 
@@ -40,7 +43,8 @@ pub struct LoadCli {
     pub greeting: GreetingArgs,
 
     /// Per connection, from connect to EOF
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_positive_duration)]
+    #[arg(long, value_name = "DUR", default_value = "5s", allow_hyphen_values = true,
+          value_parser = parse_positive_duration)]
     pub timeout: Duration,
 
     /// Begin every connection with a PROXY protocol header (its own addresses), v1

@@ -186,6 +186,21 @@ fn load_rejects_empty_and_impossible_runs() {
         assert!(stderr.contains("error:"), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+    // Ranges are worded as the server words them (1..=N, not 1..N).
+    for (args, said) in [
+        (&["-n", "0"][..], "0 is not in 1..=18446744073709551615"),
+        (&["-c", "0"], "0 is not in 1..=4294967295"),
+        (&["-c", "-1"], "-1 is not in 1..=4294967295"),
+        (&["--port", "0"], "0 is not in 1..=65535"),
+        (&["-d", "-1s"], "\"-1s\" is negative"),
+    ] {
+        let (status, _, stderr) = run_binary("greeter-load", args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.lines().next().unwrap().contains(said),
+            "{args:?}: {stderr}"
+        );
+    }
     let (status, _, stderr) = run_binary("greeter-load", &["-c", "4000000000", "-n", "1"]);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

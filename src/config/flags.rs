@@ -53,7 +53,8 @@ pub struct ServerArgs {
     pub max_delayed: Option<u32>,
 
     /// Close a peer that has not taken the whole greeting within this time
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "30s", allow_hyphen_values = true,
+          value_parser = parse_duration)]
     pub write_timeout: Duration,
 
     /// Listen backlog (the kernel caps it at net.core.somaxconn)
@@ -62,7 +63,8 @@ pub struct ServerArgs {
     pub backlog: u32,
 
     /// On SIGINT/SIGTERM, wait this long for in-flight greetings before closing them
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "10s", allow_hyphen_values = true,
+          value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
     /// On SIGINT/SIGTERM, first greet on for this long with /healthz answering 503
@@ -73,7 +75,8 @@ pub struct ServerArgs {
 
     /// After the greeting, wait at most this long for a peer that sent data to close
     /// its side, so that closing never resets the connection under the greeting
-    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "2s", allow_hyphen_values = true,
+          value_parser = parse_duration)]
     pub linger_timeout: Duration,
 
     /// At most N connections held at once from one client address; more are closed
@@ -95,7 +98,8 @@ pub struct ServerArgs {
     pub proxy_protocol: bool,
 
     /// With --proxy-protocol, how long a connection has to send its header
-    #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse_positive_duration)]
+    #[arg(long, value_name = "DUR", default_value = "3s", allow_hyphen_values = true,
+          value_parser = parse_positive_duration)]
     pub proxy_timeout: Duration,
 
     /// Greet only clients in this address or CIDR block; repeat it for several. With
@@ -160,7 +164,8 @@ pub struct ServerArgs {
     /// with --proxy-protocol); a client that sends anything meanwhile is a pregreeter
     /// (see --pregreet). Shorter than --write-timeout, which it counts against
     /// (default: 0s, off)
-    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "0s", allow_hyphen_values = true,
+          value_parser = parse_duration)]
     pub greet_delay: Duration,
 
     /// What a pregreeter gets: greet (its greeting after the delay; logged and
@@ -194,7 +199,8 @@ pub struct ServerArgs {
     /// On SIGUSR2, how long the new binary has to report that it serves before it is
     /// stopped (SIGTERM, SIGKILL --drain-timeout later) and this process goes on
     /// serving
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_positive_duration)]
+    #[arg(long, value_name = "DUR", default_value = "10s", allow_hyphen_values = true,
+          value_parser = parse_positive_duration)]
     pub upgrade_timeout: Duration,
 
     /// Write the server's pid to this file once it serves (atomically; rewritten by

@@ -40,6 +40,18 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Returns a message fit for clap's usage error when `text` is not a duration or is
 /// longer than a year.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    // The duration flags take values that begin with '-' (clap would otherwise read
+    // `-1s` as a flag), so these are said here, in the words of the other errors.
+    if let Some(flag) = text.strip_prefix("--") {
+        return Err(format!(
+            "a duration is missing: --{flag} is a flag (write durations like 250ms, 10s or 1m)"
+        ));
+    }
+    if text.starts_with('-') {
+        return Err(format!(
+            "{text:?} is negative: a duration is 0 or more (write durations like 250ms, 10s or 1m)"
+        ));
+    }
     let duration = humantime::parse_duration(text)
         .map_err(|err| format!("{err} (write durations like 250ms, 10s or 1m)"))?;
     if duration > MAX_DURATION {
