@@ -18,9 +18,11 @@ def run_row(report_path, time_path, name, c, before, after, hz, overflows):
     user, system = (float(x) for x in open(time_path).read().split()[:2])
     completed = max(report["completed"], 1)
     cpu_us = (int(after) - int(before)) * 1e6 / int(hz) / completed
+    # No latency (null) when nothing completed: nan, never a fast-looking 0.
+    latency = report["latency_us"] or {"p99": float("nan"), "max": float("nan")}
     return "\t".join(str(v) for v in [
         name, c, report["completed"], report["connections_per_s"],
-        report["latency_us"]["p99"] / 1000, report["latency_us"]["max"] / 1000,
+        latency["p99"] / 1000, latency["max"] / 1000,
         report["errors_total"], cpu_us, overflows, 100 * user / max(user + system, 1e-9)])
 
 

@@ -123,7 +123,7 @@ pub struct LoadReport {
 }
 
 /// Latency percentiles in microseconds, as reported.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct LatencySummary {
     /// Median.
     pub p50: u64,
@@ -150,8 +150,9 @@ pub struct JsonReport {
     pub elapsed_s: f64,
     /// Completed connections per second.
     pub connections_per_s: f64,
-    /// Connect-to-EOF latency percentiles, microseconds.
-    pub latency_us: LatencySummary,
+    /// Connect-to-EOF latency percentiles, microseconds; `null` when no connection
+    /// completed (there is no latency to report, and zeros would read as fast).
+    pub latency_us: Option<LatencySummary>,
 }
 
 impl LoadReport {
@@ -160,16 +161,19 @@ impl LoadReport {
         self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// The latency percentiles.
-    pub fn latency(&self) -> LatencySummary {
+    /// The latency percentiles, or `None` when no connection completed.
+    pub fn latency(&self) -> Option<LatencySummary> {
         let h = &self.latency_us;
-        LatencySummary {
+        if h.is_empty() {
+            return None;
+        }
+        Some(LatencySummary {
             p50: h.value_at_quantile(0.50),
             p90: h.value_at_quantile(0.90),
             p99: h.value_at_quantile(0.99),
             p99_9: h.value_at_quantile(0.999),
             max: h.max(),
-        }
+        })
     }
 
     /// The same figures as the table, as serialisable fields.
@@ -188,7 +192,6 @@ impl LoadReport {
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let e = &self.errors;
-        let l = self.latency();
         let ms = |us: u64| us as f64 / 1000.0;
         writeln!(f, "completed     {}", self.completed)?;
         writeln!(
@@ -204,15 +207,18 @@ impl fmt::Display for LoadReport {
         )?;
         writeln!(f, "elapsed       {:.3} s", self.elapsed.as_secs_f64())?;
         writeln!(f, "rate          {:.0} connections/s", self.rate())?;
-        write!(
-            f,
-            "latency (ms)  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
-            ms(l.p50),
-            ms(l.p90),
-            ms(l.p99),
-            ms(l.p99_9),
-            ms(l.max)
-        )
+        match self.latency() {
+            Some(l) => write!(
+                f,
+                "latency (ms)  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+                ms(l.p50),
+                ms(l.p90),
+                ms(l.p99),
+                ms(l.p99_9),
+                ms(l.max)
+            ),
+            None => write!(f, "latency (ms)  none (no connection completed)"),
+        }
     }
 }
 

@@ -35,7 +35,7 @@ fn load_run_completes_every_connection_exactly() {
     assert_eq!(report.errors.total(), 0);
     assert_eq!(report.latency_us.len(), 2_000);
     assert_eq!(finished.into_inner(), 2_000);
-    let latency = report.latency();
+    let latency = report.latency().expect("connections completed");
     assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
 
     let totals = server.stop();
@@ -120,6 +120,27 @@ fn load_binary_reports_json_and_exits_by_outcome() {
 }
 
 #[test]
+fn a_run_in_which_nothing_completed_reports_no_latency_rather_than_zeros() {
+    // Nothing listens on a free port: every connection is refused.
+    let port = free_port().to_string();
+    let (status, stdout, stderr) = run_binary("greeter-load", &["--port", &port, "-n", "5"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let table = String::from_utf8(stdout).unwrap();
+    assert!(table.contains("completed     0\n"), "{table}");
+    assert!(
+        table.contains("latency (ms)  none (no connection completed)"),
+        "{table}"
+    );
+    assert!(!table.contains("0.000"), "{table}");
+    let (status, stdout, stderr) =
+        run_binary("greeter-load", &["--port", &port, "-n", "5", "--json"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&stdout).expect("one JSON object");
+    assert_eq!(report["completed"], 0);
+    assert!(report["latency_us"].is_null(), "{report}");
+}
+
+#[test]
 fn load_run_idles_after_its_duration_while_connections_wait_for_their_timeout() {
     // A listener that never accepts: the kernel completes the handshakes, nobody
     // writes, so all ten connections wait for their 3 s timeout.
@@ -168,7 +189,10 @@ fn a_connection_that_ends_after_its_timeout_counts_as_timed_out() {
     assert_eq!(report.completed + report.errors.total(), 200);
     assert!(report.errors.timed_out > 0, "{report}");
     if report.completed > 0 {
-        assert!(report.latency().max <= 100, "{report}");
+        assert!(
+            report.latency().expect("some completed").max <= 100,
+            "{report}"
+        );
     }
 }
 
