@@ -7,11 +7,14 @@ usage() {
   cat <<'USAGE'
 usage: scripts/test.sh [CARGO TEST ARGS...]
 
-Runs every test: `cargo test` over the workspace (greeter and greeter-load), then
-scripts/load-test.sh, held-rss.sh, reload-latency.sh, access-list.sh, rate-table.sh,
+Runs every test: `cargo test` over the workspace (greeter, greeter-load and xtask),
+then scripts/load-test.sh, held-rss.sh, reload-latency.sh, access-list.sh,
 greet-delay-flood.sh, compare.sh and callgrind.sh on a small bounded load on
-127.0.0.1, each checked against what it must print. About 50 seconds on 2 cores once
-built; the first build takes about a minute more.
+127.0.0.1, scripts/rate-table.sh on its full million clients (named by PROXY
+headers), and, as root, scripts/deb.sh (the Debian package: build, lintian,
+install, check, purge), each checked against what it must print. It takes minutes
+on 2 cores, and a first build adds its own; README's "Quick start" gives a
+measured, dated run.
 
 Some tests drive system tools: haproxy (tests named haproxy_*), systemd's
 systemd-socket-activate and systemd-analyze (systemd_*), fail2ban's fail2ban-regex

@@ -509,6 +509,49 @@ fn the_shipped_config_and_its_example_check_and_name_every_key() {
             .count(),
         3
     );
+    // Every commented key line of the example and of the file the package installs
+    // is valid when uncommented: all of them at once are a TOML document (with the
+    // example's [[listener]] headers), and each alone is a config that checks.
+    let packaged = std::fs::read_to_string("docs/deploy/debian/greeter.toml").unwrap();
+    let files = temp_dir("uncommented");
+    files.write("banner.txt", b"hello");
+    files.write("allow.list", b"192.0.2.0/24\n");
+    files.write("deny.list", b"198.51.100.0/24\n");
+    for (path, text) in [
+        ("docs/deploy/greeter.toml", &shipped),
+        ("docs/deploy/debian/greeter.toml", &packaged),
+    ] {
+        let key_line = |line: &str| {
+            greeter::config::keys::KEYS.iter().any(|key| {
+                line.strip_prefix(key.name)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+        };
+        let mut uncommented = String::new();
+        let mut lines = 0;
+        for line in text.lines() {
+            match line.strip_prefix("# ") {
+                Some(setting) if key_line(setting) || setting == "[[listener]]" => {
+                    lines += usize::from(key_line(setting));
+                    uncommented.push_str(setting);
+                    let alone = files.write("alone.toml", format!("{setting}\n").as_bytes());
+                    if key_line(setting) {
+                        let (code, _, err) = check(&["--config", alone.to_str().unwrap()], &[]);
+                        assert_eq!(code, Some(0), "{path}: {setting}\n{err}");
+                    }
+                }
+                _ => uncommented.push_str(line),
+            }
+            uncommented.push('\n');
+        }
+        assert!(
+            lines >= greeter::config::keys::KEYS.len() - 2,
+            "{path}: {lines} key lines"
+        );
+        if let Err(err) = toml::de::DeTable::parse(&uncommented) {
+            panic!("{path} uncommented is not TOML: {err}\n{uncommented}");
+        }
+    }
     // Every key is in the shipped file and in the one table of operations.md.
     let operations = std::fs::read_to_string("docs/operations.md").unwrap();
     for key in greeter::config::keys::KEYS {

@@ -1,5 +1,5 @@
 complete -c greeter-load -l host -d 'Server host name or address (IPv6 with or without brackets: ::1 or [::1])' -r
-complete -c greeter-load -l port -d 'Server port' -r
+complete -c greeter-load -l port -d 'Server port (1 to 65535)' -r
 complete -c greeter-load -s c -l connections -d 'Connections in flight at once' -r
 complete -c greeter-load -s n -l total -d 'Stop after N connections (whichever of N and DUR comes first)' -r
 complete -c greeter-load -s d -l duration -d 'Stop after this long (whichever of N and DUR comes first)' -r

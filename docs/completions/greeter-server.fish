@@ -13,7 +13,7 @@ complete -c greeter-server -l shutdown-delay -d 'On SIGINT/SIGTERM, first greet 
 complete -c greeter-server -l linger-timeout -d 'After the greeting, wait at most this long for a peer that sent data to close its side, so that closing never resets the connection under the greeting' -r
 complete -c greeter-server -l max-per-ip -d 'At most N connections held at once from one client address; more are closed at once without the greeting (default: no limit)' -r
 complete -c greeter-server -l workers -d 'Event loops, each on its own thread, sharing the listening socket; 0 means one per available core. Limits apply per worker' -r
-complete -c greeter-server -l proxy-timeout -d 'With --proxy-protocol, how long a connection has to send its header' -r
+complete -c greeter-server -l proxy-timeout -d 'With --proxy-protocol, how long a connection has to send its header, counted from the accept: the kernel accepts once the first bytes are there, or after about 1s if none come (TCP_DEFER_ACCEPT), so a silent client is closed about 1s + DUR after it connects' -r
 complete -c greeter-server -l allow -d 'Greet only clients in this address or CIDR block; repeat it for several. With allow entries an address none contains is denied; the most specific entry of --allow and --deny decides (a tie: deny). With --proxy-protocol the client is the one the header names' -r
 complete -c greeter-server -l deny -d 'Do not greet clients in this address or CIDR block (closed at once, reason denied); repeat it for several' -r
 complete -c greeter-server -l allow-file -d 'As --allow, for every entry of this file (one address or CIDR block a line, # comments); repeat it for several' -r -F

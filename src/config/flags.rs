@@ -97,7 +97,10 @@ pub struct ServerArgs {
     #[arg(long)]
     pub proxy_protocol: bool,
 
-    /// With --proxy-protocol, how long a connection has to send its header
+    /// With --proxy-protocol, how long a connection has to send its header, counted
+    /// from the accept: the kernel accepts once the first bytes are there, or after
+    /// about 1s if none come (TCP_DEFER_ACCEPT), so a silent client is closed about
+    /// 1s + DUR after it connects
     #[arg(long, value_name = "DUR", default_value = "3s", allow_hyphen_values = true,
           value_parser = parse_positive_duration)]
     pub proxy_timeout: Duration,

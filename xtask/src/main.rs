@@ -3,7 +3,7 @@
 //! parse with, so that they cannot drift from `--help`, and the Debian package's
 //! variants of the deployment files (`docs/deploy/debian/`: the units with /usr/bin
 //! paths, the jail disabled, the config file with every key commented at its
-//! default). A test fails when what is shipped differs from what would be generated
+//! default or an example value). A test fails when what is shipped differs from what would be generated
 //! now.
 
 use std::path::{Path, PathBuf};
@@ -79,6 +79,11 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
     let shipped = |path: &str| std::fs::read_to_string(root.join(path)).unwrap_or_default();
     let installed_paths = |unit: String| {
         unit.replace("/usr/local/bin/", "/usr/bin/")
+            // The package keeps the docs under docs/, where README.md links them.
+            .replace(
+                "/usr/local/share/doc/greeter/operations.md",
+                "/usr/share/doc/greeter/docs/operations.md",
+            )
             .replace("/usr/local/share/doc/", "/usr/share/doc/")
             .replace(
                 "# Install: see \"systemd socket activation\" in docs/operations.md (it installs\n\
@@ -111,12 +116,17 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// /etc/greeter/greeter.toml as the package installs it: every key, commented out,
-/// at its default, with its flag's help.
+/// at its default, with its flag's help. A key without a default is shown with the
+/// example value of docs/deploy/greeter.toml, so that every line is a valid setting
+/// once uncommented.
 fn default_config() -> String {
     let server = ServerCli::command();
+    let example = std::fs::read_to_string(workspace_root().join("docs/deploy/greeter.toml"))
+        .unwrap_or_default();
     let mut out = String::from(
         "# greeter-server's configuration (greeter.toml(5)). Every key is shown commented\n\
-         # out at its default: uncomment and change what you need, check with\n\
+         # out at its default (or, where it has none, with an example value): uncomment\n\
+         # and change what you need, check with\n\
          #   greeter-server --config /etc/greeter/greeter.toml --check-config\n\
          # and apply with systemctl reload greeter (keys marked [restart]: restart).\n\
          # Write changes by rename: edit a copy in /etc/greeter, then mv it over this\n\
@@ -154,13 +164,33 @@ fn default_config() -> String {
             (FileType::Hosts, Some(value)) => format!("[\"{value}\"]"),
             (_, Some(value)) => format!("\"{value}\""),
             (_, None) => {
-                out.push_str(&format!("# {} =   (unset by default)\n", key.name));
+                let value = example_value(&example, key.name).unwrap_or_else(|| {
+                    format!(
+                        "?   (no example for {} in docs/deploy/greeter.toml)",
+                        key.name
+                    )
+                });
+                out.push_str(&format!("# {} = {value}   {UNSET}\n", key.name));
                 continue;
             }
         };
         out.push_str(&format!("# {} = {value}\n", key.name));
     }
     out
+}
+
+/// The comment after an example value in the packaged config.
+const UNSET: &str = "# an example: unset by default";
+
+/// The value `key` is given in `example` (docs/deploy/greeter.toml), set or commented
+/// out: the text after `KEY = `, without the comment after it (two spaces and `#`).
+fn example_value(example: &str, key: &str) -> Option<String> {
+    example.lines().find_map(|line| {
+        let line = line.strip_prefix("# ").unwrap_or(line);
+        let value = line.strip_prefix(key)?.trim_start().strip_prefix('=')?;
+        let value = value.split("  #").next().unwrap_or(value).trim();
+        (!value.is_empty()).then(|| value.to_owned())
+    })
 }
 
 /// `text` cut into lines of at most `width` characters, at spaces.
@@ -313,7 +343,7 @@ mod tests {
         use greeter::config::Settings;
         let uncommented: String = default_config()
             .lines()
-            .filter(|line| !line.ends_with("(unset by default)"))
+            .filter(|line| !line.ends_with(UNSET))
             .filter_map(|line| line.strip_prefix("# "))
             .filter(|line| {
                 KEYS.iter()
