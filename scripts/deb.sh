@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian package (cargo deb), lints it (lintian: no error allowed),
 # installs it with dpkg -i, checks what an administrator would (the config check,
-# the man pages, the three --version lines, the installed server greeting a client
+# the man pages, the README's links, the three --version lines, the installed server greeting a client
 # on a free loopback port), then purges it and checks that nothing of it is left in
 # /usr/bin and /etc/greeter. Needs root (it installs a package), dpkg-dev, lintian and
 # cargo-deb (scripts/test.sh installs them when it runs as root). Loopback only.
@@ -51,6 +51,15 @@ for binary in greeter-server greeter-client greeter-load; do
 done
 [ -f /usr/share/bash-completion/completions/greeter-server ] || fail "no bash completion"
 [ -f /usr/share/doc/greeter/examples/grafana-greeter.json ] || fail "no dashboard"
+# Every relative link of the installed README names an installed file (the docs it
+# links are installed under docs/, as in the repository).
+doc=/usr/share/doc/greeter
+[ -f "$doc/README.md" ] || fail "no $doc/README.md"
+links=$(grep -oE '\]\([^)]+\)' "$doc/README.md" | sed -E 's/^\]\(//; s/\)$//; s/#.*//' | grep -v '://' | sort -u)
+[ -n "$links" ] || fail "found no relative link in $doc/README.md"
+for link in $links; do
+  [ -f "$doc/$link" ] || fail "the installed README links $link, which is not in $doc"
+done
 systemctl is-enabled greeter.socket >/dev/null 2>&1 && fail "the package enabled greeter.socket"
 
 /usr/bin/greeter-server --port 0 >"$work/out" 2>"$work/err" &

@@ -21,7 +21,8 @@ systemd-socket-activate and systemd-analyze (systemd_*), fail2ban's fail2ban-reg
 (fail2ban_*), strace (compare.sh's syscall counts), valgrind (callgrind.sh), kill
 (procps), dpkg-dev, lintian and cargo-deb (deb.sh, as root only), and the Python
 package prometheus-client, whose parsers check the metrics (prometheus_*), and
-promtool (Debian's prometheus; promtool_*). Run as
+promtool (Debian's prometheus; promtool_*), and man (Debian's man-db; man_db_*,
+which renders the man pages with groff's warnings on). Run as
 root, this script installs the missing Debian packages with apt-get and the Python
 package with pip. Run by another user, it says which are missing, runs everything else,
 and lists what it could not run in its summary.
@@ -45,12 +46,12 @@ command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
 command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v man >/dev/null 2>&1 || missing+=(man-db)
 # The package test (scripts/deb.sh) installs a package: root only.
 with_deb=0
 if [ "$(id -u)" -eq 0 ]; then
   with_deb=1
   command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
-  command -v man >/dev/null 2>&1 || missing+=(man-db)
   command -v lintian >/dev/null 2>&1 || missing+=(lintian)
 fi
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
@@ -88,6 +89,7 @@ for package in ${missing[@]+"${missing[@]}"}; do
     fail2ban) skip+=(--skip fail2ban_); not_run+=("tests fail2ban_* (needs fail2ban-regex)") ;;
     prometheus-client) skip+=(--skip prometheus_); not_run+=("tests prometheus_* (needs the Python package prometheus-client)") ;;
     prometheus) skip+=(--skip promtool_); not_run+=("tests promtool_* (needs promtool: Debian's prometheus)") ;;
+    man-db) skip+=(--skip man_db_); not_run+=("tests man_db_* (needs man: Debian's man-db)") ;;
     valgrind) with_callgrind=0; not_run+=("callgrind.sh (needs valgrind)") ;;
     procps) echo "test.sh: kill (procps) is missing; the tests signal servers with it: apt-get install procps" >&2; exit 1 ;;
   esac

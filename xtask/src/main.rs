@@ -55,12 +55,10 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();
     for command in commands() {
         let name = command.get_name().to_owned();
-        let mut page = Vec::new();
-        // Writing to a Vec cannot fail.
-        let _ = clap_mangen::Man::new(command.clone())
-            .date("2026-12-02")
-            .render(&mut page);
-        files.push((PathBuf::from(format!("docs/man/{name}.1")), page));
+        files.push((
+            PathBuf::from(format!("docs/man/{name}.1")),
+            man_page(&command).into_bytes(),
+        ));
         for (shell, file) in [
             (Shell::Bash, format!("{name}.bash")),
             (Shell::Zsh, format!("_{name}")),
@@ -211,6 +209,348 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
+/// The date the pages give (`.TH`): fixed, so that generating twice gives the same bytes.
+const PAGE_DATE: &str = "2026-12-02";
+
+/// A command's man page: clap_mangen's title, name, description and options, a
+/// SYNOPSIS that shows each flag's argument, and the sections clap has no place for
+/// (signals, exit status, environment, files, see also).
+fn man_page(command: &Command) -> String {
+    let man = clap_mangen::Man::new(command.clone()).date(PAGE_DATE);
+    let section = |render: &dyn Fn(&mut Vec<u8>) -> std::io::Result<()>| {
+        let mut bytes = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = render(&mut bytes);
+        without_preamble(&String::from_utf8_lossy(&bytes)).to_owned()
+    };
+    let mut page = String::from(PREAMBLE);
+    page += &section(&|w| man.render_title(w));
+    page += &section(&|w| man.render_name_section(w));
+    page += without_preamble(&synopsis(command).render());
+    page += &section(&|w| man.render_description_section(w));
+    let (description, sections) = man_extra(command.get_name());
+    page += without_preamble(&description.render());
+    page += &section(&|w| man.render_options_section(w));
+    page += without_preamble(&sections.render());
+    code_as_bold(&page)
+}
+
+/// What roff puts first in every rendering (apostrophes typeset as such); a page
+/// made of several renderings keeps one.
+const PREAMBLE: &str = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
+
+fn without_preamble(roff: &str) -> &str {
+    roff.strip_prefix(PREAMBLE).unwrap_or(roff)
+}
+
+/// Markdown's `code` in help texts (value descriptions, README-style phrases) as bold:
+/// man shows backticks literally.
+fn code_as_bold(page: &str) -> String {
+    let mut out = String::with_capacity(page.len());
+    for line in page.lines() {
+        let parts: Vec<&str> = line.split('`').collect();
+        if parts.len() % 2 == 1 {
+            for (index, part) in parts.iter().enumerate() {
+                if index % 2 == 1 {
+                    out.push_str(&format!("\\fB{part}\\fR"));
+                } else {
+                    out.push_str(part);
+                }
+            }
+        } else {
+            // An odd backtick: left for the test to name.
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// SYNOPSIS: every flag with its argument, `[--port PORT]`, `[--host HOST]...` for
+/// those that repeat, `[--send-proxy [VERSION]]` for an optional value.
+fn synopsis(command: &Command) -> Roff {
+    // Built, the command has its --help and --version too.
+    let mut command = command.clone();
+    command.build();
+    let mut line = vec![bold(command.get_name())];
+    for arg in command.get_arguments().filter(|arg| !arg.is_hide_set()) {
+        let names = match (arg.get_short(), arg.get_long()) {
+            (Some(short), Some(long)) => vec![
+                bold(format!("-{short}")),
+                roman("|"),
+                bold(format!("--{long}")),
+            ],
+            (Some(short), None) => vec![bold(format!("-{short}"))],
+            (None, Some(long)) => vec![bold(format!("--{long}"))],
+            (None, None) => continue,
+        };
+        line.push(roman(" ["));
+        line.extend(names);
+        if arg.get_action().takes_values() {
+            let value = arg
+                .get_value_names()
+                .map(|names| names.join(" "))
+                .unwrap_or_else(|| arg.get_id().as_str().to_uppercase());
+            let optional = arg
+                .get_num_args()
+                .is_some_and(|range| range.min_values() == 0);
+            if optional {
+                line.extend([roman(" ["), italic(value), roman("]")]);
+            } else {
+                line.extend([roman(" "), italic(value)]);
+            }
+        }
+        line.push(roman("]"));
+        if matches!(arg.get_action(), clap::ArgAction::Append) {
+            line.push(roman("..."));
+        }
+    }
+    // Left-adjusted and unhyphenated: a flag is never cut, nor spaced out.
+    let mut roff = Roff::new();
+    roff.control("SH", ["SYNOPSIS"])
+        .control("nh", [] as [&str; 0])
+        .control("ad", ["l"])
+        .text(line)
+        .control("ad", [] as [&str; 0])
+        .control("hy", [] as [&str; 0]);
+    roff
+}
+
+/// A section of tagged paragraphs: (tag, text) pairs, `code` in either made bold.
+fn tagged(roff: &mut Roff, heading: &str, items: &[(&str, &str)]) {
+    roff.control("SH", [heading]);
+    for (tag, text) in items {
+        roff.control("TP", [] as [&str; 0])
+            .text([roman(*tag)])
+            .text([roman(*text)]);
+    }
+}
+
+/// What a command's page says beyond its flags: paragraphs for the end of
+/// DESCRIPTION, and the sections after OPTIONS.
+fn man_extra(name: &str) -> (Roff, Roff) {
+    let mut description = Roff::new();
+    let mut sections = Roff::new();
+    match name {
+        "greeter-server" => {
+            for paragraph in [
+                "Once it serves, it prints one line per listener on standard output, \
+                 `listening on ADDR`, with the real address (so that `--port 0` works in \
+                 scripts), and nothing else there; logs go to standard error. Started by \
+                 systemd with sockets (see ENVIRONMENT), it serves them instead of binding.",
+                "Every flag is also a key of the configuration file, greeter.toml(5), and \
+                 an environment variable: `--max-connections 100`, `max-connections = 100`, \
+                 `GREETER_MAX_CONNECTIONS=100`. Flags win over the environment, which wins \
+                 over the file, which wins over the defaults. `[[listener]]` tables in the \
+                 file serve several ports, each with its own host, port, greeting and \
+                 proxy-protocol.",
+            ] {
+                description
+                    .control("PP", [] as [&str; 0])
+                    .text([roman(paragraph)]);
+            }
+            tagged(
+                &mut sections,
+                "SIGNALS",
+                &[
+                    (
+                        "`SIGINT`, `SIGTERM`",
+                        "Stop accepting, greet what is already queued, let in-flight \
+                         greetings finish within `--drain-timeout`, log the totals and exit \
+                         0. A second one closes what is in flight at once.",
+                    ),
+                    (
+                        "`SIGHUP`",
+                        "Re-read `--config` (and every greeting file), or without it \
+                         `--message-file`, for new connections. Settings that need new \
+                         sockets or threads wait for a restart, with a warning; a reload with \
+                         a problem changes nothing.",
+                    ),
+                    ("`SIGUSR1`", "Log the totals so far."),
+                    (
+                        "`SIGUSR2`",
+                        "Upgrade: start the binary again (the same path, arguments and \
+                         environment), hand it the listening sockets, and drain once it \
+                         serves. A new binary that does not serve within \
+                         `--upgrade-timeout` is stopped, and this one goes on serving.",
+                    ),
+                ],
+            );
+            tagged(
+                &mut sections,
+                "EXIT STATUS",
+                &[
+                    (
+                        "0",
+                        "Stopped by a signal (after the drain), or `--check-config` found no \
+                         problem.",
+                    ),
+                    (
+                        "1",
+                        "A start-up error (the address is in use, a greeting file cannot be \
+                         read, ...) or a failed worker, as one line on standard error.",
+                    ),
+                    (
+                        "2",
+                        "A bad flag, `GREETER_*` variable or configuration file (one line \
+                         naming it), or any problem `--check-config` finds.",
+                    ),
+                ],
+            );
+            tagged(
+                &mut sections,
+                "ENVIRONMENT",
+                &[
+                    ("`GREETER_CONFIG`", "The configuration file, as `--config`."),
+                    (
+                        "`GREETER_`KEY",
+                        "Every flag, as `GREETER_` and its name upper-cased with `-` as `_` \
+                         (`GREETER_MAX_CONNECTIONS=100`): it wins over the file, a flag wins \
+                         over it.",
+                    ),
+                    (
+                        "`RUST_LOG`",
+                        "The log level: `info` by default; `debug` adds a line per \
+                         connection (`--log-connections` gives those at `info`).",
+                    ),
+                    (
+                        "`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`",
+                        "Set by systemd's socket activation (greeter.socket): the sockets to \
+                         serve instead of binding, matched to the listeners by name, else by \
+                         address and port.",
+                    ),
+                    (
+                        "`NOTIFY_SOCKET`, `WATCHDOG_USEC`",
+                        "Set by systemd for `Type=notify`: the server reports `READY=1`, \
+                         `RELOADING=1`, `STOPPING=1` and its status, and pings the watchdog \
+                         while every event loop answers.",
+                    ),
+                ],
+            );
+            tagged(
+                &mut sections,
+                "FILES",
+                &[
+                    (
+                        "/etc/greeter/greeter.toml",
+                        "The configuration file the Debian package installs, every key \
+                         commented out; greeter.service passes it with `--config`. The server \
+                         reads no file unless `--config` or `GREETER_CONFIG` names one.",
+                    ),
+                    (
+                        "/lib/systemd/system/greeter.service, /lib/systemd/system/greeter.socket",
+                        "The units: port 17 as an unprivileged dynamic user (the package \
+                         neither enables nor starts them).",
+                    ),
+                    (
+                        "/etc/fail2ban/filter.d/greeter.conf, /etc/fail2ban/jail.d/greeter.local",
+                        "A fail2ban filter for the `--log-connections` lines, and its jail \
+                         (disabled).",
+                    ),
+                    (
+                        "/usr/share/doc/greeter/docs/operations.md",
+                        "Operations: systemd, workers, HAProxy in front, the limits to \
+                         raise, upgrades, and every log line and metric.",
+                    ),
+                ],
+            );
+            see_also(
+                &mut sections,
+                &[
+                    ("greeter.toml", "5"),
+                    ("greeter-client", "1"),
+                    ("greeter-load", "1"),
+                    ("systemctl", "1"),
+                    ("systemd.socket", "5"),
+                ],
+            );
+        }
+        "greeter-client" => {
+            tagged(
+                &mut sections,
+                "EXIT STATUS",
+                &[
+                    (
+                        "0",
+                        "The server sent its greeting and closed the connection; the bytes \
+                         are on standard output.",
+                    ),
+                    (
+                        "1",
+                        "No whole greeting: refused, timed out, reset, closed without \
+                         anything, or cut off at `--max-bytes`; one line on standard error \
+                         names the address and the cause.",
+                    ),
+                    ("2", "A bad flag."),
+                ],
+            );
+            see_also(
+                &mut sections,
+                &[("greeter-server", "1"), ("greeter-load", "1")],
+            );
+        }
+        "greeter-load" => {
+            tagged(
+                &mut sections,
+                "OUTPUT",
+                &[
+                    (
+                        "the table",
+                        "Completed connections, errors by kind (refused, reset, timed out, \
+                         short, wrong bytes, other), elapsed time, rate, and the \
+                         connect-to-EOF latency percentiles in milliseconds, or `none` when \
+                         no connection completed.",
+                    ),
+                    (
+                        "`--json`",
+                        "One JSON object with the same figures: `completed`, `errors_total`, \
+                         `errors`, `elapsed_s`, `connections_per_s`, and `latency_us` \
+                         (microseconds; `null` when no connection completed).",
+                    ),
+                ],
+            );
+            tagged(
+                &mut sections,
+                "EXIT STATUS",
+                &[
+                    (
+                        "0",
+                        "Every connection received the exact greeting and a clean end.",
+                    ),
+                    (
+                        "1",
+                        "A connection failed (the report counts them by kind), or the run \
+                         could not start (one line on standard error).",
+                    ),
+                    ("2", "A bad flag."),
+                ],
+            );
+            see_also(
+                &mut sections,
+                &[("greeter-server", "1"), ("greeter-client", "1")],
+            );
+        }
+        _ => {}
+    }
+    (description, sections)
+}
+
+/// SEE ALSO: bold names with their sections.
+fn see_also(roff: &mut Roff, pages: &[(&str, &str)]) {
+    let mut line = Vec::new();
+    for (index, (page, section)) in pages.iter().enumerate() {
+        if index > 0 {
+            line.push(roman(", "));
+        }
+        line.push(bold(*page));
+        line.push(roman(format!("({section})")));
+    }
+    // Unhyphenated: a page's name is never cut.
+    roff.control("SH", ["SEE ALSO"])
+        .control("nh", [] as [&str; 0])
+        .text(line);
+}
+
 /// The three binaries' command lines.
 fn commands() -> [Command; 3] {
     [
@@ -311,10 +651,31 @@ fn config_page() -> String {
         .text([roman(
             "max-connections = 20000\nwrite-timeout = \"10s\"\ndeny-file = \"deny.list\"\n\n[[listener]]\nport = 22\nmessage = \"SSH-2.0-OpenSSH_9.6\\r\\n\"\n\n[[listener]]\nport = 25\nmessage-file = \"smtp-banner.txt\"\nproxy-protocol = true",
         )])
-        .control("fi", [] as [&str; 0])
-        .control("SH", ["SEE ALSO"])
-        .text([bold("greeter-server"), roman("(1), "), bold("greeter-client"), roman("(1), "), bold("greeter-load"), roman("(1)")]);
-    page.render()
+        .control("fi", [] as [&str; 0]);
+    tagged(
+        &mut page,
+        "FILES",
+        &[
+            (
+                "/etc/greeter/greeter.toml",
+                "The file the Debian package installs (every key commented out, at its \
+                 default or with an example value), read by greeter.service.",
+            ),
+            (
+                "/usr/share/doc/greeter/docs/deploy/greeter.toml",
+                "An annotated example: every key, grouped, with [[listener]] tables.",
+            ),
+        ],
+    );
+    see_also(
+        &mut page,
+        &[
+            ("greeter-server", "1"),
+            ("greeter-client", "1"),
+            ("greeter-load", "1"),
+        ],
+    );
+    code_as_bold(&page.render())
 }
 
 #[cfg(test)]
@@ -364,6 +725,110 @@ mod tests {
         let with_file = load(&["--config", path.to_str().unwrap()]);
         let _ = std::fs::remove_file(&path);
         assert_eq!(with_file, load(&[]), "{uncommented}");
+    }
+
+    /// The generated man pages: file name and text.
+    fn pages() -> Vec<(String, String)> {
+        generated()
+            .into_iter()
+            .filter(|(path, _)| path.starts_with("docs/man"))
+            .map(|(path, bytes)| {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, String::from_utf8(bytes).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_man_pages_have_the_sections_a_reader_looks_for_and_no_markdown() {
+        let pages = pages();
+        assert_eq!(pages.len(), 4);
+        for (name, page) in &pages {
+            assert!(!page.contains('`'), "{name}: a literal Markdown backtick");
+            let sections: Vec<&str> = page
+                .lines()
+                .filter_map(|line| line.strip_prefix(".SH "))
+                .map(|heading| heading.trim_matches('"'))
+                .collect();
+            let wanted: &[&str] = match name.as_str() {
+                "greeter-server.1" => &[
+                    "NAME",
+                    "SYNOPSIS",
+                    "DESCRIPTION",
+                    "OPTIONS",
+                    "SIGNALS",
+                    "EXIT STATUS",
+                    "ENVIRONMENT",
+                    "FILES",
+                    "SEE ALSO",
+                ],
+                "greeter.toml.5" => &[
+                    "NAME",
+                    "SYNOPSIS",
+                    "DESCRIPTION",
+                    "KEYS",
+                    "FILES",
+                    "SEE ALSO",
+                ],
+                _ => &[
+                    "NAME",
+                    "SYNOPSIS",
+                    "DESCRIPTION",
+                    "OPTIONS",
+                    "EXIT STATUS",
+                    "SEE ALSO",
+                ],
+            };
+            for section in wanted {
+                assert!(
+                    sections.contains(section),
+                    "{name} has no {section}: {sections:?}"
+                );
+            }
+        }
+        // Each SYNOPSIS names every flag with its argument.
+        for command in commands() {
+            let name = format!("{}.1", command.get_name());
+            let page = &pages.iter().find(|(page, _)| *page == name).unwrap().1;
+            let synopsis = page
+                .split(".SH SYNOPSIS\n")
+                .nth(1)
+                .and_then(|rest| rest.split(".SH ").next())
+                .unwrap();
+            for arg in command.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                let flag = format!("\\fB\\-\\-{}\\fR", long.replace('-', "\\-"));
+                let with_value = match arg.get_value_names() {
+                    Some(names) if arg.get_action().takes_values() => {
+                        format!("{flag} \\fI{}\\fR", names.join(" ").replace('-', "\\-"))
+                    }
+                    _ => flag.clone(),
+                };
+                assert!(
+                    synopsis.contains(&with_value) || synopsis.contains(&format!("{flag} [\\fI")),
+                    "{name}: SYNOPSIS lacks {with_value}:\n{synopsis}"
+                );
+            }
+        }
+    }
+
+    /// Needs man-db's `man` (scripts/test.sh installs it as root; run by another user
+    /// without it, test.sh skips the tests named man_db_*).
+    #[test]
+    fn man_db_renders_every_page_without_a_warning_at_80_columns() {
+        for (name, _) in pages() {
+            let path = workspace_root().join("docs/man").join(&name);
+            let output = std::process::Command::new("man")
+                .args(["--warnings", "-l"])
+                .arg(&path)
+                .env("MANWIDTH", "80")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("man is installed (scripts/test.sh installs man-db)");
+            let warnings = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "{name}: {warnings}");
+            assert_eq!(warnings, "", "{name}: man --warnings");
+        }
     }
 
     #[test]
