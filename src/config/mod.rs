@@ -42,15 +42,17 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     // The duration flags take values that begin with '-' (clap would otherwise read
     // `-1s` as a flag), so these are said here, in the words of the other errors.
-    if let Some(flag) = text.strip_prefix("--") {
-        return Err(format!(
-            "a duration is missing: --{flag} is a flag (write durations like 250ms, 10s or 1m)"
-        ));
-    }
-    if text.starts_with('-') {
-        return Err(format!(
-            "{text:?} is negative: a duration is 0 or more (write durations like 250ms, 10s or 1m)"
-        ));
+    if let Some(rest) = text.strip_prefix('-') {
+        return Err(
+            if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+                format!(
+                    "{text:?} is negative: a duration is 0 or more \
+                 (write durations like 250ms, 10s or 1m)"
+                )
+            } else {
+                format!("a duration is missing: {text} is a flag (write durations like 250ms, 10s or 1m)")
+            },
+        );
     }
     let duration = humantime::parse_duration(text)
         .map_err(|err| format!("{err} (write durations like 250ms, 10s or 1m)"))?;
@@ -553,6 +555,23 @@ mod tests {
         assert_eq!(config.write_timeout, Duration::from_secs(30));
         assert_eq!(config.backlog, 1024);
         assert_eq!(config.drain_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_negative_duration_or_a_flag_in_its_place_is_named() {
+        for (text, said) in [
+            ("-1s", "\"-1s\" is negative: a duration is 0 or more"),
+            ("-.5s", "\"-.5s\" is negative"),
+            ("-h", "a duration is missing: -h is a flag"),
+            ("--port", "a duration is missing: --port is a flag"),
+        ] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.starts_with(said), "{text}: {err}");
+            assert!(
+                err.ends_with("(write durations like 250ms, 10s or 1m)"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
