@@ -52,8 +52,9 @@ run_phase() {
   python3 - "$1" "$work/$1.json" <<'PY'
 import json, sys
 name, report = sys.argv[1], json.load(open(sys.argv[2]))
-latency = report["latency_us"]
-print("phase=%s connections=%d conn_per_s=%.0f p99_us=%d max_us=%d errors=%d" % (
+# null when no connection completed: no latency, printed as none.
+latency = report["latency_us"] or {"p99": "none", "max": "none"}
+print("phase=%s connections=%d conn_per_s=%.0f p99_us=%s max_us=%s errors=%d" % (
     name, report["completed"], report["connections_per_s"], latency["p99"], latency["max"], report["errors_total"]))
 PY
 }

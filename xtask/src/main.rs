@@ -228,7 +228,7 @@ fn man_page(command: &Command) -> String {
     page += &section(&|w| man.render_name_section(w));
     page += without_preamble(&synopsis(command).render());
     page += &section(&|w| man.render_description_section(w));
-    let (description, sections) = man_extra(command.get_name());
+    let (description, sections) = man_extra(command);
     page += without_preamble(&description.render());
     page += &section(&|w| man.render_options_section(w));
     page += without_preamble(&sections.render());
@@ -328,10 +328,10 @@ fn tagged(roff: &mut Roff, heading: &str, items: &[(&str, &str)]) {
 
 /// What a command's page says beyond its flags: paragraphs for the end of
 /// DESCRIPTION, and the sections after OPTIONS.
-fn man_extra(name: &str) -> (Roff, Roff) {
+fn man_extra(command: &Command) -> (Roff, Roff) {
     let mut description = Roff::new();
     let mut sections = Roff::new();
-    match name {
+    match command.get_name() {
         "greeter-server" => {
             for paragraph in [
                 "Once it serves, it prints one line per listener on standard output, \
@@ -349,33 +349,12 @@ fn man_extra(name: &str) -> (Roff, Roff) {
                     .control("PP", [] as [&str; 0])
                     .text([roman(paragraph)]);
             }
-            tagged(
-                &mut sections,
-                "SIGNALS",
-                &[
-                    (
-                        "`SIGINT`, `SIGTERM`",
-                        "Stop accepting, greet what is already queued, let in-flight \
-                         greetings finish within `--drain-timeout`, log the totals and exit \
-                         0. A second one closes what is in flight at once.",
-                    ),
-                    (
-                        "`SIGHUP`",
-                        "Re-read `--config` (and every greeting file), or without it \
-                         `--message-file`, for new connections. Settings that need new \
-                         sockets or threads wait for a restart, with a warning; a reload with \
-                         a problem changes nothing.",
-                    ),
-                    ("`SIGUSR1`", "Log the totals so far."),
-                    (
-                        "`SIGUSR2`",
-                        "Upgrade: start the binary again (the same path, arguments and \
-                         environment), hand it the listening sockets, and drain once it \
-                         serves. A new binary that does not serve within \
-                         `--upgrade-timeout` is stopped, and this one goes on serving.",
-                    ),
-                ],
-            );
+            let signals = signals_of(command);
+            let items: Vec<(&str, &str)> = signals
+                .iter()
+                .map(|(tag, text)| (tag.as_str(), text.as_str()))
+                .collect();
+            tagged(&mut sections, "SIGNALS", &items);
             tagged(
                 &mut sections,
                 "EXIT STATUS",
@@ -533,6 +512,48 @@ fn man_extra(name: &str) -> (Roff, Roff) {
         _ => {}
     }
     (description, sections)
+}
+
+/// The signals `--help` lists (its text after the flags: a `Signals:` line, then
+/// `  SIGNAL  what it does` with the text's continuation lines indented), as
+/// (signals, text) pairs with the signals in `code`: one text for `--help` and
+/// the page.
+fn signals_of(command: &Command) -> Vec<(String, String)> {
+    let help = command
+        .get_after_help()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let mut signals: Vec<(String, String)> = Vec::new();
+    for line in help
+        .lines()
+        .skip_while(|line| *line != "Signals:")
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+    {
+        match line
+            .strip_prefix("  ")
+            .filter(|rest| rest.starts_with("SIG"))
+        {
+            Some(item) => {
+                let (names, text) = item.split_once("  ").unwrap_or((item, ""));
+                let names = names.split(", ").map(|name| format!("`{name}`"));
+                signals.push((names.collect::<Vec<_>>().join(", "), text.trim().to_owned()));
+            }
+            None => {
+                if let Some((_, text)) = signals.last_mut() {
+                    text.push(' ');
+                    text.push_str(line.trim());
+                }
+            }
+        }
+    }
+    for (_, text) in &mut signals {
+        // Sentences, as the page's other sections are.
+        if let Some(first) = text.get(..1) {
+            *text = format!("{}{}.", first.to_uppercase(), &text[1..]);
+        }
+    }
+    signals
 }
 
 /// SEE ALSO: bold names with their sections.
@@ -786,6 +807,18 @@ mod tests {
                 );
             }
         }
+        // The server's signals are those --help lists, each with its text.
+        let signals = signals_of(&ServerCli::command());
+        let names: Vec<&str> = signals.iter().map(|(names, _)| names.as_str()).collect();
+        assert_eq!(
+            names,
+            ["`SIGINT`, `SIGTERM`", "`SIGHUP`", "`SIGUSR1`", "`SIGUSR2`"],
+            "{signals:?}"
+        );
+        assert!(
+            signals.iter().all(|(_, text)| text.len() > 10),
+            "{signals:?}"
+        );
         // Each SYNOPSIS names every flag with its argument.
         for command in commands() {
             let name = format!("{}.1", command.get_name());
