@@ -179,7 +179,8 @@ pub struct ServerArgs {
     /// A client that waited out its --greet-delay without sending anything is greeted
     /// at once for this long after (its source, cut to --rate-prefix-v4/-v6 bits);
     /// 0s: every connection is delayed
-    #[arg(long, value_name = "DUR", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "24h", allow_hyphen_values = true,
+          value_parser = parse_duration)]
     pub pass_ttl: Duration,
 
     /// --pass-ttl remembers at most N sources (as a --rate-table-size entry each),
