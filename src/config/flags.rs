@@ -70,7 +70,8 @@ pub struct ServerArgs {
     /// On SIGINT/SIGTERM, first greet on for this long with /healthz answering 503
     /// (stopping), so that load balancers stop sending new connections, then drain; a
     /// second signal ends the delay at once (default: 0s, off)
-    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "0s", allow_hyphen_values = true,
+          value_parser = parse_duration)]
     pub shutdown_delay: Duration,
 
     /// After the greeting, wait at most this long for a peer that sent data to close

@@ -361,13 +361,14 @@ fn man_extra(command: &Command) -> (Roff, Roff) {
                 &[
                     (
                         "0",
-                        "Stopped by a signal (after the drain), or `--check-config` found no \
-                         problem.",
+                        "Stopped by a signal (after the drain); `--check-config` found no \
+                         problem; `--health-check` got exactly the greeting.",
                     ),
                     (
                         "1",
                         "A start-up error (the address is in use, a greeting file cannot be \
-                         read, ...) or a failed worker, as one line on standard error.",
+                         read, ...) or a failed worker; `--health-check` got no greeting or \
+                         another; each as one line on standard error.",
                     ),
                     (
                         "2",
