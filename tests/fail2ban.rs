@@ -77,7 +77,7 @@ fn matches_of_the_filter(log: &str, options: &str) -> BTreeMap<String, usize> {
 }
 
 #[test]
-fn the_filter_finds_rate_denied_and_pregreet_closes_and_pregreeters_in_aggressive_mode() {
+fn fail2ban_filter_finds_rate_denied_and_pregreet_closes_and_pregreeters_in_aggressive_mode() {
     use std::io::Write;
     let mut policed = spawn_server(&[
         "--log-connections",
