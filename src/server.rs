@@ -17,7 +17,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Poll, Token, Waker};
 use socket2::SockRef;
 
-use crate::accept::{self, AcceptFailure, AcceptGate};
+use crate::accept::{self, AcceptFailure, AcceptGate, ReadyListeners};
 use crate::close::{log_accept, log_close, log_pregreet, CloseReason, Closed};
 use crate::config::{Config, MAX_GREETING_BYTES};
 use crate::connection::Connection;
@@ -73,11 +73,9 @@ pub struct Server {
     /// The listening sockets, each with what its connections get; empty once a
     /// shutdown has stopped accepting.
     listeners: Vec<Listening>,
-    /// Per listener: connections may be queued (an event came, or the last accept
-    /// loop stopped before `WouldBlock`). Edge triggering announces them only once.
-    pending: Vec<bool>,
-    /// The listener the next accept loop starts with, so that none is starved.
-    next_listener: usize,
+    /// The listeners that may have connections queued (an event came, or the last
+    /// accept loop stopped before `WouldBlock`), in the order they are accepted from.
+    ready: ReadyListeners,
     /// The addresses actually bound (with the real port when 0 was asked for).
     local_addrs: Vec<SocketAddr>,
     /// The limits (the greetings are the listeners').
@@ -133,6 +131,15 @@ struct Listening {
     listener: u16,
     /// Whether its connections begin with a PROXY protocol header.
     proxy_protocol: bool,
+}
+
+/// Why an accept loop on one listener stopped before its backlog was empty.
+#[derive(Debug)]
+enum Stopped {
+    /// Its share of the round's budget ran out.
+    ShareSpent,
+    /// The gate stopped accepting (the cap, or a pause).
+    Gate,
 }
 
 /// The most listening sockets one server serves (a connection names its socket in
@@ -238,9 +245,8 @@ impl Server {
         }
         let server = Server {
             poll,
-            pending: vec![false; registered.len()],
+            ready: ReadyListeners::new(registered.len()),
             listeners: registered,
-            next_listener: 0,
             local_addrs,
             held: HeldConnections::new(registry, &config, capacity),
             greeting_bytes: first_greeting_bytes(&config),
@@ -339,8 +345,8 @@ impl Server {
             match event.token() {
                 // The waker only interrupts the poll; the request is read below.
                 WAKER => {}
-                Token(key) if key >= listener_token(self.pending.len() - 1).0 => {
-                    self.pending[usize::MAX - 1 - key] = true;
+                Token(key) if key >= listener_token(self.ready.count() - 1).0 => {
+                    self.ready.mark(usize::MAX - 1 - key);
                     listener_readable = true;
                 }
                 Token(key) => self.held.on_event(key, now),
@@ -488,62 +494,57 @@ impl Server {
         self.config = config.clone();
     }
 
-    /// Accepts from the listeners that may have connections queued, starting with a
-    /// different one each time and giving each an equal share of `budget`, until
+    /// Accepts from the listeners that may have connections queued, each once in
+    /// turn with an equal share of what the ones before it left of `budget`, until
     /// every backlog is empty (edge triggering announces them only once), the budget
     /// is spent, `cap` connections are held, or accepting fails for lack of resources.
     fn accept_queued(&mut self, now: Instant, budget: usize, cap: usize) {
-        if !self.gate.is_ready() {
-            // After a pause, the cap or a spent budget no event announces what is
-            // queued: every listener may hold some.
-            self.pending.fill(true);
-        }
-        let ready = self.pending.iter().filter(|&&pending| pending).count();
-        let share = budget.div_ceil(ready.max(1));
-        let count = self.listeners.len();
-        // A compare, not `%`: a division costs tens of cycles on every round.
-        let start = if self.next_listener < count {
-            self.next_listener
-        } else {
-            0
-        };
-        self.next_listener = start + 1;
-        for index in (start..count).chain(0..start) {
-            if !self.pending[index] {
-                continue;
-            }
+        let mut left = budget;
+        for turns in (1..=self.ready.len()).rev() {
+            let Some(index) = self.ready.next() else {
+                break;
+            };
+            let share = left.div_ceil(turns);
+            left -= share;
             match self.accept_from(index, now, share, cap) {
-                Some(drained) => self.pending[index] = !drained,
-                // At capacity or paused: the gate says so; the rest stay pending.
-                None => return,
+                Ok(unused) => {
+                    left += unused;
+                    self.ready.drained(index);
+                }
+                Err(Stopped::ShareSpent) => self.ready.later(index),
+                // At capacity or paused: the gate says so; the rest stay queued.
+                Err(Stopped::Gate) => {
+                    self.ready.first_again(index);
+                    return;
+                }
             }
         }
-        if self.pending.iter().any(|&pending| pending) {
-            self.gate.budget_spent();
-        } else {
+        if self.ready.is_empty() {
             self.gate.drained(now);
+        } else {
+            self.gate.budget_spent();
         }
     }
 
-    /// Accepts up to `share` connections from listener `index`: `Some(true)` once its
-    /// backlog is empty, `Some(false)` when the share ran out first, `None` when
-    /// accepting must stop (the cap, or a pause).
+    /// Accepts up to `share` connections from listener `index`: `Ok(unused)` once its
+    /// backlog is empty, with what is left of the share; `Err` when the share ran out
+    /// first or accepting must stop (the cap, or a pause).
     fn accept_from(
         &mut self,
         index: usize,
         now: Instant,
         share: usize,
         cap: usize,
-    ) -> Option<bool> {
-        for _ in 0..share {
+    ) -> Result<usize, Stopped> {
+        for used in 0..share {
             if self.held.counted() >= cap {
                 // Leave the rest in the kernel's backlog until a slot frees.
                 self.gate.at_capacity();
-                return None;
+                return Err(Stopped::Gate);
             }
             match self.listeners[index].socket.accept() {
                 Ok((stream, peer)) => self.greet(stream, peer, index, now),
-                Err(err) if would_block(&err) => return Some(true),
+                Err(err) if would_block(&err) => return Ok(share - used),
                 Err(err) => match accept::classify(&err) {
                     AcceptFailure::PerConnection => {
                         self.totals.accept_errors += 1;
@@ -553,12 +554,12 @@ impl Server {
                         if self.gate.pause(&err, now) {
                             self.totals.accept_pauses += 1;
                         }
-                        return None;
+                        return Err(Stopped::Gate);
                     }
                 },
             }
         }
-        Some(false)
+        Err(Stopped::ShareSpent)
     }
 
     /// A connection just accepted: advanced at once (the fast path: greeted and closed
@@ -592,7 +593,7 @@ impl Server {
     /// arrivals forever.
     fn begin_drain(&mut self, now: Instant) {
         if !self.listeners.is_empty() {
-            self.pending.fill(true);
+            self.ready.mark_all();
             let queued_at_most = (self.config.backlog.max(0) as usize + 1) * self.listeners.len();
             self.accept_queued(now, queued_at_most, usize::MAX);
         }
@@ -753,6 +754,28 @@ mod tests {
         let plain = Config::new("127.0.0.1:0".parse().unwrap());
         assert_eq!(deferred(plain.clone()), 0);
         assert!(deferred(plain.with_proxy_protocol()) >= 1);
+    }
+
+    /// A listener with a deep backlog among many idle ones gets the whole budget of the
+    /// rounds that follow the first, not an equal share with listeners that have
+    /// nothing waiting (whose accepts would only fail with EAGAIN).
+    #[test]
+    fn idle_listeners_leave_the_accept_budget_to_the_busy_one() {
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap());
+        let one = config.listeners[0].clone();
+        config.listeners = vec![one; 200];
+        let mut server = Server::bind(config).unwrap();
+        let busy = server.local_addrs()[0];
+        // Queued in the backlog before the first round: more than two budgets.
+        let clients: Vec<std::net::TcpStream> = (0..3 * ACCEPT_BUDGET)
+            .map(|_| std::net::TcpStream::connect(busy).unwrap())
+            .collect();
+        let mut events = Events::with_capacity(1024);
+        for _ in 0..2 {
+            server.turn(&mut events, Some(Duration::ZERO)).unwrap();
+        }
+        assert_eq!(server.totals().accepted, 2 * ACCEPT_BUDGET as u64);
+        drop(clients);
     }
 
     /// Connections that finish long before their deadlines leave entries behind; the
