@@ -233,7 +233,6 @@ impl AcceptGate {
     }
 }
 
-
 /// The listeners that may have connections queued, in the order they are accepted
 /// from. Edge triggering announces a backlog once, so a listener stays here from its
 /// event until an accept finds its backlog empty; one whose share of a round ran out

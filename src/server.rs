@@ -115,6 +115,12 @@ struct Sharing {
     /// While this accepting loop is counted as behind: until when, unless it falls
     /// behind again.
     behind_until: Option<Instant>,
+    /// A covering helper that took an arrival while the first worker kept up: until
+    /// when it stays out of the listener's poll (`wake_one.rs`).
+    resting_until: Option<Instant>,
+    /// Whether a covering helper stays in because the first worker is stuck (for the
+    /// log: once per episode).
+    covering_stuck: bool,
 }
 
 /// How long an accepting loop stays counted as behind after its last round that found
@@ -291,8 +297,10 @@ impl Server {
             role: set.role(index),
             counted_full: false,
             behind_until: None,
+            resting_until: None,
+            covering_stuck: false,
         });
-        self.follow_accept_set(0, Instant::now());
+        self.follow_accept_set(0, false, Instant::now());
     }
 
     /// A handle that shuts the server down or reads its totals from another thread.
@@ -340,6 +348,11 @@ impl Server {
             return Err(err);
         }
         let now = Instant::now();
+        if let Some(sharing) = &self.sharing {
+            if sharing.role == Role::First {
+                sharing.set.first_round_began(now);
+            }
+        }
         let mut listener_readable = false;
         for event in events.iter() {
             match event.token() {
@@ -376,7 +389,7 @@ impl Server {
         // Checked here so that a loop that serves its listeners alone pays no call.
         if self.sharing.is_some() {
             let accepted = self.totals.accepted - accepted_before;
-            self.follow_accept_set(accepted as usize, now);
+            self.follow_accept_set(accepted as usize, listener_readable, now);
         }
         let finished = match self.drain_deadline {
             Some(drain_deadline) => {
@@ -399,10 +412,15 @@ impl Server {
         if self.gate.must_poll_at_once() {
             return Some(Duration::ZERO);
         }
+        let resting_until = self
+            .sharing
+            .as_ref()
+            .and_then(|sharing| sharing.resting_until);
         let wake_at = [
             self.held.next_deadline(),
             self.gate.retry_at(),
             self.drain_deadline,
+            resting_until,
         ]
         .into_iter()
         .flatten()
@@ -423,7 +441,7 @@ impl Server {
     /// have room (nginx steps out the same way). Putting a listener back reports what
     /// is already queued; the `epoll_ctl`s happen only when a loop's part changes.
     /// `accepted`: how many connections this round accepted.
-    fn follow_accept_set(&mut self, accepted: usize, now: Instant) {
+    fn follow_accept_set(&mut self, accepted: usize, listener_readable: bool, now: Instant) {
         let Some(sharing) = self.sharing.as_mut() else {
             return;
         };
@@ -436,17 +454,32 @@ impl Server {
                 sharing.counted_full = !has_room;
                 sharing.set.accepting_worker_full(!has_room);
             }
-            follow_backlog(sharing, accepted, behind_at(self.config.backlog), now);
+            let round = Instant::now().saturating_duration_since(now);
+            let deep = behind_at(self.config.backlog);
+            follow_backlog(sharing, accepted, deep, round, now);
         }
-        let listen = has_room && sharing.set.should_listen(sharing.role);
+        if sharing.role == Role::First {
+            sharing.set.first_round_ended();
+        }
+        let stepped_in = sharing.set.should_listen(sharing.role);
+        let covering = sharing.role == Role::Helper && !stepped_in;
+        if covering && listener_readable && self.listening {
+            follow_first_worker(sharing, now);
+        }
+        if sharing.resting_until.is_some_and(|until| now >= until) {
+            sharing.resting_until = None;
+        }
+        let listen = has_room && (stepped_in || (covering && sharing.resting_until.is_none()));
         if listen == self.listening {
             return;
         }
-        debug!(
-            "worker {} {} the shared listeners",
-            sharing.index,
-            if listen { "listens on" } else { "steps out of" }
-        );
+        if !covering {
+            debug!(
+                "worker {} {} the shared listeners",
+                sharing.index,
+                if listen { "listens on" } else { "steps out of" }
+            );
+        }
         let registry = self.poll.registry();
         for (index, listening) in self.listeners.iter().enumerate() {
             let fd = listening.socket.as_raw_fd();
@@ -686,13 +719,21 @@ fn behind_at(backlog: i32) -> usize {
 }
 
 /// Counts an accepting loop as behind in its set from a round that accepted
-/// `behind_at` connections or more, until a round after [`BEHIND_HOLD`] without one.
-fn follow_backlog(sharing: &mut Sharing, accepted: usize, behind_at: usize, now: Instant) {
-    if accepted >= behind_at {
+/// `behind_at` connections or more, or that lasted [`wake_one::LONG_ROUND`] or more
+/// (`round`), until a round after [`BEHIND_HOLD`] without either.
+fn follow_backlog(
+    sharing: &mut Sharing,
+    accepted: usize,
+    behind_at: usize,
+    round: Duration,
+    now: Instant,
+) {
+    if accepted >= behind_at || round >= wake_one::LONG_ROUND {
         if sharing.behind_until.is_none() {
             debug!(
-                "worker {} is behind ({accepted} connections in one round): helpers step in",
-                sharing.index
+                "worker {} is behind ({accepted} connections in one round of {} ms): helpers step in",
+                sharing.index,
+                round.as_millis()
             );
             sharing.set.accepting_worker_behind(true);
         }
@@ -701,6 +742,28 @@ fn follow_backlog(sharing: &mut Sharing, accepted: usize, behind_at: usize, now:
         debug!("worker {} caught up", sharing.index);
         sharing.behind_until = None;
         sharing.set.accepting_worker_behind(false);
+    }
+}
+
+/// A covering helper was woken by an arrival, so the first worker was not waiting in
+/// its poll: it stays in the listener's poll while the first worker's round has run
+/// for [`wake_one::STUCK_ROUND`] or more, and otherwise rests for
+/// [`wake_one::COVER_REST`] (`wake_one.rs` says why).
+fn follow_first_worker(sharing: &mut Sharing, now: Instant) {
+    let running = sharing.set.first_round_running(now);
+    if running.is_some_and(|running| running >= wake_one::STUCK_ROUND) {
+        if !sharing.covering_stuck {
+            sharing.covering_stuck = true;
+            debug!(
+                "worker {} covers worker 0, whose round has run for {} ms",
+                sharing.index,
+                running.unwrap_or_default().as_millis()
+            );
+        }
+        sharing.resting_until = None;
+    } else {
+        sharing.covering_stuck = false;
+        sharing.resting_until = Some(now + wake_one::COVER_REST);
     }
 }
 

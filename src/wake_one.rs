@@ -25,6 +25,22 @@
 //!   `--max-connections`), so that no connection waits in the backlog while some
 //!   worker has room; so do helpers.
 //!
+//! "Behind" is time as well as accepts: a round of an accepting worker that lasts
+//! [`LONG_ROUND`] or more (large greetings to fast readers, many held connections)
+//! counts too, so that work that lives in the connections spreads as well.
+//!
+//! And helpers **cover** the first worker, which is what `EPOLLEXCLUSIVE` gives when
+//! every worker listens: the kernel wakes a waiting poll, so a helper that keeps the
+//! listener in its poll is woken only by an arrival that found the first worker not
+//! waiting (busy in a round, or stopped: a debugger, a swapped-out page). It accepts
+//! what is queued and then, if the first worker's round in progress has not yet run
+//! for [`STUCK_ROUND`], rests: it leaves the listener for [`COVER_REST`] and comes
+//! back (its registration, taken again, reports what queued meanwhile). So a stuck
+//! first worker delays a connection by at most about [`COVER_REST`] while a helper
+//! has room, a first worker that keeps up costs a helper at most one wake-up per
+//! [`COVER_REST`], and an idle server wakes nobody. The first worker publishes only
+//! when its round started (two atomic stores a round, no system call).
+//!
 //! mio has no flag for it, so this module goes beneath mio in one place: it adds and
 //! removes the listener with `epoll_ctl` on the poll's own epoll descriptor, with the
 //! same edge-triggered readable interest and the token in `data` exactly as mio
@@ -34,19 +50,32 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 
 use crate::handle::ServerHandle;
+
+/// A round of an accepting worker at least this long counts it as behind.
+pub(crate) const LONG_ROUND: Duration = Duration::from_millis(10);
+
+/// A covering helper stays in the listener's poll (does not rest) while the first
+/// worker's round in progress has run this long: the first worker is stuck.
+pub(crate) const STUCK_ROUND: Duration = Duration::from_millis(25);
+
+/// How long a covering helper leaves the listener after taking an arrival while the
+/// first worker keeps up.
+pub(crate) const COVER_REST: Duration = Duration::from_millis(25);
 
 /// A worker's part in taking the wake-ups of the shared listening sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
     /// Always listens.
     First,
-    /// Listens while an accepting worker is behind or full.
+    /// Listens while an accepting worker is behind or full, and covers the first
+    /// worker (see the module's doc) otherwise.
     Helper,
     /// Listens while an accepting worker is full.
     Reserve,
@@ -65,17 +94,49 @@ pub(crate) struct AcceptSet {
     /// Every worker's handle but the first's, by index - 1, to wake them (set once,
     /// after every worker is built).
     others: OnceLock<Vec<ServerHandle>>,
+    /// The clock's zero for `first_round_started`.
+    epoch: Instant,
+    /// When the first worker's round in progress started, in nanoseconds since
+    /// `epoch` plus one; 0 while it waits in its poll.
+    first_round_started: AtomicU64,
 }
 
 impl AcceptSet {
     /// A set for a host with `cores` cores (at least one).
     pub(crate) fn new(cores: usize) -> Self {
         AcceptSet {
-            per_core: cores.max(1),
+            // One helper even on one core: a stuck first worker needs cover there too.
+            per_core: cores.max(2),
             full: AtomicUsize::new(0),
             behind: AtomicUsize::new(0),
             others: OnceLock::new(),
+            epoch: Instant::now(),
+            first_round_started: AtomicU64::new(0),
         }
+    }
+
+    /// The first worker began a round at `at` (its poll returned).
+    #[inline]
+    pub(crate) fn first_round_began(&self, at: Instant) {
+        let since = at.saturating_duration_since(self.epoch).as_nanos() as u64;
+        self.first_round_started.store(since + 1, Ordering::Relaxed);
+    }
+
+    /// The first worker finished its round: it waits in its poll.
+    #[inline]
+    pub(crate) fn first_round_ended(&self) {
+        self.first_round_started.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the first worker's round in progress has run at `now` (`None`: it
+    /// waits in its poll).
+    pub(crate) fn first_round_running(&self, now: Instant) -> Option<Duration> {
+        let started = self
+            .first_round_started
+            .load(Ordering::Relaxed)
+            .checked_sub(1)?;
+        let since = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        Some(Duration::from_nanos(since.saturating_sub(started)))
     }
 
     /// Worker `index`'s role.
@@ -220,8 +281,24 @@ mod tests {
         assert_eq!(listening(&set), [true, true, true], "still full");
         set.accepting_worker_full(false);
         assert_eq!(listening(&set), [true, false, false]);
-        // One core: no helper.
-        assert_eq!(AcceptSet::new(1).role(1), Role::Reserve);
+        // One core: one helper still, to cover the first worker.
+        assert_eq!(AcceptSet::new(1).role(1), Role::Helper);
+        assert_eq!(AcceptSet::new(1).role(2), Role::Reserve);
+    }
+
+    #[test]
+    fn the_first_workers_round_is_seen_running_until_it_ends() {
+        let set = AcceptSet::new(2);
+        let start = Instant::now();
+        assert_eq!(set.first_round_running(start), None, "waits at first");
+        set.first_round_began(start);
+        let later = start + Duration::from_millis(30);
+        assert_eq!(
+            set.first_round_running(later),
+            Some(Duration::from_millis(30))
+        );
+        set.first_round_ended();
+        assert_eq!(set.first_round_running(later), None);
     }
 
     #[test]

@@ -315,6 +315,11 @@ impl WorkersView {
         self.published.live.load(Ordering::Acquire)
     }
 
+    /// Each worker's snapshot, in order (the first worker's first).
+    pub fn each(&self) -> Vec<Snapshot> {
+        self.handles.iter().map(ServerHandle::snapshot).collect()
+    }
+
     /// The workers' snapshots, summed (accepting counts as paused if any worker is).
     pub fn snapshot(&self) -> Snapshot {
         let mut sum = Snapshot::default();

@@ -57,3 +57,32 @@ pub fn tcp_queues(
         }
     })
 }
+
+/// The id of the thread of process `pid` named `name` (its `comm`, cut to 15 bytes
+/// by the kernel), once it exists.
+#[track_caller]
+pub fn thread_named(pid: u32, name: &str) -> u32 {
+    let name: String = name.chars().take(15).collect();
+    super::wait_for(
+        super::STEP_TIMEOUT,
+        || format!("a thread named {name:?} in process {pid}"),
+        || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .ok()?
+                .flatten()
+                .find(|task| {
+                    std::fs::read_to_string(task.path().join("comm"))
+                        .is_ok_and(|comm| comm.trim_end() == name)
+                })
+                .and_then(|task| task.file_name().to_str()?.parse().ok())
+        },
+    )
+}
+
+/// The state letter of thread `tid` of process `pid` (`S` sleeping, `t` stopped by a
+/// tracer, ...).
+pub fn thread_state(pid: u32, tid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    // The state follows the command name's closing parenthesis.
+    stat.rsplit_once(") ")?.1.chars().next()
+}
