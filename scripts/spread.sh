@@ -82,14 +82,14 @@ host = "127.0.0.1"
 port = 0
 TOML
 
-# worker_cpu PID: "INDEX TICKS" per worker thread. The kernel cuts a thread's name to
-# 15 bytes (every worker is "greeter-worker-"); the workers are started in order, so
-# their thread ids are in the order of their index.
+# worker_cpu PID: "INDEX TICKS" per worker thread ("greeter-wN"; builds before
+# 2026-12-07 named them "greeter-worker-N", which the kernel cuts to 15 bytes, so the
+# index is taken from the order of the thread ids: the workers are started in order).
 worker_cpu() {
   local task index=0
   for task in $(ls /proc/"$1"/task | sort -n); do
     case "$(cat "/proc/$1/task/$task/comm" 2>/dev/null)" in
-      greeter-worker*) ;;
+      greeter-w*) ;;
       *) continue ;;
     esac
     # utime and stime: fields 14 and 15, counted after the ")" that ends the name.

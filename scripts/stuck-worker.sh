@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A stuck worker: while greeter-load connects, one worker thread of greeter-server is
 # stopped alone (as a debugger stops it: PTRACE_SEIZE + PTRACE_INTERRUPT, found by its
-# name in /proc/PID/task, "greeter-worker-" cut to 15 bytes by the kernel, in
-# thread-id order), the rest of the process running, and
+# name in /proc/PID/task, "greeter-wN", or in thread-id order for builds that named
+# them "greeter-worker-N", which the kernel cuts to 15 bytes), the rest of the process
+# running, and
 # let go (PTRACE_DETACH) after the stall. How long did connections wait? With another
 # worker that has room, about COVER_REST (25 ms) at most; with one worker, the stall.
 # All traffic stays on 127.0.0.1; every run is bounded.
@@ -126,15 +127,16 @@ libc.ptrace.restype = ctypes.c_long
 hz = os.sysconf("SC_CLK_TCK")
 
 def workers():
-    # The kernel cuts a thread's name to 15 bytes: every worker is "greeter-worker-".
-    # They are started in order, so their thread ids are in the order of their index.
+    # "greeter-wN"; older builds' "greeter-worker-N" is cut to 15 bytes by the kernel.
+    # The workers are started in order, so their thread ids are in the order of their
+    # index either way.
     tids = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
         except OSError:
             continue
-        if name.startswith("greeter-worker"):
+        if name.startswith("greeter-w"):
             tids.append(int(tid))
     return dict(enumerate(sorted(tids)))
 

@@ -412,15 +412,18 @@ impl Server {
         if self.gate.must_poll_at_once() {
             return Some(Duration::ZERO);
         }
-        let resting_until = self
-            .sharing
-            .as_ref()
-            .and_then(|sharing| sharing.resting_until);
+        // A sharing loop also wakes when its rest ends, and once when its count as
+        // behind runs out (a helper that fell behind may get no other round to say
+        // it caught up, and would keep the others listening).
+        let (resting_until, behind_until) = self.sharing.as_ref().map_or((None, None), |sharing| {
+            (sharing.resting_until, sharing.behind_until)
+        });
         let wake_at = [
             self.held.next_deadline(),
             self.gate.retry_at(),
             self.drain_deadline,
             resting_until,
+            behind_until,
         ]
         .into_iter()
         .flatten()

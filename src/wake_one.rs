@@ -37,8 +37,9 @@
 //! for [`STUCK_ROUND`], rests: it leaves the listener for [`COVER_REST`] and comes
 //! back (its registration, taken again, reports what queued meanwhile). So a stuck
 //! first worker delays a connection by at most about [`COVER_REST`] while a helper
-//! has room, a first worker that keeps up costs a helper at most one wake-up per
-//! [`COVER_REST`], and an idle server wakes nobody. The first worker publishes only
+//! has room, a first worker that keeps up costs a helper at most two wake-ups per
+//! [`COVER_REST`] (the arrival, and the end of its rest), and an idle server wakes
+//! nobody. The first worker publishes only
 //! when its round started (two atomic stores a round, no system call).
 //!
 //! mio has no flag for it, so this module goes beneath mio in one place: it adds and

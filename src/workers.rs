@@ -135,7 +135,8 @@ impl Workers {
                 waker: Arc::clone(&on_exit),
             };
             let spawned = thread::Builder::new()
-                .name(format!("greeter-worker-{index}"))
+                // Short enough for the kernel's 15-byte thread names (`top -H`, /proc): whole.
+                .name(format!("greeter-w{index}"))
                 .spawn(move || {
                     // Reports the exit when dropped: after `run` returns, and also
                     // while a panic unwinds, so a failed worker is never waited for.

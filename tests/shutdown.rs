@@ -4,7 +4,6 @@
 
 mod util;
 
-use std::io::Read;
 use std::time::Duration;
 
 use util::*;
@@ -118,59 +117,6 @@ fn a_shutdown_delay_without_metrics_is_warned_about() {
     assert!(String::from_utf8_lossy(&checked.stdout).contains("shutdown-delay = \"5s\""));
 }
 
-/// One thread of a child process stopped under ptrace (the rest run on), resumed when
-/// dropped.
-struct StoppedThread {
-    tid: libc::pid_t,
-}
-
-impl StoppedThread {
-    /// Stops the thread `tid` of a child of this test (its parent may trace it).
-    fn stop(tid: libc::pid_t) -> Self {
-        // SAFETY: PTRACE_SEIZE and PTRACE_INTERRUPT take no pointers; waitpid writes
-        // only into `status`, which lives across the call.
-        unsafe {
-            assert_eq!(
-                libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
-                0,
-                "ptrace seize: {}",
-                std::io::Error::last_os_error()
-            );
-            assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
-            let mut status = 0;
-            assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
-            assert!(libc::WIFSTOPPED(status), "status {status:#x}");
-        }
-        StoppedThread { tid }
-    }
-}
-
-impl Drop for StoppedThread {
-    fn drop(&mut self) {
-        // SAFETY: PTRACE_DETACH takes no pointers; it resumes the thread.
-        unsafe {
-            libc::ptrace(libc::PTRACE_DETACH, self.tid, 0, 0);
-        }
-    }
-}
-
-/// A thread of process `pid` named `name` (as `comm` shows it: cut to 15 bytes).
-fn thread_named(pid: u32, name: &str) -> libc::pid_t {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-    for task in tasks {
-        let task = task.unwrap();
-        let mut comm = String::new();
-        if std::fs::File::open(task.path().join("comm"))
-            .and_then(|mut file| file.read_to_string(&mut comm))
-            .is_ok()
-            && comm.trim_end() == name
-        {
-            return task.file_name().to_string_lossy().parse().unwrap();
-        }
-    }
-    panic!("no thread {name} in process {pid}");
-}
-
 /// `/livez` fails only when a loop stops answering the supervisor's pings (here: one
 /// worker's thread is stopped), and is ok again once it answers; `/healthz` is not
 /// what tells that.
@@ -179,7 +125,7 @@ fn livez_fails_while_a_worker_loop_does_not_answer() {
     let server = spawn_server(&["--metrics", "127.0.0.1:0", "--workers", "2"]);
     let metrics = metrics_addr(&server);
     assert_eq!(http_get(metrics, "/livez"), (200, "ok\n".to_owned()));
-    let stopped = StoppedThread::stop(thread_named(server.pid(), "greeter-worker-"));
+    let stopped = StoppedThread::stop(thread_named(server.pid(), "greeter-w1"));
     wait_for(
         Duration::from_secs(10),
         || "/livez to answer 503".to_owned(),

@@ -86,3 +86,50 @@ pub fn thread_state(pid: u32, tid: u32) -> Option<char> {
     // The state follows the command name's closing parenthesis.
     stat.rsplit_once(") ")?.1.chars().next()
 }
+
+/// One thread of a child process stopped by this test thread as a tracer would
+/// (`PTRACE_SEIZE`, `PTRACE_INTERRUPT`), while the rest of the process runs; it runs
+/// again when this is dropped (`PTRACE_DETACH`). Only the test thread that made it may
+/// drop it (ptrace binds the tracer to its thread).
+pub struct StoppedThread {
+    tid: libc::pid_t,
+}
+
+impl StoppedThread {
+    /// Stops thread `tid` and waits until it is stopped.
+    pub fn stop(tid: u32) -> Self {
+        let tid = tid as libc::pid_t;
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: PTRACE_SEIZE and PTRACE_INTERRUPT take a thread id and no memory of
+        // ours (addr and data are null).
+        unsafe {
+            assert_eq!(
+                libc::ptrace(libc::PTRACE_SEIZE, tid, null, null),
+                0,
+                "PTRACE_SEIZE {tid}"
+            );
+            assert_eq!(
+                libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null),
+                0,
+                "PTRACE_INTERRUPT"
+            );
+        }
+        let mut status = 0;
+        // SAFETY: waitpid writes only the status integer it is given.
+        let waited = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
+        assert_eq!(waited, tid, "waitpid for the stopped thread");
+        assert!(
+            libc::WIFSTOPPED(status),
+            "thread {tid} stopped: {status:#x}"
+        );
+        StoppedThread { tid }
+    }
+}
+
+impl Drop for StoppedThread {
+    fn drop(&mut self) {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: as in `stop`; the thread is traced by this thread.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.tid, null, null) };
+    }
+}
