@@ -228,4 +228,43 @@ if [ "$with_deb" = 1 ]; then
 else
   not_run+=("deb.sh: the package's build, lintian, install and purge (needs root)")
 fi
+
+# The Kubernetes base, offline (the Python package kubernetes-validate, from PyPI),
+# and the image in a real engine (Debian's docker.io, root only: container-test.sh
+# starts a private dockerd of its own and removes it at exit). About 35 s together.
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+  echo "test.sh: installing the Python package kubernetes-validate"
+  python3 -m pip install -q --disable-pip-version-check kubernetes-validate >/dev/null 2>&1 ||
+    python3 -m pip install -q --user --disable-pip-version-check kubernetes-validate >/dev/null 2>&1 || true
+fi
+container_tools=1
+if [ "$(id -u)" -eq 0 ] && ! { [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ]; }; then
+  echo "test.sh: installing docker.io"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null; } ||
+    container_tools=0
+fi
+{ [ "$(id -u)" -eq 0 ] && [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] && command -v haproxy; } >/dev/null 2>&1 ||
+  container_tools=0
+if python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+  scripts/kubernetes-check.sh >"$out"
+  expect kubernetes-check.sh '^kubernetes: .* pass kubernetes-validate --strict' \
+    '^kubernetes: the Deployment keeps its promises' '^kubernetes: greeter-server --check-config accepts'
+elif [ "${GREETER_REQUIRE_ALL_TOOLS:-0}" = 1 ]; then
+  echo "test.sh: cannot install kubernetes-validate, and GREETER_REQUIRE_ALL_TOOLS=1 makes that a failure" >&2
+  exit 1
+else
+  not_run+=("kubernetes-check.sh (needs the Python package kubernetes-validate)")
+fi
+if [ "$container_tools" = 1 ]; then
+  scripts/container-test.sh >"$out"
+  cat "$out"
+  expect container-test.sh '^image: greeter-test:latest size_bytes=[0-9]+$' \
+    '^replacement: connections=[1-9][0-9]* errors=0 ' '^container-test.sh: ok '
+elif [ "${GREETER_REQUIRE_ALL_TOOLS:-0}" = 1 ]; then
+  echo "test.sh: container-test.sh needs root, Debian's docker.io and haproxy, and GREETER_REQUIRE_ALL_TOOLS=1 makes a missing one a failure" >&2
+  exit 1
+else
+  not_run+=("container-test.sh: the image in a private dockerd, replicas replaced behind HAProxy (needs root, docker.io, haproxy)")
+fi
 summary
