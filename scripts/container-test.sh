@@ -192,7 +192,11 @@ replica() { # replica N: starts container greeterN on its ports
     -e GREETER_HOST=127.0.0.1 -e GREETER_PORT="${ports[i - 1]}" \
     -e GREETER_METRICS="127.0.0.1:${metrics[i - 1]}" -e GREETER_SHUTDOWN_DELAY=2s "$image" >/dev/null
 }
+printf 'Hello there! This is the hosted server' >"$tmp/default"
 for i in 1 2 3; do replica "$i"; done
+# Each one greets before HAProxy starts (HAProxy may count a server up until its
+# checks fail).
+for i in 1 2 3; do wait_until 20 "greeter$i to greet" greets "${ports[i - 1]}" "$tmp/default"; done
 front=$(free_port)
 # docs/deploy/haproxy.cfg's settings, with checks on /healthz 200 ms apart (instead
 # of 2 s, as tests/haproxy.rs shortens them), and no retry: like a Kubernetes Service,
@@ -263,6 +267,7 @@ for i in 1 2 3; do
   [ "$code" = 0 ] || fail "greeter$i exited with $code"
   "$docker" rm "greeter$i" >/dev/null
   replica "$i"
+  wait_until 20 "the new greeter$i to greet" greets "${ports[i - 1]}" "$tmp/default"
   wait_until 30 "the new greeter$i to be UP in HAProxy" is_up "greeter$i"
   # ... and to serve part of the load before the next one goes.
   served_before=$(stat "greeter$i" stot)
