@@ -21,7 +21,8 @@ As root, with Debian's docker.io and haproxy (scripts/test.sh installs both):
      (--network container:NAME); a new greeter.toml renamed into the mounted
      directory and `docker kill -s HUP` give the new greeting; the image's health
      check turns healthy; it runs as 65532 with no capabilities and cannot write its
-     root file system; `docker stop` ends it with exit code 0 and its drain and
+     root file system; SIGUSR2 is refused (no /bin/sh) and it greets on;
+     `docker stop` ends it with exit code 0 and its drain and
      totals lines in `docker logs`;
   4. three containers behind HAProxy (health checks on /healthz), greeter-load
      through HAProxy while each container in turn is stopped, replaced and seen up
@@ -163,6 +164,13 @@ healthy() { [ "$("$docker" inspect -f '{{.State.Health.Status}}' single)" = heal
 "$docker" inspect -f '{{json .Config.Healthcheck.Test}}' single | grep -qF '"/usr/bin/greeter-server","--health-check"' ||
   fail "the image's health check is not greeter-server --health-check"
 echo "image: the health check (greeter-server --health-check) reports healthy"
+
+# An upgrade needs /bin/sh, which the image does not have: refused, and it serves on.
+"$docker" kill -s USR2 single >/dev/null
+refused() { "$docker" logs single 2>&1 | grep -qF 'upgrade: refused: /bin/sh is missing (in a container, replace the container instead)'; }
+wait_until 20 "the SIGUSR2 refusal in docker logs" refused
+greets "$port" "$tmp/second" || fail "no greeting after the refused SIGUSR2"
+echo "image: SIGUSR2 is refused with one line (no /bin/sh), and it greets on"
 
 pid=$("$docker" inspect -f '{{.State.Pid}}' single)
 status_field() { awk -v f="$1:" '$1 == f { $1 = ""; print substr($0, 2) }' "/proc/$pid/status"; }
