@@ -50,8 +50,8 @@ SECONDS=0
 cargo build --release -q --manifest-path "$root/Cargo.toml" --bin greeter-load
 
 tmp=$(mktemp -d /tmp/greeter-docker.XXXXXX)
-# dockerd makes /run/docker/plugins (and netns) whatever the exec root: removed at exit if this
-# script made it (and it is empty).
+# dockerd makes /run/docker/plugins (and netns) whatever its exec root: removed at
+# exit if this script made them (and they are empty).
 [ -e /run/docker ] && made_run_docker=0 || made_run_docker=1
 dockerd_pid=
 haproxy_pid=
@@ -59,7 +59,8 @@ load_pid=
 cleanup() {
   local status=$?
   set +e
-  [ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null && wait "$load_pid" 2>/dev/null
+  # The load loop ends after its current one-second run.
+  [ -n "$load_pid" ] && touch "$tmp/stop-load" && wait "$load_pid" 2>/dev/null
   [ -n "$haproxy_pid" ] && kill "$haproxy_pid" 2>/dev/null && wait "$haproxy_pid" 2>/dev/null
   if [ -n "$dockerd_pid" ]; then
     # The daemon stops its containers and its containerd, and unmounts, on SIGTERM.
