@@ -178,6 +178,9 @@ status_field() { awk -v f="$1:" '$1 == f { $1 = ""; print substr($0, 2) }' "/pro
 [ "$(status_field Uid)" = "65532 65532 65532 65532" ] || fail "runs as uid $(status_field Uid), not 65532"
 [ "$(status_field Gid)" = "65532 65532 65532 65532" ] || fail "runs as gid $(status_field Gid), not 65532"
 [ "$(status_field CapEff)" = 0000000000000000 ] || fail "has capabilities $(status_field CapEff)"
+# A non-root process has no effective capabilities anyway: --cap-drop ALL empties the
+# bounding set, so that none can be gained either.
+[ "$(status_field CapBnd)" = 0000000000000000 ] || fail "its capability bounding set is $(status_field CapBnd)"
 [ "$(status_field NoNewPrivs)" = 1 ] || fail "may gain privileges (NoNewPrivs $(status_field NoNewPrivs))"
 # Its root is mounted read-only: not even root on the host can write there.
 awk '$5 == "/" { split($6, o, ","); exit o[1] != "ro" }' "/proc/$pid/mountinfo" || fail "its root file system is not read-only"
