@@ -11,10 +11,12 @@ Runs every test: `cargo test` over the workspace (greeter, greeter-load and xtas
 then scripts/load-test.sh, held-rss.sh, reload-latency.sh, access-list.sh,
 greet-delay-flood.sh, many-listeners.sh, stuck-worker.sh, spread.sh, compare.sh and
 callgrind.sh on a small bounded load on 127.0.0.1, scripts/rate-table.sh on its full
-million clients (named by PROXY headers), and, as root, scripts/deb.sh (the Debian
-package: build, lintian, install, check, purge), each checked against what it must
-print. It takes minutes on 2 cores, and a first build adds its own; README's "Quick
-start" gives a measured, dated run.
+million clients (named by PROXY headers), scripts/kubernetes-check.sh (the Kubernetes
+base, offline), and, as root, scripts/deb.sh (the Debian package: build, lintian,
+install, check, purge) and scripts/container-test.sh (the image in a private dockerd,
+and three replicas replaced behind HAProxy under load), each checked against what it
+must print. It takes minutes on 2 cores, and a first build adds its own; README's
+"Quick start" gives a measured, dated run.
 
 Some tests drive system tools: haproxy (tests named haproxy_*), systemd's
 systemd-socket-activate and systemd-analyze (systemd_*), fail2ban's fail2ban-regex
@@ -22,10 +24,12 @@ systemd-socket-activate and systemd-analyze (systemd_*), fail2ban's fail2ban-reg
 (procps), dpkg-dev, lintian and cargo-deb (deb.sh, as root only), and the Python
 package prometheus-client, whose parsers check the metrics (prometheus_*), and
 promtool (Debian's prometheus; promtool_*), and man (Debian's man-db; man_db_*,
-which renders the man pages with groff's warnings on). Run as
-root, this script installs the missing Debian packages with apt-get and the Python
-package with pip. Run by another user, it says which are missing, runs everything else,
-and lists what it could not run in its summary.
+which renders the man pages with groff's warnings on), Debian's docker.io
+(container-test.sh, as root only) and the Python package kubernetes-validate
+(kubernetes-check.sh). Run as root, this script installs the missing Debian
+packages with apt-get and the Python packages with pip. Run by another user, it
+says which are missing, runs everything else, and lists what it could not run in its
+summary.
 
   GREETER_REQUIRE_ALL_TOOLS=1   a missing tool is a failure instead (CI sets it)
   -h, --help                    this help
