@@ -235,7 +235,7 @@ fi
 
 # The Kubernetes base, offline (the Python package kubernetes-validate, from PyPI),
 # and the image in a real engine (Debian's docker.io, root only: container-test.sh
-# starts a private dockerd of its own and removes it at exit). About 35 s together.
+# starts a private dockerd of its own and removes it at exit).
 if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
   echo "test.sh: installing the Python package kubernetes-validate"
   python3 -m pip install -q --disable-pip-version-check kubernetes-validate >/dev/null 2>&1 ||
