@@ -18,6 +18,10 @@ use log::{info, warn};
 use crate::deadlines::saturating_add;
 use crate::error::describe_io_error;
 
+/// The log target of this module's lines: documented (docs/operations.md), so
+/// fixed here rather than taken from wherever the code lives.
+const LOG_TARGET: &str = "greeter::accept";
+
 /// How long accepting pauses after a resource-exhaustion error before it is retried
 /// (sooner if a connection closes and frees a descriptor).
 pub(crate) const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -171,6 +175,7 @@ impl AcceptGate {
         self.state = GateState::Ready;
         if let Some(trouble) = self.trouble.take() {
             info!(
+                target: LOG_TARGET,
                 "accept resumed: backlog drained after {} failed accepts over {}ms",
                 trouble.failures,
                 now.duration_since(trouble.since).as_millis()
@@ -202,6 +207,7 @@ impl AcceptGate {
             }
             None => {
                 warn!(
+                    target: LOG_TARGET,
                     "accept paused: {}; retrying every {}ms and whenever a connection closes \
                      ({})",
                     describe_io_error(err),

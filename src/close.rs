@@ -177,9 +177,9 @@ pub(crate) struct Closed {
     pub(crate) pregreeted: bool,
 }
 
-/// The log target of the per-connection lines (`ACCEPT`, `CLOSE`), fixed so that
-/// filters and `RUST_LOG=greeter::connection=info` do not depend on where the code
-/// lives.
+/// The log target of the per-connection lines (`ACCEPT`, `CLOSE`, `PREGREET`,
+/// `PROXY_ERROR`), fixed so that filters and `RUST_LOG=greeter::connection=info` do
+/// not depend on where the code lives.
 pub(crate) const LOG_TARGET: &str = "greeter::connection";
 
 /// Logs a close as the `CLOSE` line, at `level` (info with `--log-connections`);

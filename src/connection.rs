@@ -293,6 +293,7 @@ impl Connection {
             }
             Phase::Header => {
                 debug!(
+                    target: crate::close::LOG_TARGET,
                     "PROXY_ERROR peer={} error=\"no header in time\"",
                     self.peer()
                 );
@@ -354,7 +355,11 @@ impl Connection {
                 Step::Named(client.unwrap_or(self.peer()))
             }
             Ok(Header::Invalid(why)) => {
-                debug!("PROXY_ERROR peer={} error=\"{why}\"", self.peer());
+                debug!(
+                    target: crate::close::LOG_TARGET,
+                    "PROXY_ERROR peer={} error=\"{why}\"",
+                    self.peer()
+                );
                 Step::Close(CloseReason::ProxyHeader)
             }
             Err(err) => Step::Close(CloseReason::for_error(&err)),

@@ -352,6 +352,7 @@ impl HeldConnections {
         let phase = conn.phase();
         if phase == Phase::Header && !self.make_room_for_header_waiter(conn.peer().ip(), now) {
             debug!(
+                target: crate::close::LOG_TARGET,
                 "PROXY_ERROR peer={} error=\"its address has --max-per-ip connections waiting for their header\"",
                 conn.peer()
             );
@@ -364,6 +365,7 @@ impl HeldConnections {
             .register(conn.stream_mut(), Token(key), interest)
         {
             warn!(
+                target: "greeter::held",
                 "cannot register a connection with the poll: {}",
                 describe_io_error(&err)
             );
@@ -661,6 +663,7 @@ impl HeldConnections {
             };
             if is_live(&self.slab, &oldest, Timer::Header) {
                 debug!(
+                    target: crate::close::LOG_TARGET,
                     "PROXY_ERROR peer={} error=\"closed for a newer connection: too many wait for their header\"",
                     self.slab[oldest.key()].conn.peer()
                 );

@@ -250,5 +250,8 @@ pub fn health(snapshot: &Snapshot) -> Result<(), &'static str> {
 
 /// Logs where the endpoints are, once, at start-up.
 pub fn announce(addr: SocketAddr) {
-    info!("metrics: serving http://{addr}/metrics and http://{addr}/healthz");
+    info!(
+        target: "greeter::metrics",
+        "metrics: serving http://{addr}/metrics and http://{addr}/healthz"
+    );
 }

@@ -50,7 +50,10 @@ fn send(states: &[NotifyState<'_>]) {
     };
     if let Err(err) = send_to(&socket, states) {
         if !WARNED.swap(true, Ordering::Relaxed) {
-            warn!("notify: cannot tell the service manager ({err}); going on without it");
+            warn!(
+                target: "greeter::notify",
+                "notify: cannot tell the service manager ({err}); going on without it"
+            );
         }
     }
 }

@@ -46,6 +46,10 @@ fn listener_token(index: usize) -> Token {
 /// shutdown: the next round comes back to the backlog without waiting for an event.
 pub const ACCEPT_BUDGET: usize = 256;
 
+/// The log target of this module's lines: documented (docs/operations.md), so
+/// fixed here rather than taken from wherever the code lives.
+const LOG_TARGET: &str = "greeter::server";
+
 /// How many readiness events one `epoll_wait` may return.
 const EVENTS_PER_POLL: usize = 1024;
 
@@ -478,6 +482,7 @@ impl Server {
         }
         if !covering {
             debug!(
+                target: LOG_TARGET,
                 "worker {} {} the shared listeners",
                 sharing.index,
                 if listen { "listens on" } else { "steps out of" }
@@ -493,6 +498,7 @@ impl Server {
             };
             if let Err(err) = changed {
                 warn!(
+                    target: LOG_TARGET,
                     "cannot {} a shared listener: {}",
                     if listen {
                         "resume listening on"
@@ -584,7 +590,11 @@ impl Server {
                 Err(err) => match accept::classify(&err) {
                     AcceptFailure::PerConnection => {
                         self.totals.accept_errors += 1;
-                        debug!("ACCEPT_ERROR error=\"{}\"", describe_io_error(&err));
+                        debug!(
+                            target: LOG_TARGET,
+                            "ACCEPT_ERROR error=\"{}\"",
+                            describe_io_error(&err)
+                        );
                     }
                     AcceptFailure::ResourcesExhausted | AcceptFailure::Unexpected => {
                         if self.gate.pause(&err, now) {
@@ -644,9 +654,10 @@ impl Server {
         self.gate.close();
         self.drain_deadline = Some(saturating_add(now, self.config.drain_timeout));
         if self.held.is_empty() {
-            info!("shutdown: stopped accepting; nothing in flight");
+            info!(target: LOG_TARGET, "shutdown: stopped accepting; nothing in flight");
         } else {
             info!(
+                target: LOG_TARGET,
                 "shutdown: stopped accepting; waiting up to {} for {} in-flight greetings",
                 humantime::format_duration(self.config.drain_timeout),
                 self.held.len()
@@ -734,6 +745,7 @@ fn follow_backlog(
     if accepted >= behind_at || round >= wake_one::LONG_ROUND {
         if sharing.behind_until.is_none() {
             debug!(
+                target: LOG_TARGET,
                 "worker {} is behind ({accepted} connections in one round of {} ms): helpers step in",
                 sharing.index,
                 round.as_millis()
@@ -742,7 +754,7 @@ fn follow_backlog(
         }
         sharing.behind_until = Some(now + BEHIND_HOLD);
     } else if sharing.behind_until.is_some_and(|until| now >= until) {
-        debug!("worker {} caught up", sharing.index);
+        debug!(target: LOG_TARGET, "worker {} caught up", sharing.index);
         sharing.behind_until = None;
         sharing.set.accepting_worker_behind(false);
     }
@@ -758,6 +770,7 @@ fn follow_first_worker(sharing: &mut Sharing, now: Instant) {
         if !sharing.covering_stuck {
             sharing.covering_stuck = true;
             debug!(
+                target: LOG_TARGET,
                 "worker {} covers worker 0, whose round has run for {} ms",
                 sharing.index,
                 running.unwrap_or_default().as_millis()

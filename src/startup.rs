@@ -19,6 +19,10 @@ use crate::reload::Reloader;
 use crate::upgrade::Handover;
 use crate::workers::Workers;
 
+/// The log target of this module's lines: documented (docs/operations.md), so
+/// fixed here rather than taken from wherever the code lives.
+const LOG_TARGET: &str = "greeter::startup";
+
 /// A server ready to run: bound, checked and announced in the log.
 #[derive(Debug)]
 pub struct Prepared {
@@ -99,6 +103,7 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
                     }));
                 } else {
                     warn!(
+                        target: LOG_TARGET,
                         "the listener {} has no socket from systemd and is not served (give it a ListenStream= in the .socket unit)",
                         listener.id.describe()
                     );
@@ -136,23 +141,24 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
         handover.metrics = Some(metrics.try_clone_listener().map_err(dup_fail)?);
     }
     for warning in settings.warnings() {
-        warn!("{warning}");
+        warn!(target: LOG_TARGET, "{warning}");
     }
     if let Some(warning) = shutdown_delay_warning(&args) {
-        warn!("{warning}");
+        warn!(target: LOG_TARGET, "{warning}");
     }
     if let Some(path) = settings.config_path() {
-        info!("config: {}", path.display());
+        info!(target: LOG_TARGET, "config: {}", path.display());
     }
     log_serving(&config, &workers, source);
     let longest_held = config.proxy_timeout + config.write_timeout + config.linger_timeout;
     let drain_timeout = config.drain_timeout;
     match fd_limit {
         Ok(limit) => info!(
+            target: LOG_TARGET,
             "fd limit: soft={} hard={} (was soft={})",
             limit.soft, limit.hard, limit.before
         ),
-        Err(err) => warn!("fd limit: cannot raise the open-file limit: {err}"),
+        Err(err) => warn!(target: LOG_TARGET, "fd limit: cannot raise the open-file limit: {err}"),
     }
     warn_if_descriptors_short(&config, workers.len());
     let reloader = Reloader::new(settings, config);
@@ -190,6 +196,7 @@ fn warn_if_descriptors_short(config: &Config, workers: usize) {
             String::new()
         };
         warn!(
+            target: LOG_TARGET,
             "fd limit: {wanted} connections (workers {workers} x (max-connections {}{delayed})) \
              may be held, above the open-file limit {soft}: accepting pauses when it runs \
              out (raise LimitNOFILE= or ulimit -n, or lower the limits)",
@@ -217,6 +224,7 @@ fn log_serving(config: &Config, workers: &Workers, source: &str) {
         .ok()
         .and_then(|text| text.trim().parse::<i32>().ok());
     info!(
+        target: LOG_TARGET,
         "serving {} ({source}) workers={} greeting_bytes={} max_connections={} \
          backlog={} write_timeout={} drain_timeout={} linger_timeout={} max_per_ip={} \
          send_buffer={}",
@@ -248,6 +256,7 @@ fn log_serving(config: &Config, workers: &Workers, source: &str) {
     // The kernel silently caps the backlog at net.core.somaxconn.
     if let Some(cap) = somaxconn.filter(|&cap| cap < config.backlog) {
         warn!(
+            target: LOG_TARGET,
             "listen backlog {} is capped by net.core.somaxconn={cap} \
              (raise it with sysctl -w net.core.somaxconn={})",
             config.backlog, config.backlog
@@ -258,6 +267,7 @@ fn log_serving(config: &Config, workers: &Workers, source: &str) {
         // capped the request.
         if got < 2 * asked {
             warn!(
+                target: LOG_TARGET,
                 "send buffer {asked} is capped by net.core.wmem_max: the kernel gives {got} \
                  (raise it with sysctl -w net.core.wmem_max={asked})"
             );

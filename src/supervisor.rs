@@ -63,6 +63,10 @@ pub enum Request {
 /// request and by a worker thread that ends; each wake-up looks at both.
 const WAKE: Token = Token(0);
 
+/// The log target of this module's lines: documented (docs/operations.md), so
+/// fixed here rather than taken from wherever the code lives.
+const LOG_TARGET: &str = "greeter::supervisor";
+
 /// The report channel of an upgrade under way.
 const UPGRADE_REPORT: Token = Token(1);
 
@@ -265,7 +269,7 @@ impl Supervisor {
                     continue;
                 }
                 // The documented line (it was the signal loop before this was a library).
-                error!("signal loop failed: {err}; stopping the workers");
+                error!(target: LOG_TARGET, "signal loop failed: {err}; stopping the workers");
                 running.stop_now();
                 break;
             }
@@ -282,7 +286,10 @@ impl Supervisor {
                         // asked to stop with SIGTERM (it drains what it accepted) rather
                         // than left to come up on its own.
                         if let Some(pid) = upgrader.stop(self.poll.registry()) {
-                            info!("upgrade: stopping the new process (pid {pid}) too, as this one is stopping");
+                            info!(
+                                target: LOG_TARGET,
+                                "upgrade: stopping the new process (pid {pid}) too, as this one is stopping"
+                            );
                         }
                     }
                 }
@@ -307,6 +314,7 @@ impl Supervisor {
                             view.announce_stopping();
                             notify::stopping_after(shutdown_delay);
                             info!(
+                                target: LOG_TARGET,
                                 "shutdown: stop signal; /healthz answers 503, greeting on for {} before the drain (a second stop signal drains now)",
                                 humantime::format_duration(shutdown_delay)
                             );
@@ -315,6 +323,7 @@ impl Supervisor {
                     Request::Drain if delay_ends.is_some() => {
                         delay_ends = None;
                         info!(
+                            target: LOG_TARGET,
                             "shutdown: second stop signal, ending the shutdown delay; draining now"
                         );
                         stopping = true;
@@ -322,7 +331,10 @@ impl Supervisor {
                         running.shutdown();
                     }
                     Request::Drain => {
-                        info!("shutdown: second stop signal, closing in-flight connections now");
+                        info!(
+                            target: LOG_TARGET,
+                            "shutdown: second stop signal, closing in-flight connections now"
+                        );
                         running.stop_now();
                     }
                     Request::StopNow => {
@@ -343,7 +355,12 @@ impl Supervisor {
                     Request::Reload => reloads.request(),
                     Request::LogTotals => {
                         let snapshot = running.snapshot();
-                        info!("totals in_flight={} {}", snapshot.held, snapshot.totals);
+                        info!(
+                            target: LOG_TARGET,
+                            "totals in_flight={} {}",
+                            snapshot.held,
+                            snapshot.totals
+                        );
                     }
                     Request::Upgrade => {
                         self.start_upgrade(upgrader.as_mut(), stopping || delay_ends.is_some())
@@ -366,9 +383,15 @@ impl Supervisor {
                             write_pid_file(path, pid);
                         }
                         if stopping {
-                            info!("upgrade: the new process (pid {pid}) serves; this one was stopping already");
+                            info!(
+                                target: LOG_TARGET,
+                                "upgrade: the new process (pid {pid}) serves; this one was stopping already"
+                            );
                         } else {
-                            info!("upgrade: the new process (pid {pid}) serves; draining this one");
+                            info!(
+                                target: LOG_TARGET,
+                                "upgrade: the new process (pid {pid}) serves; draining this one"
+                            );
                             // Not STOPPING=1, and no more STATUS= or WATCHDOG=1 from
                             // here: the service goes on, in the new process.
                             manager = None;
@@ -381,10 +404,10 @@ impl Supervisor {
                         }
                     }
                     Some(Outcome::Failed(why)) => {
-                        warn!("upgrade: keeping this process: {why}");
+                        warn!(target: LOG_TARGET, "upgrade: keeping this process: {why}");
                     }
-                    Some(Outcome::Stopped(line)) => info!("upgrade: {line}"),
-                    Some(Outcome::Killed(line)) => warn!("upgrade: {line}"),
+                    Some(Outcome::Stopped(line)) => info!(target: LOG_TARGET, "upgrade: {line}"),
+                    Some(Outcome::Killed(line)) => warn!(target: LOG_TARGET, "upgrade: {line}"),
                     None => {}
                 }
                 // A new process that did not serve may have written the pid file
@@ -403,7 +426,7 @@ impl Supervisor {
                 delay_ends = None;
                 // Already stopping if a worker failed meanwhile.
                 if !stopping {
-                    info!("shutdown: the shutdown delay is over; draining");
+                    info!(target: LOG_TARGET, "shutdown: the shutdown delay is over; draining");
                     stopping = true;
                     notify::draining();
                     running.shutdown();
@@ -437,7 +460,7 @@ impl Supervisor {
             pid_file::remove_if_ours(path);
         }
         let totals = joined?;
-        info!("totals in_flight=0 {totals}");
+        info!(target: LOG_TARGET, "totals in_flight=0 {totals}");
         Ok(totals)
     }
 }
@@ -457,7 +480,7 @@ fn write_pid_file(path: &Path, pid: u32) -> bool {
     match pid_file::write_pid(path, pid) {
         Ok(()) => true,
         Err(err) => {
-            warn!("pid file: cannot write {}: {err}", path.display());
+            warn!(target: LOG_TARGET, "pid file: cannot write {}: {err}", path.display());
             false
         }
     }
@@ -468,27 +491,38 @@ impl Supervisor {
     /// stopping, or this process cannot upgrade.
     fn start_upgrade(&self, upgrader: Option<&mut Upgrader>, stopping: bool) {
         let Some(upgrader) = upgrader else {
-            warn!("upgrade: not available in this process (only greeter-server upgrades); ignoring it");
+            warn!(
+                target: LOG_TARGET,
+                "upgrade: not available in this process (only greeter-server upgrades); ignoring it"
+            );
             return;
         };
         if stopping {
-            info!("upgrade: this process is stopping; ignoring SIGUSR2");
+            info!(target: LOG_TARGET, "upgrade: this process is stopping; ignoring SIGUSR2");
             return;
         }
         if let Some(pid) = upgrader.in_progress() {
-            info!("upgrade: one is under way (pid {pid}); ignoring SIGUSR2");
+            info!(target: LOG_TARGET, "upgrade: one is under way (pid {pid}); ignoring SIGUSR2");
             return;
         }
         if let Some(why) = upgrader.refusal() {
-            warn!("upgrade: refused: {why}");
+            warn!(target: LOG_TARGET, "upgrade: refused: {why}");
             return;
         }
         let exe = upgrader.exe().display().to_string();
         match upgrader.start(self.poll.registry(), UPGRADE_REPORT) {
             Ok(pid) => {
-                info!("upgrade: started {exe} (pid {pid}); handing it the listening sockets")
+                info!(
+                    target: LOG_TARGET,
+                    "upgrade: started {exe} (pid {pid}); handing it the listening sockets"
+                )
             }
-            Err(err) => warn!("upgrade: keeping this process: cannot start {exe}: {err}"),
+            Err(err) => {
+                warn!(
+                    target: LOG_TARGET,
+                    "upgrade: keeping this process: cannot start {exe}: {err}"
+                )
+            }
         }
     }
 }

@@ -275,3 +275,279 @@ fn every_line_of_a_run_parses_in_each_log_format() {
     let accept = lines.iter().find(|line| line["event"] == "ACCEPT").unwrap();
     assert_eq!(accept["max"], 10000);
 }
+
+/// Where each documented line (docs/operations.md, "Log lines") is logged: the
+/// targets operators filter on (`RUST_LOG=greeter::server=debug`) and that JSON logs
+/// print. A message matches a pattern when it starts with the pattern's first piece
+/// and holds the others, in order (`*` separates them).
+const DOCUMENTED_TARGETS: &[(&str, &str)] = &[
+    ("serving ", "greeter::startup"),
+    ("config: ", "greeter::startup"),
+    ("fd limit: soft=", "greeter::startup"),
+    (
+        "fd limit: * may be held, above the open-file limit ",
+        "greeter::startup",
+    ),
+    ("ignoring GREETER_*: no such setting", "greeter::startup"),
+    (
+        "shutdown delay * without --metrics: no /healthz",
+        "greeter::startup",
+    ),
+    (
+        "listen backlog * is capped by net.core.somaxconn=",
+        "greeter::startup",
+    ),
+    ("metrics: serving http://", "greeter::metrics"),
+    ("ACCEPT peer=", "greeter::connection"),
+    ("CLOSE peer=", "greeter::connection"),
+    ("PREGREET peer=", "greeter::connection"),
+    ("PROXY_ERROR peer=", "greeter::connection"),
+    ("accept paused: ", "greeter::accept"),
+    ("accept resumed: backlog drained after ", "greeter::accept"),
+    ("totals in_flight=", "greeter::supervisor"),
+    ("reload: configuration reloaded from ", "greeter::reload"),
+    (
+        "reload: * changed in * it takes effect at the next restart",
+        "greeter::reload",
+    ),
+    ("reload: keeping the old configuration: ", "greeter::reload"),
+    ("reload: greeting reloaded from ", "greeter::reload"),
+    ("reload: address lists reloaded from ", "greeter::reload"),
+    ("reload: nothing to reload ", "greeter::reload"),
+    (
+        "shutdown: stopped accepting; waiting up to ",
+        "greeter::server",
+    ),
+    (
+        "shutdown: stopped accepting; nothing in flight",
+        "greeter::server",
+    ),
+    (
+        "shutdown: second stop signal, closing in-flight connections now",
+        "greeter::supervisor",
+    ),
+    (
+        "shutdown: stop signal; /healthz answers 503",
+        "greeter::supervisor",
+    ),
+    (
+        "shutdown: second stop signal, ending the shutdown delay; draining now",
+        "greeter::supervisor",
+    ),
+    (
+        "upgrade: this process is stopping; ignoring SIGUSR2",
+        "greeter::supervisor",
+    ),
+];
+
+/// Lines of the table that a host may not produce (its limits are high enough).
+const HOST_DEPENDENT: &[&str] = &["listen backlog * is capped by net.core.somaxconn="];
+
+/// Whether `msg` matches `pattern` (see [`DOCUMENTED_TARGETS`]).
+fn matches_pattern(msg: &str, pattern: &str) -> bool {
+    let mut pieces = pattern.split('*');
+    let Some(rest) = pieces.next().and_then(|first| msg.strip_prefix(first)) else {
+        return false;
+    };
+    let mut rest = rest;
+    for piece in pieces {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The (target, message) of every JSON line of `log`.
+fn targets_and_messages(log: &str) -> Vec<(String, String)> {
+    log.lines()
+        .map(|line| {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line:?}"));
+            let field = |key: &str| {
+                value[key]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no {key} in {line}"))
+                    .to_owned()
+            };
+            (field("target"), field("msg"))
+        })
+        .collect()
+}
+
+/// Waits until `needle` occurs `count` times in the server's stderr.
+fn wait_for_log_count(server: &ServerProcess, needle: &str, count: usize) {
+    wait_until(&format!("{count} x {needle:?} in stderr"), || {
+        server.stderr().matches(needle).count() >= count
+    });
+}
+
+/// Replaces `path` by a file holding `bytes`, by rename (as the docs advise).
+fn rewrite_by_rename(path: &std::path::Path, bytes: &[u8]) {
+    let new = path.with_extension("new");
+    std::fs::write(&new, bytes).unwrap();
+    std::fs::rename(&new, path).unwrap();
+}
+
+/// With a config file, a descriptor limit and a metrics endpoint: start-up lines,
+/// connections, reloads (applied, restart-only, refused), an accept pause and its
+/// end, the totals, and a drain ended by a second SIGTERM.
+fn log_of_a_config_run() -> String {
+    let greeting = large_greeting(4 * 1024 * 1024);
+    let (command, config) =
+        ServerCommand::new(&["--log-format", "json", "--metrics", "127.0.0.1:0"])
+            .env("RUST_LOG", "debug")
+            .env("GREETER_MAX_CONECTIONS", "5")
+            .greeting("targets-greeting", &greeting)
+            .fd_limit(32)
+            .config("targets.toml", "port = 0\nbacklog = 64\n");
+    let mut server = command.spawn();
+    server.wait_for_log("fd limit: soft=32 hard=32");
+    assert_same_bytes(&read_to_eof(&mut connect(server.addr)).unwrap(), &greeting);
+
+    server.signal("HUP");
+    wait_for_log_count(&server, "reload: configuration reloaded from", 1);
+    rewrite_by_rename(&config, b"port = 0\nbacklog = 65\n");
+    server.signal("HUP");
+    wait_for_log_count(&server, "reload: configuration reloaded from", 2);
+    rewrite_by_rename(&config, b"port = 0\nbacklog = 0\n");
+    server.signal("HUP");
+    server.wait_for_log("reload: keeping the old configuration: ");
+
+    // Peers that do not read hold their descriptor (the greeting cannot finish): the
+    // rest meet EMFILE; once they go, the queue drains.
+    let peers: Vec<_> = (0..40).map(|_| connect(server.addr)).collect();
+    server.wait_for_log("accept paused: ");
+    drop(peers);
+    server.wait_for_log("accept resumed: ");
+    server.wait_for_in_flight(0);
+
+    let _stalled = connect(server.addr);
+    server.wait_for_in_flight(1);
+    server.signal("TERM");
+    server.wait_for_log("shutdown: stopped accepting; waiting up to ");
+    server.signal("USR2");
+    server.wait_for_log("upgrade: this process is stopping; ignoring SIGUSR2");
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(STEP_TIMEOUT).code(), Some(0));
+    server.stderr()
+}
+
+/// With a greet delay, a deny file, a greeting file and a shutdown delay: a
+/// pregreeter, a reload of the greeting and the lists, and a shutdown delay ended by
+/// a second SIGTERM.
+fn log_of_a_delayed_run() -> String {
+    let deny = temp_file("targets-deny.txt", b"192.0.2.1\n");
+    let mut server = ServerCommand::new(&[
+        "--log-format",
+        "json",
+        "--greet-delay",
+        "100ms",
+        "--shutdown-delay",
+        "30s",
+        "--backlog",
+        "2147483647",
+        "--deny-file",
+        deny.arg(),
+    ])
+    .env("RUST_LOG", "debug")
+    .greeting("targets-short", b"hello\n")
+    .spawn();
+    let mut pregreeter = connect(server.addr);
+    pregreeter.write_all(b"EHLO\r\n").unwrap();
+    assert_eq!(read_to_eof(&mut pregreeter).unwrap(), b"hello\n");
+    // Its FIN ends the lingering close, so that nothing is in flight at the drain.
+    drop(pregreeter);
+    server.wait_for_log("PREGREET peer=");
+    server.wait_for_in_flight(0);
+
+    server.signal("HUP");
+    server.wait_for_log("reload: address lists reloaded from ");
+    server.signal("TERM");
+    server.wait_for_log("shutdown: stop signal; ");
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(STEP_TIMEOUT).code(), Some(0));
+    server.stderr()
+}
+
+/// A PROXY listener: each way of failing a header that has a `PROXY_ERROR` line,
+/// then a client with a header.
+fn log_of_a_proxy_run() -> String {
+    let mut server = ServerCommand::new(&[
+        "--log-format",
+        "json",
+        "--proxy-protocol",
+        "--proxy-timeout",
+        "300ms",
+        "--max-per-ip",
+        "1",
+        // One header waiter at a time (a quarter of it).
+        "--max-connections",
+        "4",
+    ])
+    .env("RUST_LOG", "debug")
+    .spawn();
+    // Part of a header: accepted (its first bytes are there) and held.
+    let mut first = connect(server.addr);
+    first.write_all(b"PROXY TCP4 ").unwrap();
+    server.wait_for_in_flight(1);
+    // The same address again: its waiter's share is taken.
+    let mut same_address = connect(server.addr);
+    same_address.write_all(b"PROXY TCP4 ").unwrap();
+    server.wait_for_log("waiting for their header");
+    // Another address: the oldest waiter makes room for it, ...
+    let mut newer = connect_from("127.0.0.2", server.addr);
+    newer.write_all(b"PROXY TCP4 ").unwrap();
+    server.wait_for_log("too many wait for their header");
+    // ... and it runs out of time.
+    server.wait_for_log("no header in time");
+    let mut garbage = connect(server.addr);
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    wait_for_log_count(&server, "PROXY_ERROR peer=", 4);
+    let mut proxied = connect(server.addr);
+    proxied
+        .write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 4000\r\n")
+        .unwrap();
+    assert_eq!(read_to_eof(&mut proxied).unwrap(), DEFAULT_GREETING);
+
+    server.signal("HUP");
+    server.wait_for_log("reload: nothing to reload ");
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("totals in_flight=0 ", STEP_TIMEOUT);
+    server.stderr()
+}
+
+#[test]
+fn every_documented_line_keeps_its_log_target() {
+    let mut lines = targets_and_messages(&log_of_a_config_run());
+    lines.extend(targets_and_messages(&log_of_a_delayed_run()));
+    lines.extend(targets_and_messages(&log_of_a_proxy_run()));
+    let mut seen = vec![false; DOCUMENTED_TARGETS.len()];
+    let mut wrong = Vec::new();
+    for (target, msg) in &lines {
+        for (index, (pattern, expected)) in DOCUMENTED_TARGETS.iter().enumerate() {
+            if matches_pattern(msg, pattern) {
+                seen[index] = true;
+                if target != expected {
+                    wrong.push(format!("{msg:?}: target {target}, not {expected}"));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "lines whose target moved:\n{}",
+        wrong.join("\n")
+    );
+    let unseen: Vec<&str> = DOCUMENTED_TARGETS
+        .iter()
+        .zip(&seen)
+        .filter(|((pattern, _), seen)| !**seen && !HOST_DEPENDENT.contains(pattern))
+        .map(|((pattern, _), _)| *pattern)
+        .collect();
+    assert!(
+        unseen.is_empty(),
+        "documented lines the runs did not log: {unseen:?}\n{lines:#?}"
+    );
+}

@@ -82,7 +82,12 @@ fn main() -> ExitCode {
     // instead of a multi-line report; the failed worker then ends the process with
     // exit 1 and the one-line `worker N failed` error.
     std::panic::set_hook(Box::new(|info| {
-        error!("internal error: {}", info.to_string().replace('\n', " "));
+        // The target it has always had: this binary's crate name.
+        error!(
+            target: "greeter_server",
+            "internal error: {}",
+            info.to_string().replace('\n', " ")
+        );
     }));
     let outcome = serve(settings, &mut report, upgrader);
     // Bounded: a stderr that nobody reads must not keep a stopped server alive.
