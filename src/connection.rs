@@ -492,3 +492,6 @@ impl Connection {
         &mut self.stream
     }
 }
+
+#[cfg(test)]
+mod tests;
