@@ -497,3 +497,6 @@ impl Connection {
         &mut self.stream
     }
 }
+
+#[cfg(test)]
+mod tests;

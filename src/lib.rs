@@ -10,8 +10,11 @@
 //!
 //! # Layout
 //! A connection's life, in the order it happens:
-//! - [`listener`]: where the listening sockets come from (bound with their backlog and
-//!   send buffer, one port for all, or passed by systemd).
+//! - [`listener`]: binding the listening sockets (with their backlog and send buffer,
+//!   one port for all).
+//! - [`listen_fds`]: the `LISTEN_FDS` protocol both ways: the sockets passed by
+//!   systemd or an upgrade, assigned to their listeners by name or address, and what
+//!   an upgrade passes on (the sockets, their names, the report channel).
 //! - `accept` (internal): which accept errors are skipped and which pause accepting;
 //!   the accept gate (ready, budget spent, at capacity, paused).
 //! - [`server`]: the [`Server`]: the loop (`run`/`turn`), accepting, the drain, and
@@ -88,6 +91,7 @@ pub mod greeting;
 pub mod handle;
 pub mod health_check;
 mod held;
+pub mod listen_fds;
 pub mod listener;
 pub mod log_format;
 pub mod log_sink;

@@ -1,7 +1,7 @@
 //! Where the listening sockets come from: bound here (socket2: backlog, `SO_REUSEADDR`,
-//! `SO_SNDBUF`, `IPV6_V6ONLY`), or passed by systemd socket activation (see
-//! sd_listen_fds(3)), so the server can serve a privileged port without ever running
-//! as root.
+//! `SO_SNDBUF`, `IPV6_V6ONLY`), or passed by systemd socket activation or an upgrade
+//! (taken and assigned to their listeners in [`crate::listen_fds`]), so the server can
+//! serve a privileged port without ever running as root.
 //!
 //! The `IPV6_V6ONLY` rule, set explicitly so that `net.ipv6.bindv6only` does not
 //! decide: an IPv6 wildcard (`::`) is dual-stack (it also takes IPv4 clients) unless an
@@ -12,10 +12,9 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 
-use listenfd::ListenFd;
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{Config, ListenerId};
+use crate::config::Config;
 use crate::error::Failure;
 
 /// A listening socket and the listener it serves (its index in
@@ -65,107 +64,6 @@ pub fn check_addresses(config: &Config) -> Result<(), Failure> {
         refuse_overlaps(&listener.addrs)?;
     }
     Ok(())
-}
-
-/// Sockets passed by the `LISTEN_FDS` protocol: by systemd, or by the process this
-/// one upgrades (see [`crate::upgrade`]), which names each (`LISTEN_FDNAMES`).
-#[derive(Debug, Default)]
-pub struct PassedSockets {
-    /// The listening sockets, each with its name (empty if it has none).
-    pub listeners: Vec<(std::net::TcpListener, String)>,
-    /// The one named `metrics`: the metrics endpoint's listener.
-    pub metrics: Option<std::net::TcpListener>,
-    /// Whether they came from an upgrading process (an `upgrade-report` was passed
-    /// beside them), not from systemd.
-    pub from_upgrade: bool,
-}
-
-/// The `LISTEN_FDNAMES` name an upgrade hands the sockets of listener `id` on with:
-/// its name; for a port-0 listener its place among those of its hosts
-/// (`port0-N`: its port was picked at bind, so no table names it); else
-/// `listener` (its table names its address and port).
-pub fn fd_name(id: &ListenerId) -> String {
-    match (&id.name, id.port) {
-        (Some(name), _) => name.clone(),
-        (None, 0) => format!("{PORT_ZERO_FD_PREFIX}{}", id.nth),
-        (None, _) => "listener".to_owned(),
-    }
-}
-
-/// How [`fd_name`] names the sockets of port-0 listeners.
-pub const PORT_ZERO_FD_PREFIX: &str = "port0-";
-
-/// Assigns passed sockets to the listeners of `config`, each to the listener it is
-/// (never by position): the one whose `name` is the socket's name (systemd's
-/// `FileDescriptorName=`, or an upgrade's), else the one whose address and port it
-/// has, else (a port-0 listener handed over by an upgrade) the port-0 listener of its
-/// host at the place its name gives. Sockets that none of these finds go to the one
-/// listener of a config that has one unnamed listener.
-///
-/// # Errors
-/// A [`Failure`] naming a socket that no listener is.
-pub fn assign_passed(
-    sockets: Vec<(std::net::TcpListener, String)>,
-    config: &Config,
-    from_upgrade: bool,
-) -> Result<Vec<ListeningSocket>, Failure> {
-    let from = if from_upgrade {
-        "handed over by the upgrade"
-    } else {
-        "passed by systemd"
-    };
-    let mut assigned = Vec::with_capacity(sockets.len());
-    for (socket, name) in sockets {
-        let local = socket.local_addr().map_err(|err| {
-            Failure::new(
-                format!("cannot read the address of a socket {from}"),
-                err,
-                None,
-            )
-        })?;
-        let has = |addr: &SocketAddr, port: u16| {
-            addr.port() == port && (addr.ip() == local.ip() || addr.ip().is_unspecified())
-        };
-        let listeners = &config.listeners;
-        let named = listeners
-            .iter()
-            .position(|listener| listener.id.name.as_deref() == Some(name.as_str()));
-        let by_address = || {
-            listeners
-                .iter()
-                .position(|listener| listener.addrs.iter().any(|addr| has(addr, local.port())))
-        };
-        let port_zero = || {
-            let nth: usize = name.strip_prefix(PORT_ZERO_FD_PREFIX)?.parse().ok()?;
-            listeners.iter().position(|listener| {
-                listener.id.name.is_none()
-                    && listener.id.port == 0
-                    && listener.id.nth == nth
-                    && listener.addrs.iter().any(|addr| has(addr, 0))
-            })
-        };
-        // The one unnamed listener of a config is every socket's (its host or port
-        // changes only at a restart: a reload says the same).
-        let only = || (listeners.len() == 1 && listeners[0].id.name.is_none()).then_some(0);
-        let listener = named.or_else(by_address).or_else(port_zero).or_else(only);
-        let Some(listener) = listener else {
-            let hint = if from_upgrade {
-                "its table is gone or names another host or port: restore it, or restart to apply that"
-            } else {
-                "give each ListenStream= of the .socket unit a [[listener]] with its host and port, or FileDescriptorName= and a listener of that name"
-            };
-            return Err(Failure::new(
-                format!("cannot serve the socket on {local} {from}"),
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "no listener has its name, or its address and port",
-                ),
-                Some(hint),
-            ));
-        };
-        assigned.push(ListeningSocket { socket, listener });
-    }
-    Ok(assigned)
 }
 
 /// Binds a listening TCP socket with an explicit backlog (`std` and mio use 128, which
@@ -394,69 +292,4 @@ pub(crate) fn defer_accept(socket: &impl AsFd) {
             io::Error::last_os_error()
         );
     }
-}
-
-const HINT: &str = "each ListenStream= of the .socket unit must be a TCP address";
-
-/// The listening TCP sockets systemd passed (one per `ListenStream=`, in order), or
-/// `None` when none was passed (then the server binds its own).
-///
-/// # Errors
-/// A [`Failure`] naming the descriptor when one passed is not a listening TCP
-/// socket.
-pub fn from_systemd() -> Result<Option<PassedSockets>, Failure> {
-    let mut passed = ListenFd::from_env();
-    if passed.len() == 0 {
-        return Ok(None);
-    }
-    let names = fd_names();
-    let mut sockets = PassedSockets::default();
-    for index in 0..passed.len() {
-        let name = names.get(index).map(String::as_str).unwrap_or_default();
-        if name == crate::upgrade::REPORT_FD_NAME {
-            // Taken already, by the binary's first step.
-            sockets.from_upgrade = true;
-            continue;
-        }
-        let fail = |err| {
-            Failure::new(
-                format!(
-                    "cannot serve the socket passed by systemd (fd {})",
-                    3 + index
-                ),
-                err,
-                Some(HINT),
-            )
-        };
-        let listener = passed
-            .take_tcp_listener(index)
-            .map_err(fail)?
-            .ok_or_else(|| fail(io::Error::other("it was already taken")))?;
-        // listenfd checks that it is a TCP socket; it must also be listening.
-        if !SockRef::from(&listener).is_listener().map_err(fail)? {
-            return Err(fail(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "it is a TCP socket but not a listening one",
-            )));
-        }
-        if name == METRICS_FD_NAME {
-            sockets.metrics = Some(listener);
-        } else {
-            sockets.listeners.push((listener, name.to_owned()));
-        }
-    }
-    if sockets.listeners.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(sockets))
-}
-
-/// The `LISTEN_FDNAMES` name of the metrics endpoint's listening socket.
-pub const METRICS_FD_NAME: &str = "metrics";
-
-/// The names of the passed descriptors (`LISTEN_FDNAMES`, colon-separated), in order.
-pub fn fd_names() -> Vec<String> {
-    std::env::var("LISTEN_FDNAMES")
-        .map(|names| names.split(':').map(str::to_owned).collect())
-        .unwrap_or_default()
 }

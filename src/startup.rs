@@ -13,10 +13,10 @@ use log::{info, warn};
 use crate::config::{Config, ServerArgs, Settings};
 use crate::error::Failure;
 use crate::fdlimit::FdLimit;
+use crate::listen_fds::{self, Handover};
 use crate::listener;
 use crate::metrics_http::MetricsServer;
 use crate::reload::Reloader;
-use crate::upgrade::Handover;
 use crate::workers::Workers;
 
 /// The log target of this module's lines: documented (docs/operations.md), so
@@ -85,10 +85,10 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
         0 => std::thread::available_parallelism().map_or(1, |cores| cores.get()),
         n => n as usize,
     };
-    let (sockets, passed_metrics, source) = match listener::from_systemd()? {
+    let (sockets, passed_metrics, source) = match listen_fds::from_systemd()? {
         Some(passed) => {
             let mut sockets =
-                listener::assign_passed(passed.listeners, &config, passed.from_upgrade)?;
+                listen_fds::assign_passed(passed.listeners, &config, passed.from_upgrade)?;
             let unserved = (0..config.listeners.len())
                 .filter(|&index| !sockets.iter().any(|socket| socket.listener == index));
             for index in unserved.collect::<Vec<_>>() {
@@ -128,7 +128,7 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
     let mut handover = Handover::default();
     for socket in &sockets {
         let copy = socket.socket.try_clone().map_err(dup_fail)?;
-        let name = listener::fd_name(&config.listeners[socket.listener].id);
+        let name = listen_fds::fd_name(&config.listeners[socket.listener].id);
         handover.listeners.push((copy, name));
     }
     let workers = Workers::from_sockets(sockets, &config, worker_count)?;

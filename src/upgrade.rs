@@ -4,7 +4,7 @@
 //! arguments and environment, and hands it its listening sockets (and the metrics
 //! endpoint's) by the `LISTEN_FDS` protocol greeter already serves systemd's sockets
 //! by: each at fd 3 and up, named in `LISTEN_FDNAMES` (`metrics`, and for a listening
-//! socket what tells which listener it is: `crate::listener::fd_name`), with
+//! socket what tells which listener it is: `crate::listen_fds::fd_name`), with
 //! `LISTEN_PID` naming the new process (a `/bin/sh -c '... exec'` sets it to its own
 //! pid, which the exec keeps). One more descriptor, named `upgrade-report`, is one end
 //! of a socket pair: the new process writes `ready` on it as soon as its workers run,
@@ -31,13 +31,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use command_fds::{CommandFdExt, FdMapping};
 use mio::{Interest, Registry, Token};
 
-use crate::listener::{fd_names, METRICS_FD_NAME};
-
-/// The `LISTEN_FDNAMES` name of the report channel.
-pub const REPORT_FD_NAME: &str = "upgrade-report";
+use crate::listen_fds::{report_fd, Handover};
 
 /// Sets `LISTEN_PID` (and `WATCHDOG_PID`, if systemd asked for a watchdog) to the pid
 /// of the process that then execs the new binary.
@@ -56,16 +52,7 @@ impl Report {
     /// The report channel a process upgrading to this one passed, if it did. Call it
     /// first thing, before the passed sockets are taken.
     pub fn take() -> Option<Report> {
-        let passed: usize = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
-        let ours = std::env::var("LISTEN_PID")
-            .ok()
-            .and_then(|pid| pid.parse::<u32>().ok())
-            .is_some_and(|pid| pid == std::process::id());
-        let index = fd_names().iter().position(|name| name == REPORT_FD_NAME)?;
-        if !ours || index >= passed {
-            return None;
-        }
-        let fd = 3 + index as i32;
+        let fd = report_fd()?;
         // SAFETY: the LISTEN_FDS protocol passed this descriptor to this process at
         // this number (LISTEN_PID names us), and nothing else takes it: the passed
         // sockets are taken by name, and this name is skipped there.
@@ -86,16 +73,6 @@ impl Report {
         let line = format!("greeter-server: {error}").replace('\n', " ");
         let _ = writeln!(self.channel, "failed: {line}");
     }
-}
-
-/// The sockets an upgrade hands on: duplicates, kept while this process lives.
-#[derive(Debug, Default)]
-pub struct Handover {
-    /// Each listening socket with the name it is handed on with, which tells the new
-    /// process which of its listeners it is ([`crate::listener::fd_name`]).
-    pub listeners: Vec<(std::net::TcpListener, String)>,
-    /// The metrics endpoint's listening socket, with `--metrics`.
-    pub metrics: Option<std::net::TcpListener>,
 }
 
 /// What to start: the binary's path as it was at start-up, and its arguments.
@@ -280,39 +257,14 @@ impl Upgrader {
     pub fn start(&mut self, registry: &Registry, token: Token) -> io::Result<u32> {
         let (ours, theirs) = UnixStream::pair()?;
         ours.set_nonblocking(true)?;
-        let mut mappings = Vec::new();
-        let mut names = Vec::new();
-        for (socket, name) in &self.handover.listeners {
-            mappings.push(OwnedFd::from(socket.try_clone()?));
-            names.push(name.clone());
-        }
-        if let Some(metrics) = &self.handover.metrics {
-            mappings.push(OwnedFd::from(metrics.try_clone()?));
-            names.push(METRICS_FD_NAME.to_owned());
-        }
-        mappings.push(OwnedFd::from(theirs));
-        names.push(REPORT_FD_NAME.to_owned());
-        let count = mappings.len();
-        let mappings = mappings
-            .into_iter()
-            .zip(3..)
-            .map(|(parent_fd, child_fd)| FdMapping {
-                parent_fd,
-                child_fd,
-            })
-            .collect();
         let mut command = Command::new(&self.command.shell);
         command
             .arg("-c")
             .arg(EXEC_WITH_OWN_PID)
             .arg(&self.command.exe)
             .args(&self.command.args)
-            .env("LISTEN_FDS", count.to_string())
-            .env("LISTEN_FDNAMES", names.join(":"))
-            .env_remove("LISTEN_PID")
-            .env_remove("WATCHDOG_PID")
-            .fd_mappings(mappings)
-            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
+            .env_remove("WATCHDOG_PID");
+        self.handover.pass_to(&mut command, OwnedFd::from(theirs))?;
         let child = command.spawn()?;
         let mut report = mio::net::UnixStream::from_std(ours);
         registry.register(&mut report, token, Interest::READABLE)?;
