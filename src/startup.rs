@@ -14,7 +14,7 @@ use crate::config::{Config, ServerArgs, Settings};
 use crate::error::Failure;
 use crate::fdlimit::FdLimit;
 use crate::listener;
-use crate::metrics_http::MetricsServer;
+use crate::metrics::MetricsServer;
 use crate::reload::Reloader;
 use crate::upgrade::Handover;
 use crate::workers::Workers;
