@@ -58,9 +58,12 @@
 //! - `wake_one` (internal): the shared listening socket registered with
 //!   `EPOLLEXCLUSIVE`, so that an arrival wakes one worker, not all.
 //! - `per_ip` (internal): the `--max-per-ip` accounting.
-//! - [`metrics`]: what `--metrics` serves: Prometheus metrics and `/healthz`, read
-//!   from the snapshots the loops publish; [`metrics_http`]: how, from a small
-//!   readiness loop of its own bounded in clients, time and bytes.
+//! - [`metrics`]: `--metrics`, a folder: what is served, read from the snapshots the
+//!   loops publish ([`metrics::registry`]); the two exposition formats and the
+//!   `Accept` negotiation between them ([`metrics::format`], [`metrics::negotiate`]);
+//!   the routes `/metrics`, `/healthz`, `/livez` ([`metrics::endpoint`]); and how they
+//!   are served, from a small readiness loop of its own bounded in clients, time and
+//!   bytes ([`metrics::http`]).
 //! - [`reload`]: SIGHUP: the reload thread re-reads the config and greeting files and
 //!   hands every worker the new config.
 //! - [`log_sink`]: the bounded log queue and its writer thread, so that no loop ever
@@ -96,8 +99,6 @@ pub mod listener;
 pub mod log_format;
 pub mod log_sink;
 pub mod metrics;
-pub mod metrics_format;
-pub mod metrics_http;
 pub mod notify;
 pub mod pass;
 mod peer_addr;

@@ -15,7 +15,7 @@ use crate::error::Failure;
 use crate::fdlimit::FdLimit;
 use crate::listen_fds::{self, Handover};
 use crate::listener;
-use crate::metrics_http::MetricsServer;
+use crate::metrics::MetricsServer;
 use crate::reload::Reloader;
 use crate::workers::Workers;
 

@@ -305,7 +305,7 @@ fn a_scrape_is_answered_while_a_hundred_clients_idle_or_dribble() {
 fn beyond_its_client_cap_the_endpoint_drops_the_oldest_idle_client() {
     let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
     let metrics = metrics_addr(&server);
-    let cap = greeter::metrics_http::MAX_CLIENTS;
+    let cap = greeter::metrics::http::MAX_CLIENTS;
     let idle: Vec<TcpStream> = (0..cap + 20).map(|_| connect(metrics)).collect();
     assert_eq!(http_get(metrics, "/healthz"), (200, "ok\n".to_owned()));
     // The first 20, plus one for the scrape, were closed to make room: a clean EOF.

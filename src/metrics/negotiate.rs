@@ -24,16 +24,7 @@
 //!   OpenMetrics from Go, text from greeter).
 //! - The Go client also offers protobuf; greeter passes a protobuf clause over.
 
-/// What a scrape is answered in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// The classic text format 0.0.4.
-    Text,
-    /// OpenMetrics, labelled `version=0.0.1` (asked for with that version or none).
-    OpenMetrics0_0_1,
-    /// OpenMetrics `version=1.0.0`.
-    OpenMetrics1_0_0,
-}
+use super::format::Format;
 
 /// The format for the value of a request's first `Accept` header (`None`: it had
 /// none).

@@ -26,14 +26,15 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use prometheus_client::registry::Registry;
 use slab::Slab;
 
 use crate::accept::{self, AcceptFailure, ACCEPT_RETRY_DELAY};
 use crate::error::{describe_io_error, Failure};
-use crate::metrics::{health, MetricsSource};
-use crate::metrics_format::{negotiate, to_text_0_0_4, Format};
 use crate::socket::{discard_input, write_greeting, InputState, WriteProgress};
+
+use super::endpoint::{Request, Routes};
+use super::negotiate::negotiate;
+use super::registry::MetricsSource;
 
 /// The most metrics connections held at once.
 pub const MAX_CLIENTS: usize = 128;
@@ -134,15 +135,11 @@ impl MetricsServer {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(fail)?;
-        let source = Arc::new(source);
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(Arc::clone(&source)));
-        let mut endpoint = Endpoint {
+        let mut endpoint = HttpLoop {
             poll,
             listener,
             clients: Slab::with_capacity(MAX_CLIENTS),
-            registry,
-            source,
+            routes: Routes::new(source),
             spare: File::open("/dev/null").ok(),
             retry_accept_at: None,
             stop: Arc::clone(&stop.asked),
@@ -157,15 +154,13 @@ impl MetricsServer {
 }
 
 /// The loop's state.
-struct Endpoint {
+struct HttpLoop {
     poll: Poll,
     listener: TcpListener,
     /// The connections, keyed by their token.
     clients: Slab<Client>,
-    /// Holds the one collector, which reads `source` at each scrape.
-    registry: Registry,
-    /// Where the numbers come from (`/healthz` reads it directly).
-    source: Arc<MetricsSource>,
+    /// What each path answers.
+    routes: Routes,
     /// Given up for one accept when the process is out of descriptors.
     spare: Option<File>,
     /// Set when accepting stopped for lack of descriptors: when to try again.
@@ -195,20 +190,6 @@ enum ClientPhase {
     Lingering,
 }
 
-/// What a request asks for, once its head is read.
-#[derive(Debug, PartialEq, Eq)]
-enum Request {
-    /// `GET` (or `HEAD`, `head_only`) of `path`, its query string left out; `format`
-    /// is what its `Accept` negotiates.
-    Get {
-        path: String,
-        head_only: bool,
-        format: Format,
-    },
-    /// A request answered with an error status and closed.
-    Refused(&'static str, &'static str),
-}
-
 /// Whether a client is done with, after a step.
 #[derive(Debug, PartialEq, Eq)]
 enum Next {
@@ -217,13 +198,14 @@ enum Next {
     Close,
 }
 
-impl Endpoint {
+impl HttpLoop {
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         loop {
             if let Err(err) = self.poll.poll(&mut events, self.timeout()) {
                 if err.kind() != io::ErrorKind::Interrupted {
-                    warn!("metrics: the endpoint's poll failed, metrics are off: {err}");
+                    warn!(
+                        target: "greeter::metrics_http", "metrics: the endpoint's poll failed, metrics are off: {err}");
                     return;
                 }
                 continue;
@@ -287,7 +269,7 @@ impl Endpoint {
                 // The greeting loops' taxonomy: one lost connection goes on; running
                 // out, or anything unexpected, waits rather than spins.
                 Err(err) => {
-                    debug!("metrics: accept failed: {}", describe_io_error(&err));
+                    debug!(target: "greeter::metrics_http", "metrics: accept failed: {}", describe_io_error(&err));
                     match accept::classify(&err) {
                         AcceptFailure::PerConnection => continue,
                         AcceptFailure::ResourcesExhausted | AcceptFailure::Unexpected => {
@@ -328,7 +310,7 @@ impl Endpoint {
             .register(&mut stream, Token(key), interest)
         {
             debug!(
-                "metrics: cannot register a client: {}",
+                target: "greeter::metrics_http", "metrics: cannot register a client: {}",
                 describe_io_error(&err)
             );
             return;
@@ -349,57 +331,13 @@ impl Endpoint {
         };
         let mut next = client.step();
         if let Next::Answer(request) = next {
-            let response = self.respond(&request);
+            let response = self.routes.respond(&request);
             let client = &mut self.clients[key];
             client.phase = ClientPhase::Writing(response, 0);
             next = client.step();
         }
         if next == Next::Close {
             self.close(key);
-        }
-    }
-
-    /// The whole HTTP response to `request`.
-    fn respond(&self, request: &Request) -> Vec<u8> {
-        let (path, head_only, format) = match request {
-            Request::Get {
-                path,
-                head_only,
-                format,
-            } => (path.as_str(), *head_only, *format),
-            Request::Refused(status, body) => return response(status, TEXT, body, false),
-        };
-        match path {
-            "/metrics" => {
-                let mut body = String::new();
-                match prometheus_client::encoding::text::encode(&mut body, &self.registry) {
-                    Ok(()) if format == Format::Text => {
-                        let text = to_text_0_0_4(&body);
-                        response("200 OK", format.content_type(), &text, head_only)
-                    }
-                    Ok(()) => response("200 OK", format.content_type(), &body, head_only),
-                    Err(_) => {
-                        warn!("metrics: encoding failed");
-                        response("500 Internal Server Error", TEXT, "error\n", head_only)
-                    }
-                }
-            }
-            "/healthz" => match health(&self.source.workers.snapshot()) {
-                Ok(()) => response("200 OK", TEXT, "ok\n", head_only),
-                Err(why) => response(
-                    "503 Service Unavailable",
-                    TEXT,
-                    &format!("{why}\n"),
-                    head_only,
-                ),
-            },
-            // Only a stuck loop fails it: paused, stopping or draining, it still
-            // answers, so that a liveness probe never restarts a replica for those.
-            "/livez" => match self.source.workers.live() {
-                true => response("200 OK", TEXT, "ok\n", head_only),
-                false => response("503 Service Unavailable", TEXT, "stuck\n", head_only),
-            },
-            _ => response("404 Not Found", TEXT, "not found\n", head_only),
         }
     }
 
@@ -432,7 +370,7 @@ impl Client {
             ClientPhase::Lingering => discard_until_eof(&mut self.stream),
         };
         result.unwrap_or_else(|err| {
-            debug!("metrics: a client failed: {}", describe_io_error(&err));
+            debug!(target: "greeter::metrics_http", "metrics: a client failed: {}", describe_io_error(&err));
             Next::Close
         })
     }
@@ -510,99 +448,5 @@ fn discard_until_eof(stream: &mut TcpStream) -> io::Result<Next> {
     }
 }
 
-const TEXT: &str = "text/plain; charset=utf-8";
-
-/// A whole response (HTTP/1.1, `Connection: close`); without its body for `HEAD`.
-fn response(status: &str, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        response.extend_from_slice(body.as_bytes());
-    }
-    response
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn get(path: &str, head_only: bool) -> Option<Request> {
-        Some(Request::Get {
-            path: path.to_owned(),
-            head_only,
-            format: Format::Text,
-        })
-    }
-
-    #[test]
-    fn requests_are_read_as_what_they_ask_for() {
-        let parse = |text: &str| parse_request(text.as_bytes());
-        assert_eq!(
-            parse("GET /metrics HTTP/1.1\r\n\r\n"),
-            get("/metrics", false)
-        );
-        assert_eq!(
-            parse("HEAD /healthz HTTP/1.1\r\n\r\n"),
-            get("/healthz", true)
-        );
-        assert_eq!(
-            parse("GET /metrics?module=x&y=1 HTTP/1.1\r\n\r\n"),
-            get("/metrics", false)
-        );
-        assert_eq!(
-            parse("GET /metrics HTTP/1.1\r\naccept: application/openmetrics-text; version=1.0.0\r\n\r\n"),
-            Some(Request::Get {
-                path: "/metrics".to_owned(),
-                head_only: false,
-                format: Format::OpenMetrics1_0_0,
-            })
-        );
-        assert_eq!(parse("GET /metrics HTTP/1.1\r\nHost: x\r\n"), None);
-        assert!(matches!(
-            parse("POST /metrics HTTP/1.1\r\n\r\n"),
-            Some(Request::Refused("405 Method Not Allowed", _))
-        ));
-        assert!(matches!(
-            parse("nonsense\r\n\r\n"),
-            Some(Request::Refused("400 Bad Request", _))
-        ));
-        let many_headers = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(40));
-        assert!(matches!(
-            parse(&many_headers),
-            Some(Request::Refused("431 Request Header Fields Too Large", _))
-        ));
-        let long = format!("GET / HTTP/1.1\r\nX: {}", "y".repeat(MAX_REQUEST_BYTES));
-        assert!(matches!(
-            parse(&long),
-            Some(Request::Refused("431 Request Header Fields Too Large", _))
-        ));
-        // Whole heads, read at once: 8 KiB is served, a byte more is not.
-        let head_of = |length: usize| {
-            let start = "GET /metrics HTTP/1.1\r\nX: ";
-            let padding = "y".repeat(length - start.len() - 4);
-            format!("{start}{padding}\r\n\r\n")
-        };
-        assert_eq!(parse(&head_of(MAX_REQUEST_BYTES)), get("/metrics", false));
-        assert!(matches!(
-            parse(&head_of(MAX_REQUEST_BYTES + 1)),
-            Some(Request::Refused("431 Request Header Fields Too Large", _))
-        ));
-        // The first Accept decides, as in Go.
-        assert_eq!(
-            parse("GET /metrics HTTP/1.1\r\nAccept: text/plain\r\naccept: application/openmetrics-text\r\n\r\n"),
-            get("/metrics", false)
-        );
-    }
-
-    #[test]
-    fn a_head_response_has_the_length_of_the_body_it_leaves_out() {
-        let full = response("200 OK", TEXT, "ok\n", false);
-        let head = response("200 OK", TEXT, "ok\n", true);
-        assert!(full.ends_with(b"\r\n\r\nok\n"));
-        assert!(head.ends_with(b"Content-Length: 3\r\nConnection: close\r\n\r\n"));
-    }
-}
+mod tests;

@@ -1,14 +1,10 @@
-//! `--metrics ADDR`: Prometheus metrics and a health endpoint, served off the greeting
-//! path. The loops only publish the snapshots they already publish once per round;
-//! the metrics thread reads them at scrape time and encodes them with
-//! `prometheus-client`. What is served is here; how it is served (a readiness loop of
-//! its own, bounded in clients, time and bytes) is in `metrics_http`.
+//! What `/metrics` and `/healthz` say: the families read from the snapshots the loops
+//! already publish once per round, encoded at scrape time with `prometheus-client`
+//! (the metrics thread reads them; the loops do nothing more for them).
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use log::info;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -246,12 +242,4 @@ pub fn health(snapshot: &Snapshot) -> Result<(), &'static str> {
     } else {
         Ok(())
     }
-}
-
-/// Logs where the endpoints are, once, at start-up.
-pub fn announce(addr: SocketAddr) {
-    info!(
-        target: "greeter::metrics",
-        "metrics: serving http://{addr}/metrics and http://{addr}/healthz"
-    );
 }

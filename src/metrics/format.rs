@@ -1,6 +1,6 @@
 //! The two exposition formats `/metrics` speaks, chosen as the official Go client
-//! chooses ([`negotiate`]): OpenMetrics when the scraper's `Accept` prefers it
-//! (Prometheus does), the classic text format 0.0.4 otherwise (`curl`,
+//! chooses ([`negotiate`](super::negotiate)): OpenMetrics when the scraper's `Accept`
+//! prefers it (Prometheus does), the classic text format 0.0.4 otherwise (`curl`,
 //! `promtool check metrics`, older tools).
 //!
 //! `prometheus-client` encodes OpenMetrics only, so the classic form is derived from
@@ -9,9 +9,16 @@
 //! samples), that 0.0.4 has no `info` type (a gauge of 1, as the Go client does),
 //! no `# UNIT` and no `# EOF`.
 
-pub mod negotiate;
-
-pub use negotiate::{negotiate, Format};
+/// What a scrape is answered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The classic text format 0.0.4.
+    Text,
+    /// OpenMetrics, labelled `version=0.0.1` (asked for with that version or none).
+    OpenMetrics0_0_1,
+    /// OpenMetrics `version=1.0.0`.
+    OpenMetrics1_0_0,
+}
 
 /// OpenMetrics' content type, as the Go client labels it when asked for 1.0.0.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
