@@ -1,17 +1,10 @@
-//! Flag groups the binaries share, as clap argument structs each binary flattens into
-//! its own: the server to talk to (`greeter-client`, `greeter-load`) and the greeting
-//! (`greeter-server`, `greeter-load`).
+//! The client's flags: the server to talk to (`greeter-client`, and `greeter-load`,
+//! which flattens it into its own) and `greeter-client`'s command line. The server's
+//! flags are [`crate::config::flags`].
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::client::unbracket;
-use crate::config::{parse_positive_duration, parse_size};
-use crate::error::Failure;
-use crate::greeting::{read_greeting_file, Greeting, DEFAULT_GREETING};
-
-/// The port both the server and the client use by default.
-pub const DEFAULT_PORT: u16 = 8080;
+use crate::parse::{parse_positive_duration, parse_size, unbracket, DEFAULT_PORT};
 
 /// The server a client connects to: `--host` and `--port`.
 #[derive(Debug, Clone, clap::Args)]
@@ -30,49 +23,6 @@ impl TargetArgs {
     /// The host as the resolver takes it (`[::1]` becomes `::1`).
     pub fn host(&self) -> &str {
         unbracket(&self.host)
-    }
-}
-
-/// The greeting: `--message` or `--message-file`, or the default.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct GreetingArgs {
-    /// The greeting: exactly these bytes (UTF-8), no newline added [default: "Hello
-    /// there! This is the hosted server"]
-    // An empty one is let through, to be refused with greeter's one-line error
-    // (`GreetingArgs::load`, and the server's settings), not clap's usage text.
-    #[arg(long, value_name = "TEXT", conflicts_with = "message_file")]
-    pub message: Option<String>,
-
-    /// The greeting is this file's bytes (any bytes; a regular file of at most 1GiB,
-    /// read once)
-    #[arg(long, value_name = "PATH")]
-    pub message_file: Option<PathBuf>,
-}
-
-impl GreetingArgs {
-    /// Loads the greeting once: the file's bytes, the text's, or the default.
-    ///
-    /// # Errors
-    /// A [`Failure`] naming the file and the cause when it cannot be read, or
-    /// saying that the greeting is empty.
-    pub fn load(&self) -> Result<Greeting, Failure> {
-        let greeting = match (&self.message_file, &self.message) {
-            (Some(path), _) => read_greeting_file(path)?,
-            (None, Some(text)) => Greeting::from(text.as_str()),
-            (None, None) => Greeting::from(DEFAULT_GREETING),
-        };
-        if greeting.is_empty() {
-            let what = match &self.message_file {
-                Some(path) => format!("greeting file {}", path.display()),
-                None => "--message".to_owned(),
-            };
-            return Err(Failure::new(
-                format!("cannot use {what}"),
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "the greeting is empty"),
-                Some("give a non-empty greeting"),
-            ));
-        }
-        Ok(greeting)
     }
 }
 

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::error::describe_io_error;
+use crate::parse::unbracket;
 
 /// How the client waits and how much it takes.
 #[derive(Debug, Clone, Copy)]
@@ -194,13 +195,6 @@ pub fn fetch_greeting_from(
             .map_err(|source| ClientError::Write { addr, source })?;
     }
     read_greeting(stream, addr, options)
-}
-
-/// `[::1]` as `::1`: the resolver takes IPv6 addresses without their brackets.
-pub fn unbracket(host: &str) -> &str {
-    host.strip_prefix('[')
-        .and_then(|inner| inner.strip_suffix(']'))
-        .unwrap_or(host)
 }
 
 /// Reads `stream` until EOF, within the per-read timeout and the byte limit.

@@ -109,7 +109,7 @@ impl ServerHandle {
 
     /// Makes `config`'s greetings and policies (per listener, by its index in
     /// [`Config::listeners`], which a reload keeps: see
-    /// [`crate::config::Settings::reload_into`]), limits, timeouts and
+    /// [`crate::config::build()`]), limits, timeouts and
     /// logging the ones new connections get, from the loop's next round on, all at
     /// once; a connection already held finishes with the greeting it started with.
     /// What needs new sockets (addresses, backlog, send buffer, PROXY or not) is not

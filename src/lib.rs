@@ -100,6 +100,7 @@ pub mod log_format;
 pub mod log_sink;
 pub mod metrics;
 pub mod notify;
+pub mod parse;
 pub mod pass;
 mod peer_addr;
 pub mod peer_input;

@@ -16,7 +16,7 @@ use std::thread;
 
 use log::{info, warn};
 
-use crate::config::{Config, Settings};
+use crate::config::{self, Config, Settings};
 use crate::error::Failure;
 use crate::workers::WorkersView;
 
@@ -109,9 +109,8 @@ impl Reloader {
                         config_file.as_deref().unwrap_or_default()
                     ));
                 }
-                let config = newer
-                    .reload_into(&self.running)
-                    .map_err(|err| err.to_string())?;
+                let config =
+                    config::build(&newer, Some(&self.running)).map_err(|err| err.to_string())?;
                 Ok((newer, config))
             });
         let (newer, config) = match reread {

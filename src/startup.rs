@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use log::{info, warn};
 
-use crate::config::{Config, ServerArgs, Settings};
+use crate::config::{self, Config, ServerArgs, Settings};
 use crate::error::Failure;
 use crate::fdlimit::FdLimit;
 use crate::listen_fds::{self, Handover};
@@ -64,10 +64,8 @@ pub struct Checked {
 /// # Errors
 /// The first [`Failure`].
 pub fn check(settings: &Settings) -> Result<Checked, Failure> {
-    let args = settings
-        .server_args()
-        .map_err(crate::config::SettingsError::into_failure)?;
-    let config = settings.to_config()?;
+    let args = settings.server_args().clone();
+    let config = config::build(settings, None)?;
     listener::check_addresses(&config)?;
     Ok(Checked { args, config })
 }

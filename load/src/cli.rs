@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use greeter::cli::{GreetingArgs, TargetArgs};
-use greeter::config::parse_positive_duration;
+use greeter::cli::TargetArgs;
+use greeter::config::GreetingArgs;
+use greeter::parse::parse_positive_duration;
 
 pub use crate::ProxyVersion;
 

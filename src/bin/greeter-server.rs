@@ -67,10 +67,7 @@ fn main() -> ExitCode {
     if health_check {
         return check_health(&settings);
     }
-    let log_format = settings
-        .server_args()
-        .map(|args| args.log_format)
-        .unwrap_or_default();
+    let log_format = settings.server_args().log_format;
     let log_sink = match start_logging(log_format) {
         Ok(sink) => sink,
         Err(err) => {

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::config::canonical_value;
+use crate::config::error::SettingsError;
 use crate::config::flags::check_value;
 use crate::config::keys::{self, FileType, Key, KEYS};
-use crate::config::SettingsError;
+use crate::config::values::canonical_value;
 use crate::files::{open_regular, read_unchanged, OpenFailure};
 
 /// The largest config file read: far beyond any real one, so that a wrong path (a

@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::access::Pregreet;
-use crate::cli::{GreetingArgs, DEFAULT_PORT};
-use crate::config::{parse_duration, parse_metrics_addr, parse_positive_duration, parse_size};
+use crate::config::values::{parse_metrics_addr, parse_name};
+use crate::error::Failure;
+use crate::greeting::{read_greeting_file, Greeting, DEFAULT_GREETING};
 use crate::log_format::LogFormat;
+use crate::parse::{parse_duration, parse_positive_duration, parse_size, DEFAULT_PORT};
 use crate::rate::{parse_rate, Rate};
 
 /// The server's settings as flags. [`crate::config::Settings`] layers them over the
@@ -225,6 +227,50 @@ pub struct ServerArgs {
     pub send_buffer: Option<usize>,
 }
 
+/// The greeting: `--message` or `--message-file`, or the default. A flag group of its
+/// own, as `greeter-load` takes it too (to check what it receives).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GreetingArgs {
+    /// The greeting: exactly these bytes (UTF-8), no newline added [default: "Hello
+    /// there! This is the hosted server"]
+    // An empty one is let through, to be refused with greeter's one-line error
+    // (`GreetingArgs::load`, and the server's settings), not clap's usage text.
+    #[arg(long, value_name = "TEXT", conflicts_with = "message_file")]
+    pub message: Option<String>,
+
+    /// The greeting is this file's bytes (any bytes; a regular file of at most 1GiB,
+    /// read once)
+    #[arg(long, value_name = "PATH")]
+    pub message_file: Option<PathBuf>,
+}
+
+impl GreetingArgs {
+    /// Loads the greeting once: the file's bytes, the text's, or the default.
+    ///
+    /// # Errors
+    /// A [`Failure`] naming the file and the cause when it cannot be read, or
+    /// saying that the greeting is empty.
+    pub fn load(&self) -> Result<Greeting, Failure> {
+        let greeting = match (&self.message_file, &self.message) {
+            (Some(path), _) => read_greeting_file(path)?,
+            (None, Some(text)) => Greeting::from(text.as_str()),
+            (None, None) => Greeting::from(DEFAULT_GREETING),
+        };
+        if greeting.is_empty() {
+            let what = match &self.message_file {
+                Some(path) => format!("greeting file {}", path.display()),
+                None => "--message".to_owned(),
+            };
+            return Err(Failure::new(
+                format!("cannot use {what}"),
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "the greeting is empty"),
+                Some("give a non-empty greeting"),
+            ));
+        }
+        Ok(greeting)
+    }
+}
+
 /// Serves a greeting over TCP to every client that connects, then closes.
 ///
 /// The greeting is sent the moment a connection is accepted; closing never loses it
@@ -348,29 +394,5 @@ pub fn parse_error_cause(err: &clap::Error) -> String {
     }
 }
 
-/// The most bytes a listener's or rate group's name may have.
-pub const MAX_NAME_BYTES: usize = 64;
-
-/// Parses a listener's or rate group's name: what a `LISTEN_FDNAMES` entry may hold.
-///
-/// # Errors
-/// A phrase fit for clap's usage error saying what is wrong.
-pub fn parse_name(text: &str) -> Result<String, String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    // The names an upgrade gives other sockets (crate::listen_fds::fd_name).
-    let reserved = matches!(text, "listener" | "metrics" | "upgrade-report")
-        || text.starts_with(crate::listen_fds::PORT_ZERO_FD_PREFIX);
-    if reserved {
-        return Err(format!(
-            "{text:?} is a name greeter gives sockets of its own (choose another)"
-        ));
-    }
-    if text.is_empty() || text.len() > MAX_NAME_BYTES || !text.chars().all(allowed) {
-        // Quoted (escaped) and cut: the text may be anything a user typed.
-        let shown: String = text.chars().take(MAX_NAME_BYTES + 1).collect();
-        return Err(format!(
-            "{shown:?} is not a name (1 to {MAX_NAME_BYTES} letters, digits, '.', '_' or '-')"
-        ));
-    }
-    Ok(text.to_owned())
-}
+#[cfg(test)]
+mod tests;

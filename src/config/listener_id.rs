@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use crate::client::unbracket;
+use crate::parse::unbracket;
 
 /// What identifies a listener (a `[[listener]]` table, or the flags' one listener).
 #[derive(Debug, Clone, PartialEq, Eq)]

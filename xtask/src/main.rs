@@ -742,7 +742,7 @@ mod tests {
                 .try_get_matches_from(std::iter::once("greeter-server").chain(argv.iter().copied()))
                 .unwrap();
             let settings = Settings::load(&matches, &Environment::default()).unwrap();
-            format!("{:?}", settings.server_args().unwrap())
+            format!("{:?}", settings.server_args())
         };
         let with_file = load(&["--config", path.to_str().unwrap()]);
         let _ = std::fs::remove_file(&path);

@@ -1,0 +1,300 @@
+//! The one step from settings to what the loops run: [`build`] turns [`Settings`]
+//! into the checked [`Config`], each listener with its greeting loaded and its access
+//! policy built (lists read, rate and pass tables made or kept). Start-up and every
+//! reload take this same step, so that a reload checks and loads exactly what a start
+//! does; a reload keeps what needs new sockets, and the tables whose settings did not
+//! change.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::access::{AccessList, Policy, Sources};
+use crate::config::error::SettingsError;
+use crate::config::listener_id::{self, ListenerId};
+use crate::config::settings::Settings;
+use crate::config::{Config, ListenerConfig, ServerArgs};
+use crate::error::{bare_or_quoted, Failure};
+use crate::greeting::Greeting;
+use crate::parse::unbracket;
+use crate::pass::{PassSettings, PassTable};
+use crate::rate::{RateSettings, RateTable};
+
+/// What the loops run, from `settings`: at start (`running`: `None`) every listener
+/// built, its hosts resolved; at a reload (`running`: the config the workers run now)
+/// the running listeners, each taking what a reload may change (its greeting and its
+/// policy) from the table that is the same listener (by name, else by hosts and port:
+/// [`ListenerId`]), never the one at its position. One whose table is gone keeps its
+/// last settings, and a new table waits for a restart
+/// ([`Settings::restart_only_changes`] names both). Then, for both, the limits,
+/// timeouts and logging of the top level.
+///
+/// # Errors
+/// A [`Failure`] naming the host, greeting or list file that cannot be used, or two
+/// tables that are one running listener.
+pub fn build(settings: &Settings, running: Option<&Config>) -> Result<Config, Failure> {
+    let args = settings.listener_args();
+    let mut policies = Policies::default();
+    // What a reload may change of a listener, made the same way at start and at a
+    // reload: its policy (keeping the tables of `running`'s where their settings are
+    // the same) and its greeting.
+    let mut served = |args: &ServerArgs,
+                      running: Option<&Policy>|
+     -> Result<(Greeting, Option<Arc<Policy>>), Failure> {
+        let policy = policies.get(args, running)?;
+        Ok((args.greeting.load()?, policy))
+    };
+    let mut config = match running {
+        None => {
+            let mut listeners = Vec::with_capacity(args.len());
+            for (args, id) in args.iter().zip(settings.listener_ids()) {
+                let (greeting, policy) = served(args, None)?;
+                listeners.push(ListenerConfig {
+                    id,
+                    addrs: resolve_hosts(&args.host, args.port)?,
+                    greeting,
+                    proxy_protocol: args.proxy_protocol,
+                    policy,
+                });
+            }
+            // Settings always have a listener, and a listener an address.
+            let Some(&first) = listeners.first().and_then(|first| first.addrs.first()) else {
+                return Err(SettingsError("no listener".into()).into_failure());
+            };
+            let top = settings.server_args();
+            let mut config = Config::new(first);
+            config.listeners = listeners;
+            config.backlog = top.backlog as i32;
+            config.send_buffer = top.send_buffer;
+            config
+        }
+        Some(running) => {
+            let mut next = running.clone();
+            let running_ids: Vec<ListenerId> =
+                running.listeners.iter().map(|l| l.id.clone()).collect();
+            let matched = listener_id::match_tables(&running_ids, &settings.listener_ids())
+                .map_err(|cause| SettingsError(cause).into_failure())?;
+            for (listener, table) in next.listeners.iter_mut().zip(matched) {
+                // Gone: it keeps its last settings.
+                let Some(index) = table else { continue };
+                (listener.greeting, listener.policy) =
+                    served(&args[index], listener.policy.as_deref())?;
+            }
+            next
+        }
+    };
+    apply_reloadable(settings.server_args(), &mut config);
+    Ok(config)
+}
+
+/// Sets in `config` what a reload may change besides the listeners' greetings and
+/// policies: the limits, timeouts and logging the top-level `args` give.
+fn apply_reloadable(args: &ServerArgs, config: &mut Config) {
+    config.max_connections = args.max_connections as usize;
+    // As postscreen's pre-queue limit defaults to the process limit of the
+    // smtpd processes it hands clients to.
+    config.max_delayed = args.max_delayed.unwrap_or(args.max_connections) as usize;
+    config.max_per_ip = args.max_per_ip;
+    config.write_timeout = args.write_timeout;
+    config.linger_timeout = args.linger_timeout;
+    config.drain_timeout = args.drain_timeout;
+    config.proxy_timeout = args.proxy_timeout;
+    config.connection_log_level = if args.log_connections {
+        log::Level::Info
+    } else {
+        log::Level::Debug
+    };
+}
+
+/// The parts of access policies built so far that listeners share: the lists, by
+/// what they are built from (listeners that inherit the same lists, a 500,000-entry
+/// deny file say, share one table instead of each reading and building its own), and
+/// the rate table of each `rate-group`. Any other rate table is its listener's own: a
+/// source's rate on one port says nothing of its rate on another.
+#[derive(Default)]
+struct Policies {
+    lists: Vec<(ListInputs, Arc<AccessList>)>,
+    rate_groups: Vec<(String, Arc<RateTable>)>,
+}
+
+/// What an access list is built from.
+#[derive(PartialEq)]
+struct ListInputs {
+    allow: Vec<String>,
+    deny: Vec<String>,
+    allow_files: Vec<PathBuf>,
+    deny_files: Vec<PathBuf>,
+}
+
+impl Policies {
+    /// The policy of `args`: its lists shared with listeners that name the same, its
+    /// rate table its group's, else the one of `running` (the policy it replaces, at a
+    /// reload) if its settings are the same, else a new one; its pass table its own,
+    /// kept from `running` in the same way.
+    fn get(
+        &mut self,
+        args: &ServerArgs,
+        running: Option<&Policy>,
+    ) -> Result<Option<Arc<Policy>>, Failure> {
+        let inputs = ListInputs {
+            allow: args.allow.clone(),
+            deny: args.deny.clone(),
+            allow_files: args.allow_file.clone(),
+            deny_files: args.deny_file.clone(),
+        };
+        let list = match self.lists.iter().find(|(built, _)| *built == inputs) {
+            Some((_, list)) => Arc::clone(list),
+            None => {
+                let list = Arc::new(args.access_list(running.map(|policy| &*policy.list))?);
+                self.lists.push((inputs, Arc::clone(&list)));
+                list
+            }
+        };
+        let rate = args.rate_settings().map(|settings| {
+            let group = args.rate_group.as_ref().and_then(|group| {
+                let found = self.rate_groups.iter().find(|(name, _)| name == group);
+                found.map(|(_, table)| Arc::clone(table))
+            });
+            // A group's listeners have the same settings (checked with the settings).
+            group.unwrap_or_else(|| {
+                let table = running
+                    .and_then(|policy| policy.rate_table_if(&settings))
+                    .unwrap_or_else(|| Arc::new(RateTable::new(settings)));
+                if let Some(group) = &args.rate_group {
+                    self.rate_groups.push((group.clone(), Arc::clone(&table)));
+                }
+                table
+            })
+        });
+        Ok(args.policy_with(list, rate, args.pass_table(running)))
+    }
+}
+
+impl ServerArgs {
+    /// The greet delay's pass table these flags give, if any: the one of `running`
+    /// (the policy it replaces, at a reload) if its settings are the same, so that a
+    /// reload keeps who passed; else a new one. Each listener has its own.
+    fn pass_table(&self, running: Option<&Policy>) -> Option<Arc<PassTable>> {
+        self.pass_settings().map(|settings| {
+            running
+                .and_then(|policy| policy.pass_table_if(&settings))
+                .unwrap_or_else(|| Arc::new(PassTable::new(settings)))
+        })
+    }
+
+    /// The access lists these flags name (`--allow`, `--deny` and their files), read
+    /// and built, replacing `running` at a reload (see [`AccessList::reload`]).
+    ///
+    /// # Errors
+    /// A [`Failure`] naming the list file, and its line, that cannot be used.
+    fn access_list(&self, running: Option<&AccessList>) -> Result<AccessList, Failure> {
+        AccessList::reload(
+            Sources {
+                allow: &self.allow,
+                deny: &self.deny,
+                allow_files: &self.allow_file,
+                deny_files: &self.deny_file,
+            },
+            running,
+        )
+    }
+
+    /// The access policy of these flags with its list, rate table and pass table
+    /// already built (`None` if it would change nothing).
+    fn policy_with(
+        &self,
+        list: Arc<AccessList>,
+        rate: Option<Arc<RateTable>>,
+        pass: Option<Arc<PassTable>>,
+    ) -> Option<Arc<Policy>> {
+        let policy = Policy {
+            list,
+            deny_message: self
+                .deny_message
+                .as_ref()
+                .map(|text| Greeting::from(text.as_str())),
+            rate,
+            greet_delay: self.greet_delay,
+            pregreet: self.pregreet,
+            pass,
+        };
+        (!policy.is_open()).then(|| Arc::new(policy))
+    }
+
+    /// What `--max-rate-per-ip`'s table is made of, if it is set.
+    pub(super) fn rate_settings(&self) -> Option<RateSettings> {
+        self.max_rate_per_ip.map(|rate| RateSettings {
+            rate,
+            prefix_v4: self.rate_prefix_v4,
+            prefix_v6: self.rate_prefix_v6,
+            table_size: self.rate_table_size,
+        })
+    }
+
+    /// What the greet delay's pass table is made of, if there is one: with a
+    /// `--greet-delay` and a `--pass-ttl` above zero.
+    fn pass_settings(&self) -> Option<PassSettings> {
+        let delayed = !self.greet_delay.is_zero() && !self.pass_ttl.is_zero();
+        delayed.then_some(PassSettings {
+            ttl: self.pass_ttl,
+            prefix_v4: self.rate_prefix_v4,
+            prefix_v6: self.rate_prefix_v6,
+            table_size: self.pass_table_size,
+        })
+    }
+}
+
+/// The addresses to listen on: every `--host`, in order, a name resolved to every
+/// address it has (duplicates dropped).
+///
+/// # Errors
+/// A [`Failure`] naming the host when it does not resolve, resolves to nothing,
+/// or is a multicast or broadcast address.
+fn resolve_hosts(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, Failure> {
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for host in hosts {
+        let name = unbracket(host);
+        // As the error names it: a config file's value may be anything.
+        let shown = bare_or_quoted(host);
+        let resolved: Vec<SocketAddr> = match name.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => (name, port)
+                .to_socket_addrs()
+                .map_err(|err| {
+                    Failure::new(
+                        format!("cannot resolve --host {shown}"),
+                        err,
+                        Some("give a name this host can resolve, or an address"),
+                    )
+                })?
+                .collect(),
+        };
+        if resolved.is_empty() {
+            return Err(Failure::new(
+                format!("cannot resolve --host {shown}"),
+                io::Error::new(io::ErrorKind::NotFound, "it has no IPv4 or IPv6 address"),
+                Some("give a name this host can resolve, or an address"),
+            ));
+        }
+        for addr in resolved {
+            if addr.ip().is_multicast() || addr.ip() == IpAddr::V4(Ipv4Addr::BROADCAST) {
+                return Err(Failure::new(
+                    format!("cannot listen on {addr} (--host {host})"),
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a multicast or broadcast address cannot accept connections",
+                    ),
+                    Some("give --host a unicast address, such as 127.0.0.1, 0.0.0.0 or ::"),
+                ));
+            }
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+    }
+    Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests;
