@@ -14,9 +14,9 @@ use crate::access::{AccessList, Policy, Sources};
 use crate::config::error::SettingsError;
 use crate::config::listener_id::{self, ListenerId};
 use crate::config::settings::Settings;
-use crate::config::{Config, ListenerConfig, ServerArgs};
+use crate::config::{Config, GreetingArgs, ListenerConfig, ServerArgs};
 use crate::error::{bare_or_quoted, Failure};
-use crate::greeting::Greeting;
+use crate::greeting::{read_greeting_file, Greeting, DEFAULT_GREETING};
 use crate::parse::unbracket;
 use crate::pass::{PassSettings, PassTable};
 use crate::rate::{RateSettings, RateTable};
@@ -34,58 +34,70 @@ use crate::rate::{RateSettings, RateTable};
 /// A [`Failure`] naming the host, greeting or list file that cannot be used, or two
 /// tables that are one running listener.
 pub fn build(settings: &Settings, running: Option<&Config>) -> Result<Config, Failure> {
-    let args = settings.listener_args();
     let mut policies = Policies::default();
-    // What a reload may change of a listener, made the same way at start and at a
-    // reload: its policy (keeping the tables of `running`'s where their settings are
-    // the same) and its greeting.
-    let mut served = |args: &ServerArgs,
-                      running: Option<&Policy>|
-     -> Result<(Greeting, Option<Arc<Policy>>), Failure> {
-        let policy = policies.get(args, running)?;
-        Ok((args.greeting.load()?, policy))
-    };
     let mut config = match running {
-        None => {
-            let mut listeners = Vec::with_capacity(args.len());
-            for (args, id) in args.iter().zip(settings.listener_ids()) {
-                let (greeting, policy) = served(args, None)?;
-                listeners.push(ListenerConfig {
-                    id,
-                    addrs: resolve_hosts(&args.host, args.port)?,
-                    greeting,
-                    proxy_protocol: args.proxy_protocol,
-                    policy,
-                });
-            }
-            // Settings always have a listener, and a listener an address.
-            let Some(&first) = listeners.first().and_then(|first| first.addrs.first()) else {
-                return Err(SettingsError("no listener".into()).into_failure());
-            };
-            let top = settings.server_args();
-            let mut config = Config::new(first);
-            config.listeners = listeners;
-            config.backlog = top.backlog as i32;
-            config.send_buffer = top.send_buffer;
-            config
-        }
-        Some(running) => {
-            let mut next = running.clone();
-            let running_ids: Vec<ListenerId> =
-                running.listeners.iter().map(|l| l.id.clone()).collect();
-            let matched = listener_id::match_tables(&running_ids, &settings.listener_ids())
-                .map_err(|cause| SettingsError(cause).into_failure())?;
-            for (listener, table) in next.listeners.iter_mut().zip(matched) {
-                // Gone: it keeps its last settings.
-                let Some(index) = table else { continue };
-                (listener.greeting, listener.policy) =
-                    served(&args[index], listener.policy.as_deref())?;
-            }
-            next
-        }
+        None => start(settings, &mut policies)?,
+        Some(running) => reload(settings, running, &mut policies)?,
     };
     apply_reloadable(settings.server_args(), &mut config);
     Ok(config)
+}
+
+/// Every listener of `settings`, built: its hosts resolved, and what it serves.
+fn start(settings: &Settings, policies: &mut Policies) -> Result<Config, Failure> {
+    let args = settings.listener_args();
+    let mut listeners = Vec::with_capacity(args.len());
+    for (args, id) in args.iter().zip(settings.listener_ids()) {
+        let Served { greeting, policy } = policies.served(args, None)?;
+        listeners.push(ListenerConfig {
+            id,
+            addrs: resolve_hosts(&args.host, args.port)?,
+            greeting,
+            proxy_protocol: args.proxy_protocol,
+            policy,
+        });
+    }
+    // Settings always have a listener, and a listener an address.
+    let Some(&first) = listeners.first().and_then(|first| first.addrs.first()) else {
+        return Err(SettingsError("no listener".into()).into_failure());
+    };
+    let top = settings.server_args();
+    let mut config = Config::new(first);
+    config.listeners = listeners;
+    config.backlog = top.backlog as i32;
+    config.send_buffer = top.send_buffer;
+    Ok(config)
+}
+
+/// `running`, each of its listeners serving what the same listener's table in
+/// `settings` gives (one whose table is gone: what it served).
+fn reload(
+    settings: &Settings,
+    running: &Config,
+    policies: &mut Policies,
+) -> Result<Config, Failure> {
+    let mut next = running.clone();
+    let running_ids: Vec<ListenerId> = running.listeners.iter().map(|l| l.id.clone()).collect();
+    let matched = listener_id::match_tables(&running_ids, &settings.listener_ids())
+        .map_err(|cause| SettingsError(cause).into_failure())?;
+    for (listener, table) in next.listeners.iter_mut().zip(matched) {
+        // Gone: it keeps its last settings.
+        let Some(index) = table else { continue };
+        let args = &settings.listener_args()[index];
+        let Served { greeting, policy } = policies.served(args, listener.policy.as_deref())?;
+        listener.greeting = greeting;
+        listener.policy = policy;
+    }
+    Ok(next)
+}
+
+/// What a listener serves that a reload may change, made the same way at start and
+/// at a reload.
+struct Served {
+    /// The greeting, loaded.
+    greeting: Greeting,
+    /// Who is greeted, and how (`None`: everyone, at once).
+    policy: Option<Arc<Policy>>,
 }
 
 /// Sets in `config` what a reload may change besides the listeners' greetings and
@@ -128,6 +140,16 @@ struct ListInputs {
 }
 
 impl Policies {
+    /// What the listener of `args` serves: its policy (see [`Policies::get`]; `running`
+    /// is the policy it replaces, at a reload) and its greeting.
+    fn served(&mut self, args: &ServerArgs, running: Option<&Policy>) -> Result<Served, Failure> {
+        let policy = self.get(args, running)?;
+        Ok(Served {
+            greeting: args.greeting.load()?,
+            policy,
+        })
+    }
+
     /// The policy of `args`: its lists shared with listeners that name the same, its
     /// rate table its group's, else the one of `running` (the policy it replaces, at a
     /// reload) if its settings are the same, else a new one; its pass table its own,
@@ -242,6 +264,33 @@ impl ServerArgs {
             prefix_v6: self.rate_prefix_v6,
             table_size: self.pass_table_size,
         })
+    }
+}
+
+impl GreetingArgs {
+    /// Loads the greeting once: the file's bytes, the text's, or the default.
+    ///
+    /// # Errors
+    /// A [`Failure`] naming the file and the cause when it cannot be read, or
+    /// saying that the greeting is empty.
+    pub fn load(&self) -> Result<Greeting, Failure> {
+        let greeting = match (&self.message_file, &self.message) {
+            (Some(path), _) => read_greeting_file(path)?,
+            (None, Some(text)) => Greeting::from(text.as_str()),
+            (None, None) => Greeting::from(DEFAULT_GREETING),
+        };
+        if greeting.is_empty() {
+            let what = match &self.message_file {
+                Some(path) => format!("greeting file {}", path.display()),
+                None => "--message".to_owned(),
+            };
+            return Err(Failure::new(
+                format!("cannot use {what}"),
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "the greeting is empty"),
+                Some("give a non-empty greeting"),
+            ));
+        }
+        Ok(greeting)
     }
 }
 

@@ -1,7 +1,8 @@
 //! `greeter-server`'s flags, as clap parses them: their names, defaults, help and
 //! value parsers. The config file and the environment take the same names (see
 //! [`crate::config::keys`]) and their values are checked by these same parsers, so a
-//! value means the same wherever it is written.
+//! value means the same wherever it is written. The greeting's flags
+//! ([`GreetingArgs`]) are a group of their own, which `greeter-load` shares.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,8 +10,6 @@ use std::time::Duration;
 
 use crate::access::Pregreet;
 use crate::config::values::{parse_metrics_addr, parse_name};
-use crate::error::Failure;
-use crate::greeting::{read_greeting_file, Greeting, DEFAULT_GREETING};
 use crate::log_format::LogFormat;
 use crate::parse::{parse_duration, parse_positive_duration, parse_size, DEFAULT_PORT};
 use crate::rate::{parse_rate, Rate};
@@ -242,33 +241,6 @@ pub struct GreetingArgs {
     /// read once)
     #[arg(long, value_name = "PATH")]
     pub message_file: Option<PathBuf>,
-}
-
-impl GreetingArgs {
-    /// Loads the greeting once: the file's bytes, the text's, or the default.
-    ///
-    /// # Errors
-    /// A [`Failure`] naming the file and the cause when it cannot be read, or
-    /// saying that the greeting is empty.
-    pub fn load(&self) -> Result<Greeting, Failure> {
-        let greeting = match (&self.message_file, &self.message) {
-            (Some(path), _) => read_greeting_file(path)?,
-            (None, Some(text)) => Greeting::from(text.as_str()),
-            (None, None) => Greeting::from(DEFAULT_GREETING),
-        };
-        if greeting.is_empty() {
-            let what = match &self.message_file {
-                Some(path) => format!("greeting file {}", path.display()),
-                None => "--message".to_owned(),
-            };
-            return Err(Failure::new(
-                format!("cannot use {what}"),
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "the greeting is empty"),
-                Some("give a non-empty greeting"),
-            ));
-        }
-        Ok(greeting)
-    }
 }
 
 /// Serves a greeting over TCP to every client that connects, then closes.

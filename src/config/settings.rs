@@ -1,5 +1,5 @@
 //! The effective settings: every value with the layer it came from
-//! ([`layers`](super::layers)), the listeners (one per `[[listener]]` table, else
+//! (the `layers` module), the listeners (one per `[[listener]]` table, else
 //! one), and each listener's typed [`ServerArgs`], parsed once from the winning
 //! values and checked together. [`build`](super::build()) turns them into what the
 //! loops run; [`Settings::to_toml`] prints them for `--check-config`.
