@@ -26,7 +26,7 @@ pub const METRICS_FD_NAME: &str = "metrics";
 pub const REPORT_FD_NAME: &str = "upgrade-report";
 
 /// How [`fd_name`] names the sockets of port-0 listeners.
-pub const PORT_ZERO_FD_PREFIX: &str = "port0-";
+pub use crate::config::listener_id::PORT_ZERO_FD_PREFIX;
 
 // Taking what was passed.
 

@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use crate::access::{AccessList, Policy, Sources};
 use crate::config::error::SettingsError;
+use crate::config::flags::{GreetingArgs, ServerArgs};
 use crate::config::listener_id::{self, ListenerId};
+use crate::config::runtime::{Config, ListenerConfig};
 use crate::config::settings::Settings;
-use crate::config::{Config, GreetingArgs, ListenerConfig, ServerArgs};
 use crate::error::{bare_or_quoted, Failure};
 use crate::greeting::{read_greeting_file, Greeting, DEFAULT_GREETING};
 use crate::parse::unbracket;

@@ -8,6 +8,12 @@ use std::net::IpAddr;
 
 use crate::parse::unbracket;
 
+/// How the socket of a port-0 listener is named in `LISTEN_FDNAMES`: this, then its
+/// [`ListenerId::nth`] (no table names its port, picked when it was bound). Defined
+/// beside the id it stands for, below the `LISTEN_FDS` protocol (`listen_fds.rs`),
+/// which names the sockets with it, so that a listener's `name` can be refused it.
+pub const PORT_ZERO_FD_PREFIX: &str = "port0-";
+
 /// What identifies a listener (a `[[listener]]` table, or the flags' one listener).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerId {

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::keys::{FileType, Key};
+use crate::config::listener_id::PORT_ZERO_FD_PREFIX;
 use crate::error::{bare_or_quoted, quote};
 use crate::parse::unbracket;
 
@@ -121,9 +122,9 @@ pub const MAX_NAME_BYTES: usize = 64;
 /// A phrase fit for clap's usage error saying what is wrong.
 pub fn parse_name(text: &str) -> Result<String, String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    // The names an upgrade gives other sockets (crate::listen_fds::fd_name).
+    // The names an upgrade gives other sockets (the LISTEN_FDS protocol's fd_name).
     let reserved = matches!(text, "listener" | "metrics" | "upgrade-report")
-        || text.starts_with(crate::listen_fds::PORT_ZERO_FD_PREFIX);
+        || text.starts_with(PORT_ZERO_FD_PREFIX);
     if reserved {
         return Err(format!(
             "{text:?} is a name greeter gives sockets of its own (choose another)"

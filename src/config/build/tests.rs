@@ -6,8 +6,8 @@ use std::time::Duration;
 use clap::CommandFactory;
 
 use super::*;
+use crate::config::flags::ServerCli;
 use crate::config::settings::Environment;
-use crate::config::ServerCli;
 
 /// The settings of this command line, with no environment.
 fn settings(argv: &[&str]) -> Result<Settings, SettingsError> {
