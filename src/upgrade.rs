@@ -46,11 +46,14 @@ const EXEC_WITH_OWN_PID: &str = "LISTEN_PID=$$; export LISTEN_PID; \
 #[derive(Debug)]
 pub struct Report {
     channel: UnixStream,
+    /// The pid of the process upgrading to this one.
+    upgrader: u32,
 }
 
 impl Report {
     /// The report channel a process upgrading to this one passed, if it did. Call it
-    /// first thing, before the passed sockets are taken.
+    /// first thing, before the passed sockets are taken (or anything else could take
+    /// or close the descriptor).
     pub fn take() -> Option<Report> {
         let fd = report_fd()?;
         // SAFETY: the LISTEN_FDS protocol passed this descriptor to this process at
@@ -59,7 +62,24 @@ impl Report {
         let channel = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
         // Not inherited by a process this one upgrades to in turn.
         let _ = socket2::SockRef::from(&channel).set_cloexec(true);
-        Some(Report { channel })
+        // The process upgrading to this one started it (the `/bin/sh -c` that set
+        // LISTEN_PID exec'd into this one): read now, before it may exit.
+        let upgrader = std::os::unix::process::parent_id();
+        Some(Report { channel, upgrader })
+    }
+
+    /// The pid of the process upgrading to this one: a SIGTERM from it withdraws the
+    /// upgrade ([`Request::Withdraw`](crate::supervisor::Request::Withdraw)).
+    pub fn upgrader(&self) -> u32 {
+        self.upgrader
+    }
+
+    /// Says that this process stopped at a bad flag: `usage` is the flag parser's
+    /// message, of which the process upgrading to this one quotes the first line.
+    pub fn bad_flag(self, usage: &str) {
+        let first = usage.lines().next().unwrap_or_default();
+        let line = first.strip_prefix("error: ").unwrap_or(first);
+        self.failed(&line);
     }
 
     /// Says that this process serves.
