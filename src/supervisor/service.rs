@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use crate::notify;
 use crate::workers::WorkersView;
 
-use super::LIVENESS_EVERY;
+/// How often the loops are pinged for `/livez`: a loop that has not run a round for
+/// this long (when the next ping is due) turns it 503.
+pub const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What the supervisor tells systemd now and then (with `NOTIFY_SOCKET` set): the
 /// status line, and the watchdog's pings while every loop still runs rounds.

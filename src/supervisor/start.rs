@@ -3,8 +3,6 @@
 //! process upgrading to this one (first: it cannot block), `--pid-file`, systemd's
 //! `READY=1`, then the caller's `on_serving`.
 
-use std::sync::Arc;
-
 use crate::error::Failure;
 use crate::metrics::{self, MetricsSource};
 use crate::notify;
@@ -12,8 +10,11 @@ use crate::pid_file::PidFile;
 use crate::startup::Prepared;
 use crate::upgrade::{Report, Upgrader};
 
-use super::requests::Stop;
-use super::{Liveness, Pings, ServiceManager, Serving, Supervised, Supervisor};
+use super::service::{Liveness, Pings, ServiceManager};
+use super::serving::Serving;
+use super::stop::Stop;
+use super::supervised::Supervised;
+use super::Supervisor;
 
 impl Supervisor {
     /// Starts everything `server` holds and says that it serves; a failure before
@@ -27,7 +28,7 @@ impl Supervisor {
         let addrs = server.workers.local_addrs().to_vec();
         let workers = server
             .workers
-            .spawn(Arc::clone(&self.requests.waker))
+            .spawn(self.requests.waker())
             .map_err(|err| report_failure(&mut report, err))?;
         let reload_counts = server.reloader.counts();
         let reloads = server

@@ -5,12 +5,16 @@
 use std::time::Instant;
 
 use log::{info, warn};
-use mio::Registry;
+use mio::{Events, Registry, Token};
 
 use crate::notify;
 use crate::upgrade::Outcome;
 
-use super::{Supervised, LOG_TARGET, UPGRADE_REPORT};
+use super::supervised::{Supervised, LOG_TARGET};
+
+/// The token of an upgrade's report channel in the supervisor's poll (beside its
+/// waker's).
+const UPGRADE_REPORT: Token = Token(1);
 
 impl Supervised {
     /// SIGUSR2: starts the new process, unless one is under way, the server is
@@ -70,18 +74,19 @@ impl Supervised {
         }
     }
 
-    /// Follows an upgrade under way after a wake-up (`reported`: its report channel
-    /// had an event), and acts on its outcome; `was_upgrading`: one was under way
-    /// before the wake-up's requests.
+    /// Follows an upgrade under way after a wake-up (`events`: the poll's, which may
+    /// hold its report channel's), and acts on its outcome; `was_upgrading`: one was
+    /// under way before the wake-up's requests.
     pub(super) fn follow_upgrade(
         &mut self,
-        reported: bool,
+        events: &Events,
         was_upgrading: bool,
         registry: &Registry,
     ) {
         let Some(upgrader) = &mut self.upgrader else {
             return;
         };
+        let reported = events.iter().any(|event| event.token() == UPGRADE_REPORT);
         let outcome = match reported {
             true => upgrader.on_report(registry),
             false => None,

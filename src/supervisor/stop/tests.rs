@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Stop, StopStep};
-use crate::supervisor::Request;
+use crate::supervisor::request::Request;
 
 const DELAY: Duration = Duration::from_secs(5);
 
