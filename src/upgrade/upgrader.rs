@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Interest, Registry, Token};
 
-use super::UpgradeCommand;
+use super::command::{refusal, UpgradeCommand};
 use crate::listen_fds::Handover;
 
 /// Sets `LISTEN_PID` (and `WATCHDOG_PID`, if systemd asked for a watchdog) to the pid
@@ -146,9 +146,9 @@ impl Upgrader {
         &self.command.exe
     }
 
-    /// Why it cannot start the binary here, if it cannot (see [`refusal`](super::refusal)).
+    /// Why it cannot start the binary here, if it cannot (see [`refusal`]).
     pub fn refusal(&self) -> Option<String> {
-        super::refusal(&self.command.shell)
+        refusal(&self.command.shell)
     }
 
     /// Starts the new process and registers its report channel as `token`; returns
