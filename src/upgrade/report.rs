@@ -7,6 +7,9 @@ use std::os::unix::net::UnixStream;
 
 use crate::listen_fds::report_fd;
 
+#[cfg(test)]
+mod tests;
+
 /// The new process's side: how it tells the process that started it how its start
 /// went.
 #[derive(Debug)]
