@@ -164,7 +164,7 @@ impl ServerHandle {
         self.control.pong.load(Ordering::Acquire) >= seq
     }
 
-    /// Whether the loop's thread has ended (see [`ServerHandle::mark_ended`]).
+    /// Whether the loop's thread has ended, however it ended.
     pub fn ended(&self) -> bool {
         self.control.ended.load(Ordering::Acquire)
     }

@@ -81,6 +81,7 @@
 
 mod accept;
 pub mod access;
+pub mod check_only;
 pub mod cli;
 pub mod client;
 mod close;
@@ -98,6 +99,7 @@ pub mod listen_fds;
 pub mod listener;
 pub mod log_format;
 pub mod log_sink;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod parse;

@@ -3,7 +3,7 @@
 //! and assigned to their listeners; and what an upgrade passes on to the new process
 //! (each socket named so that the new process finds its listener, the metrics
 //! endpoint's, and the report channel). Binding is `listener.rs`'s job, starting and
-//! watching the new process `upgrade.rs`'s.
+//! watching the new process `upgrade/`'s.
 
 use std::io;
 use std::net::SocketAddr;

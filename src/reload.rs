@@ -10,7 +10,7 @@
 //! SIGUSR1 meanwhile. One reload runs at a time; SIGHUPs during it make one more
 //! reload after it, so the files are always read after the last signal.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
@@ -18,20 +18,12 @@ use log::{info, warn};
 
 use crate::config::{self, Config, Settings};
 use crate::error::Failure;
+use crate::metrics::ReloadCounts;
 use crate::workers::WorkersView;
 
 /// The log target of this module's lines: documented (docs/operations.md), so
 /// fixed here rather than taken from wherever the code lives.
 const LOG_TARGET: &str = "greeter::reload";
-
-/// Reloads counted by outcome, for the metrics.
-#[derive(Debug, Default)]
-pub struct ReloadCounts {
-    /// Reloads that handed the workers a new configuration.
-    pub ok: AtomicU64,
-    /// Reloads that changed nothing because a file could not be used.
-    pub failed: AtomicU64,
-}
 
 /// What a reload starts from, and what reloading has done.
 #[derive(Debug)]

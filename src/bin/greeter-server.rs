@@ -1,26 +1,21 @@
-//! `greeter-server`: layer the flags, environment and config file, set up logging and
-//! the fd limit, map signals to requests, and hand everything else to the library
-//! ([`greeter::startup`] checks and binds, [`greeter::supervisor`] runs).
+//! `greeter-server`: parse the flags (layered over the environment and config file),
+//! set up logging, map signals to supervisor requests, and turn the outcome into an
+//! exit code. The library does the rest: [`greeter::check_only`] the runs that only
+//! check, [`greeter::startup`] checks and binds, [`greeter::supervisor`] runs.
 
-use std::io::{self, IsTerminal, Write};
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
-use env_logger::{Target, WriteStyle};
-use log::{error, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::iterator::SignalsInfo;
 
+use greeter::check_only::{self, Verdict};
 use greeter::config::settings::Environment;
 use greeter::config::{ServerCli, Settings};
-use greeter::log_format::{self, LogFormat};
-use greeter::log_sink::LogSink;
-use greeter::supervisor::{Request, Supervisor};
+use greeter::supervisor::{self, Request, Requests, Supervisor};
 use greeter::upgrade::{Report, UpgradeCommand};
-use greeter::{fdlimit, health_check, startup, Failure};
+use greeter::{fdlimit, logging, startup, Failure};
 
 /// The exit code of a bad flag, variable or config file (clap's for a bad flag).
 const USAGE_ERROR: u8 = 2;
@@ -29,136 +24,65 @@ fn main() -> ExitCode {
     // First: the descriptor an upgrading process passed, before anything else could
     // take or close it.
     let mut report = Report::take();
-    // The process upgrading to this one, which started it (the `/bin/sh -c` that set
-    // LISTEN_PID exec'd into this one): read now, before it may exit.
-    let upgrader = report.as_ref().map(|_| std::os::unix::process::parent_id());
-    let matches = match ServerCli::command().try_get_matches() {
-        Ok(matches) => matches,
-        Err(err) => {
-            // A bad flag (not --help or --version): the process upgrading to this one
-            // quotes the line.
+    let matches = ServerCli::command()
+        .try_get_matches()
+        .unwrap_or_else(|err| {
+            // A bad flag (not --help or --version): the upgrading process quotes the line.
             if err.use_stderr() {
                 if let Some(report) = report.take() {
-                    let text = err.to_string();
-                    let first = text.lines().next().unwrap_or_default();
-                    let line = first.strip_prefix("error: ").unwrap_or(first);
-                    report.failed(&line);
+                    report.bad_flag(&err.to_string());
                 }
             }
             err.exit()
-        }
-    };
+        });
     let cli = ServerCli::from_arg_matches(&matches).ok();
-    let check_only = cli.as_ref().is_some_and(|cli| cli.check_config);
-    let health_check = cli.as_ref().is_some_and(|cli| cli.health_check);
     let settings = match Settings::load(&matches, &Environment::from_process()) {
         Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("greeter-server: {err}");
-            if let Some(report) = report.take() {
-                report.failed(&err);
-            }
-            return ExitCode::from(USAGE_ERROR);
-        }
+        Err(err) => return fail(&err, report, ExitCode::from(USAGE_ERROR)),
     };
-    if check_only {
-        return check_config(&settings);
-    }
-    if health_check {
-        return check_health(&settings);
+    match cli {
+        Some(cli) if cli.check_config => return exit_code(check_only::check_config(&settings)),
+        Some(cli) if cli.health_check => return exit_code(check_only::check_health(&settings)),
+        _ => {}
     }
     let log_format = settings.server_args().log_format;
-    let log_sink = match start_logging(log_format) {
+    let log_sink = match logging::start(log_format) {
         Ok(sink) => sink,
         Err(err) => {
             eprintln!("greeter-server: cannot start the log writer thread: {err}");
             return ExitCode::FAILURE;
         }
     };
-    // A panic is a bug, never a user's doing: log where it happened as one error line
-    // instead of a multi-line report; the failed worker then ends the process with
-    // exit 1 and the one-line `worker N failed` error.
-    std::panic::set_hook(Box::new(|info| {
-        // The target it has always had: this binary's crate name.
-        error!(
-            target: "greeter_server",
-            "internal error: {}",
-            info.to_string().replace('\n', " ")
-        );
-    }));
-    let outcome = serve(settings, &mut report, upgrader);
-    // Bounded: a stderr that nobody reads must not keep a stopped server alive.
-    log_sink.flush(LOG_FLUSH_TIMEOUT);
+    let outcome = serve(settings, &mut report);
+    log_sink.flush(logging::FLUSH_TIMEOUT);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("greeter-server: {err}");
-            // A failure before the supervisor took the report (which then says it).
-            if let Some(report) = report.take() {
-                report.failed(&err);
-            }
-            ExitCode::FAILURE
-        }
+        // A failure before the supervisor took the report (which then says it).
+        Err(err) => fail(&err, report, ExitCode::FAILURE),
     }
 }
 
-/// `--check-config`: every start-up check that needs no socket, then the effective
-/// settings on stdout as a config file (exit 0), or the problem on stderr (exit 2).
-fn check_config(settings: &Settings) -> ExitCode {
-    let checked = match startup::check(settings) {
-        Ok(checked) => checked,
-        Err(err) => {
-            eprintln!("greeter-server: {err}");
-            return ExitCode::from(USAGE_ERROR);
-        }
-    };
-    for warning in settings.warnings() {
-        eprintln!("greeter-server: warning: {warning}");
+/// Prints `err` as the one line on stderr, tells the upgrading process (if the report
+/// is still here), and exits with `code`.
+fn fail(err: &dyn std::fmt::Display, report: Option<Report>, code: ExitCode) -> ExitCode {
+    eprintln!("greeter-server: {err}");
+    if let Some(report) = report {
+        report.failed(&err);
     }
-    if let Some(warning) = startup::shutdown_delay_warning(&checked.args) {
-        eprintln!("greeter-server: warning: {warning}");
-    }
-    let mut stdout = io::stdout().lock();
-    match stdout
-        .write_all(settings.to_toml().as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("greeter-server: cannot write the configuration to stdout: {err}");
-            ExitCode::FAILURE
-        }
+    code
+}
+
+fn exit_code(verdict: Verdict) -> ExitCode {
+    match verdict {
+        Verdict::Passed => ExitCode::SUCCESS,
+        Verdict::Failed => ExitCode::FAILURE,
+        Verdict::BadConfig => ExitCode::from(USAGE_ERROR),
     }
 }
 
-/// `--health-check`: whether the server these settings describe greets (exit 0),
-/// or not (exit 1, one line on stderr); exit 2 for a bad configuration.
-fn check_health(settings: &Settings) -> ExitCode {
-    let checked = match startup::check(settings) {
-        Ok(checked) => checked,
-        Err(err) => {
-            eprintln!("greeter-server: {err}");
-            return ExitCode::from(USAGE_ERROR);
-        }
-    };
-    match health_check::check(&checked.config) {
-        Ok(addr) => {
-            println!("greeter-server: healthy: {addr} sent the greeting");
-            ExitCode::SUCCESS
-        }
-        Err(why) => {
-            eprintln!("greeter-server: unhealthy: {why}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Serves; `upgrader` is the pid of the process upgrading to this one, if one is.
-fn serve(
-    settings: Settings,
-    report: &mut Option<Report>,
-    upgrader: Option<u32>,
-) -> Result<(), Failure> {
+/// Serves until the supervisor returns; the report goes to the supervisor once
+/// everything before it has worked.
+fn serve(settings: Settings, report: &mut Option<Report>) -> Result<(), Failure> {
     // Read before anything could replace the file: an upgrade starts what is there
     // then.
     let upgrade = UpgradeCommand::of_this_process()
@@ -169,16 +93,24 @@ fn serve(
     let server = startup::prepare(settings, fd_limit)?;
     let mut supervisor = Supervisor::new()?;
     supervisor.enable_upgrades(upgrade);
+    let upgrader = report.as_ref().map(Report::upgrader);
     // The supervisor says `ready` as soon as the workers run, or why it failed first.
     if let Some(report) = report.take() {
         supervisor.report_to(report);
     }
-    let requests = supervisor.requests();
     // Installed before the listening lines are printed, so that a SIGTERM sent as soon
-    // as they are seen is handled; the handlers only queue a request.
-    let fail = |err| Failure::new("cannot install signal handlers", err, None);
-    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])
-        .map_err(fail)?;
+    // as they are seen is handled.
+    map_signals(supervisor.requests(), upgrader)
+        .map_err(|err| Failure::new("cannot install signal handlers", err, None))?;
+    // The supervisor writes --pid-file (and removes it at exit unless it handed over).
+    supervisor.run(server, |serving| supervisor::announce(serving.addrs))?;
+    Ok(())
+}
+
+/// Starts the thread that turns each signal into a request (the handlers only queue
+/// it); `upgrader` is the pid of the process upgrading to this one, if one is.
+fn map_signals(requests: Requests, upgrader: Option<u32>) -> std::io::Result<()> {
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])?;
     std::thread::Builder::new()
         .name("greeter-signals".to_owned())
         .spawn(move || {
@@ -195,61 +127,6 @@ fn serve(
                     _ => Request::Drain,
                 });
             }
-        })
-        .map_err(fail)?;
-    // The supervisor writes --pid-file (and removes it at exit unless it handed over).
-    supervisor.run(server, |serving| announce(serving.addrs))?;
+        })?;
     Ok(())
-}
-
-/// How long the process waits at exit for queued log lines to be written.
-const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Logs through `env_logger` (level info, `RUST_LOG` overrides) into the bounded
-/// queue of [`LogSink`], whose thread writes to stderr: no loop ever blocks on a log
-/// line. Colours only when stderr is a terminal, as `env_logger` does by itself.
-fn start_logging(format: LogFormat) -> io::Result<LogSink> {
-    let (sink, queue) = LogSink::start(io::stderr())?;
-    let style = if io::stderr().is_terminal() && format == LogFormat::Text {
-        WriteStyle::Always
-    } else {
-        WriteStyle::Never
-    };
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    builder
-        .target(Target::Pipe(Box::new(queue)))
-        .write_style(style);
-    if format == LogFormat::Json {
-        builder.format(|out, record| {
-            let timestamp = out.timestamp();
-            log_format::write_json(out, &timestamp, record)
-        });
-    }
-    builder.init();
-    Ok(sink)
-}
-
-/// Prints one `listening on ADDR` line per listener, in the order given, and nothing
-/// else on stdout, for scripts that start the server on --port 0. On a thread of its
-/// own: a stdout nobody reads blocks the print, and must not block the supervisor
-/// thread that answers signals.
-fn announce(addrs: Vec<SocketAddr>) {
-    let print = |addrs: &[SocketAddr]| {
-        let mut stdout = std::io::stdout().lock();
-        let announced = addrs
-            .iter()
-            .try_for_each(|addr| writeln!(stdout, "listening on {addr}"))
-            .and_then(|()| stdout.flush());
-        if let Err(err) = announced {
-            warn!("cannot write the listening lines to stdout: {err}");
-        }
-    };
-    let on_thread = addrs.clone();
-    let spawned = std::thread::Builder::new()
-        .name("greeter-stdout".to_owned())
-        .spawn(move || print(&on_thread));
-    if spawned.is_err() {
-        print(&addrs);
-    }
 }

@@ -3,7 +3,7 @@
 //! round; the metrics thread reads them at scrape time. One job a room, from the
 //! bottom up:
 //! - [`registry`]: what is served: the metric families and what `/healthz` says,
-//!   read from the snapshots.
+//!   read from the snapshots, and the reload counts the reload thread keeps for it.
 //! - [`format`](mod@format): the two exposition formats (OpenMetrics, the classic text 0.0.4);
 //!   [`negotiate`]: which of them a request's `Accept` gets.
 //! - [`endpoint`]: the routes (`/metrics`, `/healthz`, `/livez`) and their status
@@ -19,4 +19,4 @@ pub mod registry;
 
 pub use endpoint::announce;
 pub use http::{MetricsServer, MetricsStop};
-pub use registry::MetricsSource;
+pub use registry::{MetricsSource, ReloadCounts};

@@ -2,7 +2,7 @@
 //! already publish once per round, encoded at scrape time with `prometheus-client`
 //! (the metrics thread reads them; the loops do nothing more for them).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -15,9 +15,17 @@ use prometheus_client::metrics::MetricType;
 use crate::close::CloseReason;
 use crate::handle::Snapshot;
 use crate::peer_input::FirstInput;
-use crate::reload::ReloadCounts;
 use crate::totals::LIFETIME_BOUNDS;
 use crate::workers::WorkersView;
+
+/// Reloads counted by outcome: the reload thread counts, `/metrics` reads.
+#[derive(Debug, Default)]
+pub struct ReloadCounts {
+    /// Reloads that handed the workers a new configuration.
+    pub ok: AtomicU64,
+    /// Reloads that changed nothing because a file could not be used.
+    pub failed: AtomicU64,
+}
 
 /// Where the numbers come from: the workers' published snapshots and the reload
 /// counts.

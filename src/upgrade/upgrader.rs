@@ -1,122 +1,24 @@
-//! SIGUSR2: replace the running binary without refusing or resetting a connection.
-//!
-//! The running process starts the file at the path it was started from, with the same
-//! arguments and environment, and hands it its listening sockets (and the metrics
-//! endpoint's) by the `LISTEN_FDS` protocol greeter already serves systemd's sockets
-//! by: each at fd 3 and up, named in `LISTEN_FDNAMES` (`metrics`, and for a listening
-//! socket what tells which listener it is: `crate::listen_fds::fd_name`), with
-//! `LISTEN_PID` naming the new process (a `/bin/sh -c '... exec'` sets it to its own
-//! pid, which the exec keeps). One more descriptor, named `upgrade-report`, is one end
-//! of a socket pair: the new process writes `ready` on it as soon as its workers run,
-//! before anything that can block (the pid file, systemd, stdout), or `failed: LINE`
-//! with its one-line error. Until then the old process serves as before; on `ready`
-//! it drains as on SIGTERM. The listening sockets are the same sockets in both
-//! processes, so connections queued in the backlog meanwhile are accepted by
-//! whichever accepts first, and none is refused.
-//!
-//! A new process that does not serve is never killed outright, since it may hold
-//! connections it accepted: it gets SIGTERM (a greeter drains; one from the process
-//! that started it does not count as a stop signal, see
-//! [`Request::Withdraw`](crate::supervisor::Request::Withdraw)), and SIGKILL only if
-//! it is still there `--drain-timeout` (and a second) later. That is how one that does
-//! not report within `--upgrade-timeout` ends, and one whose old process is asked to
-//! stop: a stop during an upgrade stops the new process too, and the old process
-//! exits only once it is gone, so that a stop never leaves a second server behind.
+//! The old process's side of an upgrade: start the new process through the shell
+//! with the listening sockets, await its report until `--upgrade-timeout`, and stop
+//! one that does not serve (SIGTERM, then SIGKILL after `--drain-timeout`), waiting
+//! until it is gone.
 
-use std::ffi::OsString;
-use std::io::{self, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use mio::{Interest, Registry, Token};
 
-use crate::listen_fds::{report_fd, Handover};
+use super::command::{refusal, UpgradeCommand};
+use crate::listen_fds::Handover;
 
 /// Sets `LISTEN_PID` (and `WATCHDOG_PID`, if systemd asked for a watchdog) to the pid
 /// of the process that then execs the new binary.
 const EXEC_WITH_OWN_PID: &str = "LISTEN_PID=$$; export LISTEN_PID; \
      if [ -n \"${WATCHDOG_USEC:-}\" ]; then WATCHDOG_PID=$$; export WATCHDOG_PID; fi; \
      exec \"$0\" \"$@\"";
-
-/// The new process's side: how it tells the process that started it how its start
-/// went.
-#[derive(Debug)]
-pub struct Report {
-    channel: UnixStream,
-}
-
-impl Report {
-    /// The report channel a process upgrading to this one passed, if it did. Call it
-    /// first thing, before the passed sockets are taken.
-    pub fn take() -> Option<Report> {
-        let fd = report_fd()?;
-        // SAFETY: the LISTEN_FDS protocol passed this descriptor to this process at
-        // this number (LISTEN_PID names us), and nothing else takes it: the passed
-        // sockets are taken by name, and this name is skipped there.
-        let channel = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        // Not inherited by a process this one upgrades to in turn.
-        let _ = socket2::SockRef::from(&channel).set_cloexec(true);
-        Some(Report { channel })
-    }
-
-    /// Says that this process serves.
-    pub fn ready(mut self) {
-        let _ = self.channel.write_all(b"ready\n");
-    }
-
-    /// Says why this process stopped before it served: `greeter-server: ERROR`, the
-    /// line it printed on stderr.
-    pub fn failed(mut self, error: &dyn std::fmt::Display) {
-        let line = format!("greeter-server: {error}").replace('\n', " ");
-        let _ = writeln!(self.channel, "failed: {line}");
-    }
-}
-
-/// What to start: the binary's path as it was at start-up, and its arguments.
-#[derive(Debug, Clone)]
-pub struct UpgradeCommand {
-    /// The file the server was started from.
-    pub exe: PathBuf,
-    /// Its arguments, without the program name.
-    pub args: Vec<OsString>,
-    /// The shell it is started through ([`SHELL`]; another only in tests).
-    pub shell: PathBuf,
-}
-
-/// The shell a new binary is started through: `sh -c '... exec'` sets `LISTEN_PID` to
-/// its own pid, which the exec keeps.
-pub const SHELL: &str = "/bin/sh";
-
-/// Why no upgrade can start here, if none can: `shell` is missing, as in an image
-/// built `FROM scratch`, where a container is upgraded by replacing it.
-pub fn refusal(shell: &Path) -> Option<String> {
-    match std::fs::metadata(shell) {
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Some(format!(
-            "{} is missing (in a container, replace the container instead)",
-            shell.display()
-        )),
-        // Anything else is the start's to report.
-        _ => None,
-    }
-}
-
-impl UpgradeCommand {
-    /// This process's own: `current_exe` (read now, before any package replaces the
-    /// file) and its arguments.
-    ///
-    /// # Errors
-    /// If the path of the running binary cannot be read.
-    pub fn of_this_process() -> io::Result<Self> {
-        Ok(UpgradeCommand {
-            exe: std::env::current_exe()?,
-            args: std::env::args_os().skip(1).collect(),
-            shell: PathBuf::from(SHELL),
-        })
-    }
-}
 
 /// What became of an upgrade under way, for the supervisor to act on and log.
 #[derive(Debug, PartialEq, Eq)]
@@ -466,20 +368,5 @@ fn terminate(child: &Child) {
     // `try_wait` reaps it here), so it cannot name another process.
     unsafe {
         libc::kill(pid, libc::SIGTERM);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_upgrade_without_its_shell_is_refused_in_one_line() {
-        assert_eq!(
-            refusal(Path::new("/nonexistent/bin/sh")).as_deref(),
-            Some("/nonexistent/bin/sh is missing (in a container, replace the container instead)")
-        );
-        // Present here: refused only where it is missing.
-        assert_eq!(refusal(Path::new(SHELL)), None);
     }
 }
