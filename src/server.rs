@@ -39,7 +39,7 @@ mod listeners;
 #[cfg(test)]
 mod tests;
 
-use listeners::{listener_token, registrations, Listening, ReadyListeners};
+use listeners::{listener_index, listener_token, registrations, Listening, ReadyListeners};
 
 /// The waker's token, the top of the range; the listeners' tokens come below it
 /// ([`listeners::listener_token`]).
@@ -256,7 +256,7 @@ impl Server {
                 // The waker only interrupts the poll; the request is read below.
                 WAKER => {}
                 Token(key) if key >= listener_token(self.ready.count() - 1).0 => {
-                    self.ready.mark(usize::MAX - 1 - key);
+                    self.ready.mark(listener_index(key));
                     listener_readable = true;
                 }
                 Token(key) => self.held.on_event(key, now),

@@ -4,6 +4,7 @@
 use super::*;
 use mio::net::TcpListener;
 use mio::{Events, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Two polls share a listener added here: an arrival reaches a poll under the
@@ -72,4 +73,56 @@ fn a_listener_added_here_reads_back_through_mio_and_is_removed_here() {
     let _another = std::net::TcpStream::connect(addr).unwrap();
     first.poll(&mut events, Some(Duration::ZERO)).unwrap();
     assert!(events.is_empty());
+}
+
+/// What a worker's part says it does with a round: the first listens always, a quiet
+/// helper covers it, a reserve waits; a round that finds a deep backlog brings the
+/// helpers in, a full worker steps out and brings the reserves in.
+#[test]
+fn each_part_listens_as_the_rounds_say() {
+    let set = Arc::new(AcceptSet::new(2));
+    let (mut first, mut helper, mut reserve) = (
+        Sharing::new(&set, 0),
+        Sharing::new(&set, 1),
+        Sharing::new(&set, 2),
+    );
+    let round = |accepted: usize, has_room: bool, listening: bool| Round {
+        began: Instant::now(),
+        accepted,
+        listener_readable: false,
+        has_room,
+        listening,
+        backlog: 64,
+    };
+    assert!(first.follow(round(0, true, true)));
+    assert!(
+        helper.follow(round(0, true, false)),
+        "a quiet helper covers"
+    );
+    assert!(!reserve.follow(round(0, true, false)));
+
+    assert_eq!(behind_at(64), 16);
+    assert!(first.follow(round(16, true, true)));
+    assert!(
+        set.should_listen(Role::Helper),
+        "the first worker is behind"
+    );
+    assert!(!set.should_listen(Role::Reserve));
+
+    assert!(
+        !first.follow(round(0, false, true)),
+        "a full worker steps out"
+    );
+    assert!(
+        reserve.follow(round(0, true, false)),
+        "and the reserves step in"
+    );
+}
+
+#[test]
+fn a_deep_backlog_is_a_quarter_of_it_within_one_rounds_budget() {
+    assert_eq!(behind_at(0), 1);
+    assert_eq!(behind_at(-1), 1);
+    assert_eq!(behind_at(1024), 256);
+    assert_eq!(behind_at(1 << 20), ACCEPT_BUDGET);
 }

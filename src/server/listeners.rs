@@ -31,6 +31,12 @@ pub(super) fn listener_token(index: usize) -> Token {
     Token(usize::MAX - 1 - index)
 }
 
+/// The index of the listener whose token is `Token(key)` (see [`listener_token`]).
+#[inline]
+pub(super) fn listener_index(key: usize) -> usize {
+    usize::MAX - 1 - key
+}
+
 /// The most listening sockets one server serves (a connection names its socket in
 /// 16 bits).
 const MAX_LISTENING_SOCKETS: usize = u16::MAX as usize;
