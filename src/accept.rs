@@ -1,6 +1,8 @@
 //! The accept policy: which `accept(2)` failures concern one connection only and which
-//! mean the server must stop accepting for a while, and the [`AcceptGate`] that says
-//! when the server accepts (ready, budget spent, at capacity, paused).
+//! mean the server must stop accepting for a while, the [`AcceptGate`] that says
+//! when the server accepts (ready, budget spent, at capacity, paused), and the
+//! round's budget ([`ACCEPT_BUDGET`]). The accept loop itself, the rotation over the
+//! listeners, is `server/listeners.rs`.
 //!
 //! One bad accept must never end the server. Linux passes some network errors of a
 //! queued connection to `accept` itself (see accept(2), "Error handling"); those are
