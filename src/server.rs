@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use log::info;
 use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
-use socket2::SockRef;
 
 use crate::accept::AcceptGate;
 pub use crate::accept::ACCEPT_BUDGET;
@@ -174,24 +173,6 @@ impl Server {
         // Readers see its greeting and limit before its first round.
         server.publish();
         Ok(server)
-    }
-
-    /// The (first) address the server listens on, with the real port.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addrs[0]
-    }
-
-    /// Every address the server listens on, in order, with the real ports.
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local_addrs
-    }
-
-    /// The listening socket's `SO_SNDBUF` as the kernel reports it, if `--send-buffer`
-    /// set one (otherwise accepted sockets autotune theirs).
-    pub fn send_buffer(&self) -> Option<usize> {
-        self.config.send_buffer?;
-        let listening = self.listeners.first()?;
-        SockRef::from(&listening.socket).send_buffer_size().ok()
     }
 
     /// Tells the server that other loops serve the same listening sockets

@@ -4,7 +4,8 @@
 //! a share of the round's budget, until every backlog is empty, the budget is spent,
 //! the cap is reached or accepting must pause. What an accept error means and when
 //! to accept again is `accept.rs`'s gate; what an accepted connection gets is the
-//! loop's `greet`.
+//! loop's `greet`. The server's public answers about its sockets (addresses, send
+//! buffer) are here too.
 
 use std::collections::VecDeque;
 use std::io;
@@ -15,6 +16,7 @@ use std::time::Instant;
 use log::debug;
 use mio::net::TcpListener;
 use mio::{Poll, Token};
+use socket2::SockRef;
 
 use super::{Server, LOG_TARGET};
 use crate::accept::{self, AcceptFailure};
@@ -200,6 +202,24 @@ enum Stopped {
 }
 
 impl Server {
+    /// The (first) address the server listens on, with the real port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addrs[0]
+    }
+
+    /// Every address the server listens on, in order, with the real ports.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The listening socket's `SO_SNDBUF` as the kernel reports it, if `--send-buffer`
+    /// set one (otherwise accepted sockets autotune theirs).
+    pub fn send_buffer(&self) -> Option<usize> {
+        self.config.send_buffer?;
+        let listening = self.listeners.first()?;
+        SockRef::from(&listening.socket).send_buffer_size().ok()
+    }
+
     /// Accepts from the listeners that may have connections queued, each once in
     /// turn with an equal share of what the ones before it left of `budget`, until
     /// every backlog is empty (edge triggering announces them only once), the budget
