@@ -292,3 +292,43 @@ impl Server {
         Err(Stopped::ShareSpent)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listeners_token_names_it_back() {
+        for index in [0, 1, MAX_LISTENING_SOCKETS - 1] {
+            assert_eq!(listener_index(listener_token(index).0), index);
+        }
+    }
+
+    /// Each queued listener once, in the order its events came; one whose share ran
+    /// out goes to the back, one the gate stopped on comes first next time.
+    #[test]
+    fn the_rotation_keeps_each_listener_once_and_in_turn() {
+        let mut ready = ReadyListeners::new(3);
+        ready.mark(2);
+        ready.mark(0);
+        ready.mark(2);
+        assert_eq!(ready.len(), 2);
+        let first = ready.next();
+        assert_eq!(first, Some(2));
+        ready.later(2);
+        assert_eq!(ready.next(), Some(0));
+        ready.first_again(0);
+        assert_eq!(ready.next(), Some(0));
+        ready.drained(0);
+        ready.mark_all();
+        assert_eq!(ready.len(), 3, "1 and 0 join 2, which is still queued");
+        assert_eq!(
+            [ready.next(), ready.next(), ready.next()],
+            [Some(2), Some(0), Some(1)]
+        );
+        for index in 0..3 {
+            ready.drained(index);
+        }
+        assert!(ready.is_empty());
+    }
+}
