@@ -1,6 +1,8 @@
 //! The accept policy: which `accept(2)` failures concern one connection only and which
-//! mean the server must stop accepting for a while, and the [`AcceptGate`] that says
-//! when the server accepts (ready, budget spent, at capacity, paused).
+//! mean the server must stop accepting for a while, the [`AcceptGate`] that says
+//! when the server accepts (ready, budget spent, at capacity, paused), and the
+//! round's budget ([`ACCEPT_BUDGET`]). The accept loop itself, the rotation over the
+//! listeners, is `server/listeners.rs`.
 //!
 //! One bad accept must never end the server. Linux passes some network errors of a
 //! queued connection to `accept` itself (see accept(2), "Error handling"); those are
@@ -9,7 +11,6 @@
 //! queued, and retrying at once would spin, so the server pauses and retries on a timer
 //! or as soon as one of its own connections frees a descriptor.
 
-use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,11 @@ use crate::error::describe_io_error;
 /// The log target of this module's lines: documented (docs/operations.md), so
 /// fixed here rather than taken from wherever the code lives.
 const LOG_TARGET: &str = "greeter::accept";
+
+/// The most connections one round of the loop accepts. A flood that refills the
+/// backlog as fast as it drains cannot then starve held connections, deadlines or a
+/// shutdown: the next round comes back to the backlog without waiting for an event.
+pub const ACCEPT_BUDGET: usize = 256;
 
 /// How long accepting pauses after a resource-exhaustion error before it is retried
 /// (sooner if a connection closes and frees a descriptor).
@@ -236,81 +242,6 @@ impl AcceptGate {
     /// The listener is gone (a drain began): no retry timer, no zero-timeout polls.
     pub(crate) fn close(&mut self) {
         self.state = GateState::Ready;
-    }
-}
-
-/// The listeners that may have connections queued, in the order they are accepted
-/// from. Edge triggering announces a backlog once, so a listener stays here from its
-/// event until an accept finds its backlog empty; one whose share of a round ran out
-/// goes to the back. A listener with no event never enters: an idle listener costs
-/// nothing, however many there are, and the budget goes to those with connections
-/// waiting.
-#[derive(Debug)]
-pub(crate) struct ReadyListeners {
-    /// The queued listeners' indexes, the next to accept from first.
-    order: VecDeque<usize>,
-    /// Per listener: whether it is in `order` (so that it is there once).
-    queued: Vec<bool>,
-}
-
-impl ReadyListeners {
-    /// None of `count` listeners queued.
-    pub(crate) fn new(count: usize) -> Self {
-        ReadyListeners {
-            order: VecDeque::new(),
-            queued: vec![false; count],
-        }
-    }
-
-    /// How many listeners there are.
-    pub(crate) fn count(&self) -> usize {
-        self.queued.len()
-    }
-
-    /// Listener `index` may have connections queued (its event came).
-    #[inline]
-    pub(crate) fn mark(&mut self, index: usize) {
-        if !self.queued[index] {
-            self.queued[index] = true;
-            self.order.push_back(index);
-        }
-    }
-
-    /// Every listener may have connections queued (a drain takes them all).
-    pub(crate) fn mark_all(&mut self) {
-        for index in 0..self.queued.len() {
-            self.mark(index);
-        }
-    }
-
-    /// How many listeners are queued.
-    pub(crate) fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    /// Whether none is.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-
-    /// The next listener to accept from; it stays queued until [`Self::drained`].
-    pub(crate) fn next(&mut self) -> Option<usize> {
-        self.order.pop_front()
-    }
-
-    /// Its backlog was found empty.
-    pub(crate) fn drained(&mut self, index: usize) {
-        self.queued[index] = false;
-    }
-
-    /// Its share ran out first: after the others next time.
-    pub(crate) fn later(&mut self, index: usize) {
-        self.order.push_back(index);
-    }
-
-    /// Accepting stopped on it (the cap, a pause): first next time.
-    pub(crate) fn first_again(&mut self, index: usize) {
-        self.order.push_front(index);
     }
 }
 

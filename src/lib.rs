@@ -80,6 +80,7 @@
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod accept;
+mod accept_set;
 pub mod access;
 pub mod check_only;
 pub mod cli;
@@ -118,7 +119,6 @@ pub mod startup;
 pub mod supervisor;
 pub mod totals;
 pub mod upgrade;
-mod wake_one;
 pub mod workers;
 
 pub use close::{CloseReason, ReasonNames};

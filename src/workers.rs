@@ -9,7 +9,7 @@
 //! waiting for it while another idles. Workers register it with `EPOLLEXCLUSIVE`, so
 //! an arrival wakes one waiting worker rather than all of them, and the first worker
 //! takes wake-ups alone while it keeps up, up to one per core while it is behind, the
-//! rest only while one is full (`wake_one.rs`): more workers than cores do not
+//! rest only while one is full (`accept_set.rs`): more workers than cores do not
 //! multiply the wake-ups or the context switches. `SO_REUSEPORT`
 //! is not used: it would let a second server on the same address start and silently
 //! take half the connections, and each worker's queue would wait for that worker.
@@ -22,13 +22,13 @@ use std::thread::{self, JoinHandle};
 
 use mio::Waker;
 
+use crate::accept_set::AcceptSet;
 use crate::config::Config;
 use crate::error::Failure;
 use crate::handle::{ServerHandle, Snapshot};
 use crate::listener::{listen_config, ListeningSocket};
 use crate::server::Server;
 use crate::totals::Totals;
-use crate::wake_one::AcceptSet;
 
 /// One or more bound servers, ready to run.
 #[derive(Debug)]
@@ -83,7 +83,7 @@ impl Workers {
         servers.push(Server::from_sockets(sockets, config.clone())?);
         if servers.len() > 1 {
             // The first worker accepts; helpers (up to one per core) step in while an
-            // accepting one is behind, the rest while one is full (wake_one.rs).
+            // accepting one is behind, the rest while one is full (accept_set.rs).
             let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
             let set = Arc::new(AcceptSet::new(cores));
             for (index, server) in servers.iter_mut().enumerate() {

@@ -1,5 +1,8 @@
-//! Which workers a new connection wakes: one, not all, and only as many as there are
-//! cores.
+//! The accept set: which of the workers that share the listening sockets a new
+//! connection wakes (one, not all, and only as many as there are cores), each
+//! worker's role and its [`Sharing`] state (standby, stepping in and out, covering a
+//! stuck first worker), and the `EPOLLEXCLUSIVE` registration that puts a worker's
+//! listeners in or out of its poll when its part changes.
 //!
 //! The workers share one listening socket (one accept queue: `workers.rs` says why),
 //! each registering it with its own poll. Registered the usual way, every arrival
@@ -48,16 +51,32 @@
 //! stores it, so the events read back through mio as any other. A listener added here
 //! must be removed here too ([`deregister`]): mio's own deregistration checks (with
 //! debug assertions) that mio added the source.
+//!
+//! The loop (`server.rs`) tells its [`Sharing`] what each round saw
+//! ([`Sharing::follow`]) and moves its listeners as the answer says
+//! ([`move_listeners`]); it pays nothing of this when it serves its listeners alone.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use log::{debug, warn};
 use mio::{Registry, Token};
 
+use crate::accept::ACCEPT_BUDGET;
+use crate::error::describe_io_error;
 use crate::handle::ServerHandle;
+
+/// The log target of the workers' lines (behind, caught up, covering, stepping in and
+/// out): documented (docs/operations.md: `RUST_LOG=greeter::server=debug`) from when
+/// they were logged by the loop, so kept.
+const LOG_TARGET: &str = "greeter::server";
+
+/// The target of the one line about the kernel's support, kept from the module that
+/// logged it before the accept set had a room of its own.
+const KERNEL_LOG_TARGET: &str = "greeter::wake_one";
 
 /// A round of an accepting worker at least this long counts it as behind.
 pub(crate) const LONG_ROUND: Duration = Duration::from_millis(10);
@@ -69,6 +88,10 @@ pub(crate) const STUCK_ROUND: Duration = Duration::from_millis(25);
 /// How long a covering helper leaves the listener after taking an arrival while the
 /// first worker keeps up.
 pub(crate) const COVER_REST: Duration = Duration::from_millis(25);
+
+/// How long an accepting loop stays counted as behind after its last round that found
+/// its backlog deep: helpers do not come and go with every round.
+const BEHIND_HOLD: Duration = Duration::from_secs(1);
 
 /// A worker's part in taking the wake-ups of the shared listening sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +221,202 @@ impl AcceptSet {
     }
 }
 
+/// A loop's place among workers that share listening sockets.
+#[derive(Debug)]
+pub(crate) struct Sharing {
+    /// Which of the workers take wake-ups now.
+    set: Arc<AcceptSet>,
+    /// Its index among the workers, for the log.
+    index: usize,
+    /// When it listens (see the module's doc).
+    role: Role,
+    /// Whether this accepting loop is counted as full in the set.
+    counted_full: bool,
+    /// While this accepting loop is counted as behind: until when, unless it falls
+    /// behind again.
+    behind_until: Option<Instant>,
+    /// A covering helper that took an arrival while the first worker kept up: until
+    /// when it stays out of the listener's poll (see the module's doc).
+    resting_until: Option<Instant>,
+    /// Whether a covering helper stays in because the first worker is stuck (for the
+    /// log: once per episode).
+    covering_stuck: bool,
+}
+
+/// What one round of a sharing loop saw, for [`Sharing::follow`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Round {
+    /// When the round began (its poll returned).
+    pub(crate) began: Instant,
+    /// How many connections it accepted.
+    pub(crate) accepted: usize,
+    /// Whether a listener's event woke it.
+    pub(crate) listener_readable: bool,
+    /// Whether the loop is below its `--max-connections`.
+    pub(crate) has_room: bool,
+    /// Whether its listeners are in its poll now.
+    pub(crate) listening: bool,
+    /// Its `--backlog`, which says how deep a backlog is deep.
+    pub(crate) backlog: i32,
+}
+
+impl Sharing {
+    /// Worker `index` of `set`, in the role the set gives it; counted neither full nor
+    /// behind.
+    pub(crate) fn new(set: &Arc<AcceptSet>, index: usize) -> Self {
+        Sharing {
+            set: Arc::clone(set),
+            index,
+            role: set.role(index),
+            counted_full: false,
+            behind_until: None,
+            resting_until: None,
+            covering_stuck: false,
+        }
+    }
+
+    /// The loop's poll returned at `now`: the first worker publishes that its round
+    /// runs (two atomic stores a round, with [`AcceptSet::first_round_ended`]).
+    #[inline]
+    pub(crate) fn round_began(&self, now: Instant) {
+        if self.role == Role::First {
+            self.set.first_round_began(now);
+        }
+    }
+
+    /// When the loop must wake for the set even if nothing else happens: when its rest
+    /// ends, and once when its count as behind runs out (a helper that fell behind
+    /// may get no other round to say it caught up, and would keep the others
+    /// listening).
+    pub(crate) fn wake_at(&self) -> [Option<Instant>; 2] {
+        [self.resting_until, self.behind_until]
+    }
+
+    /// Follows one round of the loop (not called once it drains): counts it full or
+    /// behind in the set as it is, and returns whether it should keep its listeners
+    /// in its poll now: while it has room, and as its role says (the module's doc
+    /// says why): the first always, a helper while an accepting loop is behind or
+    /// full, a reserve while one is full. An arrival wakes one waiting loop
+    /// (`EPOLLEXCLUSIVE`), so a full loop that stayed registered could take every
+    /// wake-up and leave the connections in the backlog while others have room
+    /// (nginx steps out the same way). The caller moves the listeners
+    /// ([`move_listeners`]) only when the answer differs from `round.listening`.
+    pub(crate) fn follow(&mut self, round: Round) -> bool {
+        let now = round.began;
+        if self.role != Role::Reserve {
+            if self.counted_full == round.has_room {
+                self.counted_full = !round.has_room;
+                self.set.accepting_worker_full(!round.has_room);
+            }
+            let lasted = Instant::now().saturating_duration_since(now);
+            self.follow_backlog(round.accepted, behind_at(round.backlog), lasted, now);
+        }
+        if self.role == Role::First {
+            self.set.first_round_ended();
+        }
+        let stepped_in = self.set.should_listen(self.role);
+        let covering = self.role == Role::Helper && !stepped_in;
+        if covering && round.listener_readable && round.listening {
+            self.follow_first_worker(now);
+        }
+        if self.resting_until.is_some_and(|until| now >= until) {
+            self.resting_until = None;
+        }
+        let listen = round.has_room && (stepped_in || (covering && self.resting_until.is_none()));
+        if listen != round.listening && !covering {
+            debug!(
+                target: LOG_TARGET,
+                "worker {} {} the shared listeners",
+                self.index,
+                if listen { "listens on" } else { "steps out of" }
+            );
+        }
+        listen
+    }
+
+    /// Counts this accepting loop as behind in its set from a round that accepted
+    /// `behind_at` connections or more, or that lasted [`LONG_ROUND`] or more
+    /// (`round`), until a round after [`BEHIND_HOLD`] without either.
+    fn follow_backlog(&mut self, accepted: usize, behind_at: usize, round: Duration, now: Instant) {
+        if accepted >= behind_at || round >= LONG_ROUND {
+            if self.behind_until.is_none() {
+                debug!(
+                    target: LOG_TARGET,
+                    "worker {} is behind ({accepted} connections in one round of {} ms): helpers step in",
+                    self.index,
+                    round.as_millis()
+                );
+                self.set.accepting_worker_behind(true);
+            }
+            self.behind_until = Some(now + BEHIND_HOLD);
+        } else if self.behind_until.is_some_and(|until| now >= until) {
+            debug!(target: LOG_TARGET, "worker {} caught up", self.index);
+            self.behind_until = None;
+            self.set.accepting_worker_behind(false);
+        }
+    }
+
+    /// A covering helper was woken by an arrival, so the first worker was not waiting
+    /// in its poll: it stays in the listener's poll while the first worker's round has
+    /// run for [`STUCK_ROUND`] or more, and otherwise rests for [`COVER_REST`] (the
+    /// module's doc says why).
+    fn follow_first_worker(&mut self, now: Instant) {
+        let running = self.set.first_round_running(now);
+        if running.is_some_and(|running| running >= STUCK_ROUND) {
+            if !self.covering_stuck {
+                self.covering_stuck = true;
+                debug!(
+                    target: LOG_TARGET,
+                    "worker {} covers worker 0, whose round has run for {} ms",
+                    self.index,
+                    running.unwrap_or_default().as_millis()
+                );
+            }
+            self.resting_until = None;
+        } else {
+            self.covering_stuck = false;
+            self.resting_until = Some(now + COVER_REST);
+        }
+    }
+}
+
+/// How many connections one round of an accepting loop must find waiting for the loop
+/// to count as behind: a quarter of the listen backlog (so helpers step in well
+/// before it overflows), and no more than a round's accept budget.
+fn behind_at(backlog: i32) -> usize {
+    (usize::try_from(backlog).unwrap_or(0) / 4).clamp(1, ACCEPT_BUDGET)
+}
+
+/// Puts a loop's listening sockets (each `fd` with its token) into its poll
+/// (`listen`) or takes them out, as [`Sharing::follow`] said: putting one back reports
+/// what is already queued. A failure is logged, not returned: the loop goes on with
+/// the others.
+pub(crate) fn move_listeners(
+    registry: &Registry,
+    listeners: impl Iterator<Item = (RawFd, Token)>,
+    listen: bool,
+) {
+    for (fd, token) in listeners {
+        let changed = if listen {
+            register(registry, fd, token)
+        } else {
+            deregister(registry, fd)
+        };
+        if let Err(err) = changed {
+            warn!(
+                target: LOG_TARGET,
+                "cannot {} a shared listener: {}",
+                if listen {
+                    "resume listening on"
+                } else {
+                    "step out of"
+                },
+                describe_io_error(&err)
+            );
+        }
+    }
+}
+
 /// Adds the listening socket `fd` to `registry`'s poll as `token`: readable,
 /// edge-triggered, and waking one waiting poll per arrival. On a kernel without
 /// `EPOLLEXCLUSIVE` it is added without it (every worker woken, as before).
@@ -217,7 +436,10 @@ pub(crate) fn register(registry: &Registry, fd: RawFd, token: Token) -> io::Resu
     ) {
         // Linux before 4.5 does not know the flag.
         Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
-            log::debug!("EPOLLEXCLUSIVE refused; every worker is woken for every arrival");
+            debug!(
+                target: KERNEL_LOG_TARGET,
+                "EPOLLEXCLUSIVE refused; every worker is woken for every arrival"
+            );
             epoll_ctl(registry, libc::EPOLL_CTL_ADD, fd, READABLE, token)
         }
         result => result,
@@ -255,77 +477,4 @@ fn epoll_ctl(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use mio::net::TcpListener;
-    use mio::{Events, Poll};
-    use std::time::Duration;
-
-    /// Two polls share a listener added here: an arrival reaches a poll under the
-    /// listener's token, as a mio registration would, and removal stops the events.
-    #[test]
-    fn roles_follow_the_cores_and_listen_as_the_set_says() {
-        let set = AcceptSet::new(2);
-        assert_eq!(
-            [set.role(0), set.role(1), set.role(2), set.role(63)],
-            [Role::First, Role::Helper, Role::Reserve, Role::Reserve]
-        );
-        let listening = |set: &AcceptSet| {
-            [Role::First, Role::Helper, Role::Reserve].map(|role| set.should_listen(role))
-        };
-        assert_eq!(listening(&set), [true, false, false]);
-        set.accepting_worker_behind(true);
-        assert_eq!(listening(&set), [true, true, false]);
-        set.accepting_worker_full(true);
-        assert_eq!(listening(&set), [true, true, true]);
-        set.accepting_worker_behind(false);
-        assert_eq!(listening(&set), [true, true, true], "still full");
-        set.accepting_worker_full(false);
-        assert_eq!(listening(&set), [true, false, false]);
-        // One core: one helper still, to cover the first worker.
-        assert_eq!(AcceptSet::new(1).role(1), Role::Helper);
-        assert_eq!(AcceptSet::new(1).role(2), Role::Reserve);
-    }
-
-    #[test]
-    fn the_first_workers_round_is_seen_running_until_it_ends() {
-        let set = AcceptSet::new(2);
-        let start = Instant::now();
-        assert_eq!(set.first_round_running(start), None, "waits at first");
-        set.first_round_began(start);
-        let later = start + Duration::from_millis(30);
-        assert_eq!(
-            set.first_round_running(later),
-            Some(Duration::from_millis(30))
-        );
-        set.first_round_ended();
-        assert_eq!(set.first_round_running(later), None);
-    }
-
-    #[test]
-    fn a_listener_added_here_reads_back_through_mio_and_is_removed_here() {
-        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (first, second) = (Poll::new().unwrap(), Poll::new().unwrap());
-        let token = Token(usize::MAX - 1);
-        for poll in [&first, &second] {
-            register(poll.registry(), listener.as_raw_fd(), token).unwrap();
-        }
-        let _client = std::net::TcpStream::connect(addr).unwrap();
-        let mut events = Events::with_capacity(4);
-        let mut first = first;
-        first
-            .poll(&mut events, Some(Duration::from_secs(10)))
-            .unwrap();
-        let tokens: Vec<Token> = events.iter().map(|event| event.token()).collect();
-        assert_eq!(tokens, [token]);
-        assert!(events.iter().all(|event| event.is_readable()));
-
-        deregister(first.registry(), listener.as_raw_fd()).unwrap();
-        // Not added any more: a second removal fails.
-        assert!(deregister(first.registry(), listener.as_raw_fd()).is_err());
-        let _another = std::net::TcpStream::connect(addr).unwrap();
-        first.poll(&mut events, Some(Duration::ZERO)).unwrap();
-        assert!(events.is_empty());
-    }
-}
+mod tests;
