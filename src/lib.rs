@@ -81,6 +81,7 @@
 
 mod accept;
 pub mod access;
+pub mod admission;
 pub mod cli;
 pub mod client;
 mod close;
@@ -108,11 +109,12 @@ pub mod pid_file;
 mod proxy;
 pub mod rate;
 pub mod reload;
-mod served;
 pub mod server;
+mod slots;
 mod socket;
 pub mod startup;
 pub mod supervisor;
+mod timers;
 pub mod totals;
 pub mod upgrade;
 mod wake_one;

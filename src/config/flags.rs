@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::access::Pregreet;
+use crate::admission::Pregreet;
 use crate::cli::{GreetingArgs, DEFAULT_PORT};
 use crate::config::{parse_duration, parse_metrics_addr, parse_positive_duration, parse_size};
 use crate::log_format::LogFormat;

@@ -17,7 +17,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::access::{AccessList, Policy, Sources};
+use crate::access::{AccessList, Sources};
+use crate::admission::Policy;
 pub use crate::cli::DEFAULT_PORT;
 use crate::client::unbracket;
 use crate::config::keys::{FileType, Key};

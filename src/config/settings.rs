@@ -16,7 +16,8 @@ use std::sync::Arc;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Parser};
 
-use crate::access::{AccessList, Policy};
+use crate::access::AccessList;
+use crate::admission::Policy;
 use crate::config::file::ConfigFile;
 use crate::config::flags::{check_value, empty_value, parse_error_cause, ServerArgs, ServerCli};
 use crate::config::keys::{self, Applies, FileType, Key, KEYS};
