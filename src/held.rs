@@ -15,7 +15,7 @@
 //! stale entry (its connection closed or moved on) is skipped or compacted away.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn, Level};
@@ -32,7 +32,10 @@ use crate::error::describe_io_error;
 use crate::greeting::Greeting;
 use crate::slots::Slots;
 use crate::timers::{Timer, Timers};
+pub(crate) use counts::HeldCounts;
 
+mod counts;
+mod header_waiters;
 #[cfg(test)]
 mod tests;
 
@@ -47,21 +50,6 @@ struct Held {
     /// Tells this connection apart from a later one that reuses its slab key, so that a
     /// stale deadline never closes the newcomer.
     serial: u64,
-}
-
-/// Counters of what happens to connections on their way through here (the close
-/// reasons are counted by the server, from the closes handed back).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct HeldCounts {
-    /// Greeting bytes written.
-    pub(crate) bytes_sent: u64,
-    /// Connections whose first write was partial, so they waited for writability.
-    pub(crate) partial_writes: u64,
-    /// Connections held after their whole greeting was written (flushing or
-    /// lingering).
-    pub(crate) lingered: u64,
-    /// Clients greeted without their greet delay: their source had passed.
-    pub(crate) passed: u64,
 }
 
 /// The held connections of one server.
@@ -261,7 +249,7 @@ impl HeldConnections {
             let reason = registration_failure(phase, &err);
             return Some(self.closed(&conn, &greeting, reason));
         }
-        self.count_progress(None, phase);
+        self.counts.progress(None, phase);
         let serial = self.next_serial;
         self.next_serial += 1;
         self.push_deadline(conn.listener(), None, phase, now, key, serial);
@@ -293,51 +281,6 @@ impl HeldConnections {
         let held = &self.slab[key];
         self.counts.bytes_sent += (held.conn.sent(&held.greeting) - sent_before) as u64;
         self.settle(key, before, step, now);
-    }
-
-    /// A header waiter whose header named `client`: it stops counting as a waiter of
-    /// its socket peer and counts for the client, unless its admission refuses it
-    /// (then it is closed here: `None`); else it is advanced again, toward its
-    /// greeting (the one it kept since it was accepted, or the deny message).
-    fn name_client(&mut self, key: usize, client: SocketAddr, now: Instant) -> Option<Step> {
-        let socket_peer = self.slab[key].conn.peer();
-        self.slots.count_out(Phase::Header, socket_peer.ip());
-        self.slab[key].conn.set_peer(client);
-        self.announce(client, self.counted() - 1);
-        // The policy its listener has now (a reload may have replaced it meanwhile).
-        let held = &self.slab[key];
-        let admission = self.table.admit(
-            held.conn.listener(),
-            &held.greeting,
-            client,
-            now,
-            &self.slots,
-        );
-        let verdict = admission.verdict;
-        let deny_message = (verdict == Verdict::DenyMessage).then(|| admission.greeting.clone());
-        match verdict {
-            Verdict::Greet => {}
-            Verdict::Delay(pregreet) => {
-                // Advanced below, where input that came with the header counts.
-                let _ = self.slab[key].conn.delay(pregreet == Pregreet::Drop);
-            }
-            Verdict::Refuse(reason) => {
-                // Counted for nothing now, so closed without undoing anything.
-                self.remove(key, reason);
-                return None;
-            }
-            Verdict::DenyMessage => {
-                let held = &mut self.slab[key];
-                if let Some(message) = deny_message {
-                    held.greeting = message;
-                }
-                held.conn.deny();
-            }
-        }
-        self.slots
-            .count_in(self.slab[key].conn.phase(), client.ip());
-        let held = &mut self.slab[key];
-        Some(held.conn.advance(&held.greeting))
     }
 
     /// Closes the connections whose deadline has passed by `now` (or moves them on).
@@ -417,7 +360,7 @@ impl HeldConnections {
             let listener = self.slab[key].conn.listener();
             self.push_deadline(listener, Some(before), phase, now, key, serial);
         }
-        self.count_progress(Some(before), phase);
+        self.counts.progress(Some(before), phase);
         let held = &mut self.slab[key];
         // It is registered for at least what its phase before needed. A phase that
         // needs less keeps that (flushing to lingering stays writable too): the
@@ -481,45 +424,6 @@ impl HeldConnections {
             _ => return self.timers.push(timer, now, key, serial),
         };
         self.timers.push_lasting(timer, now, lasting, key, serial);
-    }
-
-    /// Counts a connection that waits in `phase`, coming from `before` (`None`: just
-    /// accepted): a partial write when it starts waiting to write, lingered when it
-    /// starts waiting after its whole greeting was written.
-    fn count_progress(&mut self, before: Option<Phase>, phase: Phase) {
-        let greeted = |phase: Phase| matches!(phase, Phase::Flushing | Phase::Lingering);
-        let writing = |phase: Phase| matches!(phase, Phase::Writing { .. });
-        if greeted(phase) && !before.is_some_and(greeted) {
-            self.counts.lingered += 1;
-        } else if writing(phase) && !before.is_some_and(writing) {
-            self.counts.partial_writes += 1;
-        }
-    }
-
-    /// Whether a connection from socket peer `ip` may wait for its PROXY header, making
-    /// room for it if need be. Not beyond `--max-per-ip` waiters from that peer. When
-    /// a quarter of `--max-connections` already waits, the oldest waiter is closed:
-    /// a header normally comes within milliseconds, so the oldest is the one least
-    /// likely ever to send one, and a flood of header-less connections only ever
-    /// pushes out its own.
-    fn make_room_for_header_waiter(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if !self.slots.admits_header_waiter(ip) {
-            return false;
-        }
-        while self.slots.header_waiters_full() {
-            let slab = &self.slab;
-            let live = |deadline: &Deadline, timer| is_live(slab, deadline, timer);
-            let Some(oldest) = self.timers.pop_oldest(Timer::Header, now, live) else {
-                break;
-            };
-            debug!(
-                target: crate::close::LOG_TARGET,
-                "PROXY_ERROR peer={} error=\"closed for a newer connection: too many wait for their header\"",
-                self.slab[oldest.key()].conn.peer()
-            );
-            self.close(oldest.key(), CloseReason::ProxyHeader);
-        }
-        true
     }
 
     /// The close of `conn`, being sent `greeting`, for `reason`. One closed while its
