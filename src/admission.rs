@@ -19,7 +19,6 @@ use crate::close::CloseReason;
 use crate::greeting::Greeting;
 use crate::pass::{PassSettings, PassTable};
 use crate::rate::{RateSettings, RateTable};
-use crate::slots::Slots;
 
 #[cfg(test)]
 mod tests;
@@ -102,6 +101,15 @@ impl Policy {
     }
 }
 
+/// The server's own limits that a client's admission checks between its listener's
+/// (kept by the held connections' slots: [`crate::slots::Slots`]).
+pub(crate) trait ServerLimits {
+    /// Whether a client at `ip` may hold one more connection (`--max-per-ip`).
+    fn admits_client(&self, ip: IpAddr) -> bool;
+    /// Whether `--max-delayed` clients already wait out their greet delay.
+    fn delay_full(&self) -> bool;
+}
+
 /// What the connections of one listener get.
 #[derive(Debug)]
 pub(crate) struct Served {
@@ -129,7 +137,9 @@ pub(crate) enum Verdict {
 /// sent (its greeting, or for a denied client the deny message).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Admission<'a> {
+    /// What it gets.
     pub(crate) verdict: Verdict,
+    /// What it is sent, unless it is refused.
     pub(crate) greeting: &'a Greeting,
 }
 
@@ -185,7 +195,7 @@ impl PolicyTable {
     /// the bytes it is sent: `greeting` (its listener's now, or the one a held
     /// connection kept since it was accepted) or, for a denied client, the deny
     /// message. The checks, in their documented order: the address list, the source's
-    /// rate, `--max-per-ip` (`slots`), the greet delay (skipped by a passed source,
+    /// rate, `--max-per-ip` (`limits`), the greet delay (skipped by a passed source,
     /// bounded by `--max-delayed`). The one place a greeting is chosen.
     // Always inlined: on the fast path the compiler then drops the checks a listener
     // without a policy never makes.
@@ -196,10 +206,10 @@ impl PolicyTable {
         greeting: &'a Greeting,
         client: SocketAddr,
         now: Instant,
-        slots: &Slots,
+        limits: &impl ServerLimits,
     ) -> Admission<'a> {
         let policy = self.policy(listener);
-        let verdict = self.verdict(policy, client.ip(), now, slots);
+        let verdict = self.verdict(policy, client.ip(), now, limits);
         let greeting = match (verdict, policy) {
             (
                 Verdict::DenyMessage,
@@ -215,16 +225,22 @@ impl PolicyTable {
 
     /// The verdict of [`PolicyTable::admit`].
     #[inline(always)]
-    fn verdict(&self, policy: Option<&Policy>, ip: IpAddr, now: Instant, slots: &Slots) -> Verdict {
+    fn verdict(
+        &self,
+        policy: Option<&Policy>,
+        ip: IpAddr,
+        now: Instant,
+        limits: &impl ServerLimits,
+    ) -> Verdict {
         if let Some(refused) = policy.and_then(|policy| policy.refuses(ip, now)) {
             return refused;
         }
-        if !slots.admits_client(ip) {
+        if !limits.admits_client(ip) {
             return Verdict::Refuse(CloseReason::PerIpLimit);
         }
         match policy {
             Some(policy) if !policy.greet_delay.is_zero() => {
-                self.delay_verdict(policy, ip, now, slots)
+                self.delay_verdict(policy, ip, now, limits)
             }
             _ => Verdict::Greet,
         }
@@ -236,7 +252,13 @@ impl PolicyTable {
     /// clients fills the delay's slots, never the greeting's.
     // Not inlined: the fast path of a listener without a delay never calls it.
     #[inline(never)]
-    fn delay_verdict(&self, policy: &Policy, ip: IpAddr, now: Instant, slots: &Slots) -> Verdict {
+    fn delay_verdict(
+        &self,
+        policy: &Policy,
+        ip: IpAddr,
+        now: Instant,
+        limits: &impl ServerLimits,
+    ) -> Verdict {
         if policy
             .pass
             .as_ref()
@@ -245,7 +267,7 @@ impl PolicyTable {
             self.passed.set(self.passed.get() + 1);
             return Verdict::Greet;
         }
-        if slots.delay_full() {
+        if limits.delay_full() {
             return Verdict::Refuse(CloseReason::DelayFull);
         }
         Verdict::Delay(policy.pregreet)

@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 
+use crate::admission::ServerLimits;
 use crate::config::Config;
 use crate::connection::Phase;
 use crate::per_ip::PerIpLimit;
@@ -89,17 +90,6 @@ impl Slots {
         self.delayed
     }
 
-    /// Whether a client at `ip` may hold one more connection (`--max-per-ip`).
-    #[inline]
-    pub(crate) fn admits_client(&self, ip: IpAddr) -> bool {
-        self.per_ip.as_ref().is_none_or(|limit| limit.admits(ip))
-    }
-
-    /// Whether `--max-delayed` clients already wait out their greet delay.
-    pub(crate) fn delay_full(&self) -> bool {
-        self.delayed >= self.max_delayed
-    }
-
     /// Whether socket peer `ip` may have one more connection waiting for its PROXY
     /// header (`--max-per-ip`).
     pub(crate) fn admits_header_waiter(&self, ip: IpAddr) -> bool {
@@ -151,6 +141,17 @@ impl Slots {
         if is_delaying(before) && !is_delaying(after) {
             self.delayed -= 1;
         }
+    }
+}
+
+impl ServerLimits for Slots {
+    #[inline]
+    fn admits_client(&self, ip: IpAddr) -> bool {
+        self.per_ip.as_ref().is_none_or(|limit| limit.admits(ip))
+    }
+
+    fn delay_full(&self) -> bool {
+        self.delayed >= self.max_delayed
     }
 }
 

@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::access::Sources;
-use crate::config::Config;
-use crate::connection::Phase;
 use crate::pass::PassSettings;
 use crate::rate::parse_rate;
 
@@ -16,8 +14,22 @@ fn client() -> SocketAddr {
     CLIENT.parse().unwrap()
 }
 
-fn config() -> Config {
-    Config::new("127.0.0.1:0".parse().unwrap())
+/// The server's limits as a test sets them: an address that holds its share, and
+/// whether the greet delays are full.
+#[derive(Default)]
+struct Limits {
+    full_address: Option<IpAddr>,
+    delays_full: bool,
+}
+
+impl ServerLimits for Limits {
+    fn admits_client(&self, ip: IpAddr) -> bool {
+        self.full_address != Some(ip)
+    }
+
+    fn delay_full(&self) -> bool {
+        self.delays_full
+    }
 }
 
 /// A listener that denies 192.0.2.0/24.
@@ -59,15 +71,15 @@ fn table(policy: Option<Policy>) -> PolicyTable {
     }])
 }
 
-/// What the table's one listener gives the client now, under `slots`: the verdict and
-/// the bytes it is sent.
-fn admit_with(table: &PolicyTable, slots: &Slots) -> (Verdict, Vec<u8>) {
-    let admission = table.admit(0, table.greeting(0), client(), Instant::now(), slots);
+/// What the table's one listener gives the client now, under `limits`: the verdict
+/// and the bytes it is sent.
+fn admit_with(table: &PolicyTable, limits: &Limits) -> (Verdict, Vec<u8>) {
+    let admission = table.admit(0, table.greeting(0), client(), Instant::now(), limits);
     (admission.verdict, admission.greeting.to_vec())
 }
 
 fn admit(table: &PolicyTable) -> (Verdict, Vec<u8>) {
-    admit_with(table, &Slots::new(&config()))
+    admit_with(table, &Limits::default())
 }
 
 #[test]
@@ -120,14 +132,13 @@ fn the_list_is_checked_before_the_rate() {
 
 #[test]
 fn an_address_holding_its_share_is_refused() {
-    let mut config = config();
-    config.max_per_ip = Some(1);
-    let mut slots = Slots::new(&config);
     let table = table(None);
-    assert_eq!(admit_with(&table, &slots).0, Verdict::Greet);
-    slots.count_in(Phase::Flushing, client().ip());
+    let full = Limits {
+        full_address: Some(client().ip()),
+        ..Limits::default()
+    };
     let refused = Verdict::Refuse(CloseReason::PerIpLimit);
-    assert_eq!(admit_with(&table, &slots).0, refused);
+    assert_eq!(admit_with(&table, &full).0, refused);
 }
 
 #[test]
@@ -145,24 +156,31 @@ fn a_delayed_listener_delays_its_clients_with_its_pregreet_action() {
 
 #[test]
 fn a_delay_beyond_max_delayed_is_refused() {
-    let mut config = config();
-    config.max_delayed = 1;
-    let mut slots = Slots::new(&config);
     let table = table(Some(Policy {
         greet_delay: Duration::from_secs(5),
         ..Policy::default()
     }));
-    assert_eq!(
-        admit_with(&table, &slots).0,
-        Verdict::Delay(Pregreet::Greet)
-    );
-    let delaying = Phase::Delaying {
-        header_len: 0,
-        drop_pregreeter: false,
+    let full = Limits {
+        delays_full: true,
+        ..Limits::default()
     };
-    slots.count_in(delaying, "192.0.2.8".parse().unwrap());
-    let full = Verdict::Refuse(CloseReason::DelayFull);
-    assert_eq!(admit_with(&table, &slots).0, full);
+    let refused = Verdict::Refuse(CloseReason::DelayFull);
+    assert_eq!(admit_with(&table, &full).0, refused);
+}
+
+#[test]
+fn the_server_limits_come_after_the_list_and_the_rate() {
+    let table = table(Some(Policy {
+        list: denying(),
+        greet_delay: Duration::from_secs(5),
+        ..Policy::default()
+    }));
+    let full = Limits {
+        full_address: Some(client().ip()),
+        delays_full: true,
+    };
+    let denied = Verdict::Refuse(CloseReason::Denied);
+    assert_eq!(admit_with(&table, &full).0, denied);
 }
 
 #[test]
@@ -187,7 +205,7 @@ fn a_passed_source_skips_its_delay_and_is_counted() {
 fn a_held_connection_keeps_the_greeting_it_was_accepted_with() {
     let table = table(None);
     let kept = Greeting::from("the greeting before a reload");
-    let admission = table.admit(0, &kept, client(), Instant::now(), &Slots::new(&config()));
+    let admission = table.admit(0, &kept, client(), Instant::now(), &Limits::default());
     assert_eq!(admission.verdict, Verdict::Greet);
     assert_eq!(&admission.greeting[..], &kept[..]);
 }

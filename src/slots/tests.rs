@@ -2,6 +2,7 @@
 //! greet delays, in and out.
 
 use super::*;
+use crate::admission::ServerLimits;
 
 fn config(max_per_ip: Option<u32>, max_connections: usize) -> Config {
     let mut config = Config::new("127.0.0.1:0".parse().unwrap());
