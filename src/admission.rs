@@ -104,8 +104,8 @@ impl Policy {
 /// The server's own limits that a client's admission checks between its listener's
 /// (kept by the held connections' slots: [`crate::slots::Slots`]).
 pub(crate) trait ServerLimits {
-    /// Whether a client at `ip` may hold one more connection (`--max-per-ip`).
-    fn admits_client(&self, ip: IpAddr) -> bool;
+    /// Whether `client`'s address may hold one more connection (`--max-per-ip`).
+    fn admits_client(&self, client: SocketAddr) -> bool;
     /// Whether `--max-delayed` clients already wait out their greet delay.
     fn delay_full(&self) -> bool;
 }
@@ -209,15 +209,12 @@ impl PolicyTable {
         limits: &impl ServerLimits,
     ) -> Admission<'a> {
         let policy = self.policy(listener);
-        let verdict = self.verdict(policy, client.ip(), now, limits);
-        let greeting = match (verdict, policy) {
-            (
-                Verdict::DenyMessage,
-                Some(Policy {
-                    deny_message: Some(message),
-                    ..
-                }),
-            ) => message,
+        let verdict = self.verdict(policy, client, now, limits);
+        let greeting = match verdict {
+            // Only a policy with a deny message gives this verdict.
+            Verdict::DenyMessage => policy
+                .and_then(|policy| policy.deny_message.as_ref())
+                .unwrap_or(greeting),
             _ => greeting,
         };
         Admission { verdict, greeting }
@@ -228,19 +225,19 @@ impl PolicyTable {
     fn verdict(
         &self,
         policy: Option<&Policy>,
-        ip: IpAddr,
+        client: SocketAddr,
         now: Instant,
         limits: &impl ServerLimits,
     ) -> Verdict {
-        if let Some(refused) = policy.and_then(|policy| policy.refuses(ip, now)) {
+        if let Some(refused) = policy.and_then(|policy| policy.refuses(client.ip(), now)) {
             return refused;
         }
-        if !limits.admits_client(ip) {
+        if !limits.admits_client(client) {
             return Verdict::Refuse(CloseReason::PerIpLimit);
         }
         match policy {
             Some(policy) if !policy.greet_delay.is_zero() => {
-                self.delay_verdict(policy, ip, now, limits)
+                self.delay_verdict(policy, client.ip(), now, limits)
             }
             _ => Verdict::Greet,
         }

@@ -163,60 +163,31 @@ impl HeldConnections {
     /// it must wait. Returns its close if it finished (or was refused) at once.
     #[inline]
     pub(crate) fn admit(&mut self, mut conn: Connection, now: Instant) -> Option<Closed> {
-        let greeting = self.table.greeting(conn.listener());
+        let table = &self.table;
+        let greeting = table.greeting(conn.listener());
         // Without --proxy-protocol the client is known at accept; with it, once the
         // header names it.
         let (step, sending) = match conn.phase() {
             Phase::Header => match conn.advance(greeting) {
                 Step::Named(client) => {
                     conn.set_peer(client);
-                    self.greet_named(&mut conn, greeting, now)
+                    self.announce(client, self.counted());
+                    greet(table, &self.slots, &mut conn, client, greeting, now)
                 }
                 step => (step, greeting),
             },
-            _ => self.greet_named(&mut conn, greeting, now),
+            _ => {
+                let client = conn.peer();
+                self.announce(client, self.counted());
+                greet(table, &self.slots, &mut conn, client, greeting, now)
+            }
         };
-        let sent = conn.sent(sending) as u64;
+        self.counts.bytes_sent += conn.sent(sending) as u64;
         match step {
-            Step::Close(reason) => {
-                let closed = self.closed(&conn, sending, reason);
-                self.counts.bytes_sent += sent;
-                Some(closed)
-            }
+            Step::Close(reason) => Some(self.closed(&conn, sending, reason)),
             // Only a header names a client, and it is named once.
-            Step::Wait | Step::Named(_) => {
-                let sending = sending.clone();
-                self.counts.bytes_sent += sent;
-                self.hold(conn, sending, now)
-            }
+            Step::Wait | Step::Named(_) => self.hold(conn, sending.clone(), now),
         }
-    }
-
-    /// A fresh connection whose client is known: its `ACCEPT` line, then what its
-    /// listener's policy and the server's limits give it ([`PolicyTable::admit`]):
-    /// its step, and the bytes it is being sent.
-    #[inline]
-    fn greet_named<'a>(
-        &'a self,
-        conn: &mut Connection,
-        greeting: &'a Greeting,
-        now: Instant,
-    ) -> (Step, &'a Greeting) {
-        let client = conn.peer();
-        self.announce(client, self.counted());
-        let admission = self
-            .table
-            .admit(conn.listener(), greeting, client, now, &self.slots);
-        let step = match admission.verdict {
-            Verdict::Greet => conn.advance(admission.greeting),
-            Verdict::Delay(pregreet) => conn.delay(pregreet == Pregreet::Drop),
-            Verdict::DenyMessage => {
-                conn.deny();
-                conn.advance(admission.greeting)
-            }
-            Verdict::Refuse(reason) => Step::Close(reason),
-        };
-        (step, admission.greeting)
     }
 
     /// Logs the `ACCEPT` line of a connection from `client` (`held` were held against
@@ -466,6 +437,31 @@ fn served(config: &Config) -> impl Iterator<Item = Served> + '_ {
         greeting: listener.greeting.clone(),
         policy: listener.policy.clone(),
     })
+}
+
+/// A fresh connection whose client is now `client`, its `ACCEPT` line logged: what its
+/// listener's policy and the server's limits give it ([`PolicyTable::admit`]), as its
+/// step and the bytes it is being sent.
+#[inline]
+fn greet<'a>(
+    table: &'a PolicyTable,
+    slots: &Slots,
+    conn: &mut Connection,
+    client: SocketAddr,
+    greeting: &'a Greeting,
+    now: Instant,
+) -> (Step, &'a Greeting) {
+    let admission = table.admit(conn.listener(), greeting, client, now, slots);
+    let step = match admission.verdict {
+        Verdict::Greet => conn.advance(admission.greeting),
+        Verdict::Delay(pregreet) => conn.delay(pregreet == Pregreet::Drop),
+        Verdict::DenyMessage => {
+            conn.deny();
+            conn.advance(admission.greeting)
+        }
+        Verdict::Refuse(reason) => Step::Close(reason),
+    };
+    (step, admission.greeting)
 }
 
 /// Why a connection closes when the poll refuses to take it (or to change what it

@@ -5,7 +5,7 @@
 //! it leaves it ([`Slots::count_in`], [`Slots::count_out`]); the holder asks here
 //! whether one more fits.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::admission::ServerLimits;
 use crate::config::Config;
@@ -146,8 +146,11 @@ impl Slots {
 
 impl ServerLimits for Slots {
     #[inline]
-    fn admits_client(&self, ip: IpAddr) -> bool {
-        self.per_ip.as_ref().is_none_or(|limit| limit.admits(ip))
+    fn admits_client(&self, client: SocketAddr) -> bool {
+        // The address is taken only if there is a limit: not on the fast path.
+        self.per_ip
+            .as_ref()
+            .is_none_or(|limit| limit.admits(client.ip()))
     }
 
     fn delay_full(&self) -> bool {

@@ -23,8 +23,8 @@ struct Limits {
 }
 
 impl ServerLimits for Limits {
-    fn admits_client(&self, ip: IpAddr) -> bool {
-        self.full_address != Some(ip)
+    fn admits_client(&self, client: SocketAddr) -> bool {
+        self.full_address != Some(client.ip())
     }
 
     fn delay_full(&self) -> bool {

@@ -19,6 +19,11 @@ fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
 
+/// A client at `text`, on some port.
+fn client(text: &str) -> SocketAddr {
+    SocketAddr::new(ip(text), 4000)
+}
+
 const DELAYING: Phase = Phase::Delaying {
     header_len: 0,
     drop_pregreeter: false,
@@ -31,7 +36,7 @@ fn without_max_per_ip_every_address_is_admitted() {
         slots.count_in(Phase::Flushing, ip(A));
         slots.count_in(Phase::Header, ip(A));
     }
-    assert!(slots.admits_client(ip(A)));
+    assert!(slots.admits_client(client(A)));
     assert!(slots.admits_header_waiter(ip(A)));
 }
 
@@ -40,13 +45,16 @@ fn clients_and_header_waiters_are_counted_apart() {
     let mut slots = Slots::new(&config(Some(1), 100));
     slots.count_in(Phase::Header, ip(A));
     assert!(!slots.admits_header_waiter(ip(A)), "its one waiter");
-    assert!(slots.admits_client(ip(A)), "a waiter is not a client yet");
+    assert!(
+        slots.admits_client(client(A)),
+        "a waiter is not a client yet"
+    );
     slots.count_in(Phase::Lingering, ip(A));
-    assert!(!slots.admits_client(ip(A)));
-    assert!(slots.admits_client(ip(B)), "another address");
+    assert!(!slots.admits_client(client(A)));
+    assert!(slots.admits_client(client(B)), "another address");
     slots.count_out(Phase::Lingering, ip(A));
     slots.count_out(Phase::Header, ip(A));
-    assert!(slots.admits_client(ip(A)) && slots.admits_header_waiter(ip(A)));
+    assert!(slots.admits_client(client(A)) && slots.admits_header_waiter(ip(A)));
 }
 
 #[test]
@@ -84,9 +92,12 @@ fn a_max_per_ip_set_by_a_reload_counts_what_is_held() {
     let mut slots = Slots::new(&config(None, 100));
     let held = [(Phase::Flushing, ip(A)), (Phase::Header, ip(B))];
     slots.reconfigure(&config(Some(1), 100), held.into_iter());
-    assert!(!slots.admits_client(ip(A)));
-    assert!(slots.admits_client(ip(B)), "B only waits for its header");
+    assert!(!slots.admits_client(client(A)));
+    assert!(
+        slots.admits_client(client(B)),
+        "B only waits for its header"
+    );
     assert!(!slots.admits_header_waiter(ip(B)));
     slots.reconfigure(&config(None, 100), std::iter::empty());
-    assert!(slots.admits_client(ip(A)) && slots.admits_header_waiter(ip(B)));
+    assert!(slots.admits_client(client(A)) && slots.admits_header_waiter(ip(B)));
 }
