@@ -198,9 +198,21 @@ impl HeldConnections {
         log_accept(client, held, self.max_connections, self.log_level);
     }
 
+    /// The owed `ACCEPT` line of a connection closed before its PROXY header named its
+    /// client (logged under its socket's peer).
+    // Out of line: the fast path closes connections whose client is known.
+    #[cold]
+    #[inline(never)]
+    fn announce_unnamed(&self, conn: &Connection) {
+        self.announce(conn.peer(), self.counted());
+    }
+
     /// Holds a connection that must wait: registers it for what its phase waits for
     /// and starts its phase's deadline. A header waiter may first need room; one that
     /// cannot be held is closed (and handed back).
+    // Not inlined: the fast path (greeted and closed at once) never holds, and `hold`
+    // inlined into the accept loop made every connection's path longer.
+    #[inline(never)]
     fn hold(&mut self, mut conn: Connection, greeting: Greeting, now: Instant) -> Option<Closed> {
         let phase = conn.phase();
         if phase == Phase::Header && !self.make_room_for_header_waiter(conn.peer().ip(), now) {
@@ -404,7 +416,7 @@ impl HeldConnections {
     #[inline]
     fn closed(&self, conn: &Connection, greeting: &[u8], reason: CloseReason) -> Closed {
         if conn.phase() == Phase::Header {
-            self.announce(conn.peer(), self.counted());
+            self.announce_unnamed(conn);
         }
         let reason = if conn.is_denied() && reason.names().greeted {
             CloseReason::Denied

@@ -79,7 +79,6 @@ impl Timers {
     }
 
     /// The soonest deadline, if any (it may be stale: the loop then wakes for nothing).
-    #[inline]
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         // The clock is read only when something is queued: never on the fast path.
         if self.queues.iter().all(DeadlineQueue::is_empty) {
