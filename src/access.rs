@@ -13,17 +13,12 @@ use std::fs::{File, Metadata};
 use std::io::{self, BufRead, Read};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 
 use crate::error::{quote, quote_start, Failure};
 use crate::files::{check_unchanged, not_regular, open_regular, OpenFailure};
-use crate::greeting::Greeting;
-use crate::pass::{PassSettings, PassTable};
-use crate::rate::{RateSettings, RateTable};
 
 /// The longest line a list file may have, without its newline: an entry is at most
 /// 43 bytes (an IPv6 CIDR block) and a comment a sentence. A longer line is not a list
@@ -51,67 +46,6 @@ pub struct AccessList {
     /// The list files that gave it entries: at a reload, one of them found empty is a
     /// file caught while it is rewritten (see [`AccessList::reload`]).
     files_with_entries: Vec<PathBuf>,
-}
-
-/// A listener's access policy, checked in this order once its client is known: the
-/// address list, the source's rate, (`--max-per-ip`, a limit of the server's), then
-/// the greet delay (a passed source skips it; `--max-delayed`, a limit of the
-/// server's, bounds it).
-#[derive(Debug, Default)]
-pub struct Policy {
-    /// The entries (none: everyone is allowed); listeners that name the same lists
-    /// share one table (a 500,000-entry deny file is read and held once).
-    pub list: Arc<AccessList>,
-    /// `--deny-message`: sent to a denied client, with the greeting's close policy;
-    /// `None`: a denied client is closed at once, sent nothing.
-    pub deny_message: Option<Greeting>,
-    /// `--max-rate-per-ip`: each source's rate, shared by the workers (and kept
-    /// across a reload that keeps its settings).
-    pub rate: Option<Arc<RateTable>>,
-    /// `--greet-delay`: how long the greeting waits after the client is known
-    /// (zero: not at all).
-    pub greet_delay: Duration,
-    /// `--pregreet`: what happens to a client that sends data during the delay.
-    pub pregreet: Pregreet,
-    /// The sources that waited out the delay silently, greeted at once for
-    /// `--pass-ttl` (`None`: no delay, or `--pass-ttl 0s`); shared by the workers and
-    /// kept across a reload that keeps its settings, as the rate table is.
-    pub pass: Option<Arc<PassTable>>,
-}
-
-/// `--pregreet`: what happens to a client that sends data before its greeting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Pregreet {
-    /// Greeted when its delay is over, as any other (logged and counted).
-    #[default]
-    Greet,
-    /// Closed at once without the greeting (reason `pregreet`).
-    Drop,
-}
-
-impl Policy {
-    /// Whether it changes nothing for anyone (then the listener has no policy).
-    pub fn is_open(&self) -> bool {
-        self.list.is_empty() && self.rate.is_none() && self.greet_delay.is_zero()
-    }
-
-    /// Its rate table, if it has one made of `settings` (a reload keeps what it
-    /// counted when the settings stay).
-    pub fn rate_table_if(&self, settings: &RateSettings) -> Option<Arc<RateTable>> {
-        self.rate
-            .as_ref()
-            .filter(|table| table.settings() == settings)
-            .cloned()
-    }
-
-    /// Its pass table, if it has one made of `settings` (a reload keeps who passed
-    /// when the settings stay).
-    pub fn pass_table_if(&self, settings: &PassSettings) -> Option<Arc<PassTable>> {
-        self.pass
-            .as_ref()
-            .filter(|table| table.settings() == settings)
-            .cloned()
-    }
 }
 
 /// Where a listener's entries come from.

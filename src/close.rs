@@ -166,9 +166,6 @@ pub(crate) struct Closed {
     pub(crate) sent: u32,
     /// Why it closed.
     pub(crate) reason: CloseReason,
-    /// Whether its `ACCEPT` line was logged: not yet for a connection closed while
-    /// its PROXY header was awaited, whose client was never known.
-    pub(crate) announced: bool,
     /// Bytes read from the peer (0 for every connection closed at once).
     pub(crate) input: u32,
     /// The class of the peer's first bytes.

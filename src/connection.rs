@@ -44,6 +44,7 @@ use crate::socket::{
     discard_input, shut_down_and_check, write_greeting, AfterGreeting, InputState, TcpProgress,
     WriteProgress,
 };
+use crate::timers::Timer;
 
 /// How many bytes a flushing or lingering connection reads and discards before giving
 /// up on the peer. A peer that keeps sending past this is not waiting for a clean
@@ -124,24 +125,6 @@ pub(crate) enum Phase {
     /// Everything is sent, and the peer sent data: input is read and discarded until
     /// the peer's EOF so that the close is a FIN, not a reset.
     Lingering,
-}
-
-/// The fixed-duration deadlines that bound the phases; each has its own queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Timer {
-    /// `--proxy-timeout`, from accept: the PROXY header.
-    Header = 0,
-    /// `--write-timeout`, from accept (or from the header): writing and flushing.
-    Write = 1,
-    /// `--linger-timeout`, from when all was sent: lingering.
-    Linger = 2,
-    /// `--greet-delay`, from when the client is known: delaying.
-    Delay = 3,
-}
-
-impl Timer {
-    /// Every timer, in queue order.
-    pub(crate) const ALL: [Timer; 4] = [Timer::Header, Timer::Write, Timer::Linger, Timer::Delay];
 }
 
 impl Phase {

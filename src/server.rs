@@ -23,7 +23,7 @@ use mio::{Events, Poll, Token, Waker};
 use crate::accept::AcceptGate;
 pub use crate::accept::ACCEPT_BUDGET;
 use crate::accept_set::{self, AcceptSet, Round, Sharing};
-use crate::close::{log_accept, log_close, log_pregreet, CloseReason, Closed};
+use crate::close::{log_close, log_pregreet, CloseReason, Closed};
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::deadlines::saturating_add;
@@ -367,20 +367,10 @@ impl Server {
         let listening = &self.listeners[listener];
         let conn = Connection::accepted(stream, peer, listening.proxy_protocol, listening.listener);
         if let Some(closed) = self.held.admit(conn, now) {
-            let (level, max) = (
-                self.config.connection_log_level,
-                self.config.max_connections,
-            );
             // Never held: it lived from this round's start until now.
             let lifetime = || Instant::now().duration_since(now).as_millis() as u32;
-            record(
-                &mut self.totals,
-                &closed,
-                self.held.counted(),
-                max,
-                level,
-                lifetime,
-            );
+            let level = self.config.connection_log_level;
+            record(&mut self.totals, &closed, level, lifetime);
         }
     }
 
@@ -426,38 +416,30 @@ impl Server {
     }
 
     fn record_each_held_close(&mut self) {
-        let (held, started) = (self.held.counted(), self.held.started());
-        let (level, max) = (
-            self.config.connection_log_level,
-            self.config.max_connections,
-        );
+        let started = self.held.started();
+        let level = self.config.connection_log_level;
         // One clock read for the batch: the histogram wants every held lifetime.
         let now_ms = Instant::now().duration_since(started).as_millis() as u32;
         for closed in self.held.take_closed() {
             let lifetime = now_ms.wrapping_sub(closed.accepted_ms);
             // A connection closed while its PROXY header was awaited was held too.
             self.totals.observe_held_lifetime(lifetime);
-            record(&mut self.totals, &closed, held, max, level, || lifetime);
+            record(&mut self.totals, &closed, level, || lifetime);
         }
         self.gate.descriptor_freed();
     }
 }
 
-/// Counts a close under its reason and logs its `CLOSE` line, after the `ACCEPT` line
-/// it is owed if it closed before its client was known (a PROXY header never came).
+/// Counts a close under its reason and logs its `CLOSE` line (its `ACCEPT` line, even
+/// one owed by a connection whose PROXY header never came, was logged by `held.rs`).
 #[inline(always)]
 fn record(
     totals: &mut Totals,
     closed: &Closed,
-    held: usize,
-    max: usize,
     level: log::Level,
     lifetime_ms: impl FnOnce() -> u32,
 ) {
     totals.count_close(closed.reason);
-    if !closed.announced {
-        log_accept(closed.peer, held, max, level);
-    }
     // Only a held connection reads input: the fast path passes one predicted branch.
     if closed.input > 0 {
         record_input(totals, closed, level);

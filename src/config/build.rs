@@ -10,7 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::access::{AccessList, Policy, Sources};
+use crate::access::{AccessList, Sources};
+use crate::admission::Policy;
 use crate::config::error::SettingsError;
 use crate::config::flags::{GreetingArgs, ServerArgs};
 use crate::config::listener_id::{self, ListenerId};

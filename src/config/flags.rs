@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::access::Pregreet;
+use crate::admission::Pregreet;
 use crate::config::values::{parse_metrics_addr, parse_name};
 use crate::log_format::LogFormat;
 use crate::parse::{parse_duration, parse_positive_duration, parse_size, DEFAULT_PORT};

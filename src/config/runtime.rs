@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::access::Policy;
+use crate::admission::Policy;
 use crate::config::listener_id::ListenerId;
 use crate::greeting::{Greeting, DEFAULT_GREETING};
 

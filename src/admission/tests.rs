@@ -1,0 +1,225 @@
+//! [`PolicyTable::admit`]'s choice, one case a test: what a client gets, and the bytes
+//! it is sent, for every outcome and in the documented order of the checks.
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::access::Sources;
+use crate::pass::PassSettings;
+use crate::rate::parse_rate;
+
+const CLIENT: &str = "192.0.2.7:4000";
+
+fn client() -> SocketAddr {
+    CLIENT.parse().unwrap()
+}
+
+/// The server's limits as a test sets them: an address that holds its share, and
+/// whether the greet delays are full.
+#[derive(Default)]
+struct Limits {
+    full_address: Option<IpAddr>,
+    delays_full: bool,
+}
+
+impl ServerLimits for Limits {
+    fn admits_client(&self, client: SocketAddr) -> bool {
+        self.full_address != Some(client.ip())
+    }
+
+    fn delay_full(&self) -> bool {
+        self.delays_full
+    }
+}
+
+/// A listener that denies 192.0.2.0/24.
+fn denying() -> Arc<AccessList> {
+    Arc::new(
+        AccessList::load(Sources {
+            allow: &[],
+            deny: &["192.0.2.0/24".to_owned()],
+            allow_files: &[],
+            deny_files: &[],
+        })
+        .unwrap(),
+    )
+}
+
+fn rate(text: &str) -> Option<Arc<RateTable>> {
+    Some(Arc::new(RateTable::new(RateSettings {
+        rate: parse_rate(text).unwrap(),
+        prefix_v4: 32,
+        prefix_v6: 64,
+        table_size: 100,
+    })))
+}
+
+fn pass_table() -> Option<Arc<PassTable>> {
+    Some(Arc::new(PassTable::new(PassSettings {
+        ttl: Duration::from_secs(60),
+        prefix_v4: 32,
+        prefix_v6: 64,
+        table_size: 100,
+    })))
+}
+
+/// A one-listener table greeting `hello` under `policy`.
+fn table(policy: Option<Policy>) -> PolicyTable {
+    PolicyTable::new([Served {
+        greeting: Greeting::from("hello"),
+        policy: policy.map(Arc::new),
+    }])
+}
+
+/// What the table's one listener gives the client now, under `limits`: the verdict
+/// and the bytes it is sent.
+fn admit_with(table: &PolicyTable, limits: &Limits) -> (Verdict, Vec<u8>) {
+    let admission = table.admit(0, table.greeting(0), client(), Instant::now(), limits);
+    (admission.verdict, admission.greeting.to_vec())
+}
+
+fn admit(table: &PolicyTable) -> (Verdict, Vec<u8>) {
+    admit_with(table, &Limits::default())
+}
+
+#[test]
+fn an_open_listener_greets_everyone_at_once() {
+    assert_eq!(admit(&table(None)), (Verdict::Greet, b"hello".to_vec()));
+}
+
+#[test]
+fn a_denied_client_gets_nothing_without_a_deny_message() {
+    let policy = Policy {
+        list: denying(),
+        ..Policy::default()
+    };
+    let refused = (Verdict::Refuse(CloseReason::Denied), b"hello".to_vec());
+    assert_eq!(admit(&table(Some(policy))), refused);
+}
+
+#[test]
+fn a_denied_client_is_sent_the_deny_message_instead_of_the_greeting() {
+    let policy = Policy {
+        list: denying(),
+        deny_message: Some(Greeting::from("go away")),
+        ..Policy::default()
+    };
+    let denied = (Verdict::DenyMessage, b"go away".to_vec());
+    assert_eq!(admit(&table(Some(policy))), denied);
+}
+
+#[test]
+fn a_source_over_its_rate_is_refused() {
+    let table = table(Some(Policy {
+        rate: rate("1/h"),
+        ..Policy::default()
+    }));
+    assert_eq!(admit(&table).0, Verdict::Greet, "its burst of one");
+    assert_eq!(admit(&table).0, Verdict::Refuse(CloseReason::Rate));
+}
+
+#[test]
+fn the_list_is_checked_before_the_rate() {
+    let table = table(Some(Policy {
+        list: denying(),
+        rate: rate("1/h"),
+        ..Policy::default()
+    }));
+    for _ in 0..3 {
+        assert_eq!(admit(&table).0, Verdict::Refuse(CloseReason::Denied));
+    }
+}
+
+#[test]
+fn an_address_holding_its_share_is_refused() {
+    let table = table(None);
+    let full = Limits {
+        full_address: Some(client().ip()),
+        ..Limits::default()
+    };
+    let refused = Verdict::Refuse(CloseReason::PerIpLimit);
+    assert_eq!(admit_with(&table, &full).0, refused);
+}
+
+#[test]
+fn a_delayed_listener_delays_its_clients_with_its_pregreet_action() {
+    for pregreet in [Pregreet::Greet, Pregreet::Drop] {
+        let table = table(Some(Policy {
+            greet_delay: Duration::from_secs(5),
+            pregreet,
+            ..Policy::default()
+        }));
+        let delayed = (Verdict::Delay(pregreet), b"hello".to_vec());
+        assert_eq!(admit(&table), delayed);
+    }
+}
+
+#[test]
+fn a_delay_beyond_max_delayed_is_refused() {
+    let table = table(Some(Policy {
+        greet_delay: Duration::from_secs(5),
+        ..Policy::default()
+    }));
+    let full = Limits {
+        delays_full: true,
+        ..Limits::default()
+    };
+    let refused = Verdict::Refuse(CloseReason::DelayFull);
+    assert_eq!(admit_with(&table, &full).0, refused);
+}
+
+#[test]
+fn the_server_limits_come_after_the_list_and_the_rate() {
+    let table = table(Some(Policy {
+        list: denying(),
+        greet_delay: Duration::from_secs(5),
+        ..Policy::default()
+    }));
+    let full = Limits {
+        full_address: Some(client().ip()),
+        delays_full: true,
+    };
+    let denied = Verdict::Refuse(CloseReason::Denied);
+    assert_eq!(admit_with(&table, &full).0, denied);
+}
+
+#[test]
+fn a_passed_source_skips_its_delay_and_is_counted() {
+    let table = table(Some(Policy {
+        greet_delay: Duration::from_secs(5),
+        pass: pass_table(),
+        ..Policy::default()
+    }));
+    assert_eq!(admit(&table).0, Verdict::Delay(Pregreet::Greet));
+    assert_eq!(table.passed(), 0);
+    let pass = table
+        .policy(0)
+        .and_then(|policy| policy.pass.clone())
+        .unwrap();
+    pass.pass(client().ip(), Instant::now());
+    assert_eq!(admit(&table), (Verdict::Greet, b"hello".to_vec()));
+    assert_eq!(table.passed(), 1);
+}
+
+#[test]
+fn a_held_connection_keeps_the_greeting_it_was_accepted_with() {
+    let table = table(None);
+    let kept = Greeting::from("the greeting before a reload");
+    let admission = table.admit(0, &kept, client(), Instant::now(), &Limits::default());
+    assert_eq!(admission.verdict, Verdict::Greet);
+    assert_eq!(&admission.greeting[..], &kept[..]);
+}
+
+#[test]
+fn a_reload_replaces_the_table_whole() {
+    let mut table = table(None);
+    table.replace([Served {
+        greeting: Greeting::from("new"),
+        policy: Some(Arc::new(Policy {
+            list: denying(),
+            ..Policy::default()
+        })),
+    }]);
+    let refused = (Verdict::Refuse(CloseReason::Denied), b"new".to_vec());
+    assert_eq!(admit(&table), refused);
+}

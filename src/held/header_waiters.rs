@@ -1,0 +1,94 @@
+//! A PROXY header waiter's two moments of its own: room for it when it is held (its
+//! socket peer under `--max-per-ip`, and the waiters' share of `--max-connections`),
+//! and its renaming once the header names its client, who is then admitted as a
+//! fresh connection's would be, with its listener's policy current then.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use log::debug;
+
+use super::{is_live, HeldConnections};
+use crate::admission::{Pregreet, Verdict};
+use crate::close::CloseReason;
+use crate::connection::{Phase, Step};
+use crate::deadlines::Deadline;
+use crate::timers::Timer;
+
+impl HeldConnections {
+    /// A header waiter whose header named `client`: it stops counting as a waiter of
+    /// its socket peer and counts for the client, unless its admission refuses it
+    /// (then it is closed here: `None`); else it is advanced again, toward its
+    /// greeting (the one it kept since it was accepted, or the deny message).
+    pub(super) fn name_client(
+        &mut self,
+        key: usize,
+        client: SocketAddr,
+        now: Instant,
+    ) -> Option<Step> {
+        let socket_peer = self.slab[key].conn.peer();
+        self.slots.count_out(Phase::Header, socket_peer.ip());
+        self.slab[key].conn.set_peer(client);
+        self.announce(client, self.counted() - 1);
+        // The policy its listener has now (a reload may have replaced it meanwhile).
+        let held = &self.slab[key];
+        let admission = self.table.admit(
+            held.conn.listener(),
+            &held.greeting,
+            client,
+            now,
+            &self.slots,
+        );
+        let verdict = admission.verdict;
+        let deny_message = (verdict == Verdict::DenyMessage).then(|| admission.greeting.clone());
+        match verdict {
+            Verdict::Greet => {}
+            Verdict::Delay(pregreet) => {
+                // Advanced below, where input that came with the header counts.
+                let _ = self.slab[key].conn.delay(pregreet == Pregreet::Drop);
+            }
+            Verdict::Refuse(reason) => {
+                // Counted for nothing now, so closed without undoing anything.
+                self.remove(key, reason);
+                return None;
+            }
+            Verdict::DenyMessage => {
+                let held = &mut self.slab[key];
+                if let Some(message) = deny_message {
+                    held.greeting = message;
+                }
+                held.conn.deny();
+            }
+        }
+        self.slots
+            .count_in(self.slab[key].conn.phase(), client.ip());
+        let held = &mut self.slab[key];
+        Some(held.conn.advance(&held.greeting))
+    }
+
+    /// Whether a connection from socket peer `ip` may wait for its PROXY header, making
+    /// room for it if need be. Not beyond `--max-per-ip` waiters from that peer. When
+    /// a quarter of `--max-connections` already waits, the oldest waiter is closed:
+    /// a header normally comes within milliseconds, so the oldest is the one least
+    /// likely ever to send one, and a flood of header-less connections only ever
+    /// pushes out its own.
+    pub(super) fn make_room_for_header_waiter(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if !self.slots.admits_header_waiter(ip) {
+            return false;
+        }
+        while self.slots.header_waiters_full() {
+            let slab = &self.slab;
+            let live = |deadline: &Deadline, timer| is_live(slab, deadline, timer);
+            let Some(oldest) = self.timers.pop_oldest(Timer::Header, now, live) else {
+                break;
+            };
+            debug!(
+                target: crate::close::LOG_TARGET,
+                "PROXY_ERROR peer={} error=\"closed for a newer connection: too many wait for their header\"",
+                self.slab[oldest.key()].conn.peer()
+            );
+            self.close(oldest.key(), CloseReason::ProxyHeader);
+        }
+        true
+    }
+}

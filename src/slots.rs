@@ -1,0 +1,171 @@
+//! The slots held connections take, counted apart from the connections themselves:
+//! `--max-per-ip` per client address, the PROXY header waiters (bounded apart from
+//! the greeted ones, and per socket peer under `--max-per-ip`), and the greet delays
+//! (`--max-delayed`). A connection is counted in as it is held in a phase and out as
+//! it leaves it ([`Slots::count_in`], [`Slots::count_out`]); the holder asks here
+//! whether one more fits.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::admission::ServerLimits;
+use crate::config::Config;
+use crate::connection::Phase;
+use crate::per_ip::PerIpLimit;
+
+#[cfg(test)]
+mod tests;
+
+/// What the held connections of one server take of its limits.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    /// Held connections per client address, when `--max-per-ip` is set.
+    per_ip: Option<PerIpLimit>,
+    /// Connections waiting for their PROXY header, bounded apart from the greeted
+    /// ones so that header-less connections cannot take every slot.
+    header_waiters: usize,
+    /// The most connections that may wait for their header at once.
+    max_header_waiters: usize,
+    /// Header waiters per socket peer (the client is not known yet), when
+    /// `--max-per-ip` is set: its limit applies to them too.
+    header_waiters_per_peer: Option<PerIpLimit>,
+    /// Connections in their greet delay (held, but not counted against
+    /// `--max-connections`).
+    delayed: usize,
+    /// `--max-delayed`: the most that may be in their greet delay at once.
+    max_delayed: usize,
+}
+
+impl Slots {
+    /// Nothing held yet, under `config`'s limits.
+    pub(crate) fn new(config: &Config) -> Self {
+        Slots {
+            per_ip: config.max_per_ip.map(PerIpLimit::new),
+            header_waiters: 0,
+            max_header_waiters: max_header_waiters(config.max_connections),
+            header_waiters_per_peer: config.max_per_ip.map(PerIpLimit::new),
+            delayed: 0,
+            max_delayed: config.max_delayed,
+        }
+    }
+
+    /// A reload's limits, for what is held from now on. A `--max-per-ip` set anew
+    /// counts the connections already `held` (each one's phase and address).
+    pub(crate) fn reconfigure(
+        &mut self,
+        config: &Config,
+        held: impl Iterator<Item = (Phase, IpAddr)>,
+    ) {
+        match (
+            config.max_per_ip,
+            &mut self.per_ip,
+            &mut self.header_waiters_per_peer,
+        ) {
+            (Some(limit), Some(per_ip), Some(per_peer)) => {
+                per_ip.set_limit(limit);
+                per_peer.set_limit(limit);
+            }
+            (Some(limit), _, _) => {
+                let (mut per_ip, mut per_peer) = (PerIpLimit::new(limit), PerIpLimit::new(limit));
+                for (phase, ip) in held {
+                    match phase {
+                        Phase::Header => per_peer.hold(ip),
+                        _ => per_ip.hold(ip),
+                    }
+                }
+                self.per_ip = Some(per_ip);
+                self.header_waiters_per_peer = Some(per_peer);
+            }
+            (None, _, _) => {
+                self.per_ip = None;
+                self.header_waiters_per_peer = None;
+            }
+        }
+        self.max_header_waiters = max_header_waiters(config.max_connections);
+        self.max_delayed = config.max_delayed;
+    }
+
+    /// How many held connections are in their greet delay.
+    #[inline]
+    pub(crate) fn delayed(&self) -> usize {
+        self.delayed
+    }
+
+    /// Whether socket peer `ip` may have one more connection waiting for its PROXY
+    /// header (`--max-per-ip`).
+    pub(crate) fn admits_header_waiter(&self, ip: IpAddr) -> bool {
+        self.header_waiters_per_peer
+            .as_ref()
+            .is_none_or(|limit| limit.admits(ip))
+    }
+
+    /// Whether the header waiters have every slot they may have: then the oldest
+    /// makes room for a newcomer.
+    pub(crate) fn header_waiters_full(&self) -> bool {
+        self.header_waiters >= self.max_header_waiters
+    }
+
+    /// Counts a connection that is now held in `phase` from `ip`: a header waiter for
+    /// its socket peer, any other for its client address.
+    pub(crate) fn count_in(&mut self, phase: Phase, ip: IpAddr) {
+        if is_delaying(phase) {
+            self.delayed += 1;
+        }
+        if phase == Phase::Header {
+            self.header_waiters += 1;
+            if let Some(per_peer) = &mut self.header_waiters_per_peer {
+                per_peer.hold(ip);
+            }
+        } else if let Some(per_ip) = &mut self.per_ip {
+            per_ip.hold(ip);
+        }
+    }
+
+    /// Undoes [`Slots::count_in`] for a connection that leaves `phase`.
+    pub(crate) fn count_out(&mut self, phase: Phase, ip: IpAddr) {
+        if is_delaying(phase) {
+            self.delayed -= 1;
+        }
+        if phase == Phase::Header {
+            self.header_waiters -= 1;
+            if let Some(per_peer) = &mut self.header_waiters_per_peer {
+                per_peer.release(ip);
+            }
+        } else if let Some(per_ip) = &mut self.per_ip {
+            per_ip.release(ip);
+        }
+    }
+
+    /// A held connection moved from phase `before` to `after` (its address the
+    /// same): out of its delay, its delay slot is free.
+    pub(crate) fn moved(&mut self, before: Phase, after: Phase) {
+        if is_delaying(before) && !is_delaying(after) {
+            self.delayed -= 1;
+        }
+    }
+}
+
+impl ServerLimits for Slots {
+    #[inline]
+    fn admits_client(&self, client: SocketAddr) -> bool {
+        // The address is taken only if there is a limit: not on the fast path.
+        self.per_ip
+            .as_ref()
+            .is_none_or(|limit| limit.admits(client.ip()))
+    }
+
+    fn delay_full(&self) -> bool {
+        self.delayed >= self.max_delayed
+    }
+}
+
+/// Whether `phase` is a greet delay's.
+fn is_delaying(phase: Phase) -> bool {
+    matches!(phase, Phase::Delaying { .. })
+}
+
+/// The most connections that may wait for their PROXY header at once: a quarter of
+/// the connection limit (at least one), so that the rest stays for clients that are
+/// being greeted. A header normally comes with the first segment and never waits.
+fn max_header_waiters(max_connections: usize) -> usize {
+    (max_connections / 4).max(1)
+}
