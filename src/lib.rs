@@ -9,72 +9,101 @@
 //! registered with the poll.
 //!
 //! # Layout
+//! Every module, by the part of the house it belongs to (tests check that this list
+//! and the `mod` lines agree).
+//!
 //! A connection's life, in the order it happens:
 //! - [`listener`]: binding the listening sockets (with their backlog and send buffer,
 //!   one port for all).
-//! - [`listen_fds`]: the `LISTEN_FDS` protocol both ways: the sockets passed by
-//!   systemd or an upgrade, assigned to their listeners by name or address, and what
-//!   an upgrade passes on (the sockets, their names, the report channel).
+//! - [`server`]: the [`Server`]: the loop (`run`/`turn`), a fresh connection greeted,
+//!   a reload handed over, the drain, and counting and logging every close; its
+//!   `listeners` room: each loop's listening sockets and the accept rotation over the
+//!   ones with connections queued.
 //! - `accept` (internal): which accept errors are skipped and which pause accepting;
-//!   the accept gate (ready, budget spent, at capacity, paused).
-//! - [`server`]: the [`Server`]: the loop (`run`/`turn`), accepting, the drain, and
-//!   counting and logging every close.
-//! - `connection` (internal): one connection: its phase (PROXY header, writing,
-//!   greet delay, flushing, lingering) and the one method that advances it and says what happens
-//!   next (`Step`); `peer_addr` (internal): the client's address in the 24 bytes a
-//!   held connection keeps.
-//! - `held` (internal): the connections that must wait: the slab, one deadline queue
-//!   per timer, per-address and header-waiter accounting; it applies each `Step`, and
-//!   advances a fresh connection once (the fast path, never held).
-//! - `proxy` (internal): `--proxy-protocol`: the header that names the real client.
-//! - [`access`]: a listener's access policy: `--allow`/`--deny` by longest prefix,
-//!   and what the checks after it need (the rate table, the greet delay).
+//!   the accept gate (ready, budget spent, at capacity, paused); the round's budget.
+//! - `accept_set` (internal): the workers that share the listening sockets: which
+//!   one an arrival wakes (`EPOLLEXCLUSIVE`), roles, standby, covering a stuck first
+//!   worker.
+//! - `held` (internal): the held connections: the slab keyed by mio `Token`, the
+//!   fast path (a fresh connection advanced once, never held unless it must wait),
+//!   applying each `Step` (one rule for a registration that fails), a PROXY header
+//!   waiter's room and renaming, the `ACCEPT` line.
+//! - [`admission`]: who is greeted, and with what: each listener's `Policy` (lists,
+//!   rate, greet delay, pregreet action, deny message) in the loop's one per-listener
+//!   table, whose `admit` chooses the greeting once.
+//! - [`access`]: `--allow`/`--deny`, their files, the longest-prefix rule.
 //! - [`rate`]: `--max-rate-per-ip`: each source's budget in a bounded LRU table.
 //! - [`pass`]: the greet delay's pass table: sources that waited it out silently
 //!   are greeted at once for `--pass-ttl`.
+//! - `slots` (internal): the slots held connections take: `--max-per-ip`, the
+//!   header waiters' share, `--max-delayed`; `per_ip` (internal): the per-address
+//!   counts.
+//! - `proxy` (internal): `--proxy-protocol`: the header that names the real client.
+//! - `connection` (internal): one connection: its phase (PROXY header, greet delay,
+//!   writing, flushing, lingering) and the one method that advances it and says what
+//!   happens next (`Step`); `peer_addr` (internal): the client's address in the 24
+//!   bytes a held connection keeps.
 //! - [`peer_input`]: the class of what a peer sent first (`first=` of `CLOSE`).
 //! - `socket` (internal): the socket primitives (write, FIN, `TCP_INFO`, discard) and
 //!   the kernel facts they rely on.
+//! - `timers` (internal): the four deadline queues (header, delay, write, linger);
+//!   [`deadlines`]: the FIFO of fixed-duration deadlines each of them is.
 //! - `close` (internal, [`CloseReason`] public): why a connection closed, with its
-//!   names in one table, and the `ACCEPT` and `CLOSE` lines.
-//! - [`deadlines`]: the FIFO of fixed-duration deadlines, the loop's only timer.
+//!   names in one table, and the `ACCEPT`, `PREGREET` and `CLOSE` lines' formats.
 //! - [`totals`]: the counters behind the `totals` log line, one per close reason.
-//!
-//! Around it:
-//! - [`config`]: the settings: every flag ([`config::flags`]), its file key and variable
-//!   ([`config::keys`]), the TOML file ([`config::file`]), the layers and `[[listener]]`
-//!   tables ([`config::settings`]), and the checked [`Config`] they turn into.
-//! - [`cli`]: flag groups the binaries share (the server to talk to, the greeting).
 //! - [`greeting`]: [`greeting::Greeting`], the bytes every connection is sent from
 //!   (shared, one word to hold); the default greeting; greeting files read once,
 //!   checked.
-//! - [`startup`]: the checks, the binding and the start-up lines before serving.
+//!
+//! The settings, from flags to what the loops run:
+//! - [`parse`]: the values every binary's flags take (durations, sizes, hosts) and
+//!   the default port.
+//! - [`config`]: the server's settings: the flags ([`config::flags`]), their file
+//!   keys and variables ([`config::keys`]), the TOML file ([`config::file`]), the
+//!   layers and `[[listener]]` tables, the effective [`config::settings`], listener
+//!   ids ([`config::listener_id`]), `--check-config`'s output, and the one build
+//!   step ([`config::build`], at start and at every reload) into the checked
+//!   [`Config`] the loops run.
+//! - [`cli`]: the client's flags (the server to talk to).
+//!
+//! The process around the loops:
+//! - [`startup`]: the checks, the sockets (passed or bound) and the start-up lines.
+//! - [`listen_fds`]: the `LISTEN_FDS` protocol both ways: the sockets passed by
+//!   systemd or an upgrade, assigned to their listeners by name or address, and what
+//!   an upgrade passes on.
 //! - [`supervisor`]: runs the workers, the reload thread and the metrics until every
-//!   worker stops, answering requests (drain, stop now, reload, log totals).
+//!   worker stops: its start, its answers to requests (drain, stop now, reload, log
+//!   totals, upgrade), a stop's stages, systemd's and `/livez`'s pings, an upgrade
+//!   followed.
+//! - [`upgrade`]: SIGUSR2: what is started, the old process's side, the new
+//!   process's report.
+//! - [`reload`]: SIGHUP: the reload thread re-reads the config and every file and
+//!   hands every worker the new config.
+//! - [`workers`]: [`Workers`]: one server per thread (`--workers`); a running handle
+//!   to stop them and sum their totals.
 //! - [`handle`]: the [`ServerHandle`] other threads use to stop a server or read its
 //!   totals.
-//! - [`workers`]: [`Workers`]: one server per thread (`--workers`) on one shared
-//!   listening socket; a running handle to stop them and sum their totals.
-//! - `wake_one` (internal): the shared listening socket registered with
-//!   `EPOLLEXCLUSIVE`, so that an arrival wakes one worker, not all.
-//! - `per_ip` (internal): the `--max-per-ip` accounting.
+//! - [`notify`]: systemd's notify protocol (`READY=1`, status, watchdog).
+//! - [`pid_file`]: `--pid-file` and its guard.
+//! - [`check_only`]: the runs that check and exit: `--check-config`,
+//!   `--health-check`; [`health_check`]: whether a server greets.
+//! - [`logging`]: the server's log set-up and a panic as one line; [`log_sink`]: the
+//!   bounded log queue and its writer thread, so that no loop ever blocks on stderr;
+//!   [`log_format`]: `--log-format`, text or JSON.
 //! - [`metrics`]: `--metrics`, a folder: what is served, read from the snapshots the
 //!   loops publish ([`metrics::registry`]); the two exposition formats and the
 //!   `Accept` negotiation between them ([`metrics::format`], [`metrics::negotiate`]);
 //!   the routes `/metrics`, `/healthz`, `/livez` ([`metrics::endpoint`]); and how they
 //!   are served, from a small readiness loop of its own bounded in clients, time and
 //!   bytes ([`metrics::http`]).
-//! - [`reload`]: SIGHUP: the reload thread re-reads the config and greeting files and
-//!   hands every worker the new config.
-//! - [`log_sink`]: the bounded log queue and its writer thread, so that no loop ever
-//!   blocks on stderr.
-//! - [`client`]: the blocking client used by `greeter-client` and the tests.
+//! - [`fdlimit`]: raising the open-file limit at start-up.
+//! - `files` (internal): opening the files the server reads, regular files only,
+//!   refused if changed while read.
 //! - [`error`]: the one-line [`Failure`] that stops the program, saying what failed
 //!   and how to fix it.
-//! - [`fdlimit`]: raising the open-file limit at start-up.
-//! - `files` (internal): opening the files the server reads, regular files only.
+//! - [`client`]: the blocking client used by `greeter-client` and the tests.
 //!
-//! The binaries in `src/bin/` only parse flags, set up logging and map signals to
+//! The binaries in `src/bin/` only parse flags, start logging and map signals to
 //! supervisor requests, so tests and benchmarks drive the same code in-process. The
 //! load generator is its own crate, `greeter-load`, in `load/`.
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]

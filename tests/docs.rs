@@ -225,3 +225,62 @@ fn the_proxy_timeout_says_it_runs_from_the_deferred_accept() {
         "{row}"
     );
 }
+
+/// The module names `src/lib.rs` declares (`mod x;` and `pub mod x;`).
+fn declared_modules(lib: &str) -> Vec<String> {
+    lib.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let rest = line.strip_prefix("pub mod ").or(line.strip_prefix("mod "))?;
+            Some(rest.strip_suffix(';')?.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_lib_layout_names_every_module_and_architecture_md_every_source_file() {
+    let lib = read("src/lib.rs");
+    let layout: String = lib
+        .lines()
+        .skip_while(|line| !line.starts_with("//! # Layout"))
+        .take_while(|line| line.starts_with("//!"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let modules = declared_modules(&lib);
+    assert!(modules.len() > 30, "read too few modules: {modules:?}");
+    for module in &modules {
+        assert!(
+            layout.contains(&format!("[`{module}`]")) || layout.contains(&format!("`{module}` (internal")),
+            "src/lib.rs's Layout does not name the module {module}"
+        );
+    }
+    // Every source file of the library is where docs/architecture.md says a step or a
+    // seam lives: named itself, or its folder is.
+    let architecture = read("docs/architecture.md");
+    let mut unnamed = Vec::new();
+    let mut folders = vec![PathBuf::from("src")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.to_string_lossy().into_owned();
+            if path.is_dir() {
+                folders.push(path);
+            } else if name.ends_with(".rs")
+                && !name.ends_with("tests.rs")
+                && !name.ends_with("/mod.rs")
+                && !name.ends_with("src/lib.rs")
+                && !architecture.contains(&format!("`{name}`"))
+                && !path
+                    .parent()
+                    .is_some_and(|dir| architecture.contains(&format!("`{}/`", dir.display())))
+            {
+                unnamed.push(name);
+            }
+        }
+    }
+    unnamed.sort();
+    assert!(
+        unnamed.is_empty(),
+        "docs/architecture.md does not say what these files hold: {unnamed:?}"
+    );
+}

@@ -49,7 +49,7 @@ pub(super) struct Listening {
     /// The socket.
     pub(super) socket: TcpListener,
     /// Its listener's index in [`Config::listeners`]: what its connections get is
-    /// that listener's entry in the loop's one table (`served.rs`).
+    /// that listener's entry in the loop's one table (`admission.rs`).
     pub(super) listener: u16,
     /// Whether its connections begin with a PROXY protocol header.
     pub(super) proxy_protocol: bool,
