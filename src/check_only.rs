@@ -24,12 +24,9 @@ pub enum Verdict {
 /// `--check-config`: every start-up check that needs no socket, then the effective
 /// settings on stdout as a config file, or the problem on stderr.
 pub fn check_config(settings: &Settings) -> Verdict {
-    let checked = match startup::check(settings) {
+    let checked = match checked(settings) {
         Ok(checked) => checked,
-        Err(err) => {
-            eprintln!("greeter-server: {err}");
-            return Verdict::BadConfig;
-        }
+        Err(verdict) => return verdict,
     };
     for warning in settings.warnings() {
         eprintln!("greeter-server: warning: {warning}");
@@ -53,12 +50,9 @@ pub fn check_config(settings: &Settings) -> Verdict {
 /// `--health-check`: whether the server these settings describe greets (one line on
 /// stdout), or not (one line on stderr).
 pub fn check_health(settings: &Settings) -> Verdict {
-    let checked = match startup::check(settings) {
+    let checked = match checked(settings) {
         Ok(checked) => checked,
-        Err(err) => {
-            eprintln!("greeter-server: {err}");
-            return Verdict::BadConfig;
-        }
+        Err(verdict) => return verdict,
     };
     match health_check::check(&checked.config) {
         Ok(addr) => {
@@ -70,4 +64,12 @@ pub fn check_health(settings: &Settings) -> Verdict {
             Verdict::Failed
         }
     }
+}
+
+/// The start-up checks that need no socket, or the problem said on stderr.
+fn checked(settings: &Settings) -> Result<startup::Checked, Verdict> {
+    startup::check(settings).map_err(|err| {
+        eprintln!("greeter-server: {err}");
+        Verdict::BadConfig
+    })
 }

@@ -231,7 +231,9 @@ fn declared_modules(lib: &str) -> Vec<String> {
     lib.lines()
         .filter_map(|line| {
             let line = line.trim();
-            let rest = line.strip_prefix("pub mod ").or(line.strip_prefix("mod "))?;
+            let rest = line
+                .strip_prefix("pub mod ")
+                .or(line.strip_prefix("mod "))?;
             Some(rest.strip_suffix(';')?.to_owned())
         })
         .collect()
@@ -250,7 +252,8 @@ fn the_lib_layout_names_every_module_and_architecture_md_every_source_file() {
     assert!(modules.len() > 30, "read too few modules: {modules:?}");
     for module in &modules {
         assert!(
-            layout.contains(&format!("[`{module}`]")) || layout.contains(&format!("`{module}` (internal")),
+            layout.contains(&format!("[`{module}`]"))
+                || layout.contains(&format!("`{module}` (internal")),
             "src/lib.rs's Layout does not name the module {module}"
         );
     }
