@@ -21,8 +21,9 @@ Prints four lines:
   server: totals ...            (the server's totals line at exit)
 The legitimate clients' latency is connect to EOF (greeted and closed); the flood's
 errors are its connections closed without the greeting (delay-full).
-Default: --flood 1000 --max-connections 200 --delay 2s --duration 12 (the issue's
-figures); SERVER FLAGS are added to greeter-server's (e.g. --max-delayed 50).
+Default: --flood 1000 --max-connections 200 --delay 2s --duration 12 (a flood that
+filled --max-connections before --max-delayed); SERVER FLAGS are added to
+greeter-server's (e.g. --max-delayed 50).
 --server PATH measures another build of greeter-server (e.g. one from before
 --max-delayed, whose delayed connections count against --max-connections).
 USAGE

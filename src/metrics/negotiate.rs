@@ -124,7 +124,7 @@ mod tests {
     #[test]
     fn q_order_is_honoured_and_unknown_versions_are_passed_over() {
         check(&[
-            // The three.
+            // Where an earlier negotiation chose OpenMetrics.
             ("application/openmetrics-text;q=0, text/plain;q=1", Text),
             ("text/plain;q=0.9, application/openmetrics-text;q=0.5", Text),
             ("application/openmetrics-text; version=9.9.9", Text),
