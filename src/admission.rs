@@ -1,6 +1,6 @@
 //! Who is greeted, and with what: each listener's [`Policy`] (address lists, rate,
 //! greet delay, pregreet action, deny message) and the loop's one per-listener table
-//! of greetings and policies, whose [`PolicyTable::admit`] decides, once a
+//! of greetings and policies, whose `PolicyTable::admit` decides, once a
 //! connection's client is known, what it gets: the greeting, the deny message, a greet
 //! delay, or nothing.
 //!

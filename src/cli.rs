@@ -10,6 +10,8 @@ use crate::parse::{parse_positive_duration, parse_size, unbracket, DEFAULT_PORT}
 #[derive(Debug, Clone, clap::Args)]
 pub struct TargetArgs {
     /// Server host name or address (IPv6 with or without brackets: ::1 or [::1])
+    // The text is clap's help too: `[::1]` is an address, not a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
 

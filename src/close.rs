@@ -1,7 +1,7 @@
-//! Why a connection closed, and the two per-connection log lines: `ACCEPT` when a
-//! connection's client is known, `CLOSE` when it ends. Both lines are a documented,
-//! stable interface (fail2ban filters read them), so they are written here and nowhere
-//! else.
+//! Why a connection closed, and the three per-connection log lines: `ACCEPT` when a
+//! connection's client is known, `PREGREET` when it spoke before its greeting,
+//! `CLOSE` when it ends. They are a documented, stable interface (fail2ban filters
+//! read them), so they are written here and nowhere else.
 
 use std::io;
 use std::net::SocketAddr;
@@ -178,6 +178,12 @@ pub(crate) struct Closed {
 /// `PROXY_ERROR`), fixed so that filters and `RUST_LOG=greeter::connection=info` do
 /// not depend on where the code lives.
 pub(crate) const LOG_TARGET: &str = "greeter::connection";
+
+/// Logs the `PROXY_ERROR` line (debug): a PROXY client closed because its header
+/// did not come in time, was not a header, or could not wait.
+pub(crate) fn log_proxy_error(peer: impl std::fmt::Display, why: impl std::fmt::Display) {
+    log::debug!(target: LOG_TARGET, "PROXY_ERROR peer={peer} error=\"{why}\"");
+}
 
 /// Logs a close as the `CLOSE` line, at `level` (info with `--log-connections`);
 /// `lifetime_ms` (from accept to now) is asked only if the line is logged. Its form is

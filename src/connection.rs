@@ -26,17 +26,16 @@
 //!                                                                                           the 256 KiB budget
 //! ```
 //!
-//! The greeting is not a field: the holder passes it to [`Connection::advance`] (the
-//! server's current one for a fresh connection, the `Arc` a held connection keeps
-//! across reloads), so that greeting a connection at once costs no reference count.
+//! The greeting is not a field: the holder passes it to [`Connection::advance`] (its
+//! listener's current one, or the deny message, for a fresh connection, as
+//! `PolicyTable::admit` chose; the one a held connection keeps across reloads), so that greeting a connection at once costs no reference count.
 
 use std::net::SocketAddr;
 
-use log::debug;
 use mio::net::TcpStream;
 use mio::Interest;
 
-use crate::close::CloseReason;
+use crate::close::{log_proxy_error, CloseReason};
 use crate::peer_addr::PeerAddr;
 use crate::peer_input::FirstInput;
 use crate::proxy::{read_header, Header, PartialHeader};
@@ -68,8 +67,9 @@ pub(crate) struct Connection {
     /// Whether `--deny` turned its client away or it spoke during its greet delay:
     /// what its close reports.
     standing: Standing,
-    /// The index of the listening socket it was accepted on (its policy is checked
-    /// once a PROXY header names the client).
+    /// Its listener's index in the config's listeners: its row in the loop's policy
+    /// table (its policy is checked once a PROXY header names the client). Two sockets
+    /// of one listener share it.
     listener: u16,
     /// What the peer sent first, once it sent anything.
     first: FirstInput,
@@ -275,11 +275,7 @@ impl Connection {
                 self.advance(greeting)
             }
             Phase::Header => {
-                debug!(
-                    target: crate::close::LOG_TARGET,
-                    "PROXY_ERROR peer={} error=\"no header in time\"",
-                    self.peer()
-                );
+                log_proxy_error(self.peer(), "no header in time");
                 Step::Close(CloseReason::ProxyHeader)
             }
             Phase::Writing { .. } => Step::Close(CloseReason::WriteTimeout),
@@ -338,11 +334,7 @@ impl Connection {
                 Step::Named(client.unwrap_or(self.peer()))
             }
             Ok(Header::Invalid(why)) => {
-                debug!(
-                    target: crate::close::LOG_TARGET,
-                    "PROXY_ERROR peer={} error=\"{why}\"",
-                    self.peer()
-                );
+                log_proxy_error(self.peer(), why);
                 Step::Close(CloseReason::ProxyHeader)
             }
             Err(err) => Step::Close(CloseReason::for_error(&err)),
@@ -434,7 +426,7 @@ impl Connection {
         (self.input, self.first)
     }
 
-    /// The index of the listening socket it was accepted on.
+    /// Its listener's index in the config's listeners (its row in the policy table).
     pub(crate) fn listener(&self) -> usize {
         usize::from(self.listener)
     }

@@ -18,13 +18,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{debug, warn, Level};
+use log::{warn, Level};
 use mio::{Registry, Token};
 use slab::Slab;
 use socket2::SockRef;
 
 use crate::admission::{PolicyTable, Pregreet, Served, Verdict};
-use crate::close::{log_accept, CloseReason, Closed};
+use crate::close::{log_accept, log_proxy_error, CloseReason, Closed};
 use crate::config::Config;
 use crate::connection::{Connection, Phase, Step};
 use crate::deadlines::Deadline;
@@ -44,7 +44,7 @@ mod tests;
 struct Held {
     conn: Connection,
     /// The greeting it is being sent: the one current when it was accepted, kept
-    /// (shared, never copied) across a reload that swaps the server's (or the deny
+    /// (shared, never copied) across a reload that swaps its listener's (or the deny
     /// message, for a denied client).
     greeting: Greeting,
     /// Tells this connection apart from a later one that reuses its slab key, so that a
@@ -216,10 +216,9 @@ impl HeldConnections {
     fn hold(&mut self, mut conn: Connection, greeting: Greeting, now: Instant) -> Option<Closed> {
         let phase = conn.phase();
         if phase == Phase::Header && !self.make_room_for_header_waiter(conn.peer().ip(), now) {
-            debug!(
-                target: crate::close::LOG_TARGET,
-                "PROXY_ERROR peer={} error=\"its address has --max-per-ip connections waiting for their header\"",
-                conn.peer()
+            log_proxy_error(
+                conn.peer(),
+                "its address has --max-per-ip connections waiting for their header",
             );
             return Some(self.closed(&conn, &greeting, CloseReason::ProxyHeader));
         }
@@ -464,16 +463,26 @@ fn greet<'a>(
     now: Instant,
 ) -> (Step, &'a Greeting) {
     let admission = table.admit(conn.listener(), greeting, client, now, slots);
-    let step = match admission.verdict {
-        Verdict::Greet => conn.advance(admission.greeting),
-        Verdict::Delay(pregreet) => conn.delay(pregreet == Pregreet::Drop),
+    let step =
+        take_verdict(conn, admission.verdict).unwrap_or_else(|| conn.advance(admission.greeting));
+    (step, admission.greeting)
+}
+
+/// The one place a connection whose client is now known takes its [`Verdict`]: a
+/// delay or a denial changes its phase, a refusal closes it. `Some`: the step that
+/// decides (a refusal's close, a delay's wait); `None`: it is to be advanced with the
+/// bytes the admission chose.
+#[inline]
+fn take_verdict(conn: &mut Connection, verdict: Verdict) -> Option<Step> {
+    match verdict {
+        Verdict::Greet => None,
+        Verdict::Delay(pregreet) => Some(conn.delay(pregreet == Pregreet::Drop)),
         Verdict::DenyMessage => {
             conn.deny();
-            conn.advance(admission.greeting)
+            None
         }
-        Verdict::Refuse(reason) => Step::Close(reason),
-    };
-    (step, admission.greeting)
+        Verdict::Refuse(reason) => Some(Step::Close(reason)),
+    }
 }
 
 /// Why a connection closes when the poll refuses to take it (or to change what it

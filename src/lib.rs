@@ -46,7 +46,7 @@
 //! - [`peer_input`]: the class of what a peer sent first (`first=` of `CLOSE`).
 //! - `socket` (internal): the socket primitives (write, FIN, `TCP_INFO`, discard) and
 //!   the kernel facts they rely on.
-//! - `timers` (internal): the four deadline queues (header, delay, write, linger);
+//! - `timers` (internal): the four deadline queues (header, write, linger, delay);
 //!   [`deadlines`]: the FIFO of fixed-duration deadlines each of them is.
 //! - `close` (internal, [`CloseReason`] public): why a connection closed, with its
 //!   names in one table, and the `ACCEPT`, `PREGREET` and `CLOSE` lines' formats.

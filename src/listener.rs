@@ -114,7 +114,7 @@ pub fn listen_all(
         }
         match bind_each(&chosen, backlog, send_buffer) {
             Err((index, err)) if picks_port && index > 0 && attempt < PORT_ATTEMPTS => {
-                log::debug!("listen: port taken on another address ({err}); trying another");
+                log::debug!(target: "greeter::listener", "listen: port taken on another address ({err}); trying another");
                 attempt += 1;
             }
             Err((_, err)) => return Err(err),
@@ -288,6 +288,7 @@ pub(crate) fn defer_accept(socket: &impl AsFd) {
     };
     if rc != 0 {
         log::debug!(
+            target: "greeter::listener",
             "cannot set TCP_DEFER_ACCEPT on a PROXY listener: {}",
             io::Error::last_os_error()
         );

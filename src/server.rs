@@ -72,15 +72,15 @@ pub struct Server {
     /// The readiness poll: the listener, the waker and the connections
     /// that wait for something.
     poll: Poll,
-    /// The listening sockets, each with what its connections get; empty once a
-    /// shutdown has stopped accepting.
+    /// The listening sockets, each with its listener's index in the config and its
+    /// PROXY setting; empty once a shutdown has stopped accepting.
     listeners: Vec<Listening>,
     /// The listeners that may have connections queued (an event came, or the last
     /// accept loop stopped before `WouldBlock`), in the order they are accepted from.
     ready: ReadyListeners,
     /// The addresses actually bound (with the real port when 0 was asked for).
     local_addrs: Vec<SocketAddr>,
-    /// The limits (the greetings are the listeners').
+    /// The limits (greetings and policies are in the held connections' policy table).
     config: Config,
     /// Connections that could not be finished at once, with their deadlines.
     held: HeldConnections,
@@ -362,9 +362,9 @@ impl Server {
 
     /// A connection just accepted: advanced at once (the fast path: greeted and closed
     /// right away, usually), held only if it must wait.
-    fn greet(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize, now: Instant) {
+    fn greet(&mut self, stream: TcpStream, peer: SocketAddr, socket: usize, now: Instant) {
         self.totals.accepted += 1;
-        let listening = &self.listeners[listener];
+        let listening = &self.listeners[socket];
         let conn = Connection::accepted(stream, peer, listening.proxy_protocol, listening.listener);
         if let Some(closed) = self.held.admit(conn, now) {
             // Never held: it lived from this round's start until now.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::access::{AccessList, Sources};
-use crate::admission::Policy;
+use crate::admission::{Policy, Served};
 use crate::config::error::SettingsError;
 use crate::config::flags::{GreetingArgs, ServerArgs};
 use crate::config::listener_id::{self, ListenerId};
@@ -91,15 +91,6 @@ fn reload(
         listener.policy = policy;
     }
     Ok(next)
-}
-
-/// What a listener serves that a reload may change, made the same way at start and
-/// at a reload.
-struct Served {
-    /// The greeting, loaded.
-    greeting: Greeting,
-    /// Who is greeted, and how (`None`: everyone, at once).
-    policy: Option<Arc<Policy>>,
 }
 
 /// Sets in `config` what a reload may change besides the listeners' greetings and

@@ -57,7 +57,8 @@ pub struct ListenerConfig {
     pub greeting: Greeting,
     /// Whether every connection starts with a PROXY protocol header to read first.
     pub proxy_protocol: bool,
-    /// Who is greeted (`--allow`, `--deny`); `None`: everyone.
+    /// Who is greeted and how (`--allow`, `--deny`, the rate, the greet delay, the
+    /// deny message); `None`: everyone, at once.
     pub policy: Option<Arc<Policy>>,
 }
 

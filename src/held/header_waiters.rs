@@ -6,11 +6,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use log::debug;
-
-use super::{is_live, HeldConnections};
-use crate::admission::{Pregreet, Verdict};
-use crate::close::CloseReason;
+use super::{is_live, take_verdict, HeldConnections};
+use crate::admission::Verdict;
+use crate::close::{log_proxy_error, CloseReason};
 use crate::connection::{Phase, Step};
 use crate::deadlines::Deadline;
 use crate::timers::Timer;
@@ -41,25 +39,18 @@ impl HeldConnections {
         );
         let verdict = admission.verdict;
         let deny_message = (verdict == Verdict::DenyMessage).then(|| admission.greeting.clone());
-        match verdict {
-            Verdict::Greet => {}
-            Verdict::Delay(pregreet) => {
-                // Advanced below, where input that came with the header counts.
-                let _ = self.slab[key].conn.delay(pregreet == Pregreet::Drop);
-            }
-            Verdict::Refuse(reason) => {
-                // Counted for nothing now, so closed without undoing anything.
-                self.remove(key, reason);
-                return None;
-            }
-            Verdict::DenyMessage => {
-                let held = &mut self.slab[key];
-                if let Some(message) = deny_message {
-                    held.greeting = message;
-                }
-                held.conn.deny();
-            }
+        if let Verdict::Refuse(reason) = verdict {
+            // Counted for nothing now, so closed without undoing anything.
+            self.remove(key, reason);
+            return None;
         }
+        let held = &mut self.slab[key];
+        if let Some(message) = deny_message {
+            held.greeting = message;
+        }
+        // A delay's own step gives way to the advance below, where input that came
+        // with the header counts.
+        let _ = take_verdict(&mut held.conn, verdict);
         self.slots
             .count_in(self.slab[key].conn.phase(), client.ip());
         let held = &mut self.slab[key];
@@ -82,10 +73,9 @@ impl HeldConnections {
             let Some(oldest) = self.timers.pop_oldest(Timer::Header, now, live) else {
                 break;
             };
-            debug!(
-                target: crate::close::LOG_TARGET,
-                "PROXY_ERROR peer={} error=\"closed for a newer connection: too many wait for their header\"",
-                self.slab[oldest.key()].conn.peer()
+            log_proxy_error(
+                self.slab[oldest.key()].conn.peer(),
+                "closed for a newer connection: too many wait for their header",
             );
             self.close(oldest.key(), CloseReason::ProxyHeader);
         }

@@ -39,11 +39,11 @@ pub(super) fn listener_index(key: usize) -> usize {
     usize::MAX - 1 - key
 }
 
-/// The most listening sockets one server serves (a connection names its socket in
+/// The most listening sockets one server serves (a connection names its listener in
 /// 16 bits).
 const MAX_LISTENING_SOCKETS: usize = u16::MAX as usize;
 
-/// A listening socket with what the connections it accepts get.
+/// A listening socket with its listener's index in the config and its PROXY setting.
 #[derive(Debug)]
 pub(super) struct Listening {
     /// The socket.
