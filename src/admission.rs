@@ -19,6 +19,7 @@ use crate::close::CloseReason;
 use crate::greeting::Greeting;
 use crate::pass::{PassSettings, PassTable};
 use crate::rate::{RateSettings, RateTable};
+use crate::tarpit::{DripSettings, Tarpit};
 
 #[cfg(test)]
 mod tests;
@@ -108,6 +109,9 @@ pub(crate) trait ServerLimits {
     fn admits_client(&self, client: SocketAddr) -> bool;
     /// Whether `--max-delayed` clients already wait out their greet delay.
     fn delay_full(&self) -> bool;
+    /// Whether `client` may be trapped: fewer than `--max-trapped` are, and fewer
+    /// than `--max-trapped-per-ip` from its address.
+    fn admits_trapped(&self, client: SocketAddr) -> bool;
 }
 
 /// What the connections of one listener get.
@@ -118,6 +122,11 @@ pub(crate) struct Served {
     /// Who it greets and how (`--allow`, `--deny`, rates, delays); `None`: everyone,
     /// at once.
     pub(crate) policy: Option<Arc<Policy>>,
+    /// `--tarpit`: its clients are trapped instead of greeted (`None`: greeted).
+    pub(crate) tarpit: Option<Arc<Tarpit>>,
+    /// How its trapped clients are dripped (also those trapped before a reload
+    /// turned `--tarpit` off).
+    pub(crate) drip: DripSettings,
 }
 
 /// What a connection whose client is now known gets.
@@ -131,6 +140,8 @@ pub(crate) enum Verdict {
     DenyMessage,
     /// Nothing: closed at once for this reason.
     Refuse(CloseReason),
+    /// `--tarpit`: trapped, dripped its listener's lead and lines (or greeting).
+    Trap,
 }
 
 /// [`PolicyTable::admit`]'s answer: the verdict, and the bytes the connection is to be
@@ -141,6 +152,18 @@ pub(crate) struct Admission<'a> {
     pub(crate) verdict: Verdict,
     /// What it is sent, unless it is refused.
     pub(crate) greeting: &'a Greeting,
+}
+
+/// What a client of a tarpit listener that its policy lets through gets: trapped,
+/// unless `--max-trapped` (or `--max-trapped-per-ip`) are already.
+#[cold]
+#[inline(never)]
+fn trap_verdict(client: SocketAddr, limits: &impl ServerLimits) -> Verdict {
+    if limits.admits_trapped(client) {
+        Verdict::Trap
+    } else {
+        Verdict::Refuse(CloseReason::TrapFull)
+    }
 }
 
 /// The loop's one per-listener table, indexed by the listener's place in the
@@ -180,6 +203,18 @@ impl PolicyTable {
         self.served[listener].policy.as_deref()
     }
 
+    /// Listener `listener`'s tarpit, if it is one now.
+    #[inline]
+    pub(crate) fn tarpit(&self, listener: usize) -> Option<&Arc<Tarpit>> {
+        self.served[listener].tarpit.as_ref()
+    }
+
+    /// How listener `listener`'s trapped clients are dripped now.
+    #[inline]
+    pub(crate) fn drip(&self, listener: usize) -> &DripSettings {
+        &self.served[listener].drip
+    }
+
     /// Listener `listener`'s current greet delay (zero: none).
     pub(crate) fn greet_delay(&self, listener: usize) -> Duration {
         self.policy(listener)
@@ -208,13 +243,21 @@ impl PolicyTable {
         now: Instant,
         limits: &impl ServerLimits,
     ) -> Admission<'a> {
-        let policy = self.policy(listener);
+        let served = &self.served[listener];
+        let policy = served.policy.as_deref();
         let verdict = self.verdict(policy, client, now, limits);
+        // A tarpit listener traps whom its policy lets through: one branch on a flag
+        // of the entry already loaded for its greeting.
+        let verdict = match (&served.tarpit, verdict) {
+            (Some(_), Verdict::Greet | Verdict::Delay(_)) => trap_verdict(client, limits),
+            _ => verdict,
+        };
         let greeting = match verdict {
             // Only a policy with a deny message gives this verdict.
             Verdict::DenyMessage => policy
                 .and_then(|policy| policy.deny_message.as_ref())
                 .unwrap_or(greeting),
+            Verdict::Trap => served.tarpit.as_ref().map_or(greeting, |trap| &trap.lead),
             _ => greeting,
         };
         Admission { verdict, greeting }

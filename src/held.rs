@@ -16,7 +16,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, warn, Level};
 use mio::{Registry, Token};
@@ -24,13 +24,14 @@ use slab::Slab;
 use socket2::SockRef;
 
 use crate::admission::{PolicyTable, Pregreet, Served, Verdict};
-use crate::close::{log_accept, CloseReason, Closed};
+use crate::close::{log_accept, log_trap, CloseReason, Closed};
 use crate::config::Config;
-use crate::connection::{Connection, Phase, Step};
+use crate::connection::{Connection, Phase, Readiness, Step};
 use crate::deadlines::Deadline;
 use crate::error::describe_io_error;
 use crate::greeting::Greeting;
 use crate::slots::Slots;
+use crate::tarpit::{Drip, TrapStart};
 use crate::timers::{Timer, Timers};
 pub(crate) use counts::HeldCounts;
 
@@ -81,6 +82,10 @@ pub(crate) struct HeldConnections {
     closed: Vec<Closed>,
     /// See [`HeldCounts`].
     counts: HeldCounts,
+    /// `--trap-timeout`: how long a trap may last (`None`: forever).
+    trap_timeout: Option<Duration>,
+    /// What makes the random lines dripped to trapped clients (one per loop).
+    rng: fastrand::Rng,
 }
 
 impl HeldConnections {
@@ -99,6 +104,8 @@ impl HeldConnections {
             log_level: config.connection_log_level,
             closed: Vec::new(),
             counts: HeldCounts::default(),
+            trap_timeout: config.trap_timeout,
+            rng: fastrand::Rng::new(),
         }
     }
 
@@ -116,6 +123,7 @@ impl HeldConnections {
         self.slots.reconfigure(config, held);
         self.max_connections = config.max_connections;
         self.log_level = config.connection_log_level;
+        self.trap_timeout = config.trap_timeout;
     }
 
     /// How many connections are held.
@@ -124,10 +132,21 @@ impl HeldConnections {
     }
 
     /// How many connections are held against `--max-connections`: all but those in
-    /// their greet delay, which have `--max-delayed` to themselves.
+    /// their greet delay, which have `--max-delayed` to themselves, and the trapped
+    /// ones, which have `--max-trapped`.
     #[inline]
     pub(crate) fn counted(&self) -> usize {
-        self.slab.len() - self.slots.delayed()
+        self.slab.len() - self.slots.delayed() - self.slots.trapped()
+    }
+
+    /// How many connections are trapped (`--tarpit`).
+    pub(crate) fn trapped(&self) -> usize {
+        self.slots.trapped()
+    }
+
+    /// How many connections are in their greet delay.
+    pub(crate) fn delayed(&self) -> usize {
+        self.slots.delayed()
     }
 
     /// Whether nothing is held.
@@ -182,6 +201,10 @@ impl HeldConnections {
                 greet(table, &self.slots, &mut conn, client, greeting, now)
             }
         };
+        // Only a trapped client is in this phase now: one predicted branch.
+        if conn.phase().is_trapped() {
+            note_trap(&mut self.counts, table, self.log_level, &conn, sending);
+        }
         self.counts.bytes_sent += conn.sent(sending) as u64;
         match step {
             Step::Close(reason) => Some(self.closed(&conn, sending, reason)),
@@ -236,7 +259,10 @@ impl HeldConnections {
         let serial = self.next_serial;
         self.next_serial += 1;
         self.push_deadline(conn.listener(), None, phase, now, key, serial);
-        conn.set_accepted_ms(self.millis_since_start(now));
+        // A trapped one keeps its trap's start there.
+        if !phase.is_trapped() {
+            conn.set_accepted_ms(self.millis_since_start(now));
+        }
         self.slots.count_in(phase, conn.peer().ip());
         self.slab.insert(Held {
             conn,
@@ -248,13 +274,17 @@ impl HeldConnections {
 
     /// Moves connection `key` along after a readiness event. Events for keys no longer
     /// held (closed earlier in the batch) are ignored.
-    pub(crate) fn on_event(&mut self, key: usize, now: Instant) {
+    pub(crate) fn on_event(&mut self, key: usize, readiness: Readiness, now: Instant) {
         let Some(held) = self.slab.get_mut(key) else {
             return;
         };
         let before = held.conn.phase();
         let sent_before = held.conn.sent(&held.greeting);
-        let mut step = held.conn.advance(&held.greeting);
+        let mut step = if before.is_trapped() {
+            held.conn.on_trap_event(readiness)
+        } else {
+            held.conn.advance(&held.greeting)
+        };
         if let Step::Named(client) = step {
             match self.name_client(key, client, now) {
                 Some(next) => step = next,
@@ -274,6 +304,10 @@ impl HeldConnections {
                 .timers
                 .pop_expired(timer, now, |due, timer| is_live(&self.slab, due, timer))
             {
+                if timer == Timer::Drip {
+                    self.drip(due.key(), now);
+                    continue;
+                }
                 if timer == Timer::Delay {
                     self.pass(due.key(), now);
                 }
@@ -284,6 +318,46 @@ impl HeldConnections {
                 self.counts.bytes_sent += (held.conn.sent(&held.greeting) - sent_before) as u64;
                 self.settle(due.key(), before, step, now);
             }
+        }
+    }
+
+    /// Trapped connection `key`'s drip is due at `now`: its trap ends if it has
+    /// lasted `--trap-timeout`; else one drip (its listener's settings now), and the
+    /// next one due an interval later.
+    fn drip(&mut self, key: usize, now: Instant) {
+        let held = &mut self.slab[key];
+        let listener = held.conn.listener();
+        let drip = *self.table.drip(listener);
+        if let (Some(limit), Some(start)) = (self.trap_timeout, held.conn.trap_start()) {
+            if start.elapsed(SystemTime::now()) >= limit {
+                return self.close(key, CloseReason::TrapTimeout);
+            }
+        }
+        let (before, sent_before) = (held.conn.phase(), held.conn.sent(&held.greeting));
+        let step = held.conn.drip(&held.greeting, &drip, &mut self.rng);
+        let dripped = (held.conn.sent(&held.greeting) - sent_before) as u64;
+        let serial = held.serial;
+        self.counts.bytes_sent += dripped;
+        self.counts.dripped += dripped;
+        self.counts.trapped_ms += drip.interval.as_millis() as u64;
+        if step == Step::Wait && self.slab[key].conn.phase().is_trapped() {
+            self.timers
+                .push_lasting(Timer::Drip, now, drip.interval, key, serial);
+        }
+        self.settle(key, before, step, now);
+    }
+
+    /// Closes every trapped connection (a drain: traps never finish), reason
+    /// `drain`.
+    pub(crate) fn close_trapped(&mut self) {
+        let keys: Vec<usize> = self
+            .slab
+            .iter()
+            .filter(|(_, held)| held.conn.phase().is_trapped())
+            .map(|(key, _)| key)
+            .collect();
+        for key in keys {
+            self.close(key, CloseReason::DrainTimeout);
         }
     }
 
@@ -323,7 +397,8 @@ impl HeldConnections {
 
     /// Applies the step a held connection took from phase `before`.
     fn settle(&mut self, key: usize, before: Phase, step: Step, now: Instant) {
-        self.slots.moved(before, self.slab[key].conn.phase());
+        let conn = &self.slab[key].conn;
+        self.slots.moved(before, conn.phase(), conn.peer().ip());
         let reason = match step {
             Step::Close(reason) => reason,
             // A named client was advanced again before this.
@@ -401,6 +476,7 @@ impl HeldConnections {
         let timer = phase.timer();
         let lasting = match (before, phase) {
             (_, Phase::Delaying { .. }) => self.table.greet_delay(listener),
+            (_, Phase::Trapped { .. }) => self.table.drip(listener).interval,
             (Some(Phase::Delaying { .. }), Phase::Writing { .. } | Phase::Flushing) => self
                 .write_timeout
                 .saturating_sub(self.table.greet_delay(listener)),
@@ -424,6 +500,9 @@ impl HeldConnections {
             reason
         };
         let (input, first) = conn.input();
+        let trapped_ms = conn
+            .trap_start()
+            .map(|start| start.elapsed(SystemTime::now()).as_millis() as u64);
         Closed {
             peer: conn.peer(),
             accepted_ms: conn.accepted_ms(),
@@ -433,6 +512,7 @@ impl HeldConnections {
             input,
             first,
             pregreeted: conn.pregreeted(),
+            trapped_ms,
         }
     }
 
@@ -448,6 +528,8 @@ fn served(config: &Config) -> impl Iterator<Item = Served> + '_ {
     config.listeners.iter().map(|listener| Served {
         greeting: listener.greeting.clone(),
         policy: listener.policy.clone(),
+        tarpit: listener.tarpit.clone(),
+        drip: listener.drip,
     })
 }
 
@@ -472,8 +554,43 @@ fn greet<'a>(
             conn.advance(admission.greeting)
         }
         Verdict::Refuse(reason) => Step::Close(reason),
+        Verdict::Trap => trap(table, conn, admission.greeting),
     };
     (step, admission.greeting)
+}
+
+/// A client just trapped (`conn`, sent `lead` so far): counted, its lead counted
+/// as dripped, its `TRAP` line logged at `level`.
+#[cold]
+#[inline(never)]
+fn note_trap(
+    counts: &mut HeldCounts,
+    table: &PolicyTable,
+    level: Level,
+    conn: &Connection,
+    lead: &[u8],
+) {
+    counts.trapped += 1;
+    counts.dripped += conn.sent(lead) as u64;
+    if log::log_enabled!(target: crate::close::LOG_TARGET, level) {
+        let label = table
+            .tarpit(conn.listener())
+            .map_or("", |tarpit| &tarpit.label);
+        log_trap(conn.peer(), label, level);
+    }
+}
+
+/// Traps a fresh connection of a tarpit listener: its lead (`lead`) sent now, its
+/// drips to come.
+#[cold]
+#[inline(never)]
+pub(super) fn trap(table: &PolicyTable, conn: &mut Connection, lead: &[u8]) -> Step {
+    let listener = conn.listener();
+    let lines = table
+        .tarpit(listener)
+        .is_none_or(|tarpit| tarpit.drip == Drip::Lines);
+    let bytes = table.drip(listener).bytes;
+    conn.trap(lines, TrapStart::at(SystemTime::now()), lead, bytes)
 }
 
 /// Why a connection closes when the poll refuses to take it (or to change what it
@@ -488,7 +605,9 @@ fn registration_failure(phase: Phase, err: &io::Error) -> CloseReason {
     );
     match phase {
         Phase::Flushing | Phase::Lingering => CloseReason::Greeted,
-        Phase::Header | Phase::Delaying { .. } | Phase::Writing { .. } => CloseReason::Error,
+        Phase::Header | Phase::Delaying { .. } | Phase::Writing { .. } | Phase::Trapped { .. } => {
+            CloseReason::Error
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub use crate::accept::ACCEPT_BUDGET;
 use crate::accept_set::{self, AcceptSet, Round, Sharing};
 use crate::close::{log_close, log_pregreet, CloseReason, Closed};
 use crate::config::Config;
-use crate::connection::Connection;
+use crate::connection::{Connection, Readiness};
 use crate::deadlines::saturating_add;
 use crate::error::Failure;
 use crate::fdlimit;
@@ -196,6 +196,9 @@ impl Server {
         totals.partial_writes = held.partial_writes;
         totals.lingered = held.lingered;
         totals.passed = held.passed;
+        totals.trapped = held.trapped;
+        totals.dripped = held.dripped;
+        totals.trapped_ms = held.trapped_ms;
         totals
     }
 
@@ -240,7 +243,14 @@ impl Server {
                     self.ready.mark(listener_index(key));
                     listener_readable = true;
                 }
-                Token(key) => self.held.on_event(key, now),
+                Token(key) => {
+                    let readiness = Readiness {
+                        writable: event.is_writable(),
+                        read_closed: event.is_read_closed(),
+                        error: event.is_error(),
+                    };
+                    self.held.on_event(key, readiness, now);
+                }
             }
         }
         self.held.expire(now);
@@ -341,7 +351,8 @@ impl Server {
         self.handle.publish(Snapshot {
             totals: self.totals(),
             held: self.held.len(),
-            delayed: self.held.len() - self.held.counted(),
+            delayed: self.held.delayed(),
+            trapped: self.held.trapped(),
             accept_paused: self.gate.retry_at().is_some(),
             draining: self.drain_deadline.is_some(),
             stopping: false,
@@ -394,6 +405,11 @@ impl Server {
         }
         self.listening = false;
         self.gate.close();
+        // Traps never finish: they are not waited for (reason drain).
+        if self.held.trapped() > 0 {
+            self.held.close_trapped();
+            self.record_held_closes();
+        }
         self.drain_deadline = Some(saturating_add(now, self.config.drain_timeout));
         if self.held.is_empty() {
             info!(target: LOG_TARGET, "shutdown: stopped accepting; nothing in flight");

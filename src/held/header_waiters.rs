@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use log::debug;
 
-use super::{is_live, HeldConnections};
+use super::{is_live, note_trap, trap, HeldConnections};
 use crate::admission::{Pregreet, Verdict};
 use crate::close::CloseReason;
 use crate::connection::{Phase, Step};
@@ -40,7 +40,8 @@ impl HeldConnections {
             &self.slots,
         );
         let verdict = admission.verdict;
-        let deny_message = (verdict == Verdict::DenyMessage).then(|| admission.greeting.clone());
+        let sent_instead = matches!(verdict, Verdict::DenyMessage | Verdict::Trap)
+            .then(|| admission.greeting.clone());
         match verdict {
             Verdict::Greet => {}
             Verdict::Delay(pregreet) => {
@@ -54,10 +55,29 @@ impl HeldConnections {
             }
             Verdict::DenyMessage => {
                 let held = &mut self.slab[key];
-                if let Some(message) = deny_message {
+                if let Some(message) = sent_instead {
                     held.greeting = message;
                 }
                 held.conn.deny();
+            }
+            Verdict::Trap => {
+                // Trapped as a fresh connection is, its lead sent now; its drips are
+                // started as its step is settled.
+                let held = &mut self.slab[key];
+                if let Some(lead) = sent_instead {
+                    held.greeting = lead;
+                }
+                let step = trap(&self.table, &mut held.conn, &held.greeting);
+                let held = &self.slab[key];
+                note_trap(
+                    &mut self.counts,
+                    &self.table,
+                    self.log_level,
+                    &held.conn,
+                    &held.greeting,
+                );
+                self.slots.count_in(held.conn.phase(), client.ip());
+                return Some(step);
             }
         }
         self.slots
