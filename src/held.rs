@@ -144,6 +144,12 @@ impl HeldConnections {
         self.slots.trapped()
     }
 
+    /// Whether `--max-trapped` connections are trapped.
+    #[inline]
+    pub(crate) fn trap_full(&self) -> bool {
+        self.slots.trap_full()
+    }
+
     /// How many connections are in their greet delay.
     pub(crate) fn delayed(&self) -> usize {
         self.slots.delayed()

@@ -101,6 +101,9 @@ pub struct Server {
     /// Whether the listeners are in this loop's poll (they leave it while a loop that
     /// shares them is full, and for good at a drain).
     listening: bool,
+    /// The tarpit listeners not accepted from while `--max-trapped` clients are
+    /// trapped (their clients wait in the backlog); queued again when one leaves.
+    trap_parked: Vec<usize>,
 }
 
 /// The size of the first listener's greeting (the one the snapshot reports).
@@ -169,6 +172,7 @@ impl Server {
             totals: Totals::default(),
             sharing: None,
             listening: true,
+            trap_parked: Vec::new(),
         };
         // Readers see its greeting and limit before its first round.
         server.publish();
@@ -256,8 +260,20 @@ impl Server {
         self.held.expire(now);
         self.record_held_closes();
         self.handle.answer_ping();
-        if let Some(config) = self.handle.take_new_config() {
-            self.reconfigure(&config);
+        let reloaded = match self.handle.take_new_config() {
+            Some(config) => {
+                self.reconfigure(&config);
+                true
+            }
+            None => false,
+        };
+        // A trap left (or a reload changed the limit): the tarpit listeners stopped
+        // at --max-trapped go on.
+        if !self.trap_parked.is_empty() && (reloaded || !self.held.trap_full()) {
+            for index in self.trap_parked.drain(..) {
+                self.ready.mark(index);
+            }
+            listener_readable = true;
         }
         let stop = self.handle.requested();
         if stop != StopRequest::None && self.drain_deadline.is_none() {

@@ -217,17 +217,33 @@ fn trapped_clients_are_bounded_apart_from_the_connection_limit() {
         assert_lines(&read_exactly(peer, 32), 32);
     }
     server.wait_for_in_flight(2);
-    // The third is closed at once, sent nothing.
+    // The third waits in the backlog, neither trapped nor closed, while the
+    // tarpit is full (five intervals without a drip: a trapped one gets one each).
     let mut third = connect(server.addr);
-    assert_eq!(read_to_eof(&mut third).unwrap(), b"");
-    let close = close_line(&server);
-    assert_eq!(field(&close, "reason"), "trap-full", "{close}");
-    assert_eq!(field(&close, "bytes"), "0", "{close}");
-    // One leaves: there is room again.
+    third
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let waited = third
+        .read(&mut byte)
+        .expect_err("nothing while the tarpit is full");
+    assert!(
+        matches!(
+            waited.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{waited}"
+    );
+    // One leaves: the third is accepted and trapped.
     trapped.pop();
-    server.wait_for_in_flight(1);
-    let mut again = connect(server.addr);
-    assert_lines(&read_exactly(&mut again, 32), 32);
+    third.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    assert_lines(&read_exactly(&mut third, 32), 32);
+    server.wait_for_in_flight(2);
+    assert!(
+        !server.stderr().contains("trap-full"),
+        "{}",
+        server.stderr()
+    );
 }
 
 #[test]
