@@ -347,3 +347,66 @@ fn a_client_that_does_not_read_stops_the_drips_until_it_does() {
         dripped() > stalled_at
     });
 }
+
+#[test]
+fn a_reload_turns_the_tarpit_on_and_off_for_new_clients_only() {
+    let (command, path) = ServerCommand::new(&[]).config(
+        "tarpit-reload.toml",
+        "port = 0\nmessage = \"hello\\r\\n\"\ndrip-interval = \"100ms\"\nlog-connections = true\n",
+    );
+    let server = command.spawn();
+    let mut greeted = connect(server.addr);
+    assert_eq!(read_to_eof(&mut greeted).unwrap(), b"hello\r\n");
+
+    let rewrite = |toml: &str| {
+        let new = path.with_extension("new");
+        std::fs::write(&new, toml).unwrap();
+        std::fs::rename(&new, &path).unwrap();
+    };
+    rewrite(
+        "port = 0\nmessage = \"hello\\r\\n\"\ndrip-interval = \"100ms\"\nlog-connections = true\n\
+         tarpit = true\ndrip = \"greeting\"\ndrip-bytes = 2\n",
+    );
+    server.signal("HUP");
+    server.wait_for_log("reload: configuration reloaded");
+    // Trapped now: the greeting two bytes an interval.
+    let mut trapped = connect(server.addr);
+    assert_eq!(read_exactly(&mut trapped, 2), b"he");
+    server.wait_for_log("TRAP peer=");
+
+    // Off again: a new client is greeted at once; the trapped one keeps its drip.
+    let reloads = server
+        .stderr()
+        .matches("reload: configuration reloaded")
+        .count();
+    rewrite(
+        "port = 0\nmessage = \"hello\\r\\n\"\ndrip-interval = \"100ms\"\nlog-connections = true\n",
+    );
+    server.signal("HUP");
+    wait_until("the second reload", || {
+        server
+            .stderr()
+            .matches("reload: configuration reloaded")
+            .count()
+            > reloads
+    });
+    let mut greeted = connect(server.addr);
+    assert_eq!(read_to_eof(&mut greeted).unwrap(), b"hello\r\n");
+    let mut rest = Vec::new();
+    trapped.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"llo\r\n");
+}
+
+#[test]
+fn a_start_up_warning_counts_the_trapped_against_the_fd_limit() {
+    let mut server =
+        ServerCommand::new(&["--tarpit", "--max-connections", "40", "--max-trapped", "30"])
+            .fd_limit(64)
+            .spawn();
+    server.wait_for_log(
+        "fd limit: 70 connections (workers 1 x (max-connections 40 + max-trapped 30)) \
+         may be held, above the open-file limit 64: accepting pauses",
+    );
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("totals in_flight=0", STEP_TIMEOUT);
+}
