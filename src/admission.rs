@@ -154,18 +154,6 @@ pub(crate) struct Admission<'a> {
     pub(crate) greeting: &'a Greeting,
 }
 
-/// What a client of a tarpit listener that its policy lets through gets: trapped,
-/// unless `--max-trapped` (or `--max-trapped-per-ip`) are already.
-#[cold]
-#[inline(never)]
-fn trap_verdict(client: SocketAddr, limits: &impl ServerLimits) -> Verdict {
-    if limits.admits_trapped(client) {
-        Verdict::Trap
-    } else {
-        Verdict::Refuse(CloseReason::TrapFull)
-    }
-}
-
 /// The loop's one per-listener table, indexed by the listener's place in the
 /// config's listeners.
 #[derive(Debug)]
@@ -244,23 +232,56 @@ impl PolicyTable {
         limits: &impl ServerLimits,
     ) -> Admission<'a> {
         let served = &self.served[listener];
+        // A tarpit listener's clients go their own way: one branch on a flag of the
+        // entry already loaded for its policy.
+        if let Some(tarpit) = &served.tarpit {
+            return self.admit_to_tarpit(served, tarpit, greeting, client, now, limits);
+        }
         let policy = served.policy.as_deref();
         let verdict = self.verdict(policy, client, now, limits);
-        // A tarpit listener traps whom its policy lets through: one branch on a flag
-        // of the entry already loaded for its greeting.
-        let verdict = match (&served.tarpit, verdict) {
-            (Some(_), Verdict::Greet | Verdict::Delay(_)) => trap_verdict(client, limits),
-            _ => verdict,
-        };
         let greeting = match verdict {
             // Only a policy with a deny message gives this verdict.
             Verdict::DenyMessage => policy
                 .and_then(|policy| policy.deny_message.as_ref())
                 .unwrap_or(greeting),
-            Verdict::Trap => served.tarpit.as_ref().map_or(greeting, |trap| &trap.lead),
             _ => greeting,
         };
         Admission { verdict, greeting }
+    }
+
+    /// [`PolicyTable::admit`] for a tarpit listener's client: its policy's verdict,
+    /// but a client it would greet (at once or after a delay) is trapped instead,
+    /// sent `tarpit`'s lead, unless `--max-trapped` (or `--max-trapped-per-ip`) are
+    /// trapped already.
+    #[cold]
+    #[inline(never)]
+    fn admit_to_tarpit<'a>(
+        &'a self,
+        served: &'a Served,
+        tarpit: &'a Tarpit,
+        greeting: &'a Greeting,
+        client: SocketAddr,
+        now: Instant,
+        limits: &impl ServerLimits,
+    ) -> Admission<'a> {
+        let policy = served.policy.as_deref();
+        match self.verdict(policy, client, now, limits) {
+            Verdict::Greet | Verdict::Delay(_) if limits.admits_trapped(client) => Admission {
+                verdict: Verdict::Trap,
+                greeting: &tarpit.lead,
+            },
+            Verdict::Greet | Verdict::Delay(_) => Admission {
+                verdict: Verdict::Refuse(CloseReason::TrapFull),
+                greeting,
+            },
+            Verdict::DenyMessage => Admission {
+                verdict: Verdict::DenyMessage,
+                greeting: policy
+                    .and_then(|policy| policy.deny_message.as_ref())
+                    .unwrap_or(greeting),
+            },
+            verdict => Admission { verdict, greeting },
+        }
     }
 
     /// The verdict of [`PolicyTable::admit`].

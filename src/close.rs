@@ -200,9 +200,9 @@ pub(crate) struct Closed {
     pub(crate) first: FirstInput,
     /// Whether it sent data during its `--greet-delay`.
     pub(crate) pregreeted: bool,
-    /// How long it was trapped, in milliseconds by the wall clock (`--tarpit`; `None`
-    /// for every other connection): its `ms=` instead of its lifetime.
-    pub(crate) trapped_ms: Option<u64>,
+    /// How long it was trapped, in milliseconds by the wall clock, at least 1
+    /// (`--tarpit`; 0 for every other connection): its `ms=` instead of its lifetime.
+    pub(crate) trapped_ms: u64,
 }
 
 /// The log target of the per-connection lines (`ACCEPT`, `CLOSE`, `PREGREET`,
@@ -225,7 +225,10 @@ pub(crate) fn log_close(closed: &Closed, level: Level, lifetime_ms: impl FnOnce(
 #[inline(never)]
 fn write_close_line(closed: &Closed, level: Level, lifetime_ms: u64) {
     // A trap's time is counted by the wall clock, from when it began.
-    let lifetime_ms = closed.trapped_ms.unwrap_or(lifetime_ms);
+    let lifetime_ms = match closed.trapped_ms {
+        0 => lifetime_ms,
+        trapped => trapped,
+    };
     // The fields again as key-values, for --log-format json (the text is the same).
     log!(
         target: LOG_TARGET,

@@ -207,10 +207,6 @@ impl HeldConnections {
                 greet(table, &self.slots, &mut conn, client, greeting, now)
             }
         };
-        // Only a trapped client is in this phase now: one predicted branch.
-        if conn.phase().is_trapped() {
-            note_trap(&mut self.counts, table, self.log_level, &conn, sending);
-        }
         self.counts.bytes_sent += conn.sent(sending) as u64;
         match step {
             Step::Close(reason) => Some(self.closed(&conn, sending, reason)),
@@ -251,6 +247,15 @@ impl HeldConnections {
                 conn.peer()
             );
             return Some(self.closed(&conn, &greeting, CloseReason::ProxyHeader));
+        }
+        if phase.is_trapped() {
+            note_trap(
+                &mut self.counts,
+                &self.table,
+                self.log_level,
+                &conn,
+                &greeting,
+            );
         }
         let key = self.slab.vacant_key();
         let interest = phase.interest();
@@ -305,6 +310,10 @@ impl HeldConnections {
     /// Closes the connections whose deadline has passed by `now` (or moves them on).
     #[inline]
     pub(crate) fn expire(&mut self, now: Instant) {
+        // Nothing held, nothing queued: the common round of a greeting server.
+        if self.timers.is_empty() {
+            return;
+        }
         for timer in Timer::ALL {
             while let Some(due) = self
                 .timers
@@ -340,7 +349,16 @@ impl HeldConnections {
             }
         }
         let (before, sent_before) = (held.conn.phase(), held.conn.sent(&held.greeting));
+        let start = held.conn.trap_start();
         let step = held.conn.drip(&held.greeting, &drip, &mut self.rng);
+        if let (Some(start), false) = (start, held.conn.phase().is_trapped()) {
+            // A dripped greeting all out, flushed or lingering as any other now: its
+            // accept time on the connections' clock again, from its trap's start.
+            let trapped = start.elapsed(SystemTime::now()).as_millis() as u32;
+            let accepted = self.millis_since_start(now).wrapping_sub(trapped);
+            self.slab[key].conn.set_accepted_ms(accepted);
+        }
+        let held = &mut self.slab[key];
         let dripped = (held.conn.sent(&held.greeting) - sent_before) as u64;
         let serial = held.serial;
         self.counts.bytes_sent += dripped;
@@ -506,9 +524,7 @@ impl HeldConnections {
             reason
         };
         let (input, first) = conn.input();
-        let trapped_ms = conn
-            .trap_start()
-            .map(|start| start.elapsed(SystemTime::now()).as_millis() as u64);
+        let trapped_ms = conn.trap_start().map_or(0, trap_millis);
         Closed {
             peer: conn.peer(),
             accepted_ms: conn.accepted_ms(),
@@ -563,6 +579,14 @@ fn greet<'a>(
         Verdict::Trap => trap(table, conn, admission.greeting),
     };
     (step, admission.greeting)
+}
+
+/// How long a trap that began at `start` has lasted, in milliseconds, at least 1
+/// (0 means "not trapped" in a [`Closed`]).
+#[cold]
+#[inline(never)]
+fn trap_millis(start: TrapStart) -> u64 {
+    (start.elapsed(SystemTime::now()).as_millis() as u64).max(1)
 }
 
 /// A client just trapped (`conn`, sent `lead` so far): counted, its lead counted

@@ -454,8 +454,11 @@ impl Server {
         let now_ms = Instant::now().duration_since(started).as_millis() as u32;
         for closed in self.held.take_closed() {
             let lifetime = now_ms.wrapping_sub(closed.accepted_ms);
-            // A connection closed while its PROXY header was awaited was held too.
-            self.totals.observe_held_lifetime(lifetime);
+            // A connection closed while its PROXY header was awaited was held too; a
+            // trap's time is not a greeting's (its `ms=` is its own).
+            if closed.trapped_ms == 0 {
+                self.totals.observe_held_lifetime(lifetime);
+            }
             record(&mut self.totals, &closed, level, || lifetime);
         }
         self.gate.descriptor_freed();

@@ -87,10 +87,16 @@ impl Timers {
         }
     }
 
+    /// Whether no deadline (live or stale) is queued.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queues.iter().all(DeadlineQueue::is_empty)
+    }
+
     /// The soonest deadline, if any (it may be stale: the loop then wakes for nothing).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         // The clock is read only when something is queued: never on the fast path.
-        if self.queues.iter().all(DeadlineQueue::is_empty) {
+        if self.is_empty() {
             return None;
         }
         let now = Instant::now();

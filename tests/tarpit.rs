@@ -169,6 +169,23 @@ fn a_dripped_greeting_comes_a_few_bytes_an_interval_then_closes_as_ever() {
     let close = close_line(&server);
     assert_eq!(field(&close, "reason"), "greeted", "{close}");
     assert_eq!(field(&close, "bytes"), "17", "{close}");
+
+    // One that spoke lingers after its greeting as any other; its time still
+    // counts from its accept.
+    let mut speaker = connect(server.addr);
+    speaker.write_all(b"EHLO early.example\r\n").unwrap();
+    let mut all = Vec::new();
+    speaker.read_to_end(&mut all).unwrap();
+    assert_eq!(all, b"220 hello there\r\n");
+    drop(speaker);
+    let log = server.wait_for_log("reason=eof");
+    let close = log
+        .lines()
+        .find(|line| line.contains("reason=eof"))
+        .unwrap();
+    let ms: u64 = field(close, "ms").parse().unwrap();
+    assert!((300..60_000).contains(&ms), "{close}");
+    assert!(close.ends_with(" input=20 first=other"), "{close}");
 }
 
 #[test]
