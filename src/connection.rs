@@ -26,6 +26,13 @@
 //!                                                                                           the 256 KiB budget
 //! ```
 //!
+//! A `--tarpit` listener's client is trapped instead (`Trapped`, from a fresh
+//! connection or a named header waiter): READABLE (`EPOLLIN|EPOLLRDHUP`) and its
+//! listener's drip deadline; its input read once (4 KiB) then left; one drip a
+//! deadline ([`Connection::drip`]); EOF or reset: Close(trap-eof, trap-reset);
+//! a drip that would block: READABLE|WRITABLE until writable, drips skipped; a
+//! dripped greeting all out: the ordinary close (`finish_writing`).
+//!
 //! The greeting is not a field: the holder passes it to [`Connection::advance`] (the
 //! server's current one for a fresh connection, the `Arc` a held connection keeps
 //! across reloads), so that greeting a connection at once costs no reference count.

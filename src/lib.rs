@@ -40,7 +40,7 @@
 //!   counts.
 //! - `proxy` (internal): `--proxy-protocol`: the header that names the real client.
 //! - `connection` (internal): one connection: its phase (PROXY header, greet delay,
-//!   writing, flushing, lingering) and the one method that advances it and says what
+//!   writing, flushing, lingering, trapped) and the one method that advances it and says what
 //!   happens next (`Step`); `peer_addr` (internal): the client's address in the 24
 //!   bytes a held connection keeps.
 //! - [`peer_input`]: the class of what a peer sent first (`first=` of `CLOSE`).
