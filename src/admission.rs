@@ -19,6 +19,7 @@ use crate::close::CloseReason;
 use crate::greeting::Greeting;
 use crate::pass::{PassSettings, PassTable};
 use crate::rate::{RateSettings, RateTable};
+use crate::tarpit::{DripSettings, Tarpit};
 
 #[cfg(test)]
 mod tests;
@@ -108,6 +109,9 @@ pub(crate) trait ServerLimits {
     fn admits_client(&self, client: SocketAddr) -> bool;
     /// Whether `--max-delayed` clients already wait out their greet delay.
     fn delay_full(&self) -> bool;
+    /// Whether `client` may be trapped: fewer than `--max-trapped` are, and fewer
+    /// than `--max-trapped-per-ip` from its address.
+    fn admits_trapped(&self, client: SocketAddr) -> bool;
 }
 
 /// What the connections of one listener get.
@@ -118,6 +122,11 @@ pub(crate) struct Served {
     /// Who it greets and how (`--allow`, `--deny`, rates, delays); `None`: everyone,
     /// at once.
     pub(crate) policy: Option<Arc<Policy>>,
+    /// `--tarpit`: its clients are trapped instead of greeted (`None`: greeted).
+    pub(crate) tarpit: Option<Arc<Tarpit>>,
+    /// How its trapped clients are dripped (also those trapped before a reload
+    /// turned `--tarpit` off).
+    pub(crate) drip: DripSettings,
 }
 
 /// What a connection whose client is now known gets.
@@ -131,6 +140,8 @@ pub(crate) enum Verdict {
     DenyMessage,
     /// Nothing: closed at once for this reason.
     Refuse(CloseReason),
+    /// `--tarpit`: trapped, dripped its listener's lead and lines (or greeting).
+    Trap,
 }
 
 /// [`PolicyTable::admit`]'s answer: the verdict, and the bytes the connection is to be
@@ -180,6 +191,18 @@ impl PolicyTable {
         self.served[listener].policy.as_deref()
     }
 
+    /// Listener `listener`'s tarpit, if it is one now.
+    #[inline]
+    pub(crate) fn tarpit(&self, listener: usize) -> Option<&Arc<Tarpit>> {
+        self.served[listener].tarpit.as_ref()
+    }
+
+    /// How listener `listener`'s trapped clients are dripped now.
+    #[inline]
+    pub(crate) fn drip(&self, listener: usize) -> &DripSettings {
+        &self.served[listener].drip
+    }
+
     /// Listener `listener`'s current greet delay (zero: none).
     pub(crate) fn greet_delay(&self, listener: usize) -> Duration {
         self.policy(listener)
@@ -208,7 +231,13 @@ impl PolicyTable {
         now: Instant,
         limits: &impl ServerLimits,
     ) -> Admission<'a> {
-        let policy = self.policy(listener);
+        let served = &self.served[listener];
+        // A tarpit listener's clients go their own way: one branch on a flag of the
+        // entry already loaded for its policy.
+        if let Some(tarpit) = &served.tarpit {
+            return self.admit_to_tarpit(served, tarpit, greeting, client, now, limits);
+        }
+        let policy = served.policy.as_deref();
         let verdict = self.verdict(policy, client, now, limits);
         let greeting = match verdict {
             // Only a policy with a deny message gives this verdict.
@@ -218,6 +247,41 @@ impl PolicyTable {
             _ => greeting,
         };
         Admission { verdict, greeting }
+    }
+
+    /// [`PolicyTable::admit`] for a tarpit listener's client: its policy's verdict,
+    /// but a client it would greet (at once or after a delay) is trapped instead,
+    /// sent `tarpit`'s lead, unless `--max-trapped` (or `--max-trapped-per-ip`) are
+    /// trapped already.
+    #[cold]
+    #[inline(never)]
+    fn admit_to_tarpit<'a>(
+        &'a self,
+        served: &'a Served,
+        tarpit: &'a Tarpit,
+        greeting: &'a Greeting,
+        client: SocketAddr,
+        now: Instant,
+        limits: &impl ServerLimits,
+    ) -> Admission<'a> {
+        let policy = served.policy.as_deref();
+        match self.verdict(policy, client, now, limits) {
+            Verdict::Greet | Verdict::Delay(_) if limits.admits_trapped(client) => Admission {
+                verdict: Verdict::Trap,
+                greeting: &tarpit.lead,
+            },
+            Verdict::Greet | Verdict::Delay(_) => Admission {
+                verdict: Verdict::Refuse(CloseReason::TrapFull),
+                greeting,
+            },
+            Verdict::DenyMessage => Admission {
+                verdict: Verdict::DenyMessage,
+                greeting: policy
+                    .and_then(|policy| policy.deny_message.as_ref())
+                    .unwrap_or(greeting),
+            },
+            verdict => Admission { verdict, greeting },
+        }
     }
 
     /// The verdict of [`PolicyTable::admit`].

@@ -49,6 +49,15 @@ pub enum CloseReason {
     /// The client would have been delayed, but `--max-delayed` connections already
     /// were; nothing was sent (postscreen's 421 "all server ports are busy").
     DelayFull,
+    /// `--tarpit`: the trapped client closed its side.
+    TrapEof,
+    /// `--tarpit`: the trapped client reset or went away.
+    TrapReset,
+    /// `--tarpit`: the trap lasted `--trap-timeout`.
+    TrapTimeout,
+    /// `--tarpit`: `--max-trapped` clients (or `--max-trapped-per-ip` of its
+    /// address) were trapped already; nothing was sent.
+    TrapFull,
 }
 
 /// The names of a close reason wherever it is shown.
@@ -66,7 +75,7 @@ pub struct ReasonNames {
 impl CloseReason {
     /// Every reason, with its names: one line per reason, and the totals line, the
     /// `CLOSE` line and the metrics all read it.
-    pub const ALL: [(CloseReason, ReasonNames); 15] = {
+    pub const ALL: [(CloseReason, ReasonNames); 19] = {
         const fn names(
             log: &'static str,
             totals: Option<&'static str>,
@@ -118,6 +127,22 @@ impl CloseReason {
                 CloseReason::DelayFull,
                 names("delay-full", Some("delay_full"), false),
             ),
+            (
+                CloseReason::TrapEof,
+                names("trap-eof", Some("trap_eof"), false),
+            ),
+            (
+                CloseReason::TrapReset,
+                names("trap-reset", Some("trap_reset"), false),
+            ),
+            (
+                CloseReason::TrapTimeout,
+                names("trap-timeout", Some("trap_timeout"), false),
+            ),
+            (
+                CloseReason::TrapFull,
+                names("trap-full", Some("trap_full"), false),
+            ),
         ]
     };
 
@@ -149,7 +174,10 @@ impl CloseReason {
     pub(crate) fn resets(self) -> bool {
         matches!(
             self,
-            CloseReason::WriteTimeout | CloseReason::DrainTimeout | CloseReason::Flood
+            CloseReason::WriteTimeout
+                | CloseReason::DrainTimeout
+                | CloseReason::Flood
+                | CloseReason::TrapTimeout
         )
     }
 }
@@ -172,6 +200,9 @@ pub(crate) struct Closed {
     pub(crate) first: FirstInput,
     /// Whether it sent data during its `--greet-delay`.
     pub(crate) pregreeted: bool,
+    /// How long it was trapped, in milliseconds by the wall clock, at least 1
+    /// (`--tarpit`; 0 for every other connection): its `ms=` instead of its lifetime.
+    pub(crate) trapped_ms: u64,
 }
 
 /// The log target of the per-connection lines (`ACCEPT`, `CLOSE`, `PREGREET`,
@@ -192,13 +223,18 @@ pub(crate) fn log_proxy_error(peer: impl std::fmt::Display, why: impl std::fmt::
 pub(crate) fn log_close(closed: &Closed, level: Level, lifetime_ms: impl FnOnce() -> u32) {
     // The check is inlined into the fast path; the formatting stays out of it.
     if log_enabled!(target: LOG_TARGET, level) {
-        write_close_line(closed, level, lifetime_ms());
+        write_close_line(closed, level, u64::from(lifetime_ms()));
     }
 }
 
 #[cold]
 #[inline(never)]
-fn write_close_line(closed: &Closed, level: Level, lifetime_ms: u32) {
+fn write_close_line(closed: &Closed, level: Level, lifetime_ms: u64) {
+    // A trap's time is counted by the wall clock, from when it began.
+    let lifetime_ms = match closed.trapped_ms {
+        0 => lifetime_ms,
+        trapped => trapped,
+    };
     // The fields again as key-values, for --log-format json (the text is the same).
     log!(
         target: LOG_TARGET,
@@ -242,6 +278,23 @@ pub(crate) fn log_pregreet(closed: &Closed, level: Level) {
         closed.peer,
         closed.input,
         closed.first.as_str()
+    );
+}
+
+/// Logs the `TRAP` line of a client trapped by a tarpit listener (`listener`: its
+/// name or first address), at `level` (info with `--log-connections`), after its
+/// `ACCEPT` line.
+#[cold]
+#[inline(never)]
+pub(crate) fn log_trap(peer: SocketAddr, listener: &str, level: Level) {
+    log!(
+        target: LOG_TARGET,
+        level,
+        event = "TRAP",
+        peer:% = peer,
+        listener = listener,
+        why = "listener";
+        "TRAP peer={peer} listener={listener} why=listener"
     );
 }
 

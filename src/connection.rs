@@ -26,9 +26,17 @@
 //!                                                                                           the 256 KiB budget
 //! ```
 //!
+//! A `--tarpit` listener's client is trapped instead (`Trapped`, from a fresh
+//! connection or a named header waiter): READABLE (`EPOLLIN|EPOLLRDHUP`) and its
+//! listener's drip deadline; its input read once (4 KiB) then left; one drip a
+//! deadline ([`Connection::drip`]); EOF or reset: Close(trap-eof, trap-reset);
+//! a drip that would block: READABLE|WRITABLE until writable, drips skipped; a
+//! dripped greeting all out: the ordinary close (`finish_writing`).
+//!
 //! The greeting is not a field: the holder passes it to [`Connection::advance`] (its
 //! listener's current one, or the deny message, for a fresh connection, as
-//! `PolicyTable::admit` chose; the one a held connection keeps across reloads), so that greeting a connection at once costs no reference count.
+//! `PolicyTable::admit` chose; the one a held connection keeps across reloads), so
+//! that greeting a connection at once costs no reference count.
 
 use std::net::SocketAddr;
 
@@ -44,6 +52,7 @@ use crate::socket::{
     WriteProgress,
 };
 use crate::timers::Timer;
+pub(crate) use trapped::{Readiness, TrapBits};
 
 /// How many bytes a flushing or lingering connection reads and discards before giving
 /// up on the peer. A peer that keeps sending past this is not waiting for a clean
@@ -125,6 +134,16 @@ pub(crate) enum Phase {
     /// Everything is sent, and the peer sent data: input is read and discarded until
     /// the peer's EOF so that the close is a FIN, not a reset.
     Lingering,
+    /// `--tarpit`: the client is dripped a line or a few bytes every interval
+    /// ([`crate::tarpit`]); its input is read once (up to 4 KiB, classified) and then
+    /// left unread; its EOF or reset ends the trap at once.
+    Trapped {
+        /// Bytes dripped so far (the lead greeting's first): how far into the
+        /// greeting it is, and the `bytes=` of its close (saturating).
+        sent: u32,
+        /// Its mode, whether a drip would block, and its start's milliseconds.
+        bits: TrapBits,
+    },
 }
 
 impl Phase {
@@ -137,6 +156,10 @@ impl Phase {
             Phase::Header | Phase::Delaying { .. } | Phase::Lingering => Interest::READABLE,
             Phase::Writing { .. } => Interest::WRITABLE,
             Phase::Flushing => Interest::READABLE.add(Interest::WRITABLE),
+            Phase::Trapped { bits, .. } if bits.blocked() => {
+                Interest::READABLE.add(Interest::WRITABLE)
+            }
+            Phase::Trapped { .. } => Interest::READABLE,
         }
     }
 
@@ -147,7 +170,14 @@ impl Phase {
             Phase::Delaying { .. } => Timer::Delay,
             Phase::Writing { .. } | Phase::Flushing => Timer::Write,
             Phase::Lingering => Timer::Linger,
+            Phase::Trapped { .. } => Timer::Drip,
         }
+    }
+
+    /// Whether it is a trapped connection's.
+    #[inline]
+    pub(crate) fn is_trapped(self) -> bool {
+        matches!(self, Phase::Trapped { .. })
     }
 }
 
@@ -260,6 +290,8 @@ impl Connection {
                     InputState::Failed(_) => Step::Close(CloseReason::PeerEof),
                 }
             }
+            // Moved on by its events (`on_trap_event`) and drips (`drip`) only.
+            Phase::Trapped { .. } => Step::Wait,
         }
     }
 
@@ -288,6 +320,8 @@ impl Connection {
                 step => step,
             },
             Phase::Lingering => Step::Close(CloseReason::LingerTimeout),
+            // Its deadlines are drips (`drip`).
+            Phase::Trapped { .. } => Step::Wait,
         }
     }
 
@@ -309,6 +343,7 @@ impl Connection {
     pub(crate) fn drain_reason(&self, reason: CloseReason) -> CloseReason {
         match self.phase {
             Phase::Lingering => CloseReason::LingerTimeout,
+            Phase::Trapped { .. } => CloseReason::DrainTimeout,
             _ => reason,
         }
     }
@@ -459,6 +494,7 @@ impl Connection {
             Phase::Header | Phase::Delaying { .. } => 0,
             Phase::Writing { sent, .. } => sent as usize,
             Phase::Flushing | Phase::Lingering => greeting.len(),
+            Phase::Trapped { sent, .. } => sent as usize,
         }
     }
 
@@ -472,6 +508,8 @@ impl Connection {
         &mut self.stream
     }
 }
+
+mod trapped;
 
 #[cfg(test)]
 mod tests;

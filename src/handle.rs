@@ -21,6 +21,9 @@ pub struct Snapshot {
     /// Of those, the ones in their greet delay (held under `--max-delayed`, not
     /// against `--max-connections`).
     pub delayed: usize,
+    /// Of those, the trapped ones (`--tarpit`: held under `--max-trapped`, not
+    /// against `--max-connections`).
+    pub trapped: usize,
     /// Whether accepting is paused for lack of descriptors or memory.
     pub accept_paused: bool,
     /// Whether a shutdown has begun (the listener is closed).

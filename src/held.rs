@@ -13,6 +13,11 @@
 //! advanced once by [`HeldConnections::admit`] and never gets an entry. Each phase has
 //! one deadline in its timer's queue, found again by the connection's serial number: a
 //! stale entry (its connection closed or moved on) is skipped or compacted away.
+//!
+//! Its rooms: `header_waiters` (a PROXY header waiter's room and renaming),
+//! `closing` (how a held connection ends and its close is handed back), `traps`
+//! (`--tarpit`'s moments: trapped, a drip due, the drain), `counts` (what the
+//! totals take from here).
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,12 +26,11 @@ use std::time::{Duration, Instant};
 use log::{warn, Level};
 use mio::{Registry, Token};
 use slab::Slab;
-use socket2::SockRef;
 
 use crate::admission::{PolicyTable, Pregreet, Served, Verdict};
 use crate::close::{log_accept, log_proxy_error, CloseReason, Closed};
 use crate::config::Config;
-use crate::connection::{Connection, Phase, Step};
+use crate::connection::{Connection, Phase, Readiness, Step};
 use crate::deadlines::Deadline;
 use crate::error::describe_io_error;
 use crate::greeting::Greeting;
@@ -34,8 +38,13 @@ use crate::slots::Slots;
 use crate::timers::{Timer, Timers};
 pub(crate) use counts::HeldCounts;
 
+mod closing;
 mod counts;
 mod header_waiters;
+mod traps;
+
+use traps::{note_trap, trap};
+
 #[cfg(test)]
 mod tests;
 
@@ -81,6 +90,10 @@ pub(crate) struct HeldConnections {
     closed: Vec<Closed>,
     /// See [`HeldCounts`].
     counts: HeldCounts,
+    /// `--trap-timeout`: how long a trap may last (`None`: forever).
+    trap_timeout: Option<Duration>,
+    /// What makes the random lines dripped to trapped clients (one per loop).
+    rng: fastrand::Rng,
 }
 
 impl HeldConnections {
@@ -99,6 +112,8 @@ impl HeldConnections {
             log_level: config.connection_log_level,
             closed: Vec::new(),
             counts: HeldCounts::default(),
+            trap_timeout: config.trap_timeout,
+            rng: fastrand::Rng::new(),
         }
     }
 
@@ -116,6 +131,7 @@ impl HeldConnections {
         self.slots.reconfigure(config, held);
         self.max_connections = config.max_connections;
         self.log_level = config.connection_log_level;
+        self.trap_timeout = config.trap_timeout;
     }
 
     /// How many connections are held.
@@ -124,10 +140,27 @@ impl HeldConnections {
     }
 
     /// How many connections are held against `--max-connections`: all but those in
-    /// their greet delay, which have `--max-delayed` to themselves.
+    /// their greet delay, which have `--max-delayed` to themselves, and the trapped
+    /// ones, which have `--max-trapped`.
     #[inline]
     pub(crate) fn counted(&self) -> usize {
-        self.slab.len() - self.slots.delayed()
+        self.slab.len() - self.slots.delayed() - self.slots.trapped()
+    }
+
+    /// How many connections are trapped (`--tarpit`).
+    pub(crate) fn trapped(&self) -> usize {
+        self.slots.trapped()
+    }
+
+    /// Whether `--max-trapped` connections are trapped.
+    #[inline]
+    pub(crate) fn trap_full(&self) -> bool {
+        self.slots.trap_full()
+    }
+
+    /// How many connections are in their greet delay.
+    pub(crate) fn delayed(&self) -> usize {
+        self.slots.delayed()
     }
 
     /// Whether nothing is held.
@@ -222,6 +255,15 @@ impl HeldConnections {
             );
             return Some(self.closed(&conn, &greeting, CloseReason::ProxyHeader));
         }
+        if phase.is_trapped() {
+            note_trap(
+                &mut self.counts,
+                &self.table,
+                self.log_level,
+                &conn,
+                &greeting,
+            );
+        }
         let key = self.slab.vacant_key();
         let interest = phase.interest();
         if let Err(err) = self
@@ -235,7 +277,10 @@ impl HeldConnections {
         let serial = self.next_serial;
         self.next_serial += 1;
         self.push_deadline(conn.listener(), None, phase, now, key, serial);
-        conn.set_accepted_ms(self.millis_since_start(now));
+        // A trapped one keeps its trap's start there.
+        if !phase.is_trapped() {
+            conn.set_accepted_ms(self.millis_since_start(now));
+        }
         self.slots.count_in(phase, conn.peer().ip());
         self.slab.insert(Held {
             conn,
@@ -247,13 +292,17 @@ impl HeldConnections {
 
     /// Moves connection `key` along after a readiness event. Events for keys no longer
     /// held (closed earlier in the batch) are ignored.
-    pub(crate) fn on_event(&mut self, key: usize, now: Instant) {
+    pub(crate) fn on_event(&mut self, key: usize, readiness: Readiness, now: Instant) {
         let Some(held) = self.slab.get_mut(key) else {
             return;
         };
         let before = held.conn.phase();
         let sent_before = held.conn.sent(&held.greeting);
-        let mut step = held.conn.advance(&held.greeting);
+        let mut step = if before.is_trapped() {
+            held.conn.on_trap_event(readiness)
+        } else {
+            held.conn.advance(&held.greeting)
+        };
         if let Step::Named(client) = step {
             match self.name_client(key, client, now) {
                 Some(next) => step = next,
@@ -268,11 +317,19 @@ impl HeldConnections {
     /// Closes the connections whose deadline has passed by `now` (or moves them on).
     #[inline]
     pub(crate) fn expire(&mut self, now: Instant) {
+        // Nothing held, nothing queued: the common round of a greeting server.
+        if self.timers.is_empty() {
+            return;
+        }
         for timer in Timer::ALL {
             while let Some(due) = self
                 .timers
                 .pop_expired(timer, now, |due, timer| is_live(&self.slab, due, timer))
             {
+                if timer == Timer::Drip {
+                    self.drip(due.key(), now);
+                    continue;
+                }
                 if timer == Timer::Delay {
                     self.pass(due.key(), now);
                 }
@@ -284,27 +341,6 @@ impl HeldConnections {
                 self.settle(due.key(), before, step, now);
             }
         }
-    }
-
-    /// Closes every held connection (a drain that ran out of time): those still
-    /// taking their greeting for `reason`, lingering ones as their linger cut short.
-    pub(crate) fn close_all(&mut self, reason: CloseReason) {
-        let keys: Vec<usize> = self.slab.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            let reason = self.slab[key].conn.drain_reason(reason);
-            self.close(key, reason);
-        }
-    }
-
-    /// The closes of held connections since the last call, oldest first.
-    pub(crate) fn take_closed(&mut self) -> std::vec::Drain<'_, Closed> {
-        self.closed.drain(..)
-    }
-
-    /// Whether any held connection closed since [`HeldConnections::take_closed`].
-    #[inline]
-    pub(crate) fn has_closed(&self) -> bool {
-        !self.closed.is_empty()
     }
 
     /// Held connection `key` waited out its greet delay: unless it talked meanwhile,
@@ -322,7 +358,8 @@ impl HeldConnections {
 
     /// Applies the step a held connection took from phase `before`.
     fn settle(&mut self, key: usize, before: Phase, step: Step, now: Instant) {
-        self.slots.moved(before, self.slab[key].conn.phase());
+        let conn = &self.slab[key].conn;
+        self.slots.moved(before, conn.phase(), conn.peer().ip());
         let reason = match step {
             Step::Close(reason) => reason,
             // A named client was advanced again before this.
@@ -360,30 +397,6 @@ impl HeldConnections {
         Ok(())
     }
 
-    /// Closes held connection `key` for `reason` and hands its close back.
-    fn close(&mut self, key: usize, reason: CloseReason) {
-        let conn = &self.slab[key].conn;
-        self.slots.count_out(conn.phase(), conn.peer().ip());
-        self.remove(key, reason);
-    }
-
-    /// Takes connection `key` out (its slots already given back), closes it, and
-    /// hands its close back.
-    fn remove(&mut self, key: usize, reason: CloseReason) {
-        // Dropping the stream closes the socket, which also removes it from the poll:
-        // no deregister call is needed for a descriptor that is never duplicated.
-        let Held { conn, greeting, .. } = self.slab.remove(key);
-        if reason.resets() {
-            // Best effort: a failure leaves a plain close.
-            let _ = SockRef::from(conn.stream()).set_linger(Some(Duration::ZERO));
-        }
-        let closed = self.closed(&conn, &greeting, reason);
-        self.closed.push(closed);
-        let slab = &self.slab;
-        self.timers
-            .compact(slab.len(), |deadline, timer| is_live(slab, deadline, timer));
-    }
-
     /// Starts the deadline of a connection of `listener` that has entered `phase`
     /// from `before` (`None`: just held). It lasts its timer's duration, but a delay
     /// lasts its listener's `--greet-delay`, and the greeting after it what the delay
@@ -400,39 +413,13 @@ impl HeldConnections {
         let timer = phase.timer();
         let lasting = match (before, phase) {
             (_, Phase::Delaying { .. }) => self.table.greet_delay(listener),
+            (_, Phase::Trapped { .. }) => self.table.drip(listener).interval,
             (Some(Phase::Delaying { .. }), Phase::Writing { .. } | Phase::Flushing) => self
                 .write_timeout
                 .saturating_sub(self.table.greet_delay(listener)),
             _ => return self.timers.push(timer, now, key, serial),
         };
         self.timers.push_lasting(timer, now, lasting, key, serial);
-    }
-
-    /// The close of `conn`, being sent `greeting`, for `reason`. One closed while its
-    /// PROXY header was awaited never had its client named: its `ACCEPT` line is owed,
-    /// and logged now. A denied client that was sent the deny message counts as
-    /// `denied`, however that ended.
-    #[inline]
-    fn closed(&self, conn: &Connection, greeting: &[u8], reason: CloseReason) -> Closed {
-        if conn.phase() == Phase::Header {
-            self.announce_unnamed(conn);
-        }
-        let reason = if conn.is_denied() && reason.names().greeted {
-            CloseReason::Denied
-        } else {
-            reason
-        };
-        let (input, first) = conn.input();
-        Closed {
-            peer: conn.peer(),
-            accepted_ms: conn.accepted_ms(),
-            // A greeting is at most 1 GiB (checked when a server is built).
-            sent: conn.sent(greeting) as u32,
-            reason,
-            input,
-            first,
-            pregreeted: conn.pregreeted(),
-        }
     }
 
     /// How many deadline entries (live or stale) are queued, for tests.
@@ -447,6 +434,8 @@ fn served(config: &Config) -> impl Iterator<Item = Served> + '_ {
     config.listeners.iter().map(|listener| Served {
         greeting: listener.greeting.clone(),
         policy: listener.policy.clone(),
+        tarpit: listener.tarpit.clone(),
+        drip: listener.drip,
     })
 }
 
@@ -463,17 +452,22 @@ fn greet<'a>(
     now: Instant,
 ) -> (Step, &'a Greeting) {
     let admission = table.admit(conn.listener(), greeting, client, now, slots);
-    let step =
-        take_verdict(conn, admission.verdict).unwrap_or_else(|| conn.advance(admission.greeting));
+    let step = take_verdict(table, conn, admission.verdict, admission.greeting)
+        .unwrap_or_else(|| conn.advance(admission.greeting));
     (step, admission.greeting)
 }
 
 /// The one place a connection whose client is now known takes its [`Verdict`]: a
-/// delay or a denial changes its phase, a refusal closes it. `Some`: the step that
-/// decides (a refusal's close, a delay's wait); `None`: it is to be advanced with the
-/// bytes the admission chose.
+/// delay, a denial or a trap changes its phase, a refusal closes it. `Some`: the step
+/// that decides (a refusal's close, a delay's wait, a trap's first drip); `None`: it
+/// is to be advanced with `sent`, the bytes the admission chose.
 #[inline]
-fn take_verdict(conn: &mut Connection, verdict: Verdict) -> Option<Step> {
+fn take_verdict(
+    table: &PolicyTable,
+    conn: &mut Connection,
+    verdict: Verdict,
+    sent: &Greeting,
+) -> Option<Step> {
     match verdict {
         Verdict::Greet => None,
         Verdict::Delay(pregreet) => Some(conn.delay(pregreet == Pregreet::Drop)),
@@ -482,6 +476,7 @@ fn take_verdict(conn: &mut Connection, verdict: Verdict) -> Option<Step> {
             None
         }
         Verdict::Refuse(reason) => Some(Step::Close(reason)),
+        Verdict::Trap => Some(trap(table, conn, sent)),
     }
 }
 
@@ -497,7 +492,9 @@ fn registration_failure(phase: Phase, err: &io::Error) -> CloseReason {
     );
     match phase {
         Phase::Flushing | Phase::Lingering => CloseReason::Greeted,
-        Phase::Header | Phase::Delaying { .. } | Phase::Writing { .. } => CloseReason::Error,
+        Phase::Header | Phase::Delaying { .. } | Phase::Writing { .. } | Phase::Trapped { .. } => {
+            CloseReason::Error
+        }
     }
 }
 

@@ -40,13 +40,16 @@
 //!   counts.
 //! - `proxy` (internal): `--proxy-protocol`: the header that names the real client.
 //! - `connection` (internal): one connection: its phase (PROXY header, greet delay,
-//!   writing, flushing, lingering) and the one method that advances it and says what
+//!   writing, flushing, lingering, trapped) and the one method that advances it and says what
 //!   happens next (`Step`); `peer_addr` (internal): the client's address in the 24
 //!   bytes a held connection keeps.
 //! - [`peer_input`]: the class of what a peer sent first (`first=` of `CLOSE`).
+//! - [`tarpit`]: `--tarpit`: what a trapped client is dripped (random lines or the
+//!   greeting, a little at a time), the lines' generator, a trap's wall-clock start.
 //! - `socket` (internal): the socket primitives (write, FIN, `TCP_INFO`, discard) and
 //!   the kernel facts they rely on.
-//! - `timers` (internal): the four deadline queues (header, write, linger, delay);
+//! - `timers` (internal): the five deadline queues (header, write, linger, delay,
+//!   drip);
 //!   [`deadlines`]: the FIFO of fixed-duration deadlines each of them is.
 //! - `close` (internal, [`CloseReason`] public): why a connection closed, with its
 //!   names in one table, and the `ACCEPT`, `PREGREET` and `CLOSE` lines' formats.
@@ -147,6 +150,7 @@ mod slots;
 mod socket;
 pub mod startup;
 pub mod supervisor;
+pub mod tarpit;
 mod timers;
 pub mod totals;
 pub mod upgrade;

@@ -25,7 +25,7 @@ pub use crate::accept::ACCEPT_BUDGET;
 use crate::accept_set::{self, AcceptSet, Round, Sharing};
 use crate::close::{log_close, log_pregreet, CloseReason, Closed};
 use crate::config::Config;
-use crate::connection::Connection;
+use crate::connection::{Connection, Readiness};
 use crate::deadlines::saturating_add;
 use crate::error::Failure;
 use crate::fdlimit;
@@ -101,6 +101,9 @@ pub struct Server {
     /// Whether the listeners are in this loop's poll (they leave it while a loop that
     /// shares them is full, and for good at a drain).
     listening: bool,
+    /// The tarpit listeners not accepted from while `--max-trapped` clients are
+    /// trapped (their clients wait in the backlog); queued again when one leaves.
+    trap_parked: Vec<usize>,
 }
 
 /// The size of the first listener's greeting (the one the snapshot reports).
@@ -169,6 +172,7 @@ impl Server {
             totals: Totals::default(),
             sharing: None,
             listening: true,
+            trap_parked: Vec::new(),
         };
         // Readers see its greeting and limit before its first round.
         server.publish();
@@ -196,6 +200,9 @@ impl Server {
         totals.partial_writes = held.partial_writes;
         totals.lingered = held.lingered;
         totals.passed = held.passed;
+        totals.trapped = held.trapped;
+        totals.dripped = held.dripped;
+        totals.trapped_ms = held.trapped_ms;
         totals
     }
 
@@ -240,14 +247,33 @@ impl Server {
                     self.ready.mark(listener_index(key));
                     listener_readable = true;
                 }
-                Token(key) => self.held.on_event(key, now),
+                Token(key) => {
+                    let readiness = Readiness {
+                        writable: event.is_writable(),
+                        read_closed: event.is_read_closed(),
+                        error: event.is_error(),
+                    };
+                    self.held.on_event(key, readiness, now);
+                }
             }
         }
         self.held.expire(now);
         self.record_held_closes();
         self.handle.answer_ping();
-        if let Some(config) = self.handle.take_new_config() {
-            self.reconfigure(&config);
+        let reloaded = match self.handle.take_new_config() {
+            Some(config) => {
+                self.reconfigure(&config);
+                true
+            }
+            None => false,
+        };
+        // A trap left (or a reload changed the limit): the tarpit listeners stopped
+        // at --max-trapped go on.
+        if !self.trap_parked.is_empty() && (reloaded || !self.held.trap_full()) {
+            for index in self.trap_parked.drain(..) {
+                self.ready.mark(index);
+            }
+            listener_readable = true;
         }
         let stop = self.handle.requested();
         if stop != StopRequest::None && self.drain_deadline.is_none() {
@@ -341,7 +367,8 @@ impl Server {
         self.handle.publish(Snapshot {
             totals: self.totals(),
             held: self.held.len(),
-            delayed: self.held.len() - self.held.counted(),
+            delayed: self.held.delayed(),
+            trapped: self.held.trapped(),
             accept_paused: self.gate.retry_at().is_some(),
             draining: self.drain_deadline.is_some(),
             stopping: false,
@@ -394,6 +421,11 @@ impl Server {
         }
         self.listening = false;
         self.gate.close();
+        // Traps never finish: they are not waited for (reason drain).
+        if self.held.trapped() > 0 {
+            self.held.close_trapped();
+            self.record_held_closes();
+        }
         self.drain_deadline = Some(saturating_add(now, self.config.drain_timeout));
         if self.held.is_empty() {
             info!(target: LOG_TARGET, "shutdown: stopped accepting; nothing in flight");
@@ -422,8 +454,11 @@ impl Server {
         let now_ms = Instant::now().duration_since(started).as_millis() as u32;
         for closed in self.held.take_closed() {
             let lifetime = now_ms.wrapping_sub(closed.accepted_ms);
-            // A connection closed while its PROXY header was awaited was held too.
-            self.totals.observe_held_lifetime(lifetime);
+            // A connection closed while its PROXY header was awaited was held too; a
+            // trap's time is not a greeting's (its `ms=` is its own).
+            if closed.trapped_ms == 0 {
+                self.totals.observe_held_lifetime(lifetime);
+            }
             record(&mut self.totals, &closed, level, || lifetime);
         }
         self.gate.descriptor_freed();

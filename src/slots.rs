@@ -33,6 +33,13 @@ pub(crate) struct Slots {
     delayed: usize,
     /// `--max-delayed`: the most that may be in their greet delay at once.
     max_delayed: usize,
+    /// Trapped connections (`--tarpit`: held, but not counted against
+    /// `--max-connections` nor `--max-per-ip`).
+    trapped: usize,
+    /// `--max-trapped`: the most that may be trapped at once (in this worker).
+    max_trapped: usize,
+    /// Trapped connections per client address, when `--max-trapped-per-ip` is set.
+    trapped_per_ip: Option<PerIpLimit>,
 }
 
 impl Slots {
@@ -45,6 +52,9 @@ impl Slots {
             header_waiters_per_peer: config.max_per_ip.map(PerIpLimit::new),
             delayed: 0,
             max_delayed: config.max_delayed,
+            trapped: 0,
+            max_trapped: config.max_trapped,
+            trapped_per_ip: config.max_trapped_per_ip.map(PerIpLimit::new),
         }
     }
 
@@ -55,6 +65,9 @@ impl Slots {
         config: &Config,
         held: impl Iterator<Item = (Phase, IpAddr)>,
     ) {
+        let held: Vec<(Phase, IpAddr)> = held.collect();
+        self.reconfigure_trapped(config, &held);
+        let held = held.into_iter();
         match (
             config.max_per_ip,
             &mut self.per_ip,
@@ -69,6 +82,7 @@ impl Slots {
                 for (phase, ip) in held {
                     match phase {
                         Phase::Header => per_peer.hold(ip),
+                        Phase::Trapped { .. } => {}
                         _ => per_ip.hold(ip),
                     }
                 }
@@ -82,6 +96,34 @@ impl Slots {
         }
         self.max_header_waiters = max_header_waiters(config.max_connections);
         self.max_delayed = config.max_delayed;
+    }
+
+    /// A reload's `--max-trapped` and `--max-trapped-per-ip`; a per-address limit
+    /// set anew counts the trapped connections among `held`.
+    fn reconfigure_trapped(&mut self, config: &Config, held: &[(Phase, IpAddr)]) {
+        self.max_trapped = config.max_trapped;
+        match (config.max_trapped_per_ip, &mut self.trapped_per_ip) {
+            (Some(limit), Some(per_ip)) => per_ip.set_limit(limit),
+            (Some(limit), None) => {
+                let mut per_ip = PerIpLimit::new(limit);
+                for (_, ip) in held.iter().filter(|(phase, _)| phase.is_trapped()) {
+                    per_ip.hold(*ip);
+                }
+                self.trapped_per_ip = Some(per_ip);
+            }
+            (None, _) => self.trapped_per_ip = None,
+        }
+    }
+
+    /// How many held connections are trapped.
+    #[inline]
+    pub(crate) fn trapped(&self) -> usize {
+        self.trapped
+    }
+
+    /// Whether `--max-trapped` connections are trapped.
+    pub(crate) fn trap_full(&self) -> bool {
+        self.trapped >= self.max_trapped
     }
 
     /// How many held connections are in their greet delay.
@@ -110,7 +152,12 @@ impl Slots {
         if is_delaying(phase) {
             self.delayed += 1;
         }
-        if phase == Phase::Header {
+        if phase.is_trapped() {
+            self.trapped += 1;
+            if let Some(per_ip) = &mut self.trapped_per_ip {
+                per_ip.hold(ip);
+            }
+        } else if phase == Phase::Header {
             self.header_waiters += 1;
             if let Some(per_peer) = &mut self.header_waiters_per_peer {
                 per_peer.hold(ip);
@@ -125,7 +172,12 @@ impl Slots {
         if is_delaying(phase) {
             self.delayed -= 1;
         }
-        if phase == Phase::Header {
+        if phase.is_trapped() {
+            self.trapped -= 1;
+            if let Some(per_ip) = &mut self.trapped_per_ip {
+                per_ip.release(ip);
+            }
+        } else if phase == Phase::Header {
             self.header_waiters -= 1;
             if let Some(per_peer) = &mut self.header_waiters_per_peer {
                 per_peer.release(ip);
@@ -135,11 +187,16 @@ impl Slots {
         }
     }
 
-    /// A held connection moved from phase `before` to `after` (its address the
-    /// same): out of its delay, its delay slot is free.
-    pub(crate) fn moved(&mut self, before: Phase, after: Phase) {
+    /// A held connection from `ip` moved from phase `before` to `after`: out of its
+    /// delay, its delay slot is free; out of its trap (a dripped greeting all out,
+    /// closed the ordinary way), its trap slot is, and it takes an ordinary one.
+    pub(crate) fn moved(&mut self, before: Phase, after: Phase, ip: IpAddr) {
         if is_delaying(before) && !is_delaying(after) {
             self.delayed -= 1;
+        }
+        if before.is_trapped() && !after.is_trapped() {
+            self.count_out(before, ip);
+            self.count_in(after, ip);
         }
     }
 }
@@ -155,6 +212,14 @@ impl ServerLimits for Slots {
 
     fn delay_full(&self) -> bool {
         self.delayed >= self.max_delayed
+    }
+
+    fn admits_trapped(&self, client: SocketAddr) -> bool {
+        !self.trap_full()
+            && self
+                .trapped_per_ip
+                .as_ref()
+                .is_none_or(|limit| limit.admits(client.ip()))
     }
 }
 

@@ -27,11 +27,20 @@ pub(crate) enum Timer {
     Linger = 2,
     /// `--greet-delay`, from when the client is known: delaying.
     Delay = 3,
+    /// `--drip-interval`, from the last drip: a trapped client's next one (each
+    /// listener's interval is a run of its own).
+    Drip = 4,
 }
 
 impl Timer {
     /// Every timer, in queue order.
-    pub(crate) const ALL: [Timer; 4] = [Timer::Header, Timer::Write, Timer::Linger, Timer::Delay];
+    pub(crate) const ALL: [Timer; 5] = [
+        Timer::Header,
+        Timer::Write,
+        Timer::Linger,
+        Timer::Delay,
+        Timer::Drip,
+    ];
 
     /// The queue duration of this timer under `config` (a delay's is its listener's,
     /// given with each entry).
@@ -40,15 +49,15 @@ impl Timer {
             Timer::Header => config.proxy_timeout,
             Timer::Write => config.write_timeout,
             Timer::Linger => config.linger_timeout,
-            Timer::Delay => Duration::ZERO,
+            Timer::Delay | Timer::Drip => Duration::ZERO,
         }
     }
 }
 
-/// The four deadline queues of one server, indexed by [`Timer`].
+/// The five deadline queues of one server, indexed by [`Timer`].
 #[derive(Debug)]
 pub(crate) struct Timers {
-    queues: [DeadlineQueue; 4],
+    queues: [DeadlineQueue; 5],
 }
 
 impl Timers {
@@ -60,7 +69,7 @@ impl Timers {
             let capacity = match timer {
                 Timer::Header if !config.any_proxy_protocol() => 0,
                 // Delays are few until a listener has one; the queue grows then.
-                Timer::Delay => 0,
+                Timer::Delay | Timer::Drip => 0,
                 _ => capacity,
             };
             DeadlineQueue::with_capacity(timer.duration(config), capacity)
@@ -78,10 +87,16 @@ impl Timers {
         }
     }
 
+    /// Whether no deadline (live or stale) is queued.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queues.iter().all(DeadlineQueue::is_empty)
+    }
+
     /// The soonest deadline, if any (it may be stale: the loop then wakes for nothing).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         // The clock is read only when something is queued: never on the fast path.
-        if self.queues.iter().all(DeadlineQueue::is_empty) {
+        if self.is_empty() {
             return None;
         }
         let now = Instant::now();

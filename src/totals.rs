@@ -35,6 +35,13 @@ pub struct Totals {
     /// Clients greeted at once, without their `--greet-delay`, because their source
     /// had waited it out silently within `--pass-ttl`.
     pub passed: u64,
+    /// Clients trapped by a `--tarpit` listener.
+    pub trapped: u64,
+    /// Bytes dripped to trapped clients (within `bytes_sent`).
+    pub dripped: u64,
+    /// Time spent trapped by trapped clients, in milliseconds (an interval counted at
+    /// each drip).
+    pub trapped_ms: u64,
     /// Connections whose peer sent data, by the class of its first bytes (indexed by
     /// [`FirstInput`]; `none` stays 0: it is every other close).
     peer_input: [u64; FirstInput::COUNT],
@@ -68,9 +75,12 @@ enum Field {
     AcceptPauses,
     Pregreeted,
     Passed,
+    Trapped,
+    Dripped,
+    TrappedSeconds,
 }
 
-const LINE: [Field; 24] = [
+const LINE: [Field; 31] = [
     Field::Accepted,
     Field::Greeted,
     Field::ClosedEarly,
@@ -95,6 +105,13 @@ const LINE: [Field; 24] = [
     Field::Pregreeted,
     Field::Closes(CloseReason::DelayFull),
     Field::Passed,
+    Field::Trapped,
+    Field::Closes(CloseReason::TrapEof),
+    Field::Closes(CloseReason::TrapReset),
+    Field::Closes(CloseReason::TrapTimeout),
+    Field::Closes(CloseReason::TrapFull),
+    Field::Dripped,
+    Field::TrappedSeconds,
 ];
 
 impl Totals {
@@ -175,6 +192,9 @@ impl Totals {
         self.accept_pauses += other.accept_pauses;
         self.pregreeted += other.pregreeted;
         self.passed += other.passed;
+        self.trapped += other.trapped;
+        self.dripped += other.dripped;
+        self.trapped_ms += other.trapped_ms;
         for (mine, theirs) in self.peer_input.iter_mut().zip(other.peer_input) {
             *mine += theirs;
         }
@@ -202,6 +222,9 @@ impl fmt::Display for Totals {
                 Field::AcceptPauses => ("accept_pauses", self.accept_pauses),
                 Field::Pregreeted => ("pregreeted", self.pregreeted),
                 Field::Passed => ("passed", self.passed),
+                Field::Trapped => ("trapped", self.trapped),
+                Field::Dripped => ("dripped", self.dripped),
+                Field::TrappedSeconds => ("trapped_seconds", self.trapped_ms / 1000),
             };
             let separator = if index == 0 { "" } else { " " };
             write!(f, "{separator}{key}={value}")?;
@@ -252,7 +275,8 @@ mod tests {
             "accepted=5 greeted=3 closed_early=2 reset=1 timeout=1 drain=0 error=0 \
              per_ip=0 bytes=120 accept_errors=0 partial_writes=0 lingered=0 flood=0 \
              eof=1 linger_timeout=0 linger_budget=0 accept_pauses=0 proxy=0 denied=0 \
-             rate=0 pregreet=0 pregreeted=0 delay_full=0 passed=0"
+             rate=0 pregreet=0 pregreeted=0 delay_full=0 passed=0 trapped=0 trap_eof=0 \
+             trap_reset=0 trap_timeout=0 trap_full=0 dripped=0 trapped_seconds=0"
         );
     }
 

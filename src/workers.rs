@@ -329,6 +329,7 @@ impl WorkersView {
             sum.totals.add(&snapshot.totals);
             sum.held += snapshot.held;
             sum.delayed += snapshot.delayed;
+            sum.trapped += snapshot.trapped;
             sum.accept_paused |= snapshot.accept_paused;
             sum.draining |= snapshot.draining;
             sum.stopping |= snapshot.stopping;

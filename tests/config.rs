@@ -659,6 +659,11 @@ fn check_config_prints_what_runs_and_reads_back_byte_for_byte_from_any_directory
         "--log-connections",
         "--greet-delay=0250ms",
         "--write-timeout=1m 30s",
+        "--tarpit",
+        "--drip=greeting",
+        "--drip-line-length=040",
+        "--drip-interval=05s",
+        "--drip-bytes=+2",
     ];
     let env = [
         ("GREETER_MAX_PER_IP", "007"),
@@ -673,6 +678,9 @@ fn check_config_prints_what_runs_and_reads_back_byte_for_byte_from_any_directory
         ("GREETER_LOG_FORMAT", "json"),
         ("GREETER_METRICS", "127.0.0.1:9464"),
         ("GREETER_UPGRADE_TIMEOUT", "10s"),
+        ("GREETER_TRAP_TIMEOUT", "01h"),
+        ("GREETER_MAX_TRAPPED", "0100"),
+        ("GREETER_MAX_TRAPPED_PER_IP", "+3"),
     ];
     let first = check_in(&dir, &flags, &env);
     for (key, value) in [

@@ -29,6 +29,14 @@ complete -c greeter-server -l pregreet -d 'What a pregreeter gets: greet (its gr
 drop\t'Closed at once without the greeting (reason `pregreet`)'"
 complete -c greeter-server -l pass-ttl -d 'A client that waited out its --greet-delay without sending anything is greeted at once for this long after (its source, cut to --rate-prefix-v4/-v6 bits); 0s: every connection is delayed' -r
 complete -c greeter-server -l pass-table-size -d '--pass-ttl remembers at most N sources (as a --rate-table-size entry each), forgetting the least recently seen first' -r
+complete -c greeter-server -l drip -d 'What a --tarpit listener drips: lines (a line of --drip-line-length random printable bytes, never starting with SSH-, forever; the greeting first if --message or --message-file is set) or greeting (the greeting, --drip-bytes at a time, then the ordinary close)' -r -f -a "lines\t'A line of `--drip-line-length` random printable bytes (CRLF included), never starting with `SSH-`, forever (the greeting first, if one is set)'
+greeting\t'The greeting, `--drip-bytes` at a time, then the ordinary close'"
+complete -c greeter-server -l drip-line-length -d 'The length of a --drip lines line, its CRLF included (3 to 255)' -r
+complete -c greeter-server -l drip-interval -d 'The time between two drips of a --tarpit listener' -r
+complete -c greeter-server -l drip-bytes -d 'The greeting\'s bytes sent each --drip-interval with --drip greeting' -r
+complete -c greeter-server -l trap-timeout -d 'End a trap that has lasted this long (reason trap-timeout; checked at each drip) (default: never)' -r
+complete -c greeter-server -l max-trapped -d 'Clients trapped at once by the --tarpit listeners, per worker, apart from --max-connections; a client beyond it is closed at once without anything (reason trap-full)' -r
+complete -c greeter-server -l max-trapped-per-ip -d 'At most N clients trapped at once from one address, per worker; more are closed at once (reason trap-full) (default: no limit)' -r
 complete -c greeter-server -l metrics -d 'Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on this address and port, e.g. 127.0.0.1:9464 or localhost:9464 (a name: the first address it resolves to) (default: off)' -r
 complete -c greeter-server -l upgrade-timeout -d 'On SIGUSR2, how long the new binary has to report that it serves before it is stopped (SIGTERM, SIGKILL --drain-timeout later) and this process goes on serving' -r
 complete -c greeter-server -l pid-file -d 'Write the server\'s pid to this file once it serves (atomically; rewritten by the new process after an upgrade; removed at exit by the process it names)' -r -F
@@ -38,6 +46,7 @@ complete -c greeter-server -l send-buffer -d 'Send buffer of every connection (S
 complete -c greeter-server -l check-config -d 'Check the configuration (flags, environment and --config) without serving: print the effective settings as a config file and exit 0, or print the problem and exit 2'
 complete -c greeter-server -l health-check -d 'Check that the server these settings describe greets, for a container\'s HEALTHCHECK: connect to the first listener (through loopback for 0.0.0.0 or ::), send a PROXY header if it takes one, and compare what arrives with its greeting; exit 0 if it is exactly that, 1 (one line on stderr) if not, 2 for a bad configuration'
 complete -c greeter-server -l proxy-protocol -d 'Every connection must begin with a PROXY protocol header (v1 or v2, as HAProxy\'s send-proxy sends); its client is the one limits and logs see. The greeting waits for the header; a missing or bad one closes the connection'
+complete -c greeter-server -l tarpit -d 'Trap clients instead of greeting them: each is sent a drip every --drip-interval (see --drip) and held until it closes, resets or reaches --trap-timeout, outside --max-connections (see --max-trapped)'
 complete -c greeter-server -l log-connections -d 'Log one ACCEPT and one CLOSE line per connection at info level (key=value, for fail2ban and the like); without it they are debug lines'
 complete -c greeter-server -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c greeter-server -s V -l version -d 'Print version'

@@ -7,6 +7,7 @@ use super::*;
 use crate::access::Sources;
 use crate::pass::PassSettings;
 use crate::rate::parse_rate;
+use crate::tarpit::{DripSettings, Tarpit};
 
 const CLIENT: &str = "192.0.2.7:4000";
 
@@ -29,6 +30,10 @@ impl ServerLimits for Limits {
 
     fn delay_full(&self) -> bool {
         self.delays_full
+    }
+
+    fn admits_trapped(&self, client: SocketAddr) -> bool {
+        self.full_address != Some(client.ip())
     }
 }
 
@@ -68,6 +73,8 @@ fn table(policy: Option<Policy>) -> PolicyTable {
     PolicyTable::new([Served {
         greeting: Greeting::from("hello"),
         policy: policy.map(Arc::new),
+        tarpit: None,
+        drip: DripSettings::default(),
     }])
 }
 
@@ -211,6 +218,41 @@ fn a_held_connection_keeps_the_greeting_it_was_accepted_with() {
 }
 
 #[test]
+fn a_tarpit_listener_traps_whom_its_policy_lets_through_and_sends_its_lead() {
+    let tarpit = Arc::new(Tarpit {
+        drip: crate::tarpit::Drip::Lines,
+        lead: Greeting::from("lead"),
+        label: "trap".into(),
+    });
+    let table = PolicyTable::new([Served {
+        greeting: Greeting::from("hello"),
+        policy: Some(Arc::new(Policy {
+            list: denying(),
+            ..Policy::default()
+        })),
+        tarpit: Some(tarpit),
+        drip: DripSettings::default(),
+    }]);
+    let greeting = Greeting::from("hello");
+    let now = Instant::now();
+    let client: SocketAddr = "198.51.100.1:4000".parse().expect("address");
+    let admission = table.admit(0, &greeting, client, now, &Limits::default());
+    assert_eq!(admission.verdict, Verdict::Trap);
+    assert_eq!(&admission.greeting[..], b"lead");
+    let full = Limits {
+        full_address: Some(client.ip()),
+        ..Limits::default()
+    };
+    // --max-per-ip and --max-trapped(-per-ip) both refuse it here: the first one
+    // checked says.
+    let refused = table.admit(0, &greeting, client, now, &full).verdict;
+    assert!(matches!(refused, Verdict::Refuse(_)));
+    let denied: SocketAddr = "192.0.2.1:4000".parse().expect("address");
+    let admission = table.admit(0, &greeting, denied, now, &Limits::default());
+    assert_eq!(admission.verdict, Verdict::Refuse(CloseReason::Denied));
+}
+
+#[test]
 fn a_reload_replaces_the_table_whole() {
     let mut table = table(None);
     table.replace([Served {
@@ -219,6 +261,8 @@ fn a_reload_replaces_the_table_whole() {
             list: denying(),
             ..Policy::default()
         })),
+        tarpit: None,
+        drip: DripSettings::default(),
     }]);
     let refused = (Verdict::Refuse(CloseReason::Denied), b"new".to_vec());
     assert_eq!(admit(&table), refused);

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::access::{AccessList, Sources};
-use crate::admission::{Policy, Served};
+use crate::admission::Policy;
 use crate::config::error::SettingsError;
 use crate::config::flags::{GreetingArgs, ServerArgs};
 use crate::config::listener_id::{self, ListenerId};
@@ -22,6 +22,7 @@ use crate::greeting::{read_greeting_file, Greeting, DEFAULT_GREETING};
 use crate::parse::unbracket;
 use crate::pass::{PassSettings, PassTable};
 use crate::rate::{RateSettings, RateTable};
+use crate::tarpit::{Drip, DripSettings, Tarpit};
 
 /// What the loops run, from `settings`: at start (`running`: `None`) every listener
 /// built, its hosts resolved; at a reload (`running`: the config the workers run now)
@@ -50,13 +51,17 @@ fn start(settings: &Settings, policies: &mut Policies) -> Result<Config, Failure
     let args = settings.listener_args();
     let mut listeners = Vec::with_capacity(args.len());
     for (args, id) in args.iter().zip(settings.listener_ids()) {
-        let Served { greeting, policy } = policies.served(args, None)?;
+        let Loaded { greeting, policy } = policies.served(args, None)?;
+        let addrs = resolve_hosts(&args.host, args.port)?;
+        let tarpit = args.tarpit(&greeting, &id, &addrs)?;
         listeners.push(ListenerConfig {
             id,
-            addrs: resolve_hosts(&args.host, args.port)?,
+            addrs,
             greeting,
             proxy_protocol: args.proxy_protocol,
             policy,
+            tarpit,
+            drip: args.drip_settings(),
         });
     }
     // Settings always have a listener, and a listener an address.
@@ -86,11 +91,23 @@ fn reload(
         // Gone: it keeps its last settings.
         let Some(index) = table else { continue };
         let args = &settings.listener_args()[index];
-        let Served { greeting, policy } = policies.served(args, listener.policy.as_deref())?;
+        let Loaded { greeting, policy } = policies.served(args, listener.policy.as_deref())?;
+        listener.tarpit = args.tarpit(&greeting, &listener.id, &listener.addrs)?;
+        listener.drip = args.drip_settings();
         listener.greeting = greeting;
         listener.policy = policy;
     }
     Ok(next)
+}
+
+/// The two parts of a listener the build step loads (reading files), the same way at
+/// start and at a reload; the loop's row of them (`admission::Served`) adds what the
+/// config holds as it is.
+struct Loaded {
+    /// The greeting, loaded.
+    greeting: Greeting,
+    /// Who is greeted, and how (`None`: everyone, at once).
+    policy: Option<Arc<Policy>>,
 }
 
 /// Sets in `config` what a reload may change besides the listeners' greetings and
@@ -105,6 +122,9 @@ fn apply_reloadable(args: &ServerArgs, config: &mut Config) {
     config.linger_timeout = args.linger_timeout;
     config.drain_timeout = args.drain_timeout;
     config.proxy_timeout = args.proxy_timeout;
+    config.max_trapped = args.max_trapped as usize;
+    config.max_trapped_per_ip = args.max_trapped_per_ip;
+    config.trap_timeout = args.trap_timeout;
     config.connection_log_level = if args.log_connections {
         log::Level::Info
     } else {
@@ -135,9 +155,9 @@ struct ListInputs {
 impl Policies {
     /// What the listener of `args` serves: its policy (see [`Policies::get`]; `running`
     /// is the policy it replaces, at a reload) and its greeting.
-    fn served(&mut self, args: &ServerArgs, running: Option<&Policy>) -> Result<Served, Failure> {
+    fn served(&mut self, args: &ServerArgs, running: Option<&Policy>) -> Result<Loaded, Failure> {
         let policy = self.get(args, running)?;
-        Ok(Served {
+        Ok(Loaded {
             greeting: args.greeting.load()?,
             policy,
         })
@@ -187,6 +207,59 @@ impl Policies {
 }
 
 impl ServerArgs {
+    /// The trap of a `--tarpit` listener with these flags (`None`: it greets), its
+    /// greeting `greeting`, known as `id` and listening on `addrs`.
+    ///
+    /// # Errors
+    /// With `--drip lines`, a greeting (from `--message-file`: `--message` is checked
+    /// with the settings) that starts with `SSH-`: it would end the trap.
+    fn tarpit(
+        &self,
+        greeting: &Greeting,
+        id: &ListenerId,
+        addrs: &[SocketAddr],
+    ) -> Result<Option<Arc<Tarpit>>, Failure> {
+        if !self.tarpit {
+            return Ok(None);
+        }
+        let lead = match self.drip {
+            Drip::Greeting => greeting.clone(),
+            Drip::Lines
+                if self.greeting.message.is_some() || self.greeting.message_file.is_some() =>
+            {
+                if greeting.starts_with(b"SSH-") {
+                    return Err(SettingsError(format!(
+                        "the greeting of the --tarpit listener {} starts with SSH-, which would \
+                         end the trap of --drip lines (give another greeting, or --drip greeting)",
+                        id.describe()
+                    ))
+                    .into_failure());
+                }
+                greeting.clone()
+            }
+            Drip::Lines => Greeting::from(Vec::new()),
+        };
+        let label = match (&id.name, addrs.first()) {
+            (Some(name), _) => name.clone(),
+            (None, Some(addr)) => addr.to_string(),
+            (None, None) => String::new(),
+        };
+        Ok(Some(Arc::new(Tarpit {
+            drip: self.drip,
+            lead,
+            label: label.into(),
+        })))
+    }
+
+    /// How these flags drip trapped clients.
+    fn drip_settings(&self) -> DripSettings {
+        DripSettings {
+            interval: self.drip_interval,
+            line_length: self.drip_line_length,
+            bytes: self.drip_bytes,
+        }
+    }
+
     /// The greet delay's pass table these flags give, if any: the one of `running`
     /// (the policy it replaces, at a reload) if its settings are the same, so that a
     /// reload keeps who passed; else a new one. Each listener has its own.

@@ -13,6 +13,7 @@ use crate::config::values::{parse_metrics_addr, parse_name};
 use crate::log_format::LogFormat;
 use crate::parse::{parse_duration, parse_positive_duration, parse_size, DEFAULT_PORT};
 use crate::rate::{parse_rate, Rate};
+use crate::tarpit::Drip;
 
 /// The server's settings as flags. [`crate::config::Settings`] layers them over the
 /// environment, the config file and the defaults.
@@ -190,6 +191,53 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = 100_000, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
     pub pass_table_size: u32,
+
+    /// Trap clients instead of greeting them: each is sent a drip every
+    /// --drip-interval (see --drip) and held until it closes, resets or reaches
+    /// --trap-timeout, outside --max-connections (see --max-trapped)
+    #[arg(long)]
+    pub tarpit: bool,
+
+    /// What a --tarpit listener drips: lines (a line of --drip-line-length random
+    /// printable bytes, never starting with SSH-, forever; the greeting first if
+    /// --message or --message-file is set) or greeting (the greeting, --drip-bytes at
+    /// a time, then the ordinary close)
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = Drip::Lines)]
+    pub drip: Drip,
+
+    /// The length of a --drip lines line, its CRLF included (3 to 255)
+    #[arg(long, value_name = "N", default_value_t = 32, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u8).range(3..=255))]
+    pub drip_line_length: u8,
+
+    /// The time between two drips of a --tarpit listener
+    #[arg(long, value_name = "DUR", default_value = "10s", allow_hyphen_values = true,
+          value_parser = parse_positive_duration)]
+    pub drip_interval: Duration,
+
+    /// The greeting's bytes sent each --drip-interval with --drip greeting
+    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub drip_bytes: u32,
+
+    /// End a trap that has lasted this long (reason trap-timeout; checked at each
+    /// drip) (default: never)
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true,
+          value_parser = parse_positive_duration)]
+    pub trap_timeout: Option<Duration>,
+
+    /// Clients trapped at once by the --tarpit listeners, per worker, apart from
+    /// --max-connections; a client beyond it is closed at once without anything
+    /// (reason trap-full)
+    #[arg(long, value_name = "N", default_value_t = 4096, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_trapped: u32,
+
+    /// At most N clients trapped at once from one address, per worker; more are
+    /// closed at once (reason trap-full) (default: no limit)
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_trapped_per_ip: Option<u32>,
 
     /// Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on
     /// this address and port, e.g. 127.0.0.1:9464 or localhost:9464 (a name: the first

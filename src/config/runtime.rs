@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::admission::Policy;
 use crate::config::listener_id::ListenerId;
 use crate::greeting::{Greeting, DEFAULT_GREETING};
+use crate::tarpit::{DripSettings, Tarpit};
 
 /// Everything the server needs, checked: the listeners with their greetings, and the
 /// limits.
@@ -42,6 +43,13 @@ pub struct Config {
     /// The level of the per-connection `ACCEPT` and `CLOSE` lines: info with
     /// `--log-connections`, else debug.
     pub connection_log_level: log::Level,
+    /// `--max-trapped`: how many clients a worker may hold trapped at once (not
+    /// counted in `max_connections`).
+    pub max_trapped: usize,
+    /// `--max-trapped-per-ip`: how many of them one address may be; `None`: no limit.
+    pub max_trapped_per_ip: Option<u32>,
+    /// `--trap-timeout`: how long a trap may last; `None`: forever.
+    pub trap_timeout: Option<Duration>,
 }
 
 /// One listener: its addresses (a host name gives all of its own) and what the
@@ -60,6 +68,10 @@ pub struct ListenerConfig {
     /// Who is greeted and how (`--allow`, `--deny`, the rate, the greet delay, the
     /// deny message); `None`: everyone, at once.
     pub policy: Option<Arc<Policy>>,
+    /// `--tarpit`: its clients are trapped instead of greeted; `None`: greeted.
+    pub tarpit: Option<Arc<Tarpit>>,
+    /// How its trapped clients are dripped.
+    pub drip: DripSettings,
 }
 
 impl Config {
@@ -72,6 +84,8 @@ impl Config {
                 greeting: Greeting::from(DEFAULT_GREETING),
                 proxy_protocol: false,
                 policy: None,
+                tarpit: None,
+                drip: DripSettings::default(),
             }],
             max_connections: 10_000,
             max_delayed: 10_000,
@@ -83,6 +97,9 @@ impl Config {
             send_buffer: None,
             proxy_timeout: Duration::from_secs(3),
             connection_log_level: log::Level::Debug,
+            max_trapped: 4096,
+            max_trapped_per_ip: None,
+            trap_timeout: None,
         }
     }
 

@@ -303,6 +303,18 @@ impl ServerArgs {
     /// # Errors
     /// A phrase saying which values clash and how to fix them.
     pub fn check_combination(&self) -> Result<(), String> {
+        let ssh_greeting = self
+            .greeting
+            .message
+            .as_ref()
+            .is_some_and(|text| text.starts_with("SSH-"));
+        if self.tarpit && self.drip == crate::tarpit::Drip::Lines && ssh_greeting {
+            return Err(
+                "the message of a --tarpit listener starts with SSH-, which would end the trap \
+                 of --drip lines (give another message, or --drip greeting)"
+                    .to_owned(),
+            );
+        }
         if !self.greet_delay.is_zero() && self.greet_delay >= self.write_timeout {
             return Err(format!(
                 "greet-delay {} is not shorter than write-timeout {}, which counts from \

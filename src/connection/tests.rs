@@ -197,6 +197,7 @@ fn name(phase: Phase) -> &'static str {
         Phase::Writing { .. } => "Writing",
         Phase::Flushing => "Flushing",
         Phase::Lingering => "Lingering",
+        Phase::Trapped { .. } => "Trapped",
     }
 }
 

@@ -16,6 +16,13 @@ pub(crate) struct HeldCounts {
     pub(crate) lingered: u64,
     /// Clients greeted without their greet delay: their source had passed.
     pub(crate) passed: u64,
+    /// Clients trapped (`--tarpit`).
+    pub(crate) trapped: u64,
+    /// Bytes dripped to trapped clients (within `bytes_sent`).
+    pub(crate) dripped: u64,
+    /// Time trapped clients spent trapped, in milliseconds, counted an interval
+    /// at each drip.
+    pub(crate) trapped_ms: u64,
 }
 
 impl HeldCounts {

@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use super::traps::note_trap;
 use super::{is_live, take_verdict, HeldConnections};
 use crate::admission::Verdict;
 use crate::close::{log_proxy_error, CloseReason};
@@ -38,19 +39,34 @@ impl HeldConnections {
             &self.slots,
         );
         let verdict = admission.verdict;
-        let deny_message = (verdict == Verdict::DenyMessage).then(|| admission.greeting.clone());
+        let sent_instead = matches!(verdict, Verdict::DenyMessage | Verdict::Trap)
+            .then(|| admission.greeting.clone());
         if let Verdict::Refuse(reason) = verdict {
             // Counted for nothing now, so closed without undoing anything.
             self.remove(key, reason);
             return None;
         }
         let held = &mut self.slab[key];
-        if let Some(message) = deny_message {
-            held.greeting = message;
+        if let Some(bytes) = sent_instead {
+            held.greeting = bytes;
+        }
+        let step = take_verdict(&self.table, &mut held.conn, verdict, &held.greeting);
+        if verdict == Verdict::Trap {
+            // Trapped as a fresh connection is: its lead sent now, its drips started
+            // as its step is settled.
+            let held = &self.slab[key];
+            note_trap(
+                &mut self.counts,
+                &self.table,
+                self.log_level,
+                &held.conn,
+                &held.greeting,
+            );
+            self.slots.count_in(held.conn.phase(), client.ip());
+            return step;
         }
         // A delay's own step gives way to the advance below, where input that came
         // with the header counts.
-        let _ = take_verdict(&mut held.conn, verdict);
         self.slots
             .count_in(self.slab[key].conn.phase(), client.ip());
         let held = &mut self.slab[key];

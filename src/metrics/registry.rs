@@ -186,6 +186,30 @@ impl Collector for MetricsSource {
         )?;
         single(
             &mut encoder,
+            "greeter_trapped_connections",
+            "Clients trapped now by the --tarpit listeners (held under --max-trapped, not against --max-connections).",
+            ConstGauge::new(saturate(snapshot.trapped)),
+        )?;
+        single(
+            &mut encoder,
+            "greeter_trapped_clients",
+            "Clients trapped by the --tarpit listeners since the start.",
+            ConstCounter::new(totals.trapped),
+        )?;
+        single(
+            &mut encoder,
+            "greeter_trapped_seconds",
+            "Time trapped clients have spent trapped (an interval counted at each drip).",
+            ConstCounter::new(totals.trapped_ms as f64 / 1000.0),
+        )?;
+        single(
+            &mut encoder,
+            "greeter_bytes_dripped",
+            "Bytes dripped to trapped clients (within greeter_bytes_sent).",
+            ConstCounter::new(totals.dripped),
+        )?;
+        single(
+            &mut encoder,
             "greeter_connections_max",
             "The most connections that may be held (--max-connections times the workers).",
             ConstGauge::new(saturate(snapshot.max_connections)),

@@ -199,6 +199,9 @@ enum Stopped {
     ShareSpent,
     /// The gate stopped accepting (the cap, or a pause).
     Gate,
+    /// A tarpit listener, with `--max-trapped` clients trapped: its clients wait in
+    /// the backlog until a trap ends.
+    TrapFull,
 }
 
 impl Server {
@@ -238,6 +241,10 @@ impl Server {
                     self.ready.drained(index);
                 }
                 Err(Stopped::ShareSpent) => self.ready.later(index),
+                Err(Stopped::TrapFull) => {
+                    self.ready.drained(index);
+                    self.trap_parked.push(index);
+                }
                 // At capacity or paused: the gate says so; the rest stay queued.
                 Err(Stopped::Gate) => {
                     self.ready.first_again(index);
@@ -262,11 +269,18 @@ impl Server {
         share: usize,
         cap: usize,
     ) -> Result<usize, Stopped> {
+        // A tarpit listener stops at --max-trapped; not in a drain (cap: all), which
+        // takes what is queued (each then closed trap-full) rather than reset it.
+        let listener = usize::from(self.listeners[index].listener);
+        let parks = cap != usize::MAX && self.config.listeners[listener].tarpit.is_some();
         for used in 0..share {
             if self.held.counted() >= cap {
                 // Leave the rest in the kernel's backlog until a slot frees.
                 self.gate.at_capacity();
                 return Err(Stopped::Gate);
+            }
+            if parks && self.held.trap_full() {
+                return Err(Stopped::TrapFull);
             }
             match self.listeners[index].socket.accept() {
                 Ok((stream, peer)) => self.greet(stream, peer, index, now),

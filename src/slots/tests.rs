@@ -80,10 +80,10 @@ fn a_delay_slot_is_freed_as_its_connection_moves_on() {
         sent: 0,
         header_len: 0,
     };
-    slots.moved(DELAYING, writing);
+    slots.moved(DELAYING, writing, ip(A));
     assert_eq!(slots.delayed(), 0);
     assert!(!slots.delay_full());
-    slots.moved(Phase::Flushing, Phase::Lingering);
+    slots.moved(Phase::Flushing, Phase::Lingering, ip(A));
     assert_eq!(slots.delayed(), 0, "only a delay's end frees a delay slot");
 }
 

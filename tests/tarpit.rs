@@ -1,0 +1,429 @@
+//! `--tarpit`: a listener that traps its clients instead of greeting them, each
+//! dripped a line (or a few bytes of the greeting) every `--drip-interval`, held
+//! outside `--max-connections` under `--max-trapped` until it closes, resets or
+//! reaches `--trap-timeout`, and closed at once by a drain. Every test drives the
+//! real server through sockets, with a short interval, and waits on state.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use util::*;
+
+/// The `CLOSE` line of the one connection a log shows, once it is there.
+#[track_caller]
+fn close_line(server: &ServerProcess) -> String {
+    let log = server.wait_for_log("CLOSE peer=");
+    log.lines()
+        .find(|line| line.contains("CLOSE peer="))
+        .unwrap()
+        .to_owned()
+}
+
+/// The value of `key=` in a log line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line
+        .find(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        + key.len()
+        + 2;
+    line[start..].split(' ').next().unwrap()
+}
+
+/// Reads exactly `len` bytes (within the step timeout).
+#[track_caller]
+fn read_exactly(peer: &mut TcpStream, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0; len];
+    peer.read_exact(&mut bytes).expect("the drips");
+    bytes
+}
+
+/// Asserts that `bytes` are whole lines of `length` bytes: printable, ending in CRLF,
+/// none an SSH identification line.
+#[track_caller]
+fn assert_lines(bytes: &[u8], length: usize) {
+    assert_eq!(bytes.len() % length, 0, "{bytes:?}");
+    for line in bytes.chunks(length) {
+        assert!(line.ends_with(b"\r\n"), "{line:?}");
+        let text = &line[..length - 2];
+        assert!(
+            text.iter().all(|byte| (0x20..=0x7e).contains(byte)),
+            "{line:?}"
+        );
+        assert!(!line.starts_with(b"SSH-"), "{line:?}");
+    }
+}
+
+#[test]
+fn an_ssh_client_stays_trapped_dripped_a_line_each_interval_until_it_closes() {
+    let server = spawn_server(&["--tarpit", "--drip-interval", "100ms", "--log-connections"]);
+    let started = Instant::now();
+    let mut peer = connect(server.addr);
+    // A real SSH client speaks at once: that does not end its trap.
+    peer.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").unwrap();
+    let trap = server.wait_for_log("TRAP peer=");
+    // Named by its name, else by its address as configured.
+    assert!(
+        trap.contains(" listener=127.0.0.1:0 why=listener"),
+        "{trap}"
+    );
+    // No greeting first (no --message): three lines, one an interval.
+    let lines = read_exactly(&mut peer, 3 * 32);
+    assert_lines(&lines, 32);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "three drips after {:?}",
+        started.elapsed()
+    );
+    server.wait_for_in_flight(1);
+    drop(peer);
+    let close = close_line(&server);
+    assert_eq!(field(&close, "reason"), "trap-eof", "{close}");
+    assert_eq!(field(&close, "input"), "21", "{close}");
+    assert!(close.ends_with(" first=ssh"), "{close}");
+    assert!(
+        field(&close, "bytes").parse::<u64>().unwrap() >= 96,
+        "{close}"
+    );
+    assert!(
+        field(&close, "ms").parse::<u64>().unwrap() >= 300,
+        "{close}"
+    );
+    server.wait_for_in_flight(0);
+}
+
+#[test]
+fn a_set_message_comes_first_then_the_lines() {
+    let server = spawn_server(&[
+        "--tarpit",
+        "--message",
+        "220 slow.example ESMTP\r\n",
+        "--drip-interval",
+        "100ms",
+        "--drip-line-length",
+        "10",
+    ]);
+    let mut peer = connect(server.addr);
+    let lead = read_exactly(&mut peer, 24);
+    assert_eq!(lead, b"220 slow.example ESMTP\r\n");
+    assert_lines(&read_exactly(&mut peer, 2 * 10), 10);
+}
+
+#[test]
+fn a_lines_tarpit_whose_greeting_starts_an_identification_is_refused() {
+    let (status, stdout, stderr) = run_binary(
+        "greeter-server",
+        &["--port", "0", "--tarpit", "--message", "SSH-2.0-trap\r\n"],
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stdout.is_empty());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("starts with SSH-"), "{stderr}");
+    // Dripped as a greeting, it is just a slow banner.
+    let (status, _, stderr) = run_binary(
+        "greeter-server",
+        &[
+            "--port",
+            "0",
+            "--tarpit",
+            "--drip",
+            "greeting",
+            "--message",
+            "SSH-2.0-trap\r\n",
+            "--check-config",
+        ],
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn a_dripped_greeting_comes_a_few_bytes_an_interval_then_closes_as_ever() {
+    let server = spawn_server(&[
+        "--tarpit",
+        "--drip",
+        "greeting",
+        "--drip-bytes",
+        "5",
+        "--drip-interval",
+        "100ms",
+        "--message",
+        "220 hello there\r\n",
+        "--log-connections",
+    ]);
+    let started = Instant::now();
+    let mut peer = connect(server.addr);
+    let mut first = [0u8; 5];
+    peer.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"220 h");
+    let mut rest = Vec::new();
+    peer.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"ello there\r\n");
+    // 17 bytes, 5 at a time: 4 drips, 3 intervals apart.
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "all of it after {:?}",
+        started.elapsed()
+    );
+    let close = close_line(&server);
+    assert_eq!(field(&close, "reason"), "greeted", "{close}");
+    assert_eq!(field(&close, "bytes"), "17", "{close}");
+
+    // One that spoke lingers after its greeting as any other; its time still
+    // counts from its accept.
+    let mut speaker = connect(server.addr);
+    speaker.write_all(b"EHLO early.example\r\n").unwrap();
+    let mut all = Vec::new();
+    speaker.read_to_end(&mut all).unwrap();
+    assert_eq!(all, b"220 hello there\r\n");
+    drop(speaker);
+    let log = server.wait_for_log("reason=eof");
+    let close = log
+        .lines()
+        .find(|line| line.contains("reason=eof"))
+        .unwrap();
+    let ms: u64 = field(close, "ms").parse().unwrap();
+    assert!((300..60_000).contains(&ms), "{close}");
+    assert!(close.ends_with(" input=20 first=other"), "{close}");
+}
+
+#[test]
+fn a_trap_ends_at_its_timeout_and_on_a_reset() {
+    let server = spawn_server(&[
+        "--tarpit",
+        "--drip-interval",
+        "100ms",
+        "--trap-timeout",
+        "300ms",
+        "--log-connections",
+    ]);
+    let mut peer = connect(server.addr);
+    let started = Instant::now();
+    let mut received = Vec::new();
+    // The server resets a trap that timed out (its unsent drips are not wanted).
+    let _ = peer.read_to_end(&mut received);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_lines(&received, 32);
+    let close = close_line(&server);
+    assert_eq!(field(&close, "reason"), "trap-timeout", "{close}");
+
+    let reset = socket2::Socket::from(connect(server.addr));
+    server.wait_for_in_flight(1);
+    reset.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(reset);
+    server.wait_for_log("reason=trap-reset");
+    server.wait_for_in_flight(0);
+}
+
+#[test]
+fn trapped_clients_are_bounded_apart_from_the_connection_limit() {
+    let server = spawn_server(&[
+        "--tarpit",
+        "--drip-interval",
+        "100ms",
+        "--max-connections",
+        "1",
+        "--max-trapped",
+        "2",
+        "--log-connections",
+    ]);
+    // Two trapped: past --max-connections 1, since traps do not count there.
+    let mut trapped = vec![connect(server.addr), connect(server.addr)];
+    for peer in &mut trapped {
+        assert_lines(&read_exactly(peer, 32), 32);
+    }
+    server.wait_for_in_flight(2);
+    // The third waits in the backlog, neither trapped nor closed, while the
+    // tarpit is full (five intervals without a drip: a trapped one gets one each).
+    let mut third = connect(server.addr);
+    third
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let waited = third
+        .read(&mut byte)
+        .expect_err("nothing while the tarpit is full");
+    assert!(
+        matches!(
+            waited.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{waited}"
+    );
+    // One leaves: the third is accepted and trapped.
+    trapped.pop();
+    third.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    assert_lines(&read_exactly(&mut third, 32), 32);
+    server.wait_for_in_flight(2);
+    assert!(
+        !server.stderr().contains("trap-full"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn one_address_cannot_fill_the_tarpit() {
+    let server = spawn_server(&[
+        "--tarpit",
+        "--host",
+        "0.0.0.0",
+        "--drip-interval",
+        "100ms",
+        "--max-trapped-per-ip",
+        "1",
+        "--log-connections",
+    ]);
+    let port = server.addr.port();
+    let addr = |ip: &str| format!("{ip}:{port}").parse().unwrap();
+    let mut first = connect_from("127.0.0.1", addr("127.0.0.1"));
+    assert_lines(&read_exactly(&mut first, 32), 32);
+    let mut second = connect_from("127.0.0.1", addr("127.0.0.1"));
+    assert_eq!(read_to_eof(&mut second).unwrap(), b"");
+    assert!(close_line(&server).contains("reason=trap-full"));
+    let mut other = connect_from("127.0.0.2", addr("127.0.0.1"));
+    assert_lines(&read_exactly(&mut other, 32), 32);
+}
+
+#[test]
+fn a_stop_closes_trapped_clients_at_once_with_reason_drain() {
+    let mut server = spawn_server(&[
+        "--tarpit",
+        "--drip-interval",
+        "100ms",
+        "--drain-timeout",
+        "60s",
+        "--log-connections",
+    ]);
+    let mut peers = vec![connect(server.addr), connect(server.addr)];
+    for peer in &mut peers {
+        assert_lines(&read_exactly(peer, 32), 32);
+    }
+    let started = Instant::now();
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging(" trapped=2 ", STEP_TIMEOUT);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the drain waited for traps: {:?}",
+        started.elapsed()
+    );
+    let log = server.stderr();
+    let drained = log
+        .lines()
+        .filter(|line| line.contains("CLOSE peer=") && line.contains(" reason=drain "))
+        .count();
+    assert_eq!(drained, 2, "{log}");
+}
+
+#[test]
+fn a_client_that_does_not_read_stops_the_drips_until_it_does() {
+    let server = spawn_server(&[
+        "--tarpit",
+        "--drip-interval",
+        "10ms",
+        "--drip-line-length",
+        "255",
+        "--send-buffer",
+        "4096",
+        "--metrics",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    let metrics = metrics_addr(&server);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut peer: TcpStream = socket.into();
+    peer.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    let dripped = || {
+        let (_, body) = http_get(metrics, "/metrics");
+        samples(&body)["greeter_bytes_dripped_total"]
+    };
+    // The buffers fill; then the count stops growing (drips are skipped, not sent).
+    let mut last = -1.0;
+    wait_for(
+        STEP_TIMEOUT,
+        || "the drips to stop".to_owned(),
+        || {
+            let now = dripped();
+            let stopped = now > 0.0 && now == last;
+            last = now;
+            std::thread::sleep(Duration::from_millis(200));
+            stopped.then_some(())
+        },
+    );
+    let (_, body) = http_get(metrics, "/metrics");
+    assert_eq!(samples(&body)["greeter_trapped_connections"], 1.0, "{body}");
+    // Read what waits: writable again, the drips go on.
+    let mut buffer = vec![0u8; 1 << 20];
+    let _ = peer.read(&mut buffer).unwrap();
+    let stalled_at = last;
+    wait_until("the drips to go on", || {
+        let _ = peer.set_nonblocking(true);
+        while matches!(peer.read(&mut buffer), Ok(n) if n > 0) {}
+        dripped() > stalled_at
+    });
+}
+
+#[test]
+fn a_reload_turns_the_tarpit_on_and_off_for_new_clients_only() {
+    let (command, path) = ServerCommand::new(&[]).config(
+        "tarpit-reload.toml",
+        "port = 0\nmessage = \"hello\\r\\n\"\ndrip-interval = \"100ms\"\nlog-connections = true\n",
+    );
+    let server = command.spawn();
+    let mut greeted = connect(server.addr);
+    assert_eq!(read_to_eof(&mut greeted).unwrap(), b"hello\r\n");
+
+    let rewrite = |toml: &str| {
+        let new = path.with_extension("new");
+        std::fs::write(&new, toml).unwrap();
+        std::fs::rename(&new, &path).unwrap();
+    };
+    rewrite(
+        "port = 0\nmessage = \"hello\\r\\n\"\ndrip-interval = \"100ms\"\nlog-connections = true\n\
+         tarpit = true\ndrip = \"greeting\"\ndrip-bytes = 2\n",
+    );
+    server.signal("HUP");
+    server.wait_for_log("reload: configuration reloaded");
+    // Trapped now: the greeting two bytes an interval.
+    let mut trapped = connect(server.addr);
+    assert_eq!(read_exactly(&mut trapped, 2), b"he");
+    server.wait_for_log("TRAP peer=");
+
+    // Off again: a new client is greeted at once; the trapped one keeps its drip.
+    let reloads = server
+        .stderr()
+        .matches("reload: configuration reloaded")
+        .count();
+    rewrite(
+        "port = 0\nmessage = \"hello\\r\\n\"\ndrip-interval = \"100ms\"\nlog-connections = true\n",
+    );
+    server.signal("HUP");
+    wait_until("the second reload", || {
+        server
+            .stderr()
+            .matches("reload: configuration reloaded")
+            .count()
+            > reloads
+    });
+    let mut greeted = connect(server.addr);
+    assert_eq!(read_to_eof(&mut greeted).unwrap(), b"hello\r\n");
+    let mut rest = Vec::new();
+    trapped.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"llo\r\n");
+}
+
+#[test]
+fn a_start_up_warning_counts_the_trapped_against_the_fd_limit() {
+    let mut server =
+        ServerCommand::new(&["--tarpit", "--max-connections", "40", "--max-trapped", "30"])
+            .fd_limit(64)
+            .spawn();
+    server.wait_for_log(
+        "fd limit: 70 connections (workers 1 x (max-connections 40 + max-trapped 30)) \
+         may be held, above the open-file limit 64: accepting pauses",
+    );
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("totals in_flight=0", STEP_TIMEOUT);
+}
