@@ -852,3 +852,31 @@ fn every_duration_flag_refuses_a_negative_duration_in_greeters_words() {
         "{stderr}"
     );
 }
+
+/// Every TOML example a reader may copy (README.md, docs/operations.md) is a config
+/// file the server takes: `--check-config` exits 0 on each.
+#[test]
+fn every_toml_example_in_the_docs_is_a_config_the_server_takes() {
+    let mut examples = 0;
+    for doc in ["README.md", "docs/operations.md"] {
+        let text =
+            std::fs::read_to_string(format!("{}/{doc}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("```toml\n") {
+            let body = &rest[start + "```toml\n".len()..];
+            let end = body.find("```").expect("a closed toml block");
+            // Ports as written may be taken or privileged: --check-config binds nothing.
+            let file = temp_file("example.toml", body[..end].as_bytes());
+            let (code, _, stderr) = check(&["--config", file.arg()], &[]);
+            assert_eq!(
+                code,
+                Some(0),
+                "{doc}: this example is refused:\n{}\n{stderr}",
+                &body[..end]
+            );
+            examples += 1;
+            rest = &body[end..];
+        }
+    }
+    assert!(examples >= 3, "found {examples} examples");
+}
