@@ -865,14 +865,14 @@ fn every_toml_example_in_the_docs_is_a_config_the_server_takes() {
         while let Some(start) = rest.find("```toml\n") {
             let body = &rest[start + "```toml\n".len()..];
             let end = body.find("```").expect("a closed toml block");
+            let example = &body[..end];
             // Ports as written may be taken or privileged: --check-config binds nothing.
-            let file = temp_file("example.toml", body[..end].as_bytes());
+            let file = temp_file("example.toml", example.as_bytes());
             let (code, _, stderr) = check(&["--config", file.arg()], &[]);
             assert_eq!(
                 code,
                 Some(0),
-                "{doc}: this example is refused:\n{}\n{stderr}",
-                &body[..end]
+                "{doc}: this example is refused:\n{example}\n{stderr}"
             );
             examples += 1;
             rest = &body[end..];
