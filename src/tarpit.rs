@@ -90,6 +90,23 @@ pub(crate) fn random_line<'a>(
     &line[..length]
 }
 
+/// Why `greeting` cannot lead the lines of a `--drip lines` trap, if it cannot: a
+/// line of it that starts with `SSH-` is an identification line, which ends the trap
+/// (RFC 4253 4.2), and a last line without its line break would be continued by the
+/// first line dripped (a greeting ending in `SSH` and a line starting with `-`).
+pub(crate) fn lead_problem(greeting: &[u8]) -> Option<&'static str> {
+    if greeting
+        .split(|&byte| byte == b'\n')
+        .any(|line| line.starts_with(b"SSH-"))
+    {
+        Some("has a line that starts with SSH-, which would end the trap")
+    } else if !greeting.is_empty() && !greeting.ends_with(b"\n") {
+        Some("does not end with a line break (end it with \\r\\n: the first line dripped would continue its last)")
+    } else {
+        None
+    }
+}
+
 /// Makes sure `text` does not start an SSH identification line, which would end the
 /// trap (RFC 4253 4.2): `SSH-` becomes `sSH-`.
 fn never_identification(text: &mut [u8]) {

@@ -121,6 +121,38 @@ fn a_lines_tarpit_whose_greeting_starts_an_identification_is_refused() {
     assert!(stdout.is_empty());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("starts with SSH-"), "{stderr}");
+    // A later line of it would end the trap as well, and a greeting without its line
+    // break would be continued by the first line dripped (`SSH` + `-...`): both
+    // refused, whether given as --message or read from a file.
+    for (message, says) in [
+        (
+            "hi\r\nSSH-2.0-OpenSSH_9.6\r\n",
+            "a line that starts with SSH-",
+        ),
+        ("SSH", "does not end with a line break"),
+        ("220 banner", "does not end with a line break"),
+    ] {
+        let (status, _, stderr) = run_binary(
+            "greeter-server",
+            &["--port", "0", "--tarpit", "--message", message],
+        );
+        assert_eq!(status.code(), Some(2), "{message:?}: {stderr}");
+        assert!(stderr.contains(says), "{message:?}: {stderr}");
+        let file = temp_file("lead.txt", message.as_bytes());
+        let (status, _, stderr) = run_binary(
+            "greeter-server",
+            &[
+                "--port",
+                "0",
+                "--tarpit",
+                "--message-file",
+                file.arg(),
+                "--check-config",
+            ],
+        );
+        assert_ne!(status.code(), Some(0), "{message:?} in a file: {stderr}");
+        assert!(stderr.contains(says), "{message:?} in a file: {stderr}");
+    }
     // Dripped as a greeting, it is just a slow banner.
     let (status, _, stderr) = run_binary(
         "greeter-server",
@@ -426,4 +458,28 @@ fn a_start_up_warning_counts_the_trapped_against_the_fd_limit() {
     );
     server.signal("TERM");
     server.assert_exits_cleanly_logging("totals in_flight=0", STEP_TIMEOUT);
+}
+
+#[test]
+fn a_drip_interval_below_the_timers_resolution_is_refused() {
+    for interval in ["1ns", "1ms", "9ms"] {
+        let (status, _, stderr) = run_binary(
+            "greeter-server",
+            &["--port", "0", "--tarpit", "--drip-interval", interval],
+        );
+        assert_eq!(status.code(), Some(2), "{interval}: {stderr}");
+        assert!(stderr.contains("shorter than 10ms"), "{interval}: {stderr}");
+    }
+    let (status, _, stderr) = run_binary(
+        "greeter-server",
+        &[
+            "--port",
+            "0",
+            "--tarpit",
+            "--drip-interval",
+            "10ms",
+            "--check-config",
+        ],
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
 }

@@ -32,10 +32,10 @@ complete -c greeter-server -l pass-table-size -d '--pass-ttl remembers at most N
 complete -c greeter-server -l drip -d 'What a --tarpit listener drips: lines (a line of --drip-line-length random printable bytes, never starting with SSH-, forever; the greeting first if --message or --message-file is set) or greeting (the greeting, --drip-bytes at a time, then the ordinary close)' -r -f -a "lines\t'A line of `--drip-line-length` random printable bytes (CRLF included), never starting with `SSH-`, forever (the greeting first, if one is set)'
 greeting\t'The greeting, `--drip-bytes` at a time, then the ordinary close'"
 complete -c greeter-server -l drip-line-length -d 'The length of a --drip lines line, its CRLF included (3 to 255)' -r
-complete -c greeter-server -l drip-interval -d 'The time between two drips of a --tarpit listener' -r
+complete -c greeter-server -l drip-interval -d 'The time between two drips of a --tarpit listener (at least 10ms, the timers\' resolution)' -r
 complete -c greeter-server -l drip-bytes -d 'The greeting\'s bytes sent each --drip-interval with --drip greeting' -r
 complete -c greeter-server -l trap-timeout -d 'End a trap that has lasted this long (reason trap-timeout; checked at each drip) (default: never)' -r
-complete -c greeter-server -l max-trapped -d 'Clients trapped at once by the --tarpit listeners, per worker, apart from --max-connections; a client beyond it is closed at once without anything (reason trap-full)' -r
+complete -c greeter-server -l max-trapped -d 'Clients trapped at once by the --tarpit listeners, per worker, apart from --max-connections; at it, the tarpit listeners are not accepted from (new clients wait in the backlog) until a trap ends' -r
 complete -c greeter-server -l max-trapped-per-ip -d 'At most N clients trapped at once from one address, per worker; more are closed at once (reason trap-full) (default: no limit)' -r
 complete -c greeter-server -l metrics -d 'Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on this address and port, e.g. 127.0.0.1:9464 or localhost:9464 (a name: the first address it resolves to) (default: off)' -r
 complete -c greeter-server -l upgrade-timeout -d 'On SIGUSR2, how long the new binary has to report that it serves before it is stopped (SIGTERM, SIGKILL --drain-timeout later) and this process goes on serving' -r

@@ -227,10 +227,10 @@ impl ServerArgs {
             Drip::Lines
                 if self.greeting.message.is_some() || self.greeting.message_file.is_some() =>
             {
-                if greeting.starts_with(b"SSH-") {
+                if let Some(problem) = crate::tarpit::lead_problem(greeting) {
                     return Err(SettingsError(format!(
-                        "the greeting of the --tarpit listener {} starts with SSH-, which would \
-                         end the trap of --drip lines (give another greeting, or --drip greeting)",
+                        "the greeting of the --tarpit listener {} with --drip lines {problem} \
+                         (give another greeting, or --drip greeting)",
                         id.describe()
                     ))
                     .into_failure());

@@ -210,9 +210,10 @@ pub struct ServerArgs {
           value_parser = clap::value_parser!(u8).range(3..=255))]
     pub drip_line_length: u8,
 
-    /// The time between two drips of a --tarpit listener
+    /// The time between two drips of a --tarpit listener (at least 10ms, the timers'
+    /// resolution)
     #[arg(long, value_name = "DUR", default_value = "10s", allow_hyphen_values = true,
-          value_parser = parse_positive_duration)]
+          value_parser = parse_drip_interval)]
     pub drip_interval: Duration,
 
     /// The greeting's bytes sent each --drip-interval with --drip greeting
@@ -227,8 +228,8 @@ pub struct ServerArgs {
     pub trap_timeout: Option<Duration>,
 
     /// Clients trapped at once by the --tarpit listeners, per worker, apart from
-    /// --max-connections; a client beyond it is closed at once without anything
-    /// (reason trap-full)
+    /// --max-connections; at it, the tarpit listeners are not accepted from (new
+    /// clients wait in the backlog) until a trap ends
     #[arg(long, value_name = "N", default_value_t = 4096, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_trapped: u32,
@@ -411,6 +412,17 @@ pub fn parse_error_cause(err: &clap::Error) -> String {
     {
         Some(values) => format!("{cause} {values}"),
         None => cause.to_owned(),
+    }
+}
+
+/// `--drip-interval`: a duration of at least 10 ms, the deadline queues' tick (a
+/// shorter one would silently become a tick).
+fn parse_drip_interval(text: &str) -> Result<Duration, String> {
+    match parse_positive_duration(text)? {
+        interval if interval < Duration::from_millis(10) => Err(format!(
+            "{text} is shorter than 10ms, the timers' resolution (write 10ms or more)"
+        )),
+        interval => Ok(interval),
     }
 }
 

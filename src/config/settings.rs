@@ -303,17 +303,18 @@ impl ServerArgs {
     /// # Errors
     /// A phrase saying which values clash and how to fix them.
     pub fn check_combination(&self) -> Result<(), String> {
-        let ssh_greeting = self
+        let lead_problem = self
             .greeting
             .message
             .as_ref()
-            .is_some_and(|text| text.starts_with("SSH-"));
-        if self.tarpit && self.drip == crate::tarpit::Drip::Lines && ssh_greeting {
-            return Err(
-                "the message of a --tarpit listener starts with SSH-, which would end the trap \
-                 of --drip lines (give another message, or --drip greeting)"
-                    .to_owned(),
-            );
+            .and_then(|text| crate::tarpit::lead_problem(text.as_bytes()));
+        if let (true, crate::tarpit::Drip::Lines, Some(problem)) =
+            (self.tarpit, self.drip, lead_problem)
+        {
+            return Err(format!(
+                "the message of a --tarpit listener with --drip lines {problem} (give another \
+                 message, or --drip greeting)"
+            ));
         }
         if !self.greet_delay.is_zero() && self.greet_delay >= self.write_timeout {
             return Err(format!(
