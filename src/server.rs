@@ -458,11 +458,21 @@ impl Server {
             // trap's time is not a greeting's (its `ms=` is its own).
             if closed.trapped_ms == 0 {
                 self.totals.observe_held_lifetime(lifetime);
+            } else {
+                observe_trap(&mut self.totals, closed.trapped_ms);
             }
             record(&mut self.totals, &closed, level, || lifetime);
         }
         self.gate.descriptor_freed();
     }
+}
+
+/// Counts a trap's duration (its `ms=`, by the wall clock) in the trap histogram:
+/// out of line, so that the held connections' loop is as it was.
+#[cold]
+#[inline(never)]
+fn observe_trap(totals: &mut Totals, trapped_ms: u64) {
+    totals.observe_trap_duration(trapped_ms);
 }
 
 /// Counts a close under its reason and logs its `CLOSE` line (its `ACCEPT` line, even

@@ -50,6 +50,12 @@ pub struct Totals {
     held_lifetimes: [u64; LIFETIME_BOUNDS.len() + 1],
     /// The sum of those lifetimes, in milliseconds.
     held_lifetime_ms: u64,
+    /// Traps by duration, from trapped to close by the wall clock (their `ms=`): one
+    /// count per [`TRAP_DURATION_BOUNDS`] bucket (not cumulative), the last beyond
+    /// them all.
+    trap_durations: [u64; TRAP_DURATION_BOUNDS.len() + 1],
+    /// The sum of those durations, in milliseconds.
+    trap_duration_ms: u64,
 }
 
 /// The upper bounds, in seconds, of the held-lifetime histogram's buckets: 1 ms to
@@ -58,6 +64,12 @@ pub struct Totals {
 pub const LIFETIME_BOUNDS: [f64; 18] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0,
     100.0, 250.0, 500.0,
+];
+
+/// The upper bounds, in seconds, of the trap-duration histogram's buckets: 1 s to a
+/// day (a scanner leaves within seconds, a real SSH client stays for hours).
+pub const TRAP_DURATION_BOUNDS: [f64; 10] = [
+    1.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0, 86400.0,
 ];
 
 /// The `totals` line's fields, in their documented order (an interface: new ones are
@@ -174,6 +186,23 @@ impl Totals {
         (&self.held_lifetimes, self.held_lifetime_ms)
     }
 
+    /// Counts a trap that lasted `ms` milliseconds by the wall clock.
+    pub(crate) fn observe_trap_duration(&mut self, ms: u64) {
+        let seconds = ms as f64 / 1000.0;
+        let bucket = TRAP_DURATION_BOUNDS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(TRAP_DURATION_BOUNDS.len());
+        self.trap_durations[bucket] += 1;
+        self.trap_duration_ms += ms;
+    }
+
+    /// Traps by duration (per bucket of [`TRAP_DURATION_BOUNDS`], the last beyond
+    /// them) and the sum of their durations in milliseconds.
+    pub fn trap_durations(&self) -> (&[u64], u64) {
+        (&self.trap_durations, self.trap_duration_ms)
+    }
+
     /// Counts a connection whose peer sent data first of class `first`.
     pub(crate) fn count_peer_input(&mut self, first: FirstInput) {
         self.peer_input[first as usize] += 1;
@@ -202,6 +231,10 @@ impl Totals {
             *mine += theirs;
         }
         self.held_lifetime_ms += other.held_lifetime_ms;
+        for (mine, theirs) in self.trap_durations.iter_mut().zip(other.trap_durations) {
+            *mine += theirs;
+        }
+        self.trap_duration_ms += other.trap_duration_ms;
     }
 }
 
@@ -278,6 +311,34 @@ mod tests {
              rate=0 pregreet=0 pregreeted=0 delay_full=0 passed=0 trapped=0 trap_eof=0 \
              trap_reset=0 trap_timeout=0 trap_full=0 dripped=0 trapped_seconds=0"
         );
+    }
+
+    #[test]
+    fn trap_durations_fall_in_buckets_up_to_a_day_and_beyond() {
+        let mut totals = Totals::default();
+        for ms in [
+            1,
+            1000,
+            1001,
+            45_000,
+            86_400_000,
+            86_400_001,
+            100 * 86_400_000,
+        ] {
+            totals.observe_trap_duration(ms);
+        }
+        let (counts, sum_ms) = totals.trap_durations();
+        assert_eq!(counts, [2, 1, 0, 1, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(
+            sum_ms,
+            1 + 1000 + 1001 + 45_000 + 86_400_000 + 86_400_001 + 100 * 86_400_000
+        );
+        let mut summed = Totals::default();
+        summed.add(&totals);
+        summed.add(&totals);
+        assert_eq!(summed.trap_durations().0[10], 4);
+        // Not a held lifetime.
+        assert_eq!(totals.held_lifetimes().0.iter().sum::<u64>(), 0);
     }
 
     #[test]

@@ -483,3 +483,63 @@ fn a_drip_interval_below_the_timers_resolution_is_refused() {
     );
     assert_eq!(status.code(), Some(0), "{stderr}");
 }
+
+#[test]
+fn each_trap_s_duration_is_observed_at_its_close_in_a_histogram_up_to_a_day() {
+    let server = spawn_server(&[
+        "--tarpit",
+        "--drip-interval",
+        "100ms",
+        "--trap-timeout",
+        "1500ms",
+        "--log-connections",
+        "--metrics",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    let metrics = metrics_addr(&server);
+    // One leaves at once (trap-eof, under a second), one waits out its timeout.
+    let quick = connect(server.addr);
+    server.wait_for_log("TRAP peer=");
+    drop(quick);
+    server.wait_for_log("reason=trap-eof");
+    let mut patient = connect(server.addr);
+    let _ = patient.read_to_end(&mut Vec::new());
+    let log = server.wait_for_log("reason=trap-timeout");
+    let ms: Vec<f64> = log
+        .lines()
+        .filter(|line| line.contains("CLOSE peer="))
+        .map(|line| field(line, "ms").parse().unwrap())
+        .collect();
+    assert_eq!(ms.len(), 2, "{log}");
+    assert!(ms[0] < 1000.0 && ms[1] >= 1500.0, "{log}");
+    let scraped = std::cell::RefCell::new(Default::default());
+    wait_for(
+        STEP_TIMEOUT,
+        || format!("both traps observed: {:?}", scraped.borrow()),
+        || {
+            *scraped.borrow_mut() = samples(&http_get(metrics, "/metrics").1);
+            (scraped.borrow().get("greeter_trap_duration_seconds_count") == Some(&2.0))
+                .then_some(())
+        },
+    );
+    let scraped: std::collections::BTreeMap<String, f64> = scraped.into_inner();
+    let bucket =
+        |le: &str| scraped[&format!("greeter_trap_duration_seconds_bucket{{le=\"{le}\"}}")];
+    assert_eq!(bucket("1.0"), 1.0, "{scraped:?}");
+    assert_eq!(bucket("10.0"), 2.0, "{scraped:?}");
+    assert_eq!(bucket("86400.0"), 2.0, "{scraped:?}");
+    assert_eq!(bucket("+Inf"), 2.0, "{scraped:?}");
+    // The sum is the CLOSE lines' ms=, by the wall clock.
+    let sum = scraped["greeter_trap_duration_seconds_sum"];
+    assert!(
+        (sum - (ms[0] + ms[1]) / 1000.0).abs() < 1e-6,
+        "{sum} against {ms:?}"
+    );
+    // A trap is not a held greeting: the held-lifetime histogram leaves it out.
+    assert_eq!(scraped["greeter_held_connection_seconds_count"], 0.0);
+    // The counter stays as it was beside it.
+    assert!(
+        scraped["greeter_trapped_seconds_total"] > 0.0,
+        "{scraped:?}"
+    );
+}

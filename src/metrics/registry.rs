@@ -15,7 +15,7 @@ use prometheus_client::metrics::MetricType;
 use crate::close::CloseReason;
 use crate::handle::Snapshot;
 use crate::peer_input::FirstInput;
-use crate::totals::LIFETIME_BOUNDS;
+use crate::totals::{LIFETIME_BOUNDS, TRAP_DURATION_BOUNDS};
 use crate::workers::WorkersView;
 
 /// Reloads counted by outcome: the reload thread counts, `/metrics` reads.
@@ -52,21 +52,22 @@ impl MetricsSource {
     }
 }
 
-/// The held-lifetime histogram as it was published: per-bucket counts, folded into
-/// `shown` buckets and +Inf.
-struct LifetimeHistogram<'a> {
+/// A histogram as it was published: per-bucket counts (one per bound, the last
+/// beyond them all), folded into the first `shown` of `bounds` and +Inf.
+struct PublishedHistogram<'a> {
+    bounds: &'a [f64],
     counts: &'a [u64],
     sum_ms: u64,
     shown: usize,
 }
 
-impl EncodeMetric for LifetimeHistogram<'_> {
+impl EncodeMetric for PublishedHistogram<'_> {
     fn encode(
         &self,
         mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
-        let shown = self.shown.min(LIFETIME_BOUNDS.len());
-        let mut buckets: Vec<(f64, u64)> = LIFETIME_BOUNDS[..shown]
+        let shown = self.shown.min(self.bounds.len());
+        let mut buckets: Vec<(f64, u64)> = self.bounds[..shown]
             .iter()
             .zip(self.counts)
             .map(|(&bound, &count)| (bound, count))
@@ -130,7 +131,8 @@ impl Collector for MetricsSource {
             &mut encoder,
             "greeter_held_connection_seconds",
             "Lifetimes of held connections, from accept to close (those greeted at once are not held, and not counted).",
-            LifetimeHistogram {
+            PublishedHistogram {
+                bounds: &LIFETIME_BOUNDS,
                 counts,
                 sum_ms,
                 shown: self.lifetime_buckets,
@@ -201,6 +203,18 @@ impl Collector for MetricsSource {
             "greeter_trapped_seconds",
             "Time trapped clients have spent trapped (an interval counted at each drip).",
             ConstCounter::new(totals.trapped_ms as f64 / 1000.0),
+        )?;
+        let (counts, sum_ms) = totals.trap_durations();
+        single(
+            &mut encoder,
+            "greeter_trap_duration_seconds",
+            "How long traps lasted, from trapped to close by the wall clock (the CLOSE line's ms=), observed at each trap's close.",
+            PublishedHistogram {
+                bounds: &TRAP_DURATION_BOUNDS,
+                counts,
+                sum_ms,
+                shown: TRAP_DURATION_BOUNDS.len(),
+            },
         )?;
         single(
             &mut encoder,
