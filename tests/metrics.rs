@@ -556,6 +556,23 @@ fn promtool_checks_the_alert_rules_and_the_dashboard_and_rules_name_real_metrics
     assert!(parsed["panels"]
         .as_array()
         .is_some_and(|panels| panels.len() >= 8));
+    // The tarpit row: trapped now, traps by close reason, bytes dripped, durations.
+    let panels = parsed["panels"].as_array().unwrap();
+    let row = panels
+        .iter()
+        .position(|panel| panel["type"] == "row" && panel["title"] == "Tarpit")
+        .expect("a Tarpit row");
+    let tarpit = serde_json::to_string(&panels[row + 1..]).unwrap();
+    for name in [
+        "greeter_trapped_connections",
+        "greeter_trapped_clients_total",
+        "greeter_bytes_dripped_total",
+        "greeter_trap_duration_seconds_bucket",
+    ] {
+        assert!(tarpit.contains(name), "the Tarpit row shows no {name}");
+    }
+    // (The row's expressions, as JSON-encoded strings: closes by their trap reasons.)
+    assert!(tarpit.contains(r#"reason=~\"trap_.*\""#), "{tarpit}");
 
     let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
     let (_, exposition) = http_get(metrics_addr(&server), "/metrics");
