@@ -158,3 +158,75 @@ fn connection_lines_are_debug_without_the_flag() {
     server.assert_exits_cleanly_logging("totals in_flight=0 accepted=1", STEP_TIMEOUT);
     assert!(!server.stderr().contains("ACCEPT"), "{}", server.stderr());
 }
+
+#[test]
+fn fail2ban_filter_finds_the_ends_of_traps_in_tarpit_mode_only() {
+    let mut server = spawn_server(&[
+        "--tarpit",
+        "--drip-interval",
+        "100ms",
+        "--trap-timeout",
+        "300ms",
+        "--max-trapped-per-ip",
+        "1",
+        "--deny",
+        "127.0.0.4",
+        "--log-connections",
+    ]);
+    // Turned away as ever: matched in every mode.
+    let mut denied = connect_from("127.0.0.4", server.addr);
+    assert_eq!(read_to_eof(&mut denied).unwrap_or_default(), b"");
+    // trap-eof: leaves at once.
+    let quick = connect_from("127.0.0.7", server.addr);
+    server.wait_for_log("TRAP peer=127.0.0.7:");
+    drop(quick);
+    server.wait_for_log("reason=trap-eof");
+    // trap-timeout: waits it out.
+    let mut patient = connect_from("127.0.0.8", server.addr);
+    let _ = std::io::Read::read_to_end(&mut patient, &mut Vec::new());
+    server.wait_for_log("reason=trap-timeout");
+    // trap-reset: resets.
+    let reset = socket2::Socket::from(connect_from("127.0.0.9", server.addr));
+    server.wait_for_log("TRAP peer=127.0.0.9:");
+    reset.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+    drop(reset);
+    server.wait_for_log("reason=trap-reset");
+    // Neither trap-full (its source already trapped) nor drain (the stop) is matched.
+    let _held = connect_from("127.0.0.10", server.addr);
+    server.wait_for_log("TRAP peer=127.0.0.10:");
+    let mut full = connect_from("127.0.0.10", server.addr);
+    assert_eq!(read_to_eof(&mut full).unwrap_or_default(), b"");
+    server.wait_for_log("reason=trap-full");
+    server.signal("TERM");
+    server.assert_exits_cleanly_logging("trap_full=1", STEP_TIMEOUT);
+    let log = server.stderr();
+    for reason in [
+        "trap-eof",
+        "trap-timeout",
+        "trap-reset",
+        "trap-full",
+        "drain",
+    ] {
+        assert!(
+            log.contains(&format!(" reason={reason} ")),
+            "{reason}:\n{log}"
+        );
+    }
+
+    let denied_only = BTreeMap::from([("127.0.0.4".to_owned(), 1)]);
+    assert_eq!(matches_of_the_filter(&log, ""), denied_only, "{log}");
+    assert_eq!(
+        matches_of_the_filter(&log, "[mode=aggressive]"),
+        denied_only,
+        "{log}"
+    );
+    let trapped: BTreeMap<String, usize> = ["127.0.0.4", "127.0.0.7", "127.0.0.8", "127.0.0.9"]
+        .iter()
+        .map(|ip| (ip.to_string(), 1))
+        .collect();
+    assert_eq!(
+        matches_of_the_filter(&log, "[mode=tarpit]"),
+        trapped,
+        "{log}"
+    );
+}
