@@ -300,6 +300,11 @@ impl Server {
                 if stop == StopRequest::Now || now >= drain_deadline {
                     self.held.close_all(CloseReason::DrainTimeout);
                     self.record_held_closes();
+                } else if self.held.trapped() > 0 && self.held.trapped() == self.held.len() {
+                    // The in-flight greetings are done; traps never finish, so they
+                    // are not waited for (reason drain).
+                    self.held.close_trapped();
+                    self.record_held_closes();
                 }
                 self.held.is_empty()
             }
@@ -421,20 +426,17 @@ impl Server {
         }
         self.listening = false;
         self.gate.close();
-        // Traps never finish: they are not waited for (reason drain).
-        if self.held.trapped() > 0 {
-            self.held.close_trapped();
-            self.record_held_closes();
-        }
         self.drain_deadline = Some(saturating_add(now, self.config.drain_timeout));
-        if self.held.is_empty() {
+        // Trapped clients are not in flight: they are closed once the rest are done.
+        let in_flight = self.held.len() - self.held.trapped();
+        if in_flight == 0 {
             info!(target: LOG_TARGET, "shutdown: stopped accepting; nothing in flight");
         } else {
             info!(
                 target: LOG_TARGET,
                 "shutdown: stopped accepting; waiting up to {} for {} in-flight greetings",
                 humantime::format_duration(self.config.drain_timeout),
-                self.held.len()
+                in_flight
             );
         }
     }

@@ -543,3 +543,54 @@ fn each_trap_s_duration_is_observed_at_its_close_in_a_histogram_up_to_a_day() {
         "{scraped:?}"
     );
 }
+
+#[test]
+fn a_stop_closes_traps_once_the_greetings_in_flight_are_done() {
+    let mut server = spawn_server(&[
+        "--tarpit",
+        "--proxy-protocol",
+        "--proxy-timeout",
+        "60s",
+        "--drip-interval",
+        "100ms",
+        "--drain-timeout",
+        "60s",
+        "--log-connections",
+    ]);
+    // One client trapped (its header came), one still in flight (no header yet).
+    let mut trapped = connect(server.addr);
+    trapped
+        .write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 1111 2222\r\n")
+        .unwrap();
+    assert_lines(&read_exactly(&mut trapped, 32), 32);
+    server.wait_for_log("TRAP peer=192.0.2.1");
+    // Half a header: accepted (a PROXY listener defers accepting until data comes),
+    // then held waiting for the rest.
+    let mut in_flight = connect(server.addr);
+    in_flight.write_all(b"PROXY TCP4 ").unwrap();
+    wait_until("the half header's connection is held", || {
+        server.signal("USR1");
+        server.stderr().contains("totals in_flight=2 ")
+    });
+    server.signal("TERM");
+    server.wait_for_log("waiting up to 1m for 1 in-flight greetings");
+    // The trap goes on while a connection is still in flight: more lines come.
+    assert_lines(&read_exactly(&mut trapped, 2 * 32), 32);
+    assert!(
+        !server.stderr().contains("reason=drain"),
+        "{}",
+        server.stderr()
+    );
+    // Once its header comes and it is done (trapped too, then the last), every trap
+    // ends at once, reason drain.
+    in_flight
+        .write_all(b"192.0.2.2 127.0.0.1 1111 2222\r\n")
+        .unwrap();
+    server.assert_exits_cleanly_logging(" trapped=2 ", STEP_TIMEOUT);
+    let log = server.stderr();
+    let drained = log
+        .lines()
+        .filter(|line| line.contains("CLOSE peer=") && line.contains(" reason=drain "))
+        .count();
+    assert_eq!(drained, 2, "{log}");
+}
