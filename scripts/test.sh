@@ -9,8 +9,8 @@ usage: scripts/test.sh [CARGO TEST ARGS...]
 
 Runs every test: `cargo test` over the workspace (greeter, greeter-load and xtask),
 then scripts/load-test.sh, held-rss.sh, reload-latency.sh, access-list.sh,
-greet-delay-flood.sh, many-listeners.sh, stuck-worker.sh, spread.sh, compare.sh and
-callgrind.sh on a small bounded load on 127.0.0.1, scripts/rate-table.sh on its full
+greet-delay-flood.sh, tarpit-rss.py, many-listeners.sh, stuck-worker.sh, spread.sh,
+compare.sh and callgrind.sh on a small bounded load on 127.0.0.1, scripts/rate-table.sh on its full
 million clients (named by PROXY headers), scripts/kubernetes-check.sh (the Kubernetes
 base, offline), and, as root, scripts/deb.sh (the Debian package: build, lintian,
 install, check, purge) and scripts/container-test.sh (the image in a private dockerd,
@@ -164,6 +164,11 @@ expect greet-delay-flood.sh \
   '^legit_plain_listener completed=[1-9][0-9]* errors=0 p50_ms=' \
   '^flood completed=[0-9]+ errors=[0-9]+$' \
   '^server: totals .* delay_full=[0-9]+ passed=[1-9][0-9]*( |$)'
+
+# A tarpit's cost per trapped client, small: 200 clients that never read, 2 s of
+# drips every 100 ms (the full run: python3 scripts/tarpit-rss.py 10000 1s 30).
+python3 scripts/tarpit-rss.py 200 100ms 2 >"$out"
+expect tarpit-rss.py '^trapped=200 interval=100ms rss_before_kib=[0-9]+ rss_trapped_kib=[0-9]+ bytes_per_trapped=[0-9]+ cpu_s=[0-9.]+ lines=[1-9][0-9]* cpu_ms_per_client_hour=[0-9.]+ cpu_us_per_line=[0-9.]+$'
 
 scripts/compare.sh -n 2000 --repeat 1 --concurrency "1 16" --no-rss --json "$out.json" \
   --servers "greeter c-policy c python greeter-proxy-v2 c-proxy greeter-w4" \
