@@ -12,9 +12,10 @@ then scripts/load-test.sh, held-rss.sh, reload-latency.sh, access-list.sh,
 greet-delay-flood.sh, tarpit-rss.py, many-listeners.sh, stuck-worker.sh, spread.sh,
 compare.sh and callgrind.sh on a small bounded load on 127.0.0.1,
 scripts/rate-table.sh on its full million clients (named by PROXY headers),
-scripts/kubernetes-check.sh (the Kubernetes base, offline), and, as root, scripts/deb.sh (the Debian package: build, lintian,
-install, check, purge) and scripts/container-test.sh (the image in a private dockerd,
-and three replicas replaced behind HAProxy under load), each checked against what it
+scripts/kubernetes-check.sh (the Kubernetes base, offline), and, as root,
+scripts/deb.sh (the Debian package: build, lintian, install, check, purge) and
+scripts/container-test.sh (the image in a private dockerd, and three replicas
+replaced behind HAProxy under load), each checked against what it
 must print. It takes minutes on 2 cores, and a first build adds its own; README's
 "Quick start" gives a measured, dated run.
 
