@@ -74,6 +74,7 @@ fn table(policy: Option<Policy>) -> PolicyTable {
         greeting: Greeting::from("hello"),
         policy: policy.map(Arc::new),
         tarpit: None,
+        trap: None,
         drip: DripSettings::default(),
     }])
 }
@@ -230,14 +231,15 @@ fn a_tarpit_listener_traps_whom_its_policy_lets_through_and_sends_its_lead() {
             list: denying(),
             ..Policy::default()
         })),
-        tarpit: Some(tarpit),
+        tarpit: Some(Arc::clone(&tarpit)),
+        trap: Some(tarpit),
         drip: DripSettings::default(),
     }]);
     let greeting = Greeting::from("hello");
     let now = Instant::now();
     let client: SocketAddr = "198.51.100.1:4000".parse().expect("address");
     let admission = table.admit(0, &greeting, client, now, &Limits::default());
-    assert_eq!(admission.verdict, Verdict::Trap);
+    assert_eq!(admission.verdict, Verdict::Trap(TrapWhy::Listener));
     assert_eq!(&admission.greeting[..], b"lead");
     let full = Limits {
         full_address: Some(client.ip()),
@@ -262,6 +264,7 @@ fn a_reload_replaces_the_table_whole() {
             ..Policy::default()
         })),
         tarpit: None,
+        trap: None,
         drip: DripSettings::default(),
     }]);
     let refused = (Verdict::Refuse(CloseReason::Denied), b"new".to_vec());
