@@ -594,9 +594,11 @@ fn an_allowed_address_is_greeted_on_a_tarpit_listener() {
     let port = server.addr.port();
     let addr = |ip: &str| format!("{ip}:{port}").parse().unwrap();
     let mut allowed = connect_from("127.0.0.1", addr("127.0.0.1"));
-    assert_eq!(read_to_eof(&mut allowed).unwrap(), b"hello\r\n");
+    assert_eq!(read_exactly(&mut allowed, 7), b"hello\r\n");
+    // Greeted and closed (a trap would drip on, and never log this).
     let close = close_line(&server);
     assert_eq!(field(&close, "reason"), "greeted", "{close}");
+    assert_eq!(read_to_eof(&mut allowed).unwrap(), b"");
     // Denied, on the tarpit listener: its greeting first, then the lines.
     let mut denied = connect_from("127.0.0.2", addr("127.0.0.1"));
     assert_eq!(read_exactly(&mut denied, 7), b"hello\r\n");
