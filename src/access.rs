@@ -260,13 +260,24 @@ impl AccessList {
     /// Whether a client at `ip` is greeted.
     #[inline]
     pub fn admits(&self, ip: IpAddr) -> bool {
-        let rule = match canonical(ip) {
-            IpAddr::V4(ip) => self.v4.get_lpm(&Ipv4Net::from(ip)).map(|(_, rule)| *rule),
-            IpAddr::V6(ip) => self.v6.get_lpm(&Ipv6Net::from(ip)).map(|(_, rule)| *rule),
-        };
-        match rule {
+        match self.rule(ip) {
             Some(rule) => rule == Rule::Allow,
             None => !self.allow_listed,
+        }
+    }
+
+    /// Whether an allow entry is what decides for `ip` (the most specific entry that
+    /// contains it allows): such a client is never trapped.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.rule(ip) == Some(Rule::Allow)
+    }
+
+    /// The rule of the most specific entry that contains `ip`, if any.
+    #[inline]
+    fn rule(&self, ip: IpAddr) -> Option<Rule> {
+        match canonical(ip) {
+            IpAddr::V4(ip) => self.v4.get_lpm(&Ipv4Net::from(ip)).map(|(_, rule)| *rule),
+            IpAddr::V6(ip) => self.v6.get_lpm(&Ipv6Net::from(ip)).map(|(_, rule)| *rule),
         }
     }
 }

@@ -44,6 +44,11 @@ pub struct Policy {
     pub greet_delay: Duration,
     /// `--pregreet`: what happens to a client that sends data during the delay.
     pub pregreet: Pregreet,
+    /// `--deny-action`: what a client the address list denies gets (closed, or
+    /// trapped).
+    pub deny_action: Action,
+    /// `--rate-action`: what a client over its source's rate gets.
+    pub rate_action: Action,
     /// The sources that waited out the delay silently, greeted at once for
     /// `--pass-ttl` (`None`: no delay, or `--pass-ttl 0s`); shared by the workers and
     /// kept across a reload that keeps its settings, as the rate table is.
@@ -58,6 +63,45 @@ pub enum Pregreet {
     Greet,
     /// Closed at once without the greeting (reason `pregreet`).
     Drop,
+    /// Trapped (`why=pregreet`) with its listener's drip settings, instead of
+    /// greeted; when the tarpit is full, closed at once (reason `trap-full`).
+    Tarpit,
+}
+
+/// `--deny-action`, `--rate-action`: what a client the policy refuses gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Action {
+    /// Closed (a denied client: the deny message first, if there is one).
+    #[default]
+    Close,
+    /// Trapped with its listener's drip settings (`why=deny` or `why=rate`); when
+    /// the tarpit is full, closed at once (reason `trap-full`).
+    Tarpit,
+}
+
+/// Why a client is trapped (the `TRAP` line's `why=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TrapWhy {
+    /// A `--tarpit` listener traps every client.
+    Listener,
+    /// `--deny-action tarpit`.
+    Deny,
+    /// `--rate-action tarpit`.
+    Rate,
+    /// `--pregreet tarpit`.
+    Pregreet,
+}
+
+impl TrapWhy {
+    /// Its name in the `TRAP` line.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TrapWhy::Listener => "listener",
+            TrapWhy::Deny => "deny",
+            TrapWhy::Rate => "rate",
+            TrapWhy::Pregreet => "pregreet",
+        }
+    }
 }
 
 impl Policy {
@@ -85,20 +129,25 @@ impl Policy {
     }
 
     /// What it refuses `client` at `now`, if anything: the address list first (the
-    /// deny message, if it has one), then the source's rate.
+    /// deny message, if it has one; the trap with `--deny-action tarpit`), then the
+    /// source's rate (the trap with `--rate-action tarpit`).
     #[inline]
     fn refuses(&self, client: IpAddr, now: Instant) -> Option<Verdict> {
         if !self.list.admits(client) {
-            return Some(match self.deny_message {
-                Some(_) => Verdict::DenyMessage,
-                None => Verdict::Refuse(CloseReason::Denied),
+            return Some(match (self.deny_action, &self.deny_message) {
+                (Action::Tarpit, _) => Verdict::Trap(TrapWhy::Deny),
+                (Action::Close, Some(_)) => Verdict::DenyMessage,
+                (Action::Close, None) => Verdict::Refuse(CloseReason::Denied),
             });
         }
         let over_rate = self
             .rate
             .as_ref()
             .is_some_and(|rate| !rate.admits(client, now));
-        over_rate.then_some(Verdict::Refuse(CloseReason::Rate))
+        over_rate.then_some(match self.rate_action {
+            Action::Close => Verdict::Refuse(CloseReason::Rate),
+            Action::Tarpit => Verdict::Trap(TrapWhy::Rate),
+        })
     }
 }
 
@@ -124,6 +173,10 @@ pub(crate) struct Served {
     pub(crate) policy: Option<Arc<Policy>>,
     /// `--tarpit`: its clients are trapped instead of greeted (`None`: greeted).
     pub(crate) tarpit: Option<Arc<Tarpit>>,
+    /// The trap of the clients its policy traps (`--deny-action`, `--rate-action`,
+    /// `--pregreet tarpit`): a tarpit listener's own, else its `--drip` with nothing
+    /// sent before the lines (`None`: its policy traps no one).
+    pub(crate) trap: Option<Arc<Tarpit>>,
     /// How its trapped clients are dripped (also those trapped before a reload
     /// turned `--tarpit` off).
     pub(crate) drip: DripSettings,
@@ -140,8 +193,9 @@ pub(crate) enum Verdict {
     DenyMessage,
     /// Nothing: closed at once for this reason.
     Refuse(CloseReason),
-    /// `--tarpit`: trapped, dripped its listener's lead and lines (or greeting).
-    Trap,
+    /// Trapped (a `--tarpit` listener's client, or one its policy traps), dripped
+    /// its listener's lead and lines (or greeting).
+    Trap(TrapWhy),
 }
 
 /// [`PolicyTable::admit`]'s answer: the verdict, and the bytes the connection is to be
@@ -191,16 +245,16 @@ impl PolicyTable {
         self.served[listener].policy.as_deref()
     }
 
-    /// Listener `listener`'s tarpit, if it is one now.
-    #[inline]
-    pub(crate) fn tarpit(&self, listener: usize) -> Option<&Arc<Tarpit>> {
-        self.served[listener].tarpit.as_ref()
-    }
-
     /// How listener `listener`'s trapped clients are dripped now.
     #[inline]
     pub(crate) fn drip(&self, listener: usize) -> &DripSettings {
         &self.served[listener].drip
+    }
+
+    /// The trap of listener `listener`'s policy-trapped clients, if it has one now.
+    #[inline]
+    pub(crate) fn trap(&self, listener: usize) -> Option<&Arc<Tarpit>> {
+        self.served[listener].trap.as_ref()
     }
 
     /// Listener `listener`'s current greet delay (zero: none).
@@ -244,9 +298,38 @@ impl PolicyTable {
             Verdict::DenyMessage => policy
                 .and_then(|policy| policy.deny_message.as_ref())
                 .unwrap_or(greeting),
+            // Only a policy that traps gives this one.
+            Verdict::Trap(_) => {
+                return self.admit_trapped(served, verdict, greeting, client, limits)
+            }
             _ => greeting,
         };
         Admission { verdict, greeting }
+    }
+
+    /// A client that listener entry `served`'s policy traps (`verdict`): sent its
+    /// trap's lead, unless `--max-trapped` (or `--max-trapped-per-ip`) are trapped
+    /// already: then closed at once (reason `trap-full`), never greeted.
+    #[cold]
+    #[inline(never)]
+    fn admit_trapped<'a>(
+        &'a self,
+        served: &'a Served,
+        verdict: Verdict,
+        greeting: &'a Greeting,
+        client: SocketAddr,
+        limits: &impl ServerLimits,
+    ) -> Admission<'a> {
+        match &served.trap {
+            Some(trap) if limits.admits_trapped(client) => Admission {
+                verdict,
+                greeting: &trap.lead,
+            },
+            _ => Admission {
+                verdict: Verdict::Refuse(CloseReason::TrapFull),
+                greeting,
+            },
+        }
     }
 
     /// [`PolicyTable::admit`] for a tarpit listener's client: its policy's verdict,
@@ -265,9 +348,15 @@ impl PolicyTable {
         limits: &impl ServerLimits,
     ) -> Admission<'a> {
         let policy = served.policy.as_deref();
+        // An address an allow entry matches is never trapped: greeted the ordinary
+        // way (its policy's verdict, a delay included).
+        let allowed = policy.is_some_and(|policy| policy.list.allows(client.ip()));
         match self.verdict(policy, client, now, limits) {
+            verdict @ (Verdict::Greet | Verdict::Delay(_)) if allowed => {
+                Admission { verdict, greeting }
+            }
             Verdict::Greet | Verdict::Delay(_) if limits.admits_trapped(client) => Admission {
-                verdict: Verdict::Trap,
+                verdict: Verdict::Trap(TrapWhy::Listener),
                 greeting: &tarpit.lead,
             },
             Verdict::Greet | Verdict::Delay(_) => Admission {
@@ -280,6 +369,9 @@ impl PolicyTable {
                     .and_then(|policy| policy.deny_message.as_ref())
                     .unwrap_or(greeting),
             },
+            verdict @ Verdict::Trap(_) => {
+                self.admit_trapped(served, verdict, greeting, client, limits)
+            }
             verdict => Admission { verdict, greeting },
         }
     }

@@ -263,6 +263,8 @@ fn write_close_line(closed: &Closed, level: Level, lifetime_ms: u64) {
 pub(crate) fn log_pregreet(closed: &Closed, level: Level) {
     let action = if closed.reason == CloseReason::Pregreet {
         "drop"
+    } else if closed.trapped_ms > 0 {
+        "tarpit"
     } else {
         "greet"
     };
@@ -281,20 +283,21 @@ pub(crate) fn log_pregreet(closed: &Closed, level: Level) {
     );
 }
 
-/// Logs the `TRAP` line of a client trapped by a tarpit listener (`listener`: its
-/// name or first address), at `level` (info with `--log-connections`), after its
+/// Logs the `TRAP` line of a client trapped (`why`: by a tarpit listener, or its
+/// listener's policy: `deny`, `rate`, `pregreet`) by listener `listener` (its name
+/// or first address), at `level` (info with `--log-connections`), after its
 /// `ACCEPT` line.
 #[cold]
 #[inline(never)]
-pub(crate) fn log_trap(peer: SocketAddr, listener: &str, level: Level) {
+pub(crate) fn log_trap(peer: SocketAddr, listener: &str, why: &str, level: Level) {
     log!(
         target: LOG_TARGET,
         level,
         event = "TRAP",
         peer:% = peer,
         listener = listener,
-        why = "listener";
-        "TRAP peer={peer} listener={listener} why=listener"
+        why = why;
+        "TRAP peer={peer} listener={listener} why={why}"
     );
 }
 

@@ -43,6 +43,7 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 use mio::Interest;
 
+use crate::admission::Pregreet;
 use crate::close::{log_proxy_error, CloseReason};
 use crate::peer_addr::PeerAddr;
 use crate::peer_input::FirstInput;
@@ -114,8 +115,8 @@ pub(crate) enum Phase {
     Delaying {
         /// The length of the PROXY header read before (0 without one).
         header_len: u16,
-        /// `--pregreet drop`: a pregreeter is closed at once, not greeted.
-        drop_pregreeter: bool,
+        /// `--pregreet`: what a pregreeter gets.
+        pregreet: Pregreet,
     },
     /// The greeting is being written; `sent` bytes are out.
     Writing {
@@ -193,6 +194,9 @@ pub(crate) enum Step {
     Named(SocketAddr),
     /// It is finished: close it for this reason.
     Close(CloseReason),
+    /// `--pregreet tarpit`: it pregreeted during its delay; the holder traps it
+    /// (or closes it, reason `trap-full`, when the tarpit is full).
+    Trap,
 }
 
 impl Connection {
@@ -248,11 +252,9 @@ impl Connection {
                     WriteProgress::Failed(err) => Step::Close(CloseReason::for_error(&err)),
                 }
             }
-            Phase::Delaying {
-                drop_pregreeter, ..
-            } => {
+            Phase::Delaying { pregreet, .. } => {
                 let input = self.read_input();
-                if let Some(dropped) = self.pregreeting(drop_pregreeter) {
+                if let Some(dropped) = self.pregreeting(pregreet) {
                     return dropped;
                 }
                 match input {
@@ -425,9 +427,9 @@ impl Connection {
     }
 
     /// Holds back the greeting of a fresh connection for its `--greet-delay`
-    /// (`drop_pregreeter`: `--pregreet drop`). Input that came with its PROXY header
+    /// (`pregreet`: what a pregreeter gets). Input that came with its PROXY header
     /// was sent before the greeting: it makes the client a pregreeter at once.
-    pub(crate) fn delay(&mut self, drop_pregreeter: bool) -> Step {
+    pub(crate) fn delay(&mut self, pregreet: Pregreet) -> Step {
         if let Phase::Writing {
             sent: 0,
             header_len,
@@ -435,20 +437,25 @@ impl Connection {
         {
             self.phase = Phase::Delaying {
                 header_len,
-                drop_pregreeter,
+                pregreet,
             };
         }
-        self.pregreeting(drop_pregreeter).unwrap_or(Step::Wait)
+        self.pregreeting(pregreet).unwrap_or(Step::Wait)
     }
 
     /// A client that has sent input while its greeting is held back is a pregreeter;
-    /// with `--pregreet drop` (`drop_pregreeter`) it is closed: that close.
-    fn pregreeting(&mut self, drop_pregreeter: bool) -> Option<Step> {
+    /// with `--pregreet drop` it is closed (that close), with `--pregreet tarpit` it
+    /// is to be trapped ([`Step::Trap`]).
+    fn pregreeting(&mut self, pregreet: Pregreet) -> Option<Step> {
         if self.input == 0 {
             return None;
         }
         self.standing = Standing::Pregreeted;
-        drop_pregreeter.then_some(Step::Close(CloseReason::Pregreet))
+        match pregreet {
+            Pregreet::Greet => None,
+            Pregreet::Drop => Some(Step::Close(CloseReason::Pregreet)),
+            Pregreet::Tarpit => Some(Step::Trap),
+        }
     }
 
     /// Whether it sent data during its `--greet-delay`.

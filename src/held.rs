@@ -27,7 +27,7 @@ use log::{warn, Level};
 use mio::{Registry, Token};
 use slab::Slab;
 
-use crate::admission::{PolicyTable, Pregreet, Served, Verdict};
+use crate::admission::{PolicyTable, Served, Verdict};
 use crate::close::{log_accept, log_proxy_error, CloseReason, Closed};
 use crate::config::Config;
 use crate::connection::{Connection, Phase, Readiness, Step};
@@ -43,7 +43,7 @@ mod counts;
 mod header_waiters;
 mod traps;
 
-use traps::{note_trap, trap};
+use traps::{note_trap, trap, trap_pregreeter};
 
 #[cfg(test)]
 mod tests;
@@ -219,7 +219,8 @@ impl HeldConnections {
         match step {
             Step::Close(reason) => Some(self.closed(&conn, sending, reason)),
             // Only a header names a client, and it is named once.
-            Step::Wait | Step::Named(_) => self.hold(conn, sending.clone(), now),
+            // A pregreeter's trap is taken in `greet`.
+            Step::Wait | Step::Named(_) | Step::Trap => self.hold(conn, sending.clone(), now),
         }
     }
 
@@ -358,12 +359,20 @@ impl HeldConnections {
 
     /// Applies the step a held connection took from phase `before`.
     fn settle(&mut self, key: usize, before: Phase, step: Step, now: Instant) {
-        let conn = &self.slab[key].conn;
-        self.slots.moved(before, conn.phase(), conn.peer().ip());
+        let step = match step {
+            // Counts its own slots.
+            Step::Trap => self.trap_pregreeter(key),
+            step => {
+                let conn = &self.slab[key].conn;
+                self.slots.moved(before, conn.phase(), conn.peer().ip());
+                step
+            }
+        };
         let reason = match step {
             Step::Close(reason) => reason,
-            // A named client was advanced again before this.
-            Step::Wait | Step::Named(_) => match self.rearm(key, before, now) {
+            // A named client was advanced again before this; a pregreeter's trap was
+            // taken above.
+            Step::Wait | Step::Named(_) | Step::Trap => match self.rearm(key, before, now) {
                 Ok(()) => return,
                 Err(reason) => reason,
             },
@@ -435,6 +444,7 @@ fn served(config: &Config) -> impl Iterator<Item = Served> + '_ {
         greeting: listener.greeting.clone(),
         policy: listener.policy.clone(),
         tarpit: listener.tarpit.clone(),
+        trap: listener.trap.clone(),
         drip: listener.drip,
     })
 }
@@ -452,9 +462,15 @@ fn greet<'a>(
     now: Instant,
 ) -> (Step, &'a Greeting) {
     let admission = table.admit(conn.listener(), greeting, client, now, slots);
-    let step = take_verdict(table, conn, admission.verdict, admission.greeting)
-        .unwrap_or_else(|| conn.advance(admission.greeting));
-    (step, admission.greeting)
+    match take_verdict(table, conn, admission.verdict, admission.greeting) {
+        // Input that came with its PROXY header, `--pregreet tarpit`.
+        Some(Step::Trap) => match trap_pregreeter(table, slots, conn) {
+            (step, Some(lead)) => (step, lead),
+            (step, None) => (step, admission.greeting),
+        },
+        Some(step) => (step, admission.greeting),
+        None => (conn.advance(admission.greeting), admission.greeting),
+    }
 }
 
 /// The one place a connection whose client is now known takes its [`Verdict`]: a
@@ -470,13 +486,13 @@ fn take_verdict(
 ) -> Option<Step> {
     match verdict {
         Verdict::Greet => None,
-        Verdict::Delay(pregreet) => Some(conn.delay(pregreet == Pregreet::Drop)),
+        Verdict::Delay(pregreet) => Some(conn.delay(pregreet)),
         Verdict::DenyMessage => {
             conn.deny();
             None
         }
         Verdict::Refuse(reason) => Some(Step::Close(reason)),
-        Verdict::Trap => Some(trap(table, conn, sent)),
+        Verdict::Trap(why) => Some(trap(table, conn, sent, why)),
     }
 }
 

@@ -169,7 +169,7 @@ fn a_delay_must_be_shorter_than_the_write_timeout() {
     let (status, _, stderr) = run_binary("greeter-server", &["--pregreet", "ban"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("[possible values: greet, drop]"),
+        stderr.contains("[possible values: greet, drop, tarpit]"),
         "{stderr}"
     );
 }

@@ -594,3 +594,125 @@ fn a_stop_closes_traps_once_the_greetings_in_flight_are_done() {
         .count();
     assert_eq!(drained, 2, "{log}");
 }
+
+/// The `TRAP` line of a log, once it is there.
+#[track_caller]
+fn trap_line(server: &ServerProcess) -> String {
+    let log = server.wait_for_log("TRAP peer=");
+    log.lines()
+        .find(|line| line.contains("TRAP peer="))
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_denied_client_is_trapped_with_deny_action_tarpit_and_closed_when_full() {
+    let server = spawn_server(&[
+        "--message",
+        "hello\r\n",
+        "--deny",
+        "127.0.0.1",
+        "--deny-action",
+        "tarpit",
+        "--drip-interval",
+        "100ms",
+        "--max-trapped-per-ip",
+        "1",
+        "--log-connections",
+    ]);
+    // An ordinary listener: the lines alone, never its greeting.
+    let mut denied = connect(server.addr);
+    assert_lines(&read_exactly(&mut denied, 64), 32);
+    assert_eq!(field(&trap_line(&server), "why"), "deny");
+    // The tarpit full for it: the policy's close, never the greeting.
+    let mut second = connect(server.addr);
+    assert_eq!(read_to_eof(&mut second).unwrap(), b"");
+    assert!(close_line(&server).contains("reason=trap-full"));
+}
+
+#[test]
+fn a_client_over_its_rate_is_trapped_with_rate_action_tarpit() {
+    let server = spawn_server(&[
+        "--message",
+        "hello\r\n",
+        "--max-rate-per-ip",
+        "1/m",
+        "--rate-action",
+        "tarpit",
+        "--drip",
+        "greeting",
+        "--drip-interval",
+        "100ms",
+        "--log-connections",
+    ]);
+    let mut first = connect(server.addr);
+    assert_eq!(read_to_eof(&mut first).unwrap(), b"hello\r\n");
+    // Over its rate: with --drip greeting, the greeting a byte an interval.
+    let mut second = connect(server.addr);
+    assert_eq!(read_exactly(&mut second, 2), b"he");
+    assert_eq!(field(&trap_line(&server), "why"), "rate");
+    let mut rest = Vec::new();
+    second.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"llo\r\n");
+}
+
+#[test]
+fn a_pregreeter_is_trapped_with_pregreet_tarpit() {
+    let server = spawn_server(&[
+        "--message",
+        "hello\r\n",
+        "--greet-delay",
+        "5s",
+        "--pregreet",
+        "tarpit",
+        "--drip-interval",
+        "100ms",
+        "--log-connections",
+    ]);
+    let mut speaker = connect(server.addr);
+    speaker.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").unwrap();
+    // Trapped at once, long before its delay is over: the lines alone.
+    let started = Instant::now();
+    assert_lines(&read_exactly(&mut speaker, 64), 32);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(field(&trap_line(&server), "why"), "pregreet");
+    drop(speaker);
+    let close = close_line(&server);
+    assert_eq!(field(&close, "reason"), "trap-eof", "{close}");
+    assert!(server
+        .wait_for_log("PREGREET peer=")
+        .contains("action=tarpit"));
+}
+
+#[test]
+fn an_allowed_address_is_greeted_on_a_tarpit_listener() {
+    let server = spawn_server(&[
+        "--tarpit",
+        "--host",
+        "0.0.0.0",
+        "--message",
+        "hello\r\n",
+        "--allow",
+        "127.0.0.1",
+        "--deny",
+        "127.0.0.0/8",
+        "--deny-action",
+        "tarpit",
+        "--drip-interval",
+        "100ms",
+        "--log-connections",
+    ]);
+    let port = server.addr.port();
+    let addr = |ip: &str| format!("{ip}:{port}").parse().unwrap();
+    let mut allowed = connect_from("127.0.0.1", addr("127.0.0.1"));
+    assert_eq!(read_exactly(&mut allowed, 7), b"hello\r\n");
+    // Greeted and closed (a trap would drip on, and never log this).
+    let close = close_line(&server);
+    assert_eq!(field(&close, "reason"), "greeted", "{close}");
+    assert_eq!(read_to_eof(&mut allowed).unwrap(), b"");
+    // Denied, on the tarpit listener: its greeting first, then the lines.
+    let mut denied = connect_from("127.0.0.2", addr("127.0.0.1"));
+    assert_eq!(read_exactly(&mut denied, 7), b"hello\r\n");
+    assert_lines(&read_exactly(&mut denied, 32), 32);
+    assert_eq!(field(&trap_line(&server), "why"), "deny");
+}

@@ -23,7 +23,7 @@ _greeter__server() {
 
     case "${cmd}" in
         greeter__server)
-            opts="-h -V --config --check-config --health-check --host --port --name --message --message-file --max-connections --max-delayed --write-timeout --backlog --drain-timeout --shutdown-delay --linger-timeout --max-per-ip --workers --proxy-protocol --proxy-timeout --allow --deny --allow-file --deny-file --deny-message --max-rate-per-ip --rate-prefix-v4 --rate-prefix-v6 --rate-table-size --rate-group --greet-delay --pregreet --pass-ttl --pass-table-size --tarpit --drip --drip-line-length --drip-interval --drip-bytes --trap-timeout --max-trapped --max-trapped-per-ip --metrics --log-connections --upgrade-timeout --pid-file --log-format --send-buffer --help --version"
+            opts="-h -V --config --check-config --health-check --host --port --name --message --message-file --max-connections --max-delayed --write-timeout --backlog --drain-timeout --shutdown-delay --linger-timeout --max-per-ip --workers --proxy-protocol --proxy-timeout --allow --deny --allow-file --deny-file --deny-message --deny-action --max-rate-per-ip --rate-prefix-v4 --rate-prefix-v6 --rate-table-size --rate-group --rate-action --greet-delay --pregreet --pass-ttl --pass-table-size --tarpit --drip --drip-line-length --drip-interval --drip-bytes --trap-timeout --max-trapped --max-trapped-per-ip --metrics --log-connections --upgrade-timeout --pid-file --log-format --send-buffer --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -113,6 +113,10 @@ _greeter__server() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --deny-action)
+                    COMPREPLY=($(compgen -W "close tarpit" -- "${cur}"))
+                    return 0
+                    ;;
                 --max-rate-per-ip)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -133,12 +137,16 @@ _greeter__server() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --rate-action)
+                    COMPREPLY=($(compgen -W "close tarpit" -- "${cur}"))
+                    return 0
+                    ;;
                 --greet-delay)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --pregreet)
-                    COMPREPLY=($(compgen -W "greet drop" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "greet drop tarpit" -- "${cur}"))
                     return 0
                     ;;
                 --pass-ttl)

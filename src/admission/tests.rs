@@ -74,6 +74,7 @@ fn table(policy: Option<Policy>) -> PolicyTable {
         greeting: Greeting::from("hello"),
         policy: policy.map(Arc::new),
         tarpit: None,
+        trap: None,
         drip: DripSettings::default(),
     }])
 }
@@ -230,14 +231,15 @@ fn a_tarpit_listener_traps_whom_its_policy_lets_through_and_sends_its_lead() {
             list: denying(),
             ..Policy::default()
         })),
-        tarpit: Some(tarpit),
+        tarpit: Some(Arc::clone(&tarpit)),
+        trap: Some(tarpit),
         drip: DripSettings::default(),
     }]);
     let greeting = Greeting::from("hello");
     let now = Instant::now();
     let client: SocketAddr = "198.51.100.1:4000".parse().expect("address");
     let admission = table.admit(0, &greeting, client, now, &Limits::default());
-    assert_eq!(admission.verdict, Verdict::Trap);
+    assert_eq!(admission.verdict, Verdict::Trap(TrapWhy::Listener));
     assert_eq!(&admission.greeting[..], b"lead");
     let full = Limits {
         full_address: Some(client.ip()),
@@ -262,8 +264,106 @@ fn a_reload_replaces_the_table_whole() {
             ..Policy::default()
         })),
         tarpit: None,
+        trap: None,
         drip: DripSettings::default(),
     }]);
     let refused = (Verdict::Refuse(CloseReason::Denied), b"new".to_vec());
     assert_eq!(admit(&table), refused);
+}
+
+/// A one-listener table greeting `hello` under `policy`, its policy's trap leading
+/// with `lead`, a tarpit listener if `tarpit`.
+fn trapping(policy: Policy, tarpit: bool) -> PolicyTable {
+    let trap = Arc::new(Tarpit {
+        drip: crate::tarpit::Drip::Lines,
+        lead: Greeting::from("lead"),
+        label: "trap".into(),
+    });
+    PolicyTable::new([Served {
+        greeting: Greeting::from("hello"),
+        policy: Some(Arc::new(policy)),
+        tarpit: tarpit.then(|| Arc::clone(&trap)),
+        trap: Some(trap),
+        drip: DripSettings::default(),
+    }])
+}
+
+#[test]
+fn deny_action_tarpit_traps_a_denied_client_unless_the_tarpit_is_full() {
+    let table = trapping(
+        Policy {
+            list: denying(),
+            deny_message: Some(Greeting::from("go away")),
+            deny_action: Action::Tarpit,
+            ..Policy::default()
+        },
+        false,
+    );
+    let trapped = (Verdict::Trap(TrapWhy::Deny), b"lead".to_vec());
+    assert_eq!(admit(&table), trapped);
+    let full = Limits {
+        full_address: Some(client().ip()),
+        ..Limits::default()
+    };
+    let refused = (Verdict::Refuse(CloseReason::TrapFull), b"hello".to_vec());
+    assert_eq!(admit_with(&table, &full), refused);
+}
+
+#[test]
+fn rate_action_tarpit_traps_a_client_over_its_rate() {
+    let table = trapping(
+        Policy {
+            rate: rate("1/m"),
+            rate_action: Action::Tarpit,
+            ..Policy::default()
+        },
+        false,
+    );
+    assert_eq!(admit(&table).0, Verdict::Greet);
+    assert_eq!(
+        admit(&table),
+        (Verdict::Trap(TrapWhy::Rate), b"lead".to_vec())
+    );
+}
+
+#[test]
+fn pregreet_tarpit_is_the_delays_action() {
+    let table = trapping(
+        Policy {
+            greet_delay: Duration::from_secs(1),
+            pregreet: Pregreet::Tarpit,
+            ..Policy::default()
+        },
+        false,
+    );
+    assert_eq!(admit(&table).0, Verdict::Delay(Pregreet::Tarpit));
+}
+
+#[test]
+fn an_allowed_address_is_never_trapped_on_a_tarpit_listener() {
+    let list = AccessList::load(Sources {
+        allow: &["192.0.2.7".to_owned()],
+        deny: &["192.0.2.0/24".to_owned()],
+        allow_files: &[],
+        deny_files: &[],
+    })
+    .unwrap();
+    let table = trapping(
+        Policy {
+            list: Arc::new(list),
+            deny_action: Action::Tarpit,
+            ..Policy::default()
+        },
+        true,
+    );
+    assert_eq!(admit(&table), (Verdict::Greet, b"hello".to_vec()));
+    let denied: SocketAddr = "192.0.2.8:4000".parse().unwrap();
+    let admission = table.admit(
+        0,
+        table.greeting(0),
+        denied,
+        Instant::now(),
+        &Limits::default(),
+    );
+    assert_eq!(admission.verdict, Verdict::Trap(TrapWhy::Deny));
 }

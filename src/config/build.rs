@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::access::{AccessList, Sources};
-use crate::admission::Policy;
+use crate::admission::{Action, Policy, Pregreet};
 use crate::config::error::SettingsError;
 use crate::config::flags::{GreetingArgs, ServerArgs};
 use crate::config::listener_id::{self, ListenerId};
@@ -54,6 +54,7 @@ fn start(settings: &Settings, policies: &mut Policies) -> Result<Config, Failure
         let Loaded { greeting, policy } = policies.served(args, None)?;
         let addrs = resolve_hosts(&args.host, args.port)?;
         let tarpit = args.tarpit(&greeting, &id, &addrs)?;
+        let trap = args.trap(tarpit.as_ref(), &greeting, &id, &addrs);
         listeners.push(ListenerConfig {
             id,
             addrs,
@@ -61,6 +62,7 @@ fn start(settings: &Settings, policies: &mut Policies) -> Result<Config, Failure
             proxy_protocol: args.proxy_protocol,
             policy,
             tarpit,
+            trap,
             drip: args.drip_settings(),
         });
     }
@@ -93,6 +95,12 @@ fn reload(
         let args = &settings.listener_args()[index];
         let Loaded { greeting, policy } = policies.served(args, listener.policy.as_deref())?;
         listener.tarpit = args.tarpit(&greeting, &listener.id, &listener.addrs)?;
+        listener.trap = args.trap(
+            listener.tarpit.as_ref(),
+            &greeting,
+            &listener.id,
+            &listener.addrs,
+        );
         listener.drip = args.drip_settings();
         listener.greeting = greeting;
         listener.policy = policy;
@@ -206,6 +214,16 @@ impl Policies {
     }
 }
 
+/// How a listener known as `id`, listening on `addrs`, is named in its `TRAP` lines:
+/// its name, or its first address.
+fn trap_label(id: &ListenerId, addrs: &[SocketAddr]) -> Arc<str> {
+    match (&id.name, addrs.first()) {
+        (Some(name), _) => name.as_str().into(),
+        (None, Some(addr)) => addr.to_string().into(),
+        (None, None) => "".into(),
+    }
+}
+
 impl ServerArgs {
     /// The trap of a `--tarpit` listener with these flags (`None`: it greets), its
     /// greeting `greeting`, known as `id` and listening on `addrs`.
@@ -239,16 +257,43 @@ impl ServerArgs {
             }
             Drip::Lines => Greeting::from(Vec::new()),
         };
-        let label = match (&id.name, addrs.first()) {
-            (Some(name), _) => name.clone(),
-            (None, Some(addr)) => addr.to_string(),
-            (None, None) => String::new(),
-        };
         Ok(Some(Arc::new(Tarpit {
             drip: self.drip,
             lead,
-            label: label.into(),
+            label: trap_label(id, addrs),
         })))
+    }
+
+    /// The trap of the clients these flags' policy traps (`--deny-action tarpit`,
+    /// `--rate-action tarpit`, `--pregreet tarpit`; `None`: it traps no one): a
+    /// tarpit listener's own (`tarpit`), always; else, with `--drip lines`, nothing before
+    /// the lines (the listener's greeting is its service's, which a trapped client is
+    /// not to see), with `--drip greeting`, the greeting.
+    fn trap(
+        &self,
+        tarpit: Option<&Arc<Tarpit>>,
+        greeting: &Greeting,
+        id: &ListenerId,
+        addrs: &[SocketAddr],
+    ) -> Option<Arc<Tarpit>> {
+        if let Some(tarpit) = tarpit {
+            return Some(Arc::clone(tarpit));
+        }
+        let traps = self.deny_action == Action::Tarpit
+            || self.rate_action == Action::Tarpit
+            || self.pregreet == Pregreet::Tarpit;
+        if !traps {
+            return None;
+        }
+        let lead = match self.drip {
+            Drip::Greeting => greeting.clone(),
+            Drip::Lines => Greeting::from(Vec::new()),
+        };
+        Some(Arc::new(Tarpit {
+            drip: self.drip,
+            lead,
+            label: trap_label(id, addrs),
+        }))
     }
 
     /// How these flags drip trapped clients.
@@ -305,6 +350,8 @@ impl ServerArgs {
             rate,
             greet_delay: self.greet_delay,
             pregreet: self.pregreet,
+            deny_action: self.deny_action,
+            rate_action: self.rate_action,
             pass,
         };
         (!policy.is_open()).then(|| Arc::new(policy))

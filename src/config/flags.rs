@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::admission::Pregreet;
+use crate::admission::{Action, Pregreet};
 use crate::config::values::{parse_metrics_addr, parse_name};
 use crate::log_format::LogFormat;
 use crate::parse::{parse_duration, parse_positive_duration, parse_size, DEFAULT_PORT};
@@ -135,6 +135,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "TEXT")]
     pub deny_message: Option<String>,
 
+    /// What a denied client gets: close (closed, sent --deny-message if set) or
+    /// tarpit (trapped with this listener's --drip settings, why=deny; when the
+    /// tarpit is full, closed at once, reason trap-full)
+    #[arg(long, value_name = "ACTION", value_enum, default_value_t = Action::Close)]
+    pub deny_action: Action,
+
     /// At most RATE new connections from one source, e.g. 20/s, 600/m or 3600/h, with
     /// a burst of one second's worth; more are closed at once without the greeting
     /// (reason rate). A source is an address cut to --rate-prefix-v4/-v6 bits
@@ -166,6 +172,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub rate_group: Option<String>,
 
+    /// What a client over --max-rate-per-ip gets: close (closed at once, reason rate)
+    /// or tarpit (trapped with this listener's --drip settings, why=rate; when the
+    /// tarpit is full, closed at once, reason trap-full)
+    #[arg(long, value_name = "ACTION", value_enum, default_value_t = Action::Close)]
+    pub rate_action: Action,
+
     /// Hold the greeting this long once the client is known (after its PROXY header
     /// with --proxy-protocol); a client that sends anything meanwhile is a pregreeter
     /// (see --pregreet). Shorter than --write-timeout, which it counts against
@@ -175,7 +187,9 @@ pub struct ServerArgs {
     pub greet_delay: Duration,
 
     /// What a pregreeter gets: greet (its greeting after the delay; logged and
-    /// counted) or drop (closed at once without it, reason pregreet)
+    /// counted), drop (closed at once without it, reason pregreet) or tarpit (trapped
+    /// at once with this listener's --drip settings, why=pregreet; when the tarpit is
+    /// full, closed at once, reason trap-full)
     #[arg(long, value_name = "ACTION", value_enum, default_value_t = Pregreet::Greet)]
     pub pregreet: Pregreet,
 

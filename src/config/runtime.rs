@@ -70,6 +70,9 @@ pub struct ListenerConfig {
     pub policy: Option<Arc<Policy>>,
     /// `--tarpit`: its clients are trapped instead of greeted; `None`: greeted.
     pub tarpit: Option<Arc<Tarpit>>,
+    /// The trap of the clients its policy traps (`--deny-action`, `--rate-action`,
+    /// `--pregreet tarpit`); `None`: it traps no one.
+    pub trap: Option<Arc<Tarpit>>,
     /// How its trapped clients are dripped.
     pub drip: DripSettings,
 }
@@ -85,6 +88,7 @@ impl Config {
                 proxy_protocol: false,
                 policy: None,
                 tarpit: None,
+                trap: None,
                 drip: DripSettings::default(),
             }],
             max_connections: 10_000,

@@ -24,8 +24,8 @@ const PROXY_HEADER: &[u8] = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 17\r\n";
 enum At {
     /// `--proxy-protocol`, nothing read yet.
     Header,
-    /// Held back by `--greet-delay` (`--pregreet drop` if `drop_pregreeter`).
-    Delaying { drop_pregreeter: bool },
+    /// Held back by `--greet-delay` (`--pregreet pregreet`).
+    Delaying { pregreet: Pregreet },
     /// Fresh, its short greeting not written yet.
     Writing,
     /// Part of a long greeting written, the send buffer full (the peer reads nothing).
@@ -112,9 +112,9 @@ fn start(at: At) -> (std::net::TcpStream, Connection, Vec<u8>) {
             let (peer, conn) = connected(true);
             (peer, conn, short)
         }
-        At::Delaying { drop_pregreeter } => {
+        At::Delaying { pregreet } => {
             let (peer, mut conn) = connected(false);
-            assert_eq!(conn.delay(drop_pregreeter), Step::Wait);
+            assert_eq!(conn.delay(pregreet), Step::Wait);
             (peer, conn, short)
         }
         At::Writing => {
@@ -207,10 +207,10 @@ fn each_phase_against_each_event_takes_its_step() {
     use Event::*;
     let named: SocketAddr = "192.0.2.7:40000".parse().expect("address");
     let delaying = At::Delaying {
-        drop_pregreeter: false,
+        pregreet: crate::admission::Pregreet::Greet,
     };
     let dropping = At::Delaying {
-        drop_pregreeter: true,
+        pregreet: crate::admission::Pregreet::Drop,
     };
     #[rustfmt::skip]
     let table = [
@@ -293,20 +293,17 @@ fn a_header_in_pieces_is_kept_until_it_is_whole() {
 
 #[test]
 fn input_behind_the_header_makes_a_delayed_client_a_pregreeter() {
-    for (drop_pregreeter, expected) in [
-        (false, Step::Wait),
-        (true, Step::Close(CloseReason::Pregreet)),
+    for (pregreet, expected) in [
+        (Pregreet::Greet, Step::Wait),
+        (Pregreet::Drop, Step::Close(CloseReason::Pregreet)),
+        (Pregreet::Tarpit, Step::Trap),
     ] {
         let (mut peer, mut conn) = connected(true);
         peer.write_all(&[PROXY_HEADER, b"EHLO x\r\n"].concat())
             .expect("send");
         wait_for(&mut conn, Interest::READABLE);
         assert!(matches!(conn.advance(GREETING), Step::Named(_)));
-        assert_eq!(
-            conn.delay(drop_pregreeter),
-            expected,
-            "drop {drop_pregreeter}"
-        );
+        assert_eq!(conn.delay(pregreet), expected, "{pregreet:?}");
         assert!(conn.pregreeted());
         assert_eq!(conn.input().0, 8);
     }

@@ -5,6 +5,7 @@
 use std::io::{self, Read};
 
 use super::{Connection, Phase, Step};
+use crate::admission::TrapWhy;
 use crate::close::CloseReason;
 use crate::peer_input::FirstInput;
 use crate::socket::{peer_went_away, would_block, write_greeting, WriteProgress};
@@ -22,9 +23,27 @@ impl TrapBits {
     const LINES: u16 = 1 << 14;
     const BLOCKED: u16 = 1 << 15;
     const MILLIS: u16 = 0x3ff;
+    const WHY_SHIFT: u16 = 10;
+    const WHY: u16 = 0b11 << Self::WHY_SHIFT;
 
-    fn new(lines: bool, millis: u16) -> Self {
-        TrapBits((millis & Self::MILLIS) | if lines { Self::LINES } else { 0 })
+    fn new(lines: bool, millis: u16, why: TrapWhy) -> Self {
+        let why = match why {
+            TrapWhy::Listener => 0,
+            TrapWhy::Deny => 1,
+            TrapWhy::Rate => 2,
+            TrapWhy::Pregreet => 3,
+        } << Self::WHY_SHIFT;
+        TrapBits((millis & Self::MILLIS) | why | if lines { Self::LINES } else { 0 })
+    }
+
+    /// Why it was trapped.
+    pub(crate) fn why(self) -> TrapWhy {
+        match (self.0 & Self::WHY) >> Self::WHY_SHIFT {
+            0 => TrapWhy::Listener,
+            1 => TrapWhy::Deny,
+            2 => TrapWhy::Rate,
+            _ => TrapWhy::Pregreet,
+        }
     }
 
     /// Whether it is dripped lines (else the greeting).
@@ -63,15 +82,22 @@ pub(crate) struct Readiness {
 }
 
 impl Connection {
-    /// Traps a fresh connection (`--tarpit`) at wall-clock `start`: `lines` (else its
-    /// greeting is dripped), `lead` what is sent first (with `--drip lines`: all of
-    /// it, now; with `--drip greeting`: its first `bytes`). Then it waits for its
-    /// next drip.
-    pub(crate) fn trap(&mut self, lines: bool, start: TrapStart, lead: &[u8], bytes: u32) -> Step {
+    /// Traps a connection (`--tarpit`, or its policy's trap: `why`) at wall-clock
+    /// `start`: `lines` (else its greeting is dripped), `lead` what is sent first
+    /// (with `--drip lines`: all of it, now; with `--drip greeting`: its first
+    /// `bytes`). Then it waits for its next drip.
+    pub(crate) fn trap(
+        &mut self,
+        lines: bool,
+        start: TrapStart,
+        lead: &[u8],
+        bytes: u32,
+        why: TrapWhy,
+    ) -> Step {
         self.accepted_ms = start.seconds;
         self.phase = Phase::Trapped {
             sent: 0,
-            bits: TrapBits::new(lines, start.millis),
+            bits: TrapBits::new(lines, start.millis, why),
         };
         if lead.is_empty() {
             return Step::Wait;
@@ -86,6 +112,14 @@ impl Connection {
                 seconds: self.accepted_ms,
                 millis: bits.millis(),
             }),
+            _ => None,
+        }
+    }
+
+    /// Why it was trapped, if it is.
+    pub(crate) fn trap_why(&self) -> Option<TrapWhy> {
+        match self.phase {
+            Phase::Trapped { bits, .. } => Some(bits.why()),
             _ => None,
         }
     }

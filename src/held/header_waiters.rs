@@ -39,7 +39,7 @@ impl HeldConnections {
             &self.slots,
         );
         let verdict = admission.verdict;
-        let sent_instead = matches!(verdict, Verdict::DenyMessage | Verdict::Trap)
+        let sent_instead = matches!(verdict, Verdict::DenyMessage | Verdict::Trap(_))
             .then(|| admission.greeting.clone());
         if let Verdict::Refuse(reason) = verdict {
             // Counted for nothing now, so closed without undoing anything.
@@ -51,7 +51,7 @@ impl HeldConnections {
             held.greeting = bytes;
         }
         let step = take_verdict(&self.table, &mut held.conn, verdict, &held.greeting);
-        if verdict == Verdict::Trap {
+        if let Verdict::Trap(_) = verdict {
             // Trapped as a fresh connection is: its lead sent now, its drips started
             // as its step is settled.
             let held = &self.slab[key];

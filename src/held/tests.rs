@@ -31,7 +31,7 @@ fn a_registration_failure_counts_as_greeted_only_once_the_greeting_is_handed_ove
         (
             Phase::Delaying {
                 header_len: 0,
-                drop_pregreeter: false,
+                pregreet: crate::admission::Pregreet::Greet,
             },
             CloseReason::Error,
         ),

@@ -7,9 +7,11 @@ use std::time::{Instant, SystemTime};
 use log::Level;
 
 use super::{HeldConnections, HeldCounts};
-use crate::admission::PolicyTable;
+use crate::admission::{PolicyTable, ServerLimits, TrapWhy};
 use crate::close::{log_trap, CloseReason};
 use crate::connection::{Connection, Step};
+use crate::greeting::Greeting;
+use crate::slots::Slots;
 use crate::tarpit::{Drip, TrapStart};
 use crate::timers::Timer;
 
@@ -47,6 +49,31 @@ impl HeldConnections {
                 .push_lasting(Timer::Drip, now, drip.interval, key, serial);
         }
         self.settle(key, before, step, now);
+    }
+
+    /// Held connection `key`, delayed, pregreeted with `--pregreet tarpit`: trapped
+    /// with its listener's trap now (its slots moved from the delay's to the trap's,
+    /// its `TRAP` line logged), or, when the tarpit is full, its close (`trap-full`).
+    pub(super) fn trap_pregreeter(&mut self, key: usize) -> Step {
+        let held = &mut self.slab[key];
+        let delaying = held.conn.phase();
+        let ip = held.conn.peer().ip();
+        let (step, lead) = trap_pregreeter(&self.table, &self.slots, &mut held.conn);
+        let Some(lead) = lead else {
+            return step;
+        };
+        held.greeting = lead.clone();
+        self.counts.bytes_sent += held.conn.sent(&held.greeting) as u64;
+        note_trap(
+            &mut self.counts,
+            &self.table,
+            self.log_level,
+            &held.conn,
+            &held.greeting,
+        );
+        self.slots.count_out(delaying, ip);
+        self.slots.count_in(held.conn.phase(), ip);
+        step
     }
 
     /// Closes every trapped connection (a drain: traps never finish), reason
@@ -87,21 +114,41 @@ pub(super) fn note_trap(
     counts.dripped += conn.sent(lead) as u64;
     if log::log_enabled!(target: crate::close::LOG_TARGET, level) {
         let label = table
-            .tarpit(conn.listener())
+            .trap(conn.listener())
             .map_or("", |tarpit| &tarpit.label);
-        log_trap(conn.peer(), label, level);
+        let why = conn.trap_why().unwrap_or(TrapWhy::Listener);
+        log_trap(conn.peer(), label, why.as_str(), level);
     }
 }
 
-/// Traps a fresh connection of a tarpit listener: its lead (`lead`) sent now, its
-/// drips to come.
+/// Traps a connection (a tarpit listener's, or one its policy traps: `why`): its
+/// lead (`lead`) sent now, its drips to come.
 #[cold]
 #[inline(never)]
-pub(super) fn trap(table: &PolicyTable, conn: &mut Connection, lead: &[u8]) -> Step {
+pub(super) fn trap(table: &PolicyTable, conn: &mut Connection, lead: &[u8], why: TrapWhy) -> Step {
     let listener = conn.listener();
     let lines = table
-        .tarpit(listener)
-        .is_none_or(|tarpit| tarpit.drip == Drip::Lines);
+        .trap(listener)
+        .is_none_or(|trap| trap.drip == Drip::Lines);
     let bytes = table.drip(listener).bytes;
-    conn.trap(lines, TrapStart::at(SystemTime::now()), lead, bytes)
+    conn.trap(lines, TrapStart::at(SystemTime::now()), lead, bytes, why)
+}
+
+/// A delayed client that pregreeted with `--pregreet tarpit` (`conn`): trapped with
+/// its listener's trap, sent its lead (then returned); or, when the tarpit is full
+/// (or a reload left its listener without a trap), its close (`trap-full`).
+#[cold]
+#[inline(never)]
+pub(super) fn trap_pregreeter<'a>(
+    table: &'a PolicyTable,
+    slots: &Slots,
+    conn: &mut Connection,
+) -> (Step, Option<&'a Greeting>) {
+    match table.trap(conn.listener()) {
+        Some(tarpit) if slots.admits_trapped(conn.peer()) => (
+            trap(table, conn, &tarpit.lead, TrapWhy::Pregreet),
+            Some(&tarpit.lead),
+        ),
+        _ => (Step::Close(CloseReason::TrapFull), None),
+    }
 }

@@ -26,7 +26,7 @@ fn client(text: &str) -> SocketAddr {
 
 const DELAYING: Phase = Phase::Delaying {
     header_len: 0,
-    drop_pregreeter: false,
+    pregreet: crate::admission::Pregreet::Greet,
 };
 
 #[test]

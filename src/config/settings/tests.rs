@@ -59,7 +59,7 @@ fn environment_values_are_checked_by_the_flags_parsers() {
     assert_eq!(
         err.0,
         "GREETER_PREGREET=\"ban\": invalid value 'ban' for '--pregreet <ACTION>' \
-         [possible values: greet, drop]"
+         [possible values: greet, drop, tarpit]"
     );
     let err = load(&[], &[("GREETER_LOG_CONNECTIONS", "maybe")]).unwrap_err();
     assert_eq!(
@@ -144,6 +144,7 @@ fn a_reload_takes_every_key_a_reload_applies_and_no_other() {
             (_, "greet-delay") => "500ms",
             (_, "pass-ttl") => "1h",
             (_, "pregreet") => "drop",
+            (_, "deny-action" | "rate-action") => "tarpit",
             (_, name) if name.ends_with("-timeout") => "1s",
             _ => "5",
         };
