@@ -14,7 +14,8 @@
 //! one deadline in its timer's queue, found again by the connection's serial number: a
 //! stale entry (its connection closed or moved on) is skipped or compacted away.
 //!
-//! Its rooms: `header_waiters` (a PROXY header waiter's room and renaming),
+//! Its rooms: `admitting` (a client now known taking its admission: the one place a
+//! verdict becomes a step), `header_waiters` (a PROXY header waiter's room and renaming),
 //! `closing` (how a held connection ends and its close is handed back), `traps`
 //! (`--tarpit`'s moments: trapped, a drip due, the drain), `counts` (what the
 //! totals take from here).
@@ -27,7 +28,7 @@ use log::{warn, Level};
 use mio::{Registry, Token};
 use slab::Slab;
 
-use crate::admission::{PolicyTable, Served, Verdict};
+use crate::admission::PolicyTable;
 use crate::close::{log_accept, log_proxy_error, CloseReason, Closed};
 use crate::config::Config;
 use crate::connection::{Connection, Phase, Readiness, Step};
@@ -38,12 +39,14 @@ use crate::slots::Slots;
 use crate::timers::{Timer, Timers};
 pub(crate) use counts::HeldCounts;
 
+mod admitting;
 mod closing;
 mod counts;
 mod header_waiters;
 mod traps;
 
-use traps::{note_trap, trap, trap_pregreeter};
+use admitting::{greet, served, take_verdict};
+use traps::note_trap;
 
 #[cfg(test)]
 mod tests;
@@ -435,64 +438,6 @@ impl HeldConnections {
     #[cfg(test)]
     pub(crate) fn deadlines_queued(&self) -> usize {
         self.timers.len()
-    }
-}
-
-/// The entries of the loop's policy table, from `config`'s listeners, in their order.
-fn served(config: &Config) -> impl Iterator<Item = Served> + '_ {
-    config.listeners.iter().map(|listener| Served {
-        greeting: listener.greeting.clone(),
-        policy: listener.policy.clone(),
-        tarpit: listener.tarpit.clone(),
-        trap: listener.trap.clone(),
-        drip: listener.drip,
-    })
-}
-
-/// A fresh connection whose client is now `client`, its `ACCEPT` line logged: what its
-/// listener's policy and the server's limits give it ([`PolicyTable::admit`]), as its
-/// step and the bytes it is being sent.
-#[inline]
-fn greet<'a>(
-    table: &'a PolicyTable,
-    slots: &Slots,
-    conn: &mut Connection,
-    client: SocketAddr,
-    greeting: &'a Greeting,
-    now: Instant,
-) -> (Step, &'a Greeting) {
-    let admission = table.admit(conn.listener(), greeting, client, now, slots);
-    match take_verdict(table, conn, admission.verdict, admission.greeting) {
-        // Input that came with its PROXY header, `--pregreet tarpit`.
-        Some(Step::Trap) => match trap_pregreeter(table, slots, conn) {
-            (step, Some(lead)) => (step, lead),
-            (step, None) => (step, admission.greeting),
-        },
-        Some(step) => (step, admission.greeting),
-        None => (conn.advance(admission.greeting), admission.greeting),
-    }
-}
-
-/// The one place a connection whose client is now known takes its [`Verdict`]: a
-/// delay, a denial or a trap changes its phase, a refusal closes it. `Some`: the step
-/// that decides (a refusal's close, a delay's wait, a trap's first drip); `None`: it
-/// is to be advanced with `sent`, the bytes the admission chose.
-#[inline]
-fn take_verdict(
-    table: &PolicyTable,
-    conn: &mut Connection,
-    verdict: Verdict,
-    sent: &Greeting,
-) -> Option<Step> {
-    match verdict {
-        Verdict::Greet => None,
-        Verdict::Delay(pregreet) => Some(conn.delay(pregreet)),
-        Verdict::DenyMessage => {
-            conn.deny();
-            None
-        }
-        Verdict::Refuse(reason) => Some(Step::Close(reason)),
-        Verdict::Trap(why) => Some(trap(table, conn, sent, why)),
     }
 }
 

@@ -23,7 +23,7 @@ use mio::{Events, Poll, Token, Waker};
 use crate::accept::AcceptGate;
 pub use crate::accept::ACCEPT_BUDGET;
 use crate::accept_set::{self, AcceptSet, Round, Sharing};
-use crate::close::{log_close, log_pregreet, CloseReason, Closed};
+use crate::close::CloseReason;
 use crate::config::Config;
 use crate::connection::{Connection, Readiness};
 use crate::deadlines::saturating_add;
@@ -34,6 +34,8 @@ use crate::held::HeldConnections;
 use crate::listener::{listen_config, ListeningSocket};
 use crate::totals::Totals;
 
+mod closes;
+use closes::{observe_trap, record};
 mod listeners;
 #[cfg(test)]
 mod tests;
@@ -466,42 +468,5 @@ impl Server {
             record(&mut self.totals, &closed, level, || lifetime);
         }
         self.gate.descriptor_freed();
-    }
-}
-
-/// Counts a trap's duration (its `ms=`, by the wall clock) in the trap histogram:
-/// out of line, so that the held connections' loop is as it was.
-#[cold]
-#[inline(never)]
-fn observe_trap(totals: &mut Totals, trapped_ms: u64) {
-    totals.observe_trap_duration(trapped_ms);
-}
-
-/// Counts a close under its reason and logs its `CLOSE` line (its `ACCEPT` line, even
-/// one owed by a connection whose PROXY header never came, was logged by `held.rs`).
-#[inline(always)]
-fn record(
-    totals: &mut Totals,
-    closed: &Closed,
-    level: log::Level,
-    lifetime_ms: impl FnOnce() -> u32,
-) {
-    totals.count_close(closed.reason);
-    // Only a held connection reads input: the fast path passes one predicted branch.
-    if closed.input > 0 {
-        record_input(totals, closed, level);
-    }
-    log_close(closed, level, lifetime_ms);
-}
-
-/// Counts what a peer that sent data sent first, and a pregreeter's `PREGREET` line.
-#[cold]
-fn record_input(totals: &mut Totals, closed: &Closed, level: log::Level) {
-    totals.count_peer_input(closed.first);
-    if closed.pregreeted {
-        totals.pregreeted += 1;
-        if log::log_enabled!(target: crate::close::LOG_TARGET, level) {
-            log_pregreet(closed, level);
-        }
     }
 }

@@ -136,13 +136,7 @@ impl Timers {
         now: Instant,
         live: impl Fn(&Deadline, Timer) -> bool,
     ) -> Option<Deadline> {
-        let queue = &mut self.queues[timer as usize];
-        while let Some(due) = queue.pop_expired(now) {
-            if live(&due, timer) {
-                return Some(due);
-            }
-        }
-        None
+        self.pop_live(timer, live, |queue| queue.pop_expired(now))
     }
 
     /// The oldest `timer` deadline that is still `live`, due or not; stale ones on the
@@ -153,10 +147,22 @@ impl Timers {
         now: Instant,
         live: impl Fn(&Deadline, Timer) -> bool,
     ) -> Option<Deadline> {
+        self.pop_live(timer, live, |queue| queue.pop_oldest(now))
+    }
+
+    /// The first deadline `pop` takes from `timer`'s queue that is still `live`;
+    /// the stale ones before it are dropped.
+    #[inline]
+    fn pop_live(
+        &mut self,
+        timer: Timer,
+        live: impl Fn(&Deadline, Timer) -> bool,
+        mut pop: impl FnMut(&mut DeadlineQueue) -> Option<Deadline>,
+    ) -> Option<Deadline> {
         let queue = &mut self.queues[timer as usize];
-        while let Some(oldest) = queue.pop_oldest(now) {
-            if live(&oldest, timer) {
-                return Some(oldest);
+        while let Some(deadline) = pop(queue) {
+            if live(&deadline, timer) {
+                return Some(deadline);
             }
         }
         None

@@ -92,7 +92,7 @@ impl HeldConnections {
 }
 
 /// How long a trap that began at `start` has lasted, in milliseconds, at least 1
-/// (0 means "not trapped" in a [`Closed`]).
+/// (0 means "not trapped" in a [`Closed`](crate::close::Closed)).
 #[cold]
 #[inline(never)]
 pub(super) fn trap_millis(start: TrapStart) -> u64 {
