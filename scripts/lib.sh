@@ -40,3 +40,18 @@ wait_for_port() {
   done
   sed -n 's/^listening on .*:\([0-9]*\)$/\1/p;T;q' "$1" 2>/dev/null
 }
+
+# --before DIR: another build's greeter-server measured beside this one's. Checks that
+# DIR holds one (exit 2, naming SCRIPT, if not), sets $builds ("after", or "after
+# before") and defines server_binary BUILD, the path of that build's server. Call it
+# before greeter_setup, so that a wrong DIR is said before anything is built.
+before_and_after() {
+  if [ -n "$before_bin" ] && [ ! -x "$before_bin/greeter-server" ]; then
+    echo "$1: no greeter-server in $before_bin (--before names the folder holding it)" >&2
+    exit 2
+  fi
+  builds="after"
+  [ -z "$before_bin" ] || builds="after before"
+}
+
+server_binary() { if [ "$1" = before ]; then echo "$before_bin/greeter-server"; else echo "$bin/greeter-server"; fi; }

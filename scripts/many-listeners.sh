@@ -66,18 +66,10 @@ done
 for tool in python3 taskset; do
   command -v "$tool" >/dev/null || { echo "many-listeners.sh: $tool is missing" >&2; exit 1; }
 done
-if [ -n "$before_bin" ] && [ ! -x "$before_bin/greeter-server" ]; then
-  echo "many-listeners.sh: no greeter-server in $before_bin (--before names the folder holding it)" >&2
-  exit 2
-fi
-
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
+before_and_after many-listeners.sh
 greeter_setup
-
-builds="after"
-[ -z "$before_bin" ] || builds="after before"
-server_binary() { if [ "$1" = before ]; then echo "$before_bin/greeter-server"; else echo "$bin/greeter-server"; fi; }
 
 for n in $listener_counts; do
   for _ in $(seq "$n"); do printf '[[listener]]\nhost = "127.0.0.1"\nport = 0\n\n'; done >"$work/listeners-$n.toml"

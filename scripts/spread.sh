@@ -57,18 +57,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 command -v python3 >/dev/null || { echo "spread.sh: python3 is missing" >&2; exit 1; }
-if [ -n "$before_bin" ] && [ ! -x "$before_bin/greeter-server" ]; then
-  echo "spread.sh: no greeter-server in $before_bin (--before names the folder holding it)" >&2
-  exit 2
-fi
-
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
+before_and_after spread.sh
 greeter_setup
-
-builds="after"
-[ -z "$before_bin" ] || builds="after before"
-server_binary() { if [ "$1" = before ]; then echo "$before_bin/greeter-server"; else echo "$bin/greeter-server"; fi; }
 
 python3 -c "import sys; sys.stdout.buffer.write((b'0123456789abcdef' * ($size // 16 + 1))[:$size])" >"$work/large"
 cat >"$work/spread.toml" <<TOML

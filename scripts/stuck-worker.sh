@@ -64,18 +64,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 command -v python3 >/dev/null || { echo "stuck-worker.sh: python3 is missing" >&2; exit 1; }
-if [ -n "$before_bin" ] && [ ! -x "$before_bin/greeter-server" ]; then
-  echo "stuck-worker.sh: no greeter-server in $before_bin (--before names the folder holding it)" >&2
-  exit 2
-fi
-
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
+before_and_after stuck-worker.sh
 greeter_setup
-
-builds="after"
-[ -z "$before_bin" ] || builds="after before"
-server_binary() { if [ "$1" = before ]; then echo "$before_bin/greeter-server"; else echo "$bin/greeter-server"; fi; }
 run_seconds=$(python3 -c "print($stall + 1.5)")
 
 # The probe clients: P threads, each connecting one at a time until the time is up;
