@@ -22,6 +22,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{warn, Level};
@@ -155,10 +157,21 @@ impl HeldConnections {
         self.slots.trapped()
     }
 
-    /// Whether `--max-trapped` connections are trapped.
+    /// Whether `--max-trapped` connections are trapped in the whole server.
     #[inline]
     pub(crate) fn trap_full(&self) -> bool {
         self.slots.trap_full()
+    }
+
+    /// Counts this holder's trapped connections with the other workers' in
+    /// `server_trapped` ([`Slots::share_trapped`]).
+    pub(crate) fn share_trapped(&mut self, server_trapped: &Arc<AtomicUsize>) {
+        self.slots.share_trapped(server_trapped);
+    }
+
+    /// Whether other workers share the trapped count.
+    pub(crate) fn trapped_shared(&self) -> bool {
+        self.slots.trapped_shared()
     }
 
     /// How many connections are in their greet delay.

@@ -13,6 +13,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,10 @@ const LOG_TARGET: &str = "greeter::server";
 
 /// How many readiness events one `epoll_wait` may return.
 const EVENTS_PER_POLL: usize = 1024;
+
+/// How often a worker whose tarpit listeners stopped at `--max-trapped` looks
+/// whether another worker's trap ended (with one worker, its own close says so).
+const TRAP_FULL_LOOK: Duration = Duration::from_millis(50);
 
 /// The greeting server. Build it with [`Server::bind`] or [`Server::from_listener`],
 /// then call [`Server::run`].
@@ -187,6 +192,12 @@ impl Server {
     pub(crate) fn share_listeners(&mut self, set: &Arc<AcceptSet>, index: usize) {
         self.sharing = Some(Sharing::new(set, index));
         self.follow_accept_set(0, false, Instant::now());
+    }
+
+    /// Counts this server's trapped connections with other workers' in
+    /// `server_trapped`, so that `--max-trapped` bounds them all.
+    pub(crate) fn share_trapped(&mut self, server_trapped: &Arc<AtomicUsize>) {
+        self.held.share_trapped(server_trapped);
     }
 
     /// A handle that shuts the server down or reads its totals from another thread.
@@ -326,8 +337,13 @@ impl Server {
         // A sharing loop also wakes when the accept set needs a round.
         let [resting_until, behind_until] =
             self.sharing.as_ref().map_or([None, None], Sharing::wake_at);
+        // Tarpit listeners stopped at --max-trapped go on once a trap ends, which
+        // another worker's trap may do unseen: looked at again shortly.
+        let trap_look = (!self.trap_parked.is_empty() && self.held.trapped_shared())
+            .then(|| Instant::now() + TRAP_FULL_LOOK);
         let wake_at = [
             self.held.next_deadline(),
+            trap_look,
             self.gate.retry_at(),
             self.drain_deadline,
             resting_until,

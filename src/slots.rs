@@ -6,6 +6,8 @@
 //! whether one more fits.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::admission::ServerLimits;
 use crate::config::Config;
@@ -34,9 +36,11 @@ pub(crate) struct Slots {
     /// `--max-delayed`: the most that may be in their greet delay at once.
     max_delayed: usize,
     /// Trapped connections (`--tarpit`: held, but not counted against
-    /// `--max-connections` nor `--max-per-ip`).
+    /// `--max-connections` nor `--max-per-ip`) in this worker.
     trapped: usize,
-    /// `--max-trapped`: the most that may be trapped at once (in this worker).
+    /// Trapped connections in the whole server: every worker's count, shared.
+    server_trapped: Arc<AtomicUsize>,
+    /// `--max-trapped`: the most that may be trapped at once in the whole server.
     max_trapped: usize,
     /// Trapped connections per client address, when `--max-trapped-per-ip` is set.
     trapped_per_ip: Option<PerIpLimit>,
@@ -53,6 +57,7 @@ impl Slots {
             delayed: 0,
             max_delayed: config.max_delayed,
             trapped: 0,
+            server_trapped: Arc::default(),
             max_trapped: config.max_trapped,
             trapped_per_ip: config.max_trapped_per_ip.map(PerIpLimit::new),
         }
@@ -121,9 +126,24 @@ impl Slots {
         self.trapped
     }
 
-    /// Whether `--max-trapped` connections are trapped.
+    /// Counts this worker's trapped connections in `server_trapped`, the count
+    /// every worker of the server shares (before any is trapped), so that
+    /// `--max-trapped` bounds the whole server. Two workers that trap at the same
+    /// moment may each see the last slot free: the bound holds within workers - 1.
+    pub(crate) fn share_trapped(&mut self, server_trapped: &Arc<AtomicUsize>) {
+        server_trapped.fetch_add(self.trapped, Ordering::Relaxed);
+        self.server_trapped = Arc::clone(server_trapped);
+    }
+
+    /// Whether `--max-trapped` connections are trapped in the whole server.
     pub(crate) fn trap_full(&self) -> bool {
-        self.trapped >= self.max_trapped
+        self.server_trapped.load(Ordering::Relaxed) >= self.max_trapped
+    }
+
+    /// Whether other workers share the trapped count: then a trap that ends in one
+    /// of them frees a slot this one cannot see without looking.
+    pub(crate) fn trapped_shared(&self) -> bool {
+        Arc::strong_count(&self.server_trapped) > 1
     }
 
     /// How many held connections are in their greet delay.
@@ -154,6 +174,7 @@ impl Slots {
         }
         if phase.is_trapped() {
             self.trapped += 1;
+            self.server_trapped.fetch_add(1, Ordering::Relaxed);
             if let Some(per_ip) = &mut self.trapped_per_ip {
                 per_ip.hold(ip);
             }
@@ -174,6 +195,7 @@ impl Slots {
         }
         if phase.is_trapped() {
             self.trapped -= 1;
+            self.server_trapped.fetch_sub(1, Ordering::Relaxed);
             if let Some(per_ip) = &mut self.trapped_per_ip {
                 per_ip.release(ip);
             }

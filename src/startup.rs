@@ -175,8 +175,8 @@ pub fn prepare(settings: Settings, fd_limit: io::Result<FdLimit>) -> Result<Prep
 
 /// A warning when the workers could hold more connections than the open-file limit
 /// allows: each holds up to `--max-connections`, plus `--max-delayed` (those in a
-/// greet delay, counted apart) when a listener delays, plus `--max-trapped` when a
-/// listener is a tarpit. Beyond the limit, accepting pauses (`accept_pauses`) until
+/// greet delay, counted apart) when a listener delays; plus, once for the whole
+/// server, `--max-trapped` when a listener is a tarpit. Beyond the limit, accepting pauses (`accept_pauses`) until
 /// a descriptor frees.
 fn warn_if_descriptors_short(config: &Config, workers: usize) {
     let delays = config.listeners.iter().any(|listener| {
@@ -189,22 +189,25 @@ fn warn_if_descriptors_short(config: &Config, workers: usize) {
         .listeners
         .iter()
         .any(|listener| listener.tarpit.is_some());
-    let per_worker = config.max_connections
-        + if delays { config.max_delayed } else { 0 }
-        + if traps { config.max_trapped } else { 0 };
-    let wanted = per_worker.saturating_mul(workers);
+    let per_worker = config.max_connections + if delays { config.max_delayed } else { 0 };
+    // --max-trapped is the whole server's, not each worker's.
+    let trapped = if traps { config.max_trapped } else { 0 };
+    let wanted = per_worker.saturating_mul(workers).saturating_add(trapped);
     let soft = crate::fdlimit::soft_limit();
     if wanted > soft {
-        let mut apart = String::new();
-        if delays {
-            apart.push_str(&format!(" + max-delayed {}", config.max_delayed));
-        }
-        if traps {
-            apart.push_str(&format!(" + max-trapped {}", config.max_trapped));
-        }
+        let delayed = if delays {
+            format!(" + max-delayed {}", config.max_delayed)
+        } else {
+            String::new()
+        };
+        let trapped = if traps {
+            format!(" + max-trapped {}", config.max_trapped)
+        } else {
+            String::new()
+        };
         warn!(
             target: LOG_TARGET,
-            "fd limit: {wanted} connections (workers {workers} x (max-connections {}{apart})) \
+            "fd limit: {wanted} connections (workers {workers} x (max-connections {}{delayed}){trapped}) \
              may be held, above the open-file limit {soft}: accepting pauses when it runs \
              out (raise LimitNOFILE= or ulimit -n, or lower the limits)",
             config.max_connections

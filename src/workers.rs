@@ -90,6 +90,11 @@ impl Workers {
                 server.share_listeners(&set, index);
             }
             set.set_others(servers.iter().skip(1).map(Server::handle).collect());
+            // --max-trapped is the whole server's.
+            let server_trapped = Arc::new(AtomicUsize::new(0));
+            for server in &mut servers {
+                server.share_trapped(&server_trapped);
+            }
         }
         let local_addrs = servers[0].local_addrs().to_vec();
         Ok(Workers {

@@ -296,6 +296,62 @@ fn trapped_clients_are_bounded_apart_from_the_connection_limit() {
 }
 
 #[test]
+fn max_trapped_bounds_the_whole_server_not_each_worker() {
+    let server = spawn_server(&[
+        "--tarpit",
+        "--workers",
+        "2",
+        "--drip-interval",
+        "100ms",
+        "--max-trapped",
+        "2",
+        "--log-connections",
+    ]);
+    let mut trapped = vec![connect(server.addr), connect(server.addr)];
+    for peer in &mut trapped {
+        assert_lines(&read_exactly(peer, 32), 32);
+    }
+    // More clients than either worker would take for itself: none is trapped while
+    // the server holds --max-trapped (ten intervals without a drip; a trapped one
+    // gets one each), whichever worker the arrivals wake.
+    let mut waiting: Vec<TcpStream> = (0..4).map(|_| connect(server.addr)).collect();
+    for peer in &mut waiting {
+        peer.set_read_timeout(Some(Duration::from_millis(250)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let waited = peer
+            .read(&mut byte)
+            .expect_err("nothing while the tarpit is full");
+        assert!(
+            matches!(
+                waited.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{waited}"
+        );
+    }
+    assert_eq!(
+        server.stderr().matches("TRAP ").count(),
+        2,
+        "{}",
+        server.stderr()
+    );
+    // One leaves: one waiting client is trapped in its place, by either worker.
+    trapped.pop();
+    let mut byte = [0u8; 1];
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    let mut dripped = 0;
+    while dripped == 0 && std::time::Instant::now() < deadline {
+        for peer in &mut waiting {
+            if matches!(peer.read(&mut byte), Ok(1)) {
+                dripped += 1;
+            }
+        }
+    }
+    assert_eq!(dripped, 1, "{}", server.stderr());
+}
+
+#[test]
 fn one_address_cannot_fill_the_tarpit() {
     let server = spawn_server(&[
         "--tarpit",
@@ -448,13 +504,21 @@ fn a_reload_turns_the_tarpit_on_and_off_for_new_clients_only() {
 
 #[test]
 fn a_start_up_warning_counts_the_trapped_against_the_fd_limit() {
-    let mut server =
-        ServerCommand::new(&["--tarpit", "--max-connections", "40", "--max-trapped", "30"])
-            .fd_limit(64)
-            .spawn();
+    let mut server = ServerCommand::new(&[
+        "--tarpit",
+        "--workers",
+        "2",
+        "--max-connections",
+        "40",
+        "--max-trapped",
+        "30",
+    ])
+    .fd_limit(100)
+    .spawn();
+    // --max-trapped once: it is the whole server's, not each worker's.
     server.wait_for_log(
-        "fd limit: 70 connections (workers 1 x (max-connections 40 + max-trapped 30)) \
-         may be held, above the open-file limit 64: accepting pauses",
+        "fd limit: 110 connections (workers 2 x (max-connections 40) + max-trapped 30) \
+         may be held, above the open-file limit 100: accepting pauses",
     );
     server.signal("TERM");
     server.assert_exits_cleanly_logging("totals in_flight=0", STEP_TIMEOUT);

@@ -40,7 +40,7 @@ complete -c greeter-server -l drip-line-length -d 'The length of a --drip lines 
 complete -c greeter-server -l drip-interval -d 'The time between two drips of a --tarpit listener (at least 10ms, the timers\' resolution)' -r
 complete -c greeter-server -l drip-bytes -d 'The greeting\'s bytes sent each --drip-interval with --drip greeting' -r
 complete -c greeter-server -l trap-timeout -d 'End a trap that has lasted this long (reason trap-timeout; checked at each drip) (default: never)' -r
-complete -c greeter-server -l max-trapped -d 'Clients trapped at once by the --tarpit listeners, per worker, apart from --max-connections; at it, the tarpit listeners are not accepted from (new clients wait in the backlog) until a trap ends' -r
+complete -c greeter-server -l max-trapped -d 'Clients trapped at once by the --tarpit listeners in the whole server (all workers), apart from --max-connections; at it, the tarpit listeners are not accepted from (new clients wait in the backlog) until a trap ends' -r
 complete -c greeter-server -l max-trapped-per-ip -d 'At most N clients trapped at once from one address, per worker; more are closed at once (reason trap-full) (default: no limit)' -r
 complete -c greeter-server -l metrics -d 'Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on this address and port, e.g. 127.0.0.1:9464 or localhost:9464 (a name: the first address it resolves to) (default: off)' -r
 complete -c greeter-server -l upgrade-timeout -d 'On SIGUSR2, how long the new binary has to report that it serves before it is stopped (SIGTERM, SIGKILL --drain-timeout later) and this process goes on serving' -r

@@ -241,9 +241,9 @@ pub struct ServerArgs {
           value_parser = parse_positive_duration)]
     pub trap_timeout: Option<Duration>,
 
-    /// Clients trapped at once by the --tarpit listeners, per worker, apart from
-    /// --max-connections; at it, the tarpit listeners are not accepted from (new
-    /// clients wait in the backlog) until a trap ends
+    /// Clients trapped at once by the --tarpit listeners in the whole server (all
+    /// workers), apart from --max-connections; at it, the tarpit listeners are not
+    /// accepted from (new clients wait in the backlog) until a trap ends
     #[arg(long, value_name = "N", default_value_t = 4096, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_trapped: u32,

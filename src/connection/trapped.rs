@@ -26,7 +26,7 @@ impl TrapBits {
     const WHY_SHIFT: u16 = 10;
     const WHY: u16 = 0b11 << Self::WHY_SHIFT;
 
-    fn new(lines: bool, millis: u16, why: TrapWhy) -> Self {
+    pub(crate) fn new(lines: bool, millis: u16, why: TrapWhy) -> Self {
         let why = match why {
             TrapWhy::Listener => 0,
             TrapWhy::Deny => 1,

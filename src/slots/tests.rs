@@ -101,3 +101,27 @@ fn a_max_per_ip_set_by_a_reload_counts_what_is_held() {
     slots.reconfigure(&config(None, 100), std::iter::empty());
     assert!(slots.admits_client(client(A)) && slots.admits_header_waiter(ip(B)));
 }
+
+#[test]
+fn max_trapped_counts_every_worker_sharing_the_count() {
+    let trapped = Phase::Trapped {
+        sent: 0,
+        bits: crate::connection::TrapBits::new(true, 0, crate::admission::TrapWhy::Listener),
+    };
+    let mut config = config(None, 100);
+    config.max_trapped = 2;
+    let (mut first, mut second) = (Slots::new(&config), Slots::new(&config));
+    first.count_in(trapped, ip(A));
+    let server_trapped = Arc::new(AtomicUsize::new(0));
+    first.share_trapped(&server_trapped);
+    second.share_trapped(&server_trapped);
+    assert!(!second.trap_full() && second.trapped_shared());
+    second.count_in(trapped, ip(B));
+    // Full for both, though each worker holds one.
+    assert!(first.trap_full() && second.trap_full());
+    assert_eq!((first.trapped(), second.trapped()), (1, 1));
+    first.count_out(trapped, ip(A));
+    assert!(!second.trap_full());
+    // A worker alone counts only its own.
+    assert!(!Slots::new(&config).trapped_shared());
+}
