@@ -171,6 +171,34 @@ fn a_lines_tarpit_whose_greeting_starts_an_identification_is_refused() {
 }
 
 #[test]
+fn a_greet_delay_on_a_tarpit_listener_is_warned_about_as_unused() {
+    let (status, _, stderr) = run_binary(
+        "greeter-server",
+        &[
+            "--port",
+            "0",
+            "--tarpit",
+            "--greet-delay",
+            "2s",
+            "--check-config",
+        ],
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: greet-delay 2s on a --tarpit listener is not used: its clients are \
+             trapped at once"
+        ),
+        "{stderr}"
+    );
+    let (_, _, stderr) = run_binary(
+        "greeter-server",
+        &["--port", "0", "--greet-delay", "2s", "--check-config"],
+    );
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
 fn a_dripped_greeting_comes_a_few_bytes_an_interval_then_closes_as_ever() {
     let server = spawn_server(&[
         "--tarpit",

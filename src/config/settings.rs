@@ -88,7 +88,7 @@ impl Settings {
         env: Values,
         defaults: Values,
         config_path: Option<PathBuf>,
-        warnings: Vec<String>,
+        mut warnings: Vec<String>,
     ) -> Result<Settings, SettingsError> {
         let file = config_path.as_deref().map(ConfigFile::read).transpose()?;
         let file_has_keys = file
@@ -112,6 +112,9 @@ impl Settings {
             parsed
                 .check_combination()
                 .map_err(|cause| SettingsError(format!("{cause}{}", which(index))))?;
+            if let Some(unused) = parsed.unused_by_tarpit() {
+                warnings.push(format!("{unused}{}", which(index)));
+            }
             if let Some(cause) = args.iter().find_map(|earlier| clash(earlier, &parsed)) {
                 return Err(SettingsError(format!("{cause}{}", which(index))));
             }
@@ -297,6 +300,20 @@ fn parse_args(top: &Values, own: &Values) -> Result<ServerArgs, SettingsError> {
 }
 
 impl ServerArgs {
+    /// What a `--tarpit` listener's flags ask for that it does not do: a greet
+    /// delay (and so the pregreet check made during it), since its clients are
+    /// trapped at once.
+    pub fn unused_by_tarpit(&self) -> Option<String> {
+        (self.tarpit && !self.greet_delay.is_zero()).then(|| {
+            format!(
+                "greet-delay {} on a --tarpit listener is not used: its clients are trapped \
+                 at once, with no delay and no pregreet check (drop greet-delay there, or \
+                 trap pregreeters of an ordinary listener with --pregreet tarpit)",
+                humantime::format_duration(self.greet_delay)
+            )
+        })
+    }
+
     /// Checks what no single flag's parser can: that a greet delay leaves time to
     /// write the greeting.
     ///
