@@ -7,7 +7,7 @@
 mod mmdb;
 mod util;
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use util::*;
 
@@ -36,6 +36,28 @@ fn metric_reaches(server: &ServerProcess, name: &str, value: f64) {
         STEP_TIMEOUT,
         || format!("{name} at {value} in:\n{}", http_get(metrics, "/metrics").1),
         || (samples(&http_get(metrics, "/metrics").1).get(name) == Some(&value)).then_some(()),
+    );
+}
+
+/// Asserts that `promtool check metrics` finds nothing to say of `exposition`.
+#[track_caller]
+fn assert_promtool_passes(exposition: &str) {
+    use std::process::{Command, Stdio};
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/test.sh installs Debian's prometheus)");
+    let mut stdin = promtool.stdin.take().unwrap();
+    stdin.write_all(exposition.as_bytes()).unwrap();
+    drop(stdin);
+    let output = promtool.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "{said}\n{exposition}"
     );
 }
 
@@ -89,6 +111,7 @@ fn a_trapped_client_has_its_country_on_trap_and_close_and_in_the_metrics() {
         !body.contains(r#"greeter_trap_duration_seconds_count{"#),
         "{body}"
     );
+    assert_promtool_passes(&body);
     // Dripped to: its bytes and seconds counted under its country.
     let mut line = [0u8; 32];
     peer.read_exact(&mut line).unwrap();
@@ -162,6 +185,40 @@ fn without_a_database_the_lines_have_no_country_and_the_label_says_unknown() {
     drop(peer);
     let close = nth_line(&server, "CLOSE peer=", 1);
     assert!(close.ends_with(" first=none"), "{close}");
+}
+
+#[test]
+fn a_dripped_greeting_all_out_leaves_its_countrys_gauge() {
+    let db = temp_file("country.mmdb", &loopback_in("NZ"));
+    let server = tarpit_with(
+        &db,
+        &[
+            "--drip",
+            "greeting",
+            "--drip-bytes",
+            "4",
+            "--message",
+            "hello\r\n",
+        ],
+    );
+    let mut peer = connect(server.addr);
+    metric_reaches(&server, r#"greeter_trapped_connections{country="NZ"}"#, 1.0);
+    // Its greeting a few bytes an interval, then the ordinary close: trapped no more.
+    assert_eq!(read_to_eof(&mut peer).unwrap(), b"hello\r\n");
+    metric_reaches(&server, r#"greeter_trapped_connections{country="NZ"}"#, 0.0);
+    metric_reaches(&server, r#"greeter_bytes_dripped_total{country="NZ"}"#, 7.0);
+    // One that spoke first lingers after its greeting, waiting for its EOF: no longer
+    // trapped either.
+    let mut speaker = connect(server.addr);
+    speaker.write_all(b"EHLO x\r\n").unwrap();
+    assert_eq!(read_to_eof(&mut speaker).unwrap(), b"hello\r\n");
+    metric_reaches(
+        &server,
+        r#"greeter_trapped_clients_total{country="NZ"}"#,
+        2.0,
+    );
+    metric_reaches(&server, r#"greeter_trapped_connections{country="NZ"}"#, 0.0);
+    drop(speaker);
 }
 
 #[test]
