@@ -1,6 +1,7 @@
 //! Tiny MaxMind DB files for the `--geoip-db` tests, built with `mmdb-writer` (no
 //! database is shipped or downloaded): a country database whose networks each name
 //! one ISO code, and an ASN database, whose records hold no country.
+#![allow(dead_code)] // each test binary uses a different part of this module
 
 use ipnet::IpNet;
 use mmdb_writer::{Value, Writer};
