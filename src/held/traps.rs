@@ -32,7 +32,7 @@ impl HeldConnections {
         }
         let (before, sent_before) = (held.conn.phase(), held.conn.sent(&held.greeting));
         let start = held.conn.trap_start();
-        let country = held.conn.trap_country().unwrap_or(Country::NONE);
+        let country = held.conn.trap_country();
         let step = held.conn.drip(&held.greeting, &drip, &mut self.rng);
         if let (Some(start), false) = (start, held.conn.phase().is_trapped()) {
             // A dripped greeting all out, flushed or lingering as any other now: its
@@ -47,11 +47,13 @@ impl HeldConnections {
         self.counts.bytes_sent += dripped;
         self.counts.dripped += dripped;
         self.counts.trapped_ms += drip.interval.as_millis() as u64;
-        let traps = &self.geo.traps;
-        traps.dripped(country, dripped, drip.interval.as_millis() as u64);
-        if !self.slab[key].conn.phase().is_trapped() {
-            // A dripped greeting all out: trapped no more.
-            traps.released(country);
+        if let Some(country) = country {
+            let traps = &self.geo.traps;
+            traps.dripped(country, dripped, drip.interval.as_millis() as u64);
+            if !self.slab[key].conn.phase().is_trapped() {
+                // A dripped greeting all out: trapped no more.
+                traps.released(country);
+            }
         }
         if step == Step::Wait && self.slab[key].conn.phase().is_trapped() {
             self.timers
