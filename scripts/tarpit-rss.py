@@ -38,8 +38,9 @@ def cpu_seconds():
 
 
 def metric(name):
+    """The sum of a family's samples (the trap families have a country label)."""
     body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
-    return float(re.search(rf"^{name} (\S+)", body, re.M).group(1))
+    return sum(float(value) for value in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)", body, re.M))
 
 
 time.sleep(0.5)

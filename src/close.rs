@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use log::{log, log_enabled, Level};
 
+use crate::geoip::Country;
 use crate::peer_input::FirstInput;
 use crate::socket::peer_went_away;
 
@@ -203,6 +204,9 @@ pub(crate) struct Closed {
     /// How long it was trapped, in milliseconds by the wall clock, at least 1
     /// (`--tarpit`; 0 for every other connection): its `ms=` instead of its lifetime.
     pub(crate) trapped_ms: u64,
+    /// Where its client is from, if it was trapped and `--geoip-db` is set
+    /// ([`Country::NONE`] else): the `country=` of a trap's `CLOSE` line.
+    pub(crate) country: Country,
 }
 
 /// The log target of the per-connection lines (`ACCEPT`, `CLOSE`, `PREGREET`,
@@ -235,6 +239,9 @@ fn write_close_line(closed: &Closed, level: Level, lifetime_ms: u64) {
         0 => lifetime_ms,
         trapped => trapped,
     };
+    if closed.trapped_ms > 0 && closed.country.looked_up() {
+        return write_trap_close_line(closed, level, lifetime_ms);
+    }
     // The fields again as key-values, for --log-format json (the text is the same).
     log!(
         target: LOG_TARGET,
@@ -252,6 +259,32 @@ fn write_close_line(closed: &Closed, level: Level, lifetime_ms: u64) {
         closed.reason.as_str(),
         closed.input,
         closed.first.as_str()
+    );
+}
+
+/// The `CLOSE` line of a trap with `--geoip-db`: the line of every close, then the
+/// client's `country=`.
+#[cold]
+#[inline(never)]
+fn write_trap_close_line(closed: &Closed, level: Level, lifetime_ms: u64) {
+    log!(
+        target: LOG_TARGET,
+        level,
+        event = "CLOSE",
+        peer:% = closed.peer,
+        bytes = closed.sent,
+        ms = lifetime_ms,
+        reason = closed.reason.as_str(),
+        input = closed.input,
+        first = closed.first.as_str(),
+        country = closed.country.as_str();
+        "CLOSE peer={} bytes={} ms={lifetime_ms} reason={} input={} first={} country={}",
+        closed.peer,
+        closed.sent,
+        closed.reason.as_str(),
+        closed.input,
+        closed.first.as_str(),
+        closed.country
     );
 }
 
@@ -286,18 +319,37 @@ pub(crate) fn log_pregreet(closed: &Closed, level: Level) {
 /// Logs the `TRAP` line of a client trapped (`why`: by a tarpit listener, or its
 /// listener's policy: `deny`, `rate`, `pregreet`) by listener `listener` (its name
 /// or first address), at `level` (info with `--log-connections`), after its
-/// `ACCEPT` line.
+/// `ACCEPT` line; with `--geoip-db`, its client's `country=` last.
 #[cold]
 #[inline(never)]
-pub(crate) fn log_trap(peer: SocketAddr, listener: &str, why: &str, level: Level) {
+pub(crate) fn log_trap(
+    peer: SocketAddr,
+    listener: &str,
+    why: &str,
+    country: Country,
+    level: Level,
+) {
+    if !country.looked_up() {
+        log!(
+            target: LOG_TARGET,
+            level,
+            event = "TRAP",
+            peer:% = peer,
+            listener = listener,
+            why = why;
+            "TRAP peer={peer} listener={listener} why={why}"
+        );
+        return;
+    }
     log!(
         target: LOG_TARGET,
         level,
         event = "TRAP",
         peer:% = peer,
         listener = listener,
-        why = why;
-        "TRAP peer={peer} listener={listener} why={why}"
+        why = why,
+        country = country.as_str();
+        "TRAP peer={peer} listener={listener} why={why} country={country}"
     );
 }
 

@@ -45,6 +45,7 @@ use mio::Interest;
 
 use crate::admission::Pregreet;
 use crate::close::{log_proxy_error, CloseReason};
+use crate::geoip::Country;
 use crate::peer_addr::PeerAddr;
 use crate::peer_input::FirstInput;
 use crate::proxy::{read_header, Header, PartialHeader};
@@ -144,6 +145,9 @@ pub(crate) enum Phase {
         sent: u32,
         /// Its mode, whether a drip would block, and its start's milliseconds.
         bits: TrapBits,
+        /// Where its client is from (`--geoip-db`), looked up once when it was
+        /// trapped: one byte, in the phase's padding (it stays 8 bytes).
+        country: Country,
     },
 }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use mio::Waker;
 
 use crate::config::Config;
+use crate::geoip::TrapsByCountry;
 use crate::totals::Totals;
 
 /// A server's counters and state, as of its last loop round.
@@ -69,6 +70,9 @@ struct Control {
     /// Set once the loop's thread has ended: it answers no ping, and is not waited
     /// for (a loop that finished its drain is not stuck).
     ended: AtomicBool,
+    /// The loop's trap counters by country, which it adds to as it traps and drips
+    /// (not in the snapshot: a few kilobytes copied each round for nothing).
+    traps: Arc<TrapsByCountry>,
 }
 
 /// Steers a running server from any thread: shut it down, or read its totals.
@@ -85,6 +89,11 @@ impl ServerHandle {
             control: Arc::default(),
             waker: Arc::new(waker),
         }
+    }
+
+    /// The loop's trap counters by country (`/metrics` reads them).
+    pub fn traps_by_country(&self) -> &Arc<TrapsByCountry> {
+        &self.control.traps
     }
 
     /// Wakes the loop for a round (to look at shared state another loop changed).

@@ -36,6 +36,7 @@ use crate::config::Config;
 use crate::connection::{Connection, Phase, Readiness, Step};
 use crate::deadlines::Deadline;
 use crate::error::describe_io_error;
+use crate::geoip::TrapsByCountry;
 use crate::greeting::Greeting;
 use crate::slots::Slots;
 use crate::timers::{Timer, Timers};
@@ -48,7 +49,7 @@ mod header_waiters;
 mod traps;
 
 use admitting::{greet, served, take_verdict};
-use traps::note_trap;
+use traps::{note_trap, Geo};
 
 #[cfg(test)]
 mod tests;
@@ -99,11 +100,18 @@ pub(crate) struct HeldConnections {
     trap_timeout: Option<Duration>,
     /// What makes the random lines dripped to trapped clients (one per loop).
     rng: fastrand::Rng,
+    /// `--geoip-db`, and the trap counters by country.
+    geo: Geo,
 }
 
 impl HeldConnections {
     /// No connection held yet; room for `capacity` before anything grows.
-    pub(crate) fn new(registry: Registry, config: &Config, capacity: usize) -> Self {
+    pub(crate) fn new(
+        registry: Registry,
+        config: &Config,
+        capacity: usize,
+        traps: Arc<TrapsByCountry>,
+    ) -> Self {
         HeldConnections {
             slab: Slab::with_capacity(capacity),
             registry,
@@ -119,6 +127,10 @@ impl HeldConnections {
             counts: HeldCounts::default(),
             trap_timeout: config.trap_timeout,
             rng: fastrand::Rng::new(),
+            geo: Geo {
+                db: config.geoip.clone(),
+                traps,
+            },
         }
     }
 
@@ -137,6 +149,7 @@ impl HeldConnections {
         self.max_connections = config.max_connections;
         self.log_level = config.connection_log_level;
         self.trap_timeout = config.trap_timeout;
+        self.geo.db = config.geoip.clone();
     }
 
     /// How many connections are held.
@@ -276,8 +289,9 @@ impl HeldConnections {
             note_trap(
                 &mut self.counts,
                 &self.table,
+                &self.geo,
                 self.log_level,
-                &conn,
+                &mut conn,
                 &greeting,
             );
         }

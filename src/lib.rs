@@ -44,6 +44,8 @@
 //!   happens next (`Step`); `peer_addr` (internal): the client's address in the 24
 //!   bytes a held connection keeps.
 //! - [`peer_input`]: the class of what a peer sent first (`first=` of `CLOSE`).
+//! - [`geoip`]: `--geoip-db`: a trapped client's country from a MaxMind DB file, read
+//!   whole and shared; the trap counters by country.
 //! - [`tarpit`]: `--tarpit`: what a trapped client is dripped (random lines or the
 //!   greeting, a little at a time), the lines' generator, a trap's wall-clock start.
 //! - `socket` (internal): the socket primitives (write, FIN, `TCP_INFO`, discard) and
@@ -125,6 +127,7 @@ pub mod deadlines;
 pub mod error;
 pub mod fdlimit;
 mod files;
+pub mod geoip;
 pub mod greeting;
 pub mod handle;
 pub mod health_check;

@@ -80,9 +80,13 @@ impl Reloader {
         // Without --config these are the files the flags and variables named; with it,
         // the file may name others, and is read anyway.
         let list_files = self.settings.list_files().join(", ");
+        let geoip_db = (self.settings.server_args().geoip_db)
+            .as_ref()
+            .map(|path| path.display().to_string());
         if config_file.is_none()
             && greeting_files.iter().all(Option::is_none)
             && list_files.is_empty()
+            && geoip_db.is_none()
         {
             info!(
                 target: LOG_TARGET,
@@ -109,7 +113,7 @@ impl Reloader {
             Ok(reread) => reread,
             Err(err) => {
                 self.counts.failed.fetch_add(1, Ordering::Relaxed);
-                if config_file.is_none() && list_files.is_empty() {
+                if config_file.is_none() && list_files.is_empty() && geoip_db.is_none() {
                     warn!(target: LOG_TARGET, "reload: keeping the old greeting: {err}");
                 } else {
                     warn!(target: LOG_TARGET, "reload: keeping the old configuration: {err}");
@@ -148,7 +152,7 @@ impl Reloader {
                     bytes[0]
                 );
             }
-            (None, _) if !list_files.is_empty() => {}
+            (None, _) if !list_files.is_empty() || geoip_db.is_some() => {}
             (None, _) => info!(target: LOG_TARGET, "reload: greetings reloaded"),
         }
         if config_file.is_none() && !list_files.is_empty() {
@@ -160,6 +164,13 @@ impl Reloader {
             info!(
                 target: LOG_TARGET,
                 "reload: address lists reloaded from {list_files}: entries={entries}"
+            );
+        }
+        if let (Some(path), Some(db)) = (&geoip_db, &config.geoip) {
+            info!(
+                target: LOG_TARGET,
+                "reload: geoip-db reloaded from {path}: type={}",
+                db.database_type()
             );
         }
         Reloaded::Swapped(bytes.first().copied().unwrap_or(0))

@@ -165,16 +165,18 @@ impl Server {
         // load; capacity that is never touched costs address space, not memory. But
         // never beyond what the open-file limit lets the server hold.
         let capacity = config.max_connections.min(fdlimit::soft_limit());
+        let handle = ServerHandle::new(waker);
+        let traps = Arc::clone(handle.traps_by_country());
         let server = Server {
             poll,
             ready: ReadyListeners::new(registered.len()),
             listeners: registered,
             local_addrs,
-            held: HeldConnections::new(registry, &config, capacity),
+            held: HeldConnections::new(registry, &config, capacity, traps),
             greeting_bytes: first_greeting_bytes(&config),
             config,
             gate: AcceptGate::new(),
-            handle: ServerHandle::new(waker),
+            handle,
             drain_deadline: None,
             totals: Totals::default(),
             sharing: None,

@@ -25,6 +25,7 @@ use mio::Waker;
 use crate::accept_set::AcceptSet;
 use crate::config::Config;
 use crate::error::Failure;
+use crate::geoip::{CountryFigures, COUNTRIES};
 use crate::handle::{ServerHandle, Snapshot};
 use crate::listener::{listen_config, ListeningSocket};
 use crate::server::Server;
@@ -324,6 +325,16 @@ impl WorkersView {
     /// Each worker's snapshot, in order (the first worker's first).
     pub fn each(&self) -> Vec<Snapshot> {
         self.handles.iter().map(ServerHandle::snapshot).collect()
+    }
+
+    /// The workers' trap counters by country, summed: one entry per country index
+    /// ([`crate::geoip::country_label`] names it).
+    pub fn traps_by_country(&self) -> Vec<CountryFigures> {
+        let mut sum = vec![CountryFigures::default(); COUNTRIES];
+        for handle in &self.handles {
+            handle.traps_by_country().add_to(&mut sum);
+        }
+        sum
     }
 
     /// The workers' snapshots, summed (accepting counts as paused if any worker is).

@@ -4,6 +4,7 @@
 //! leaves for a restart). These drive the real binary, and the whole server
 //! in-process for the reload under load.
 
+mod mmdb;
 mod util;
 
 use std::collections::BTreeMap;
@@ -517,6 +518,10 @@ fn the_shipped_config_and_its_example_check_and_name_every_key() {
     files.write("banner.txt", b"hello");
     files.write("allow.list", b"192.0.2.0/24\n");
     files.write("deny.list", b"198.51.100.0/24\n");
+    files.write(
+        "GeoLite2-Country.mmdb",
+        &mmdb::country_db("GeoLite2-Country", &[("192.0.2.0/24", "NZ")]),
+    );
     for (path, text) in [
         ("docs/deploy/greeter.toml", &shipped),
         ("docs/deploy/debian/greeter.toml", &packaged),
@@ -629,6 +634,10 @@ fn check_config_prints_what_runs_and_reads_back_byte_for_byte_from_any_directory
     dir.write("greeting #1.txt", "ünïcödé # greeting\n".as_bytes());
     dir.write("lists/allow list.txt", b"127.0.0.0/8\n");
     dir.write("lists/deny.txt", b"192.0.2.0/24\n");
+    dir.write(
+        "geo/country.mmdb",
+        &mmdb::country_db("DBIP-Country-Lite", &[("192.0.2.0/24", "NZ")]),
+    );
     // Every key from a flag, the environment or the file, each written awkwardly:
     // zero-padded or signed numbers, escapes, unicode, `#` in strings, relative
     // paths (the file's relative to its directory, the others' to the current one).
@@ -681,6 +690,7 @@ fn check_config_prints_what_runs_and_reads_back_byte_for_byte_from_any_directory
         ("GREETER_TRAP_TIMEOUT", "01h"),
         ("GREETER_MAX_TRAPPED", "0100"),
         ("GREETER_MAX_TRAPPED_PER_IP", "+3"),
+        ("GREETER_GEOIP_DB", "geo//./../geo/country.mmdb"),
     ];
     let first = check_in(&dir, &flags, &env);
     for (key, value) in [
@@ -696,6 +706,7 @@ fn check_config_prints_what_runs_and_reads_back_byte_for_byte_from_any_directory
         ("allow-file", format!("[{:?}]", at("lists/allow list.txt"))),
         ("deny-file", format!("[{0:?}, {0:?}]", at("lists/deny.txt"))),
         ("pid-file", format!("{:?}", at("run/greeter.pid"))),
+        ("geoip-db", format!("{:?}", at("geo/country.mmdb"))),
     ] {
         assert_eq!(value_of(&first, key).0, value, "{key} in:\n{first}");
     }

@@ -573,6 +573,19 @@ fn promtool_checks_the_alert_rules_and_the_dashboard_and_rules_name_real_metrics
     }
     // (The row's expressions, as JSON-encoded strings: closes by their trap reasons.)
     assert!(tarpit.contains(r#"reason=~\"trap_.*\""#), "{tarpit}");
+    // Where they come from (--geoip-db): a world map that looks the country label's
+    // ISO codes up in Grafana's own gazetteer.
+    let map = panels[row + 1..]
+        .iter()
+        .find(|panel| panel["type"] == "geomap")
+        .expect("a geomap panel in the Tarpit row");
+    assert!(map["targets"][0]["expr"]
+        .as_str()
+        .is_some_and(|expr| expr.starts_with("sum by (country) (greeter_trapped_connections{")));
+    let location = &map["options"]["layers"][0]["location"];
+    assert_eq!(location["mode"], "lookup", "{map}");
+    assert_eq!(location["lookup"], "country", "{map}");
+    assert_eq!(location["gazetteer"], "public/gazetteer/countries.json");
 
     let server = spawn_server(&["--metrics", "127.0.0.1:0"]);
     let (_, exposition) = http_get(metrics_addr(&server), "/metrics");

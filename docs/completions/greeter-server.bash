@@ -23,7 +23,7 @@ _greeter__server() {
 
     case "${cmd}" in
         greeter__server)
-            opts="-h -V --config --check-config --health-check --host --port --name --message --message-file --max-connections --max-delayed --write-timeout --backlog --drain-timeout --shutdown-delay --linger-timeout --max-per-ip --workers --proxy-protocol --proxy-timeout --allow --deny --allow-file --deny-file --deny-message --deny-action --max-rate-per-ip --rate-prefix-v4 --rate-prefix-v6 --rate-table-size --rate-group --rate-action --greet-delay --pregreet --pass-ttl --pass-table-size --tarpit --drip --drip-line-length --drip-interval --drip-bytes --trap-timeout --max-trapped --max-trapped-per-ip --metrics --log-connections --upgrade-timeout --pid-file --log-format --send-buffer --help --version"
+            opts="-h -V --config --check-config --health-check --host --port --name --message --message-file --max-connections --max-delayed --write-timeout --backlog --drain-timeout --shutdown-delay --linger-timeout --max-per-ip --workers --proxy-protocol --proxy-timeout --allow --deny --allow-file --deny-file --deny-message --deny-action --max-rate-per-ip --rate-prefix-v4 --rate-prefix-v6 --rate-table-size --rate-group --rate-action --greet-delay --pregreet --pass-ttl --pass-table-size --tarpit --drip --drip-line-length --drip-interval --drip-bytes --geoip-db --trap-timeout --max-trapped --max-trapped-per-ip --metrics --log-connections --upgrade-timeout --pid-file --log-format --send-buffer --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -170,6 +170,10 @@ _greeter__server() {
                     return 0
                     ;;
                 --drip-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --geoip-db)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -39,6 +39,7 @@ greeting\t'The greeting, `--drip-bytes` at a time, then the ordinary close'"
 complete -c greeter-server -l drip-line-length -d 'The length of a --drip lines line, its CRLF included (3 to 255)' -r
 complete -c greeter-server -l drip-interval -d 'The time between two drips of a --tarpit listener (at least 10ms, the timers\' resolution)' -r
 complete -c greeter-server -l drip-bytes -d 'The greeting\'s bytes sent each --drip-interval with --drip greeting' -r
+complete -c greeter-server -l geoip-db -d 'A MaxMind DB country or city database (GeoLite2-Country, GeoLite2-City, DB-IP\'s country lite): each trapped client\'s country is looked up once, for the TRAP and CLOSE lines (country=) and the trap metrics\' country label; read again on SIGHUP (default: no lookup)' -r -F
 complete -c greeter-server -l trap-timeout -d 'End a trap that has lasted this long (reason trap-timeout; checked at each drip) (default: never)' -r
 complete -c greeter-server -l max-trapped -d 'Clients trapped at once by the --tarpit listeners in the whole server (all workers), apart from --max-connections; at it, the tarpit listeners are not accepted from (new clients wait in the backlog) until a trap ends' -r
 complete -c greeter-server -l max-trapped-per-ip -d 'At most N clients trapped at once from one address, per worker; more are closed at once (reason trap-full) (default: no limit)' -r

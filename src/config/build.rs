@@ -18,6 +18,7 @@ use crate::config::listener_id::{self, ListenerId};
 use crate::config::runtime::{Config, ListenerConfig};
 use crate::config::settings::Settings;
 use crate::error::{bare_or_quoted, Failure};
+use crate::geoip::GeoIp;
 use crate::greeting::{read_greeting_file, Greeting, DEFAULT_GREETING};
 use crate::parse::unbracket;
 use crate::pass::{PassSettings, PassTable};
@@ -43,6 +44,11 @@ pub fn build(settings: &Settings, running: Option<&Config>) -> Result<Config, Fa
         Some(running) => reload(settings, running, &mut policies)?,
     };
     apply_reloadable(settings.server_args(), &mut config);
+    // Read again at each reload, as the lists are: a database replaced by rename.
+    config.geoip = match &settings.server_args().geoip_db {
+        Some(path) => Some(Arc::new(GeoIp::open(path)?)),
+        None => None,
+    };
     Ok(config)
 }
 

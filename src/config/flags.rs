@@ -235,6 +235,13 @@ pub struct ServerArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub drip_bytes: u32,
 
+    /// A MaxMind DB country or city database (GeoLite2-Country, GeoLite2-City, DB-IP's
+    /// country lite): each trapped client's country is looked up once, for the TRAP
+    /// and CLOSE lines (country=) and the trap metrics' country label; read again on
+    /// SIGHUP (default: no lookup)
+    #[arg(long, value_name = "PATH")]
+    pub geoip_db: Option<PathBuf>,
+
     /// End a trap that has lasted this long (reason trap-timeout; checked at each
     /// drip) (default: never)
     #[arg(long, value_name = "DUR", allow_hyphen_values = true,

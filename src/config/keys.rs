@@ -99,6 +99,7 @@ pub const KEYS: &[Key] = &[
     key("max-trapped", Integer, AtReload),
     key("max-trapped-per-ip", Integer, AtReload),
     key("trap-timeout", Text, AtReload),
+    key("geoip-db", Text, AtReload),
     key("write-timeout", Text, AtReload),
     key("linger-timeout", Text, AtReload),
     key("drain-timeout", Text, AtReload),
@@ -115,11 +116,11 @@ pub const KEYS: &[Key] = &[
 ];
 
 impl Key {
-    /// Whether its value names a file (`message-file`, `pid-file`, ...): taken
-    /// relative to the config file's directory when written there, made absolute and
-    /// normalised wherever it comes from.
+    /// Whether its value names a file (`message-file`, `pid-file`, `geoip-db`, ...):
+    /// taken relative to the config file's directory when written there, made
+    /// absolute and normalised wherever it comes from.
     pub fn is_path(&self) -> bool {
-        self.name.ends_with("-file")
+        self.name.ends_with("-file") || self.name == "geoip-db"
     }
 }
 

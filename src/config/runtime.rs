@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::admission::Policy;
 use crate::config::listener_id::ListenerId;
+use crate::geoip::GeoIp;
 use crate::greeting::{Greeting, DEFAULT_GREETING};
 use crate::tarpit::{DripSettings, Tarpit};
 
@@ -50,6 +51,9 @@ pub struct Config {
     pub max_trapped_per_ip: Option<u32>,
     /// `--trap-timeout`: how long a trap may last; `None`: forever.
     pub trap_timeout: Option<Duration>,
+    /// `--geoip-db`: the country database trapped clients are looked up in, read at
+    /// start and at each reload, shared by the workers; `None`: no lookup.
+    pub geoip: Option<Arc<GeoIp>>,
 }
 
 /// One listener: its addresses (a host name gives all of its own) and what the
@@ -104,6 +108,7 @@ impl Config {
             max_trapped: 4096,
             max_trapped_per_ip: None,
             trap_timeout: None,
+            geoip: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::io::{self, Read};
 use super::{Connection, Phase, Step};
 use crate::admission::TrapWhy;
 use crate::close::CloseReason;
+use crate::geoip::Country;
 use crate::peer_input::FirstInput;
 use crate::socket::{peer_went_away, would_block, write_greeting, WriteProgress};
 use crate::tarpit::{random_line, DripSettings, TrapStart, MAX_LINE_LENGTH, TRAP_READ};
@@ -98,6 +99,7 @@ impl Connection {
         self.phase = Phase::Trapped {
             sent: 0,
             bits: TrapBits::new(lines, start.millis, why),
+            country: Country::NONE,
         };
         if lead.is_empty() {
             return Step::Wait;
@@ -116,6 +118,22 @@ impl Connection {
         }
     }
 
+    /// Where its client is from, if it is trapped ([`Country::NONE`] without
+    /// `--geoip-db`).
+    pub(crate) fn trap_country(&self) -> Option<Country> {
+        match self.phase {
+            Phase::Trapped { country, .. } => Some(country),
+            _ => None,
+        }
+    }
+
+    /// Records where its client is from, once it is trapped (looked up then, once).
+    pub(crate) fn set_trap_country(&mut self, found: Country) {
+        if let Phase::Trapped { country, .. } = &mut self.phase {
+            *country = found;
+        }
+    }
+
     /// Why it was trapped, if it is.
     pub(crate) fn trap_why(&self) -> Option<TrapWhy> {
         match self.phase {
@@ -128,9 +146,9 @@ impl Connection {
     /// [`TRAP_READ`] bytes, classified), then never again; its EOF or reset ends the
     /// trap; writability lets a blocked drip go on at the next interval.
     pub(crate) fn on_trap_event(&mut self, readiness: Readiness) -> Step {
-        let Phase::Trapped { sent, bits } = self.phase else {
+        if !self.phase.is_trapped() {
             return Step::Wait;
-        };
+        }
         if self.input == 0 {
             let mut scratch = [0u8; TRAP_READ];
             loop {
@@ -156,11 +174,8 @@ impl Connection {
         if readiness.read_closed {
             return Step::Close(CloseReason::TrapEof);
         }
-        if readiness.writable && bits.blocked() {
-            self.phase = Phase::Trapped {
-                sent,
-                bits: bits.with_blocked(false),
-            };
+        if let (true, Phase::Trapped { bits, .. }) = (readiness.writable, &mut self.phase) {
+            *bits = bits.with_blocked(false);
         }
         Step::Wait
     }
@@ -175,7 +190,7 @@ impl Connection {
         settings: &DripSettings,
         rng: &mut fastrand::Rng,
     ) -> Step {
-        let Phase::Trapped { sent, bits } = self.phase else {
+        let Phase::Trapped { sent, bits, .. } = self.phase else {
             return Step::Wait;
         };
         if bits.blocked() {
@@ -197,7 +212,7 @@ impl Connection {
     /// Sends the next part of `lead` (all the rest with `--drip lines`, the next
     /// `bytes` with `--drip greeting`, then the ordinary close once it is all out).
     fn send_lead(&mut self, lead: &[u8], bytes: u32) -> Step {
-        let Phase::Trapped { sent, bits } = self.phase else {
+        let Phase::Trapped { sent, bits, .. } = self.phase else {
             return Step::Wait;
         };
         let from = sent as usize;
@@ -226,10 +241,14 @@ impl Connection {
     ) -> Step {
         let sent = sent.saturating_add(u32::try_from(written).unwrap_or(u32::MAX));
         let blocked = matches!(progress, WriteProgress::WouldBlock);
-        self.phase = Phase::Trapped {
-            sent,
-            bits: bits.with_blocked(blocked),
-        };
+        if let Phase::Trapped {
+            sent: kept,
+            bits: kept_bits,
+            ..
+        } = &mut self.phase
+        {
+            (*kept, *kept_bits) = (sent, bits.with_blocked(blocked));
+        }
         match progress {
             WriteProgress::Failed(err) => Step::Close(trap_error(&err)),
             WriteProgress::Complete | WriteProgress::WouldBlock => Step::Wait,

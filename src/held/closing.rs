@@ -10,6 +10,7 @@ use super::traps::trap_millis;
 use super::{is_live, Held, HeldConnections};
 use crate::close::{CloseReason, Closed};
 use crate::connection::{Connection, Phase};
+use crate::geoip::Country;
 
 impl HeldConnections {
     /// Closes every held connection (a drain that ran out of time): those still
@@ -37,6 +38,9 @@ impl HeldConnections {
     pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
         let conn = &self.slab[key].conn;
         self.slots.count_out(conn.phase(), conn.peer().ip());
+        if let Some(country) = conn.trap_country() {
+            self.geo.traps.released(country);
+        }
         self.remove(key, reason);
     }
 
@@ -83,6 +87,7 @@ impl HeldConnections {
             first,
             pregreeted: conn.pregreeted(),
             trapped_ms,
+            country: conn.trap_country().unwrap_or(Country::NONE),
         }
     }
 }

@@ -54,12 +54,13 @@ impl HeldConnections {
         if let Verdict::Trap(_) = verdict {
             // Trapped as a fresh connection is: its lead sent now, its drips started
             // as its step is settled.
-            let held = &self.slab[key];
+            let held = &mut self.slab[key];
             note_trap(
                 &mut self.counts,
                 &self.table,
+                &self.geo,
                 self.log_level,
-                &held.conn,
+                &mut held.conn,
                 &held.greeting,
             );
             self.slots.count_in(held.conn.phase(), client.ip());

@@ -16,6 +16,9 @@ fn held_connection_state_stays_small() {
     let budget = if cfg!(debug_assertions) { 72 + 16 } else { 72 };
     assert!(held <= budget, "a held connection's state is {held} bytes");
     assert_eq!(std::mem::size_of::<Deadline>(), 16);
+    // A trapped connection's country (`--geoip-db`) rides in the phase's padding: the
+    // phase stays 8 bytes in every build.
+    assert_eq!(std::mem::size_of::<Phase>(), 8);
     assert_eq!(
         std::mem::size_of::<TcpStream>(),
         if cfg!(debug_assertions) { 16 } else { 4 }

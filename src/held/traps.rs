@@ -2,6 +2,7 @@
 //! (counted, its `TRAP` line), a drip due (or the trap's timeout), and a drain that
 //! closes every trap at once, since a trap never finishes.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use log::Level;
@@ -10,6 +11,7 @@ use super::{HeldConnections, HeldCounts};
 use crate::admission::{PolicyTable, ServerLimits, TrapWhy};
 use crate::close::{log_trap, CloseReason};
 use crate::connection::{Connection, Step};
+use crate::geoip::{Country, GeoIp, TrapsByCountry};
 use crate::greeting::Greeting;
 use crate::slots::Slots;
 use crate::tarpit::{Drip, TrapStart};
@@ -30,6 +32,7 @@ impl HeldConnections {
         }
         let (before, sent_before) = (held.conn.phase(), held.conn.sent(&held.greeting));
         let start = held.conn.trap_start();
+        let country = held.conn.trap_country();
         let step = held.conn.drip(&held.greeting, &drip, &mut self.rng);
         if let (Some(start), false) = (start, held.conn.phase().is_trapped()) {
             // A dripped greeting all out, flushed or lingering as any other now: its
@@ -44,6 +47,14 @@ impl HeldConnections {
         self.counts.bytes_sent += dripped;
         self.counts.dripped += dripped;
         self.counts.trapped_ms += drip.interval.as_millis() as u64;
+        if let Some(country) = country {
+            let traps = &self.geo.traps;
+            traps.dripped(country, dripped, drip.interval.as_millis() as u64);
+            if !self.slab[key].conn.phase().is_trapped() {
+                // A dripped greeting all out: trapped no more.
+                traps.released(country);
+            }
+        }
         if step == Step::Wait && self.slab[key].conn.phase().is_trapped() {
             self.timers
                 .push_lasting(Timer::Drip, now, drip.interval, key, serial);
@@ -67,8 +78,9 @@ impl HeldConnections {
         note_trap(
             &mut self.counts,
             &self.table,
+            &self.geo,
             self.log_level,
-            &held.conn,
+            &mut held.conn,
             &held.greeting,
         );
         self.slots.count_out(delaying, ip);
@@ -99,26 +111,43 @@ pub(super) fn trap_millis(start: TrapStart) -> u64 {
     (start.elapsed(SystemTime::now()).as_millis() as u64).max(1)
 }
 
-/// A client just trapped (`conn`, sent `lead` so far): counted, its lead counted
-/// as dripped, its `TRAP` line logged at `level`.
+/// A client just trapped (`conn`, sent `lead` so far): its country looked up (with
+/// `--geoip-db`: the one lookup of its life) and kept, counted (by country too), its
+/// lead counted as dripped, its `TRAP` line logged at `level`.
 #[cold]
 #[inline(never)]
 pub(super) fn note_trap(
     counts: &mut HeldCounts,
     table: &PolicyTable,
+    geo: &Geo,
     level: Level,
-    conn: &Connection,
+    conn: &mut Connection,
     lead: &[u8],
 ) {
+    let country = geo
+        .db
+        .as_ref()
+        .map_or(Country::NONE, |db| db.country(conn.peer().ip()));
+    conn.set_trap_country(country);
+    let sent = conn.sent(lead) as u64;
     counts.trapped += 1;
-    counts.dripped += conn.sent(lead) as u64;
+    counts.dripped += sent;
+    geo.traps.trapped(country, sent);
     if log::log_enabled!(target: crate::close::LOG_TARGET, level) {
         let label = table
             .trap(conn.listener())
             .map_or("", |tarpit| &tarpit.label);
         let why = conn.trap_why().unwrap_or(TrapWhy::Listener);
-        log_trap(conn.peer(), label, why.as_str(), level);
+        log_trap(conn.peer(), label, why.as_str(), country, level);
     }
+}
+
+/// Where trapped clients come from: the `--geoip-db` database of the config in force
+/// (`None`: none, no lookup), and the trap counters by country `/metrics` reads.
+#[derive(Debug, Default)]
+pub(crate) struct Geo {
+    pub(super) db: Option<Arc<GeoIp>>,
+    pub(super) traps: Arc<TrapsByCountry>,
 }
 
 /// Traps a connection (a tarpit listener's, or one its policy traps: `why`): its

@@ -13,6 +13,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 
 use crate::close::CloseReason;
+use crate::geoip::{country_label, CountryFigures};
 use crate::handle::Snapshot;
 use crate::peer_input::FirstInput;
 use crate::totals::{LIFETIME_BOUNDS, TRAP_DURATION_BOUNDS};
@@ -186,24 +187,37 @@ impl Collector for MetricsSource {
             "Of the connections held, those in their --greet-delay (held under --max-delayed, not against --max-connections).",
             ConstGauge::new(saturate(snapshot.delayed)),
         )?;
-        single(
-            &mut encoder,
+        let countries = by_country(&self.workers);
+        let mut family = encoder.encode_descriptor(
             "greeter_trapped_connections",
-            "Clients trapped now by the --tarpit listeners (held under --max-trapped, not against --max-connections).",
-            ConstGauge::new(saturate(snapshot.trapped)),
+            "Clients trapped now by the --tarpit listeners (held under --max-trapped, not against --max-connections), by country (--geoip-db; unknown without it).",
+            None,
+            MetricType::Gauge,
         )?;
-        single(
-            &mut encoder,
+        for (country, figures) in &countries {
+            let now = i64::try_from(figures.now).unwrap_or(i64::MAX);
+            ConstGauge::new(now).encode(family.encode_family(&[("country", *country)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
             "greeter_trapped_clients",
-            "Clients trapped by the --tarpit listeners since the start.",
-            ConstCounter::new(totals.trapped),
+            "Clients trapped by the --tarpit listeners since the start, by country.",
+            None,
+            MetricType::Counter,
         )?;
-        single(
-            &mut encoder,
+        for (country, figures) in &countries {
+            ConstCounter::new(figures.trapped)
+                .encode(family.encode_family(&[("country", *country)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
             "greeter_trapped_seconds",
-            "Time trapped clients have spent trapped (an interval counted at each drip).",
-            ConstCounter::new(totals.trapped_ms as f64 / 1000.0),
+            "Time trapped clients have spent trapped (an interval counted at each drip), by country.",
+            None,
+            MetricType::Counter,
         )?;
+        for (country, figures) in &countries {
+            ConstCounter::new(figures.trapped_ms as f64 / 1000.0)
+                .encode(family.encode_family(&[("country", *country)])?)?;
+        }
         let (counts, sum_ms) = totals.trap_durations();
         single(
             &mut encoder,
@@ -216,12 +230,16 @@ impl Collector for MetricsSource {
                 shown: TRAP_DURATION_BOUNDS.len(),
             },
         )?;
-        single(
-            &mut encoder,
+        let mut family = encoder.encode_descriptor(
             "greeter_bytes_dripped",
-            "Bytes dripped to trapped clients (within greeter_bytes_sent).",
-            ConstCounter::new(totals.dripped),
+            "Bytes dripped to trapped clients (within greeter_bytes_sent), by country.",
+            None,
+            MetricType::Counter,
         )?;
+        for (country, figures) in &countries {
+            ConstCounter::new(figures.dripped)
+                .encode(family.encode_family(&[("country", *country)])?)?;
+        }
         single(
             &mut encoder,
             "greeter_connections_max",
@@ -271,6 +289,29 @@ fn single(
     metric: impl EncodeMetric,
 ) -> Result<(), std::fmt::Error> {
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// The workers' trap figures by country label: `unknown` always (the clients of no
+/// database with those the database does not place), then each country that has
+/// had a trap, in code order; a country once seen stays (its gauge back at 0).
+fn by_country(workers: &WorkersView) -> Vec<(&'static str, CountryFigures)> {
+    let sums = workers.traps_by_country();
+    let mut unknown = CountryFigures::default();
+    let mut seen = Vec::new();
+    for (index, figures) in sums.into_iter().enumerate() {
+        match country_label(index) {
+            "unknown" => {
+                unknown.now += figures.now;
+                unknown.trapped += figures.trapped;
+                unknown.dripped += figures.dripped;
+                unknown.trapped_ms += figures.trapped_ms;
+            }
+            label if figures.trapped > 0 => seen.push((label, figures)),
+            _ => {}
+        }
+    }
+    seen.insert(0, ("unknown", unknown));
+    seen
 }
 
 fn saturate(value: usize) -> i64 {

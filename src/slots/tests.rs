@@ -106,6 +106,7 @@ fn a_max_per_ip_set_by_a_reload_counts_what_is_held() {
 fn max_trapped_counts_every_worker_sharing_the_count() {
     let trapped = Phase::Trapped {
         sent: 0,
+        country: crate::geoip::Country::NONE,
         bits: crate::connection::TrapBits::new(true, 0, crate::admission::TrapWhy::Listener),
     };
     let mut config = config(None, 100);
