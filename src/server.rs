@@ -36,6 +36,7 @@ use crate::totals::Totals;
 
 mod closes;
 use closes::{observe_trap, record};
+mod handing;
 mod listeners;
 #[cfg(test)]
 mod tests;
@@ -277,9 +278,23 @@ impl Server {
             }
             listener_readable = true;
         }
+        if let Some(handed) = self.handle.take_adopted() {
+            self.adopt_handed(handed, now);
+        }
         let stop = self.handle.requested();
         if stop != StopRequest::None && self.drain_deadline.is_none() {
+            // An upgrade's: the trapped connections go to the new process first
+            // (with those the drain's last accepts trap), so the drain never closes
+            // them.
+            let handover = self.handle.take_handover();
+            let listeners = match handover {
+                Some(_) => self.listener_addrs(),
+                None => Vec::new(),
+            };
             self.begin_drain(now);
+            if let Some(channel) = handover {
+                self.hand_over_trapped(&channel, &listeners, now);
+            }
         }
         // The listener goes last: a key freed by a close above can be reused by a new
         // connection only once every event of this batch, which named the old holder,

@@ -1,0 +1,346 @@
+//! `--tarpit` across SIGUSR2: the old process hands every trapped client to the new
+//! one once it serves (their sockets and where each trap stands), so that no client
+//! sees its connection end, its drips go on at their interval from the new process,
+//! and its trap's time counts from its first accept; a failed upgrade leaves them
+//! dripping from the old one. Every generation writes to the first one's stderr;
+//! this test binary is the subreaper of the generations it starts.
+//!
+//! The full-scale run of the issue (5,000 clients, three upgrades, `--drip-interval
+//! 1s`) is the ignored test at the end: `GREETER_FULL_SCALE=1 scripts/test.sh` runs
+//! it (see there), or `cargo test --release --test tarpit_upgrade -- --ignored`.
+
+mod util;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use util::*;
+
+/// Makes this test process the reaper of its orphaned descendants: a server started
+/// by an upgrade is reparented here when the one that started it exits.
+fn become_subreaper() {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes a plain integer and touches no memory.
+    let done = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(done, 0, "prctl(PR_SET_CHILD_SUBREAPER)");
+}
+
+/// Sends `signal` (a name: USR2, TERM) to `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -s {signal} {pid}");
+}
+
+/// Waits until descendant `pid` (reparented here) has exited; returns its exit code.
+fn wait_for_exit(pid: u32) -> i32 {
+    let mut status = 0;
+    wait_for(
+        STEP_TIMEOUT,
+        || format!("pid {pid} to exit"),
+        || {
+            // SAFETY: waitpid writes only the status integer it is given.
+            let reaped = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+            (reaped == pid as i32).then_some(())
+        },
+    );
+    assert!(libc::WIFEXITED(status), "pid {pid} was killed: {status}");
+    libc::WEXITSTATUS(status)
+}
+
+fn pid_in(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{name}", std::process::id()))
+}
+
+/// Ends a generation this test started through an upgrade, if the test fails first.
+struct Generation(u32);
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", &self.0.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// What one client received: when each read returned bytes, how many in all, and
+/// whether its connection ended (EOF or an error) while it was watched.
+#[derive(Debug, Default)]
+struct Received {
+    reads: Vec<Instant>,
+    bytes: usize,
+    ended: Option<Instant>,
+}
+
+/// Trapped clients, each read on a thread of its own as its drips come.
+struct Clients {
+    received: Vec<Arc<Mutex<Received>>>,
+    readers: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    /// Kept open until dropped (the readers read clones).
+    streams: Vec<TcpStream>,
+}
+
+impl Clients {
+    /// Connects `count` clients to `addr`.
+    fn connect(addr: SocketAddr, count: usize) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut clients = Clients {
+            received: Vec::new(),
+            readers: Vec::new(),
+            stop: Arc::clone(&stop),
+            streams: Vec::new(),
+        };
+        for _ in 0..count {
+            let stream = connect(addr);
+            let mut reader = stream.try_clone().unwrap();
+            reader
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let received = Arc::new(Mutex::new(Received::default()));
+            let record = Arc::clone(&received);
+            let stop = Arc::clone(&stop);
+            clients.readers.push(thread::spawn(move || {
+                let mut buffer = [0u8; 512];
+                while !stop.load(Ordering::Relaxed) {
+                    match reader.read(&mut buffer) {
+                        Ok(0) => {
+                            record.lock().unwrap().ended = Some(Instant::now());
+                            return;
+                        }
+                        Ok(n) => {
+                            let mut record = record.lock().unwrap();
+                            record.reads.push(Instant::now());
+                            record.bytes += n;
+                        }
+                        Err(err)
+                            if matches!(
+                                err.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => {
+                            record.lock().unwrap().ended = Some(Instant::now());
+                            return;
+                        }
+                    }
+                }
+            }));
+            clients.received.push(received);
+            clients.streams.push(stream);
+        }
+        clients
+    }
+
+    /// How many clients' connections ended.
+    fn ended(&self) -> usize {
+        self.received
+            .iter()
+            .filter(|received| received.lock().unwrap().ended.is_some())
+            .count()
+    }
+
+    /// Whether every client has read something after `since`.
+    fn all_read_after(&self, since: Instant) -> bool {
+        self.received.iter().all(|received| {
+            received
+                .lock()
+                .unwrap()
+                .reads
+                .last()
+                .is_some_and(|&last| last > since)
+        })
+    }
+
+    /// The longest time between two reads of one client, from `from` on.
+    fn longest_gap(&self, from: Instant) -> Duration {
+        let mut longest = Duration::ZERO;
+        for received in &self.received {
+            let received = received.lock().unwrap();
+            let reads: Vec<Instant> = received
+                .reads
+                .iter()
+                .copied()
+                .filter(|&at| at >= from)
+                .collect();
+            for pair in reads.windows(2) {
+                longest = longest.max(pair[1] - pair[0]);
+            }
+        }
+        longest
+    }
+
+    /// Stops reading and closes every client.
+    fn close(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        self.streams.clear();
+    }
+}
+
+/// How many lines of `log` contain `needle`.
+fn count(log: &str, needle: &str) -> usize {
+    log.lines().filter(|line| line.contains(needle)).count()
+}
+
+/// How many trapped connections the old processes' workers say they handed over.
+fn handed(log: &str) -> usize {
+    log.lines()
+        .filter_map(|line| line.split("upgrade: handed ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .sum()
+}
+
+/// The value of `key=` in a log line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line
+        .find(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        + key.len()
+        + 2;
+    line[start..].split(' ').next().unwrap()
+}
+
+/// SIGUSR2 to `old`; waits until the new process has taken over `trapped` trapped
+/// connections (its `took over` line, the `nth` in the log) and the old one has
+/// exited 0, none of `clients` seeing its connection end; returns the new pid.
+fn upgrade_handing_over(
+    server: &mut ServerProcess,
+    clients: &Clients,
+    old: u32,
+    pid_file: &Path,
+    trapped: usize,
+    nth: usize,
+) -> u32 {
+    signal(old, "USR2");
+    let new = wait_for(
+        STEP_TIMEOUT,
+        || "the new process to write the pid file".to_owned(),
+        || pid_in(pid_file).filter(|&pid| pid != old),
+    );
+    let code = if old == server.pid() {
+        server.wait_exit_only(STEP_TIMEOUT).code().unwrap_or(-1)
+    } else {
+        wait_for_exit(old)
+    };
+    assert_eq!(code, 0, "the old process {old} exits 0");
+    let took_over = format!("upgrade: took over {trapped} trapped connections");
+    wait_for(
+        STEP_TIMEOUT,
+        || format!("{nth} lines with {took_over:?} in:\n{}", server.stderr()),
+        || {
+            assert_eq!(clients.ended(), 0, "a client's connection ended");
+            (count(&server.stderr(), &took_over) >= nth).then_some(())
+        },
+    );
+    new
+}
+
+#[test]
+fn trapped_clients_stay_trapped_across_three_upgrades_dripped_by_each_new_process() {
+    become_subreaper();
+    let pid_file = temp_path("trapped.pid");
+    let interval = Duration::from_millis(200);
+    let clients_count = 100;
+    let mut server = spawn_server(&[
+        "--tarpit",
+        "--drip-interval",
+        "200ms",
+        "--workers",
+        "2",
+        "--log-connections",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+    ]);
+    let first_accept = Instant::now();
+    let clients = Clients::connect(server.addr, clients_count);
+    wait_for(
+        STEP_TIMEOUT,
+        || format!("{clients_count} TRAP lines"),
+        || (count(&server.stderr(), "TRAP peer=") == clients_count).then_some(()),
+    );
+    let mut pid = server.pid();
+    let mut generations = Vec::new();
+    let mut last_exit = Instant::now();
+    for nth in 1..=3 {
+        let new = upgrade_handing_over(&mut server, &clients, pid, &pid_file, clients_count, nth);
+        last_exit = Instant::now();
+        generations.push(Generation(new));
+        pid = new;
+        // The old process is gone: these drips come from the new one.
+        wait_until("every client dripped by the new process", || {
+            assert_eq!(clients.ended(), 0, "a client's connection ended");
+            clients.all_read_after(last_exit)
+        });
+        assert_eq!(clients.ended(), 0, "a client's connection ended");
+    }
+    // Two more intervals from the last process.
+    let settle = Instant::now();
+    wait_until("two more drips to every client", || {
+        clients.all_read_after(settle + interval)
+    });
+    assert_eq!(clients.ended(), 0, "a client's connection ended");
+    let gap = clients.longest_gap(first_accept);
+    assert!(gap <= 2 * interval, "a gap of {gap:?} between two drips");
+    let log = server.stderr();
+    // A handover is neither a close nor an accept, in any process.
+    assert_eq!(count(&log, "CLOSE peer="), 0, "{log}");
+    assert_eq!(count(&log, "ACCEPT peer="), clients_count, "{log}");
+    assert_eq!(count(&log, "TRAP peer="), clients_count, "{log}");
+    assert_eq!(handed(&log), 3 * clients_count, "{log}");
+    for line in log
+        .lines()
+        .filter(|line| line.contains("totals in_flight=0"))
+    {
+        // The old processes' totals: what they drained was not the trapped clients.
+        assert_eq!(field(line, "drain"), "0", "{line}");
+    }
+    // The last process counts neither an accept nor a trap of its own.
+    signal(pid, "USR1");
+    let totals = wait_for(
+        STEP_TIMEOUT,
+        || "the last process's totals".to_owned(),
+        || {
+            let log = server.stderr();
+            log.lines()
+                .find(|line| line.contains(&format!("totals in_flight={clients_count} ")))
+                .map(str::to_owned)
+        },
+    );
+    assert_eq!(field(&totals, "accepted"), "0", "{totals}");
+    assert_eq!(field(&totals, "trapped"), "0", "{totals}");
+
+    // Their traps end now: each CLOSE counts from its first accept.
+    let since_last_upgrade = last_exit.elapsed();
+    let since_first = first_accept.elapsed();
+    clients.close();
+    let log = wait_for(
+        STEP_TIMEOUT,
+        || format!("{clients_count} CLOSE lines"),
+        || Some(server.stderr()).filter(|log| count(log, "CLOSE peer=") == clients_count),
+    );
+    for line in log.lines().filter(|line| line.contains("CLOSE peer=")) {
+        assert_eq!(field(line, "reason"), "trap-eof", "{line}");
+        let ms: u64 = field(line, "ms").parse().unwrap();
+        assert!(
+            ms as u128 >= since_first.as_millis() - 100
+                && ms as u128 > since_last_upgrade.as_millis(),
+            "ms={ms}: trapped {since_first:?} ago, last upgrade {since_last_upgrade:?} ago: {line}"
+        );
+    }
+    signal(pid, "TERM");
+    assert_eq!(wait_for_exit(pid), 0);
+}
