@@ -344,3 +344,103 @@ fn trapped_clients_stay_trapped_across_three_upgrades_dripped_by_each_new_proces
     signal(pid, "TERM");
     assert_eq!(wait_for_exit(pid), 0);
 }
+
+/// A greeter-server started from its own copy of the binary (which the test may
+/// replace), its stderr collected as it comes.
+struct FromCopy {
+    exe: PathBuf,
+    child: std::process::Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl FromCopy {
+    fn start(name: &str, args: &[&str]) -> Self {
+        let exe = temp_path(name);
+        std::fs::copy(binary("greeter-server"), &exe).unwrap();
+        let mut child = Command::new(&exe)
+            .args(["--port", "0"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = lines_of(child.stderr.take().unwrap());
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            for line in lines {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let line = stdout.recv_timeout(STEP_TIMEOUT).unwrap();
+        let addr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
+        FromCopy {
+            exe,
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    #[track_caller]
+    fn wait_for_log(&self, needle: &str) {
+        wait_for(
+            STEP_TIMEOUT,
+            || format!("{needle:?} in:\n{}", self.log()),
+            || self.log().contains(needle).then_some(()),
+        );
+    }
+}
+
+impl Drop for FromCopy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.exe);
+    }
+}
+
+#[test]
+fn a_failed_upgrade_leaves_the_trapped_clients_dripping_from_the_old_process() {
+    become_subreaper();
+    let server = FromCopy::start(
+        "greeter-tarpit-failing",
+        &["--tarpit", "--drip-interval", "100ms", "--log-connections"],
+    );
+    let clients = Clients::connect(server.addr, 50);
+    wait_for(
+        STEP_TIMEOUT,
+        || "50 TRAP lines".to_owned(),
+        || (count(&server.log(), "TRAP peer=") == 50).then_some(()),
+    );
+    // The new binary fails at once, before it could say `ready`.
+    let next = server.exe.with_extension("next");
+    std::fs::write(&next, "#!/bin/sh\necho 'broken on purpose' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&next, &server.exe).unwrap();
+    signal(server.child.id(), "USR2");
+    server.wait_for_log("upgrade: keeping this process");
+    let failed = Instant::now();
+    wait_until("every client dripped after the failed upgrade", || {
+        assert_eq!(clients.ended(), 0, "a client's connection ended");
+        clients.all_read_after(failed + Duration::from_millis(200))
+    });
+    let log = server.log();
+    assert_eq!(count(&log, "upgrade: handed"), 0, "{log}");
+    assert_eq!(count(&log, "CLOSE peer="), 0, "{log}");
+    clients.close();
+    wait_for(
+        STEP_TIMEOUT,
+        || "50 CLOSE lines of the old process".to_owned(),
+        || (count(&server.log(), "reason=trap-eof") == 50).then_some(()),
+    );
+}
