@@ -5,9 +5,10 @@
 //! dripping from the old one. Every generation writes to the first one's stderr;
 //! this test binary is the subreaper of the generations it starts.
 //!
-//! The full-scale run of the issue (5,000 clients, three upgrades, `--drip-interval
-//! 1s`) is the ignored test at the end: `GREETER_FULL_SCALE=1 scripts/test.sh` runs
-//! it (see there), or `cargo test --release --test tarpit_upgrade -- --ignored`.
+//! The hold test runs small by default (200 clients held by `greeter-load --hold`'s
+//! library, 200 ms drips); `GREETER_FULL_SCALE=1` makes it the issue's full-scale
+//! run: 5,000 clients, `--drip-interval 1s`, three upgrades
+//! (`GREETER_FULL_SCALE=1 cargo test --release --test tarpit_upgrade held`).
 
 mod util;
 
@@ -443,4 +444,138 @@ fn a_failed_upgrade_leaves_the_trapped_clients_dripping_from_the_old_process() {
         || "50 CLOSE lines of the old process".to_owned(),
         || (count(&server.log(), "reason=trap-eof") == 50).then_some(()),
     );
+}
+
+/// The hold test's scale: clients, drip interval, the time between two upgrades, and
+/// how long the clients are held in all.
+fn hold_scale() -> (usize, Duration, Duration, Duration) {
+    match std::env::var("GREETER_FULL_SCALE").as_deref() {
+        Ok("1") => (
+            5_000,
+            Duration::from_secs(1),
+            Duration::from_secs(4),
+            Duration::from_secs(20),
+        ),
+        _ => (
+            200,
+            Duration::from_millis(200),
+            Duration::from_millis(800),
+            Duration::from_secs(4),
+        ),
+    }
+}
+
+#[test]
+fn clients_held_by_greeter_load_stay_connected_across_three_upgrades() {
+    become_subreaper();
+    let _ = greeter::fdlimit::raise_to_hard_limit();
+    let (clients, interval, between, hold_for) = hold_scale();
+    let pid_file = temp_path("held.pid");
+    let interval_arg = format!("{}ms", interval.as_millis());
+    let max_trapped = (2 * clients).to_string();
+    let mut server = spawn_server(&[
+        "--tarpit",
+        "--drip-interval",
+        &interval_arg,
+        "--max-trapped",
+        &max_trapped,
+        "--workers",
+        "2",
+        "--log-connections",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+    ]);
+    let options = greeter_load::hold::HoldOptions {
+        addr: server.addr,
+        clients,
+        duration: hold_for,
+    };
+    let first_connect = Instant::now();
+    let holding = thread::spawn(move || greeter_load::hold::hold(&options).unwrap());
+    wait_for(
+        STEP_TIMEOUT,
+        || format!("{clients} TRAP lines"),
+        || (count(&server.stderr(), "TRAP peer=") == clients).then_some(()),
+    );
+    let mut pid = server.pid();
+    let mut generations = Vec::new();
+    let mut last_upgrade = Instant::now();
+    for nth in 1..=3 {
+        thread::sleep(between); // drips from this generation first
+        signal(pid, "USR2");
+        let new = wait_for(
+            STEP_TIMEOUT,
+            || "the new process to write the pid file".to_owned(),
+            || pid_in(&pid_file).filter(|&new| new != pid),
+        );
+        let code = if pid == server.pid() {
+            server.wait_exit_only(STEP_TIMEOUT).code().unwrap_or(-1)
+        } else {
+            wait_for_exit(pid)
+        };
+        assert_eq!(code, 0, "the old process {pid} exits 0");
+        let took_over = format!("upgrade: took over {clients} trapped connections");
+        wait_for(
+            STEP_TIMEOUT,
+            || format!("{nth} lines with {took_over:?}"),
+            || (count(&server.stderr(), &took_over) >= nth).then_some(()),
+        );
+        last_upgrade = Instant::now();
+        generations.push(Generation(new));
+        pid = new;
+    }
+    assert!(
+        last_upgrade < first_connect + hold_for - 2 * interval,
+        "the upgrades took too long for the hold ({:?}): raise hold_for",
+        last_upgrade - first_connect
+    );
+    let report = holding.join().unwrap();
+    eprintln!("greeter-load --hold {clients}: {report:?}");
+    let since_last_upgrade = last_upgrade.elapsed();
+    assert_eq!(report.connected, clients, "{report:?}");
+    assert_eq!(report.still_connected, clients, "{report:?}");
+    assert_eq!(report.ended_early, 0, "{report:?}");
+    assert_eq!(report.received_nothing, 0, "{report:?}");
+    assert!(
+        report.max_gap_ms <= 2 * interval.as_millis() as u64,
+        "a gap of {} ms between two drips (interval {interval:?}): {report:?}",
+        report.max_gap_ms
+    );
+    // The clients closed as the hold ended: each CLOSE counts from its first accept.
+    let log = wait_for(
+        STEP_TIMEOUT,
+        || format!("{clients} CLOSE lines"),
+        || Some(server.stderr()).filter(|log| count(log, "CLOSE peer=") == clients),
+    );
+    assert_eq!(count(&log, "ACCEPT peer="), clients);
+    for line in log.lines().filter(|line| line.contains("CLOSE peer=")) {
+        let ms: u128 = field(line, "ms").parse().unwrap();
+        assert!(
+            ms > since_last_upgrade.as_millis() && ms + 1_000 >= hold_for.as_millis(),
+            "ms={ms}: held {hold_for:?}, the last upgrade {since_last_upgrade:?} before: {line}"
+        );
+    }
+    signal(pid, "TERM");
+    assert_eq!(wait_for_exit(pid), 0);
+}
+
+#[test]
+fn greeter_load_hold_sees_a_greeting_server_end_every_connection() {
+    let mut server = spawn_server(&[]);
+    let options = greeter_load::hold::HoldOptions {
+        addr: server.addr,
+        clients: 20,
+        duration: Duration::from_millis(500),
+    };
+    let report = greeter_load::hold::hold(&options).unwrap();
+    assert_eq!(
+        (report.connected, report.ended_early),
+        (20, 20),
+        "{report:?}"
+    );
+    assert_eq!(report.still_connected, 0);
+    assert_eq!(report.bytes, 20 * DEFAULT_GREETING.len() as u64);
+    assert!(!report.all_held());
+    server.signal("TERM");
+    server.wait_exit(STEP_TIMEOUT);
 }
