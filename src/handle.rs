@@ -2,7 +2,6 @@
 //! what it has done: the supervisor's signal thread, tests, embedding programs.
 
 use std::io;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +9,7 @@ use mio::Waker;
 
 use crate::config::Config;
 use crate::totals::Totals;
-use crate::upgrade::handover::Handed;
+use crate::upgrade::handover::{Handed, SharedChannel};
 
 /// A server's counters and state, as of its last loop round.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,7 +69,7 @@ struct Control {
     pong: AtomicU64,
     /// An upgrade's report channel, once its new process serves: the loop hands its
     /// trapped connections over on it before it drains.
-    handover: Mutex<Option<UnixStream>>,
+    handover: Mutex<Option<SharedChannel>>,
     /// Set when `adopted` holds connections the loop has not taken yet.
     adoption_pending: AtomicBool,
     /// Trapped connections handed over by the process that upgraded to this one.
@@ -144,14 +143,14 @@ impl ServerHandle {
     ///
     /// # Errors
     /// Fails only if the loop cannot be woken.
-    pub fn hand_over_then_drain(&self, channel: UnixStream) -> io::Result<()> {
+    pub fn hand_over_then_drain(&self, channel: SharedChannel) -> io::Result<()> {
         *lock(&self.control.handover) = Some(channel);
         self.raise(StopRequest::Drain)
     }
 
     /// The channel to hand trapped connections over on, if an upgrade asked (for the
     /// loop, as it begins its drain).
-    pub(crate) fn take_handover(&self) -> Option<UnixStream> {
+    pub(crate) fn take_handover(&self) -> Option<SharedChannel> {
         lock(&self.control.handover).take()
     }
 

@@ -294,6 +294,8 @@ impl Server {
             self.begin_drain(now);
             if let Some(channel) = handover {
                 self.hand_over_trapped(&channel, &listeners, now);
+                // Dropped here: the last worker's drop closes the channel, and the
+                // new process knows it has everything.
             }
         }
         // The listener goes last: a key freed by a close above can be reused by a new

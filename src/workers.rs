@@ -191,15 +191,12 @@ impl RunningWorkers {
     }
 
     /// Asks every worker to hand its trapped connections to an upgrade's new process
-    /// over `channel` (each on its own duplicate: a message is sent whole), then to
-    /// drain as [`RunningWorkers::shutdown`] does. A worker given no duplicate just
-    /// drains.
+    /// over `channel` (shared: one message at a time), then to drain as
+    /// [`RunningWorkers::shutdown`] does.
     pub fn hand_over_then_drain(&self, channel: UnixStream) {
+        let channel = Arc::new(std::sync::Mutex::new(channel));
         for handle in &self.handles {
-            let _ = match channel.try_clone() {
-                Ok(duplicate) => handle.hand_over_then_drain(duplicate),
-                Err(_) => handle.shutdown(),
-            };
+            let _ = handle.hand_over_then_drain(Arc::clone(&channel));
         }
     }
 

@@ -5,7 +5,7 @@
 //! dripping from the old one. Every generation writes to the first one's stderr;
 //! this test binary is the subreaper of the generations it starts.
 //!
-//! The hold test runs small by default (200 clients held by `greeter-load --hold`'s
+//! The hold test runs small by default (600 clients held by `greeter-load --hold`'s
 //! library, 200 ms drips); `GREETER_FULL_SCALE=1` makes it the issue's full-scale
 //! run: 5,000 clients, `--drip-interval 1s`, three upgrades
 //! (`GREETER_FULL_SCALE=1 cargo test --release --test tarpit_upgrade held`).
@@ -456,8 +456,11 @@ fn hold_scale() -> (usize, Duration, Duration, Duration) {
             Duration::from_secs(4),
             Duration::from_secs(20),
         ),
+        // Over 253 a worker: two messages each, of which the first is larger than
+        // the kernel's largest piece of a stream (two workers' pieces could
+        // interleave).
         _ => (
-            200,
+            600,
             Duration::from_millis(200),
             Duration::from_millis(800),
             Duration::from_secs(4),
@@ -497,11 +500,15 @@ fn clients_held_by_greeter_load_stay_connected_across_three_upgrades() {
         || format!("{clients} TRAP lines"),
         || (count(&server.stderr(), "TRAP peer=") == clients).then_some(()),
     );
+    // Every client is trapped by now, and held until the hold ends.
+    let held_at_least = (first_connect + hold_for).saturating_duration_since(Instant::now());
     let mut pid = server.pid();
     let mut generations = Vec::new();
     let mut last_upgrade = Instant::now();
+    let mut switches = Vec::new();
     for nth in 1..=3 {
         thread::sleep(between); // drips from this generation first
+        let asked = Instant::now();
         signal(pid, "USR2");
         let new = wait_for(
             STEP_TIMEOUT,
@@ -517,10 +524,21 @@ fn clients_held_by_greeter_load_stay_connected_across_three_upgrades() {
         let took_over = format!("upgrade: took over {clients} trapped connections");
         wait_for(
             STEP_TIMEOUT,
-            || format!("{nth} lines with {took_over:?}"),
+            || {
+                let log = server.stderr();
+                let upgrades: Vec<&str> = log
+                    .lines()
+                    .filter(|line| line.contains("upgrade:"))
+                    .collect();
+                format!(
+                    "{nth} lines with {took_over:?}; the upgrade lines:\n{}",
+                    upgrades.join("\n")
+                )
+            },
             || (count(&server.stderr(), &took_over) >= nth).then_some(()),
         );
         last_upgrade = Instant::now();
+        switches.push(last_upgrade - asked);
         generations.push(Generation(new));
         pid = new;
     }
@@ -530,7 +548,14 @@ fn clients_held_by_greeter_load_stay_connected_across_three_upgrades() {
         last_upgrade - first_connect
     );
     let report = holding.join().unwrap();
+    let log = server.stderr();
+    assert_eq!(
+        count(&log, "came with a record this version cannot read"),
+        0,
+        "{log}"
+    );
     eprintln!("greeter-load --hold {clients}: {report:?}");
+    eprintln!("SIGUSR2 to the old process's exit and the new one's `took over`: {switches:?}");
     let since_last_upgrade = last_upgrade.elapsed();
     assert_eq!(report.connected, clients, "{report:?}");
     assert_eq!(report.still_connected, clients, "{report:?}");
@@ -551,8 +576,9 @@ fn clients_held_by_greeter_load_stay_connected_across_three_upgrades() {
     for line in log.lines().filter(|line| line.contains("CLOSE peer=")) {
         let ms: u128 = field(line, "ms").parse().unwrap();
         assert!(
-            ms > since_last_upgrade.as_millis() && ms + 1_000 >= hold_for.as_millis(),
-            "ms={ms}: held {hold_for:?}, the last upgrade {since_last_upgrade:?} before: {line}"
+            ms > since_last_upgrade.as_millis() && ms + 100 >= held_at_least.as_millis(),
+            "ms={ms}: held at least {held_at_least:?}, the last upgrade {since_last_upgrade:?} \
+             before: {line}"
         );
     }
     signal(pid, "TERM");

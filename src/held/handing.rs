@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use log::warn;
@@ -28,12 +29,12 @@ const DUE_STEPS: u32 = 16;
 
 impl HeldConnections {
     /// Hands every trapped connection to the new process over `channel` (blocking,
-    /// with a send timeout), [`MAX_FDS_PER_MESSAGE`] a message; `listeners` gives each
+    /// with a send timeout; shared with the other workers, locked for each message), [`MAX_FDS_PER_MESSAGE`] a message; `listeners` gives each
     /// listener's address (by index). Returns how many were handed, and the error
     /// that stopped the rest, which stay here (the drain closes them).
     pub(crate) fn hand_over_trapped(
         &mut self,
-        channel: &UnixStream,
+        channel: &Mutex<UnixStream>,
         listeners: &[Option<SocketAddr>],
         now: Instant,
     ) -> (usize, Option<io::Error>) {
@@ -66,7 +67,12 @@ impl HeldConnections {
                 sent.push(key);
                 sockets.push(conn.stream().as_raw_fd());
             }
-            if let Err(err) = send_batch(channel, &records, &sockets) {
+            // One message at a time over all workers (see `SharedChannel`).
+            let sent_whole = match channel.lock() {
+                Ok(channel) => send_batch(&channel, &records, &sockets),
+                Err(poisoned) => send_batch(&poisoned.into_inner(), &records, &sockets),
+            };
+            if let Err(err) = sent_whole {
                 return (handed, Some(err));
             }
             for &key in &sent {
@@ -154,6 +160,7 @@ fn record_of(
     Some(TrapRecord {
         listener,
         peer: conn.peer(),
+        socket_peer: conn.stream().peer_addr().ok()?,
         start_ms: u64::from(start.seconds) * 1000 + u64::from(start.millis),
         sent,
         lines: bits.lines(),

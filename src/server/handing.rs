@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use log::{debug, info, warn};
@@ -33,7 +34,7 @@ impl Server {
     /// the drain.
     pub(super) fn hand_over_trapped(
         &mut self,
-        channel: &UnixStream,
+        channel: &Mutex<UnixStream>,
         listeners: &[Option<SocketAddr>],
         now: Instant,
     ) {

@@ -76,7 +76,7 @@ impl Supervised {
             warn!(
                 target: LOG_TARGET,
                 "upgrade: {unreadable} handed trapped connections came with a record this \
-                 version cannot read; closed them"
+                 version cannot read (or not with their own socket); closed them"
             );
         }
         if adopted > 0 {

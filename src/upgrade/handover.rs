@@ -39,6 +39,9 @@ pub struct TrapRecord {
     pub listener: SocketAddr,
     /// The client (its PROXY header's, where one named it).
     pub peer: SocketAddr,
+    /// The socket's peer as the kernel sees it: the receiver checks its descriptor
+    /// against it, so that a record never goes with another client's socket.
+    pub socket_peer: SocketAddr,
     /// When its trap began, by the wall clock: milliseconds since the Unix epoch.
     pub start_ms: u64,
     /// Bytes dripped so far (with `--drip greeting`, how far into the greeting).
@@ -60,6 +63,12 @@ pub struct TrapRecord {
     pub country: [u8; 2],
 }
 
+/// The old process's end of the channel, shared by its workers: each sends a message
+/// (its lines and descriptors) under the lock, so that two workers' messages never
+/// interleave in the stream (the kernel may cut a large message in two, and another
+/// writer's could come between: then lines and descriptors would pair wrongly).
+pub type SharedChannel = std::sync::Arc<std::sync::Mutex<UnixStream>>;
+
 /// A trapped connection as it arrives in the new process.
 #[derive(Debug)]
 pub struct Handed {
@@ -74,10 +83,11 @@ impl TrapRecord {
     pub fn to_line(&self) -> String {
         let country = String::from_utf8_lossy(&self.country).into_owned();
         format!(
-            "{VERSION} listener={} peer={} start_ms={} sent={} mode={} why={} first={} \
+            "{VERSION} listener={} peer={} socket_peer={} start_ms={} sent={} mode={} why={} first={} \
              input={} blocked={} due_ms={} country={country}\n",
             self.listener,
             self.peer,
+            self.socket_peer,
             self.start_ms,
             self.sent,
             if self.lines { "lines" } else { "greeting" },
@@ -99,6 +109,7 @@ impl TrapRecord {
         let mut record = TrapRecord {
             listener: SocketAddr::from(([0, 0, 0, 0], 0)),
             peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+            socket_peer: SocketAddr::from(([0, 0, 0, 0], 0)),
             start_ms: 0,
             sent: 0,
             lines: true,
@@ -116,6 +127,7 @@ impl TrapRecord {
                 "listener" => (record.listener, seen) = (value.parse().ok()?, seen | 1),
                 "peer" => (record.peer, seen) = (value.parse().ok()?, seen | 2),
                 "start_ms" => (record.start_ms, seen) = (value.parse().ok()?, seen | 4),
+                "socket_peer" => (record.socket_peer, seen) = (value.parse().ok()?, seen | 8),
                 "sent" => record.sent = value.parse().ok()?,
                 "mode" => {
                     record.lines = match value {
@@ -139,8 +151,9 @@ impl TrapRecord {
                 _ => {}
             }
         }
-        // The listener, the client and the start are what a trap cannot go on without.
-        (seen == 7).then_some(record)
+        // The listener, the client, its socket and the start are what a trap cannot
+        // go on without.
+        (seen == 15).then_some(record)
     }
 }
 
@@ -156,7 +169,8 @@ fn parse_why(value: &str) -> Option<TrapWhy> {
 }
 
 /// Sends one message: `records`' lines with `sockets` (as many, at most
-/// [`MAX_FDS_PER_MESSAGE`]) on `channel` (blocking, with a send timeout). Once this
+/// [`MAX_FDS_PER_MESSAGE`]) on `channel` (blocking, with a send timeout; the only
+/// writer while this runs: see [`SharedChannel`]). Once this
 /// returns `Ok`, the new process holds the sockets: the caller may only `close()`
 /// its own descriptors.
 ///
@@ -191,6 +205,11 @@ pub fn send_batch(
     writer.write_all(&bytes[sent..])
 }
 
+/// The peer of TCP socket `socket`, if it has one.
+fn peer_of(socket: &OwnedFd) -> Option<SocketAddr> {
+    socket2::SockRef::from(socket).peer_addr().ok()?.as_socket()
+}
+
 /// The new process's end of the handover: reads what the old process sends, pairing
 /// each record with its socket.
 #[derive(Debug, Default)]
@@ -199,7 +218,8 @@ pub struct HandedReceiver {
     partial: Vec<u8>,
     /// Sockets received whose lines have not come whole yet, in order.
     sockets: VecDeque<OwnedFd>,
-    /// Records that could not be read (their sockets closed), for one warning.
+    /// Records that could not be read, or that did not go with their socket (their
+    /// sockets closed), for one warning.
     pub unreadable: usize,
 }
 
@@ -263,7 +283,8 @@ impl HandedReceiver {
                 self.unreadable += 1;
                 continue;
             };
-            match std::str::from_utf8(line).ok().and_then(TrapRecord::parse) {
+            let record = std::str::from_utf8(line).ok().and_then(TrapRecord::parse);
+            match record.filter(|record| peer_of(&socket) == Some(record.socket_peer)) {
                 Some(record) => handed.push(Handed { socket, record }),
                 // Dropped: closed, never shut down.
                 None => self.unreadable += 1,
