@@ -605,3 +605,43 @@ fn greeter_load_hold_sees_a_greeting_server_end_every_connection() {
     server.signal("TERM");
     server.wait_exit(STEP_TIMEOUT);
 }
+
+#[test]
+fn a_dripped_greeting_goes_on_from_its_offset_in_the_new_process() {
+    become_subreaper();
+    let pid_file = temp_path("greeting.pid");
+    let banner = "220 mail.example.com ESMTP, dripped two bytes at a time\r\n";
+    let mut server = spawn_server(&[
+        "--tarpit",
+        "--drip",
+        "greeting",
+        "--drip-bytes",
+        "2",
+        "--drip-interval",
+        "50ms",
+        "--message",
+        banner,
+        "--log-connections",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+    ]);
+    let mut client = connect(server.addr);
+    let mut first = [0u8; 8];
+    client.read_exact(&mut first).unwrap();
+    // This client is read here (its bytes checked), not by a reader thread.
+    let no_readers = Clients::connect(server.addr, 0);
+    let old = server.pid();
+    let new = upgrade_handing_over(&mut server, &no_readers, old, &pid_file, 1, 1);
+    let _generation = Generation(new);
+    // The rest, from the new process, then its ordinary close.
+    let rest = read_to_eof(&mut client).unwrap();
+    assert_eq!([&first[..], &rest].concat(), banner.as_bytes());
+    let line = server.wait_for_log("CLOSE peer=");
+    let close = line
+        .lines()
+        .find(|line| line.contains("CLOSE peer="))
+        .unwrap();
+    assert_eq!(field(close, "bytes"), banner.len().to_string(), "{close}");
+    signal(new, "TERM");
+    assert_eq!(wait_for_exit(new), 0);
+}
