@@ -265,6 +265,8 @@ impl HandedReceiver {
                     .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
             );
             if bytes == 0 {
+                // Sockets whose lines never came whole: closed with the receiver.
+                self.unreadable += self.sockets.len();
                 break true;
             }
             self.partial.extend_from_slice(&buffer[..bytes]);
