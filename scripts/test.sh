@@ -33,6 +33,9 @@ says which are missing, runs everything else, and lists what it could not run in
 summary.
 
   GREETER_REQUIRE_ALL_TOOLS=1   a missing tool is a failure instead (CI sets it)
+  GREETER_FULL_SCALE=1          tests/tarpit_upgrade.rs holds 5,000 trapped clients
+                                across three upgrades at 1 s drips (about 25 s)
+                                instead of 600 at 200 ms
   -h, --help                    this help
 
 Arguments go to `cargo test` (e.g. scripts/test.sh --test peers); with arguments,

@@ -81,7 +81,7 @@ pub enum Action {
 
 /// Why a client is trapped (the `TRAP` line's `why=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TrapWhy {
+pub enum TrapWhy {
     /// A `--tarpit` listener traps every client.
     Listener,
     /// `--deny-action tarpit`.

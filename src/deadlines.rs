@@ -272,6 +272,18 @@ impl DeadlineQueue {
         }
     }
 
+    /// Calls `each` with every entry (live or stale) and the time left until it is
+    /// due at `now` (zero once it is).
+    pub fn each_left(&self, now: Instant, mut each: impl FnMut(&Deadline, Duration)) {
+        let clock = self.clock(now);
+        let runs = self.others.iter().map(|run| (run.duration, &run.entries));
+        for (duration, entries) in runs.chain([(self.duration, &self.entries)]) {
+            for entry in entries {
+                each(entry, duration.saturating_sub(clock.age(entry)));
+            }
+        }
+    }
+
     /// Keeps only the entries for which `live` says yes, in order (so still sorted).
     pub fn retain(&mut self, mut live: impl FnMut(&Deadline) -> bool) {
         for run in &mut self.others {

@@ -13,7 +13,7 @@
 use std::io;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use maxminddb::{MaxMindDbError, PathElement, Reader};
 
@@ -158,6 +158,9 @@ struct CountryCell {
     dripped: AtomicU64,
     /// Milliseconds spent trapped (an interval counted at each drip).
     trapped_ms: AtomicU64,
+    /// Whether a client of it was ever trapped here (or handed over trapped): its
+    /// series are shown from then on.
+    seen: AtomicBool,
 }
 
 /// One country's trap figures, as `/metrics` shows them.
@@ -171,6 +174,8 @@ pub struct CountryFigures {
     pub dripped: u64,
     /// Milliseconds spent trapped.
     pub trapped_ms: u64,
+    /// Whether a client of it was ever trapped (or handed over trapped).
+    pub seen: bool,
 }
 
 impl Default for TrapsByCountry {
@@ -193,6 +198,7 @@ impl TrapsByCountry {
         let cell = self.cell(country);
         cell.now.fetch_add(1, Ordering::Relaxed);
         cell.trapped.fetch_add(1, Ordering::Relaxed);
+        cell.seen.store(true, Ordering::Relaxed);
         cell.dripped.fetch_add(lead, Ordering::Relaxed);
     }
 
@@ -201,6 +207,14 @@ impl TrapsByCountry {
         let cell = self.cell(country);
         cell.dripped.fetch_add(bytes, Ordering::Relaxed);
         cell.trapped_ms.fetch_add(interval_ms, Ordering::Relaxed);
+    }
+
+    /// A client of `country` trapped by the process that upgraded to this one, handed
+    /// over: trapped now here, not trapped anew.
+    pub(crate) fn adopted(&self, country: Country) {
+        let cell = self.cell(country);
+        cell.now.fetch_add(1, Ordering::Relaxed);
+        cell.seen.store(true, Ordering::Relaxed);
     }
 
     /// A trapped client of `country` is trapped no more.
@@ -215,6 +229,7 @@ impl TrapsByCountry {
             sum.trapped += cell.trapped.load(Ordering::Relaxed);
             sum.dripped += cell.dripped.load(Ordering::Relaxed);
             sum.trapped_ms += cell.trapped_ms.load(Ordering::Relaxed);
+            sum.seen |= cell.seen.load(Ordering::Relaxed);
         }
     }
 }

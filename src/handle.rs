@@ -10,6 +10,7 @@ use mio::Waker;
 use crate::config::Config;
 use crate::geoip::TrapsByCountry;
 use crate::totals::Totals;
+use crate::upgrade::handover::{Handed, SharedChannel};
 
 /// A server's counters and state, as of its last loop round.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,6 +68,13 @@ struct Control {
     /// answered: equal once the loop has run a round since.
     ping: AtomicU64,
     pong: AtomicU64,
+    /// An upgrade's report channel, once its new process serves: the loop hands its
+    /// trapped connections over on it before it drains.
+    handover: Mutex<Option<SharedChannel>>,
+    /// Set when `adopted` holds connections the loop has not taken yet.
+    adoption_pending: AtomicBool,
+    /// Trapped connections handed over by the process that upgraded to this one.
+    adopted: Mutex<Vec<Handed>>,
     /// Set once the loop's thread has ended: it answers no ping, and is not waited
     /// for (a loop that finished its drain is not stuck).
     ended: AtomicBool,
@@ -136,6 +144,45 @@ impl ServerHandle {
         }
         self.control.config_pending.store(true, Ordering::Release);
         self.waker.wake()
+    }
+
+    /// Like [`ServerHandle::shutdown`], but first hands the trapped connections to
+    /// an upgrade's new process over `channel` (see [`crate::upgrade`]), so that the
+    /// drain does not close them.
+    ///
+    /// # Errors
+    /// Fails only if the loop cannot be woken.
+    pub fn hand_over_then_drain(&self, channel: SharedChannel) -> io::Result<()> {
+        *lock(&self.control.handover) = Some(channel);
+        self.raise(StopRequest::Drain)
+    }
+
+    /// The channel to hand trapped connections over on, if an upgrade asked (for the
+    /// loop, as it begins its drain).
+    pub(crate) fn take_handover(&self) -> Option<SharedChannel> {
+        lock(&self.control.handover).take()
+    }
+
+    /// Gives the loop trapped connections handed over by the process that upgraded
+    /// to this one, to go on trapping.
+    ///
+    /// # Errors
+    /// Fails only if the loop cannot be woken.
+    pub fn adopt(&self, handed: Vec<Handed>) -> io::Result<()> {
+        lock(&self.control.adopted).extend(handed);
+        self.control.adoption_pending.store(true, Ordering::Release);
+        self.waker.wake()
+    }
+
+    /// The handed connections given since the last call (for the loop: a flag, not
+    /// a lock, every round).
+    pub(crate) fn take_adopted(&self) -> Option<Vec<Handed>> {
+        if !self.control.adoption_pending.load(Ordering::Relaxed)
+            || !self.control.adoption_pending.swap(false, Ordering::Acquire)
+        {
+            return None;
+        }
+        Some(std::mem::take(&mut *lock(&self.control.adopted)))
     }
 
     /// The config handed over since the last call, if any (for the loop).
@@ -214,4 +261,11 @@ impl ServerHandle {
             Err(poisoned) => *poisoned.into_inner() = snapshot,
         }
     }
+}
+
+/// Locks `mutex`, whose contents stay valid even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

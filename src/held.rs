@@ -17,8 +17,9 @@
 //! Its rooms: `admitting` (a client now known taking its admission: the one place a
 //! verdict becomes a step), `header_waiters` (a PROXY header waiter's room and renaming),
 //! `closing` (how a held connection ends and its close is handed back), `traps`
-//! (`--tarpit`'s moments: trapped, a drip due, the drain), `counts` (what the
-//! totals take from here).
+//! (`--tarpit`'s moments: trapped, a drip due, the drain), `handing` (trapped
+//! connections handed to an upgrade's new process, and adopted from the old one),
+//! `counts` (what the totals take from here).
 
 use std::io;
 use std::net::SocketAddr;
@@ -45,6 +46,7 @@ pub(crate) use counts::HeldCounts;
 mod admitting;
 mod closing;
 mod counts;
+mod handing;
 mod header_waiters;
 mod traps;
 

@@ -81,7 +81,7 @@
 //!   totals, upgrade), a stop's stages, systemd's and `/livez`'s pings, an upgrade
 //!   followed.
 //! - [`upgrade`]: SIGUSR2: what is started, the old process's side, the new
-//!   process's report.
+//!   process's report, and the trapped connections handed over (`handover`).
 //! - [`reload`]: SIGHUP: the reload thread re-reads the config and every file and
 //!   hands every worker the new config.
 //! - [`workers`]: [`Workers`]: one server per thread (`--workers`); a running handle

@@ -37,6 +37,7 @@ use crate::totals::Totals;
 
 mod closes;
 use closes::{observe_trap, record};
+mod handing;
 mod listeners;
 #[cfg(test)]
 mod tests;
@@ -290,9 +291,25 @@ impl Server {
             }
             listener_readable = true;
         }
+        if let Some(handed) = self.handle.take_adopted() {
+            self.adopt_handed(handed, now);
+        }
         let stop = self.handle.requested();
         if stop != StopRequest::None && self.drain_deadline.is_none() {
+            // An upgrade's: the trapped connections go to the new process first
+            // (with those the drain's last accepts trap), so the drain never closes
+            // them.
+            let handover = self.handle.take_handover();
+            let listeners = match handover {
+                Some(_) => self.listener_addrs(),
+                None => Vec::new(),
+            };
             self.begin_drain(now);
+            if let Some(channel) = handover {
+                self.hand_over_trapped(&channel, &listeners, now);
+                // Dropped here: the last worker's drop closes the channel, and the
+                // new process knows it has everything.
+            }
         }
         // The listener goes last: a key freed by a close above can be reused by a new
         // connection only once every event of this batch, which named the old holder,

@@ -182,6 +182,17 @@ impl Timers {
     }
 
     /// How many entries (live or stale) are queued.
+    /// Calls `each` with every entry of `timer`'s queue (live or stale) and the time
+    /// left until it is due at `now`.
+    pub(crate) fn each_left(
+        &self,
+        timer: Timer,
+        now: Instant,
+        each: impl FnMut(&Deadline, Duration),
+    ) {
+        self.queues[timer as usize].each_left(now, each);
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.queues.iter().map(DeadlineQueue::len).sum()

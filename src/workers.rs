@@ -16,6 +16,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -30,6 +31,7 @@ use crate::handle::{ServerHandle, Snapshot};
 use crate::listener::{listen_config, ListeningSocket};
 use crate::server::Server;
 use crate::totals::Totals;
+use crate::upgrade::handover::Handed;
 
 /// One or more bound servers, ready to run.
 #[derive(Debug)]
@@ -192,6 +194,35 @@ impl RunningWorkers {
     /// Asks every worker to stop accepting and drain (see [`ServerHandle::shutdown`]).
     pub fn shutdown(&self) {
         stop_all(&self.handles, ServerHandle::shutdown);
+    }
+
+    /// Asks every worker to hand its trapped connections to an upgrade's new process
+    /// over `channel` (shared: one message at a time), then to drain as
+    /// [`RunningWorkers::shutdown`] does.
+    pub fn hand_over_then_drain(&self, channel: UnixStream) {
+        let channel = Arc::new(std::sync::Mutex::new(channel));
+        for handle in &self.handles {
+            let _ = handle.hand_over_then_drain(Arc::clone(&channel));
+        }
+    }
+
+    /// Gives trapped connections handed over by the process that upgraded to this
+    /// one to the workers, in turn from worker `first` on; returns the worker after
+    /// the last one given some.
+    pub fn adopt(&self, handed: Vec<Handed>, first: usize) -> usize {
+        let count = self.handles.len();
+        let mut shares: Vec<Vec<Handed>> = (0..count).map(|_| Vec::new()).collect();
+        let mut next = first % count.max(1);
+        for one in handed {
+            shares[next].push(one);
+            next = (next + 1) % count;
+        }
+        for (handle, share) in self.handles.iter().zip(shares) {
+            if !share.is_empty() {
+                let _ = handle.adopt(share);
+            }
+        }
+        next
     }
 
     /// Asks every worker to close what is in flight at once.

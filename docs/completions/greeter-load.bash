@@ -23,7 +23,7 @@ _greeter__load() {
 
     case "${cmd}" in
         greeter__load)
-            opts="-c -n -d -h -V --host --port --connections --total --duration --message --message-file --timeout --send-proxy --distinct-sources --threads --json --help --version"
+            opts="-c -n -d -h -V --host --port --connections --total --duration --message --message-file --timeout --send-proxy --distinct-sources --threads --json --hold --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -78,6 +78,10 @@ _greeter__load() {
                     return 0
                     ;;
                 --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hold)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -9,6 +9,7 @@ complete -c greeter-load -l timeout -d 'Per connection, from connect to EOF' -r
 complete -c greeter-load -l send-proxy -d 'Begin every connection with a PROXY protocol header (its own addresses), v1 (text, the default) or v2 (binary), for a server run with --proxy-protocol' -r -f -a "v1\t'The text header (HAProxy\'s send-proxy)'
 v2\t'The binary header (HAProxy\'s send-proxy-v2, cloud load balancers)'"
 complete -c greeter-load -l threads -d 'Event-loop threads sharing the connections' -r
+complete -c greeter-load -l hold -d 'Hold N clients on a tarpit for --duration instead: each connects once, reads whatever arrives and records when; reports how many stayed connected to the end and the longest gap between two reads (exit 1 unless all did)' -r
 complete -c greeter-load -l distinct-sources -d 'With --send-proxy, name a different IPv4 client in every header (10.0.0.0 and up), as a million clients behind a load balancer would be'
 complete -c greeter-load -l json -d 'Print one JSON object on stdout instead of the table'
 complete -c greeter-load -s h -l help -d 'Print help (see more with \'--help\')'

@@ -66,4 +66,11 @@ pub struct LoadCli {
     /// Print one JSON object on stdout instead of the table
     #[arg(long)]
     pub json: bool,
+
+    /// Hold N clients on a tarpit for --duration instead: each connects once, reads
+    /// whatever arrives and records when; reports how many stayed connected to the
+    /// end and the longest gap between two reads (exit 1 unless all did)
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub hold: Option<u32>,
 }

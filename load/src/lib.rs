@@ -13,6 +13,7 @@
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod cli;
+pub mod hold;
 
 use std::fmt;
 use std::io::{self, Read, Write};

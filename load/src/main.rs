@@ -37,7 +37,10 @@ fn drive(cli: Cli) -> Result<bool, String> {
         .ok_or_else(|| format!("cannot resolve {host}: no addresses"))?;
     // Each connection in flight is a descriptor; the default soft limit is often 1024.
     // Best effort: what it comes to is checked below.
-    let _ = greeter::fdlimit::raise_to_hard_limit();
+    let raised = greeter::fdlimit::raise_to_hard_limit();
+    if let Some(clients) = cli.hold {
+        return hold_clients(&cli, addr, clients, raised.ok().map(|limit| limit.hard));
+    }
     let fd_limit = greeter::fdlimit::soft_limit();
     // Room for stdio, the event loops and their wakers beside the connections.
     let needed = cli.connections as usize + 16 + 2 * cli.threads as usize;
@@ -86,6 +89,53 @@ fn drive(cli: Cli) -> Result<bool, String> {
         println!("{report}");
     }
     Ok(report.errors.total() == 0)
+}
+
+/// `--hold N`: holds N clients for `--duration`; `Ok(false)` unless every one
+/// stayed connected to the end. `hard`: the hard open-file limit, if it was read.
+fn hold_clients(
+    cli: &Cli,
+    addr: SocketAddr,
+    clients: u32,
+    hard: Option<u64>,
+) -> Result<bool, String> {
+    // Room for stdio and the event loop beside the clients.
+    let needed = clients as usize + 16;
+    if let Some(hard) = hard.filter(|&hard| needed as u64 > hard) {
+        return Err(format!(
+            "--hold {clients} needs about {needed} descriptors but the hard open-file limit is \
+             {hard} (lower --hold, or raise the hard limit: ulimit -Hn as root, LimitNOFILE=)"
+        ));
+    }
+    let soft = greeter::fdlimit::soft_limit();
+    if needed > soft {
+        return Err(format!(
+            "--hold {clients} needs about {needed} descriptors but the open-file limit is \
+             {soft} and could not be raised (raise it: ulimit -n)"
+        ));
+    }
+    let options = load::hold::HoldOptions {
+        addr,
+        clients: clients as usize,
+        duration: cli.duration,
+    };
+    let report = load::hold::hold(&options).map_err(|err| {
+        format!(
+            "hold run against {addr} failed: {}",
+            describe_io_error(&err)
+        )
+    })?;
+    if cli.json {
+        let json = serde_json::to_string(&report).map_err(|err| err.to_string())?;
+        println!("{json}");
+    } else {
+        println!(
+            "target        {addr}, {clients} clients held for {:.3} s",
+            cli.duration.as_secs_f64()
+        );
+        println!("{report}");
+    }
+    Ok(report.all_held())
 }
 
 /// Rate and elapsed time on stderr until the run ends (only on a terminal).

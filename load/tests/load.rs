@@ -229,6 +229,13 @@ fn load_rejects_empty_and_impossible_runs() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("open-file limit"), "{stderr}");
+    // --hold: N beyond the hard limit is refused before any connect, in one line.
+    let (status, _, stderr) = run_binary("greeter-load", &["--hold", "4000000000"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("the hard open-file limit is"), "{stderr}");
+    let (status, _, stderr) = run_binary("greeter-load", &["--hold", "0"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
 }
 
 #[test]

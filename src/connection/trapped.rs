@@ -3,6 +3,9 @@
 //! trap. The phase itself is [`Phase::Trapped`], beside the others.
 
 use std::io::{self, Read};
+use std::time::{Duration, UNIX_EPOCH};
+
+use mio::net::TcpStream;
 
 use super::{Connection, Phase, Step};
 use crate::admission::TrapWhy;
@@ -11,6 +14,7 @@ use crate::geoip::Country;
 use crate::peer_input::FirstInput;
 use crate::socket::{peer_went_away, would_block, write_greeting, WriteProgress};
 use crate::tarpit::{random_line, DripSettings, TrapStart, MAX_LINE_LENGTH, TRAP_READ};
+use crate::upgrade::handover::TrapRecord;
 
 /// What a trapped connection keeps besides its bytes, in 16 bits so that the phase
 /// stays 8 bytes: its mode (`--drip lines`, kept across a reload), whether its last
@@ -105,6 +109,26 @@ impl Connection {
             return Step::Wait;
         }
         self.send_lead(lead, bytes)
+    }
+
+    /// A connection trapped by the process that upgraded to this one, handed over
+    /// with `record` (its socket `stream`), going on as the record says under
+    /// `listener`.
+    pub(crate) fn handed(stream: TcpStream, listener: u16, record: &TrapRecord) -> Self {
+        let at = UNIX_EPOCH + Duration::from_millis(record.start_ms);
+        let start = TrapStart::at(at);
+        let bits =
+            TrapBits::new(record.lines, start.millis, record.why).with_blocked(record.blocked);
+        let mut conn = Connection::accepted(stream, record.peer, false, listener);
+        conn.accepted_ms = start.seconds;
+        conn.phase = Phase::Trapped {
+            sent: record.sent,
+            bits,
+            country: Country::from_record(record.country),
+        };
+        conn.first = record.first;
+        conn.input = record.input.min(TRAP_READ as u32);
+        conn
     }
 
     /// When its trap began, if it is trapped.

@@ -62,6 +62,27 @@ impl Country {
         self != Country::NONE
     }
 
+    /// As a handed trap's record has it (two bytes): its code, `??` for unknown,
+    /// `--` when it was not looked up.
+    pub(crate) fn to_record(self) -> [u8; 2] {
+        match self {
+            Country::NONE => *b"--",
+            Country::UNKNOWN => *b"??",
+            _ => {
+                let at = 2 * (self.index() - 2);
+                [CODES[at], CODES[at + 1]]
+            }
+        }
+    }
+
+    /// The country a handed trap's record names ([`Country::to_record`]).
+    pub(crate) fn from_record(record: [u8; 2]) -> Country {
+        match &record {
+            b"--" => Country::NONE,
+            _ => std::str::from_utf8(&record).map_or(Country::UNKNOWN, Country::from_code),
+        }
+    }
+
     /// Its code (`NZ`), or `unknown` (also when it was not looked up).
     pub(crate) fn as_str(self) -> &'static str {
         match self.0 {

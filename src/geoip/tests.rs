@@ -95,3 +95,17 @@ fn lookup_cost() {
         );
     }
 }
+
+#[test]
+fn a_country_goes_through_a_handed_trap_s_record_and_back() {
+    for country in [
+        Country::NONE,
+        Country::UNKNOWN,
+        Country::from_code("NZ"),
+        Country::from_code("ad"),
+    ] {
+        assert_eq!(Country::from_record(country.to_record()), country);
+    }
+    assert_eq!(Country::from_code("NZ").to_record(), *b"NZ");
+    assert_eq!(Country::from_record(*b"\xff\xfe"), Country::UNKNOWN);
+}

@@ -293,7 +293,8 @@ fn single(
 
 /// The workers' trap figures by country label: `unknown` always (the clients of no
 /// database with those the database does not place), then each country that has
-/// had a trap, in code order; a country once seen stays (its gauge back at 0).
+/// had a trap (or a trapped client handed over by an upgrade), in code order; a
+/// country once seen stays (its gauge back at 0).
 fn by_country(workers: &WorkersView) -> Vec<(&'static str, CountryFigures)> {
     let sums = workers.traps_by_country();
     let mut unknown = CountryFigures::default();
@@ -306,7 +307,7 @@ fn by_country(workers: &WorkersView) -> Vec<(&'static str, CountryFigures)> {
                 unknown.dripped += figures.dripped;
                 unknown.trapped_ms += figures.trapped_ms;
             }
-            label if figures.trapped > 0 => seen.push((label, figures)),
+            label if figures.seen => seen.push((label, figures)),
             _ => {}
         }
     }

@@ -18,7 +18,8 @@
 //! with [`announce`]).
 //!
 //! One job a file, from the ground up: `request` is what can be asked and the channel
-//! it comes through; `stop` the stages of a stop, as a table without effects;
+//! it comes through; `adopting` the trapped connections an upgrading process hands
+//! this one; `stop` the stages of a stop, as a table without effects;
 //! `service` the pings of the loops for systemd and `/livez`; `serving` what the
 //! caller is told once this process serves; `supervised` what a running supervisor
 //! looks after, and its end; `requests` its answer to each request; `upgrading` how
@@ -26,6 +27,7 @@
 //! everything and says that it serves. This file holds the loop that waits for
 //! requests.
 
+mod adopting;
 mod request;
 mod requests;
 mod service;
@@ -132,6 +134,7 @@ impl Supervisor {
                 supervised.answer(request, registry);
             }
             supervised.follow_upgrade(&events, was_upgrading, registry);
+            supervised.adopt_handed(&events, registry);
             supervised.tick();
         }
         supervised.finish()

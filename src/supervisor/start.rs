@@ -10,6 +10,7 @@ use crate::pid_file::PidFile;
 use crate::startup::Prepared;
 use crate::upgrade::{Report, Upgrader};
 
+use super::adopting::Adopting;
 use super::service::{Liveness, Pings, ServiceManager};
 use super::serving::Serving;
 use super::stop::Stop;
@@ -57,9 +58,9 @@ impl Supervisor {
         // First, as soon as the workers run: the process upgrading to this one waits
         // for it (and stops this one if it does not come in time), so nothing that can
         // block (a disk, systemd's socket, a stdout nobody reads) comes before it.
-        if let Some(report) = report.take() {
-            report.ready();
-        }
+        let adopting = report
+            .take()
+            .and_then(|report| Adopting::new(report.ready(), self.poll.registry()));
         let pid_file = server.pid_file.and_then(PidFile::create);
         let view = workers.view();
         let mut pings = Pings::default();
@@ -92,6 +93,7 @@ impl Supervisor {
             upgrader,
             stop: Stop::new(server.shutdown_delay),
             handed_over: false,
+            adopting,
         })
     }
 }

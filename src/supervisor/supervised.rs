@@ -16,6 +16,7 @@ use crate::totals::Totals;
 use crate::upgrade::Upgrader;
 use crate::workers::{RunningWorkers, WorkersView};
 
+use super::adopting::Adopting;
 use super::service::{Liveness, Pings, ServiceManager};
 use super::stop::Stop;
 
@@ -50,6 +51,8 @@ pub(super) struct Supervised {
     pub(super) stop: Stop,
     /// An upgrade's new process serves: the pid file and the service are its own.
     pub(super) handed_over: bool,
+    /// The trapped connections of the process that upgraded to this one, coming.
+    pub(super) adopting: Option<Adopting>,
 }
 
 impl Supervised {

@@ -137,12 +137,18 @@ impl Supervised {
         // goes on, in the new process.
         self.manager = None;
         self.stop.set_stopping();
-        if let Some(upgrader) = &mut self.upgrader {
+        let channel = self.upgrader.as_mut().and_then(|upgrader| {
             upgrader.release_sockets();
-        }
+            upgrader.take_serving_channel()
+        });
         if let Some((_, stop)) = &self.metrics {
             stop.stop_accepting();
         }
-        self.workers.shutdown();
+        // The trapped connections go to the new process first: the drain would
+        // close them.
+        match channel {
+            Some(channel) => self.workers.hand_over_then_drain(channel),
+            None => self.workers.shutdown(),
+        }
     }
 }

@@ -23,11 +23,21 @@
 //! stop: a stop during an upgrade stops the new process too, and the old process
 //! exits only once it is gone, so that a stop never leaves a second server behind.
 //!
+//! Once the new process has said `ready`, the old one hands it its trapped clients
+//! (`--tarpit`) over the same channel before it drains (`handover`): each worker
+//! sends its trapped connections' sockets with a record of each trap, then forgets
+//! them (a plain `close()` of its descriptor: no `shutdown()`, no `CLOSE` line), and
+//! the new process adopts them into its workers, dripping on from where the old one
+//! left off. Nothing is handed before `ready`: a failed upgrade leaves them where
+//! they are.
+//!
 //! Its rooms: `command` is what to start and whether it can start here; `report` the
 //! new process's side (the report channel); `upgrader` the old process's (start,
-//! await the report, stop one that does not serve).
+//! await the report, stop one that does not serve); `handover` the trapped
+//! connections' records and the messages that carry them.
 
 mod command;
+pub mod handover;
 mod report;
 mod upgrader;
 

@@ -1,5 +1,6 @@
 //! The new process's side of an upgrade: the report channel it was passed, on which
-//! it says `ready` once its workers run, or `failed: LINE`.
+//! it says `ready` once its workers run (and then receives the trapped connections),
+//! or `failed: LINE`.
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -51,9 +52,12 @@ impl Report {
         self.failed(&line);
     }
 
-    /// Says that this process serves.
-    pub fn ready(mut self) {
+    /// Says that this process serves. Returns the channel, on which the process
+    /// upgrading to this one then hands over its trapped connections
+    /// ([`super::handover`]) and which it closes once it has.
+    pub fn ready(mut self) -> UnixStream {
         let _ = self.channel.write_all(b"ready\n");
+        self.channel
     }
 
     /// Says why this process stopped before it served: `greeter-server: ERROR`, the

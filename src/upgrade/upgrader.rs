@@ -45,6 +45,10 @@ const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// its totals.
 const KILL_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a message of trapped connections may wait for the new process to read
+/// it before the rest are left to the drain.
+const HANDOVER_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How often a new process on its way out is looked at (a `waitpid` with `WNOHANG`).
 const REAP_EVERY: Duration = Duration::from_millis(10);
 
@@ -57,6 +61,9 @@ pub struct Upgrader {
     timeout: Duration,
     drain_timeout: Duration,
     pending: Option<Pending>,
+    /// The report channel of a new process that said `ready`, until the trapped
+    /// connections are handed over on it.
+    serving: Option<UnixStream>,
 }
 
 /// An upgrade under way: the new process, from its start until it serves or is gone.
@@ -117,6 +124,7 @@ impl Upgrader {
             timeout,
             drain_timeout,
             pending: None,
+            serving: None,
         }
     }
 
@@ -139,6 +147,17 @@ impl Upgrader {
     /// holds the sockets too) or a handover.
     pub fn release_sockets(&mut self) {
         self.handover = Handover::default();
+    }
+
+    /// The report channel of the new process that serves, once: blocking, each send
+    /// bounded by [`HANDOVER_SEND_TIMEOUT`] (a new process that stops reading does
+    /// not hold this one's drain for long).
+    pub fn take_serving_channel(&mut self) -> Option<UnixStream> {
+        let channel = self.serving.take()?;
+        let settings = channel
+            .set_nonblocking(false)
+            .and_then(|()| channel.set_write_timeout(Some(HANDOVER_SEND_TIMEOUT)));
+        settings.ok().map(|()| channel)
     }
 
     /// The binary it starts.
@@ -210,6 +229,10 @@ impl Upgrader {
                 let pid = pending.child.id();
                 if let Some(mut pending) = self.pending.take() {
                     pending.close_report(registry);
+                    // Kept, out of the poll: the trapped connections go on it.
+                    if let State::Starting { report, .. } = pending.state {
+                        self.serving = Some(UnixStream::from(report));
+                    }
                     // A new process that serves goes on without us: it is not waited
                     // for.
                 }
