@@ -40,10 +40,25 @@ fn the_counters_add_up_by_country() {
             now: 0,
             trapped: 2,
             dripped: 88,
-            trapped_ms: 20_000
+            trapped_ms: 20_000,
+            seen: true,
         }
     );
     assert_eq!(sum[Country::UNKNOWN.index()].now, 2);
+    // One handed over trapped is seen, though trapped elsewhere.
+    let fr = Country::from_code("FR");
+    assert!(!sum[fr.index()].seen);
+    traps.adopted(fr);
+    let mut sum = vec![CountryFigures::default(); COUNTRIES];
+    traps.add_to(&mut sum);
+    assert_eq!(
+        (
+            sum[fr.index()].now,
+            sum[fr.index()].trapped,
+            sum[fr.index()].seen
+        ),
+        (1, 0, true)
+    );
 }
 
 /// What one lookup costs: a database of 200,000 IPv4 /24 networks in an IPv6 tree
