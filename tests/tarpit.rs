@@ -56,6 +56,24 @@ fn assert_lines(bytes: &[u8], length: usize) {
     }
 }
 
+/// Asserts that `peer`, waiting in the backlog while the tarpit is full, is sent
+/// nothing (neither trapped nor closed) for `wait`: several intervals, in which a
+/// trapped client would get a drip each.
+fn assert_sent_nothing_within(peer: &mut TcpStream, wait: Duration) {
+    peer.set_read_timeout(Some(wait)).unwrap();
+    let mut byte = [0u8; 1];
+    let waited = peer
+        .read(&mut byte)
+        .expect_err("nothing while the tarpit is full");
+    assert!(
+        matches!(
+            waited.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{waited}"
+    );
+}
+
 #[test]
 fn an_ssh_client_stays_trapped_dripped_a_line_each_interval_until_it_closes() {
     let server = spawn_server(&["--tarpit", "--drip-interval", "100ms", "--log-connections"]);
@@ -297,20 +315,7 @@ fn trapped_clients_are_bounded_apart_from_the_connection_limit() {
     // The third waits in the backlog, neither trapped nor closed, while the
     // tarpit is full (five intervals without a drip: a trapped one gets one each).
     let mut third = connect(server.addr);
-    third
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut byte = [0u8; 1];
-    let waited = third
-        .read(&mut byte)
-        .expect_err("nothing while the tarpit is full");
-    assert!(
-        matches!(
-            waited.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
-        "{waited}"
-    );
+    assert_sent_nothing_within(&mut third, Duration::from_millis(500));
     // One leaves: the third is accepted and trapped.
     trapped.pop();
     third.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
@@ -344,19 +349,7 @@ fn max_trapped_bounds_the_whole_server_not_each_worker() {
     // gets one each), whichever worker the arrivals wake.
     let mut waiting: Vec<TcpStream> = (0..4).map(|_| connect(server.addr)).collect();
     for peer in &mut waiting {
-        peer.set_read_timeout(Some(Duration::from_millis(250)))
-            .unwrap();
-        let mut byte = [0u8; 1];
-        let waited = peer
-            .read(&mut byte)
-            .expect_err("nothing while the tarpit is full");
-        assert!(
-            matches!(
-                waited.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-            "{waited}"
-        );
+        assert_sent_nothing_within(peer, Duration::from_millis(250));
     }
     assert_eq!(
         server.stderr().matches("TRAP ").count(),

@@ -24,43 +24,6 @@ use std::time::{Duration, Instant};
 
 use util::*;
 
-/// Makes this test process the reaper of its orphaned descendants: a server started
-/// by an upgrade is reparented here when the one that started it exits.
-fn become_subreaper() {
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes a plain integer and touches no memory.
-    let done = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(done, 0, "prctl(PR_SET_CHILD_SUBREAPER)");
-}
-
-/// Sends `signal` (a name: USR2, TERM) to `pid`.
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -s {signal} {pid}");
-}
-
-/// Waits until descendant `pid` (reparented here) has exited; returns its exit code.
-fn wait_for_exit(pid: u32) -> i32 {
-    let mut status = 0;
-    wait_for(
-        STEP_TIMEOUT,
-        || format!("pid {pid} to exit"),
-        || {
-            // SAFETY: waitpid writes only the status integer it is given.
-            let reaped = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
-            (reaped == pid as i32).then_some(())
-        },
-    );
-    assert!(libc::WIFEXITED(status), "pid {pid} was killed: {status}");
-    libc::WEXITSTATUS(status)
-}
-
-fn pid_in(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
 fn temp_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{name}", std::process::id()))
 }

@@ -7,6 +7,8 @@
 //! - `files`: temporary files, removed when dropped.
 //! - `http`: the metrics endpoint, spoken to in raw HTTP.
 //! - `procfs`: what `/proc` says of a process.
+//! - `descendants`: servers an upgrade started, reparented to the test: signalled,
+//!   reaped, found through their pid file.
 //!
 //! and here the one way every test waits: [`wait_for`] (and [`wait_until`]), which
 //! polls a state, never a sleep that happens to be long enough. Every wait is
@@ -15,6 +17,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 #![allow(unused_imports)] // and so of what is re-exported here
 
+mod descendants;
 mod files;
 mod http;
 mod in_process;
@@ -22,6 +25,7 @@ mod peers;
 mod process;
 mod procfs;
 
+pub use descendants::*;
 pub use files::*;
 pub use http::*;
 pub use in_process::*;
