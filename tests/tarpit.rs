@@ -22,16 +22,6 @@ fn close_line(server: &ServerProcess) -> String {
         .to_owned()
 }
 
-/// The value of `key=` in a log line.
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line
-        .find(&format!(" {key}="))
-        .unwrap_or_else(|| panic!("no {key}= in {line}"))
-        + key.len()
-        + 2;
-    line[start..].split(' ').next().unwrap()
-}
-
 /// Reads exactly `len` bytes (within the step timeout).
 #[track_caller]
 fn read_exactly(peer: &mut TcpStream, len: usize) -> Vec<u8> {

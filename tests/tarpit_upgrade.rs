@@ -169,16 +169,6 @@ fn handed(log: &str) -> usize {
         .sum()
 }
 
-/// The value of `key=` in a log line.
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line
-        .find(&format!(" {key}="))
-        .unwrap_or_else(|| panic!("no {key}= in {line}"))
-        + key.len()
-        + 2;
-    line[start..].split(' ').next().unwrap()
-}
-
 /// SIGUSR2 to `old`; waits until the new process has taken over `trapped` trapped
 /// connections (its `took over` line, the `nth` in the log) and the old one has
 /// exited 0, none of `clients` seeing its connection end; returns the new pid.

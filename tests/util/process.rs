@@ -211,6 +211,16 @@ fn spawn_with(
     }
 }
 
+/// The value of `key=` in a log line.
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line
+        .find(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        + key.len()
+        + 2;
+    line[start..].split(' ').next().unwrap()
+}
+
 /// The lines `pipe` gives, as they come (read on a thread of its own, until the pipe
 /// closes or the receiver is dropped).
 pub fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
