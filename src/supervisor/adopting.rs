@@ -2,14 +2,13 @@
 //! report channel brings the old process's trapped connections, which are given to
 //! the workers in turn, until the old process closes it.
 
+use std::io;
 use std::os::unix::net::UnixStream;
 
-use log::{info, warn};
 use mio::{Events, Interest, Registry, Token};
 
 use crate::upgrade::handover::HandedReceiver;
-
-use super::supervised::{Supervised, LOG_TARGET};
+use crate::workers::RunningWorkers;
 
 /// The token of the channel the trapped connections come on, in the supervisor's
 /// poll (beside its waker's and an upgrade's report channel's).
@@ -26,65 +25,57 @@ pub(super) struct Adopting {
     adopted: usize,
 }
 
+/// What a handover brought, once the old process has closed the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Adopted {
+    /// Trapped connections given to the workers.
+    pub(super) adopted: usize,
+    /// Sockets closed for a record this version cannot read (or not their own).
+    pub(super) unreadable: usize,
+}
+
 impl Adopting {
-    /// Reads `channel` (the report channel, after `ready`) as `HANDED` in `registry`'s
-    /// poll; `None` (with a warning) if it cannot.
-    pub(super) fn new(channel: UnixStream, registry: &Registry) -> Option<Adopting> {
-        let registered = channel.set_nonblocking(true);
+    /// Reads `channel` (the report channel, after `ready`) as `HANDED` in
+    /// `registry`'s poll.
+    ///
+    /// # Errors
+    /// If it cannot be made nonblocking or registered.
+    pub(super) fn new(channel: UnixStream, registry: &Registry) -> io::Result<Adopting> {
+        channel.set_nonblocking(true)?;
         let mut channel = mio::net::UnixStream::from_std(channel);
-        let registered =
-            registered.and_then(|()| registry.register(&mut channel, HANDED, Interest::READABLE));
-        if let Err(err) = registered {
-            warn!(
-                target: LOG_TARGET,
-                "upgrade: cannot read the old process's trapped connections ({err}); \
-                 it keeps them until it drains"
-            );
-            return None;
-        }
-        Some(Adopting {
+        registry.register(&mut channel, HANDED, Interest::READABLE)?;
+        Ok(Adopting {
             channel,
             receiver: HandedReceiver::default(),
             next_worker: 0,
             adopted: 0,
         })
     }
-}
 
-impl Supervised {
     /// After a wake-up (`events`: the poll's): the trapped connections the old
-    /// process handed over since, given to the workers; once it closes the channel,
-    /// one line says how many came.
-    pub(super) fn adopt_handed(&mut self, events: &Events, registry: &Registry) {
-        let Some(adopting) = &mut self.adopting else {
-            return;
-        };
+    /// process handed over since, given to `workers` in turn; once it has closed the
+    /// channel (then deregistered from `registry`), what came.
+    pub(super) fn take_handed(
+        &mut self,
+        events: &Events,
+        registry: &Registry,
+        workers: &RunningWorkers,
+    ) -> Option<Adopted> {
         if !events.iter().any(|event| event.token() == HANDED) {
-            return;
+            return None;
         }
-        let (handed, ended) = adopting.receiver.receive(&adopting.channel);
-        adopting.adopted += handed.len();
+        let (handed, ended) = self.receiver.receive(&self.channel);
+        self.adopted += handed.len();
         if !handed.is_empty() {
-            adopting.next_worker = self.workers.adopt(handed, adopting.next_worker);
+            self.next_worker = workers.adopt(handed, self.next_worker);
         }
         if !ended {
-            return;
+            return None;
         }
-        let _ = registry.deregister(&mut adopting.channel);
-        let (adopted, unreadable) = (adopting.adopted, adopting.receiver.unreadable);
-        if unreadable > 0 {
-            warn!(
-                target: LOG_TARGET,
-                "upgrade: {unreadable} handed trapped connections came with a record this \
-                 version cannot read (or not with their own socket); closed them"
-            );
-        }
-        if adopted > 0 {
-            info!(
-                target: LOG_TARGET,
-                "upgrade: took over {adopted} trapped connections from the old process"
-            );
-        }
-        self.adopting = None;
+        let _ = registry.deregister(&mut self.channel);
+        Some(Adopted {
+            adopted: self.adopted,
+            unreadable: self.receiver.unreadable,
+        })
     }
 }

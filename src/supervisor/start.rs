@@ -3,6 +3,8 @@
 //! process upgrading to this one (first: it cannot block), `--pid-file`, systemd's
 //! `READY=1`, then the caller's `on_serving`.
 
+use log::warn;
+
 use crate::error::Failure;
 use crate::metrics::{self, MetricsSource};
 use crate::notify;
@@ -14,7 +16,7 @@ use super::adopting::Adopting;
 use super::service::{Liveness, Pings, ServiceManager};
 use super::serving::Serving;
 use super::stop::Stop;
-use super::supervised::Supervised;
+use super::supervised::{Supervised, LOG_TARGET};
 use super::Supervisor;
 
 impl Supervisor {
@@ -58,9 +60,17 @@ impl Supervisor {
         // First, as soon as the workers run: the process upgrading to this one waits
         // for it (and stops this one if it does not come in time), so nothing that can
         // block (a disk, systemd's socket, a stdout nobody reads) comes before it.
-        let adopting = report
-            .take()
-            .and_then(|report| Adopting::new(report.ready(), self.poll.registry()));
+        let adopting = report.take().and_then(|report| {
+            Adopting::new(report.ready(), self.poll.registry())
+                .map_err(|err| {
+                    warn!(
+                        target: LOG_TARGET,
+                        "upgrade: cannot read the old process's trapped connections ({err}); \
+                         it keeps them until it drains"
+                    );
+                })
+                .ok()
+        });
         let pid_file = server.pid_file.and_then(PidFile::create);
         let view = workers.view();
         let mut pings = Pings::default();

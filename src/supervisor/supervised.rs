@@ -1,12 +1,14 @@
 //! What a running supervisor looks after, from its start until every worker has
 //! stopped: the workers, the threads beside them, the pid file, systemd, an upgrade
-//! and where a stop stands; what is due after each wake-up, and the end. Its answers
-//! to requests and to an upgrade live in `requests` and `upgrading`.
+//! and where a stop stands; what is due after each wake-up (a handover's trapped
+//! connections taken included), and the end. Its answers to requests and to an
+//! upgrade live in `requests` and `upgrading`.
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use log::info;
+use log::{info, warn};
+use mio::{Events, Registry};
 
 use crate::error::Failure;
 use crate::metrics::MetricsStop;
@@ -16,7 +18,7 @@ use crate::totals::Totals;
 use crate::upgrade::Upgrader;
 use crate::workers::{RunningWorkers, WorkersView};
 
-use super::adopting::Adopting;
+use super::adopting::{Adopted, Adopting};
 use super::service::{Liveness, Pings, ServiceManager};
 use super::stop::Stop;
 
@@ -115,5 +117,37 @@ impl Supervised {
         let totals = joined?;
         info!(target: LOG_TARGET, "totals in_flight=0 {totals}");
         Ok(totals)
+    }
+}
+
+impl Supervised {
+    /// After a wake-up (`events`: the poll's): the trapped connections the old
+    /// process handed over since, given to the workers; once it closes the channel,
+    /// one line says how many came.
+    pub(super) fn adopt_handed(&mut self, events: &Events, registry: &Registry) {
+        let Some(adopting) = &mut self.adopting else {
+            return;
+        };
+        let Some(Adopted {
+            adopted,
+            unreadable,
+        }) = adopting.take_handed(events, registry, &self.workers)
+        else {
+            return;
+        };
+        if unreadable > 0 {
+            warn!(
+                target: LOG_TARGET,
+                "upgrade: {unreadable} handed trapped connections came with a record this \
+                 version cannot read (or not with their own socket); closed them"
+            );
+        }
+        if adopted > 0 {
+            info!(
+                target: LOG_TARGET,
+                "upgrade: took over {adopted} trapped connections from the old process"
+            );
+        }
+        self.adopting = None;
     }
 }
