@@ -290,11 +290,23 @@ measure() {
 
 # count_syscalls NAME C N: strace -c -f over a run; appends NAME, C, calls/connection.
 count_syscalls() {
-  local name=$1 c=$2 n=$3
-  start_server "$name" strace -c -f -o "$work/strace.txt"
+  local name=$1 c=$2 n=$3 tracer=
+  if [ "$name" = greeter-trapped ]; then
+    # Attached once the clients are trapped: their accepts are not the greetings'.
+    start_server "$name"
+    strace -c -f -o "$work/strace.txt" -p "$measured_pid" 2>/dev/null &
+    tracer=$!
+    sleep 0.3
+  else
+    start_server "$name" strace -c -f -o "$work/strace.txt"
+  fi
   # shellcheck disable=SC2046
   "${pin_load[@]}" "$bin/greeter-load" --port "$port" -c "$c" -n "$n" -d 60s $(load_flags "$name") \
     --json >"$work/strace-load.json" 2>/dev/null || true
+  if [ -n "$tracer" ]; then
+    kill -INT "$tracer"
+    wait "$tracer" || true
+  fi
   stop_server
   python3 "$root/scripts/report.py" syscalls "$work/strace-load.json" "$work/strace.txt" \
     "$name" "$c" >>"$syscalls"
