@@ -103,14 +103,16 @@ def start(name, path, args, pin):
     return server, int(match.group(1))
 
 
-def attach(command, pid):
-    """Starts COMMAND (perf stat or strace) attached to PID; None if it is missing."""
+def attach(command, pid, clients):
+    """Starts COMMAND (perf stat or strace) attached to PID, the clients reading while
+    it attaches (lines left unread then would count in the window); None if it is
+    missing."""
     try:
         tool = subprocess.Popen(command + ["-p", str(pid)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     except FileNotFoundError:
         return None
-    time.sleep(0.3)
+    clients.drain_until(time.monotonic() + 0.3)
     return tool
 
 
@@ -161,10 +163,11 @@ def run(name, path, args, round_number, work, strace_seconds=None):
         clients.drain_until(time.monotonic() + min(1.0, args.interval_ms / 1000))
         seconds = strace_seconds or args.seconds
         if strace_seconds:
-            tool = attach(["strace", "-c", "-f", "-o", f"{work}/strace-{name}.txt"], server.pid)
+            tool = attach(["strace", "-c", "-f", "-o", f"{work}/strace-{name}.txt"], server.pid,
+                          clients)
         else:
             tool = attach(["perf", "stat", "-x,", "-e", "task-clock,context-switches", "-o",
-                           f"{work}/perf-{name}.txt"], server.pid)
+                           f"{work}/perf-{name}.txt"], server.pid, clients)
         ticks0, bytes0, lines0, t0 = (cpu_ticks(server.pid), clients.bytes, clients.lines,
                                       time.monotonic())
         clients.drain_until(t0 + seconds)
