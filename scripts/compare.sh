@@ -12,7 +12,7 @@ usage() {
   cat <<'USAGE'
 usage: scripts/compare.sh [-n CONNECTIONS] [--repeat R] [--concurrency "1 64 512"]
                           [--servers "greeter c-policy c python"] [--no-pin] [--no-strace]
-                          [--no-rss]
+                          [--no-rss] [--trapped N] [--trap-interval DUR] [--trap-idle S]
 
 The machine is shared and noisy, so every measurement is repeated R times, the
 servers interleaved round by round, and the table gives the median of each figure
@@ -44,8 +44,15 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
                    --config with three [[listener]] tables, loaded on the first;
                    greeter-deny: --deny-file of 500,000 entries (none loopback);
                    greeter-delay: --greet-delay 100ms (every connection held
-                   for the delay: run it at a high concurrency). c-policy is the one to
-                   hold greeter to: the same syscalls, nothing else
+                   for the delay: run it at a high concurrency);
+                   greeter-trapped: greeter-server with a second, --tarpit
+                   listener holding --trapped clients (connected before each
+                   run, evenly over one drip interval, and reading what they are
+                   dripped) while the load greets on the first; its row
+                   greeter-trapped-net: the same less the drips' CPU (their
+                   rate idle, --trap-idle s before the run, times the run's length);
+                   greeter-tarpit: the same two listeners, nothing trapped. c-policy is the
+                   one to hold greeter to: the same syscalls, nothing else
   --before DIR     also a greeter-server built elsewhere (DIR holds the binary, e.g.
                    a worktree's target/release), as servers greeter-before,
                    greeter-logs-before, greeter-proxy-before and greeter-wN-before:
@@ -56,6 +63,13 @@ Then greeter-server's RSS with 10000 held peers (scripts/held-rss.sh).
                    syscalls_per_connection, ...), for scripts that check them
   --no-strace      skip the syscall counts
   --no-rss         skip the held-peers RSS measurement
+  --trapped N      clients greeter-trapped holds (default 15000; the open-file
+                   limit must allow N + a few hundred, in the server and in the
+                   client process)
+  --trap-interval DUR  greeter-trapped's --drip-interval (default 10s)
+  --trap-idle S    seconds the drips' idle CPU is counted before each run (default 5)
+With greeter-trapped and greeter in the servers, a last line gives the ratio of
+their server CPU per connection at each concurrency (the issue's goal: at most 1.05x).
 Needs: cc, python3, taskset, strace (Debian: build-essential, util-linux, strace).
 USAGE
 }
@@ -68,6 +82,9 @@ with_strace=1
 with_rss=1
 before_bin=
 json_out=
+trapped=15000
+trap_interval=10s
+trap_idle=5
 pin_server=(taskset -c 0)
 pin_load=(taskset -c 1)
 while [ $# -gt 0 ]; do
@@ -82,6 +99,9 @@ while [ $# -gt 0 ]; do
     --no-pin) pin_server=(); pin_load=(); shift ;;
     --before) before_bin=$2; shift 2 ;;
     --json) json_out=$(realpath -m "$2"); shift 2 ;;
+    --trapped) trapped=$2; shift 2 ;;
+    --trap-interval) trap_interval=$2; shift 2 ;;
+    --trap-idle) trap_idle=$2; shift 2 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -95,6 +115,8 @@ fi
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 greeter_setup
+holder_pid=
+trap 'stop_holder; greeter_cleanup' EXIT
 
 # The reference servers, in scripts/reference/: the original tutorial's Python server
 # (one blocking accept at a time, backlog 5), and a C epoll server that does the fast
@@ -119,6 +141,24 @@ port = 0
 message = "220 mail.example.org ESMTP\r\n"
 TOML
 
+# greeter-trapped and greeter-tarpit: the load's listener first, then a tarpit one.
+cat >"$work/tarpit.toml" <<TOML
+max-trapped = $((trapped + 100))
+
+[[listener]]
+port = 0
+
+[[listener]]
+port = 0
+tarpit = true
+drip-interval = "$trap_interval"
+TOML
+case "$trap_interval" in
+  *ms) trap_spread=$(python3 -c "print(${trap_interval%ms} / 1000)") ;;
+  *s) trap_spread=${trap_interval%s} ;;
+  *) echo "compare.sh: --trap-interval $trap_interval: give it as 10s or 500ms" >&2; exit 2 ;;
+esac
+
 # greeter-deny: a 500,000-entry deny list that never matches loopback.
 case " $servers " in *" greeter-deny "*) python3 "$root/scripts/deny-list.py" 500000 "$work/deny.list" ;; esac
 
@@ -134,6 +174,7 @@ server_command() {
     greeter-config) echo "$bin/greeter-server --config $work/listeners.toml" ;;
     greeter-deny) echo "$bin/greeter-server --port 0 --deny-file $work/deny.list" ;;
     greeter-delay) echo "$bin/greeter-server --port 0 --greet-delay 100ms" ;;
+    greeter-trapped|greeter-tarpit) echo "$bin/greeter-server --config $work/tarpit.toml" ;;
     greeter-before) echo "$before_bin/greeter-server --port 0" ;;
     greeter-proxy-before) echo "$before_bin/greeter-server --port 0 --proxy-protocol" ;;
     greeter-logs-before) echo "$before_bin/greeter-server --port 0 --log-connections" ;;
@@ -164,9 +205,44 @@ start_server() {
   # Under strace the server is strace's child.
   measured_pid=$(pgrep -P "$server_pid" -n 2>/dev/null || true)
   [ -n "$measured_pid" ] && [ "$#" -gt 0 ] || measured_pid=$server_pid
+  [ "$name" != greeter-trapped ] || trap_clients
+}
+
+# trap_clients: $trapped clients on greeter-trapped's tarpit listener (its second
+# "listening on" line), held by scripts/trapped_clients.py on the load's CPU; returns
+# once the server holds them all (that many more open files).
+trap_clients() {
+  local tarpit_port files_before
+  for _ in $(seq 100); do
+    [ "$(grep -c '^listening on ' "$work/server.out")" -ge 2 ] && break
+    sleep 0.05
+  done
+  tarpit_port=$(sed -n '2s/^listening on .*:\([0-9]*\)$/\1/p' "$work/server.out")
+  [ -n "$tarpit_port" ] || { echo "compare.sh: greeter-trapped has no tarpit listener" >&2; exit 1; }
+  files_before=$(ls "/proc/$measured_pid/fd" | wc -l)
+  "${pin_load[@]}" python3 "$root/scripts/trapped_clients.py" "$tarpit_port" "$trapped" "$trap_spread" \
+    >"$work/holder.out" &
+  holder_pid=$!
+  for _ in $(seq 1200); do
+    grep -q '^connected ' "$work/holder.out" && [ $(( $(ls "/proc/$measured_pid/fd" | wc -l) - files_before )) -ge "$trapped" ] &&
+      return 0
+    kill -0 "$holder_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "compare.sh: greeter-trapped did not trap $trapped clients" >&2
+  exit 1
+}
+
+stop_holder() {
+  if [ -n "${holder_pid:-}" ]; then
+    kill -TERM "$holder_pid" 2>/dev/null || true
+    wait "$holder_pid" 2>/dev/null || true
+    holder_pid=
+  fi
 }
 
 stop_server() {
+  stop_holder
   kill -TERM "$measured_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
   server_pid=
@@ -185,27 +261,52 @@ syscalls="$work/syscalls.tsv"
 measure() {
   local name=$1 c=$2 n=$3
   start_server "$name"
-  local overflows_before ticks_before ticks_after overflows
+  local overflows_before ticks_before ticks_after overflows idle_before idle_after started ended
+  if [ "$name" = greeter-trapped ]; then
+    # The drips' own CPU, idle: subtracted for greeter-trapped-net.
+    idle_before=$(cpu_ticks "$measured_pid")
+    sleep "$trap_idle"
+    idle_after=$(cpu_ticks "$measured_pid")
+  fi
   overflows_before=$(listen_overflows)
   ticks_before=$(cpu_ticks "$measured_pid")
+  started=$(date +%s.%N)
   TIMEFORMAT='%3U %3S'
   # shellcheck disable=SC2046
   { time "${pin_load[@]}" "$bin/greeter-load" --port "$port" -c "$c" -n "$n" -d 60s $(load_flags "$name") \
       --json >"$work/load.json" 2>/dev/null || true; } 2>"$work/load.time"
   ticks_after=$(cpu_ticks "$measured_pid")
+  ended=$(date +%s.%N)
   overflows=$(( $(listen_overflows) - overflows_before ))
   stop_server
   python3 "$root/scripts/report.py" run "$work/load.json" "$work/load.time" "$name" "$c" \
     "$ticks_before" "$ticks_after" "$ticks_per_second" "$overflows" >>"$results"
+  if [ "$name" = greeter-trapped ]; then
+    python3 "$root/scripts/report.py" run "$work/load.json" "$work/load.time" greeter-trapped-net "$c" \
+      "$(python3 -c "print($ticks_before + ($idle_after - $idle_before) / $trap_idle * ($ended - $started))")" \
+      "$ticks_after" "$ticks_per_second" "$overflows" >>"$results"
+  fi
 }
 
 # count_syscalls NAME C N: strace -c -f over a run; appends NAME, C, calls/connection.
 count_syscalls() {
-  local name=$1 c=$2 n=$3
-  start_server "$name" strace -c -f -o "$work/strace.txt"
+  local name=$1 c=$2 n=$3 tracer=
+  if [ "$name" = greeter-trapped ]; then
+    # Attached once the clients are trapped: their accepts are not the greetings'.
+    start_server "$name"
+    strace -c -f -o "$work/strace.txt" -p "$measured_pid" 2>/dev/null &
+    tracer=$!
+    sleep 0.3
+  else
+    start_server "$name" strace -c -f -o "$work/strace.txt"
+  fi
   # shellcheck disable=SC2046
   "${pin_load[@]}" "$bin/greeter-load" --port "$port" -c "$c" -n "$n" -d 60s $(load_flags "$name") \
     --json >"$work/strace-load.json" 2>/dev/null || true
+  if [ -n "$tracer" ]; then
+    kill -INT "$tracer"
+    wait "$tracer" || true
+  fi
   stop_server
   python3 "$root/scripts/report.py" syscalls "$work/strace-load.json" "$work/strace.txt" \
     "$name" "$c" >>"$syscalls"
@@ -236,7 +337,18 @@ fi
 echo
 echo "Medians of $repeat rounds (max ms: the worst; errors and overflows: summed over the rounds)."
 echo
-python3 "$root/scripts/report.py" table "$results" "$syscalls" "$servers" "$levels" ${json_out:+"$json_out"}
+rows_json=${json_out:-$work/rows.json}
+table_servers=$servers
+[[ " $servers " != *" greeter-trapped "* ]] || table_servers=$(echo " $servers " | sed 's/ greeter-trapped / greeter-trapped greeter-trapped-net /')
+python3 "$root/scripts/report.py" table "$results" "$syscalls" "$table_servers" "$levels" "$rows_json"
+if [[ " $servers " == *" greeter-trapped "* && " $servers " == *" greeter "* ]]; then
+  echo
+  echo "greeter-trapped-net: greeter-trapped's CPU less its drips' (their idle rate, $trap_idle s before each run, times the run's length)."
+  python3 "$root/scripts/report.py" ratio "$rows_json" greeter-trapped greeter \
+    "beside $trapped trapped clients (drips every $trap_interval)"
+  python3 "$root/scripts/report.py" ratio "$rows_json" greeter-trapped-net greeter \
+    "beside $trapped trapped clients, their drips' CPU taken off"
+fi
 
 if [ "$with_rss" = 1 ]; then
   echo

@@ -5,6 +5,7 @@ strace run, and the table of medians. Standard library only.
 usage: report.py run LOAD_JSON TIME_FILE NAME C TICKS_BEFORE TICKS_AFTER HZ OVERFLOWS
        report.py syscalls LOAD_JSON STRACE_FILE NAME C
        report.py table RESULTS_TSV SYSCALLS_TSV "SERVERS" "LEVELS" [JSON_OUT]
+       report.py ratio ROWS_JSON SERVER BASE WHAT
 """
 import json
 import statistics
@@ -17,7 +18,7 @@ def run_row(report_path, time_path, name, c, before, after, hz, overflows):
     report = json.load(open(report_path))
     user, system = (float(x) for x in open(time_path).read().split()[:2])
     completed = max(report["completed"], 1)
-    cpu_us = (int(after) - int(before)) * 1e6 / int(hz) / completed
+    cpu_us = (float(after) - float(before)) * 1e6 / int(hz) / completed
     # No latency (null) when nothing completed: nan, never a fast-looking 0.
     latency = report["latency_us"] or {"p99": float("nan"), "max": float("nan")}
     return "\t".join(str(v) for v in [
@@ -92,8 +93,21 @@ def table(results, syscalls, servers, levels, json_path=None):
     return "\n".join(out)
 
 
+def ratio(rows_path, server, base, what):
+    """The goal line: SERVER's median server CPU per connection over BASE's, at each
+    concurrency of the table's JSON rows, held to at most 1.05x."""
+    rows = {(r["server"], r["concurrent"]): r for r in map(json.loads, open(rows_path))}
+    levels = sorted(c for s, c in rows if s == server and (base, c) in rows)
+    ratios = {c: rows[(server, c)]["cpu_us_per_connection"]
+              / max(rows[(base, c)]["cpu_us_per_connection"], 1e-9) for c in levels}
+    cells = ", ".join(f"at {c}: {ratios[c]:.3f}x" for c in levels)
+    met = "met" if ratios and max(ratios.values()) <= 1.05 else "MISSED"
+    return (f"goal ({server}: greetings {what}): server CPU a connection "
+            f"{server}/{base} {cells} (<= 1.05): {met}")
+
+
 if __name__ == "__main__":
-    commands = {"run": run_row, "syscalls": syscalls_row, "table": table}
+    commands = {"run": run_row, "syscalls": syscalls_row, "table": table, "ratio": ratio}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     print(commands[sys.argv[1]](*sys.argv[2:]))

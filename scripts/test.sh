@@ -10,7 +10,9 @@ usage: scripts/test.sh [CARGO TEST ARGS...]
 Runs every test: `cargo test` over the workspace (greeter, greeter-load and xtask),
 then scripts/load-test.sh, held-rss.sh, reload-latency.sh, access-list.sh,
 greet-delay-flood.sh, tarpit-rss.py, many-listeners.sh, stuck-worker.sh, spread.sh,
-compare.sh and callgrind.sh on a small bounded load on 127.0.0.1,
+compare.sh and callgrind.sh on a small bounded load on 127.0.0.1, as root
+tarpit-compare.sh (200 clients of endlessh and of greeter's tarpit, in a network
+namespace; skipped, and listed, when endlessh cannot be downloaded),
 scripts/rate-table.sh on its full million clients (named by PROXY headers),
 scripts/kubernetes-check.sh (the Kubernetes base, offline), and, as root,
 scripts/deb.sh (the Debian package: build, lintian, install, check, purge) and
@@ -174,15 +176,16 @@ expect greet-delay-flood.sh \
 python3 scripts/tarpit-rss.py 200 100ms 2 >"$out"
 expect tarpit-rss.py '^trapped=200 interval=100ms rss_before_kib=[0-9]+ rss_trapped_kib=[0-9]+ bytes_per_trapped=[0-9]+ cpu_s=[0-9.]+ lines=[1-9][0-9]* cpu_ms_per_client_hour=[0-9.]+ cpu_us_per_line=[0-9.]+$'
 
+# greeter-trapped: the greetings beside 200 trapped clients dripped every 100 ms.
 scripts/compare.sh -n 2000 --repeat 1 --concurrency "1 16" --no-rss --json "$out.json" \
-  --servers "greeter c-policy c python greeter-proxy-v2 c-proxy greeter-w4" \
-  ${compare_flags[@]+"${compare_flags[@]}"} >"$out"
+  --servers "greeter c-policy c python greeter-proxy-v2 c-proxy greeter-w4 greeter-trapped" \
+  --trapped 200 --trap-interval 100ms --trap-idle 0.5 ${compare_flags[@]+"${compare_flags[@]}"} >"$out"
 # Its figures, checked from its JSON rows rather than from the table's cells.
 python3 - "$out.json" "${compare_flags[*]:-}" <<'PY' || { cat "$out" >&2; exit 1; }
 import json, sys
 rows = {(r["server"], r["concurrent"]): r for r in map(json.loads, open(sys.argv[1]))}
 with_strace = "--no-strace" not in sys.argv[2]
-for server in ("greeter", "c-policy", "c", "greeter-proxy-v2", "c-proxy", "greeter-w4"):
+for server in ("greeter", "c-policy", "c", "greeter-proxy-v2", "c-proxy", "greeter-w4", "greeter-trapped"):
     for level, connections in ((1, 400), (16, 2000)):
         row = rows[(server, level)]
         assert row["connections"] == connections and row["errors"] == 0, row
@@ -192,7 +195,35 @@ for server in ("greeter", "c-policy", "c", "greeter-proxy-v2", "c-proxy", "greet
 assert rows[("python", 16)]["connections"] > 0, rows[("python", 16)]
 PY
 rm -f "$out.json"
-echo "test.sh: compare.sh ok"
+expect compare.sh '^goal \(greeter-trapped: greetings beside 200 trapped clients \(drips every 100ms\)\): server CPU a connection greeter-trapped/greeter at 1: [0-9.]+x, at 16: [0-9.]+x \(<= 1\.05\): (met|MISSED)$'
+
+# endlessh (Debian's package, downloaded, not installed) and greeter's tarpit, 200
+# clients each in a network namespace, drips every 100 ms (the full run:
+# scripts/tarpit-compare.sh, 10,000 clients at 10 s). Root only; exit 77: it cannot run
+# here (offline: no endlessh), said in its one line.
+if [ "$(id -u)" -eq 0 ]; then
+  status=0
+  scripts/tarpit-compare.sh -n 200 --interval 100ms --seconds 1 --repeat 1 --json "$out.json" >"$out" || status=$?
+  if [ "$status" = 77 ] && [ "${GREETER_REQUIRE_ALL_TOOLS:-0}" != 1 ]; then
+    not_run+=("tarpit-compare.sh (endlessh could not be downloaded: apt-get download endlessh)")
+  elif [ "$status" != 0 ]; then
+    echo "test.sh: tarpit-compare.sh failed (exit $status)" >&2; cat "$out" >&2; exit 1
+  else
+    expect tarpit-compare.sh '^\| endlessh \| [0-9]+ \(' '^\| greeter \| [0-9]+ \(' \
+      '^ratio greeter/endlessh: RSS per client [0-9.]+x, CPU per client-hour [0-9.]+x, CPU per line [0-9.]+x$' \
+      '^goal: RSS per client below endlessh.s: (met|MISSED); CPU per client-hour <= 1\.05x: (met|MISSED); CPU per line <= 1\.05x: (met|MISSED)$'
+    python3 - "$out.json" <<'PY' || { cat "$out" >&2; exit 1; }
+import json, sys
+rows = {r["server"]: r for r in map(json.loads, open(sys.argv[1]))}
+assert sorted(rows) == ["endlessh", "greeter"], rows
+for row in rows.values():
+    assert row["lines"] > 0 and row["closed_by_server"] == 0 and row["cpu_s"] >= 0, row
+PY
+  fi
+else
+  not_run+=("tarpit-compare.sh: endlessh beside greeter's tarpit (needs root: unshare -n)")
+fi
+rm -f "$out.json"
 
 # One busy listener among twenty (the goal line is printed, not held to: this run is
 # far too short for its ratios to mean anything).
