@@ -53,6 +53,18 @@ impl Deadline {
     }
 }
 
+/// What to push for a deadline pushed again each time it fires, so that it fires
+/// every `interval` (rounded up to whole ticks): a deadline's age counts from the end
+/// of the tick it was pushed in, so pushing `interval` itself would fire a tick late
+/// every time (110 ms apart for 100 ms). One tick less fires on the tick boundary
+/// `interval` after the start of that tick (a one-tick interval: a nanosecond past
+/// the next boundary, so that it is never due again in the tick it fired in).
+pub fn recurring(interval: Duration) -> Duration {
+    let ticks = interval.as_nanos().div_ceil(u128::from(TICK_NANOS)).max(1);
+    let shorter = TICK * u32::try_from(ticks - 1).unwrap_or(u32::MAX);
+    shorter.max(Duration::from_nanos(1))
+}
+
 /// A moment as the queue counts it: the tick it falls in, and how far into it.
 #[derive(Debug, Clone, Copy)]
 struct Clock {
@@ -72,6 +84,17 @@ impl Clock {
     /// less once it is.
     fn due_in(self, deadline: &Deadline, duration: Duration) -> i128 {
         duration.as_nanos() as i128 - self.age(deadline).as_nanos() as i128
+    }
+
+    /// How long until `deadline`, of a run lasting `duration`, is due: exact, so
+    /// that a loop sleeping that long finds it due (its age stays 0 through the tick
+    /// it was pushed in, so `duration` less its age is too short then).
+    fn until_due(self, deadline: &Deadline, duration: Duration) -> Duration {
+        if duration.is_zero() {
+            return Duration::ZERO;
+        }
+        let since_tick_start = TICK * self.tick.wrapping_sub(deadline.pushed) + self.into_tick;
+        (duration + TICK).saturating_sub(since_tick_start)
     }
 }
 
@@ -198,7 +221,7 @@ impl DeadlineQueue {
             return None;
         }
         let clock = self.clock(now);
-        let left = |head: &Deadline, duration: Duration| duration.saturating_sub(clock.age(head));
+        let left = |head: &Deadline, duration: Duration| clock.until_due(head, duration);
         let own = self.entries.front().map(|head| left(head, self.duration));
         if self.others.is_empty() {
             return own;
@@ -310,173 +333,4 @@ impl DeadlineQueue {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    /// Everything due at `now`, in the order it is popped.
-    fn due_at(queue: &mut DeadlineQueue, now: Instant) -> Vec<u64> {
-        std::iter::from_fn(|| queue.pop_expired(now))
-            .map(|due| due.serial)
-            .collect()
-    }
-
-    #[test]
-    fn an_entry_is_16_bytes() {
-        assert_eq!(std::mem::size_of::<Deadline>(), 16);
-    }
-
-    #[test]
-    fn expires_in_push_order_never_early_and_at_most_a_tick_late() {
-        let mut queue = DeadlineQueue::with_capacity(Duration::from_secs(1), 2);
-        let start = queue.epoch;
-        queue.push(start, 7, 1);
-        queue.push(start + 10 * MS, 3, 2);
-        assert_eq!(queue.next(start), Some(Duration::from_secs(1)));
-
-        assert_eq!(queue.pop_expired(start + 999 * MS), None);
-        assert!(queue
-            .next(start + 999 * MS)
-            .is_some_and(|left| left > Duration::ZERO));
-        let first = queue.pop_expired(start + 1000 * MS + TICK).unwrap();
-        assert_eq!((first.key(), first.serial), (7, 1));
-        assert_eq!(queue.pop_expired(start + 1009 * MS), None);
-        assert_eq!(queue.next(start + 1010 * MS + TICK), Some(Duration::ZERO));
-        let second = queue.pop_expired(start + 1010 * MS + TICK).unwrap();
-        assert_eq!((second.key(), second.serial), (3, 2));
-        assert!(queue.is_empty());
-        assert_eq!(queue.next(start), None);
-    }
-
-    #[test]
-    fn a_deadline_is_due_within_a_tick_after_its_duration_wherever_it_was_pushed() {
-        let duration = 50 * MS;
-        let mut queue = DeadlineQueue::with_capacity(duration, 0);
-        let epoch = queue.epoch;
-        // Pushed at every millisecond of two ticks, and checked a microsecond either
-        // side of the bounds.
-        for pushed_ms in 0..20u32 {
-            let pushed = epoch + pushed_ms * MS;
-            queue.push(pushed, 0, pushed_ms.into());
-            let early = pushed + duration - Duration::from_micros(1);
-            assert_eq!(queue.pop_expired(early), None, "pushed at {pushed_ms} ms");
-            let late = pushed + duration + TICK;
-            assert_eq!(
-                queue.pop_expired(late).map(|due| due.serial),
-                Some(pushed_ms.into())
-            );
-            assert!(queue.is_empty());
-        }
-    }
-
-    #[test]
-    fn ages_are_told_across_the_wrap_of_the_tick_count() {
-        let pushed = Deadline {
-            pushed: u32::MAX - 1,
-            key: 0,
-            serial: 0,
-        };
-        let now = Clock {
-            tick: 3,
-            into_tick: 4 * MS,
-        };
-        // Ticks MAX-1, MAX, 0, 1, 2 have passed since the end of the pushing tick's
-        // start, less the pushing tick itself: 4 ticks and 4 ms.
-        assert_eq!(now.age(&pushed), 4 * TICK + 4 * MS);
-        assert!(now.due_in(&pushed, 44 * MS) <= 0);
-        assert!(now.due_in(&pushed, 45 * MS) > 0);
-        // The longest duration is told right on the far side of the wrap too.
-        let ticks = (MAX_QUEUE_DURATION.as_millis() / TICK.as_millis()) as u32;
-        let at_longest = Clock {
-            tick: pushed.pushed.wrapping_add(ticks + 1),
-            into_tick: Duration::ZERO,
-        };
-        assert_eq!(at_longest.age(&pushed), MAX_QUEUE_DURATION);
-    }
-
-    #[test]
-    fn durations_past_the_longest_are_cut_to_it() {
-        let mut queue = DeadlineQueue::with_capacity(Duration::MAX, 1);
-        let start = queue.epoch;
-        queue.push(start, 1, 1);
-        assert_eq!(queue.next(start), Some(MAX_QUEUE_DURATION));
-        queue.push_lasting(start, MAX_QUEUE_DURATION * 2, 2, 2);
-        assert_eq!(queue.others.len(), 0, "the same duration once cut");
-    }
-
-    #[test]
-    fn retain_drops_stale_entries_and_keeps_the_order() {
-        let mut queue = DeadlineQueue::with_capacity(Duration::from_secs(1), 4);
-        let start = queue.epoch;
-        for serial in 0..4 {
-            queue.push(start + serial as u32 * MS, serial as usize, serial);
-        }
-        queue.retain(|deadline| deadline.serial % 2 == 1);
-        assert_eq!(queue.len(), 2);
-        assert_eq!(due_at(&mut queue, start + Duration::from_secs(2)), [1, 3]);
-    }
-
-    #[test]
-    fn a_shorter_duration_after_a_reload_still_expires_in_time_order() {
-        let mut queue = DeadlineQueue::with_capacity(Duration::from_secs(10), 4);
-        let start = queue.epoch;
-        queue.push(start, 1, 1);
-        queue.set_duration(Duration::from_secs(1));
-        queue.push(start + 5 * MS, 2, 2);
-        // The newer entry is due first; the older one keeps its ten seconds.
-        let left = queue.next(start + 5 * MS).unwrap();
-        assert!(left <= Duration::from_secs(1) && left + TICK >= Duration::from_secs(1));
-        assert_eq!(queue.len(), 2);
-        let later = start + Duration::from_secs(2);
-        assert_eq!(due_at(&mut queue, later), [2]);
-        assert_eq!(queue.pop_oldest(later).unwrap().serial, 1);
-        assert!(queue.is_empty());
-    }
-
-    #[test]
-    fn entries_of_other_durations_expire_in_time_order() {
-        let mut queue = DeadlineQueue::with_capacity(Duration::from_secs(30), 4);
-        let start = queue.epoch;
-        queue.push(start, 1, 1);
-        queue.push_lasting(start, 100 * MS, 2, 2);
-        queue.push_lasting(start + MS, 500 * MS, 3, 3);
-        queue.push_lasting(start + 20 * MS, 100 * MS, 4, 4);
-        assert_eq!(queue.len(), 4);
-        let left = queue.next(start).unwrap();
-        assert!(left <= 100 * MS && left + TICK >= 100 * MS);
-        // In time order across runs, also when all are overdue.
-        assert_eq!(due_at(&mut queue, start + 600 * MS), [2, 4, 3]);
-        assert_eq!(queue.len(), 1, "the queue's own entry is not due");
-        // The oldest by push time, whatever its duration.
-        let later = start + 600 * MS;
-        queue.push_lasting(later, MS, 5, 5);
-        assert_eq!(queue.pop_oldest(later).unwrap().serial, 1);
-        assert_eq!(queue.pop_oldest(later).unwrap().serial, 5);
-        assert!(queue.is_empty());
-    }
-
-    #[test]
-    fn overdue_entries_of_other_runs_come_out_soonest_first() {
-        let mut queue = DeadlineQueue::with_capacity(Duration::from_secs(30), 4);
-        let start = queue.epoch;
-        // The longer run is made first, and its entry falls due first.
-        queue.push_lasting(start, 200 * MS, 1, 1);
-        queue.push_lasting(start + 150 * MS, 100 * MS, 2, 2);
-        assert_eq!(due_at(&mut queue, start + Duration::from_secs(1)), [1, 2]);
-    }
-
-    #[test]
-    fn a_reload_back_to_an_earlier_duration_keeps_one_run_per_duration() {
-        let (long, short) = (Duration::from_secs(10), Duration::from_secs(1));
-        let mut queue = DeadlineQueue::with_capacity(long, 4);
-        let start = queue.epoch;
-        queue.push(start, 1, 1);
-        queue.set_duration(short);
-        queue.push(start, 2, 2);
-        queue.set_duration(long);
-        queue.push(start + 20 * MS, 3, 3);
-        assert_eq!(queue.others.len(), 1);
-        assert_eq!(due_at(&mut queue, start + long * 2), [2, 1, 3]);
-    }
-}
+mod tests;

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::deadlines::{saturating_add, Deadline, DeadlineQueue};
+use crate::deadlines::{recurring, saturating_add, Deadline, DeadlineQueue};
 
 #[cfg(test)]
 mod tests;
@@ -125,6 +125,19 @@ impl Timers {
         serial: u64,
     ) {
         self.queues[timer as usize].push_lasting(now, lasting, key, serial);
+    }
+
+    /// Schedules trapped connection `key`'s next drip as its drip is sent (at
+    /// `now`): due `interval` after the tick of this one ([`recurring`]), so that
+    /// the drips come every interval, not every interval and a tick.
+    pub(crate) fn push_next_drip(
+        &mut self,
+        now: Instant,
+        interval: Duration,
+        key: usize,
+        serial: u64,
+    ) {
+        self.push_lasting(Timer::Drip, now, recurring(interval), key, serial);
     }
 
     /// The next `timer` deadline due by `now` that is still `live`; stale ones on the

@@ -15,7 +15,6 @@ use crate::geoip::{Country, GeoIp, TrapsByCountry};
 use crate::greeting::Greeting;
 use crate::slots::Slots;
 use crate::tarpit::{Drip, TrapStart};
-use crate::timers::Timer;
 
 impl HeldConnections {
     /// Trapped connection `key`'s drip is due at `now`: its trap ends if it has
@@ -56,8 +55,7 @@ impl HeldConnections {
             }
         }
         if step == Step::Wait && self.slab[key].conn.phase().is_trapped() {
-            self.timers
-                .push_lasting(Timer::Drip, now, drip.interval, key, serial);
+            self.timers.push_next_drip(now, drip.interval, key, serial);
         }
         self.settle(key, before, step, now);
     }
