@@ -296,15 +296,16 @@ impl Server {
         }
         let stop = self.handle.requested();
         if stop != StopRequest::None && self.drain_deadline.is_none() {
-            // An upgrade's: the trapped connections go to the new process first
-            // (with those the drain's last accepts trap), so the drain never closes
-            // them.
+            // An upgrade's: the trapped connections go to the new process first, so
+            // the drain never closes them; what waits in the backlog is left to the
+            // new process, which has the same listening sockets (accepted here, a
+            // tarpit's clients would find it full, or be trapped only to be handed).
             let handover = self.handle.take_handover();
             let listeners = match handover {
                 Some(_) => self.listener_addrs(),
                 None => Vec::new(),
             };
-            self.begin_drain(now);
+            self.begin_drain(now, handover.is_none());
             if let Some(channel) = handover {
                 self.hand_over_trapped(&channel, &listeners, now);
                 // Dropped here: the last worker's drop closes the channel, and the
@@ -444,12 +445,13 @@ impl Server {
     }
 
     /// Stops accepting and starts the drain: connections already queued in the
-    /// backlog are greeted first, beyond `--max-connections` if need be, since closing
-    /// the listener would reset them. The kernel queues at most `backlog + 1` per
-    /// listener, so that many accepts take every one queued now without chasing later
-    /// arrivals forever.
-    fn begin_drain(&mut self, now: Instant) {
-        if !self.listeners.is_empty() {
+    /// backlog are greeted first (`take_backlog`), beyond `--max-connections` if need
+    /// be, since closing the listener would reset them; not in an upgrade's drain,
+    /// whose new process has the same listening sockets and accepts them. The kernel
+    /// queues at most `backlog + 1` per listener, so that many accepts take every one
+    /// queued now without chasing later arrivals forever.
+    fn begin_drain(&mut self, now: Instant, take_backlog: bool) {
+        if take_backlog && !self.listeners.is_empty() {
             self.ready.mark_all();
             let queued_at_most = (self.config.backlog.max(0) as usize + 1) * self.listeners.len();
             self.accept_queued(now, queued_at_most, usize::MAX);

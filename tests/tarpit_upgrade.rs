@@ -655,3 +655,42 @@ fn a_trapped_client_keeps_its_country_across_an_upgrade() {
     signal(new, "TERM");
     assert_eq!(wait_for_exit(new), 0);
 }
+
+#[test]
+fn clients_waiting_in_a_full_tarpit_s_backlog_are_left_to_the_new_process() {
+    become_subreaper();
+    let pid_file = temp_path("full.pid");
+    let mut server = spawn_server(&[
+        "--tarpit",
+        "--max-trapped",
+        "5",
+        "--drip-interval",
+        "100ms",
+        "--log-connections",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+    ]);
+    let trapped = Clients::connect(server.addr, 5);
+    let start = Instant::now();
+    wait_until("five trapped clients dripped", || {
+        trapped.all_read_after(start)
+    });
+    // Ten more wait in the backlog while the tarpit is full. The new process, empty
+    // when it starts, may trap some of them before it is handed the five (it keeps
+    // those past its limit); the old process's drain leaves the rest in the backlog
+    // (it used to accept them, only to close them trap-full).
+    let waiting = Clients::connect(server.addr, 10);
+    let old = server.pid();
+    let new = upgrade_handing_over(&mut server, &waiting, old, &pid_file, 5, 1);
+    let _generation = Generation(new);
+    let handed = Instant::now();
+    wait_until("the handed clients dripped by the new process", || {
+        assert_eq!(waiting.ended(), 0, "a waiting client's connection ended");
+        trapped.all_read_after(handed)
+    });
+    let log = server.stderr();
+    assert!(!log.contains("trap-full"), "{log}");
+    assert_eq!(waiting.ended(), 0);
+    signal(new, "TERM");
+    assert_eq!(wait_for_exit(new), 0);
+}
