@@ -36,6 +36,17 @@ impl Supervised {
             info!(target: LOG_TARGET, "upgrade: one is under way (pid {pid}); ignoring SIGUSR2");
             return;
         }
+        if self.adopting.is_some() {
+            // The process that upgraded to this one is still handing its trapped
+            // clients over: another upgrade now would drain this one before it has
+            // them all, and the rest would be closed.
+            info!(
+                target: LOG_TARGET,
+                "upgrade: still taking over the trapped connections of the process that \
+                 upgraded to this one; ignoring SIGUSR2 (send it again once it has exited)"
+            );
+            return;
+        }
         if let Some(why) = upgrader.refusal() {
             warn!(target: LOG_TARGET, "upgrade: refused: {why}");
             return;
