@@ -53,8 +53,16 @@ fn changed_while_read(what: &str) -> io::Error {
 pub(crate) fn read_unchanged(file: &mut File, before: &Metadata) -> io::Result<Vec<u8>> {
     let len = usize::try_from(before.len()).map_err(|_| changed_while_read("is too large"))?;
     // Allocated once at its final size (zeroed pages come from the kernel, not from a
-    // memset), then filled in place by the read.
-    let mut bytes = vec![0u8; len];
+    // memset), then filled in place by the read; a size the memory cannot hold is an
+    // error, not an abort.
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(len).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("cannot hold its {len} bytes in memory"),
+        )
+    })?;
+    bytes.resize(len, 0);
     file.read_exact(&mut bytes)
         .map_err(|err| match err.kind() {
             io::ErrorKind::UnexpectedEof => changed_while_read("shrank"),

@@ -29,6 +29,10 @@ pub(crate) use countries::Country;
 /// in none.
 const PROBED_RECORDS: usize = 64;
 
+/// The largest database read: a country or city one is far smaller (GeoLite2-City
+/// about 60 MB, DB-IP's city lite about 130 MB), and one is read whole into memory.
+const MAX_DATABASE_BYTES: u64 = 1 << 30;
+
 /// The path of a record's country code.
 const ISO_CODE: [PathElement<'static>; 2] =
     [PathElement::Key("country"), PathElement::Key("iso_code")];
@@ -71,6 +75,19 @@ impl GeoIp {
                 return Err(fail(not_regular(), "give a MaxMind DB (.mmdb) file"))
             }
         };
+        if before.len() > MAX_DATABASE_BYTES {
+            let err = io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "it is {} bytes, over the 1 GiB a country or city database takes",
+                    before.len()
+                ),
+            );
+            return Err(fail(
+                err,
+                "give a GeoLite2-Country, GeoLite2-City or DB-IP country .mmdb file",
+            ));
+        }
         let bytes = read_unchanged(&mut file, &before).map_err(|err| fail(err, rename_hint))?;
         let invalid = |err: MaxMindDbError| {
             fail(

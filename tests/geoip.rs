@@ -247,6 +247,14 @@ fn a_database_without_countries_is_refused_at_start_and_by_check_config() {
     let asn = temp_file("asn.mmdb", &mmdb::asn_db());
     let corrupt = temp_file("corrupt.mmdb", b"not a database at all");
     let country = temp_file("country.mmdb", &loopback_in("NZ"));
+    // Sparse: 8 TiB named, nothing written; read whole it would not fit in memory.
+    let huge = temp_file("huge.mmdb", b"");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(huge.arg())
+        .unwrap()
+        .set_len(8 << 40)
+        .unwrap();
     for check_only in [true, false] {
         for (db, says) in [
             (
@@ -254,6 +262,10 @@ fn a_database_without_countries_is_refused_at_start_and_by_check_config() {
                 "its records hold no country (database type \"GeoLite2-ASN\")",
             ),
             (corrupt.arg().to_owned(), "not a valid MaxMind DB file"),
+            (
+                huge.arg().to_owned(),
+                "it is 8796093022208 bytes, over the 1 GiB a country or city database takes",
+            ),
             (
                 format!("{}.missing", country.arg()),
                 "no such file or directory",
@@ -333,6 +345,18 @@ fn sighup_reads_a_replaced_database_and_keeps_the_running_one_when_the_new_is_ba
         r#"greeter_greeting_reloads_total{result="failed"}"#,
         1.0,
     );
+    // One too large to read whole (sparse): refused the same way, the server alive.
+    let huge = dir.write("country.mmdb.new", b"");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&huge)
+        .unwrap()
+        .set_len(8 << 40)
+        .unwrap();
+    std::fs::rename(huge, &db).unwrap();
+    server.signal("HUP");
+    let warning = nth_line(&server, "reload: keeping the old configuration", 2);
+    assert!(warning.contains("over the 1 GiB"), "{warning}");
     let _third = connect(server.addr);
     assert!(nth_line(&server, "TRAP peer=", 3).ends_with(" country=FR"));
     metric_reaches(&server, r#"greeter_trapped_connections{country="FR"}"#, 2.0);
