@@ -694,3 +694,39 @@ fn clients_waiting_in_a_full_tarpit_s_backlog_are_left_to_the_new_process() {
     signal(new, "TERM");
     assert_eq!(wait_for_exit(new), 0);
 }
+
+#[test]
+fn a_dripped_greeting_ends_as_it_began_though_the_new_process_greets_otherwise() {
+    become_subreaper();
+    let pid_file = temp_path("began.pid");
+    let began = "220 mail.example.com ESMTP Postfix\r\n";
+    let toml = |message: &str| {
+        format!(
+            "tarpit = true\ndrip = \"greeting\"\ndrip-bytes = 4\ndrip-interval = \"50ms\"\n\
+             log-connections = true\nport = 0\npid-file = {:?}\nmessage = {:?}\n",
+            pid_file.to_str().unwrap(),
+            message
+        )
+    };
+    let (command, path) = ServerCommand::new(&[]).config("began.toml", &toml(began));
+    let mut server = command.spawn();
+    let mut client = connect(server.addr);
+    let mut first = [0u8; 8];
+    client.read_exact(&mut first).unwrap();
+    // The new process's greeting is another (written by rename, as a deploy would).
+    let next = path.with_extension("next");
+    std::fs::write(&next, toml("220 mx.other.org ESMTP\r\n")).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    let no_readers = Clients::connect(server.addr, 0);
+    let old = server.pid();
+    let new = upgrade_handing_over(&mut server, &no_readers, old, &pid_file, 1, 1);
+    let _generation = Generation(new);
+    let rest = read_to_eof(&mut client).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&[&first[..], &rest].concat()),
+        began,
+        "the greeting it began, whole"
+    );
+    signal(new, "TERM");
+    assert_eq!(wait_for_exit(new), 0);
+}

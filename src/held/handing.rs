@@ -21,7 +21,9 @@ use crate::geoip::Country;
 use crate::greeting::Greeting;
 use crate::tarpit::Drip;
 use crate::timers::Timer;
-use crate::upgrade::handover::{send_batch, Handed, TrapRecord, MAX_FDS_PER_MESSAGE};
+use crate::upgrade::handover::{
+    send_batch, Handed, TrapRecord, MAX_FDS_PER_MESSAGE, MAX_HANDED_GREETING,
+};
 
 /// How finely a handed connection's next drip is kept: a fraction of its interval,
 /// rounded down (early, never late), so that its queue has a few runs of durations,
@@ -58,10 +60,10 @@ impl HeldConnections {
             let mut sockets: Vec<RawFd> = Vec::with_capacity(batch.len());
             let mut sent = Vec::with_capacity(batch.len());
             for &key in batch {
-                let conn = &self.slab[key].conn;
+                let Held { conn, greeting, .. } = &self.slab[key];
                 let interval = self.table.drip(conn.listener()).interval;
                 let left = due.get(&key).copied().unwrap_or(interval);
-                let Some(record) = record_of(conn, listeners, left) else {
+                let Some(record) = record_of(conn, greeting, listeners, left) else {
                     continue;
                 };
                 records.push(record);
@@ -116,10 +118,15 @@ impl HeldConnections {
         let record = handed.record;
         let mut conn = Connection::handed(mio::net::TcpStream::from_std(stream), listener, &record);
         let index = usize::from(listener);
-        let greeting = match self.table.trap(index) {
+        let ours = match self.table.trap(index) {
             _ if record.lines => Greeting::from(&[][..]),
             Some(trap) if trap.drip == Drip::Greeting => trap.lead.clone(),
             _ => self.table.greeting(index).clone(),
+        };
+        // The greeting it began (the listener's own, shared, when it is the same).
+        let greeting = match record.greeting {
+            Some(began) if began[..] != ours[..] => Greeting::from(began),
+            _ => ours,
         };
         let key = self.slab.vacant_key();
         let phase = conn.phase();
@@ -149,9 +156,11 @@ impl HeldConnections {
     }
 }
 
-/// The record of trapped connection `conn`, its next drip `left` from now.
+/// The record of trapped connection `conn` (sent `greeting`), its next drip `left`
+/// from now.
 fn record_of(
     conn: &Connection,
+    greeting: &Greeting,
     listeners: &[Option<SocketAddr>],
     left: Duration,
 ) -> Option<TrapRecord> {
@@ -177,6 +186,8 @@ fn record_of(
         blocked: bits.blocked(),
         due_ms: left.as_millis() as u64,
         country: conn.trap_country().unwrap_or(Country::NONE).to_record(),
+        greeting: (!bits.lines() && greeting.len() <= MAX_HANDED_GREETING)
+            .then(|| greeting.to_vec()),
     })
 }
 

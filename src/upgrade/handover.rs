@@ -61,7 +61,15 @@ pub struct TrapRecord {
     /// Its country's ISO code with `--geoip-db` (`??` where the database has none,
     /// `--` without a database).
     pub country: [u8; 2],
+    /// With `--drip greeting`, the greeting it is being dripped (at most
+    /// [`MAX_HANDED_GREETING`] bytes), so that it gets the rest of the greeting it
+    /// began, whatever the new process's is (hex in the line).
+    pub greeting: Option<Vec<u8>>,
 }
+
+/// The longest greeting a record carries; a dripped greeting longer than that goes
+/// on from the new process's greeting for its listener.
+pub const MAX_HANDED_GREETING: usize = 16 * 1024;
 
 /// The old process's end of the channel, shared by its workers: each sends a message
 /// (its lines and descriptors) under the lock, so that two workers' messages never
@@ -84,7 +92,7 @@ impl TrapRecord {
         let country = String::from_utf8_lossy(&self.country).into_owned();
         format!(
             "{VERSION} listener={} peer={} socket_peer={} start_ms={} sent={} mode={} why={} first={} \
-             input={} blocked={} due_ms={} country={country}\n",
+             input={} blocked={} due_ms={} country={country}",
             self.listener,
             self.peer,
             self.socket_peer,
@@ -96,7 +104,22 @@ impl TrapRecord {
             self.input,
             u8::from(self.blocked),
             self.due_ms,
-        )
+        ) + &self.greeting_field()
+    }
+
+    /// ` greeting=HEX` before the line's end, for a dripped greeting; else just the
+    /// line's end.
+    fn greeting_field(&self) -> String {
+        let Some(greeting) = &self.greeting else {
+            return "\n".to_owned();
+        };
+        let mut field = String::with_capacity(11 + 2 * greeting.len());
+        field.push_str(" greeting=");
+        for byte in greeting {
+            field.push_str(&format!("{byte:02x}"));
+        }
+        field.push('\n');
+        field
     }
 
     /// Reads a record line (without its `\n`); `None` if it is not one this version
@@ -119,6 +142,7 @@ impl TrapRecord {
             blocked: false,
             due_ms: 0,
             country: *b"--",
+            greeting: None,
         };
         let mut seen = 0u8;
         for word in words.filter(|word| !word.is_empty()) {
@@ -147,6 +171,7 @@ impl TrapRecord {
                 "blocked" => record.blocked = value == "1",
                 "due_ms" => record.due_ms = value.parse().ok()?,
                 "country" => record.country = value.as_bytes().try_into().ok()?,
+                "greeting" => record.greeting = Some(from_hex(value)?),
                 // A later version's field.
                 _ => {}
             }
@@ -155,6 +180,18 @@ impl TrapRecord {
         // go on without.
         (seen == 15).then_some(record)
     }
+}
+
+/// The bytes `hex` spells two digits a byte; `None` if it does not, or spells more
+/// than [`MAX_HANDED_GREETING`].
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) || hex.len() / 2 > MAX_HANDED_GREETING {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
+        .collect()
 }
 
 fn parse_why(value: &str) -> Option<TrapWhy> {

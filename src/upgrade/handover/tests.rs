@@ -16,6 +16,7 @@ fn record(port: u16) -> TrapRecord {
         blocked: true,
         due_ms: 4_321,
         country: *b"--",
+        greeting: None,
     }
 }
 
@@ -31,6 +32,8 @@ fn a_record_reads_back_as_it_was_written() {
     written.blocked = false;
     written.peer = "[2001:db8::1]:5".parse().unwrap();
     written.country = *b"NL";
+    // A dripped greeting carries the greeting it began, any bytes.
+    written.greeting = Some(b"220 mail\r\n\x00\xff".to_vec());
     assert_eq!(
         TrapRecord::parse(written.to_line().trim_end()),
         Some(written)
@@ -48,6 +51,9 @@ fn a_record_this_version_cannot_read_is_refused_and_unknown_fields_are_not() {
         &line.replacen("v1", "v2", 1),
         &line.replace("peer=192.0.2.7:1", "peer=nowhere"),
         &line.replace("mode=lines", "mode=poetry"),
+        &format!("{line} greeting=0"),
+        &format!("{line} greeting=zz"),
+        &format!("{line} greeting={}", "00".repeat(MAX_HANDED_GREETING + 1)),
         &line.replace("why=deny", "why=spite"),
         &line.replace("start_ms=1700000000123", "start_ms=-1"),
         &line.replace(" start_ms=1700000000123", ""),
