@@ -15,7 +15,7 @@ mod util;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,10 +23,6 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use util::*;
-
-fn temp_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{name}", std::process::id()))
-}
 
 /// Ends a generation this test started through an upgrade, if the test fails first.
 struct Generation(u32);
@@ -300,70 +296,6 @@ fn trapped_clients_stay_trapped_across_three_upgrades_dripped_by_each_new_proces
     assert_eq!(wait_for_exit(pid), 0);
 }
 
-/// A greeter-server started from its own copy of the binary (which the test may
-/// replace), its stderr collected as it comes.
-struct FromCopy {
-    exe: PathBuf,
-    child: std::process::Child,
-    addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl FromCopy {
-    fn start(name: &str, args: &[&str]) -> Self {
-        let exe = temp_path(name);
-        std::fs::copy(binary("greeter-server"), &exe).unwrap();
-        let mut child = Command::new(&exe)
-            .args(["--port", "0"])
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = lines_of(child.stderr.take().unwrap());
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        thread::spawn(move || {
-            for line in lines {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let line = stdout.recv_timeout(STEP_TIMEOUT).unwrap();
-        let addr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
-        FromCopy {
-            exe,
-            child,
-            addr,
-            stderr,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    #[track_caller]
-    fn wait_for_log(&self, needle: &str) {
-        wait_for(
-            STEP_TIMEOUT,
-            || format!("{needle:?} in:\n{}", self.log()),
-            || self.log().contains(needle).then_some(()),
-        );
-    }
-}
-
-impl Drop for FromCopy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.exe);
-    }
-}
-
 #[test]
 fn a_failed_upgrade_leaves_the_trapped_clients_dripping_from_the_old_process() {
     become_subreaper();
@@ -375,28 +307,27 @@ fn a_failed_upgrade_leaves_the_trapped_clients_dripping_from_the_old_process() {
     wait_for(
         STEP_TIMEOUT,
         || "50 TRAP lines".to_owned(),
-        || (count(&server.log(), "TRAP peer=") == 50).then_some(()),
+        || (server.count_lines_with("TRAP peer=") == 50).then_some(()),
     );
     // The new binary fails at once, before it could say `ready`.
-    let next = server.exe.with_extension("next");
-    std::fs::write(&next, "#!/bin/sh\necho 'broken on purpose' >&2\nexit 1\n").unwrap();
-    std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&next, &server.exe).unwrap();
-    signal(server.child.id(), "USR2");
-    server.wait_for_log("upgrade: keeping this process");
+    replace_with_script(
+        &server.exe,
+        "#!/bin/sh\necho 'broken on purpose' >&2\nexit 1\n",
+    );
+    signal(server.pid(), "USR2");
+    server.line_with("upgrade: keeping this process");
     let failed = Instant::now();
     wait_until("every client dripped after the failed upgrade", || {
         assert_eq!(clients.ended(), 0, "a client's connection ended");
         clients.all_read_after(failed + Duration::from_millis(200))
     });
-    let log = server.log();
-    assert_eq!(count(&log, "upgrade: handed"), 0, "{log}");
-    assert_eq!(count(&log, "CLOSE peer="), 0, "{log}");
+    assert_eq!(server.count_lines_with("upgrade: handed"), 0);
+    assert_eq!(server.count_lines_with("CLOSE peer="), 0);
     clients.close();
     wait_for(
         STEP_TIMEOUT,
         || "50 CLOSE lines of the old process".to_owned(),
-        || (count(&server.log(), "reason=trap-eof") == 50).then_some(()),
+        || (server.count_lines_with("reason=trap-eof") == 50).then_some(()),
     );
 }
 

@@ -6,7 +6,6 @@
 
 mod util;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicU64;
@@ -49,10 +48,6 @@ fn upgrade(old: u32, pid_file: &Path, first: Option<&mut ServerProcess>) -> u32 
     };
     assert_eq!(code, 0, "the old process {old} exits 0");
     new
-}
-
-fn temp_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{name}", std::process::id()))
 }
 
 /// Clears the flag that keeps a scraping thread going when dropped.
@@ -198,133 +193,6 @@ fn the_old_process_of_an_upgrade_does_not_wait_for_the_shutdown_delay() {
     server.wait_for_log("shutdown: stop signal; /healthz answers 503");
     signal(new, "TERM");
     assert_eq!(wait_for_exit(new), 0);
-}
-
-/// A copy of greeter-server at a path of its own, which a test may replace.
-fn own_copy(name: &str) -> PathBuf {
-    let path = temp_path(name);
-    std::fs::copy(binary("greeter-server"), &path).unwrap();
-    path
-}
-
-/// Replaces the file at `path` as a package manager would (a new file renamed over).
-fn replace_with_script(path: &Path, script: &str) {
-    let next = path.with_extension("next");
-    std::fs::write(&next, script).unwrap();
-    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&next, path).unwrap();
-}
-
-/// A greeter-server started from its own copy of the binary, so that an upgrade starts
-/// whatever the test then puts at that path; its stderr read line by line (a process
-/// it starts writes there too).
-struct FromCopy {
-    exe: PathBuf,
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    stderr: std::sync::mpsc::Receiver<String>,
-    /// The stderr lines read so far.
-    read: std::cell::RefCell<Vec<String>>,
-}
-
-impl FromCopy {
-    /// Copies the binary to a path named after `name` and starts it there with
-    /// `--port 0 ARGS`; returns once it prints its `listening on` line.
-    fn start(name: &str, args: &[&str]) -> Self {
-        let exe = own_copy(name);
-        let mut child = Command::new(&exe)
-            .args(["--port", "0"])
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = lines_of(child.stderr.take().unwrap());
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let line = stdout.recv_timeout(STEP_TIMEOUT).unwrap();
-        let addr = line.strip_prefix("listening on ").unwrap().parse().unwrap();
-        FromCopy {
-            exe,
-            child,
-            addr,
-            stderr,
-            read: Default::default(),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The next stderr line that contains one of `needles`.
-    #[track_caller]
-    fn next_line_with_any(&self, needles: &[&str]) -> String {
-        loop {
-            let line = self
-                .stderr
-                .recv_timeout(STEP_TIMEOUT)
-                .unwrap_or_else(|_| panic!("no log line with any of {needles:?}"));
-            self.read.borrow_mut().push(line.clone());
-            if needles.iter().any(|needle| line.contains(needle)) {
-                return line;
-            }
-        }
-    }
-
-    #[track_caller]
-    fn next_line_with(&self, needle: &str) -> String {
-        self.next_line_with_any(&[needle])
-    }
-
-    /// A line read so far, or else the next one, that contains `needle`: for lines of
-    /// two processes, which may come in either order.
-    #[track_caller]
-    fn line_with(&self, needle: &str) -> String {
-        let seen = self
-            .read
-            .borrow()
-            .iter()
-            .find(|line| line.contains(needle))
-            .cloned();
-        seen.unwrap_or_else(|| self.next_line_with(needle))
-    }
-
-    /// Whether a line read so far contains `needle`.
-    fn has_read(&self, needle: &str) -> bool {
-        self.read.borrow().iter().any(|line| line.contains(needle))
-    }
-
-    /// SIGUSR2; returns the new process's pid from the `upgrade: started` line.
-    #[track_caller]
-    fn ask_for_upgrade(&self) -> u32 {
-        signal(self.pid(), "USR2");
-        let line = self.next_line_with("upgrade: started ");
-        line.rsplit_once("(pid ")
-            .and_then(|(_, rest)| rest.split(')').next())
-            .and_then(|pid| pid.parse().ok())
-            .unwrap_or_else(|| panic!("no pid in {line:?}"))
-    }
-
-    /// Waits for it to exit; its exit code.
-    #[track_caller]
-    fn exit_code(&mut self) -> Option<i32> {
-        let child = &mut self.child;
-        wait_for(
-            STEP_TIMEOUT,
-            || "the old process to exit".to_owned(),
-            || child.try_wait().unwrap(),
-        )
-        .code()
-    }
-}
-
-impl Drop for FromCopy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.exe);
-    }
 }
 
 /// A FIFO of its own (a test removes it at its end).

@@ -48,12 +48,7 @@ impl HeldConnections {
                 due.insert(deadline.key(), left);
             }
         });
-        let keys: Vec<usize> = self
-            .slab
-            .iter()
-            .filter(|(_, held)| held.conn.phase().is_trapped())
-            .map(|(key, _)| key)
-            .collect();
+        let keys = self.trapped_keys();
         let mut handed = 0;
         for batch in keys.chunks(MAX_FDS_PER_MESSAGE) {
             let mut records = Vec::with_capacity(batch.len());

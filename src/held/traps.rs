@@ -86,16 +86,19 @@ impl HeldConnections {
         step
     }
 
-    /// Closes every trapped connection (a drain: traps never finish), reason
-    /// `drain`.
-    pub(crate) fn close_trapped(&mut self) {
-        let keys: Vec<usize> = self
-            .slab
+    /// The keys of the trapped connections.
+    pub(super) fn trapped_keys(&self) -> Vec<usize> {
+        self.slab
             .iter()
             .filter(|(_, held)| held.conn.phase().is_trapped())
             .map(|(key, _)| key)
-            .collect();
-        for key in keys {
+            .collect()
+    }
+
+    /// Closes every trapped connection (a drain: traps never finish), reason
+    /// `drain`.
+    pub(crate) fn close_trapped(&mut self) {
+        for key in self.trapped_keys() {
             self.close(key, CloseReason::DrainTimeout);
         }
     }
