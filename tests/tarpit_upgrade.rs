@@ -16,25 +16,12 @@ mod util;
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use util::*;
-
-/// Ends a generation this test started through an upgrade, if the test fails first.
-struct Generation(u32);
-
-impl Drop for Generation {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-s", "KILL", &self.0.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
 
 /// What one client received: when each read returned bytes, how many in all, and
 /// whether its connection ended (EOF or an error) while it was watched.

@@ -14,20 +14,6 @@ use std::time::{Duration, Instant};
 
 use util::*;
 
-/// Ends a server generation this test started through an upgrade, if the test fails
-/// before it does.
-struct Generation(u32);
-
-impl Drop for Generation {
-    fn drop(&mut self) {
-        // Gone already when the test passed.
-        let _ = Command::new("kill")
-            .args(["-s", "KILL", &self.0.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
 /// SIGUSR2 to `old`; returns the new process's pid once the pid file names it.
 fn ask_for_upgrade(old: u32, pid_file: &Path) -> u32 {
     signal(old, "USR2");

@@ -184,3 +184,16 @@ impl Drop for FromCopy {
         let _ = std::fs::remove_file(&self.exe);
     }
 }
+
+/// Ends a server generation a test started through an upgrade, if the test fails
+/// before it does (gone already when the test passed).
+pub struct Generation(pub u32);
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", &self.0.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
