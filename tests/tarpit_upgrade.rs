@@ -154,7 +154,8 @@ fn handed(log: &str) -> usize {
 
 /// SIGUSR2 to `old`; waits until the new process has taken over `trapped` trapped
 /// connections (its `took over` line, the `nth` in the log) and the old one has
-/// exited 0, none of `clients` seeing its connection end; returns the new pid.
+/// exited 0, none of `clients` seeing its connection end; returns the new process
+/// (ended when dropped, so that a failing check leaves no server behind).
 fn upgrade_handing_over(
     server: &mut ServerProcess,
     clients: &Clients,
@@ -162,13 +163,13 @@ fn upgrade_handing_over(
     pid_file: &Path,
     trapped: usize,
     nth: usize,
-) -> u32 {
+) -> Generation {
     signal(old, "USR2");
-    let new = wait_for(
+    let new = Generation(wait_for(
         STEP_TIMEOUT,
         || "the new process to write the pid file".to_owned(),
         || pid_in(pid_file).filter(|&pid| pid != old),
-    );
+    ));
     let code = if old == server.pid() {
         server.wait_exit_only(STEP_TIMEOUT).code().unwrap_or(-1)
     } else {
@@ -214,9 +215,11 @@ fn trapped_clients_stay_trapped_across_three_upgrades_dripped_by_each_new_proces
     let mut generations = Vec::new();
     let mut last_exit = Instant::now();
     for nth in 1..=3 {
-        let new = upgrade_handing_over(&mut server, &clients, pid, &pid_file, clients_count, nth);
+        let generation =
+            upgrade_handing_over(&mut server, &clients, pid, &pid_file, clients_count, nth);
+        let new = generation.0;
         last_exit = Instant::now();
-        generations.push(Generation(new));
+        generations.push(generation);
         pid = new;
         // The old process is gone: these drips come from the new one.
         wait_until("every client dripped by the new process", || {
@@ -387,6 +390,7 @@ fn clients_held_by_greeter_load_stay_connected_across_three_upgrades() {
             || "the new process to write the pid file".to_owned(),
             || pid_in(&pid_file).filter(|&new| new != pid),
         );
+        generations.push(Generation(new));
         let code = if pid == server.pid() {
             server.wait_exit_only(STEP_TIMEOUT).code().unwrap_or(-1)
         } else {
@@ -411,7 +415,6 @@ fn clients_held_by_greeter_load_stay_connected_across_three_upgrades() {
         );
         last_upgrade = Instant::now();
         switches.push(last_upgrade - asked);
-        generations.push(Generation(new));
         pid = new;
     }
     assert!(
@@ -503,8 +506,8 @@ fn a_dripped_greeting_goes_on_from_its_offset_in_the_new_process() {
     // This client is read here (its bytes checked), not by a reader thread.
     let no_readers = Clients::connect(server.addr, 0);
     let old = server.pid();
-    let new = upgrade_handing_over(&mut server, &no_readers, old, &pid_file, 1, 1);
-    let _generation = Generation(new);
+    let generation = upgrade_handing_over(&mut server, &no_readers, old, &pid_file, 1, 1);
+    let new = generation.0;
     // The rest, from the new process, then its ordinary close.
     let rest = read_to_eof(&mut client).unwrap();
     assert_eq!([&first[..], &rest].concat(), banner.as_bytes());
@@ -547,8 +550,8 @@ fn a_trapped_client_keeps_its_country_across_an_upgrade() {
     client.read_exact(&mut line).unwrap();
     let no_readers = Clients::connect(server.addr, 0);
     let old = server.pid();
-    let new = upgrade_handing_over(&mut server, &no_readers, old, &pid_file, 1, 1);
-    let _generation = Generation(new);
+    let generation = upgrade_handing_over(&mut server, &no_readers, old, &pid_file, 1, 1);
+    let new = generation.0;
     // The new process counts it under its country: trapped here, not trapped anew.
     let gauge = r#"greeter_trapped_connections{country="NZ"}"#;
     wait_until("the new process's gauge to count it under NZ", || {
@@ -599,8 +602,8 @@ fn clients_waiting_in_a_full_tarpit_s_backlog_are_left_to_the_new_process() {
     // (it used to accept them, only to close them trap-full).
     let waiting = Clients::connect(server.addr, 10);
     let old = server.pid();
-    let new = upgrade_handing_over(&mut server, &waiting, old, &pid_file, 5, 1);
-    let _generation = Generation(new);
+    let generation = upgrade_handing_over(&mut server, &waiting, old, &pid_file, 5, 1);
+    let new = generation.0;
     let handed = Instant::now();
     wait_until("the handed clients dripped by the new process", || {
         assert_eq!(waiting.ended(), 0, "a waiting client's connection ended");
@@ -637,8 +640,8 @@ fn a_dripped_greeting_ends_as_it_began_though_the_new_process_greets_otherwise()
     std::fs::rename(&next, &path).unwrap();
     let no_readers = Clients::connect(server.addr, 0);
     let old = server.pid();
-    let new = upgrade_handing_over(&mut server, &no_readers, old, &pid_file, 1, 1);
-    let _generation = Generation(new);
+    let generation = upgrade_handing_over(&mut server, &no_readers, old, &pid_file, 1, 1);
+    let new = generation.0;
     let rest = read_to_eof(&mut client).unwrap();
     assert_eq!(
         String::from_utf8_lossy(&[&first[..], &rest].concat()),
