@@ -296,21 +296,7 @@ impl Server {
         }
         let stop = self.handle.requested();
         if stop != StopRequest::None && self.drain_deadline.is_none() {
-            // An upgrade's: the trapped connections go to the new process first, so
-            // the drain never closes them; what waits in the backlog is left to the
-            // new process, which has the same listening sockets (accepted here, a
-            // tarpit's clients would find it full, or be trapped only to be handed).
-            let handover = self.handle.take_handover();
-            let listeners = match handover {
-                Some(_) => self.listener_addrs(),
-                None => Vec::new(),
-            };
-            self.begin_drain(now, handover.is_none());
-            if let Some(channel) = handover {
-                self.hand_over_trapped(&channel, &listeners, now);
-                // Dropped here: the last worker's drop closes the channel, and the
-                // new process knows it has everything.
-            }
+            self.begin_stop(now);
         }
         // The listener goes last: a key freed by a close above can be reused by a new
         // connection only once every event of this batch, which named the old holder,

@@ -1,6 +1,7 @@
-//! A loop's part in handing trapped connections across an upgrade: the old
-//! process's loops send theirs to the new process as they begin their drain, the new
-//! one's adopt what its supervisor gives them (see [`crate::upgrade`]).
+//! A loop's part in handing trapped connections across an upgrade: every stop's
+//! drain begins here, and an upgrade's sends the old process's trapped connections
+//! to the new process first; the new one's loops adopt what their supervisor gives
+//! them (see [`crate::upgrade`]).
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
@@ -13,10 +14,26 @@ use super::{Server, LOG_TARGET};
 use crate::upgrade::handover::Handed;
 
 impl Server {
+    /// Begins the drain a stop asked for. An upgrade's hands the trapped connections
+    /// to the new process first, so that the drain never closes them, and leaves
+    /// what waits in the backlog to it (it has the same listening sockets: accepted
+    /// here, a tarpit's clients would find it full, or be trapped only to be handed).
+    pub(super) fn begin_stop(&mut self, now: Instant) {
+        let Some(channel) = self.handle.take_handover() else {
+            return self.begin_drain(now, true);
+        };
+        // Read while the listening sockets are still here.
+        let listeners = self.listener_addrs();
+        self.begin_drain(now, false);
+        self.hand_over_trapped(&channel, &listeners, now);
+        // Dropped here: the last worker's drop closes the channel, and the new
+        // process knows it has everything.
+    }
+
     /// Each listener's address (by its index in the config), from the listening
     /// sockets while this loop still has them: what names a handed connection's
     /// listener.
-    pub(super) fn listener_addrs(&self) -> Vec<Option<SocketAddr>> {
+    fn listener_addrs(&self) -> Vec<Option<SocketAddr>> {
         let mut addrs = vec![None; self.config.listeners.len()];
         for listening in &self.listeners {
             if let (Some(slot), Ok(addr)) = (
@@ -32,7 +49,7 @@ impl Server {
     /// Hands every trapped connection to the new process over `channel`
     /// (`listeners`: from [`Server::listener_addrs`]); those it cannot are left to
     /// the drain.
-    pub(super) fn hand_over_trapped(
+    fn hand_over_trapped(
         &mut self,
         channel: &Mutex<UnixStream>,
         listeners: &[Option<SocketAddr>],
