@@ -438,34 +438,43 @@ fn a_client_that_does_not_read_stops_the_drips_until_it_does() {
         let (_, body) = http_get(metrics, "/metrics");
         samples(&body)[r#"greeter_bytes_dripped_total{country="unknown"}"#]
     };
-    // The buffers fill; then the count stops growing (drips are skipped, not sent).
-    let mut last = -1.0;
+    // A second client that reads is the clock: a line to it each interval.
+    let mut clock = connect(server.addr);
+    let mut clock_read = 0;
+    let mut lines_to_the_clock = |lines: usize| {
+        clock_read += read_exactly(&mut clock, lines * 255).len();
+        clock_read as f64
+    };
+    // The buffers fill; then the count grows by the clock's lines alone (the other
+    // client's drips are skipped, not sent): over five of its lines, at most what it
+    // read and a line sent between two looks, where the other's would add five more.
+    let mut last = 0.0;
     wait_for(
         STEP_TIMEOUT,
         || "the drips to stop".to_owned(),
         || {
-            let now = dripped();
-            let stopped = now > 0.0 && now == last;
-            last = now;
-            std::thread::sleep(Duration::from_millis(200));
-            stopped.then_some(())
+            let (before, clock_before) = (dripped(), lines_to_the_clock(0));
+            let clock_after = lines_to_the_clock(5);
+            last = dripped();
+            let others = last - before - (clock_after - clock_before);
+            (before > 0.0 && others <= 2.0 * 255.0).then_some(())
         },
     );
     let (_, body) = http_get(metrics, "/metrics");
     assert_eq!(
         samples(&body)[r#"greeter_trapped_connections{country="unknown"}"#],
-        1.0,
+        2.0,
         "{body}"
     );
     // Read what waits: writable again, the drips go on.
     let mut buffer = vec![0u8; 1 << 20];
-    let _ = peer.read(&mut buffer).unwrap();
-    let stalled_at = last;
-    wait_until("the drips to go on", || {
-        let _ = peer.set_nonblocking(true);
-        while matches!(peer.read(&mut buffer), Ok(n) if n > 0) {}
-        dripped() > stalled_at
-    });
+    // More than both buffers (4 KiB each, which the kernel doubles) held at the
+    // stall: its own drips came again.
+    let mut read = 0;
+    while read < 32 * 1024 {
+        read += peer.read(&mut buffer).expect("its drips go on");
+    }
+    assert!(dripped() > last);
 }
 
 #[test]

@@ -321,25 +321,15 @@ fn a_failed_upgrade_leaves_the_trapped_clients_dripping_from_the_old_process() {
     );
 }
 
-/// The hold test's scale: clients, drip interval, the time between two upgrades, and
-/// how long the clients are held in all.
-fn hold_scale() -> (usize, Duration, Duration, Duration) {
+/// The hold test's scale: clients, drip interval, and how long the clients are held
+/// in all.
+fn hold_scale() -> (usize, Duration, Duration) {
     match std::env::var("GREETER_FULL_SCALE").as_deref() {
-        Ok("1") => (
-            5_000,
-            Duration::from_secs(1),
-            Duration::from_secs(4),
-            Duration::from_secs(20),
-        ),
+        Ok("1") => (5_000, Duration::from_secs(1), Duration::from_secs(20)),
         // Over 253 a worker: two messages each, of which the first is larger than
         // the kernel's largest piece of a stream (two workers' pieces could
         // interleave).
-        _ => (
-            600,
-            Duration::from_millis(200),
-            Duration::from_millis(800),
-            Duration::from_secs(4),
-        ),
+        _ => (600, Duration::from_millis(200), Duration::from_secs(4)),
     }
 }
 
@@ -347,7 +337,7 @@ fn hold_scale() -> (usize, Duration, Duration, Duration) {
 fn clients_held_by_greeter_load_stay_connected_across_three_upgrades() {
     become_subreaper();
     let _ = greeter::fdlimit::raise_to_hard_limit();
-    let (clients, interval, between, hold_for) = hold_scale();
+    let (clients, interval, hold_for) = hold_scale();
     let pid_file = temp_path("held.pid");
     let interval_arg = format!("{}ms", interval.as_millis());
     let max_trapped = (2 * clients).to_string();
@@ -360,9 +350,20 @@ fn clients_held_by_greeter_load_stay_connected_across_three_upgrades() {
         "--workers",
         "2",
         "--log-connections",
+        "--metrics",
+        "127.0.0.1:0",
         "--pid-file",
         pid_file.to_str().unwrap(),
     ]);
+    // The metrics socket is handed on with the listeners: each generation answers.
+    let metrics = metrics_addr(&server);
+    let dripped_by_this_generation = || {
+        let (_, body) = http_get(metrics, "/metrics");
+        samples(&body)
+            .get(r#"greeter_bytes_dripped_total{country="unknown"}"#)
+            .copied()
+            .unwrap_or(0.0)
+    };
     let options = greeter_load::hold::HoldOptions {
         addr: server.addr,
         clients,
@@ -382,7 +383,10 @@ fn clients_held_by_greeter_load_stay_connected_across_three_upgrades() {
     let mut last_upgrade = Instant::now();
     let mut switches = Vec::new();
     for nth in 1..=3 {
-        thread::sleep(between); // drips from this generation first
+        // A line to every client from this generation first (32 bytes each).
+        wait_until("a line to every client from this generation", || {
+            dripped_by_this_generation() >= (32 * clients) as f64
+        });
         let asked = Instant::now();
         signal(pid, "USR2");
         let new = wait_for(
