@@ -6,7 +6,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use super::traps::note_trap;
 use super::{is_live, take_verdict, HeldConnections};
 use crate::admission::Verdict;
 use crate::close::{log_proxy_error, CloseReason};
@@ -54,16 +53,9 @@ impl HeldConnections {
         if let Verdict::Trap(_) = verdict {
             // Trapped as a fresh connection is: its lead sent now, its drips started
             // as its step is settled.
-            let held = &mut self.slab[key];
-            note_trap(
-                &mut self.counts,
-                &self.table,
-                &self.geo,
-                self.log_level,
-                &mut held.conn,
-                &held.greeting,
-            );
-            self.slots.count_in(held.conn.phase(), client.ip());
+            self.note_trapped(key);
+            self.slots
+                .count_in(self.slab[key].conn.phase(), client.ip());
             return step;
         }
         // A delay's own step gives way to the advance below, where input that came

@@ -73,6 +73,15 @@ impl HeldConnections {
         };
         held.greeting = lead.clone();
         self.counts.bytes_sent += held.conn.sent(&held.greeting) as u64;
+        self.note_trapped(key);
+        self.slots.count_out(delaying, ip);
+        self.slots.count_in(self.slab[key].conn.phase(), ip);
+        step
+    }
+
+    /// Held connection `key`, trapped just now ([`note_trap`]).
+    pub(super) fn note_trapped(&mut self, key: usize) {
+        let held = &mut self.slab[key];
         note_trap(
             &mut self.counts,
             &self.table,
@@ -81,9 +90,6 @@ impl HeldConnections {
             &mut held.conn,
             &held.greeting,
         );
-        self.slots.count_out(delaying, ip);
-        self.slots.count_in(held.conn.phase(), ip);
-        step
     }
 
     /// The keys of the trapped connections.
