@@ -11,23 +11,6 @@ use std::io::{Read, Write};
 
 use util::*;
 
-/// The `n`th (from 1) log line that contains `needle`, once there is one.
-#[track_caller]
-fn nth_line(server: &ServerProcess, needle: &str, n: usize) -> String {
-    wait_for(
-        STEP_TIMEOUT,
-        || format!("{n} lines with {needle:?} in:\n{}", server.stderr()),
-        || {
-            server
-                .stderr()
-                .lines()
-                .filter(|line| line.contains(needle))
-                .nth(n - 1)
-                .map(str::to_owned)
-        },
-    )
-}
-
 /// The `/metrics` samples once `name` reads `value`.
 #[track_caller]
 fn metric_reaches(server: &ServerProcess, name: &str, value: f64) {

@@ -15,11 +15,7 @@ use util::*;
 /// The `CLOSE` line of the one connection a log shows, once it is there.
 #[track_caller]
 fn close_line(server: &ServerProcess) -> String {
-    let log = server.wait_for_log("CLOSE peer=");
-    log.lines()
-        .find(|line| line.contains("CLOSE peer="))
-        .unwrap()
-        .to_owned()
+    nth_line(server, "CLOSE peer=", 1)
 }
 
 /// Reads exactly `len` bytes (within the step timeout).
@@ -686,11 +682,7 @@ fn a_stop_closes_traps_once_the_greetings_in_flight_are_done() {
 /// The `TRAP` line of a log, once it is there.
 #[track_caller]
 fn trap_line(server: &ServerProcess) -> String {
-    let log = server.wait_for_log("TRAP peer=");
-    log.lines()
-        .find(|line| line.contains("TRAP peer="))
-        .unwrap()
-        .to_owned()
+    nth_line(server, "TRAP peer=", 1)
 }
 
 #[test]

@@ -515,12 +515,8 @@ fn a_dripped_greeting_goes_on_from_its_offset_in_the_new_process() {
     // The rest, from the new process, then its ordinary close.
     let rest = read_to_eof(&mut client).unwrap();
     assert_eq!([&first[..], &rest].concat(), banner.as_bytes());
-    let line = server.wait_for_log("CLOSE peer=");
-    let close = line
-        .lines()
-        .find(|line| line.contains("CLOSE peer="))
-        .unwrap();
-    assert_eq!(field(close, "bytes"), banner.len().to_string(), "{close}");
+    let close = nth_line(&server, "CLOSE peer=", 1);
+    assert_eq!(field(&close, "bytes"), banner.len().to_string(), "{close}");
     signal(new, "TERM");
     assert_eq!(wait_for_exit(new), 0);
 }
@@ -568,11 +564,7 @@ fn a_trapped_client_keeps_its_country_across_an_upgrade() {
     );
     client.read_exact(&mut line).unwrap();
     drop(client);
-    let log = server.wait_for_log("CLOSE peer=");
-    let close = log
-        .lines()
-        .find(|line| line.contains("CLOSE peer="))
-        .unwrap();
+    let close = nth_line(&server, "CLOSE peer=", 1);
     assert!(close.ends_with(" country=NZ"), "{close}");
     wait_until("its country's gauge back at 0", || {
         samples(&http_get(metrics, "/metrics").1).get(gauge) == Some(&0.0)

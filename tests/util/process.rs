@@ -211,6 +211,23 @@ fn spawn_with(
     }
 }
 
+/// The `n`th (from 1) log line that contains `needle`, once there is one.
+#[track_caller]
+pub fn nth_line(server: &ServerProcess, needle: &str, n: usize) -> String {
+    wait_for(
+        STEP_TIMEOUT,
+        || format!("{n} lines with {needle:?} in:\n{}", server.stderr()),
+        || {
+            server
+                .stderr()
+                .lines()
+                .filter(|line| line.contains(needle))
+                .nth(n - 1)
+                .map(str::to_owned)
+        },
+    )
+}
+
 /// The value of `key=` in a log line.
 pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
     let start = line
