@@ -9,6 +9,7 @@ use mio::Waker;
 
 use crate::config::Config;
 use crate::geoip::TrapsByCountry;
+use crate::locking::lock;
 use crate::totals::Totals;
 use crate::upgrade::handover::{Handed, SharedChannel};
 
@@ -261,11 +262,4 @@ impl ServerHandle {
             Err(poisoned) => *poisoned.into_inner() = snapshot,
         }
     }
-}
-
-/// Locks `mutex`, whose contents stay valid even if a holder panicked.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

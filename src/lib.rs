@@ -104,6 +104,7 @@
 //! - [`fdlimit`]: raising the open-file limit at start-up.
 //! - `files` (internal): opening the files the server reads, regular files only,
 //!   refused if changed while read.
+//! - `locking` (internal): a mutex locked whether or not a holder panicked.
 //! - [`error`]: the one-line [`Failure`] that stops the program, saying what failed
 //!   and how to fix it.
 //! - [`client`]: the blocking client used by `greeter-client` and the tests.
@@ -134,6 +135,7 @@ pub mod health_check;
 mod held;
 pub mod listen_fds;
 pub mod listener;
+mod locking;
 pub mod log_format;
 pub mod log_sink;
 pub mod logging;

@@ -17,10 +17,12 @@
 //! keeps its sources the same way, in a `SourceMap` keyed by `source_key`.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use schnellru::{ByLength, LruMap};
+
+use crate::locking::lock;
 
 /// Shards of the table: enough that several workers seldom wait for one another.
 const SHARDS: usize = 16;
@@ -226,10 +228,6 @@ impl std::fmt::Debug for RateTable {
             .field("sources", &self.len())
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Which shard holds `key`: its high bits mixed (IPv6 sources differ there, their

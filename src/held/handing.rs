@@ -19,6 +19,7 @@ use super::{is_live, Held, HeldConnections};
 use crate::connection::{Connection, Phase};
 use crate::geoip::Country;
 use crate::greeting::Greeting;
+use crate::locking::lock;
 use crate::tarpit::Drip;
 use crate::timers::Timer;
 use crate::upgrade::handover::{
@@ -66,10 +67,7 @@ impl HeldConnections {
                 sockets.push(conn.stream().as_raw_fd());
             }
             // One message at a time over all workers (see `SharedChannel`).
-            let sent_whole = match channel.lock() {
-                Ok(channel) => send_batch(&channel, &records, &sockets),
-                Err(poisoned) => send_batch(&poisoned.into_inner(), &records, &sockets),
-            };
+            let sent_whole = send_batch(&lock(channel), &records, &sockets);
             if let Err(err) = sent_whole {
                 return (handed, Some(err));
             }
