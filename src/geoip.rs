@@ -195,6 +195,17 @@ pub struct CountryFigures {
     pub seen: bool,
 }
 
+impl CountryFigures {
+    /// Adds `other`'s figures to these (seen if either was).
+    pub fn add(&mut self, other: &CountryFigures) {
+        self.now += other.now;
+        self.trapped += other.trapped;
+        self.dripped += other.dripped;
+        self.trapped_ms += other.trapped_ms;
+        self.seen |= other.seen;
+    }
+}
+
 impl Default for TrapsByCountry {
     fn default() -> Self {
         TrapsByCountry {
@@ -242,11 +253,13 @@ impl TrapsByCountry {
     /// Adds these figures to `sum` (one entry per [`Country`] index).
     pub fn add_to(&self, sum: &mut [CountryFigures]) {
         for (cell, sum) in self.cells.iter().zip(sum) {
-            sum.now += cell.now.load(Ordering::Relaxed);
-            sum.trapped += cell.trapped.load(Ordering::Relaxed);
-            sum.dripped += cell.dripped.load(Ordering::Relaxed);
-            sum.trapped_ms += cell.trapped_ms.load(Ordering::Relaxed);
-            sum.seen |= cell.seen.load(Ordering::Relaxed);
+            sum.add(&CountryFigures {
+                now: cell.now.load(Ordering::Relaxed),
+                trapped: cell.trapped.load(Ordering::Relaxed),
+                dripped: cell.dripped.load(Ordering::Relaxed),
+                trapped_ms: cell.trapped_ms.load(Ordering::Relaxed),
+                seen: cell.seen.load(Ordering::Relaxed),
+            });
         }
     }
 }

@@ -188,36 +188,27 @@ impl Collector for MetricsSource {
             ConstGauge::new(saturate(snapshot.delayed)),
         )?;
         let countries = by_country(&self.workers);
-        let mut family = encoder.encode_descriptor(
+        each_country(
+            &mut encoder,
             "greeter_trapped_connections",
             "Clients trapped now by the --tarpit listeners (held under --max-trapped, not against --max-connections), by country (--geoip-db; unknown without it).",
-            None,
-            MetricType::Gauge,
+            &countries,
+            |figures| ConstGauge::new(i64::try_from(figures.now).unwrap_or(i64::MAX)),
         )?;
-        for (country, figures) in &countries {
-            let now = i64::try_from(figures.now).unwrap_or(i64::MAX);
-            ConstGauge::new(now).encode(family.encode_family(&[("country", *country)])?)?;
-        }
-        let mut family = encoder.encode_descriptor(
+        each_country(
+            &mut encoder,
             "greeter_trapped_clients",
             "Clients trapped by the --tarpit listeners since the start, by country.",
-            None,
-            MetricType::Counter,
+            &countries,
+            |figures| ConstCounter::new(figures.trapped),
         )?;
-        for (country, figures) in &countries {
-            ConstCounter::new(figures.trapped)
-                .encode(family.encode_family(&[("country", *country)])?)?;
-        }
-        let mut family = encoder.encode_descriptor(
+        each_country(
+            &mut encoder,
             "greeter_trapped_seconds",
             "Time trapped clients have spent trapped (an interval counted at each drip), by country.",
-            None,
-            MetricType::Counter,
+            &countries,
+            |figures| ConstCounter::new(figures.trapped_ms as f64 / 1000.0),
         )?;
-        for (country, figures) in &countries {
-            ConstCounter::new(figures.trapped_ms as f64 / 1000.0)
-                .encode(family.encode_family(&[("country", *country)])?)?;
-        }
         let (counts, sum_ms) = totals.trap_durations();
         single(
             &mut encoder,
@@ -230,16 +221,13 @@ impl Collector for MetricsSource {
                 shown: TRAP_DURATION_BOUNDS.len(),
             },
         )?;
-        let mut family = encoder.encode_descriptor(
+        each_country(
+            &mut encoder,
             "greeter_bytes_dripped",
             "Bytes dripped to trapped clients (within greeter_bytes_sent), by country.",
-            None,
-            MetricType::Counter,
+            &countries,
+            |figures| ConstCounter::new(figures.dripped),
         )?;
-        for (country, figures) in &countries {
-            ConstCounter::new(figures.dripped)
-                .encode(family.encode_family(&[("country", *country)])?)?;
-        }
         single(
             &mut encoder,
             "greeter_connections_max",
@@ -291,6 +279,23 @@ fn single(
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
+/// Encodes one family under `name` with a `country` label: `metric` of each of
+/// `countries`' figures (never empty: `unknown` is always there).
+fn each_country<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    countries: &[(&str, CountryFigures)],
+    metric: impl Fn(&CountryFigures) -> M,
+) -> Result<(), std::fmt::Error> {
+    let metric_type = metric(&CountryFigures::default()).metric_type();
+    let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (country, figures) in countries {
+        metric(figures).encode(family.encode_family(&[("country", *country)])?)?;
+    }
+    Ok(())
+}
+
 /// The workers' trap figures by country label: `unknown` always (the clients of no
 /// database with those the database does not place), then each country that has
 /// had a trap (or a trapped client handed over by an upgrade), in code order; a
@@ -301,12 +306,7 @@ fn by_country(workers: &WorkersView) -> Vec<(&'static str, CountryFigures)> {
     let mut seen = Vec::new();
     for (index, figures) in sums.into_iter().enumerate() {
         match country_label(index) {
-            "unknown" => {
-                unknown.now += figures.now;
-                unknown.trapped += figures.trapped;
-                unknown.dripped += figures.dripped;
-                unknown.trapped_ms += figures.trapped_ms;
-            }
+            "unknown" => unknown.add(&figures),
             label if figures.seen => seen.push((label, figures)),
             _ => {}
         }
